@@ -1,0 +1,46 @@
+// The edge's Hono app: configuration and body limits first, then the caller, worker and ops routes,
+// with one error handler and one not-found answer, both in the JSON error shape.
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { ErrorCode, errorBody } from "../shared/index.ts";
+import type { HonoEnv } from "./app-env.ts";
+import { loadConfig } from "./config.ts";
+import { ApiError, onError } from "./errors.ts";
+import { callerRoutes } from "./routes/caller.ts";
+import { opsRoutes } from "./routes/ops.ts";
+import { workerRoutes } from "./routes/workers.ts";
+
+export const app = new Hono<HonoEnv>();
+
+app.onError(onError);
+app.notFound((c) =>
+  c.json(
+    errorBody(
+      ErrorCode.notFound,
+      `no route ${c.req.method} ${new URL(c.req.url).pathname}; see the README for the API`,
+    ),
+    404,
+  ),
+);
+
+app.use(async (c, next) => {
+  c.set("config", loadConfig(c.env));
+  await next();
+});
+app.use("/v1/*", (c, next) => {
+  const maxSize = c.get("config").maxBodyBytes;
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new ApiError(
+        413,
+        ErrorCode.payloadTooLarge,
+        `request body exceeds ${maxSize} bytes; send fewer or smaller inputs per call`,
+      );
+    },
+  })(c, next);
+});
+
+app.route("/", opsRoutes);
+app.route("/", callerRoutes);
+app.route("/", workerRoutes);

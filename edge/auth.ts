@@ -1,0 +1,47 @@
+// Bearer-key checks for the three kinds of client: callers (API_KEYS), workers (WORKER_TOKENS), and
+// operators reading metrics and the scaling signal (either kind of key). AUTH=open turns checks off.
+import { createMiddleware } from "hono/factory";
+import { ErrorCode } from "../shared/index.ts";
+import type { HonoEnv } from "./app-env.ts";
+import { ApiError } from "./errors.ts";
+
+export type KeyKind = "caller" | "worker" | "operator";
+
+function sameKey(a: string, b: string): boolean {
+  const enc = new TextEncoder();
+  const x = enc.encode(a);
+  const y = enc.encode(b);
+  return x.byteLength === y.byteLength && crypto.subtle.timingSafeEqual(x, y);
+}
+
+export const requireKey = (kind: KeyKind) =>
+  createMiddleware<HonoEnv>(async (c, next) => {
+    const config = c.get("config");
+    if (config.open) return next();
+    const allowed =
+      kind === "caller"
+        ? config.apiKeys
+        : kind === "worker"
+          ? config.workerTokens
+          : [...config.apiKeys, ...config.workerTokens];
+    const setting = kind === "worker" ? "WORKER_TOKENS" : "API_KEYS";
+    if (allowed.length === 0) {
+      throw new ApiError(
+        401,
+        ErrorCode.unauthorized,
+        `no ${kind} keys are configured: set the ${setting} secret (wrangler secret put ${setting}), or AUTH=open for local development`,
+      );
+    }
+    const header = c.req.header("Authorization");
+    // Browsers cannot set headers on a WebSocket, so workers may also pass ?token=.
+    const token = header?.match(/^Bearer\s+(.+)$/i)?.[1] ?? (kind === "worker" ? c.req.query("token") : undefined);
+    if (!token)
+      throw new ApiError(
+        401,
+        ErrorCode.unauthorized,
+        `missing credentials: send "Authorization: Bearer <${setting} entry>"`,
+      );
+    if (!allowed.some((k) => sameKey(k, token)))
+      throw new ApiError(401, ErrorCode.unauthorized, `the ${kind} key is not valid`);
+    return next();
+  });

@@ -1,0 +1,78 @@
+// SQLite schema of a model queue object. Append a migration to change it; never edit a shipped one.
+
+export const MODEL_QUEUE_MIGRATIONS = [
+  `
+  CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    session TEXT,
+    n_items INTEGER NOT NULL,
+    n_open INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    last_leased_at INTEGER,
+    compute_ms REAL NOT NULL DEFAULT 0,
+    pool TEXT,
+    finished_at INTEGER,
+    error_code TEXT,
+    error_message TEXT
+  );
+  CREATE INDEX jobs_open ON jobs (status, deadline);
+  CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+  CREATE TABLE items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    priority INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    available_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_id TEXT,
+    lease_pos INTEGER,
+    leased_at INTEGER,
+    input TEXT NOT NULL,
+    output TEXT,
+    error_code TEXT,
+    error_message TEXT
+  );
+  CREATE INDEX items_queue ON items (state, priority DESC, seq);
+  CREATE INDEX items_job ON items (job_id, idx);
+  CREATE INDEX items_lease ON items (lease_id, lease_pos) WHERE lease_id IS NOT NULL;
+
+  CREATE TABLE leases (
+    id TEXT PRIMARY KEY,
+    worker_id TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    ended_at INTEGER
+  );
+  CREATE INDEX leases_active ON leases (state, deadline);
+
+  CREATE TABLE counters (
+    name TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (name, pool)
+  );
+  CREATE TABLE histograms (
+    name TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (name, pool, bucket)
+  );
+  CREATE TABLE histogram_totals (
+    name TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (name, pool)
+  );
+  `,
+] as const;

@@ -1,0 +1,87 @@
+// What operators and autoscalers read: liveness, readiness, the KEDA scaling signal, Prometheus metrics.
+// /v1/scaling must stay cheap and answer even when a queue does not: KEDA scales to zero on errors.
+import { type Context, Hono } from "hono";
+import { type Pool, rawDesiredReplicas } from "../../shared/index.ts";
+import type { HonoEnv } from "../app-env.ts";
+import { requireKey } from "../auth.ts";
+import { loadConfig } from "../config.ts";
+import { type ModelMetrics, renderPrometheus } from "../metrics/prometheus.ts";
+import type { QueueStats } from "../model-queue/model-queue.ts";
+import { eachQueue } from "../request.ts";
+import type { PoolSignal } from "../scaling/scaling-window.ts";
+
+export const opsRoutes = new Hono<HonoEnv>();
+
+opsRoutes.get("/healthz", (c) => c.json({ status: "ok" }));
+
+opsRoutes.get("/readyz", (c) => {
+  try {
+    const config = loadConfig(c.env);
+    return c.json({ status: "ready", models: [...config.models.keys()] });
+  } catch (error) {
+    return c.json({ status: "not_ready", error: { code: "misconfigured", message: (error as Error).message } }, 503);
+  }
+});
+
+/** Per pool: items queued (eligible for any pool until routing says otherwise) plus what the pool holds. */
+function poolQueues(stats: readonly QueueStats[]): Record<Pool, number> {
+  const queued = stats.reduce((n, s) => n + s.queued, 0);
+  return {
+    browser: queued + stats.reduce((n, s) => n + s.in_flight.browser, 0),
+    gpu: queued + stats.reduce((n, s) => n + s.in_flight.gpu, 0),
+  };
+}
+
+async function scalingSignal(c: Context<HonoEnv>, stats: readonly QueueStats[]): Promise<Record<Pool, PoolSignal>> {
+  const scaling = c.get("config").scaling;
+  const queues = poolQueues(stats);
+  try {
+    const window = c.env.SCALING_WINDOW.get(c.env.SCALING_WINDOW.idFromName("global"));
+    return await window.observe(queues, scaling);
+  } catch (error) {
+    // Without the window we still answer: the raw formula, so KEDA never sees a failing endpoint.
+    console.error("scaling window unavailable", error);
+    const raw = (pool: Pool): PoolSignal => {
+      const desired = rawDesiredReplicas(queues[pool], scaling[pool]);
+      return {
+        queue_length: queues[pool],
+        raw_replicas: desired,
+        desired_replicas: desired,
+        active: queues[pool] > scaling[pool].activation_threshold,
+      };
+    };
+    return { browser: raw("browser"), gpu: raw("gpu") };
+  }
+}
+
+opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
+  const { results, failed } = await eachQueue(c, (queue, m) => queue.stats(m.name));
+  const stats = results.map((r) => r.value);
+  const pools = await scalingSignal(c, stats);
+  const config = c.get("config").scaling;
+  return c.json({
+    pools,
+    config,
+    models: Object.fromEntries(
+      stats.map((s) => [s.model, { queued: s.queued, in_flight: s.in_flight, workers: s.workers }]),
+    ),
+    ...(failed.length > 0 ? { unavailable: failed } : {}),
+    at: Date.now(),
+  });
+});
+
+opsRoutes.get("/metrics", requireKey("operator"), async (c) => {
+  const { results } = await eachQueue(
+    c,
+    async (queue, m): Promise<ModelMetrics> => ({
+      stats: await queue.stats(m.name),
+      snapshot: await queue.metricsSnapshot(m.name),
+    }),
+  );
+  const models = results.map((r) => r.value);
+  const pools = await scalingSignal(
+    c,
+    models.map((m) => m.stats),
+  );
+  return c.body(renderPrometheus(models, pools), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+});

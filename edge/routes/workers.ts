@@ -1,0 +1,74 @@
+// The worker protocol over HTTP (lease with long-poll, extend, complete, release) and the WebSocket
+// upgrade for workers that hold a socket. Both end in the same queue object methods.
+import { Hono } from "hono";
+import {
+  CompleteBody,
+  ErrorCode,
+  ExtendBody,
+  type LeaseAck,
+  LeaseRequest,
+  MODEL_NAME,
+  ReleaseBody,
+} from "../../shared/index.ts";
+import type { HonoEnv } from "../app-env.ts";
+import { requireKey } from "../auth.ts";
+import { ApiError } from "../errors.ts";
+import type { CompleteResult } from "../model-queue/model-queue.ts";
+import { modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
+
+export const workerRoutes = new Hono<HonoEnv>();
+workerRoutes.use(requireKey("worker"));
+
+/** ok and duplicate are both success for an idempotent call; stale and not_found tell the worker its work was dropped. */
+function answerAck(result: CompleteResult): Response {
+  if ("error" in result) throw new ApiError(400, result.error.code, result.error.message);
+  const ack: LeaseAck = result;
+  if (ack.status === "ok" || ack.status === "duplicate") return Response.json(ack);
+  const status = ack.status === "stale" ? 409 : 404;
+  const code = ack.status === "stale" ? "lease_stale" : ErrorCode.leaseNotFound;
+  throw new ApiError(status, code, ack.message ?? `lease ${ack.lease_id} is ${ack.status}`, { extra: { ...ack } });
+}
+
+workerRoutes.post("/v1/leases", async (c) => {
+  const req = await readJson(c, LeaseRequest, "lease request");
+  modelOrThrow(c, req.model);
+  const batch = await queueOf(c, req.model).lease(req);
+  if (batch === null) return c.body(null, 204);
+  return c.body(batch, 200, { "Content-Type": "application/json" });
+});
+
+workerRoutes.post("/v1/leases/:id/extend", async (c) => {
+  const id = c.req.param("id");
+  const { queue } = queueOfId(c, id, "lease");
+  const body = await readJson(c, ExtendBody, "extend body", { emptyAs: {} });
+  return answerAck(await queue.extend(id, body.extend_ms));
+});
+
+workerRoutes.post("/v1/leases/:id/complete", async (c) => {
+  const id = c.req.param("id");
+  const { queue } = queueOfId(c, id, "lease");
+  const body = await readJson(c, CompleteBody, "completion");
+  return answerAck(await queue.complete(id, body));
+});
+
+workerRoutes.post("/v1/leases/:id/release", async (c) => {
+  const id = c.req.param("id");
+  const { queue } = queueOfId(c, id, "lease");
+  const body = await readJson(c, ReleaseBody, "release body", { emptyAs: {} });
+  return answerAck(await queue.release(id, body.reason));
+});
+
+/** One socket per model served: `GET /v1/workers/connect?model=NAME` with Upgrade: websocket. */
+workerRoutes.get("/v1/workers/connect", async (c) => {
+  const name = c.req.query("model") ?? "";
+  if (!MODEL_NAME.test(name)) throw new ApiError(400, ErrorCode.validation, "pass the model to serve as ?model=NAME");
+  modelOrThrow(c, name);
+  if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
+    throw new ApiError(
+      426,
+      ErrorCode.badRequest,
+      "this endpoint speaks WebSocket: send Upgrade: websocket (or use the HTTP lease endpoints)",
+    );
+  }
+  return queueOf(c, name).fetch(c.req.raw);
+});

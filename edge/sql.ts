@@ -1,0 +1,43 @@
+// The one small typed helper every Durable Object uses for its SQLite storage, plus versioned migrations.
+// Calls are synchronous: a DO runs one event at a time, so a run of statements without an await is atomic.
+
+export type Row = Record<string, SqlStorageValue>;
+
+export class Sql {
+  constructor(private readonly storage: SqlStorage) {}
+
+  all<T extends Row>(query: string, ...bindings: SqlStorageValue[]): T[] {
+    return this.storage.exec<T>(query, ...bindings).toArray();
+  }
+
+  one<T extends Row>(query: string, ...bindings: SqlStorageValue[]): T | undefined {
+    return this.all<T>(query, ...bindings)[0];
+  }
+
+  /** Runs a statement and answers how many rows it wrote. */
+  run(query: string, ...bindings: SqlStorageValue[]): number {
+    return this.storage.exec(query, ...bindings).rowsWritten;
+  }
+
+  /** Applies each migration past the stored schema version, in order, and records the new version. */
+  migrate(migrations: readonly string[]): void {
+    this.storage.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)");
+    const current = Number(
+      this.one<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")?.value ?? 0,
+    );
+    for (let version = current; version < migrations.length; version++) {
+      this.storage.exec(migrations[version] as string);
+    }
+    if (current < migrations.length) {
+      this.run("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", String(migrations.length));
+    }
+  }
+
+  getMeta(key: string): string | undefined {
+    return this.one<{ value: string }>("SELECT value FROM meta WHERE key = ?", key)?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.run("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", key, value);
+  }
+}

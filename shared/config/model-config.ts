@@ -1,0 +1,60 @@
+// Per-model queue configuration with documented defaults (the README's defaults table mirrors this).
+// The registry (models/registry.json) or the MODELS variable supplies entries; omitted fields take these.
+import { z } from "zod";
+import { MODEL_NAME } from "../protocol/caller.ts";
+
+export const QUEUE_DEFAULTS = {
+  /** Triton's max_batch_size: the most items one batch holds. */
+  max_batch_size: 32,
+  /** Triton's max_queue_delay: a batch goes out when full or when its oldest item has waited this long. */
+  max_queue_delay_ms: 5,
+  /** Queued items (not calls) the model accepts before answering 429. */
+  max_queue_size: 10_000,
+  /** Most inputs in one call. */
+  max_inputs_per_request: 256,
+  /** How long a worker holds a batch before it must extend; an expired lease puts its items back. */
+  lease_ms: 30_000,
+  /** Deliveries of one item before it is dead-lettered as failed. */
+  max_attempts: 3,
+  /** Backoff before a redelivered item is eligible again: base * 2^(attempt-1), capped. */
+  retry_backoff_ms: 100,
+  retry_backoff_max_ms: 5_000,
+  /** Per-request timeout when the caller gives none, and the most a caller may ask for. */
+  default_timeout_ms: 30_000,
+  max_timeout_ms: 300_000,
+  /** Priorities 0..levels-1, higher served first, FIFO within a level. */
+  priority_levels: 3,
+  default_priority: 0,
+  /** How long a finished job's result can still be read with GET /v1/jobs/{id}. */
+  result_ttl_ms: 3_600_000,
+} as const;
+
+export const ModelConfig = z
+  .strictObject({
+    name: z.string().regex(MODEL_NAME),
+    task: z.string().min(1).default("tensor"),
+    max_batch_size: z.int().positive().max(4096).default(QUEUE_DEFAULTS.max_batch_size),
+    max_queue_delay_ms: z.int().min(0).max(60_000).default(QUEUE_DEFAULTS.max_queue_delay_ms),
+    max_queue_size: z.int().positive().default(QUEUE_DEFAULTS.max_queue_size),
+    max_inputs_per_request: z.int().positive().max(4096).default(QUEUE_DEFAULTS.max_inputs_per_request),
+    lease_ms: z.int().positive().default(QUEUE_DEFAULTS.lease_ms),
+    max_attempts: z.int().positive().max(100).default(QUEUE_DEFAULTS.max_attempts),
+    retry_backoff_ms: z.int().min(0).default(QUEUE_DEFAULTS.retry_backoff_ms),
+    retry_backoff_max_ms: z.int().min(0).default(QUEUE_DEFAULTS.retry_backoff_max_ms),
+    default_timeout_ms: z.int().positive().default(QUEUE_DEFAULTS.default_timeout_ms),
+    max_timeout_ms: z.int().positive().default(QUEUE_DEFAULTS.max_timeout_ms),
+    priority_levels: z.int().min(1).max(16).default(QUEUE_DEFAULTS.priority_levels),
+    default_priority: z.int().min(0).default(QUEUE_DEFAULTS.default_priority),
+    result_ttl_ms: z.int().positive().default(QUEUE_DEFAULTS.result_ttl_ms),
+    /** Everything else about the model (files, hashes, tokenizer) belongs to the runners; kept as given. */
+    files: z.record(z.string(), z.unknown()).optional(),
+    description: z.string().optional(),
+  })
+  .refine((m) => m.default_timeout_ms <= m.max_timeout_ms, "default_timeout_ms must not exceed max_timeout_ms")
+  .refine((m) => m.default_priority < m.priority_levels, "default_priority must be below priority_levels");
+export type ModelConfig = z.infer<typeof ModelConfig>;
+
+export const ModelRegistry = z
+  .strictObject({ models: z.array(ModelConfig).min(1) })
+  .refine((r) => new Set(r.models.map((m) => m.name)).size === r.models.length, "model names must be unique");
+export type ModelRegistry = z.infer<typeof ModelRegistry>;

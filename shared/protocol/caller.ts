@@ -1,0 +1,50 @@
+// The caller-facing protocol: what `POST /v1/infer` accepts and what the job endpoints answer.
+// The edge validates with these schemas; the SDK and tests use the same types.
+import { z } from "zod";
+
+export const JobStatus = ["queued", "running", "succeeded", "failed", "expired"] as const;
+export type JobStatus = (typeof JobStatus)[number];
+export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "expired"];
+
+export const Pool = ["browser", "gpu"] as const;
+export type Pool = (typeof Pool)[number];
+
+export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+export const InferRequest = z.strictObject({
+  model: z.string().regex(MODEL_NAME, "must be a model name such as 'sentiment' (letters, digits, . _ -)"),
+  inputs: z.array(z.json()).min(1, "must hold at least one input"),
+  priority: z.int().min(0).optional(),
+  timeout_ms: z.int().positive().optional(),
+  session: z.string().min(1).max(128).optional(),
+  wait: z.boolean().default(true),
+});
+export type InferRequest = z.infer<typeof InferRequest>;
+
+export interface ItemError {
+  index: number;
+  code: string;
+  message: string;
+}
+
+export interface Timings {
+  queued_ms: number;
+  compute_ms: number;
+  total_ms: number;
+}
+
+export interface JobView {
+  id: string;
+  model: string;
+  status: JobStatus;
+  outputs?: unknown[];
+  errors?: ItemError[];
+  error?: { code: string; message: string };
+  timings?: Timings;
+  created_at: number;
+}
+
+export interface InferAccepted {
+  id: string;
+  status: JobStatus;
+}

@@ -1,0 +1,37 @@
+// The one error shape every EdgeSwarm endpoint answers with, and the stable codes in it.
+// Callers, workers and the SDK match on `code`; `message` is for the person reading it.
+
+export const ErrorCode = {
+  badRequest: "bad_request",
+  invalidJson: "invalid_json",
+  validation: "validation_failed",
+  unauthorized: "unauthorized",
+  forbidden: "forbidden",
+  notFound: "not_found",
+  unknownModel: "unknown_model",
+  jobNotFound: "job_not_found",
+  leaseNotFound: "lease_not_found",
+  badId: "bad_id",
+  tooManyInputs: "too_many_inputs",
+  payloadTooLarge: "payload_too_large",
+  queueFull: "queue_full",
+  timeoutTooLong: "timeout_too_long",
+  wrongResultCount: "wrong_result_count",
+  expired: "expired",
+  failed: "failed",
+  invalidInput: "invalid_input",
+  workerError: "worker_error",
+  leaseExpired: "lease_expired",
+  maxAttempts: "max_attempts_exceeded",
+  upstream: "upstream_unavailable",
+  internal: "internal_error",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+export function errorBody(code: string, message: string): ErrorBody {
+  return { error: { code, message } };
+}

@@ -1,0 +1,38 @@
+// Parse-once helpers: turn untrusted data into a typed value or a ProtocolError that says what to fix.
+// Used at every boundary (HTTP bodies, WebSocket frames, worker results).
+import type { z } from "zod";
+import { ErrorCode } from "./errors.ts";
+
+export class ProtocolError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = "ProtocolError";
+    this.code = code;
+  }
+}
+
+/** Formats zod issues as `field: problem; field: problem`, the way a person fixes a request body. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((issue) => {
+      const where = issue.path.length > 0 ? issue.path.join(".") : "body";
+      return `${where}: ${issue.message}`;
+    })
+    .join("; ");
+}
+
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> | ProtocolError {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  return new ProtocolError(ErrorCode.validation, `invalid ${what}: ${describeIssues(result.error)}`);
+}
+
+export function parseJsonText(text: string, what: string): unknown | ProtocolError {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    return new ProtocolError(ErrorCode.invalidJson, `${what} is not valid JSON: ${(error as Error).message}`);
+  }
+}

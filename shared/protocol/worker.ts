@@ -1,0 +1,87 @@
+// The worker protocol: the same operations over a WebSocket (frames below) and over plain HTTP
+// (`POST /v1/leases`, `/v1/leases/{id}/extend|complete|release`). Coordinator and workers import these.
+import { z } from "zod";
+import { Pool } from "./caller.ts";
+
+export const WORKER_PROTOCOL_VERSION = 1;
+
+export const WorkerInfo = z.object({
+  worker_id: z.string().min(1).max(128),
+  pool: z.enum(Pool),
+  device: z.string().min(1).max(64),
+  /** Most items this worker runs in one batch; the coordinator sends min(this, the model's max_batch_size). */
+  max_batch_size: z.int().positive().max(4096),
+  /** Batches this worker runs at once. */
+  max_concurrent_batches: z.int().positive().max(64).default(1),
+});
+export type WorkerInfo = z.infer<typeof WorkerInfo>;
+
+export const ItemResult = z.union([
+  z.strictObject({ output: z.json() }),
+  z.strictObject({
+    error: z.strictObject({
+      code: z.string().min(1).max(64),
+      message: z.string().max(2000),
+      /** A transient failure (out of memory, device lost): the item is tried again, up to max_attempts. */
+      retryable: z.boolean().default(false),
+    }),
+  }),
+]);
+export type ItemResult = z.infer<typeof ItemResult>;
+
+export const CompleteBody = z.strictObject({
+  results: z.array(ItemResult),
+  compute_ms: z.number().nonnegative().optional(),
+});
+export type CompleteBody = z.infer<typeof CompleteBody>;
+
+export const ExtendBody = z.strictObject({ extend_ms: z.int().positive().optional() });
+export const ReleaseBody = z.strictObject({ reason: z.string().max(500).optional() });
+
+export const LeaseRequest = WorkerInfo.extend({
+  model: z.string().min(1),
+  /** Long-poll: how long to wait for a batch before answering 204. */
+  wait_ms: z.int().min(0).max(60_000).default(20_000),
+}).strict();
+export type LeaseRequest = z.infer<typeof LeaseRequest>;
+
+/** Frames a worker sends over its WebSocket. */
+export const WorkerFrame = z.discriminatedUnion("type", [
+  WorkerInfo.extend({ type: z.literal("hello"), version: z.int().optional() }).strict(),
+  ExtendBody.extend({ type: z.literal("extend"), lease_id: z.string().min(1) }),
+  CompleteBody.extend({ type: z.literal("complete"), lease_id: z.string().min(1) }),
+  ReleaseBody.extend({ type: z.literal("release"), lease_id: z.string().min(1) }),
+]);
+export type WorkerFrame = z.infer<typeof WorkerFrame>;
+
+export interface BatchItem {
+  id: string;
+  input: unknown;
+  attempt: number;
+}
+
+export interface Batch {
+  lease_id: string;
+  model: string;
+  deadline: number;
+  /** Extend before this many ms pass (half the lease, as BullMQ's lockRenewTime). */
+  renew_after_ms: number;
+  items: BatchItem[];
+}
+
+export type LeaseOutcome = "ok" | "duplicate" | "stale" | "not_found";
+
+export interface LeaseAck {
+  lease_id: string;
+  status: LeaseOutcome;
+  /** For `ok` extends: the new deadline. */
+  deadline?: number;
+  message?: string;
+}
+
+/** Frames the coordinator sends to a worker. */
+export type CoordinatorFrame =
+  | ({ type: "welcome"; model: string; lease_ms: number } & Pick<WorkerInfo, "worker_id">)
+  | ({ type: "batch" } & Batch)
+  | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
+  | { type: "error"; code: string; message: string };

@@ -1,0 +1,39 @@
+// Three suites: pure logic in Node, the edge inside real workerd (vitest-pool-workers), and
+// end-to-end runs against `wrangler dev` with real worker processes.
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "./test/support/test-models.ts";
+
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: "node", include: ["test/node/**/*.test.ts"], environment: "node" } },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                AUTH: "required",
+                API_KEYS: TEST_API_KEY,
+                WORKER_TOKENS: TEST_WORKER_TOKEN,
+                MODELS: JSON.stringify(TEST_REGISTRY),
+              },
+            },
+          }),
+        ],
+        test: { name: "workers", include: ["test/workers/**/*.test.ts"] },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
