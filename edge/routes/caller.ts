@@ -18,9 +18,9 @@ const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
 };
 
 export const callerRoutes = new Hono<HonoEnv>();
-callerRoutes.use(requireKey("caller"));
+const authorised = requireKey("caller");
 
-callerRoutes.post("/v1/infer", async (c) => {
+callerRoutes.post("/v1/infer", authorised, async (c) => {
   const body = await readJson(c, InferRequest, "request body");
   const model = modelOrThrow(c, body.model);
   if (body.inputs.length > model.max_inputs_per_request) {
@@ -86,7 +86,7 @@ function answerJob(c: Context<HonoEnv>, job: JobView) {
   throw new ApiError(ours ? 502 : 422, error.code, error.message, { extra });
 }
 
-callerRoutes.get("/v1/jobs/:id", async (c) => {
+callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "job");
   const job = await queue.job(id);
@@ -96,7 +96,7 @@ callerRoutes.get("/v1/jobs/:id", async (c) => {
   return c.json(view);
 });
 
-callerRoutes.get("/v1/models", async (c) => {
+callerRoutes.get("/v1/models", authorised, async (c) => {
   const { results, failed } = await eachQueue(c, (queue, m) => queue.stats(m.name));
   const stats = new Map(results.map((r) => [r.model.name, r.value]));
   const models = [...c.get("config").models.values()].map(({ files: _files, ...config }) => {

@@ -17,7 +17,7 @@ import type { CompleteResult } from "../model-queue/model-queue.ts";
 import { modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
 
 export const workerRoutes = new Hono<HonoEnv>();
-workerRoutes.use(requireKey("worker"));
+const authorised = requireKey("worker");
 
 /** ok and duplicate are both success for an idempotent call; stale and not_found tell the worker its work was dropped. */
 function answerAck(result: CompleteResult): Response {
@@ -29,7 +29,7 @@ function answerAck(result: CompleteResult): Response {
   throw new ApiError(status, code, ack.message ?? `lease ${ack.lease_id} is ${ack.status}`, { extra: { ...ack } });
 }
 
-workerRoutes.post("/v1/leases", async (c) => {
+workerRoutes.post("/v1/leases", authorised, async (c) => {
   const req = await readJson(c, LeaseRequest, "lease request");
   modelOrThrow(c, req.model);
   const batch = await queueOf(c, req.model).lease(req);
@@ -37,21 +37,21 @@ workerRoutes.post("/v1/leases", async (c) => {
   return c.body(batch, 200, { "Content-Type": "application/json" });
 });
 
-workerRoutes.post("/v1/leases/:id/extend", async (c) => {
+workerRoutes.post("/v1/leases/:id/extend", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, ExtendBody, "extend body", { emptyAs: {} });
   return answerAck(await queue.extend(id, body.extend_ms));
 });
 
-workerRoutes.post("/v1/leases/:id/complete", async (c) => {
+workerRoutes.post("/v1/leases/:id/complete", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, CompleteBody, "completion");
   return answerAck(await queue.complete(id, body));
 });
 
-workerRoutes.post("/v1/leases/:id/release", async (c) => {
+workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, ReleaseBody, "release body", { emptyAs: {} });
@@ -59,7 +59,7 @@ workerRoutes.post("/v1/leases/:id/release", async (c) => {
 });
 
 /** One socket per model served: `GET /v1/workers/connect?model=NAME` with Upgrade: websocket. */
-workerRoutes.get("/v1/workers/connect", async (c) => {
+workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
   const name = c.req.query("model") ?? "";
   if (!MODEL_NAME.test(name)) throw new ApiError(400, ErrorCode.validation, "pass the model to serve as ?model=NAME");
   modelOrThrow(c, name);

@@ -16,6 +16,8 @@ export const TEST_REGISTRY = {
       priority_levels: 3,
     },
     { name: "bravo", task: "tensor", max_batch_size: 64, max_queue_delay_ms: 0, lease_ms: 5_000 },
+    // A delay no test waits out: a batch that arrives proves it went out because it was full.
+    { name: "charlie", task: "tensor", max_batch_size: 4, max_queue_delay_ms: 60_000 },
   ],
 };
 

@@ -1,0 +1,142 @@
+// Helpers for the edge suites that run inside workerd: call the app as a client would, and act as a
+// worker over the real WebSocket and HTTP lease protocol.
+import { abortAllDurableObjects, env, runInDurableObject, SELF } from "cloudflare:test";
+import type { CoordinatorFrame } from "../../shared/index.ts";
+import { TEST_API_KEY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
+
+export const CALLER = { Authorization: `Bearer ${TEST_API_KEY}` };
+export const WORKER = { Authorization: `Bearer ${TEST_WORKER_TOKEN}` };
+
+export interface Answer<T = any> {
+  status: number;
+  headers: Headers;
+  body: T;
+}
+
+export async function call(
+  path: string,
+  init: { method?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {},
+): Promise<Answer> {
+  const hasBody = init.body !== undefined || init.raw !== undefined;
+  const res = await SELF.fetch(`http://edge${path}`, {
+    method: init.method ?? (hasBody ? "POST" : "GET"),
+    headers: { ...CALLER, ...(hasBody ? { "Content-Type": "application/json" } : {}), ...init.headers },
+    ...(hasBody ? { body: init.raw ?? JSON.stringify(init.body) } : {}),
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    // Prometheus text and the like stay strings
+  }
+  return { status: res.status, headers: res.headers, body };
+}
+
+export const infer = (body: Record<string, unknown>) => call("/v1/infer", { body });
+export const workerCall = (path: string, body?: unknown) => call(path, { body: body ?? {}, headers: WORKER });
+
+export function queue(model: string) {
+  return env.MODEL_QUEUE.get(env.MODEL_QUEUE.idFromName(model));
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 3_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await sleep(10);
+  }
+}
+
+type Frame<T extends CoordinatorFrame["type"]> = Extract<CoordinatorFrame, { type: T }>;
+
+/** A worker over the real WebSocket endpoint; it does exactly what the test tells it to. */
+export class SocketWorker {
+  readonly frames: CoordinatorFrame[] = [];
+  private cursor = 0;
+
+  private constructor(readonly ws: WebSocket) {
+    ws.addEventListener("message", (e) => {
+      this.frames.push(JSON.parse(e.data as string));
+    });
+  }
+
+  static async connect(
+    model: string,
+    info: {
+      worker_id?: string;
+      pool?: "gpu" | "browser";
+      max_batch_size?: number;
+      max_concurrent_batches?: number;
+    } = {},
+  ): Promise<SocketWorker> {
+    const res = await SELF.fetch(`http://edge/v1/workers/connect?model=${model}`, {
+      headers: { Upgrade: "websocket", ...WORKER },
+    });
+    if (!res.webSocket) throw new Error(`no websocket: ${res.status} ${await res.text()}`);
+    res.webSocket.accept();
+    const worker = new SocketWorker(res.webSocket);
+    worker.send({
+      type: "hello",
+      worker_id: info.worker_id ?? crypto.randomUUID(),
+      pool: info.pool ?? "gpu",
+      device: "cpu",
+      max_batch_size: info.max_batch_size ?? 64,
+      max_concurrent_batches: info.max_concurrent_batches ?? 1,
+    });
+    await worker.next("welcome");
+    return worker;
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** The next frame of this type not yet consumed. */
+  async next<T extends CoordinatorFrame["type"]>(type: T, timeoutMs = 3_000): Promise<Frame<T>> {
+    return waitFor(() => {
+      for (let i = this.cursor; i < this.frames.length; i++) {
+        const f = this.frames[i] as CoordinatorFrame;
+        if (f.type === type) {
+          this.frames.splice(i, 1);
+          return f as Frame<T>;
+        }
+      }
+      return undefined;
+    }, timeoutMs);
+  }
+
+  has(type: CoordinatorFrame["type"]): boolean {
+    return this.frames.some((f) => f.type === type);
+  }
+
+  /** Completes a batch with outputs computed from each input. */
+  complete(batch: Frame<"batch">, output: (input: any) => unknown = (x) => x): void {
+    this.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: batch.items.map((i) => ({ output: output(i.input) })),
+      compute_ms: 1,
+    });
+  }
+
+  close(): void {
+    this.ws.close(1000, "test done");
+  }
+}
+
+/** Wipes every queue object (storage, alarm, in-memory state) so each test starts from nothing. */
+export async function wipeQueues(models: readonly string[] = ["alpha", "bravo", "charlie"]): Promise<void> {
+  await abortAllDurableObjects();
+  for (const model of models) {
+    await runInDurableObject(queue(model), async (_instance, state) => {
+      await state.storage.deleteAlarm();
+      await state.storage.deleteAll();
+    });
+  }
+  await abortAllDurableObjects();
+}

@@ -1,0 +1,264 @@
+// The model queue in real workerd: dynamic batching, priority, leases, redelivery, dead-lettering,
+// timeouts, backpressure, and a restart of the object with work in flight.
+import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { call, infer, queue, SocketWorker, sleep, waitFor, wipeQueues, workerCall } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const submit = async (inputs: unknown[], extra: Record<string, unknown> = {}) => {
+  const res = await infer({ model: "alpha", inputs, wait: false, ...extra });
+  expect(res.status).toBe(202);
+  return res.body.id as string;
+};
+const job = async (id: string) => (await call(`/v1/jobs/${id}`)).body;
+
+describe("dynamic batching", () => {
+  it("sends a batch as soon as it is full, and holds a partial one until its delay", async () => {
+    // charlie's max_queue_delay_ms is a minute: only a full batch can go out within this test.
+    const worker = await SocketWorker.connect("charlie", { max_batch_size: 8 });
+    const res = await infer({ model: "charlie", inputs: [1, 2, 3, 4, 5, 6], wait: false });
+    expect(res.status).toBe(202);
+    const first = await worker.next("batch");
+    expect(first.items.map((i) => i.input)).toEqual([1, 2, 3, 4]);
+    worker.complete(first);
+    await sleep(100);
+    expect(worker.has("batch")).toBe(false);
+  });
+
+  it("sends a partial batch once its oldest item has waited max_queue_delay_ms", async () => {
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 4 });
+    const started = Date.now();
+    await submit(["a"]);
+    await submit(["b"]);
+    const batch = await worker.next("batch");
+    expect(Date.now() - started).toBeGreaterThanOrEqual(38);
+    expect(batch.items.map((i) => i.input)).toEqual(["a", "b"]);
+  });
+
+  it("caps a batch at the worker's own capacity", async () => {
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 2 });
+    await submit([1, 2, 3]);
+    expect((await worker.next("batch")).items).toHaveLength(2);
+  });
+
+  it("answers a waiting call with one output per input, in order, and its timings", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const answer = infer({ model: "alpha", inputs: [1, 2, 3] });
+    worker.complete(await worker.next("batch"), (x) => x * 10);
+    const res = await answer;
+    expect(res.status).toBe(200);
+    expect(res.body.outputs).toEqual([10, 20, 30]);
+    expect(res.body.timings.total_ms).toBeGreaterThanOrEqual(res.body.timings.queued_ms);
+    expect(res.body.timings.compute_ms).toBe(1);
+  });
+});
+
+describe("priority", () => {
+  it("serves higher priority first and FIFO within a level", async () => {
+    await submit(["low-1"], { priority: 0 });
+    await submit(["low-2"], { priority: 0 });
+    await submit(["high-1"], { priority: 2 });
+    await submit(["mid-1"], { priority: 1 });
+    await submit(["high-2"], { priority: 2 });
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 4 });
+    const batch = await worker.next("batch");
+    expect(batch.items.map((i) => i.input)).toEqual(["high-1", "high-2", "mid-1", "low-1"]);
+  });
+});
+
+describe("leases", () => {
+  it("puts the items of an expired lease back and redelivers them to another worker", async () => {
+    const silent = await SocketWorker.connect("alpha", { worker_id: "silent" });
+    const id = await submit([7, 8]);
+    const lost = await silent.next("batch");
+    expect(lost.items.every((i) => i.attempt === 1)).toBe(true);
+    const rescuer = await SocketWorker.connect("alpha", { worker_id: "rescuer" });
+    const again = await rescuer.next("batch", 5_000); // after the 150 ms lease expires, via the alarm
+    expect(again.items.map((i) => i.input)).toEqual([7, 8]);
+    expect(again.items.every((i) => i.attempt === 2)).toBe(true);
+    rescuer.complete(again);
+    await waitFor(async () => (await job(id)).status === "succeeded");
+    // The first worker's late completion changes nothing and says so.
+    silent.complete(lost, () => "late");
+    expect((await silent.next("ack")).status).toBe("stale");
+    expect((await job(id)).outputs).toEqual([7, 8]);
+  });
+
+  it("keeps a lease alive while the worker extends it", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const id = await submit([1]);
+    const batch = await worker.next("batch");
+    for (let i = 0; i < 4; i++) {
+      await sleep(60);
+      worker.send({ type: "extend", lease_id: batch.lease_id });
+      expect((await worker.next("ack")).status).toBe("ok");
+    }
+    expect(Date.now()).toBeGreaterThan(batch.deadline); // past the first deadline, yet still held
+    worker.complete(batch);
+    expect((await worker.next("ack")).status).toBe("ok");
+    expect((await job(id)).status).toBe("succeeded");
+  });
+
+  it("dead-letters an item after max_attempts failed deliveries, with the last error", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const answer = infer({ model: "alpha", inputs: ["doomed"] });
+    await worker.next("batch"); // attempt 1: never completed
+    await worker.next("batch", 5_000); // attempt 2: never completed
+    const res = await answer;
+    expect(res.status).toBe(502);
+    expect(res.body.error.code).toBe("max_attempts_exceeded");
+    expect(res.body.status).toBe("failed");
+    expect(res.body.errors[0].message).toMatch(/failed after 2 attempts.*lease expired/);
+    expect(worker.has("batch")).toBe(false);
+  });
+
+  it("treats a completion as idempotent: a duplicate is reported and changes nothing", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const id = await submit([1]);
+    const batch = await worker.next("batch");
+    worker.complete(batch, () => "first");
+    expect((await worker.next("ack")).status).toBe("ok");
+    worker.complete(batch, () => "second");
+    expect((await worker.next("ack")).status).toBe("duplicate");
+    expect((await job(id)).outputs).toEqual(["first"]);
+  });
+
+  it("retries an item whose worker error is retryable, and fails at once one that is not", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const answer = infer({ model: "alpha", inputs: ["ok", "flaky", "bad"] });
+    const batch = await worker.next("batch");
+    worker.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: [
+        { output: "OK" },
+        { error: { code: "device_lost", message: "GPU device lost", retryable: true } },
+        { error: { code: "invalid_input", message: "input must be text" } },
+      ],
+    });
+    const retry = await worker.next("batch");
+    expect(retry.items.map((i) => [i.input, i.attempt])).toEqual([["flaky", 2]]);
+    worker.complete(retry, () => "FLAKY");
+    const res = await answer;
+    expect(res.status).toBe(422);
+    expect(res.body.outputs).toEqual(["OK", "FLAKY", null]);
+    expect(res.body.errors).toEqual([{ index: 2, code: "invalid_input", message: "input must be text" }]);
+    expect(res.body.error.message).toContain("1 of 3 inputs failed");
+  });
+
+  it("puts a disconnected worker's batch back at once", async () => {
+    const quitter = await SocketWorker.connect("alpha", { worker_id: "quitter" });
+    const id = await submit([1, 2]);
+    await quitter.next("batch");
+    quitter.close();
+    const other = await SocketWorker.connect("alpha", { worker_id: "other" });
+    other.complete(await other.next("batch", 1_000));
+    await waitFor(async () => (await job(id)).status === "succeeded");
+  });
+
+  it("serves HTTP workers: long-poll lease, extend, release without using an attempt, complete", async () => {
+    const empty = await workerCall("/v1/leases", {
+      model: "alpha",
+      worker_id: "h1",
+      pool: "gpu",
+      device: "cpu",
+      max_batch_size: 4,
+      wait_ms: 30,
+    });
+    expect(empty.status).toBe(204);
+    const id = await submit([1, 2]);
+    const leased = await workerCall("/v1/leases", {
+      model: "alpha",
+      worker_id: "h1",
+      pool: "gpu",
+      device: "cpu",
+      max_batch_size: 4,
+      wait_ms: 1_000,
+    });
+    expect(leased.status).toBe(200);
+    expect(leased.body.items.map((i: { input: number }) => i.input)).toEqual([1, 2]);
+    const extended = await workerCall(`/v1/leases/${leased.body.lease_id}/extend`);
+    expect(extended.body.status).toBe("ok");
+    expect(extended.body.deadline).toBeGreaterThanOrEqual(leased.body.deadline);
+    const released = await workerCall(`/v1/leases/${leased.body.lease_id}/release`, { reason: "shutting down" });
+    expect(released.status).toBe(200);
+    expect((await job(id)).status).toBe("queued");
+    const late = await workerCall(`/v1/leases/${leased.body.lease_id}/complete`, {
+      results: [{ output: 1 }, { output: 2 }],
+    });
+    expect(late.status).toBe(409);
+    expect(late.body.error.code).toBe("lease_stale");
+    const again = await workerCall("/v1/leases", {
+      model: "alpha",
+      worker_id: "h2",
+      pool: "gpu",
+      device: "cpu",
+      max_batch_size: 4,
+      wait_ms: 1_000,
+    });
+    expect(again.body.items.map((i: { attempt: number }) => i.attempt)).toEqual([1, 1]);
+    const done = await workerCall(`/v1/leases/${again.body.lease_id}/complete`, {
+      results: [{ output: "x" }, { output: "y" }],
+    });
+    expect(done.body.status).toBe("ok");
+    expect(await job(id)).toMatchObject({ status: "succeeded", outputs: ["x", "y"] });
+  });
+});
+
+describe("timeouts and backpressure", () => {
+  it("expires a request not served within its timeout: 504 for a waiting call, expired for the job", async () => {
+    const res = await infer({ model: "alpha", inputs: [1], timeout_ms: 100 });
+    expect(res.status).toBe(504);
+    expect(res.body.error.code).toBe("expired");
+    expect(res.body.error.message).toMatch(/timeout of 100 ms/);
+    expect((await job(res.body.id)).status).toBe("expired");
+    // An expired item is never handed out afterwards.
+    const worker = await SocketWorker.connect("alpha");
+    await sleep(80);
+    expect(worker.has("batch")).toBe(false);
+  });
+
+  it("answers 429 with Retry-After when the queue is full, and accepts again once it drains", async () => {
+    await submit([1, 2, 3, 4, 5, 6, 7, 8]);
+    const full = await infer({ model: "alpha", inputs: [1, 2, 3, 4, 5], wait: false });
+    expect(full.status).toBe(429);
+    expect(full.headers.get("Retry-After")).toBe("1");
+    expect(full.body.error.code).toBe("queue_full");
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 4 });
+    worker.complete(await worker.next("batch"));
+    worker.complete(await worker.next("batch"));
+    await waitFor(async () => (await call("/v1/models")).body.models[0].queue_depth === 0);
+    expect((await infer({ model: "alpha", inputs: [1, 2, 3, 4, 5], wait: false })).status).toBe(202);
+  });
+});
+
+describe("restart", () => {
+  it("loses nothing accepted when the object restarts with work queued and in flight", async () => {
+    const holder = await SocketWorker.connect("alpha", { worker_id: "holder", max_batch_size: 4 });
+    const inFlight = await submit([1, 2, 3, 4]);
+    const queued = await submit([5]);
+    await holder.next("batch");
+    await abortAllDurableObjects(); // the object is thrown away; only its SQLite storage remains
+    expect((await job(inFlight)).status).toBe("running");
+    expect((await job(queued)).status).toBe("queued");
+    const worker = await SocketWorker.connect("alpha", { worker_id: "after", max_batch_size: 4 });
+    const seen: unknown[] = [];
+    while (seen.length < 5) {
+      const batch = await worker.next("batch", 5_000);
+      seen.push(...batch.items.map((i) => i.input));
+      worker.complete(batch, (x) => x * 2);
+    }
+    expect(seen.sort()).toEqual([1, 2, 3, 4, 5]);
+    expect((await job(inFlight)).outputs).toEqual([2, 4, 6, 8]);
+    expect((await job(queued)).outputs).toEqual([10]);
+  });
+
+  it("keeps deadlines in storage: the alarm expires what is due after a restart", async () => {
+    const id = await submit([1], { timeout_ms: 60 });
+    await abortAllDurableObjects();
+    await sleep(80);
+    await runDurableObjectAlarm(queue("alpha"));
+    expect((await job(id)).status).toBe("expired");
+  });
+});
