@@ -1,0 +1,87 @@
+// What operators and KEDA read: health, models with queue depth, the scaling signal, Prometheus metrics.
+import { afterEach, describe, expect, it } from "vitest";
+import { call, infer, SocketWorker, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+describe("health", () => {
+  it("is live and ready, without credentials", async () => {
+    expect((await call("/healthz", { headers: { Authorization: "" } })).body).toEqual({ status: "ok" });
+    const ready = await call("/readyz", { headers: { Authorization: "" } });
+    expect(ready.status).toBe(200);
+    expect(ready.body.models).toEqual(["alpha", "bravo", "charlie"]);
+  });
+});
+
+describe("GET /v1/models", () => {
+  it("lists each model with its configuration and current queue depth", async () => {
+    await infer({ model: "alpha", inputs: [1, 2, 3], wait: false });
+    const res = await call("/v1/models");
+    const alpha = res.body.models.find((m: { name: string }) => m.name === "alpha");
+    expect(alpha).toMatchObject({
+      max_batch_size: 4,
+      max_queue_delay_ms: 40,
+      lease_ms: 150,
+      max_attempts: 2,
+      queue_depth: 3,
+    });
+    expect(res.body.models.find((m: { name: string }) => m.name === "bravo")).toMatchObject({
+      max_queue_size: 10_000, // a default filled in
+      queue_depth: 0,
+    });
+  });
+});
+
+describe("GET /v1/scaling", () => {
+  it("applies the replica formula per pool and holds scale-down through the stabilisation window", async () => {
+    await infer({ model: "bravo", inputs: new Array(40).fill(0), wait: false });
+    const up = await call("/v1/scaling");
+    expect(up.status).toBe(200);
+    // browser: ceil(40 / 16) = 3; gpu: ceil(40 / 64) = 1, its floor anyway.
+    expect(up.body.pools.browser).toMatchObject({
+      queue_length: 40,
+      raw_replicas: 3,
+      desired_replicas: 3,
+      active: true,
+    });
+    expect(up.body.pools.gpu).toMatchObject({ queue_length: 40, desired_replicas: 1 });
+    expect(up.body.config.gpu.target_per_replica).toBe(64);
+
+    const worker = await SocketWorker.connect("bravo", { pool: "browser", max_batch_size: 64 });
+    worker.complete(await worker.next("batch"));
+    await worker.next("ack");
+    const down = await call("/v1/scaling");
+    expect(down.body.pools.browser).toMatchObject({ queue_length: 0, raw_replicas: 0, active: false });
+    expect(down.body.pools.browser.desired_replicas).toBe(3); // within the 60 s window
+  });
+
+  it("counts what a pool holds in flight for that pool only", async () => {
+    const worker = await SocketWorker.connect("bravo", { pool: "gpu", max_batch_size: 64 });
+    await infer({ model: "bravo", inputs: new Array(10).fill(0), wait: false });
+    await worker.next("batch");
+    const res = await call("/v1/scaling");
+    expect(res.body.pools.gpu.queue_length).toBe(10);
+    expect(res.body.pools.browser.queue_length).toBe(0);
+    expect(res.body.models.bravo.in_flight).toEqual({ browser: 0, gpu: 10 });
+  });
+});
+
+describe("GET /metrics", () => {
+  it("serves Prometheus text with queue depth, counters and histograms by model and pool", async () => {
+    const worker = await SocketWorker.connect("alpha", { pool: "gpu" });
+    const answer = infer({ model: "alpha", inputs: [1, 2] });
+    worker.complete(await worker.next("batch"));
+    expect((await answer).status).toBe(200);
+    await infer({ model: "alpha", inputs: [3], wait: false });
+    const res = await call("/metrics");
+    expect(res.headers.get("Content-Type")).toMatch(/^text\/plain; version=0.0.4/);
+    const text = res.body as string;
+    expect(text).toContain('edgeswarm_queue_depth{model="alpha"} 1');
+    expect(text).toContain('edgeswarm_items_completed_total{model="alpha",pool="gpu"} 2');
+    expect(text).toContain('edgeswarm_batch_size_bucket{model="alpha",pool="gpu",le="2"} 1');
+    expect(text).toContain('edgeswarm_queue_wait_seconds_count{model="alpha",pool="gpu"} 2');
+    expect(text).toContain('edgeswarm_request_duration_seconds_count{model="alpha",pool="gpu"} 1');
+    expect(text).toMatch(/edgeswarm_workers\{model="alpha",pool="gpu"\} 1/);
+    expect(text).toMatch(/edgeswarm_desired_replicas\{pool="gpu"\} 1/);
+  });
+});
