@@ -19,7 +19,11 @@ const fmtLabels = (labels: Labels): string => {
   const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`);
   return parts.length > 0 ? `{${parts.join(",")}}` : "";
 };
-const fmtNumber = (n: number): string => (Number.isFinite(n) ? String(n) : n > 0 ? "+Inf" : "-Inf");
+const fmtNumber = (n: number): string => {
+  if (Number.isNaN(n)) return "NaN";
+  if (Number.isFinite(n)) return String(n);
+  return n > 0 ? "+Inf" : "-Inf";
+};
 
 class Exposition {
   private readonly lines: string[] = [];
@@ -85,11 +89,9 @@ export function renderPrometheus(models: readonly ModelMetrics[], scaling: Recor
   }
   if (scaling) {
     out.family("edgeswarm_pool_queue_length", "gauge", "Queued plus in-flight items the pool's autoscaler reads.");
+    for (const pool of POOLS) out.sample("edgeswarm_pool_queue_length", { pool }, scaling[pool].queue_length);
     out.family("edgeswarm_desired_replicas", "gauge", "Replicas the pool should run (KEDA formula, stabilised).");
-    for (const pool of POOLS) {
-      out.sample("edgeswarm_pool_queue_length", { pool }, scaling[pool].queue_length);
-      out.sample("edgeswarm_desired_replicas", { pool }, scaling[pool].desired_replicas);
-    }
+    for (const pool of POOLS) out.sample("edgeswarm_desired_replicas", { pool }, scaling[pool].desired_replicas);
   }
   return out.text();
 }

@@ -4,9 +4,11 @@
 import type { PoolScaling } from "../config/scaling-config.ts";
 
 export function rawDesiredReplicas(queue: number, s: PoolScaling): number {
-  if (!(queue > s.activation_threshold)) return s.min_replicas;
-  const wanted = Math.ceil(queue / s.target_per_replica);
-  return Math.min(s.max_replicas, Math.max(s.min_replicas, 1, wanted));
+  // As in KEDA, activation only decides 0 <-> 1: a pool with a floor of 1 or more scales on the formula alone.
+  const active = queue > s.activation_threshold;
+  if (!active && s.min_replicas === 0) return 0;
+  const wanted = Math.ceil(Math.max(0, queue) / s.target_per_replica);
+  return Math.min(s.max_replicas, Math.max(s.min_replicas, active ? 1 : 0, wanted));
 }
 
 export interface Recommendation {

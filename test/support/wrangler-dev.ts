@@ -30,6 +30,8 @@ export async function startCoordinator(opts: {
   vars?: Record<string, string>;
   port?: number;
   timeoutMs?: number;
+  /** Print wrangler's own output as it comes (npm start), instead of keeping it for error reports. */
+  echo?: boolean;
 }): Promise<Coordinator> {
   const port = opts.port ?? (await freePort());
   const inspector = await freePort();
@@ -50,7 +52,7 @@ export async function startCoordinator(opts: {
       opts.persistTo,
       "--show-interactive-dev-session=false",
       "--log-level",
-      "warn",
+      opts.echo ? "info" : "warn",
       ...vars,
     ],
     {
@@ -61,12 +63,12 @@ export async function startCoordinator(opts: {
     },
   );
   let output = "";
-  child.stdout?.on("data", (d) => {
-    output += d;
-  });
-  child.stderr?.on("data", (d) => {
-    output += d;
-  });
+  const collect = (d: Buffer) => {
+    if (opts.echo) process.stdout.write(d);
+    else output += d;
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + (opts.timeoutMs ?? 45_000);
   while (Date.now() < deadline) {
