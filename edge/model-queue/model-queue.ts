@@ -106,6 +106,8 @@ export class ModelQueue extends DurableObject<Env> {
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
   private batchDueAt: number | null = null;
+  /** Wakes pump() when a partial batch falls due. Only a nudge: the alarm is armed for the same time. */
+  private batchTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -520,10 +522,28 @@ export class ModelQueue extends DurableObject<Env> {
         maxBatchSize: Math.min(cfg.max_batch_size, slot.info.max_batch_size),
         maxQueueDelayMs: cfg.max_queue_delay_ms,
       });
-      if (decision.kind === "wait") this.batchDueAt = decision.until;
+      if (decision.kind === "wait") this.armBatchTimer(decision.until, now);
       if (decision.kind !== "send") return;
       this.handOut(slot, decision.size, now, cfg);
     }
+  }
+
+  /**
+   * A batch delay is a few milliseconds; an alarm round trip costs more than that. The alarm set by
+   * schedule() stays the durable backstop; this timer only lets the batch go out on time.
+   */
+  private armBatchTimer(until: number, now: number): void {
+    this.batchDueAt = until;
+    if (this.batchTimer !== undefined) clearTimeout(this.batchTimer);
+    this.batchTimer = setTimeout(
+      () => {
+        this.batchTimer = undefined;
+        const at = Date.now();
+        this.pump(at);
+        this.schedule(at);
+      },
+      Math.max(0, until - now),
+    );
   }
 
   /** The free worker with the fewest batches in hand; sockets first, then long-poll requests. */
