@@ -1,0 +1,42 @@
+// The model-runner interface every worker runs models through: onnxruntime-node in the GPU worker
+// (cuda, then cpu), onnxruntime-web in the browser and donor workers (webgpu, then wasm).
+// Tasks (tokenise, one batched run, post-process) are shared; only the session differs per runtime.
+import type { ItemResult } from "../protocol/worker.ts";
+
+/** Open Inference Protocol v2 datatypes the runners accept and produce. */
+export const DATATYPES = ["FP32", "FP64", "INT64", "INT32", "INT8", "UINT8", "BOOL"] as const;
+export type Datatype = (typeof DATATYPES)[number];
+
+/** A tensor in the wire shape of KServe v2: row-major flat data. */
+export interface WireTensor {
+  name: string;
+  shape: number[];
+  datatype: Datatype;
+  data: number[] | boolean[];
+}
+
+/** What a runtime must provide: one ONNX session, batched runs, and the provider that actually ran. */
+export interface InferenceSession {
+  /** The execution provider in use, as reported by the runtime after creation (e.g. "cuda", "cpu", "webgpu", "wasm"). */
+  readonly device: string;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>>;
+  release(): Promise<void>;
+}
+
+export interface SessionFactory {
+  /** Which runtime this is, for reports: "onnxruntime-node" or "onnxruntime-web". */
+  readonly runtime: string;
+  /** Tries the preferred devices in order and falls back; never guesses what ran. */
+  create(model: Uint8Array, devices: readonly string[]): Promise<InferenceSession>;
+}
+
+/** A model ready to run batches: per-item results, in order, from one batched inference run. */
+export interface LoadedModel {
+  readonly name: string;
+  readonly task: string;
+  readonly device: string;
+  run(inputs: readonly unknown[]): Promise<ItemResult[]>;
+  dispose(): Promise<void>;
+}
