@@ -29,6 +29,24 @@ export const QUEUE_DEFAULTS = {
   result_ttl_ms: 3_600_000,
 } as const;
 
+const FileRef = z.strictObject({
+  /** Path inside the model folder, e.g. "onnx/model.onnx". */
+  path: z.string().min(1),
+  /** Hex sha256 of the file; a download that does not match is refused. */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits"),
+});
+
+/** A model folder in the Hugging Face layout (config.json, tokenizer.json, onnx/model.onnx), with hashes. */
+export const ModelFiles = z.strictObject({
+  /** Where the folder is: an http(s) URL, or a path relative to the registry file. Default "./<name>/". */
+  base_url: z.string().min(1).optional(),
+  model: FileRef,
+  config: FileRef.optional(),
+  tokenizer: FileRef.optional(),
+  tokenizer_config: FileRef.optional(),
+});
+export type ModelFiles = z.infer<typeof ModelFiles>;
+
 export const ModelConfig = z
   .strictObject({
     name: z.string().regex(MODEL_NAME),
@@ -46,8 +64,10 @@ export const ModelConfig = z
     priority_levels: z.int().min(1).max(16).default(QUEUE_DEFAULTS.priority_levels),
     default_priority: z.int().min(0).default(QUEUE_DEFAULTS.default_priority),
     result_ttl_ms: z.int().positive().default(QUEUE_DEFAULTS.result_ttl_ms),
-    /** Everything else about the model (files, hashes, tokenizer) belongs to the runners; kept as given. */
-    files: z.record(z.string(), z.unknown()).optional(),
+    /** The files workers load; absent for a queue whose workers bring their own model. */
+    files: ModelFiles.optional(),
+    /** Tokenizer truncation for text tasks. */
+    max_sequence_length: z.int().positive().max(8192).default(128),
     description: z.string().optional(),
   })
   .refine((m) => m.default_timeout_ms <= m.max_timeout_ms, "default_timeout_ms must not exceed max_timeout_ms")

@@ -6,7 +6,7 @@ import { PoolScaling, SCALING_DEFAULTS, ScalingConfig } from "../../shared/confi
 describe("ModelConfig", () => {
   it("fills every omitted field from QUEUE_DEFAULTS", () => {
     const m = ModelConfig.parse({ name: "sentiment" });
-    expect(m).toEqual({ name: "sentiment", task: "tensor", ...QUEUE_DEFAULTS });
+    expect(m).toEqual({ name: "sentiment", task: "tensor", max_sequence_length: 128, ...QUEUE_DEFAULTS });
   });
 
   it("keeps the values it is given", () => {
@@ -17,11 +17,14 @@ describe("ModelConfig", () => {
     expect(m.lease_ms).toBe(QUEUE_DEFAULTS.lease_ms);
   });
 
-  it("keeps files and description as given", () => {
-    const files = { onnx: { url: "x.onnx", sha256: "ab" } };
+  it("keeps files and description as given, and checks the hashes' form", () => {
+    const files = { base_url: "https://models.example/m/", model: { path: "onnx/model.onnx", sha256: "a".repeat(64) } };
     const m = ModelConfig.parse({ name: "m", files, description: "d" });
     expect(m.files).toEqual(files);
     expect(m.description).toBe("d");
+    const short = ModelConfig.safeParse({ name: "m", files: { model: { path: "onnx/model.onnx", sha256: "ab" } } });
+    expect(short.success).toBe(false);
+    expect(short.error?.issues[0]?.path).toEqual(["files", "model", "sha256"]);
   });
 
   it("rejects unknown fields", () => {
