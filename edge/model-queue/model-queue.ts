@@ -52,6 +52,9 @@ export interface QueueStats {
   workers: Record<Pool, number>;
 }
 
+/** What a socket's attachment holds: the worker's hello, and whether it asked to drain. */
+type SocketWorkerInfo = WorkerInfo & { draining?: boolean };
+
 type Slot =
   | { kind: "socket"; ws: WebSocket; info: WorkerInfo }
   | { kind: "poll"; info: WorkerInfo; resolve: (batchJson: string | null) => void };
@@ -388,7 +391,7 @@ export class ModelQueue extends DurableObject<Env> {
       ws.send(JSON.stringify({ type: "error", code: frame.code, message: frame.message }));
       return;
     }
-    const info = ws.deserializeAttachment() as WorkerInfo | null;
+    const info = ws.deserializeAttachment() as SocketWorkerInfo | null;
     if (frame.type === "hello") {
       const { type: _type, version: _version, ...hello } = frame;
       ws.serializeAttachment(hello satisfies WorkerInfo);
@@ -403,6 +406,15 @@ export class ModelQueue extends DurableObject<Env> {
       ws.send(
         JSON.stringify({ type: "error", code: ErrorCode.badRequest, message: "send a hello frame before any other" }),
       );
+      return;
+    }
+    if (frame.type === "drain") {
+      ws.serializeAttachment({ ...info, draining: true } satisfies SocketWorkerInfo);
+      const held = this.sql.one<{ n: number }>(
+        "SELECT COUNT(*) AS n FROM leases WHERE worker_id = ? AND state = 'active'",
+        info.worker_id,
+      );
+      ws.send(JSON.stringify({ type: "draining", leases_held: held?.n ?? 0 }));
       return;
     }
     if (modelOfId(frame.lease_id) !== this.model) {
@@ -558,8 +570,8 @@ export class ModelQueue extends DurableObject<Env> {
     let best: Slot | undefined;
     let bestHeld = Number.POSITIVE_INFINITY;
     for (const ws of this.ctx.getWebSockets()) {
-      const info = ws.deserializeAttachment() as WorkerInfo | null;
-      if (!info) continue;
+      const info = ws.deserializeAttachment() as SocketWorkerInfo | null;
+      if (!info || info.draining) continue;
       const n = held.get(info.worker_id) ?? 0;
       if (n < info.max_concurrent_batches && n < bestHeld) {
         best = { kind: "socket", ws, info };

@@ -51,6 +51,8 @@ export const WorkerFrame = z.discriminatedUnion("type", [
   ExtendBody.extend({ type: z.literal("extend"), lease_id: z.string().min(1) }),
   CompleteBody.extend({ type: z.literal("complete"), lease_id: z.string().min(1) }),
   ReleaseBody.extend({ type: z.literal("release"), lease_id: z.string().min(1) }),
+  /** Stop sending this socket batches (shutdown): it finishes or releases what it holds, then closes. */
+  z.strictObject({ type: z.literal("drain") }),
 ]);
 export type WorkerFrame = z.infer<typeof WorkerFrame>;
 
@@ -84,4 +86,5 @@ export type CoordinatorFrame =
   | ({ type: "welcome"; model: string; lease_ms: number } & Pick<WorkerInfo, "worker_id">)
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
+  | { type: "draining"; leases_held: number }
   | { type: "error"; code: string; message: string };

@@ -147,6 +147,22 @@ describe("leases", () => {
     expect(res.body.error.message).toContain("1 of 3 inputs failed");
   });
 
+  it("stops sending batches to a draining worker, which still completes what it holds", async () => {
+    const leaving = await SocketWorker.connect("alpha", { worker_id: "leaving", max_batch_size: 2 });
+    const held = await submit([1, 2]);
+    const batch = await leaving.next("batch");
+    leaving.send({ type: "drain" });
+    expect((await leaving.next("draining")).leases_held).toBe(1);
+    const later = await submit([3]);
+    await sleep(100);
+    expect(leaving.has("batch")).toBe(false);
+    leaving.complete(batch);
+    await waitFor(async () => (await job(held)).status === "succeeded");
+    const staying = await SocketWorker.connect("alpha", { worker_id: "staying" });
+    staying.complete(await staying.next("batch"));
+    await waitFor(async () => (await job(later)).status === "succeeded");
+  });
+
   it("puts a disconnected worker's batch back at once", async () => {
     const quitter = await SocketWorker.connect("alpha", { worker_id: "quitter" });
     const id = await submit([1, 2]);
