@@ -58,6 +58,9 @@ workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {
   return answerAck(await queue.release(id, body.reason));
 });
 
+/** The registry as workers need it: every model with its files and hashes, so workers load what the queue serves. */
+workerRoutes.get("/v1/workers/models", authorised, (c) => c.json({ models: [...c.get("config").models.values()] }));
+
 /** One socket per model served: `GET /v1/workers/connect?model=NAME` with Upgrade: websocket. */
 workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
   const name = c.req.query("model") ?? "";

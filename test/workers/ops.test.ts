@@ -1,6 +1,6 @@
 // What operators and KEDA read: health, models with queue depth, the scaling signal, Prometheus metrics.
 import { afterEach, describe, expect, it } from "vitest";
-import { call, infer, SocketWorker, wipeQueues } from "./helpers.ts";
+import { call, infer, SocketWorker, WORKER, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -29,6 +29,15 @@ describe("GET /v1/models", () => {
       max_queue_size: 10_000, // a default filled in
       queue_depth: 0,
     });
+  });
+});
+
+describe("GET /v1/workers/models", () => {
+  it("gives workers the full registry, and only to workers", async () => {
+    const res = await call("/v1/workers/models", { headers: WORKER });
+    expect(res.status).toBe(200);
+    expect(res.body.models.map((m: { name: string }) => m.name)).toEqual(["alpha", "bravo", "charlie"]);
+    expect((await call("/v1/workers/models")).status).toBe(401);
   });
 });
 
