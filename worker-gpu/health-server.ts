@@ -1,0 +1,40 @@
+// The worker's small HTTP server for its operators: /healthz (alive), /readyz (models loaded and
+// every socket connected), /metrics (Prometheus text from prom-client).
+import { createServer, type Server } from "node:http";
+import type { WorkerMetrics } from "./worker-metrics.ts";
+
+export interface HealthSource {
+  ready(): { ready: boolean; detail: Record<string, unknown> };
+  metrics: WorkerMetrics;
+}
+
+export async function startHealthServer(source: HealthSource, port: number, host: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const json = (status: number, body: unknown) => {
+      res.writeHead(status, { "Content-Type": "application/json" });
+      res.end(JSON.stringify(body));
+    };
+    if (path === "/healthz") return json(200, { status: "ok" });
+    if (path === "/readyz") {
+      const { ready, detail } = source.ready();
+      return json(ready ? 200 : 503, { status: ready ? "ready" : "not_ready", ...detail });
+    }
+    if (path === "/metrics") {
+      source.metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "Content-Type": source.metrics.registry.contentType });
+          res.end(text);
+        },
+        (error: Error) => json(500, { error: { code: "internal_error", message: error.message } }),
+      );
+      return;
+    }
+    json(404, { error: { code: "not_found", message: `no route ${path}; try /healthz, /readyz or /metrics` } });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

@@ -1,0 +1,119 @@
+// Command-line options of edgeswarm-worker, with their defaults and the --help text.
+// Every option also reads an EDGESWARM_* environment variable, so a container sets them in its manifest.
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { Pool } from "../shared/index.ts";
+
+export interface WorkerOptions {
+  coordinator: string;
+  token: string | undefined;
+  models: string[] | undefined;
+  modelBase: string;
+  pool: Pool;
+  device: "auto" | "cuda" | "cpu";
+  maxBatchSize: number;
+  concurrency: number;
+  port: number;
+  host: string;
+  workerId: string;
+  drainTimeoutMs: number;
+  statusIntervalMs: number;
+}
+
+const DEFAULT_MODEL_BASE = new URL("../models/", import.meta.url).href;
+
+export const HELP = `edgeswarm-worker — runs EdgeSwarm models with onnxruntime-node (cuda, else cpu) for a coordinator
+
+Usage: edgeswarm-worker [options]
+
+  --coordinator URL      coordinator base URL            (EDGESWARM_COORDINATOR, default http://127.0.0.1:8787)
+  --token T              worker token                    (EDGESWARM_WORKER_TOKEN; not needed when the coordinator runs AUTH=open)
+  --models a,b           models to serve                 (EDGESWARM_MODELS, default: every model in the registry that has files)
+  --model-base URL|DIR   where relative model folders are (EDGESWARM_MODEL_BASE, default the repo's models/)
+  --pool gpu|browser     pool to join                    (EDGESWARM_POOL, default gpu)
+  --device auto|cuda|cpu execution provider              (EDGESWARM_DEVICE, default auto: cuda, then cpu)
+  --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
+  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1)
+  --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
+  --host H               address for that server         (EDGESWARM_HOST, default 0.0.0.0)
+  --worker-id ID         name shown to the coordinator   (EDGESWARM_WORKER_ID, default <hostname>-<pid>)
+  --drain-timeout-ms N   on SIGTERM, time to finish held batches before releasing them (default 25000)
+  --status-interval-ms N status line period; 0 = off     (default 10000)
+  -h, --help             this text
+`;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function positiveInt(name: string, raw: string, min = 1): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got "${raw}"`);
+  return n;
+}
+
+export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): WorkerOptions | "help" {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      coordinator: { type: "string" },
+      token: { type: "string" },
+      models: { type: "string" },
+      "model-base": { type: "string" },
+      pool: { type: "string" },
+      device: { type: "string" },
+      "max-batch-size": { type: "string" },
+      concurrency: { type: "string" },
+      port: { type: "string" },
+      host: { type: "string" },
+      "worker-id": { type: "string" },
+      "drain-timeout-ms": { type: "string" },
+      "status-interval-ms": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) return "help";
+  const pick = (name: keyof typeof values, envName: string, fallback: string): string =>
+    (values[name] as string | undefined) ?? env[envName] ?? fallback;
+
+  const pool = pick("pool", "EDGESWARM_POOL", "gpu");
+  if (!Pool.includes(pool as Pool)) throw new UsageError(`--pool must be one of ${Pool.join(", ")}, got "${pool}"`);
+  const device = pick("device", "EDGESWARM_DEVICE", "auto");
+  if (device !== "auto" && device !== "cuda" && device !== "cpu") {
+    throw new UsageError(`--device must be auto, cuda or cpu, got "${device}"`);
+  }
+  const coordinator = pick("coordinator", "EDGESWARM_COORDINATOR", "http://127.0.0.1:8787").replace(/\/+$/, "");
+  if (!/^https?:\/\//.test(coordinator))
+    throw new UsageError(`--coordinator must be an http(s) URL, got "${coordinator}"`);
+  const models = pick("models", "EDGESWARM_MODELS", "");
+  let modelBase = pick("model-base", "EDGESWARM_MODEL_BASE", DEFAULT_MODEL_BASE);
+  if (!/^[a-z]+:\/\//.test(modelBase))
+    modelBase = new URL(`file://${modelBase.startsWith("/") ? "" : `${process.cwd()}/`}${modelBase}`).href;
+  if (!modelBase.endsWith("/")) modelBase += "/";
+
+  return {
+    coordinator,
+    token: (values.token as string | undefined) ?? env.EDGESWARM_WORKER_TOKEN,
+    models: models
+      ? models
+          .split(",")
+          .map((m) => m.trim())
+          .filter(Boolean)
+      : undefined,
+    modelBase,
+    pool: pool as Pool,
+    device,
+    maxBatchSize: positiveInt("max-batch-size", pick("max-batch-size", "EDGESWARM_MAX_BATCH_SIZE", "64")),
+    concurrency: positiveInt("concurrency", pick("concurrency", "EDGESWARM_CONCURRENCY", "1")),
+    port: positiveInt("port", pick("port", "EDGESWARM_PORT", "9464"), 0),
+    host: pick("host", "EDGESWARM_HOST", "0.0.0.0"),
+    workerId: pick("worker-id", "EDGESWARM_WORKER_ID", `${hostname()}-${process.pid}`),
+    drainTimeoutMs: positiveInt("drain-timeout-ms", pick("drain-timeout-ms", "EDGESWARM_DRAIN_TIMEOUT_MS", "25000"), 0),
+    statusIntervalMs: positiveInt(
+      "status-interval-ms",
+      pick("status-interval-ms", "EDGESWARM_STATUS_INTERVAL_MS", "10000"),
+      0,
+    ),
+  };
+}

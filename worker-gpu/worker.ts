@@ -1,0 +1,122 @@
+// The self-hosted worker: reads the coordinator's registry, loads the models it serves, opens one
+// socket per model, prints a status line, serves health and metrics, and drains on SIGTERM.
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { ModelConfig } from "../shared/index.ts";
+import type { LoadedModel } from "../shared/runner/model-runner.ts";
+import { startHealthServer } from "./health-server.ts";
+import { ModelConnection } from "./model-connection.ts";
+import type { WorkerOptions } from "./options.ts";
+import { WorkerMetrics } from "./worker-metrics.ts";
+
+export type LoadModel = (config: ModelConfig) => Promise<LoadedModel>;
+
+export interface RunningWorker {
+  models: LoadedModel[];
+  connections: ModelConnection[];
+  /** The health server's port; absent with --port 0. */
+  port: number | undefined;
+  stop(reason: string): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The registry as the coordinator serves it; waits for a coordinator that is still starting. */
+async function fetchRegistry(opts: WorkerOptions, log: (l: string) => void): Promise<ModelConfig[]> {
+  const headers: Record<string, string> = opts.token ? { Authorization: `Bearer ${opts.token}` } : {};
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await fetch(`${opts.coordinator}/v1/workers/models`, { headers });
+      const body = (await res.json()) as { models?: ModelConfig[]; error?: { message: string } };
+      if (res.ok && body.models) return body.models;
+      // A refusal (bad token, misconfiguration) will not go away by waiting.
+      throw new Error(`coordinator refused the worker: ${res.status} ${body.error?.message ?? ""}`);
+    } catch (error) {
+      if ((error as Error).message.startsWith("coordinator refused")) throw error;
+      if (attempt === 1 || attempt % 10 === 0) log(`waiting for the coordinator at ${opts.coordinator}…`);
+      await sleep(Math.min(5_000, 250 * attempt));
+    }
+  }
+}
+
+export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log = console.log): Promise<RunningWorker> {
+  const registry = await fetchRegistry(opts, log);
+  const wanted = opts.models ?? registry.filter((m) => m.files).map((m) => m.name);
+  const unknown = wanted.filter((name) => !registry.some((m) => m.name === name));
+  if (unknown.length > 0) {
+    throw new Error(
+      `the coordinator does not serve ${unknown.join(", ")}; it serves ${registry.map((m) => m.name).join(", ")}`,
+    );
+  }
+  const models: LoadedModel[] = [];
+  for (const name of wanted) {
+    const config = registry.find((m) => m.name === name) as ModelConfig;
+    const started = performance.now();
+    const model = await loadModel(config);
+    log(`loaded ${name} (${config.task}) on ${model.device} in ${Math.round(performance.now() - started)} ms`);
+    models.push(model);
+  }
+
+  const metrics = new WorkerMetrics();
+  const connections = models.map(
+    (model) =>
+      new ModelConnection({
+        coordinator: opts.coordinator,
+        token: opts.token,
+        model,
+        metrics,
+        log,
+        info: {
+          worker_id: opts.workerId,
+          pool: opts.pool,
+          device: model.device,
+          max_batch_size: opts.maxBatchSize,
+          max_concurrent_batches: opts.concurrency,
+        },
+      }),
+  );
+  for (const c of connections) c.start();
+
+  let server: Server | undefined;
+  if (opts.port > 0) {
+    server = await startHealthServer(
+      {
+        metrics,
+        ready: () => ({
+          ready: connections.every((c) => c.connected),
+          detail: {
+            models: Object.fromEntries(connections.map((c) => [c.model, c.connected ? "connected" : "connecting"])),
+          },
+        }),
+      },
+      opts.port,
+      opts.host,
+    );
+  }
+
+  const status = () => {
+    const s = metrics.takeStatus();
+    const up = connections.filter((c) => c.connected).length;
+    log(
+      `status: connected ${up}/${connections.length} · models ${models.map((m) => `${m.name}@${m.device}`).join(", ")} · batches ${s.batches} · items ${s.items} · ${s.itemsPerSecond.toFixed(1)} items/s`,
+    );
+  };
+  const statusTimer = opts.statusIntervalMs > 0 ? setInterval(status, opts.statusIntervalMs) : undefined;
+
+  let stopped: Promise<void> | undefined;
+  const stop = (reason: string) => {
+    stopped ??= (async () => {
+      log(`stopping (${reason}): no new batches; finishing what is held (up to ${opts.drainTimeoutMs} ms)`);
+      clearInterval(statusTimer);
+      const outcomes = await Promise.all(connections.map((c) => c.drain(opts.drainTimeoutMs)));
+      const finished = outcomes.reduce((n, o) => n + o.finished, 0);
+      const released = outcomes.reduce((n, o) => n + o.released, 0);
+      status();
+      log(`stopped: ${finished} held batches finished, ${released} released`);
+      await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+      await Promise.all(models.map((m) => m.dispose()));
+    })();
+    return stopped;
+  };
+  return { models, connections, port: (server?.address() as AddressInfo | null)?.port, stop };
+}
