@@ -1,0 +1,50 @@
+// Starts the real worker command (`edgeswarm-worker`) as a child process for end-to-end tests and
+// benchmarks, waits until every model's socket is connected, and stops or kills it.
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const BIN = fileURLToPath(new URL("../../worker-gpu/bin/edgeswarm-worker.mjs", import.meta.url));
+
+export interface WorkerProcess {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves when the process has printed a line matching `pattern`. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export function startWorker(args: readonly string[], env: Record<string, string> = {}): WorkerProcess {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const listeners = new Set<() => void>();
+  const collect = (d: Buffer) => {
+    output += d;
+    for (const l of listeners) l();
+  };
+  child.stdout?.on("data", collect);
+  child.stderr?.on("data", collect);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const waitFor = (pattern: RegExp, timeoutMs = 30_000) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (pattern.test(output)) {
+          listeners.delete(check);
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      const timer = setTimeout(() => {
+        listeners.delete(check);
+        reject(new Error(`worker did not print ${pattern} within ${timeoutMs} ms:\n${output}`));
+      }, timeoutMs);
+      listeners.add(check);
+      child.once("exit", (code) => {
+        if (!pattern.test(output)) reject(new Error(`worker exited (${code}) before printing ${pattern}:\n${output}`));
+      });
+      check();
+    });
+  return { child, output: () => output, waitFor, exited };
+}
