@@ -129,8 +129,8 @@ export class ModelQueue extends DurableObject<Env> {
   submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
     const cfg = this.bind(model);
     const now = Date.now();
-    const existing = this.jobView(req.id);
-    if (existing) return this.finishWaiting(req.id, waitMs);
+    const existing = this.sql.one("SELECT 1 AS found FROM jobs WHERE id = ?", req.id);
+    if (existing) return this.finishWaiting(req.id, waitMs); // a retried submit of an accepted job
 
     const priority = req.priority ?? cfg.default_priority;
     if (priority >= cfg.priority_levels) {
@@ -173,17 +173,15 @@ export class ModelQueue extends DurableObject<Env> {
       req.inputs.length,
       req.inputs.length,
     );
-    req.inputs.forEach((input, idx) => {
-      this.sql.run(
-        "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input) VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-        req.id,
-        idx,
-        priority,
-        now,
-        now,
-        JSON.stringify(input),
-      );
-    });
+    // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
+    this.sql.run(
+      "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input) SELECT ?, key, ?, ?, ?, 'queued', value FROM json_each(?)",
+      req.id,
+      priority,
+      now,
+      now,
+      JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
+    );
     this.pump(now);
     this.schedule(now);
     return this.finishWaiting(req.id, waitMs);
@@ -306,17 +304,15 @@ export class ModelQueue extends DurableObject<Env> {
     const waits: number[] = [];
     let completed = 0;
     let failed = 0;
+    // Outputs by batch position (JSON text, or null where the result is an error), stored in one statement.
+    const outputs: (string | null)[] = [];
     items.forEach((item) => {
       const result = body.results[item.lease_pos as number];
       if (item.state !== "leased" || !result) return; // expired with its job meanwhile: nothing to record
       waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
       touchedJobs.add(item.job_id);
       if ("output" in result) {
-        this.sql.run(
-          "UPDATE items SET state = 'succeeded', output = ?, lease_id = NULL WHERE seq = ?",
-          JSON.stringify(result.output),
-          item.seq,
-        );
+        outputs[item.lease_pos as number] = JSON.stringify(result.output);
         completed++;
       } else if (!result.error.retryable) {
         this.sql.run(
@@ -330,6 +326,15 @@ export class ModelQueue extends DurableObject<Env> {
         failed++;
       }
     });
+    if (completed > 0) {
+      this.sql.run(
+        `UPDATE items SET state = 'succeeded', lease_id = NULL,
+          output = (SELECT value FROM json_each(?2) WHERE key = items.lease_pos)
+         WHERE lease_id = ?1 AND state = 'leased' AND lease_pos IN (SELECT key FROM json_each(?2) WHERE value IS NOT NULL)`,
+        leaseId,
+        JSON.stringify(Array.from({ length: lease.n_items }, (_, i) => outputs[i] ?? null)),
+      );
+    }
     this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
     this.sql.run(
       `UPDATE jobs SET compute_ms = MAX(compute_ms, ?), pool = ? WHERE id IN ${IN_SET}`,
@@ -598,17 +603,16 @@ export class ModelQueue extends DurableObject<Env> {
       deadline,
       rows.length,
     );
-    const parts: string[] = [];
-    rows.forEach((r, pos) => {
-      this.sql.run(
-        "UPDATE items SET state = 'leased', lease_id = ?, lease_pos = ?, leased_at = ?, attempts = attempts + 1 WHERE seq = ?",
-        leaseId,
-        pos,
-        now,
-        r.seq,
-      );
-      parts.push(`{"id":"${r.seq}","attempt":${r.attempts + 1},"input":${r.input}}`);
-    });
+    // One statement for the whole batch: json_each's key is each item's position in the batch.
+    this.sql.run(
+      `UPDATE items SET state = 'leased', lease_id = ?1, leased_at = ?2, attempts = attempts + 1,
+        lease_pos = (SELECT key FROM json_each(?3) WHERE value = items.seq)
+       WHERE seq IN (SELECT value FROM json_each(?3))`,
+      leaseId,
+      now,
+      JSON.stringify(rows.map((r) => r.seq)),
+    );
+    const parts = rows.map((r) => `{"id":"${r.seq}","attempt":${r.attempts + 1},"input":${r.input}}`);
     const jobIds = [...new Set(rows.map((r) => r.job_id))];
     this.sql.run(
       `UPDATE jobs SET status = 'running', last_leased_at = ? WHERE id IN ${IN_SET}`,
@@ -850,9 +854,10 @@ export class ModelQueue extends DurableObject<Env> {
       (t): t is number => typeof t === "number",
     );
     const next = times.length > 0 ? Math.min(...times) : null;
-    if (next === this.alarmAt) return;
+    // Only ever move the alarm earlier: one that fires early finds nothing due and re-arms itself,
+    // which is far cheaper than rewriting the alarm on every call.
+    if (next === null || (this.alarmAt != null && this.alarmAt <= next && this.alarmAt > now)) return;
     this.alarmAt = next;
-    if (next === null) void this.ctx.storage.deleteAlarm();
-    else void this.ctx.storage.setAlarm(next);
+    void this.ctx.storage.setAlarm(next);
   }
 }
