@@ -7,7 +7,7 @@ import type { HonoEnv } from "./app-env.ts";
 import { loadConfig } from "./config.ts";
 import { ApiError, onError } from "./errors.ts";
 import { callerRoutes } from "./routes/caller.ts";
-import { opsRoutes } from "./routes/ops.ts";
+import { healthRoutes, opsRoutes } from "./routes/ops.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
 export const app = new Hono<HonoEnv>();
@@ -23,6 +23,9 @@ app.notFound((c) =>
   ),
 );
 
+// Liveness and readiness answer before the configuration is read: a bad configuration makes the
+// coordinator not ready (503), not dead.
+app.route("/", healthRoutes);
 app.use(async (c, next) => {
   c.set("config", loadConfig(c.env));
   await next();

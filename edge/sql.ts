@@ -14,7 +14,7 @@ export class Sql {
     return this.all<T>(query, ...bindings)[0];
   }
 
-  /** Runs a statement and answers how many rows it wrote. */
+  /** Runs a statement; answers SQLite's rowsWritten, which counts index writes too (not a row count). */
   run(query: string, ...bindings: SqlStorageValue[]): number {
     return this.storage.exec(query, ...bindings).rowsWritten;
   }

@@ -94,6 +94,9 @@ interface LeaseRow extends Record<string, SqlStorageValue> {
 const OPEN = "('queued', 'running')";
 /** A set bound as one JSON parameter (`IN (SELECT value FROM json_each(?))`): SQLite caps bound parameters at 100. */
 const IN_SET = "(SELECT value FROM json_each(?))";
+/** SQLite rows are capped at 2 MB in Durable Objects; an output must fit in one with room to spare. */
+const MAX_OUTPUT_BYTES = 1_000_000;
+const OUTPUT_CHUNK_BYTES = 512 * 1024;
 /** HTTP workers count as connected for this long after their last lease call. */
 const HTTP_WORKER_SEEN_MS = 60_000;
 
@@ -302,51 +305,62 @@ export class ModelQueue extends DurableObject<Env> {
     const pool = lease.pool;
     const touchedJobs = new Set<string>();
     const waits: number[] = [];
-    let completed = 0;
-    let failed = 0;
-    // Outputs by batch position (JSON text, or null where the result is an error), stored in one statement.
-    const outputs: (string | null)[] = [];
-    items.forEach((item) => {
-      const result = body.results[item.lease_pos as number];
-      if (item.state !== "leased" || !result) return; // expired with its job meanwhile: nothing to record
-      waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
-      touchedJobs.add(item.job_id);
-      if ("output" in result) {
-        outputs[item.lease_pos as number] = JSON.stringify(result.output);
-        completed++;
-      } else if (!result.error.retryable) {
-        this.sql.run(
-          "UPDATE items SET state = 'failed', error_code = ?, error_message = ?, lease_id = NULL WHERE seq = ?",
-          result.error.code,
-          result.error.message,
-          item.seq,
-        );
-        failed++;
-      } else if (this.failDelivery(item, now, result.error.code, result.error.message) === "dead-letter") {
-        failed++;
-      }
-    });
-    if (completed > 0) {
+    const tally = { completed: 0, failed: 0, redelivered: 0 };
+    const failItem = (seq: number, code: string, message: string) => {
       this.sql.run(
-        `UPDATE items SET state = 'succeeded', lease_id = NULL,
-          output = (SELECT value FROM json_each(?2) WHERE key = items.lease_pos)
-         WHERE lease_id = ?1 AND state = 'leased' AND lease_pos IN (SELECT key FROM json_each(?2) WHERE value IS NOT NULL)`,
-        leaseId,
-        JSON.stringify(Array.from({ length: lease.n_items }, (_, i) => outputs[i] ?? null)),
+        "UPDATE items SET state = 'failed', error_code = ?, error_message = ?, lease_id = NULL WHERE seq = ?",
+        code,
+        message,
+        seq,
       );
-    }
-    this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
-    this.sql.run(
-      `UPDATE jobs SET compute_ms = MAX(compute_ms, ?), pool = ? WHERE id IN ${IN_SET}`,
-      computeMs,
-      pool,
-      JSON.stringify([...touchedJobs]),
-    );
-    this.metrics.inc("completed", pool, completed);
-    this.metrics.inc("failed", pool, failed);
-    this.metrics.observe("queue_wait", pool, waits);
-    this.metrics.observe("compute", pool, [computeMs / 1000]);
-    this.metrics.observe("batch_size", pool, [lease.n_items]);
+      tally.failed++;
+    };
+    // Outputs by batch position as JSON text; stored together by storeOutputs.
+    const outputs: (string | undefined)[] = [];
+    // All of it or none of it: a completion that throws half way must not leave items half settled.
+    this.ctx.storage.transactionSync(() => {
+      for (const item of items) {
+        const pos = item.lease_pos as number;
+        const result = body.results[pos];
+        if (item.state !== "leased" || !result) continue; // expired with its job meanwhile: nothing to record
+        waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
+        touchedJobs.add(item.job_id);
+        if ("output" in result) {
+          const output = JSON.stringify(result.output);
+          if (output.length > MAX_OUTPUT_BYTES) {
+            failItem(
+              item.seq,
+              ErrorCode.outputTooLarge,
+              `output is ${output.length} bytes; the most one output may be is ${MAX_OUTPUT_BYTES}`,
+            );
+          } else {
+            outputs[pos] = output;
+            tally.completed++;
+          }
+        } else if (!result.error.retryable) {
+          failItem(item.seq, result.error.code, result.error.message);
+        } else if (this.failDelivery(item, now, result.error.code, result.error.message) === "dead-letter") {
+          tally.failed++;
+        } else {
+          tally.redelivered++;
+        }
+      }
+      this.storeOutputs(leaseId, outputs);
+      this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
+      this.sql.run(
+        `UPDATE jobs SET compute_ms = MAX(compute_ms, ?), pool = ? WHERE id IN ${IN_SET}`,
+        computeMs,
+        pool,
+        JSON.stringify([...touchedJobs]),
+      );
+      this.metrics.inc("completed", pool, tally.completed);
+      this.metrics.inc("failed", pool, tally.failed);
+      this.metrics.inc("redelivered", pool, tally.redelivered);
+      this.metrics.observe("queue_wait", pool, waits);
+      this.metrics.observe("compute", pool, [computeMs / 1000]);
+      this.metrics.observe("batch_size", pool, [lease.n_items]);
+    });
+    this.reopenJobs(touchedJobs);
     for (const jobId of touchedJobs) this.settleJobIfDone(jobId, now);
     this.pump(now);
     this.schedule(now);
@@ -389,6 +403,18 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    try {
+      this.onFrame(ws, message);
+    } catch (error) {
+      // Whatever went wrong, the worker hears of it rather than waiting on an answer that never comes.
+      console.error("worker frame failed", error);
+      ws.send(
+        JSON.stringify({ type: "error", code: ErrorCode.internal, message: `frame not processed: ${String(error)}` }),
+      );
+    }
+  }
+
+  private onFrame(ws: WebSocket, message: string | ArrayBuffer): void {
     const text = typeof message === "string" ? message : new TextDecoder().decode(message);
     const raw = parseJsonText(text, "frame");
     const frame = raw instanceof ProtocolError ? raw : parseWith(WorkerFrame, raw, "worker frame");
@@ -516,7 +542,12 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   private async finishWaiting(id: string, waitMs: number): Promise<SubmitResult> {
-    const job = await this.waitJob(id, waitMs);
+    let job = await this.waitJob(id, waitMs);
+    if (job && waitMs > 0 && !FINAL_STATUSES.includes(job.status)) {
+      // The wait outlasted the job's deadline, so its alarm is late: expire what is due now.
+      this.expireJobs(Date.now());
+      job = this.jobView(id);
+    }
     if (!job) return this.refuse(ErrorCode.jobNotFound, `job ${id} not found`);
     return { ok: true, job };
   }
@@ -556,8 +587,13 @@ export class ModelQueue extends DurableObject<Env> {
       () => {
         this.batchTimer = undefined;
         const at = Date.now();
-        this.pump(at);
-        this.schedule(at);
+        try {
+          this.pump(at);
+          this.schedule(at);
+        } catch (error) {
+          // The alarm armed for the same moment retries; a failed nudge must not be an uncaught exception.
+          console.error("batch timer: pump failed", error);
+        }
       },
       Math.max(0, until - now),
     );
@@ -576,7 +612,7 @@ export class ModelQueue extends DurableObject<Env> {
     let bestHeld = Number.POSITIVE_INFINITY;
     for (const ws of this.ctx.getWebSockets()) {
       const info = ws.deserializeAttachment() as SocketWorkerInfo | null;
-      if (!info || info.draining) continue;
+      if (!info || info.draining || ws.readyState !== WebSocket.READY_STATE_OPEN) continue;
       const n = held.get(info.worker_id) ?? 0;
       if (n < info.max_concurrent_batches && n < bestHeld) {
         best = { kind: "socket", ws, info };
@@ -635,8 +671,37 @@ export class ModelQueue extends DurableObject<Env> {
     try {
       slot.ws.send(`{"type":"batch",${batchJson.slice(1)}`);
     } catch {
+      slot.ws.serializeAttachment(null); // a socket that cannot be written to gets no more batches
       this.release(leaseId, "could not be sent to the worker");
     }
+  }
+
+  /**
+   * Writes a batch's outputs with one UPDATE per chunk of about 512 KB: far fewer statements than one
+   * per item, and each bound parameter stays well under SQLite's size limit whatever the batch holds.
+   */
+  private storeOutputs(leaseId: string, outputs: readonly (string | undefined)[]): void {
+    let chunk: { p: number; o: string }[] = [];
+    let bytes = 0;
+    const flush = () => {
+      if (chunk.length === 0) return;
+      this.sql.run(
+        `UPDATE items SET state = 'succeeded', lease_id = NULL, output = j.o
+         FROM (SELECT json_extract(value, '$.p') AS p, json_extract(value, '$.o') AS o FROM json_each(?2)) AS j
+         WHERE items.lease_id = ?1 AND items.state = 'leased' AND items.lease_pos = j.p`,
+        leaseId,
+        JSON.stringify(chunk),
+      );
+      chunk = [];
+      bytes = 0;
+    };
+    outputs.forEach((o, p) => {
+      if (o === undefined) return;
+      if (bytes + o.length > OUTPUT_CHUNK_BYTES) flush();
+      chunk.push({ p, o });
+      bytes += o.length;
+    });
+    flush();
   }
 
   /**
@@ -691,6 +756,9 @@ export class ModelQueue extends DurableObject<Env> {
 
   private workerGone(ws: WebSocket, message: string): void {
     const info = ws.deserializeAttachment() as WorkerInfo | null;
+    // Forget the worker on this socket first, so the batches put back below are not handed to it again
+    // (and a close after an error does not count twice).
+    ws.serializeAttachment(null);
     if (!info || !this.model) return;
     // The same worker id may have reconnected on a new socket; only its leases count as lost if no
     // other socket of it is open.
@@ -725,7 +793,12 @@ export class ModelQueue extends DurableObject<Env> {
 
   private expireJobs(now: number): void {
     for (const job of this.sql.all<JobRow>(`SELECT * FROM jobs WHERE status IN ${OPEN} AND deadline <= ?`, now)) {
-      const open = this.sql.run(
+      const open =
+        this.sql.one<{ n: number }>(
+          "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
+          job.id,
+        )?.n ?? 0;
+      this.sql.run(
         "UPDATE items SET state = 'expired', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
         job.id,
       );

@@ -61,10 +61,21 @@ callerRoutes.post("/v1/infer", authorised, async (c) => {
     const headers: Record<string, string> = result.retryAfterS ? { "Retry-After": String(result.retryAfterS) } : {};
     throw new ApiError(status, result.code, result.message, { headers });
   }
-  return answerJob(c, result.job);
+  return answerJob(c, result.job, body.wait);
 });
 
-function answerJob(c: Context<HonoEnv>, job: JobView) {
+function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
+  if (!FINAL_STATUSES.includes(job.status) && waited) {
+    // The queue ends every job by its deadline; a waiting call that still sees it open got no answer in time.
+    throw new ApiError(
+      504,
+      ErrorCode.expired,
+      `no result within the request's timeout; the job may still finish: GET /v1/jobs/${job.id}`,
+      {
+        extra: { id: job.id, status: job.status },
+      },
+    );
+  }
   if (!FINAL_STATUSES.includes(job.status)) {
     return c.json({ id: job.id, status: job.status }, 202, { Location: `/v1/jobs/${encodeURIComponent(job.id)}` });
   }

@@ -1,7 +1,7 @@
 // What operators and autoscalers read: liveness, readiness, the KEDA scaling signal, Prometheus metrics.
 // /v1/scaling must stay cheap and answer even when a queue does not: KEDA scales to zero on errors.
 import { type Context, Hono } from "hono";
-import { type Pool, rawDesiredReplicas } from "../../shared/index.ts";
+import { ErrorCode, type Pool, rawDesiredReplicas } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { loadConfig } from "../config.ts";
@@ -10,16 +10,20 @@ import type { QueueStats } from "../model-queue/model-queue.ts";
 import { eachQueue } from "../request.ts";
 import type { PoolSignal } from "../scaling/scaling-window.ts";
 
+export const healthRoutes = new Hono<HonoEnv>();
 export const opsRoutes = new Hono<HonoEnv>();
 
-opsRoutes.get("/healthz", (c) => c.json({ status: "ok" }));
+healthRoutes.get("/healthz", (c) => c.json({ status: "ok" }));
 
-opsRoutes.get("/readyz", (c) => {
+healthRoutes.get("/readyz", (c) => {
   try {
     const config = loadConfig(c.env);
     return c.json({ status: "ready", models: [...config.models.keys()] });
   } catch (error) {
-    return c.json({ status: "not_ready", error: { code: "misconfigured", message: (error as Error).message } }, 503);
+    return c.json(
+      { status: "not_ready", error: { code: ErrorCode.misconfigured, message: (error as Error).message } },
+      503,
+    );
   }
 });
 

@@ -25,15 +25,22 @@ function answerAck(result: CompleteResult): Response {
   const ack: LeaseAck = result;
   if (ack.status === "ok" || ack.status === "duplicate") return Response.json(ack);
   const status = ack.status === "stale" ? 409 : 404;
-  const code = ack.status === "stale" ? "lease_stale" : ErrorCode.leaseNotFound;
+  const code = ack.status === "stale" ? ErrorCode.leaseStale : ErrorCode.leaseNotFound;
   throw new ApiError(status, code, ack.message ?? `lease ${ack.lease_id} is ${ack.status}`, { extra: { ...ack } });
 }
 
 workerRoutes.post("/v1/leases", authorised, async (c) => {
   const req = await readJson(c, LeaseRequest, "lease request");
   modelOrThrow(c, req.model);
-  const batch = await queueOf(c, req.model).lease(req);
+  const queue = queueOf(c, req.model);
+  const batch = await queue.lease(req);
   if (batch === null) return c.body(null, 204);
+  if (c.req.raw.signal.aborted) {
+    // The worker gave up on the long-poll before the batch came: hand it straight back.
+    const { lease_id } = JSON.parse(batch) as { lease_id: string };
+    await queue.release(lease_id, "long-poll abandoned by the worker");
+    return c.body(null, 204);
+  }
   return c.body(batch, 200, { "Content-Type": "application/json" });
 });
 

@@ -17,6 +17,9 @@ export const ErrorCode = {
   queueFull: "queue_full",
   timeoutTooLong: "timeout_too_long",
   wrongResultCount: "wrong_result_count",
+  outputTooLarge: "output_too_large",
+  leaseStale: "lease_stale",
+  tooDeep: "nested_too_deeply",
   expired: "expired",
   failed: "failed",
   invalidInput: "invalid_input",
@@ -25,6 +28,7 @@ export const ErrorCode = {
   maxAttempts: "max_attempts_exceeded",
   upstream: "upstream_unavailable",
   internal: "internal_error",
+  misconfigured: "misconfigured",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -23,7 +23,25 @@ export function describeIssues(error: z.ZodError): string {
     .join("; ");
 }
 
+/** Deeper JSON is refused before validation: recursive schemas would otherwise exhaust the stack. */
+export const MAX_JSON_DEPTH = 64;
+
+function depthExceeds(value: unknown, limit: number): boolean {
+  // Iterative, so the check itself cannot overflow the stack.
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== "object") continue;
+    if (d >= limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
+  }
+  return false;
+}
+
 export function parseWith<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> | ProtocolError {
+  if (depthExceeds(value, MAX_JSON_DEPTH)) {
+    return new ProtocolError(ErrorCode.tooDeep, `invalid ${what}: JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  }
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   return new ProtocolError(ErrorCode.validation, `invalid ${what}: ${describeIssues(result.error)}`);

@@ -25,6 +25,17 @@ describe("caller API", () => {
     expectError(await call("/v1/infer", { raw: "[1,2]" }), 400, "validation_failed", /expected object/);
   });
 
+  it("refuses JSON nested too deeply, over HTTP and WebSocket, instead of overflowing the stack", async () => {
+    const deep = `${"[".repeat(2_000)}${"]".repeat(2_000)}`;
+    const res = await call("/v1/infer", { raw: `{"model":"alpha","inputs":[${deep}]}` });
+    expectError(res, 400, "nested_too_deeply", /deeper than 64/);
+    const worker = await SocketWorker.connect("alpha");
+    await infer({ model: "alpha", inputs: [1], wait: false });
+    const batch = await worker.next("batch");
+    worker.send(`{"type":"complete","lease_id":"${batch.lease_id}","results":[{"output":${deep}}]}`);
+    expect((await worker.next("error")).code).toBe("nested_too_deeply");
+  });
+
   it("refuses an unknown model and lists the ones served", async () => {
     expectError(await infer({ model: "gpt-9", inputs: [1] }), 404, "unknown_model", /gpt-9.*alpha, bravo/);
   });

@@ -1,6 +1,8 @@
 // What operators and KEDA read: health, models with queue depth, the scaling signal, Prometheus metrics.
+import { env } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { call, infer, SocketWorker, WORKER, wipeQueues } from "./helpers.ts";
+import { app } from "../../edge/app.ts";
+import { call, infer, SocketWorker, WORKER, waitFor, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -10,6 +12,23 @@ describe("health", () => {
     const ready = await call("/readyz", { headers: { Authorization: "" } });
     expect(ready.status).toBe(200);
     expect(ready.body.models).toEqual(["alpha", "bravo", "charlie"]);
+  });
+});
+
+describe("a bad configuration", () => {
+  it("leaves the coordinator live but not ready, and says what is wrong", async () => {
+    const broken = { ...env, MODELS: "{not json" };
+    const live = await app.request("/healthz", {}, broken);
+    expect(live.status).toBe(200);
+    const ready = await app.request("/readyz", {}, broken);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({
+      status: "not_ready",
+      error: { code: "misconfigured", message: expect.stringMatching(/MODELS is not valid JSON/) },
+    });
+    const call = await app.request("/v1/models", { headers: { Authorization: "Bearer x" } }, broken);
+    expect(call.status).toBe(500);
+    expect(((await call.json()) as any).error.message).toMatch(/misconfigured: MODELS/);
   });
 });
 
@@ -81,6 +100,9 @@ describe("GET /metrics", () => {
     const answer = infer({ model: "alpha", inputs: [1, 2] });
     worker.complete(await worker.next("batch"));
     expect((await answer).status).toBe(200);
+    expect((await call("/metrics")).body).toMatch(/edgeswarm_workers\{model="alpha",pool="gpu"\} 1/);
+    worker.close(); // so the next request stays queued
+    await waitFor(async () => /edgeswarm_workers\{model="alpha",pool="gpu"\} 0/.test((await call("/metrics")).body));
     await infer({ model: "alpha", inputs: [3], wait: false });
     const res = await call("/metrics");
     expect(res.headers.get("Content-Type")).toMatch(/^text\/plain; version=0.0.4/);
@@ -90,7 +112,6 @@ describe("GET /metrics", () => {
     expect(text).toContain('edgeswarm_batch_size_bucket{model="alpha",pool="gpu",le="2"} 1');
     expect(text).toContain('edgeswarm_queue_wait_seconds_count{model="alpha",pool="gpu"} 2');
     expect(text).toContain('edgeswarm_request_duration_seconds_count{model="alpha",pool="gpu"} 1');
-    expect(text).toMatch(/edgeswarm_workers\{model="alpha",pool="gpu"\} 1/);
     expect(text).toMatch(/edgeswarm_desired_replicas\{pool="gpu"\} 1/);
   });
 });

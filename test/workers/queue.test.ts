@@ -163,16 +163,39 @@ describe("leases", () => {
     await waitFor(async () => (await job(later)).status === "succeeded");
   });
 
-  it("puts a disconnected worker's batch back at once", async () => {
+  it("puts a disconnected worker's batch back at once, to another worker, as its second attempt", async () => {
     const quitter = await SocketWorker.connect("alpha", { worker_id: "quitter" });
-    const id = await submit([1, 2]);
-    await quitter.next("batch");
-    quitter.close();
     const other = await SocketWorker.connect("alpha", { worker_id: "other" });
-    other.complete(await other.next("batch", 1_000));
+    const id = await submit([1, 2]);
+    const held = quitter.has("batch") ? quitter : other;
+    const spare = held === quitter ? other : quitter;
+    await held.next("batch");
+    held.close();
+    const started = Date.now();
+    const again = await spare.next("batch", 1_000);
+    expect(Date.now() - started).toBeLessThan(150); // not a lease expiry (lease_ms is 150)
+    expect(again.items.map((i) => i.attempt)).toEqual([2, 2]);
+    spare.complete(again);
     await waitFor(async () => (await job(id)).status === "succeeded");
   });
 
+  it("stores large outputs in chunks, and fails an output too large to keep with a clear error", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const answer = infer({ model: "alpha", inputs: [1, 2, 3, 4] });
+    const batch = await worker.next("batch");
+    const big = "x".repeat(400_000); // four of these exceed one chunk
+    worker.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: [{ output: big }, { output: big }, { output: "x".repeat(1_100_000) }, { output: big }],
+    });
+    const res = await answer;
+    expect(res.status).toBe(422);
+    expect(res.body.outputs.map((o: string | null) => o?.length ?? null)).toEqual([400_000, 400_000, null, 400_000]);
+    expect(res.body.errors).toEqual([
+      { index: 2, code: "output_too_large", message: expect.stringMatching(/1000000/) },
+    ]);
+  });
   it("serves HTTP workers: long-poll lease, extend, release without using an attempt, complete", async () => {
     const empty = await workerCall("/v1/leases", {
       model: "alpha",
@@ -227,7 +250,9 @@ describe("timeouts and backpressure", () => {
     const res = await infer({ model: "alpha", inputs: [1], timeout_ms: 100 });
     expect(res.status).toBe(504);
     expect(res.body.error.code).toBe("expired");
-    expect(res.body.error.message).toMatch(/timeout of 100 ms/);
+    expect(res.body.error.message).toMatch(/timeout of 100 ms \(0 of 1 inputs done\)/);
+    const metrics = (await call("/metrics")).body as string;
+    expect(metrics).toContain('edgeswarm_items_expired_total{model="alpha",pool="none"} 1');
     expect((await job(res.body.id)).status).toBe("expired");
     // An expired item is never handed out afterwards.
     const worker = await SocketWorker.connect("alpha");
