@@ -15,12 +15,24 @@ export interface WireTensor {
   data: number[] | boolean[];
 }
 
+/** What the model declares about one input or output; the tensor task checks inputs against it. */
+export interface TensorMetadata {
+  name: string;
+  /** Undefined when the model's type has no wire datatype (float16, string) or is not a tensor. */
+  datatype: Datatype | undefined;
+  /** Fixed sizes as numbers, dynamic axes by name (e.g. "batch"); undefined when the model does not say. */
+  shape: (number | string)[] | undefined;
+}
+
 /** What a runtime must provide: one ONNX session, batched runs, and the provider that actually ran. */
 export interface InferenceSession {
   /** The execution provider in use, as reported by the runtime after creation (e.g. "cuda", "cpu", "webgpu", "wasm"). */
   readonly device: string;
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  /** Declared types and shapes, where the runtime reports them (onnxruntime 1.22+ does). */
+  readonly inputMetadata?: readonly TensorMetadata[];
+  readonly outputMetadata?: readonly TensorMetadata[];
   run(feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>>;
   release(): Promise<void>;
 }
@@ -28,6 +40,8 @@ export interface InferenceSession {
 export interface SessionFactory {
   /** Which runtime this is, for reports: "onnxruntime-node" or "onnxruntime-web". */
   readonly runtime: string;
+  /** The frozen device preference table, best first; what loadModel asks for when the caller names none. */
+  readonly devices: readonly string[];
   /** Tries the preferred devices in order and falls back; never guesses what ran. */
   create(model: Uint8Array, devices: readonly string[]): Promise<InferenceSession>;
 }
@@ -37,6 +51,8 @@ export interface LoadedModel {
   readonly name: string;
   readonly task: string;
   readonly device: string;
+  /** The SessionFactory's runtime that runs it ("onnxruntime-node", "onnxruntime-web"); optional so test doubles need not say. */
+  readonly runtime?: string;
   run(inputs: readonly unknown[]): Promise<ItemResult[]>;
   dispose(): Promise<void>;
 }

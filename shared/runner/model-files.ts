@@ -1,0 +1,79 @@
+// Fetches a model's files by URL and refuses any whose sha256 differs from the registry's, with a cache
+// hook keyed by url + sha256 (the browser backs it with IndexedDB). Runs in Node 20 and browsers:
+// fetch and WebCrypto only; Node callers pass a fetch that also reads file:// URLs.
+import type { ModelConfig } from "../config/model-config.ts";
+
+export type FetchFn = (url: string) => Promise<Response>;
+
+/** Where fetched files are kept between loads. A hit is hashed again before use, so a corrupt cache costs a download, never a wrong model. */
+export interface ModelFileCache {
+  get(url: string, sha256: string): Promise<Uint8Array | undefined>;
+  put(url: string, sha256: string, bytes: Uint8Array): Promise<void>;
+}
+
+export class MemoryFileCache implements ModelFileCache {
+  private readonly entries = new Map<string, Uint8Array>();
+  async get(url: string, sha256: string): Promise<Uint8Array | undefined> {
+    return this.entries.get(`${sha256} ${url}`);
+  }
+  async put(url: string, sha256: string, bytes: Uint8Array): Promise<void> {
+    this.entries.set(`${sha256} ${url}`, bytes);
+  }
+}
+
+export type ModelFileErrorCode = "integrity_mismatch" | "fetch_failed" | "no_files";
+
+export class ModelFileError extends Error {
+  readonly code: ModelFileErrorCode;
+  constructor(code: ModelFileErrorCode, message: string) {
+    super(message);
+    this.name = "ModelFileError";
+    this.code = code;
+  }
+}
+
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The folder a model's files live in: files.base_url (default "./<name>/") resolved against the
+ * registry's own URL, so a registry beside its model folders works from disk, a CDN or a dev server alike.
+ */
+export function modelFolderUrl(spec: ModelConfig, registryUrl: string | URL): URL {
+  const base = spec.files?.base_url ?? `./${spec.name}/`;
+  return new URL(base.endsWith("/") ? base : `${base}/`, registryUrl);
+}
+
+export interface FetchFileOptions {
+  fetch?: FetchFn;
+  cache?: ModelFileCache;
+  /** How errors name the file, e.g. "sentiment/onnx/model.onnx". */
+  label: string;
+}
+
+/** The file's bytes, from the cache or the network, after checking them against `sha256`. */
+export async function fetchVerified(url: string, sha256: string, opts: FetchFileOptions): Promise<Uint8Array> {
+  const cached = await opts.cache?.get(url, sha256);
+  if (cached !== undefined && (await sha256Hex(cached)) === sha256) return cached;
+
+  const fetchFn = opts.fetch ?? ((u: string) => fetch(u));
+  let bytes: Uint8Array;
+  try {
+    const response = await fetchFn(url);
+    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
+    bytes = new Uint8Array(await response.arrayBuffer());
+  } catch (error) {
+    throw new ModelFileError("fetch_failed", `could not fetch ${opts.label} from ${url}: ${(error as Error).message}`);
+  }
+  const actual = await sha256Hex(bytes);
+  if (actual !== sha256) {
+    throw new ModelFileError(
+      "integrity_mismatch",
+      `refusing ${opts.label} from ${url}: sha256 is ${actual}, the registry expects ${sha256}`,
+    );
+  }
+  await opts.cache?.put(url, sha256, bytes);
+  return bytes;
+}

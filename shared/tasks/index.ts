@@ -1,0 +1,27 @@
+// The tasks a model can be served as, by the name models/registry.json gives in `task`. loadModel calls
+// createTask once per model; the worker only ever sees Task.run.
+import { createFeatureExtraction } from "./feature-extraction.ts";
+import type { Task, TaskContext } from "./task-types.ts";
+import { createTensorTask } from "./tensor-task.ts";
+import { createTextClassification } from "./text-classification.ts";
+
+export const TASKS = {
+  "text-classification": createTextClassification,
+  "feature-extraction": createFeatureExtraction,
+  tensor: createTensorTask,
+} as const satisfies Record<string, (ctx: TaskContext) => Task>;
+export type TaskName = keyof typeof TASKS;
+
+export function isTextTask(task: string): boolean {
+  return task === "text-classification" || task === "feature-extraction";
+}
+
+export function createTask(task: string, ctx: TaskContext): Task {
+  if (!Object.hasOwn(TASKS, task)) {
+    throw new Error(`unknown task ${task}; this runner serves ${Object.keys(TASKS).join(", ")}`);
+  }
+  return TASKS[task as TaskName](ctx);
+}
+
+export type { ModelJsonConfig, Task, TaskContext } from "./task-types.ts";
+export { createTokenizer, type TextTokenizer } from "./tokenizer.ts";

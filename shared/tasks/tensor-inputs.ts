@@ -1,0 +1,121 @@
+// Parses a tensor-task item: one KServe v2 tensor `{name?, shape, datatype, data}` or a list of them,
+// checked against the model's declared inputs (names, datatypes, ranks, fixed sizes) and its own data length.
+import { z } from "zod";
+import { DATATYPES, type Datatype, type TensorMetadata, type WireTensor } from "../runner/model-runner.ts";
+import { elementCount } from "../runner/wire-tensor.ts";
+import { describeType, type Parsed } from "./task-types.ts";
+
+const WireInput = z.object({
+  name: z.string().min(1).optional(),
+  shape: z.array(z.int().min(0)).max(16),
+  datatype: z.enum(DATATYPES),
+  data: z.array(z.union([z.number(), z.boolean()])),
+});
+
+export interface TensorItem {
+  tensors: Record<string, WireTensor>;
+  /** Size of the leading (batch) axis, shared by every input of the item. */
+  rows: number;
+  /** Items with the same key concatenate along axis 0; null: the item cannot be batched and runs alone. */
+  key: string | null;
+}
+
+const INT_RANGE: Partial<Record<Datatype, [number, number]>> = {
+  INT8: [-128, 127],
+  UINT8: [0, 255],
+  INT32: [-2_147_483_648, 2_147_483_647],
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+};
+
+function checkValues(t: WireTensor): string | undefined {
+  if (t.datatype === "BOOL")
+    return t.data.every((v) => typeof v === "boolean") ? undefined : "BOOL data must be true/false";
+  if (t.data.some((v) => typeof v !== "number")) return `${t.datatype} data must be numbers`;
+  const range = INT_RANGE[t.datatype];
+  if (range && !(t.data as number[]).every((v) => Number.isInteger(v) && v >= range[0] && v <= range[1])) {
+    return `${t.datatype} data must be integers in [${range[0]}, ${range[1]}]`;
+  }
+  return undefined;
+}
+
+function checkAgainstModel(t: WireTensor, meta: TensorMetadata | undefined): string | undefined {
+  if (meta?.datatype !== undefined && meta.datatype !== t.datatype)
+    return `the model wants ${meta.datatype}, got ${t.datatype}`;
+  if (meta?.shape === undefined) return undefined;
+  if (meta.shape.length !== t.shape.length) {
+    return `the model wants rank ${meta.shape.length} ([${meta.shape.join(", ")}]), got shape [${t.shape.join(", ")}]`;
+  }
+  for (let i = 0; i < meta.shape.length; i++) {
+    const want = meta.shape[i];
+    if (typeof want === "number" && want >= 0 && want !== t.shape[i])
+      return `dimension ${i} must be ${want}, got ${t.shape[i]}`;
+  }
+  return undefined;
+}
+
+/** Builds the item's tensors by input name; names may be left out when they follow the model's input order. */
+export function parseTensorItem(
+  input: unknown,
+  inputNames: readonly string[],
+  metadata: readonly TensorMetadata[] | undefined,
+): Parsed<TensorItem> {
+  const list = Array.isArray(input) ? input : [input];
+  if (list.length === 0)
+    return { error: "input must be a tensor {name, shape, datatype, data} or a non-empty list of them" };
+  const tensors: Record<string, WireTensor> = {};
+  for (const [position, raw] of list.entries()) {
+    const parsed = WireInput.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = issue && issue.path.length > 0 ? `${issue.path.join(".")}: ` : "";
+      const what = typeof raw === "object" && raw !== null ? `${where}${issue?.message}` : `got ${describeType(raw)}`;
+      return { error: `tensor ${position} is not {name, shape, datatype, data} with flat data: ${what}` };
+    }
+    const name = parsed.data.name ?? inputNames[position];
+    if (name === undefined || !inputNames.includes(name)) {
+      return { error: `the model has no input ${name ?? `number ${position}`} (its inputs: ${inputNames.join(", ")})` };
+    }
+    if (tensors[name]) return { error: `input ${name} is given twice` };
+    const t: WireTensor = {
+      name,
+      shape: parsed.data.shape,
+      datatype: parsed.data.datatype,
+      data: parsed.data.data as number[],
+    };
+    const need = elementCount(t.shape);
+    if (need !== t.data.length)
+      return { error: `tensor ${name}: shape [${t.shape.join(", ")}] needs ${need} values, data has ${t.data.length}` };
+    const problem =
+      checkValues(t) ??
+      checkAgainstModel(
+        t,
+        metadata?.find((m) => m.name === name),
+      );
+    if (problem) return { error: `tensor ${name}: ${problem}` };
+    tensors[name] = t;
+  }
+  const missing = inputNames.filter((n) => !tensors[n]);
+  if (missing.length > 0) return { error: `missing input ${missing.join(", ")}` };
+  return { value: { tensors, ...batchKey(tensors, inputNames, metadata) } };
+}
+
+/** Items batch together when every input has a dynamic leading axis, they agree on it, and the rest of their shapes match. */
+function batchKey(
+  tensors: Record<string, WireTensor>,
+  inputNames: readonly string[],
+  metadata: readonly TensorMetadata[] | undefined,
+) {
+  const ordered = inputNames.map((n) => tensors[n] as WireTensor);
+  const rows = ordered[0]?.shape[0] ?? 0;
+  const batchable =
+    rows > 0 &&
+    ordered.every((t) => t.shape.length > 0 && t.shape[0] === rows) &&
+    ordered.every((t) => !isFixed(metadata?.find((m) => m.name === t.name)?.shape?.[0]));
+  if (!batchable) return { rows, key: null };
+  return { rows, key: JSON.stringify(ordered.map((t) => [t.datatype, t.shape.slice(1)])) };
+}
+
+/** onnxruntime reports named dynamic axes as strings and unnamed ones as -1. */
+function isFixed(dim: number | string | undefined): boolean {
+  return typeof dim === "number" && dim >= 0;
+}

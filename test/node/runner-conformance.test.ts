@@ -1,0 +1,300 @@
+// One suite for every SessionFactory that runs here (onnxruntime-node on cpu, onnxruntime-web on wasm):
+// the bundled models through loadModel and the shared tasks, one batched run per batch, per-item errors,
+// and the same answers from both runtimes.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createOrtWebFactory } from "../../client/runner/ort-web-session.ts";
+import { OnnxGraph } from "../../models/build/onnx-graph.ts";
+import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import { ModelFileError, sha256Hex } from "../../shared/runner/model-files.ts";
+import type { InferenceSession, LoadedModel, SessionFactory } from "../../shared/runner/model-runner.ts";
+import { createTokenizer } from "../../shared/tasks/tokenizer.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+
+const tokenizer = createTokenizer(
+  JSON.parse(readFileSync(new URL("../../models/sentiment/tokenizer.json", import.meta.url), "utf8")),
+  JSON.parse(readFileSync(new URL("../../models/sentiment/tokenizer_config.json", import.meta.url), "utf8")),
+);
+const registryUrl = new URL("../../models/registry.json", import.meta.url);
+const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
+/** A registry entry, optionally renamed: the files stay the original model's folder. */
+const spec = (name: string, overrides: Partial<ModelConfig> = {}) => {
+  const entry = registry.models.find((m) => m.name === name);
+  const files = entry?.files && { ...entry.files, base_url: `./${name}/` };
+  return ModelConfig.parse({ ...entry, files, ...overrides });
+};
+
+const warnings: string[] = [];
+const warn = (message: string) => warnings.push(message);
+
+/** Counts session.run calls, to prove a batch is one inference run. */
+function counting(factory: SessionFactory) {
+  const counter = { runs: 0 };
+  const wrapped: SessionFactory = {
+    runtime: factory.runtime,
+    devices: factory.devices,
+    async create(model, devices) {
+      const session = await factory.create(model, devices);
+      const counted: InferenceSession = Object.create(session);
+      counted.run = (feeds) => {
+        counter.runs++;
+        return session.run(feeds);
+      };
+      counted.release = () => session.release();
+      return counted;
+    },
+  };
+  return { factory: wrapped, counter };
+}
+
+/** y = x W + b with x: FP32 [batch, 3], W = [[1, 2], [3, 4], [5, 6]], b = [0.5, -1]: a tiny real FP32 model. */
+async function affineModel(): Promise<{ spec: ModelConfig; fetch: (url: string) => Promise<Response> }> {
+  const g = new OnnxGraph("affine");
+  const x = g.input("x", "float32", ["batch", 3]);
+  const product = g.node("MatMul", [x, g.floats("w", [3, 2], [1, 2, 3, 4, 5, 6])]);
+  g.node("Add", [product, g.floats("b", [2], [0.5, -1])], {}, "y");
+  g.output("y", "float32", ["batch", 2]);
+  const bytes = g.encode("test fixture");
+  const files = {
+    base_url: "https://fixtures.invalid/affine/",
+    model: { path: "model.onnx", sha256: await sha256Hex(bytes) },
+  };
+  return { spec: ModelConfig.parse({ name: "affine", task: "tensor", files }), fetch: async () => new Response(bytes) };
+}
+
+const ok = (r: ItemResult | undefined) => {
+  if (!r || !("output" in r)) throw new Error(`expected an output, got ${JSON.stringify(r)}`);
+  return r.output as never;
+};
+const errorOf = (r: ItemResult | undefined) => (r && "error" in r ? r.error : undefined);
+const cosine = (a: number[], b: number[]) => a.reduce((s, v, i) => s + v * (b[i] as number), 0);
+const expectClose = (a: number[], b: number[], tol = 1e-4) => {
+  expect(a.length).toBe(b.length);
+  for (let i = 0; i < a.length; i++) expect(Math.abs((a[i] as number) - (b[i] as number))).toBeLessThan(tol);
+};
+
+const RUNTIMES = [
+  { label: "onnxruntime-node (cpu)", make: () => createOrtNodeFactory({ warn }), devices: ["cpu"], device: "cpu" },
+  { label: "onnxruntime-web (wasm)", make: () => createOrtWebFactory({ warn }), devices: ["wasm"], device: "wasm" },
+];
+
+const TEXTS = ["I love this", "this is terrible", "the pizza was delicious and the crust was perfect", "okay"];
+
+describe.each(RUNTIMES)("model runner conformance: $label", ({ make, devices, device }) => {
+  const { factory, counter } = counting(make());
+  const models: LoadedModel[] = [];
+  let sentiment: LoadedModel;
+  let embedder: LoadedModel;
+  let logits: LoadedModel;
+  let affine: LoadedModel;
+  const load = async (s: ModelConfig, fetch = nodeFetch) => {
+    const model = await loadModel(s, factory, { registryUrl, fetch, devices });
+    models.push(model);
+    return model;
+  };
+
+  beforeAll(async () => {
+    sentiment = await load(spec("sentiment"));
+    embedder = await load(spec("embedder"));
+    logits = await load(spec("sentiment", { name: "sentiment-logits", task: "tensor" }));
+    const fixture = await affineModel();
+    affine = await load(fixture.spec, fixture.fetch);
+  });
+
+  afterAll(async () => {
+    for (const model of models) await model.dispose();
+    // Disposed means released: the session refuses further runs.
+    await expect(sentiment.run(["I love this"])).rejects.toThrow(/released/);
+  });
+
+  it("refuses a file whose sha256 differs from the registry's, naming the file and both hashes", async () => {
+    const good = spec("sentiment");
+    const files = good.files as NonNullable<ModelConfig["files"]>;
+    const wrong = "0".repeat(64);
+    for (const key of ["model", "tokenizer"] as const) {
+      const ref = files[key] as { path: string; sha256: string };
+      const tampered = { ...good, files: { ...files, [key]: { ...ref, sha256: wrong } } };
+      const error = await loadModel(tampered, factory, { registryUrl, fetch: nodeFetch, devices }).catch((e) => e);
+      expect(error).toBeInstanceOf(ModelFileError);
+      expect(error.code).toBe("integrity_mismatch");
+      expect(error.message).toContain(`sentiment/${ref.path}`);
+      expect(error.message).toContain(`sha256 is ${ref.sha256}`);
+      expect(error.message).toContain(`expects ${wrong}`);
+    }
+  });
+
+  it("reports the device and runtime that ran", () => {
+    for (const model of models) {
+      expect(model.device).toBe(device);
+      expect(model.runtime).toBe(factory.runtime);
+    }
+  });
+
+  it("classifies the two probe sentences, scores softmaxed and sorted", async () => {
+    const [pos, neg] = await sentiment.run(["I love this", "this is terrible"]);
+    const p = ok(pos) as { label: string; score: number }[];
+    const n = ok(neg) as { label: string; score: number }[];
+    expect(p[0]?.label).toBe("POSITIVE");
+    expect(n[0]?.label).toBe("NEGATIVE");
+    for (const scores of [p, n]) {
+      expect(scores.map((s) => s.label).sort()).toEqual(["NEGATIVE", "POSITIVE"]);
+      expect((scores[0]?.score ?? 0) >= (scores[1]?.score ?? 1)).toBe(true);
+      expect(scores.reduce((a, s) => a + s.score, 0)).toBeCloseTo(1, 6);
+    }
+  });
+
+  it("embeds to unit vectors where similar sentences are closer than unrelated ones", async () => {
+    const [a, b, c] = (
+      await embedder.run(["the pizza was delicious", "this pasta tastes amazing", "the flight was delayed for hours"])
+    ).map((r) => ok(r) as number[]);
+    for (const v of [a, b, c] as number[][]) {
+      expect(v).toHaveLength(64);
+      expect(Math.sqrt(cosine(v, v))).toBeCloseTo(1, 5);
+    }
+    expect(cosine(a as number[], b as number[])).toBeGreaterThan(cosine(a as number[], c as number[]) + 0.2);
+  });
+
+  it("runs a batch as one inference run, equal to single-item runs (padding changes nothing)", async () => {
+    for (const model of [sentiment, embedder]) {
+      const before = counter.runs;
+      const batch = await model.run(TEXTS);
+      expect(counter.runs - before).toBe(1);
+      for (const [i, text] of TEXTS.entries()) {
+        const [single] = await model.run([text]);
+        const flat = (r: ItemResult | undefined) => {
+          const out = ok(r) as number[] | { label: string; score: number }[];
+          return out.map((x) => (typeof x === "number" ? x : x.score));
+        };
+        expectClose(flat(batch[i]), flat(single));
+      }
+    }
+  });
+
+  it("truncates at max_sequence_length", async () => {
+    const short = await load(spec("sentiment", { name: "sentiment-short", max_sequence_length: 4 }));
+    const long = `I love this ${"and the crust was perfect ".repeat(60)}`;
+    // Both keep only their first four tokens, "[CLS] i love this", so they score the same.
+    const [a] = await short.run([long]);
+    const [b] = await short.run(["I love this and more"]);
+    expectClose(
+      (ok(a) as { score: number }[]).map((s) => s.score),
+      (ok(b) as { score: number }[]).map((s) => s.score),
+    );
+  });
+
+  it("fails bad items alone, with a message that says what is wrong, and runs the rest", async () => {
+    for (const model of [sentiment, embedder]) {
+      const before = counter.runs;
+      const results = await model.run(["", 42, "I love this", null, "   ", { text: "x" }]);
+      expect(counter.runs - before).toBe(1);
+      expect(results).toHaveLength(6);
+      expect(errorOf(results[0])).toMatchObject({
+        code: "invalid_input",
+        message: expect.stringMatching(/empty string/),
+      });
+      expect(errorOf(results[1])?.message).toMatch(/non-empty string, got a number/);
+      expect(errorOf(results[3])?.message).toMatch(/got null/);
+      expect(errorOf(results[4])?.message).toMatch(/empty string/);
+      expect(errorOf(results[5])?.message).toMatch(/got an object/);
+      expect(ok(results[2])).toEqual(ok((await model.run(["I love this"]))[0]));
+    }
+    const before = counter.runs;
+    const none = await sentiment.run(["", 7]);
+    expect(counter.runs).toBe(before);
+    expect(none.every((r) => errorOf(r)?.code === "invalid_input")).toBe(true);
+  });
+
+  it("round-trips raw tensors: the sentiment logits match the classifier's scores", async () => {
+    const ids = tokenizer("I love this", { return_tensor: false }).input_ids as number[];
+    const input = [
+      { name: "input_ids", shape: [1, ids.length], datatype: "INT64", data: ids },
+      { name: "attention_mask", shape: [1, ids.length], datatype: "INT64", data: ids.map(() => 1) },
+    ];
+    const [result] = await logits.run([input]);
+    const [out] = ok(result) as { name: string; shape: number[]; datatype: string; data: [number, number] }[];
+    expect(out).toMatchObject({ name: "logits", shape: [1, 2], datatype: "FP32" });
+    const [neg, pos] = (out as { data: [number, number] }).data;
+    const [scores] = await sentiment.run(["I love this"]);
+    const positive = (ok(scores) as { label: string; score: number }[]).find((s) => s.label === "POSITIVE");
+    expect(positive?.score).toBeCloseTo(1 / (1 + Math.exp(neg - pos)), 6);
+    // Unnamed tensors follow the model's input order.
+    const [unnamed] = await logits.run([input.map(({ name: _, ...t }) => t)]);
+    expect(ok(unnamed)).toEqual(ok(result));
+  });
+
+  it("computes a FP32 model's outputs, batching same-shaped items into one run", async () => {
+    const item = (row: number[]) => ({ shape: [1, 3], datatype: "FP32", data: row });
+    const before = counter.runs;
+    const results = await affine.run([
+      item([1, 0, 0]),
+      item([0, 1, 1]),
+      { name: "x", shape: [2, 3], datatype: "FP32", data: [1, 1, 1, 0, 0, 0] },
+    ]);
+    expect(counter.runs - before).toBe(1);
+    const y = results.map((r) => (ok(r) as { shape: number[]; data: number[] }[])[0]);
+    expect(y[0]).toEqual({ name: "y", shape: [1, 2], datatype: "FP32", data: [1.5, 1] });
+    expect(y[1]?.data).toEqual([8.5, 9]);
+    expect(y[2]).toMatchObject({ shape: [2, 2], data: [9.5, 11, 0.5, -1] });
+  });
+
+  it("rejects wrong tensors per item with the reason, and still runs the good ones", async () => {
+    const good = { name: "x", shape: [1, 3], datatype: "FP32", data: [1, 0, 0] };
+    const bad: [unknown, RegExp][] = [
+      [{ ...good, datatype: "INT64" }, /wants FP32, got INT64/],
+      [{ ...good, shape: [3] }, /wants rank 2/],
+      [{ ...good, shape: [1, 4], data: [1, 2, 3, 4] }, /dimension 1 must be 3, got 4/],
+      [{ ...good, data: [1, 2] }, /shape \[1, 3\] needs 3 values, data has 2/],
+      [{ ...good, name: "z" }, /no input z/],
+      [{ ...good, datatype: "FP16" }, /datatype/],
+      [{ ...good, data: [[1, 0, 0]] }, /data/],
+      ["x", /got a string/],
+      [[good, good], /given twice/],
+      [[], /non-empty list/],
+    ];
+    const results = await affine.run([good, ...bad.map(([input]) => input), good]);
+    expect(ok(results[0])).toEqual(ok(results[results.length - 1]));
+    bad.forEach(([, message], i) => {
+      expect(errorOf(results[i + 1])).toMatchObject({ code: "invalid_input", message: expect.stringMatching(message) });
+    });
+    const [missing] = await logits.run([{ name: "input_ids", shape: [1, 2], datatype: "INT64", data: [2, 3] }]);
+    expect(errorOf(missing)?.message).toMatch(/missing input attention_mask/);
+  });
+});
+
+describe("runtimes agree and fall back", () => {
+  it("gives the same outputs on onnxruntime-node and onnxruntime-web", async () => {
+    const outputs: number[][][] = [];
+    for (const { make, devices } of RUNTIMES) {
+      const factory = make();
+      const sentiment = await loadModel(spec("sentiment"), factory, { registryUrl, fetch: nodeFetch, devices });
+      const embedder = await loadModel(spec("embedder"), factory, { registryUrl, fetch: nodeFetch, devices });
+      const scores = (await sentiment.run(TEXTS)).map((r) => (ok(r) as { score: number }[]).map((s) => s.score));
+      const vectors = (await embedder.run(TEXTS)).map((r) => ok(r) as number[]);
+      outputs.push([...scores, ...vectors]);
+      await sentiment.dispose();
+      await embedder.dispose();
+    }
+    const [node, web] = outputs as [number[][], number[][]];
+    for (const [i, row] of node.entries()) expectClose(row, web[i] as number[], 1e-5);
+  });
+
+  it("falls back from cuda to cpu and from webgpu to wasm with a warning, naming the device that ran", async () => {
+    const model = readFileSync(new URL("../../models/sentiment/onnx/model.onnx", import.meta.url));
+    for (const [factory, wanted, fallback] of [
+      [createOrtNodeFactory({ warn }), "cuda", "cpu"],
+      [createOrtWebFactory({ warn }), "webgpu", "wasm"],
+    ] as const) {
+      warnings.length = 0;
+      const session = await factory.create(model, [wanted]);
+      // Where the accelerator exists it is used; here (no CUDA library, no navigator.gpu) it is not.
+      if (session.device !== wanted) {
+        expect(session.device).toBe(fallback);
+        expect(warnings.join("\n")).toContain(wanted);
+      }
+      await session.release();
+    }
+  });
+});

@@ -1,0 +1,66 @@
+// The Node worker's SessionFactory: onnxruntime-node with devices tried in the frozen order cuda, then cpu.
+// A device that cannot start (no CUDA provider library, no GPU) is skipped with a warning, never a crash,
+// and the session reports the provider it was actually created with.
+import * as ort from "onnxruntime-node";
+import type { InferenceSession, SessionFactory } from "../../shared/runner/model-runner.ts";
+import { wrapOrtSession } from "../../shared/runner/ort-session.ts";
+
+/** Preference order; cpu is always the last resort and is always bundled with onnxruntime-node. */
+export const NODE_DEVICES = Object.freeze(["cuda", "cpu"] as const);
+export type NodeDevice = (typeof NODE_DEVICES)[number];
+const FALLBACK: NodeDevice = "cpu";
+
+export interface OrtNodeOptions {
+  /** Threads per session for operators; onnxruntime's default is one per core. */
+  intraOpNumThreads?: number;
+  /** Where fallback warnings go; console.warn by default. */
+  warn?: (message: string) => void;
+}
+
+/** The devices to try for `wanted`: known ones in the caller's order, then cpu if the caller left it out. */
+export function nodeDeviceOrder(wanted: readonly string[], warn: (message: string) => void): NodeDevice[] {
+  const order: NodeDevice[] = [];
+  for (const device of wanted) {
+    if (!(NODE_DEVICES as readonly string[]).includes(device)) {
+      warn(`onnxruntime-node has no device "${device}" (it runs ${NODE_DEVICES.join(", ")}); skipping it`);
+    } else if (!order.includes(device as NodeDevice)) {
+      order.push(device as NodeDevice);
+    }
+  }
+  if (!order.includes(FALLBACK)) order.push(FALLBACK);
+  return order;
+}
+
+export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory {
+  const warn = opts.warn ?? ((message: string) => console.warn(message));
+  return {
+    runtime: "onnxruntime-node",
+    devices: NODE_DEVICES,
+    async create(model, devices): Promise<InferenceSession> {
+      const failures: string[] = [];
+      const order = nodeDeviceOrder(devices, warn);
+      for (const [i, device] of order.entries()) {
+        try {
+          // One provider per attempt: given ["cuda", "cpu"], onnxruntime would place nodes on cpu
+          // silently, and we could not say what ran.
+          const session = await ort.InferenceSession.create(model, {
+            executionProviders: [device],
+            graphOptimizationLevel: "all",
+            ...(opts.intraOpNumThreads !== undefined ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
+          });
+          return wrapOrtSession(session, {
+            device,
+            makeTensor: (type, data, dims) => new ort.Tensor(type, data, dims),
+            serialize: false,
+          });
+        } catch (error) {
+          const reason = (error as Error).message.split("\n")[0] ?? "unknown error";
+          failures.push(`${device}: ${reason}`);
+          const next = order[i + 1];
+          if (next) warn(`onnxruntime-node could not use ${device} (${reason}); falling back to ${next}`);
+        }
+      }
+      throw new Error(`onnxruntime-node could not create a session on any device: ${failures.join("; ")}`);
+    },
+  };
+}
