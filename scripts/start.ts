@@ -1,8 +1,9 @@
-// `npm start`: runs the swarm locally on its embedded defaults — the coordinator in `wrangler dev`
-// (AUTH=open, state under .state/coordinator) — prints its URL and a request that works, and stops
-// everything cleanly on Ctrl-C.
+// `npm start`: the whole swarm locally on its embedded defaults — the coordinator in `wrangler dev`
+// (AUTH=open, state under .state/coordinator) and one local worker serving the bundled models —
+// prints the URL and a request that works, and stops both cleanly on Ctrl-C.
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { startWorker } from "../test/support/worker-process.ts";
 import { startCoordinator } from "../test/support/wrangler-dev.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -11,24 +12,31 @@ const persistTo = `${ROOT}.state/coordinator`;
 mkdirSync(persistTo, { recursive: true });
 
 const coordinator = await startCoordinator({ persistTo, port, vars: { AUTH: "open" }, echo: true });
+const worker = startWorker(["--coordinator", coordinator.url, "--worker-id", "local-worker"]);
+worker.child.stdout?.pipe(process.stdout);
+worker.child.stderr?.pipe(process.stderr);
+await worker.waitFor(/health and metrics on/, 120_000);
+
 const models = (await (await fetch(`${coordinator.url}/v1/models`)).json()) as { models: { name: string }[] };
-
 console.log(`
-EdgeSwarm coordinator: ${coordinator.url}   (state: ${persistTo}; AUTH=open, local only)
-Models: ${models.models.map((m) => m.name).join(", ")}
+EdgeSwarm is running (AUTH=open: local only)
+  coordinator  ${coordinator.url}        state in ${persistTo}
+  worker       local-worker, metrics on http://127.0.0.1:9464/metrics
+  models       ${models.models.map((m) => m.name).join(", ")}
 
-Queue a request (answers 202 with a job id until a worker serves the model):
+Try:
   curl -s ${coordinator.url}/v1/infer -H 'Content-Type: application/json' \\
-    -d '{"model":"${models.models[0]?.name}","inputs":["I love this"],"wait":false}'
-Then: curl -s ${coordinator.url}/v1/jobs/<id>   ·   ${coordinator.url}/v1/scaling   ·   ${coordinator.url}/metrics
-Ctrl-C stops it.
+    -d '{"model":"sentiment","inputs":["I love this","this is terrible"]}'
+Then ${coordinator.url}/v1/models · /v1/scaling · /metrics.  Ctrl-C stops everything.
 `);
 
 let stopping = false;
 const stop = async () => {
   if (stopping) return;
   stopping = true;
-  console.log("\nstopping…");
+  console.log("\nstopping the worker (drains what it holds), then the coordinator…");
+  worker.child.kill("SIGTERM");
+  await worker.exited;
   await coordinator.stop();
   process.exit(0);
 };

@@ -25,6 +25,14 @@ export async function freePort(): Promise<number> {
   });
 }
 
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
 export async function startCoordinator(opts: {
   persistTo: string;
   vars?: Record<string, string>;
@@ -33,6 +41,11 @@ export async function startCoordinator(opts: {
   /** Print wrangler's own output as it comes (npm start), instead of keeping it for error reports. */
   echo?: boolean;
 }): Promise<Coordinator> {
+  if (opts.port !== undefined && !(await portIsFree(opts.port))) {
+    throw new Error(
+      `port ${opts.port} is already in use (another coordinator running?); stop it or choose another port`,
+    );
+  }
   const port = opts.port ?? (await freePort());
   const inspector = await freePort();
   const vars = Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]);

@@ -1,0 +1,52 @@
+// edgeswarm-worker's entry point: parse options, load the models with onnxruntime-node, serve, and
+// drain on SIGTERM/SIGINT. `worker-gpu/bin/edgeswarm-worker.mjs` runs this file.
+import { loadModel } from "../shared/runner/load-model.ts";
+import { HELP, parseOptions, UsageError } from "./options.ts";
+import { nodeFetch } from "./runner/file-fetch.ts";
+import { createOrtNodeFactory, NODE_DEVICES } from "./runner/ort-node-session.ts";
+import { runWorker } from "./worker.ts";
+
+const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
+
+async function main(): Promise<number> {
+  let opts: ReturnType<typeof parseOptions>;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (error) {
+    console.error(`edgeswarm-worker: ${(error as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (opts === "help") {
+    console.log(HELP);
+    return 0;
+  }
+  const options = opts;
+  const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`) });
+  const devices = options.device === "auto" ? NODE_DEVICES : [options.device];
+  const registryUrl = new URL("registry.json", options.modelBase);
+  const worker = await runWorker(
+    options,
+    (config) => loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }),
+    log,
+  );
+  if (worker.port) log(`health and metrics on http://${options.host}:${worker.port}/healthz, /readyz, /metrics`);
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      worker.stop(signal).then(resolve, (error: Error) => {
+        log(`stop failed: ${error.message}`);
+        resolve();
+      });
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
+  });
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: Error) => {
+    console.error(`edgeswarm-worker: ${error instanceof UsageError ? "" : "fatal: "}${error.message}`);
+    process.exit(1);
+  },
+);
