@@ -1,0 +1,213 @@
+// The real coordinator (`wrangler dev`) and real worker processes (`edgeswarm-worker`, onnxruntime-node)
+// serving the bundled models: answers match the same models run directly, and nothing is lost when a
+// worker is killed mid-batch or stopped with SIGTERM.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { startWorker, type WorkerProcess } from "../support/worker-process.ts";
+import { type Coordinator, freePort, startCoordinator } from "../support/wrangler-dev.ts";
+
+const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
+const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
+const sentiment = bundled.models.find((m) => m.name === "sentiment") as ModelConfig;
+// The classifier's ONNX file served raw, for tensor inputs (same files, task "tensor").
+const tensorModel = {
+  ...sentiment,
+  name: "sentiment-tensor",
+  task: "tensor",
+  files: { ...sentiment.files, base_url: "./sentiment/" },
+};
+const registry = { models: [...bundled.models, tensorModel] };
+
+const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-worker-"));
+let coordinator: Coordinator;
+const reference = new Map<string, LoadedModel>();
+const workers: WorkerProcess[] = [];
+
+const TEXTS = [
+  "I love this",
+  "this is terrible",
+  "what a wonderful day",
+  "the service was awful and slow",
+  "great value, would buy again",
+  "not good at all",
+  "absolutely fantastic experience",
+  "I hate waiting",
+];
+
+beforeAll(async () => {
+  coordinator = await startCoordinator({
+    persistTo,
+    vars: { API_KEYS: "k", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
+  });
+  const factory = createOrtNodeFactory({ warn: () => {} });
+  for (const m of ModelRegistry.parse(registry).models) {
+    reference.set(
+      m.name,
+      await loadModel(m, factory, { registryUrl: REGISTRY_URL, fetch: nodeFetch, devices: ["cpu"] }),
+    );
+  }
+});
+
+afterAll(async () => {
+  for (const w of workers) w.child.kill("SIGKILL");
+  await coordinator?.stop();
+  for (const m of reference.values()) await m.dispose();
+  rmSync(persistTo, { recursive: true, force: true });
+});
+
+async function spawnWorker(id: string, extra: string[] = []): Promise<WorkerProcess> {
+  const w = startWorker([
+    "--coordinator",
+    coordinator.url,
+    "--token",
+    "w",
+    "--worker-id",
+    id,
+    "--port",
+    String(await freePort()),
+    "--status-interval-ms",
+    "0",
+    "--device",
+    "cpu",
+    ...extra,
+  ]);
+  workers.push(w);
+  await w.waitFor(/health and metrics on/, 60_000);
+  await w.waitFor(/\[embedder\] connected/, 30_000);
+  return w;
+}
+
+async function infer(body: Record<string, unknown>) {
+  const res = await fetch(`${coordinator.url}/v1/infer`, {
+    method: "POST",
+    headers: { Authorization: "Bearer k", "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+async function metric(name: string): Promise<number> {
+  const text = await (await fetch(`${coordinator.url}/metrics`, { headers: { Authorization: "Bearer k" } })).text();
+  return text
+    .split("\n")
+    .filter((l) => l.startsWith(`${name}{`))
+    .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
+}
+
+/** Every number in `actual` within 1e-4 of `expected`, same structure otherwise. */
+function expectClose(actual: unknown, expected: unknown): void {
+  if (typeof expected === "number") {
+    expect(typeof actual).toBe("number");
+    expect(Math.abs((actual as number) - expected)).toBeLessThan(1e-4);
+  } else if (Array.isArray(expected)) {
+    expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
+    expected.forEach((e, i) => expectClose((actual as unknown[])[i], e));
+  } else if (expected && typeof expected === "object") {
+    for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v);
+  } else {
+    expect(actual).toEqual(expected);
+  }
+}
+
+async function expected(model: string, inputs: unknown[]): Promise<unknown[]> {
+  const results = await (reference.get(model) as LoadedModel).run(inputs);
+  return results.map((r) => ("output" in r ? r.output : null));
+}
+
+describe("one worker serving the bundled models", () => {
+  it("answers many concurrent callers on mixed models like the models run directly", async () => {
+    await spawnWorker("steady");
+    const calls = Array.from({ length: 40 }, (_, i) => {
+      const model = i % 2 === 0 ? "sentiment" : "embedder";
+      const inputs = TEXTS.slice(i % TEXTS.length).concat(TEXTS.slice(0, i % 3));
+      return { model, inputs };
+    });
+    const answers = await Promise.all(calls.map((c) => infer(c)));
+    for (const [i, answer] of answers.entries()) {
+      expect(answer.status).toBe(200);
+      const call = calls[i] as { model: string; inputs: string[] };
+      expectClose(answer.body.outputs, await expected(call.model, call.inputs));
+    }
+    const first = answers[0]?.body.outputs[0];
+    expect(first[0].label).toBe("POSITIVE"); // "I love this"
+  });
+
+  it("fails bad inputs item by item with a message, and answers the good ones", async () => {
+    const text = await infer({ model: "sentiment", inputs: ["I love this", "", 42] });
+    expect(text.status).toBe(422);
+    expect(text.body.outputs[0][0].label).toBe("POSITIVE");
+    expect(text.body.errors.map((e: { index: number }) => e.index)).toEqual([1, 2]);
+    expect(text.body.errors[0]).toMatchObject({ code: "invalid_input", message: expect.stringMatching(/empty/) });
+
+    const ids = { name: "input_ids", shape: [1, 3], datatype: "INT64", data: [2, 5, 3] };
+    const mask = { name: "attention_mask", shape: [1, 3], datatype: "INT64", data: [1, 1, 1] };
+    const tensors = await infer({
+      model: "sentiment-tensor",
+      inputs: [
+        [ids, mask],
+        [{ ...ids, shape: [1, 4] }, mask], // shape says 4 values, data has 3
+        [{ ...ids, datatype: "FP32" }, mask], // the model takes INT64
+      ],
+    });
+    expect(tensors.status).toBe(422);
+    expect(tensors.body.errors.map((e: { index: number }) => e.index)).toEqual([1, 2]);
+    expect(tensors.body.errors[0].message).toMatch(/shape|data/);
+    expect(tensors.body.errors[1].message).toMatch(/INT64|datatype/);
+    expectClose(tensors.body.outputs[0], (await expected("sentiment-tensor", [[ids, mask]]))[0]);
+  });
+});
+
+describe("losing workers", () => {
+  it("redelivers the batch of a worker killed with SIGKILL mid-batch, and every call is still answered right", async () => {
+    const victim = await spawnWorker("victim", ["--max-batch-size", "8"]);
+    for (const w of workers) if (w !== victim && w.child.exitCode === null) w.child.kill("SIGTERM");
+    const before = await metric("edgeswarm_items_redelivered_total");
+    const calls = Array.from({ length: 60 }, (_, i) => ({ model: "embedder", inputs: TEXTS.slice(i % 4) }));
+    const answers = Promise.all(calls.map((c) => infer(c)));
+    // Freeze the worker until it is caught holding a batch it has not completed, then kill it.
+    for (let caught = false; !caught; ) {
+      victim.child.kill("SIGSTOP");
+      const models = await (
+        await fetch(`${coordinator.url}/v1/models`, { headers: { Authorization: "Bearer k" } })
+      ).json();
+      caught = (models as any).models.some((m: any) => m.in_flight?.gpu > 0);
+      if (!caught) {
+        victim.child.kill("SIGCONT");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+    victim.child.kill("SIGKILL");
+    await spawnWorker("rescuer");
+    for (const [i, answer] of (await answers).entries()) {
+      expect(answer.status).toBe(200);
+      expectClose(answer.body.outputs, await expected("embedder", (calls[i] as { inputs: string[] }).inputs));
+    }
+    expect(await metric("edgeswarm_items_redelivered_total")).toBeGreaterThan(before);
+  });
+
+  it("drains a worker stopped with SIGTERM: nothing lost, nothing completed twice", async () => {
+    const leaving = await spawnWorker("leaving");
+    for (const w of workers) if (w !== leaving && w.child.exitCode === null) w.child.kill("SIGTERM");
+    const completedBefore = await metric("edgeswarm_items_completed_total");
+    const redeliveredBefore = await metric("edgeswarm_items_redelivered_total");
+    const calls = Array.from({ length: 40 }, (_, i) => ({ model: "sentiment", inputs: TEXTS.slice(i % 5) }));
+    const items = calls.reduce((n, c) => n + c.inputs.length, 0);
+    const answers = Promise.all(calls.map((c) => infer(c)));
+    await new Promise((r) => setTimeout(r, 20));
+    leaving.child.kill("SIGTERM");
+    const code = await leaving.exited;
+    expect(code).toBe(0);
+    expect(leaving.output()).toMatch(/stopped: \d+ held batches finished, 0 released/);
+    await spawnWorker("after");
+    for (const answer of await answers) expect(answer.status).toBe(200);
+    expect((await metric("edgeswarm_items_completed_total")) - completedBefore).toBe(items);
+    expect(await metric("edgeswarm_items_redelivered_total")).toBe(redeliveredBefore);
+  });
+});
