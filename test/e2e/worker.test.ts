@@ -108,7 +108,7 @@ function expectClose(actual: unknown, expected: unknown): void {
     expect(Math.abs((actual as number) - expected)).toBeLessThan(1e-4);
   } else if (Array.isArray(expected)) {
     expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
-    expected.forEach((e, i) => expectClose((actual as unknown[])[i], e));
+    for (const [i, e] of expected.entries()) expectClose((actual as unknown[])[i], e);
   } else if (expected && typeof expected === "object") {
     for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v);
   } else {
