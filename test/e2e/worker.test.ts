@@ -210,4 +210,22 @@ describe("losing workers", () => {
     expect((await metric("edgeswarm_items_completed_total")) - completedBefore).toBe(items);
     expect(await metric("edgeswarm_items_redelivered_total")).toBe(redeliveredBefore);
   });
+
+  it("reconnects with backoff when the coordinator goes away, and serves again when it is back", async () => {
+    const patient = await spawnWorker("patient");
+    for (const w of workers) if (w !== patient && w.child.exitCode === null) w.child.kill("SIGTERM");
+    const port = coordinator.port;
+    await coordinator.stop();
+    await patient.waitFor(/\[sentiment\] disconnected/, 10_000);
+    coordinator = await startCoordinator({
+      persistTo,
+      port,
+      vars: { API_KEYS: "k", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
+    });
+    const answer = await infer({ model: "sentiment", inputs: ["I love this"], timeout_ms: 30_000 });
+    expect(answer.status).toBe(200);
+    expect(answer.body.outputs[0][0].label).toBe("POSITIVE");
+    expect(patient.child.exitCode).toBeNull(); // the same process, reconnected
+    expect(patient.output().match(/\[sentiment\] connected/g)?.length).toBe(2);
+  });
 });
