@@ -10,10 +10,16 @@ const { onnx } = onnxProto;
 export const OPSET = 17;
 const IR_VERSION = 8;
 
-export type ElemType = "float32" | "int64";
+export type ElemType = "float32" | "float64" | "int64" | "int32" | "int8" | "uint8" | "bool";
+const D = onnx.TensorProto.DataType;
 const ELEM_TYPE: Record<ElemType, number> = {
-  float32: onnx.TensorProto.DataType.FLOAT,
-  int64: onnx.TensorProto.DataType.INT64,
+  float32: D.FLOAT,
+  float64: D.DOUBLE,
+  int64: D.INT64,
+  int32: D.INT32,
+  int8: D.INT8,
+  uint8: D.UINT8,
+  bool: D.BOOL,
 };
 
 /** A dimension: a fixed size, or a name for a dynamic axis (e.g. "batch"). */

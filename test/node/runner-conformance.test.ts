@@ -50,19 +50,42 @@ function counting(factory: SessionFactory) {
   return { factory: wrapped, counter };
 }
 
+/** A model built in memory, served by a fetch that knows only its bytes. */
+async function fixture(name: string, bytes: Uint8Array) {
+  const files = {
+    base_url: `https://fixtures.invalid/${name}/`,
+    model: { path: "model.onnx", sha256: await sha256Hex(bytes) },
+  };
+  return { spec: ModelConfig.parse({ name, task: "tensor", files }), fetch: async () => new Response(bytes) };
+}
+
 /** y = x W + b with x: FP32 [batch, 3], W = [[1, 2], [3, 4], [5, 6]], b = [0.5, -1]: a tiny real FP32 model. */
-async function affineModel(): Promise<{ spec: ModelConfig; fetch: (url: string) => Promise<Response> }> {
+function affineGraph(): Uint8Array {
   const g = new OnnxGraph("affine");
   const x = g.input("x", "float32", ["batch", 3]);
   const product = g.node("MatMul", [x, g.floats("w", [3, 2], [1, 2, 3, 4, 5, 6])]);
   g.node("Add", [product, g.floats("b", [2], [0.5, -1])], {}, "y");
   g.output("y", "float32", ["batch", 2]);
-  const bytes = g.encode("test fixture");
-  const files = {
-    base_url: "https://fixtures.invalid/affine/",
-    model: { path: "model.onnx", sha256: await sha256Hex(bytes) },
-  };
-  return { spec: ModelConfig.parse({ name: "affine", task: "tensor", files }), fetch: async () => new Response(bytes) };
+  return g.encode("test fixture");
+}
+
+/** One Identity per wire datatype: what goes in must come back out, type and all. */
+const WIRE_TYPES = {
+  FP32: "float32",
+  FP64: "float64",
+  INT64: "int64",
+  INT32: "int32",
+  INT8: "int8",
+  UINT8: "uint8",
+  BOOL: "bool",
+} as const;
+function identityGraph(): Uint8Array {
+  const g = new OnnxGraph("identity");
+  for (const [wire, elem] of Object.entries(WIRE_TYPES)) {
+    g.node("Identity", [g.input(`in_${wire}`, elem, ["batch", 2])], {}, `out_${wire}`);
+    g.output(`out_${wire}`, elem, ["batch", 2]);
+  }
+  return g.encode("test fixture");
 }
 
 const ok = (r: ItemResult | undefined) => {
@@ -90,6 +113,7 @@ describe.each(RUNTIMES)("model runner conformance: $label", ({ make, devices, de
   let embedder: LoadedModel;
   let logits: LoadedModel;
   let affine: LoadedModel;
+  let identity: LoadedModel;
   const load = async (s: ModelConfig, fetch = nodeFetch) => {
     const model = await loadModel(s, factory, { registryUrl, fetch, devices });
     models.push(model);
@@ -100,8 +124,15 @@ describe.each(RUNTIMES)("model runner conformance: $label", ({ make, devices, de
     sentiment = await load(spec("sentiment"));
     embedder = await load(spec("embedder"));
     logits = await load(spec("sentiment", { name: "sentiment-logits", task: "tensor" }));
-    const fixture = await affineModel();
-    affine = await load(fixture.spec, fixture.fetch);
+    for (const [name, bytes] of [
+      ["affine", affineGraph()],
+      ["identity", identityGraph()],
+    ] as const) {
+      const { spec, fetch } = await fixture(name, bytes);
+      const model = await load(spec, fetch);
+      if (name === "affine") affine = model;
+      else identity = model;
+    }
   });
 
   afterAll(async () => {
@@ -238,6 +269,39 @@ describe.each(RUNTIMES)("model runner conformance: $label", ({ make, devices, de
     expect(y[0]).toEqual({ name: "y", shape: [1, 2], datatype: "FP32", data: [1.5, 1] });
     expect(y[1]?.data).toEqual([8.5, 9]);
     expect(y[2]).toMatchObject({ shape: [2, 2], data: [9.5, 11, 0.5, -1] });
+  });
+
+  it("carries every wire datatype through the runtime and back", async () => {
+    const values: Record<string, (row: number) => number[] | boolean[]> = {
+      FP32: (r) => [0.5 + r, -2.25],
+      FP64: (r) => [1e-300 * (r + 1), Math.PI],
+      INT64: (r) => [2 ** 40 + r, -(2 ** 40)],
+      INT32: (r) => [2_147_483_647 - r, -2_147_483_648],
+      INT8: (r) => [-128 + r, 127],
+      UINT8: (r) => [255 - r, 0],
+      BOOL: (r) => [r === 0, true],
+    };
+    const item = (row: number) =>
+      Object.entries(values).map(([wire, f]) => ({ name: `in_${wire}`, shape: [1, 2], datatype: wire, data: f(row) }));
+    const before = counter.runs;
+    const results = await identity.run([item(0), item(1)]);
+    expect(counter.runs - before).toBe(1);
+    for (const [row, result] of results.entries()) {
+      const outputs = ok(result) as { name: string; datatype: string; shape: number[]; data: unknown[] }[];
+      expect(outputs.map((o) => o.name)).toEqual(Object.keys(values).map((w) => `out_${w}`));
+      for (const o of outputs) {
+        const wire = o.name.slice(4);
+        expect(o.datatype).toBe(wire);
+        expect(o.shape).toEqual([1, 2]);
+        const expected = values[wire]?.(row) ?? [];
+        // FP32 loses precision on the way in; the values chosen here are exact in float32.
+        expect(o.data).toEqual(expected);
+      }
+    }
+    const [tooBig] = await identity.run([item(0).map((t) => (t.datatype === "INT8" ? { ...t, data: [300, 0] } : t))]);
+    expect(errorOf(tooBig)?.message).toMatch(/in_INT8: INT8 data must be integers in \[-128, 127\]/);
+    const [notBool] = await identity.run([item(0).map((t) => (t.datatype === "BOOL" ? { ...t, data: [1, 0] } : t))]);
+    expect(errorOf(notBool)?.message).toMatch(/BOOL data must be true\/false/);
   });
 
   it("rejects wrong tensors per item with the reason, and still runs the good ones", async () => {

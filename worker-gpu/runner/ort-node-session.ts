@@ -33,6 +33,9 @@ export function nodeDeviceOrder(wanted: readonly string[], warn: (message: strin
 
 export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory {
   const warn = opts.warn ?? ((message: string) => console.warn(message));
+  // A provider that failed to start (its library missing, no GPU) fails the same way for the next model:
+  // remember why and skip it, rather than have onnxruntime log the same native error once per model.
+  const unavailable = new Map<NodeDevice, string>();
   return {
     runtime: "onnxruntime-node",
     devices: NODE_DEVICES,
@@ -40,6 +43,13 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
       const failures: string[] = [];
       const order = nodeDeviceOrder(devices, warn);
       for (const [i, device] of order.entries()) {
+        const next = order[i + 1];
+        const known = unavailable.get(device);
+        if (known !== undefined && next) {
+          failures.push(`${device}: ${known}`);
+          warn(`onnxruntime-node: ${device} is unavailable (${known}); using ${next}`);
+          continue;
+        }
         try {
           // One provider per attempt: given ["cuda", "cpu"], onnxruntime would place nodes on cpu
           // silently, and we could not say what ran.
@@ -56,7 +66,7 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
         } catch (error) {
           const reason = (error as Error).message.split("\n")[0] ?? "unknown error";
           failures.push(`${device}: ${reason}`);
-          const next = order[i + 1];
+          if (device !== FALLBACK) unavailable.set(device, reason);
           if (next) warn(`onnxruntime-node could not use ${device} (${reason}); falling back to ${next}`);
         }
       }
