@@ -52,13 +52,7 @@ export async function loadModel(
 
   const ctx: Omit<TaskContext, "session"> = {
     config: config ? parseConfig(spec.name, config) : undefined,
-    tokenizer:
-      tokenizer && tokenizerConfig
-        ? createTokenizer(
-            parseJson(spec.name, "tokenizer.json", tokenizer),
-            parseJson(spec.name, "tokenizer_config.json", tokenizerConfig),
-          )
-        : undefined,
+    tokenizer: tokenizer && tokenizerConfig ? buildTokenizer(spec.name, tokenizer, tokenizerConfig) : undefined,
     maxSequenceLength: spec.max_sequence_length,
   };
   const session = await factory.create(model, opts.devices ?? factory.devices);
@@ -89,6 +83,16 @@ function parseJson(model: string, file: string, bytes: Uint8Array): unknown {
     return JSON.parse(new TextDecoder().decode(bytes));
   } catch (error) {
     throw new Error(`model ${model}: ${file} is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+function buildTokenizer(model: string, tokenizer: Uint8Array, tokenizerConfig: Uint8Array) {
+  const json = parseJson(model, "tokenizer.json", tokenizer);
+  const config = parseJson(model, "tokenizer_config.json", tokenizerConfig);
+  try {
+    return createTokenizer(json, config);
+  } catch (error) {
+    throw new Error(`model ${model}: tokenizer.json cannot be loaded: ${(error as Error).message}`);
   }
 }
 

@@ -66,6 +66,6 @@ export function merge(
 export function describeType(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
-  if (typeof value === "string") return value.trim() === "" ? "an empty string" : "a string";
+  if (typeof value === "string") return "a string";
   return typeof value === "object" ? "an object" : `a ${typeof value}`;
 }

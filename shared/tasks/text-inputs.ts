@@ -22,7 +22,7 @@ export function parseText(input: unknown): Parsed<string> {
   if (typeof input !== "string") return { error: `input must be a non-empty string, got ${describeType(input)}` };
   if (input.length > MAX_TEXT_CHARS)
     return { error: `input is ${input.length} characters; the most is ${MAX_TEXT_CHARS}` };
-  return { error: "input must be a non-empty string, got an empty string" };
+  return { error: `input must be a non-empty string, got ${input === "" ? "an empty string" : "only whitespace"}` };
 }
 
 export function requireTokenizer(ctx: TaskContext, task: string): TextTokenizer {

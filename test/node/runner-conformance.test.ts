@@ -228,7 +228,7 @@ describe.each(RUNTIMES)("model runner conformance: $label", ({ make, devices, de
       });
       expect(errorOf(results[1])?.message).toMatch(/non-empty string, got a number/);
       expect(errorOf(results[3])?.message).toMatch(/got null/);
-      expect(errorOf(results[4])?.message).toMatch(/empty string/);
+      expect(errorOf(results[4])?.message).toMatch(/got only whitespace/);
       expect(errorOf(results[5])?.message).toMatch(/got an object/);
       expect(ok(results[2])).toEqual(ok((await model.run(["I love this"]))[0]));
     }

@@ -6,7 +6,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
-import { MemoryFileCache, ModelFileError } from "../../shared/runner/model-files.ts";
+import { MemoryFileCache, ModelFileError, sha256Hex } from "../../shared/runner/model-files.ts";
 import type { SessionFactory } from "../../shared/runner/model-runner.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 
@@ -151,5 +151,23 @@ describe("loadModel over HTTP", () => {
     );
     const bare = ModelConfig.parse({ name: "bare" });
     await expect(loadModel(bare, cpu(), { registryUrl: origin })).rejects.toThrow(/lists no files/);
+  });
+
+  it("says which file is broken when a hash-valid file is not what it should be", async () => {
+    const bodies: Record<string, string> = { "tokenizer.json": "{}", "config.json": "{not json" };
+    for (const [file, body] of Object.entries(bodies)) {
+      const bytes = new TextEncoder().encode(body);
+      const key = file === "config.json" ? "config" : "tokenizer";
+      const spec = await sentiment({ [key]: { path: file, sha256: await sha256Hex(bytes) } });
+      const fetch = async (url: string) =>
+        url.endsWith(`/${file}`)
+          ? new Response(bytes)
+          : new Response(await readFile(new URL(url.replace(/^.*\/sentiment\//, "sentiment/"), modelsDir)));
+      await expect(loadModel(spec, cpu(), { registryUrl: "https://cdn.invalid/registry.json", fetch })).rejects.toThrow(
+        file === "config.json"
+          ? /model sentiment: config.json is not valid JSON/
+          : /model sentiment: tokenizer.json cannot be loaded/,
+      );
+    }
   });
 });
