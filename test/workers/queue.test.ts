@@ -6,11 +6,13 @@ import { call, infer, queue, SocketWorker, sleep, waitFor, wipeQueues, workerCal
 
 afterEach(() => wipeQueues());
 
+// alpha has a 150 ms lease, for expiry tests; tests that must not race a lease use bravo (5 s).
 const submit = async (inputs: unknown[], extra: Record<string, unknown> = {}) => {
   const res = await infer({ model: "alpha", inputs, wait: false, ...extra });
   expect(res.status).toBe(202);
   return res.body.id as string;
 };
+const submitBravo = (inputs: unknown[]) => submit(inputs, { model: "bravo" });
 const job = async (id: string) => (await call(`/v1/jobs/${id}`)).body;
 
 describe("dynamic batching", () => {
@@ -89,8 +91,8 @@ describe("leases", () => {
     const worker = await SocketWorker.connect("alpha");
     const id = await submit([1]);
     const batch = await worker.next("batch");
-    for (let i = 0; i < 4; i++) {
-      await sleep(60);
+    for (let i = 0; i < 8; i++) {
+      await sleep(30);
       worker.send({ type: "extend", lease_id: batch.lease_id });
       expect((await worker.next("ack")).status).toBe("ok");
     }
@@ -114,8 +116,8 @@ describe("leases", () => {
   });
 
   it("treats a completion as idempotent: a duplicate is reported and changes nothing", async () => {
-    const worker = await SocketWorker.connect("alpha");
-    const id = await submit([1]);
+    const worker = await SocketWorker.connect("bravo");
+    const id = await submitBravo([1]);
     const batch = await worker.next("batch");
     worker.complete(batch, () => "first");
     expect((await worker.next("ack")).status).toBe("ok");
@@ -125,8 +127,8 @@ describe("leases", () => {
   });
 
   it("retries an item whose worker error is retryable, and fails at once one that is not", async () => {
-    const worker = await SocketWorker.connect("alpha");
-    const answer = infer({ model: "alpha", inputs: ["ok", "flaky", "bad"] });
+    const worker = await SocketWorker.connect("bravo");
+    const answer = infer({ model: "bravo", inputs: ["ok", "flaky", "bad"] });
     const batch = await worker.next("batch");
     worker.send({
       type: "complete",
@@ -148,17 +150,17 @@ describe("leases", () => {
   });
 
   it("stops sending batches to a draining worker, which still completes what it holds", async () => {
-    const leaving = await SocketWorker.connect("alpha", { worker_id: "leaving", max_batch_size: 2 });
-    const held = await submit([1, 2]);
+    const leaving = await SocketWorker.connect("bravo", { worker_id: "leaving", max_batch_size: 2 });
+    const held = await submitBravo([1, 2]);
     const batch = await leaving.next("batch");
     leaving.send({ type: "drain" });
     expect((await leaving.next("draining")).leases_held).toBe(1);
-    const later = await submit([3]);
+    const later = await submitBravo([3]);
     await sleep(100);
     expect(leaving.has("batch")).toBe(false);
     leaving.complete(batch);
     await waitFor(async () => (await job(held)).status === "succeeded");
-    const staying = await SocketWorker.connect("alpha", { worker_id: "staying" });
+    const staying = await SocketWorker.connect("bravo", { worker_id: "staying" });
     staying.complete(await staying.next("batch"));
     await waitFor(async () => (await job(later)).status === "succeeded");
   });
@@ -198,7 +200,7 @@ describe("leases", () => {
   });
   it("serves HTTP workers: long-poll lease, extend, release without using an attempt, complete", async () => {
     const empty = await workerCall("/v1/leases", {
-      model: "alpha",
+      model: "bravo",
       worker_id: "h1",
       pool: "gpu",
       device: "cpu",
@@ -206,9 +208,9 @@ describe("leases", () => {
       wait_ms: 30,
     });
     expect(empty.status).toBe(204);
-    const id = await submit([1, 2]);
+    const id = await submitBravo([1, 2]);
     const leased = await workerCall("/v1/leases", {
-      model: "alpha",
+      model: "bravo",
       worker_id: "h1",
       pool: "gpu",
       device: "cpu",
@@ -229,7 +231,7 @@ describe("leases", () => {
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe("lease_stale");
     const again = await workerCall("/v1/leases", {
-      model: "alpha",
+      model: "bravo",
       worker_id: "h2",
       pool: "gpu",
       device: "cpu",
