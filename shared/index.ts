@@ -2,6 +2,7 @@
 export * from "./config/model-config.ts";
 export * from "./config/scaling-config.ts";
 export * from "./policy/batching.ts";
+export * from "./policy/job-outcome.ts";
 export * from "./policy/lease.ts";
 export * from "./policy/replicas.ts";
 export * from "./protocol/caller.ts";

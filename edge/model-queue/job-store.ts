@@ -1,0 +1,294 @@
+// A model queue's jobs and their items in SQLite: accepting a job within the model's limits, the view
+// callers read, ending a job once its items are settled or its deadline passes, and dropping old
+// results. Used by ModelQueue and the lease modules; how a job ends is shared/policy/job-outcome.ts.
+import {
+  ErrorCode,
+  expiredJobMessage,
+  FINAL_STATUSES,
+  failedJobMessage,
+  type ItemError,
+  type JobStatus,
+  type JobView,
+  jobOutcome,
+  type ModelConfig,
+} from "../../shared/index.ts";
+import { NO_POOL } from "../metrics/definitions.ts";
+import type { Sql } from "../sql.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+
+export interface SubmitInput {
+  id: string;
+  inputs: unknown[];
+  priority?: number | undefined;
+  timeout_ms?: number | undefined;
+  session?: string | undefined;
+}
+
+export type SubmitResult =
+  | { ok: true; job: JobView }
+  | { ok: false; code: string; message: string; retryAfterS?: number };
+
+export type Refusal = Extract<SubmitResult, { ok: false }>;
+
+function refuse(code: string, message: string): Refusal {
+  return { ok: false, code, message };
+}
+
+interface JobRow extends Record<string, SqlStorageValue> {
+  id: string;
+  created_at: number;
+  deadline: number;
+  n_items: number;
+  status: string;
+  last_leased_at: number | null;
+  compute_ms: number;
+  finished_at: number | null;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+/** The job statuses that still have work to do. */
+export const OPEN = "('queued', 'running')";
+/** A set bound as one JSON parameter (`IN (SELECT value FROM json_each(?))`): SQLite caps bound parameters at 100. */
+const IN_SET = "(SELECT value FROM json_each(?))";
+
+export class JobStore {
+  /** Callers waiting on a job (wait: true). In memory: they are live requests, gone with the object anyway. */
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+    /** The model this object serves, for the view; read late, as it is bound on first use. */
+    private readonly model: () => string | undefined,
+  ) {}
+
+  exists(id: string): boolean {
+    return this.sql.one("SELECT 1 AS found FROM jobs WHERE id = ?", id) !== undefined;
+  }
+
+  /** Checks a new request against the model's limits and queues its items; answers a refusal, or null. */
+  accept(cfg: ModelConfig, req: SubmitInput, now: number): Refusal | null {
+    const priority = req.priority ?? cfg.default_priority;
+    if (priority >= cfg.priority_levels) {
+      return refuse(
+        ErrorCode.validation,
+        `priority must be 0..${cfg.priority_levels - 1} for model "${cfg.name}" (higher is served first)`,
+      );
+    }
+    const timeout = req.timeout_ms ?? cfg.default_timeout_ms;
+    if (timeout > cfg.max_timeout_ms) {
+      return refuse(
+        ErrorCode.timeoutTooLong,
+        `timeout_ms ${timeout} exceeds this model's max_timeout_ms ${cfg.max_timeout_ms}`,
+      );
+    }
+    if (req.inputs.length > cfg.max_inputs_per_request) {
+      return refuse(
+        ErrorCode.tooManyInputs,
+        `${req.inputs.length} inputs sent; model "${cfg.name}" takes at most ${cfg.max_inputs_per_request} per request`,
+      );
+    }
+    const queued = this.queuedCount();
+    if (queued + req.inputs.length > cfg.max_queue_size) {
+      this.metrics.inc("rejected", NO_POOL);
+      return {
+        ok: false,
+        code: ErrorCode.queueFull,
+        message: `queue for model "${cfg.name}" is full (${queued} of ${cfg.max_queue_size} items waiting); retry later`,
+        retryAfterS: 1,
+      };
+    }
+    this.insert(req, priority, timeout, now);
+    return null;
+  }
+
+  private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): void {
+    this.sql.run(
+      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued')",
+      req.id,
+      now,
+      now + timeoutMs,
+      priority,
+      req.session ?? null,
+      req.inputs.length,
+      req.inputs.length,
+    );
+    // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
+    this.sql.run(
+      "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input) SELECT ?, key, ?, ?, ?, 'queued', value FROM json_each(?)",
+      req.id,
+      priority,
+      now,
+      now,
+      JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
+    );
+  }
+
+  queuedCount(): number {
+    return this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM items WHERE state = 'queued'")?.n ?? 0;
+  }
+
+  /** Resolves with the job once it has ended, or with its state as it is after waitMs. */
+  async wait(id: string, waitMs: number): Promise<JobView | null> {
+    const view = this.view(id);
+    if (!view || FINAL_STATUSES.includes(view.status) || waitMs <= 0) return view;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.get(id)?.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, waitMs);
+      const set = this.waiters.get(id) ?? new Set();
+      this.waiters.set(id, set);
+      set.add(done);
+    });
+    return this.view(id);
+  }
+
+  /** The answer to a submit: the job once it has ended, or as it is after waitMs. */
+  async answer(id: string, waitMs: number): Promise<SubmitResult> {
+    let job = await this.wait(id, waitMs);
+    if (job && waitMs > 0 && !FINAL_STATUSES.includes(job.status)) {
+      // The wait outlasted the job's deadline, so its alarm is late: expire what is due now.
+      this.expire(Date.now());
+      job = this.view(id);
+    }
+    if (!job) return refuse(ErrorCode.jobNotFound, `job ${id} not found`);
+    return { ok: true, job };
+  }
+
+  view(id: string): JobView | null {
+    const job = this.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", id);
+    if (!job) return null;
+    const status = job.status as JobStatus;
+    const view: JobView = { id: job.id, model: this.model() ?? "", status, created_at: job.created_at };
+    if (!FINAL_STATUSES.includes(status)) return view;
+    const items = this.sql.all<{
+      idx: number;
+      state: string;
+      output: string | null;
+      error_code: string | null;
+      error_message: string | null;
+    }>("SELECT idx, state, output, error_code, error_message FROM items WHERE job_id = ? ORDER BY idx", id);
+    const errors: ItemError[] = [];
+    view.outputs = items.map((item) => {
+      if (item.state === "succeeded" && item.output !== null) return JSON.parse(item.output);
+      if (item.state === "failed") {
+        errors.push({ index: item.idx, code: item.error_code ?? ErrorCode.failed, message: item.error_message ?? "" });
+      }
+      return null;
+    });
+    if (errors.length > 0) view.errors = errors;
+    if (job.error_code) view.error = { code: job.error_code, message: job.error_message ?? "" };
+    const end = job.finished_at ?? Date.now();
+    view.timings = {
+      queued_ms: (job.last_leased_at ?? end) - job.created_at,
+      compute_ms: job.compute_ms,
+      total_ms: end - job.created_at,
+    };
+    return view;
+  }
+
+  /** The jobs of a batch just handed out are running from now. */
+  markRunning(jobIds: readonly string[], now: number): void {
+    this.sql.run(
+      `UPDATE jobs SET status = 'running', last_leased_at = ? WHERE id IN ${IN_SET}`,
+      now,
+      JSON.stringify(jobIds),
+    );
+  }
+
+  /** A job's compute time is its slowest batch; its pool is the one that last completed a batch of it. */
+  recordCompute(jobIds: ReadonlySet<string>, computeMs: number, pool: string): void {
+    this.sql.run(
+      `UPDATE jobs SET compute_ms = MAX(compute_ms, ?), pool = ? WHERE id IN ${IN_SET}`,
+      computeMs,
+      pool,
+      JSON.stringify([...jobIds]),
+    );
+  }
+
+  /** Jobs whose items all went back to the queue are `queued` again, not `running`. */
+  reopen(jobIds: ReadonlySet<string>): void {
+    if (jobIds.size === 0) return;
+    this.sql.run(
+      `UPDATE jobs SET status = 'queued' WHERE status = 'running' AND id IN ${IN_SET} AND NOT EXISTS (SELECT 1 FROM items WHERE items.job_id = jobs.id AND items.state != 'queued')`,
+      JSON.stringify([...jobIds]),
+    );
+  }
+
+  /** Ends a job once none of its items is open: succeeded when every item did, else failed. */
+  settleIfDone(jobId: string, now: number): void {
+    const counts = this.sql.one<{ open: number | null; failed: number | null }>(
+      "SELECT SUM(state IN ('queued', 'leased')) AS open, SUM(state = 'failed') AS failed FROM items WHERE job_id = ?",
+      jobId,
+    );
+    const job = this.sql.one<JobRow>(`SELECT * FROM jobs WHERE id = ? AND status IN ${OPEN}`, jobId);
+    if (!counts || !job) return;
+    // SUM over no rows is NULL: a job without items has nothing open and nothing failed.
+    const failed = counts.failed ?? 0;
+    const status = jobOutcome({ open: counts.open ?? 0, failed });
+    if (status === "open") return;
+    const first =
+      status === "failed"
+        ? this.sql.one<{ idx: number; error_code: string; error_message: string }>(
+            "SELECT idx, error_code, error_message FROM items WHERE job_id = ? AND state = 'failed' ORDER BY idx LIMIT 1",
+            jobId,
+          )
+        : undefined;
+    this.sql.run(
+      "UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
+      status,
+      now,
+      first ? first.error_code : null,
+      first ? failedJobMessage(failed, job.n_items, { index: first.idx, message: first.error_message }) : null,
+      jobId,
+    );
+    const pool = this.sql.one<{ pool: string | null }>("SELECT pool FROM jobs WHERE id = ?", jobId)?.pool ?? NO_POOL;
+    this.metrics.observe("request_duration", pool, [(now - job.created_at) / 1000]);
+    this.wake(jobId);
+  }
+
+  /** Ends every open job past its deadline: its open items expire, what is done stays readable. */
+  expire(now: number): void {
+    for (const job of this.sql.all<JobRow>(`SELECT * FROM jobs WHERE status IN ${OPEN} AND deadline <= ?`, now)) {
+      const open =
+        this.sql.one<{ n: number }>(
+          "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
+          job.id,
+        )?.n ?? 0;
+      this.sql.run(
+        "UPDATE items SET state = 'expired', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
+        job.id,
+      );
+      this.sql.run(
+        "UPDATE jobs SET status = 'expired', finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
+        now,
+        ErrorCode.expired,
+        expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items),
+        job.id,
+      );
+      this.metrics.inc("expired", NO_POOL, open);
+      this.metrics.observe("request_duration", NO_POOL, [(now - job.created_at) / 1000]);
+      this.wake(job.id);
+    }
+  }
+
+  /** Forgets jobs, with their items and results, that finished at or before `before`. */
+  dropFinished(before: number): void {
+    this.sql.run(
+      "DELETE FROM items WHERE job_id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?)",
+      before,
+    );
+    this.sql.run("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?", before);
+  }
+
+  private wake(jobId: string): void {
+    const set = this.waiters.get(jobId);
+    if (!set) return;
+    this.waiters.delete(jobId);
+    for (const done of set) done();
+  }
+}

@@ -1,0 +1,234 @@
+// How a lease ends: completed with the worker's results (stored in one transaction), released on
+// purpose, or abandoned when it expired or its worker was lost, each item then retried or dead-lettered
+// by shared/policy/lease.ts. Used by ModelQueue after LeaseTable.lookup has found the active lease.
+import {
+  afterFailedDelivery,
+  type CompleteBody,
+  ErrorCode,
+  type LeaseAck,
+  type ModelConfig,
+} from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { JobStore } from "./job-store.ts";
+import type { LeaseRow } from "./lease-table.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+
+export type CompleteResult = LeaseAck | { error: { code: string; message: string } };
+
+interface ItemRow extends Record<string, SqlStorageValue> {
+  seq: number;
+  job_id: string;
+  enqueued_at: number;
+  leased_at: number | null;
+  attempts: number;
+  state: string;
+  lease_pos: number | null;
+}
+
+/** SQLite rows are capped at 2 MB in Durable Objects; an output must fit in one with room to spare. */
+const MAX_OUTPUT_BYTES = 1_000_000;
+const OUTPUT_CHUNK_BYTES = 512 * 1024;
+
+export class LeaseSettlement {
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+    private readonly storage: DurableObjectStorage,
+    private readonly jobs: JobStore,
+    private readonly config: () => ModelConfig,
+  ) {}
+
+  /** Records a worker's results for an active lease, then ends the jobs that have nothing left open. */
+  complete(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
+    const leaseId = lease.id;
+    if (body.results.length !== lease.n_items) {
+      return {
+        error: {
+          code: ErrorCode.wrongResultCount,
+          message: `lease ${leaseId} holds ${lease.n_items} items but ${body.results.length} results were sent; send one result per item, in batch order`,
+        },
+      };
+    }
+    const computeMs = body.compute_ms ?? now - lease.created_at;
+    const items = this.sql.all<ItemRow>(
+      "SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos FROM items WHERE lease_id = ? ORDER BY lease_pos",
+      leaseId,
+    );
+    const pool = lease.pool;
+    const touchedJobs = new Set<string>();
+    const waits: number[] = [];
+    const tally = { completed: 0, failed: 0, redelivered: 0 };
+    const failItem = (seq: number, code: string, message: string) => {
+      this.sql.run(
+        "UPDATE items SET state = 'failed', error_code = ?, error_message = ?, lease_id = NULL WHERE seq = ?",
+        code,
+        message,
+        seq,
+      );
+      tally.failed++;
+    };
+    // Outputs by batch position as JSON text; stored together by storeOutputs.
+    const outputs: (string | undefined)[] = [];
+    // All of it or none of it: a completion that throws half way must not leave items half settled.
+    this.storage.transactionSync(() => {
+      for (const item of items) {
+        const pos = item.lease_pos;
+        const result = pos === null ? undefined : body.results[pos];
+        // Expired with its job meanwhile: nothing to record.
+        if (item.state !== "leased" || pos === null || !result) continue;
+        waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
+        touchedJobs.add(item.job_id);
+        if ("output" in result) {
+          const output = JSON.stringify(result.output);
+          if (output.length > MAX_OUTPUT_BYTES) {
+            failItem(
+              item.seq,
+              ErrorCode.outputTooLarge,
+              `output is ${output.length} bytes; the most one output may be is ${MAX_OUTPUT_BYTES}`,
+            );
+          } else {
+            outputs[pos] = output;
+            tally.completed++;
+          }
+        } else if (!result.error.retryable) {
+          failItem(item.seq, result.error.code, result.error.message);
+        } else if (this.failDelivery(item, now, result.error.code, result.error.message) === "dead-letter") {
+          tally.failed++;
+        } else {
+          tally.redelivered++;
+        }
+      }
+      this.storeOutputs(leaseId, outputs);
+      this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
+      this.jobs.recordCompute(touchedJobs, computeMs, pool);
+      this.metrics.inc("completed", pool, tally.completed);
+      this.metrics.inc("failed", pool, tally.failed);
+      this.metrics.inc("redelivered", pool, tally.redelivered);
+      this.metrics.observe("queue_wait", pool, waits);
+      this.metrics.observe("compute", pool, [computeMs / 1000]);
+      this.metrics.observe("batch_size", pool, [lease.n_items]);
+    });
+    this.jobs.reopen(touchedJobs);
+    for (const jobId of touchedJobs) this.jobs.settleIfDone(jobId, now);
+    return { lease_id: leaseId, status: "ok" };
+  }
+
+  /** A worker hands work back on purpose (shutdown, pause): it does not count as an attempt. */
+  release(lease: LeaseRow, now: number, reason?: string): LeaseAck {
+    const jobIds = new Set(
+      this.sql
+        .all<{ job_id: string }>("SELECT DISTINCT job_id FROM items WHERE lease_id = ?", lease.id)
+        .map((r) => r.job_id),
+    );
+    this.sql.run(
+      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ? WHERE lease_id = ? AND state = 'leased'",
+      now,
+      lease.id,
+    );
+    this.sql.run("UPDATE leases SET state = 'released', ended_at = ? WHERE id = ?", now, lease.id);
+    this.metrics.inc("redelivered", lease.pool, lease.n_items);
+    this.jobs.reopen(jobIds);
+    return { lease_id: lease.id, status: "ok", ...(reason ? { message: `released: ${reason}` } : {}) };
+  }
+
+  /** Abandons every active lease past its deadline. */
+  expire(now: number): void {
+    for (const lease of this.sql.all<LeaseRow>("SELECT * FROM leases WHERE state = 'active' AND deadline <= ?", now)) {
+      this.abandon(
+        lease,
+        "expired",
+        now,
+        ErrorCode.leaseExpired,
+        `lease expired: worker ${lease.worker_id} neither completed nor extended it within ${this.config().lease_ms} ms`,
+      );
+    }
+  }
+
+  /** Abandons the active leases of a worker whose connection is gone. */
+  abandonWorker(workerId: string, now: number, message: string): void {
+    for (const lease of this.sql.all<LeaseRow>(
+      "SELECT * FROM leases WHERE worker_id = ? AND state = 'active'",
+      workerId,
+    )) {
+      this.abandon(lease, "lost", now, ErrorCode.workerError, message);
+    }
+  }
+
+  /**
+   * Writes a batch's outputs with one UPDATE per chunk of about 512 KB: far fewer statements than one
+   * per item, and each bound parameter stays well under SQLite's size limit whatever the batch holds.
+   */
+  private storeOutputs(leaseId: string, outputs: readonly (string | undefined)[]): void {
+    let chunk: { p: number; o: string }[] = [];
+    let bytes = 0;
+    const flush = () => {
+      if (chunk.length === 0) return;
+      this.sql.run(
+        `UPDATE items SET state = 'succeeded', lease_id = NULL, output = j.o
+         FROM (SELECT json_extract(value, '$.p') AS p, json_extract(value, '$.o') AS o FROM json_each(?2)) AS j
+         WHERE items.lease_id = ?1 AND items.state = 'leased' AND items.lease_pos = j.p`,
+        leaseId,
+        JSON.stringify(chunk),
+      );
+      chunk = [];
+      bytes = 0;
+    };
+    outputs.forEach((o, p) => {
+      if (o === undefined) return;
+      if (bytes + o.length > OUTPUT_CHUNK_BYTES) flush();
+      chunk.push({ p, o });
+      bytes += o.length;
+    });
+    flush();
+  }
+
+  /**
+   * An item's delivery failed: back to the queue after a backoff, or dead-lettered as failed once it
+   * has had max_attempts deliveries. Answers which.
+   */
+  private failDelivery(item: ItemRow, now: number, code: string, message: string): "retry" | "dead-letter" {
+    const cfg = this.config();
+    const next = afterFailedDelivery(item.attempts, now, {
+      maxAttempts: cfg.max_attempts,
+      backoffMs: cfg.retry_backoff_ms,
+      backoffMaxMs: cfg.retry_backoff_max_ms,
+    });
+    if (next.kind === "retry") {
+      this.sql.run(
+        "UPDATE items SET state = 'queued', lease_id = NULL, lease_pos = NULL, available_at = ?, error_code = ?, error_message = ? WHERE seq = ?",
+        next.availableAt,
+        code,
+        message,
+        item.seq,
+      );
+      return "retry";
+    }
+    this.sql.run(
+      "UPDATE items SET state = 'failed', lease_id = NULL, error_code = ?, error_message = ? WHERE seq = ?",
+      ErrorCode.maxAttempts,
+      `failed after ${item.attempts} attempts; last error (${code}): ${message}`,
+      item.seq,
+    );
+    return "dead-letter";
+  }
+
+  /** Puts back or dead-letters every item still held under a lease that ended without a completion. */
+  private abandon(lease: LeaseRow, state: "expired" | "lost", now: number, code: string, message: string): void {
+    const items = this.sql.all<ItemRow>(
+      "SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos FROM items WHERE lease_id = ? AND state = 'leased'",
+      lease.id,
+    );
+    this.sql.run("UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, now, lease.id);
+    let dead = 0;
+    const jobs = new Set<string>();
+    for (const item of items) {
+      jobs.add(item.job_id);
+      if (this.failDelivery(item, now, code, message) === "dead-letter") dead++;
+    }
+    this.metrics.inc("failed", lease.pool, dead);
+    this.metrics.inc("redelivered", lease.pool, items.length - dead);
+    if (state === "expired") this.metrics.inc("leases_expired", lease.pool);
+    for (const jobId of jobs) this.jobs.settleIfDone(jobId, now);
+    this.jobs.reopen(jobs);
+  }
+}

@@ -1,0 +1,153 @@
+// The leases workers hold on a model queue's items: looking one up, handing out a batch under a new
+// lease, extending it, and counting what each worker and pool holds. Used by ModelQueue; how a lease
+// ends (completed, released, expired, lost) is lease-settlement.ts.
+import {
+  type LeaseAck,
+  leaseDeadline,
+  type ModelConfig,
+  type Pool,
+  renewAfterMs,
+  type WorkerInfo,
+} from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { JobStore } from "./job-store.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+
+export interface LeaseRow extends Record<string, SqlStorageValue> {
+  id: string;
+  worker_id: string;
+  pool: string;
+  created_at: number;
+  deadline: number;
+  state: string;
+  n_items: number;
+}
+
+/** An active lease to act on, or the answer to give when there is none. */
+export type LeaseLookup = { lease: LeaseRow } | { ack: LeaseAck };
+
+export function notFoundAck(leaseId: string, message = "no such lease (never issued, or long finished)"): LeaseAck {
+  return { lease_id: leaseId, status: "not_found", message };
+}
+
+export class LeaseTable {
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+    private readonly jobs: JobStore,
+    private readonly config: () => ModelConfig,
+  ) {}
+
+  /** The lease if it is still active; else not_found, or duplicate/stale for one that already ended. */
+  lookup(leaseId: string): LeaseLookup {
+    const lease = this.sql.one<LeaseRow>("SELECT * FROM leases WHERE id = ?", leaseId);
+    if (!lease) return { ack: notFoundAck(leaseId) };
+    if (lease.state === "active") return { lease };
+    if (lease.state === "completed") {
+      return {
+        ack: { lease_id: lease.id, status: "duplicate", message: "lease already completed; this call changed nothing" },
+      };
+    }
+    return {
+      ack: {
+        lease_id: lease.id,
+        status: "stale",
+        message: `lease was ${lease.state} before this call; its items went back to the queue, so this call changed nothing`,
+      },
+    };
+  }
+
+  /** How many queued items a batch could take now (past any retry backoff), and when the oldest was enqueued. */
+  eligible(now: number): { n: number; oldest: number | null } | undefined {
+    return this.sql.one<{ n: number; oldest: number | null }>(
+      "SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM items WHERE state = 'queued' AND available_at <= ?",
+      now,
+    );
+  }
+
+  /** Leases the next `size` eligible items to a worker; answers the batch as the JSON text to send. */
+  handOut(worker: WorkerInfo, size: number, now: number, cfg: ModelConfig): { leaseId: string; batchJson: string } {
+    const rows = this.sql.all<{ seq: number; job_id: string; input: string; attempts: number }>(
+      "SELECT seq, job_id, input, attempts FROM items WHERE state = 'queued' AND available_at <= ? ORDER BY priority DESC, seq LIMIT ?",
+      now,
+      size,
+    );
+    const leaseId = `${cfg.name}:${crypto.randomUUID().replaceAll("-", "")}`;
+    const deadline = leaseDeadline(now, cfg.lease_ms);
+    this.sql.run(
+      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items) VALUES (?, ?, ?, ?, ?, 'active', ?)",
+      leaseId,
+      worker.worker_id,
+      worker.pool,
+      now,
+      deadline,
+      rows.length,
+    );
+    // One statement for the whole batch: json_each's key is each item's position in the batch.
+    this.sql.run(
+      `UPDATE items SET state = 'leased', lease_id = ?1, leased_at = ?2, attempts = attempts + 1,
+        lease_pos = (SELECT key FROM json_each(?3) WHERE value = items.seq)
+       WHERE seq IN (SELECT value FROM json_each(?3))`,
+      leaseId,
+      now,
+      JSON.stringify(rows.map((r) => r.seq)),
+    );
+    const parts = rows.map((r) => `{"id":"${r.seq}","attempt":${r.attempts + 1},"input":${r.input}}`);
+    this.jobs.markRunning([...new Set(rows.map((r) => r.job_id))], now);
+    this.metrics.inc("leases", worker.pool);
+    // The items are spliced in as stored JSON text: no parse and re-serialise on the hot path.
+    const head = JSON.stringify({
+      lease_id: leaseId,
+      model: cfg.name,
+      deadline,
+      renew_after_ms: renewAfterMs(cfg.lease_ms),
+    });
+    return { leaseId, batchJson: `${head.slice(0, -1)},"items":[${parts.join(",")}]}` };
+  }
+
+  /** Moves an active lease's deadline to now plus extendMs, never more than a whole lease ahead. */
+  extend(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
+    const leaseMs = this.config().lease_ms;
+    const deadline = leaseDeadline(now, Math.min(extendMs ?? leaseMs, leaseMs));
+    this.sql.run("UPDATE leases SET deadline = ? WHERE id = ?", deadline, lease.id);
+    return { lease_id: lease.id, status: "ok", deadline };
+  }
+
+  /** Active leases by worker id. */
+  heldByWorker(): Map<string, number> {
+    return new Map(
+      this.sql
+        .all<{ worker_id: string; n: number }>(
+          "SELECT worker_id, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id",
+        )
+        .map((r) => [r.worker_id, r.n]),
+    );
+  }
+
+  heldBy(workerId: string): number {
+    return (
+      this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM leases WHERE worker_id = ? AND state = 'active'", workerId)
+        ?.n ?? 0
+    );
+  }
+
+  /** Active leases, and the items they hold, by pool. */
+  activeByPool(): { leases: Record<Pool, number>; inFlight: Record<Pool, number> } {
+    const leases: Record<Pool, number> = { browser: 0, gpu: 0 };
+    const inFlight: Record<Pool, number> = { browser: 0, gpu: 0 };
+    for (const r of this.sql.all<{ pool: string; n: number; items: number }>(
+      "SELECT pool, COUNT(*) AS n, SUM(n_items) AS items FROM leases WHERE state = 'active' GROUP BY pool",
+    )) {
+      if (r.pool === "browser" || r.pool === "gpu") {
+        leases[r.pool] = r.n;
+        inFlight[r.pool] = r.items;
+      }
+    }
+    return { leases, inFlight };
+  }
+
+  /** Forgets leases that ended at or before `before`. */
+  dropEnded(before: number): void {
+    this.sql.run("DELETE FROM leases WHERE state != 'active' AND ended_at <= ?", before);
+  }
+}
