@@ -39,7 +39,7 @@ export function readFrame(message: string | ArrayBuffer): WorkerFrame | Protocol
 }
 
 /** A frame for a worker: the protocol's, or an error about one lease, which names it. */
-export type OutgoingFrame = CoordinatorFrame | { type: "error"; code: string; message: string; lease_id: string };
+export type OutgoingFrame = CoordinatorFrame;
 
 export function sendFrame(ws: WebSocket, frame: OutgoingFrame): void {
   ws.send(JSON.stringify(frame));

@@ -87,4 +87,5 @@ export type CoordinatorFrame =
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
   | { type: "draining"; leases_held: number }
-  | { type: "error"; code: string; message: string };
+  /** A frame the coordinator could not use; lease_id names the lease when the frame was about one. */
+  | { type: "error"; code: string; message: string; lease_id?: string };

@@ -31,8 +31,7 @@ describe("dynamic batching", () => {
   it("sends a partial batch once its oldest item has waited max_queue_delay_ms", async () => {
     const worker = await SocketWorker.connect("alpha", { max_batch_size: 4 });
     const started = Date.now();
-    await submit(["a"]);
-    await submit(["b"]);
+    await submit(["a", "b"]); // two of the four a batch holds
     const batch = await worker.next("batch");
     expect(Date.now() - started).toBeGreaterThanOrEqual(38);
     expect(batch.items.map((i) => i.input)).toEqual(["a", "b"]);
@@ -283,7 +282,8 @@ describe("restart", () => {
     const queued = await submit([5]);
     await holder.next("batch");
     await abortAllDurableObjects(); // the object is thrown away; only its SQLite storage remains
-    expect((await job(inFlight)).status).toBe("running");
+    // Still held, or already put back if its 150 ms lease ran out meanwhile: either way not lost.
+    expect(["running", "queued"]).toContain((await job(inFlight)).status);
     expect((await job(queued)).status).toBe("queued");
     const worker = await SocketWorker.connect("alpha", { worker_id: "after", max_batch_size: 4 });
     const seen: unknown[] = [];
