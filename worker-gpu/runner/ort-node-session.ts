@@ -57,6 +57,9 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
             executionProviders: [device],
             graphOptimizationLevel: "all",
             ...(opts.intraOpNumThreads !== undefined ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
+            // A worker waits between batches; spinning intra-op threads would burn the cores the
+            // coordinator and the page's other work need (measured: ~0.9 cores idle-spinning vs 0.09).
+            extra: { session: { intra_op: { allow_spinning: "0" } } },
           });
           return wrapOrtSession(session, {
             device,
