@@ -33,8 +33,11 @@ export const requireKey = (kind: KeyKind) =>
       );
     }
     const header = c.req.header("Authorization");
-    // Browsers cannot set headers on a WebSocket, so workers may also pass ?token=.
-    const token = header?.match(/^Bearer\s+(.+)$/i)?.[1] ?? (kind === "worker" ? c.req.query("token") : undefined);
+    // Browsers cannot set headers on a WebSocket, so a worker's socket may pass ?token= instead.
+    const upgrade = c.req.header("Upgrade")?.toLowerCase() === "websocket";
+    // Only on the WebSocket upgrade: elsewhere a token in the URL would end up in access logs.
+    const token =
+      header?.match(/^Bearer\s+(.+)$/i)?.[1] ?? (kind === "worker" && upgrade ? c.req.query("token") : undefined);
     if (!token)
       throw new ApiError(
         401,

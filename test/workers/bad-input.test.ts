@@ -78,6 +78,15 @@ describe("authentication", () => {
     );
     // A caller key is not a worker token.
     expectError(await call("/v1/leases", { body: {} }), 401, "unauthorized", /worker key/);
+    // ?token= is for WebSocket upgrades only (browsers cannot set headers there), not for HTTP calls.
+    const viaQuery = await call("/v1/workers/models?token=test-worker-token", { headers: { Authorization: "" } });
+    expectError(viaQuery, 401, "unauthorized", /missing credentials/);
+    const socket = await SELF.fetch("http://edge/v1/workers/connect?model=alpha&token=test-worker-token", {
+      headers: { Upgrade: "websocket" },
+    });
+    expect(socket.status).toBe(101);
+    socket.webSocket?.accept();
+    socket.webSocket?.close();
   });
 });
 
