@@ -136,7 +136,10 @@ export class LeaseTable {
     const leases: Record<Pool, number> = { browser: 0, gpu: 0 };
     const inFlight: Record<Pool, number> = { browser: 0, gpu: 0 };
     for (const r of this.sql.all<{ pool: string; n: number; items: number }>(
-      "SELECT pool, COUNT(*) AS n, SUM(n_items) AS items FROM leases WHERE state = 'active' GROUP BY pool",
+      // Items still leased, not the leases' sizes: an item that expired with its job is no longer in flight.
+      `SELECT pool, COUNT(*) AS n,
+         (SELECT COUNT(*) FROM items WHERE items.lease_id IN (SELECT id FROM leases l WHERE l.state = 'active' AND l.pool = leases.pool) AND items.state = 'leased') AS items
+       FROM leases WHERE state = 'active' GROUP BY pool`,
     )) {
       if (r.pool === "browser" || r.pool === "gpu") {
         leases[r.pool] = r.n;
