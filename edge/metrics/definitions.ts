@@ -36,6 +36,10 @@ export const COUNTERS = {
     help: "Items put back after a lost, expired or failed delivery.",
   },
   leases: { metric: "edgeswarm_leases_total", help: "Batches leased to workers." },
+  lease_extensions: {
+    metric: "edgeswarm_lease_extensions_total",
+    help: "Lease extensions granted to workers still working.",
+  },
   leases_expired: { metric: "edgeswarm_leases_expired_total", help: "Leases that passed their deadline." },
   rejected: {
     metric: "edgeswarm_requests_rejected_total",

@@ -110,6 +110,7 @@ export class LeaseTable {
     const leaseMs = this.config().lease_ms;
     const deadline = leaseDeadline(now, Math.min(extendMs ?? leaseMs, leaseMs));
     this.sql.run("UPDATE leases SET deadline = ? WHERE id = ?", deadline, lease.id);
+    this.metrics.inc("lease_extensions", lease.pool);
     return { lease_id: lease.id, status: "ok", deadline };
   }
 

@@ -12,7 +12,7 @@ export function createFeatureExtraction(ctx: TaskContext): Task {
     async run(inputs) {
       const { results, good } = partition(inputs, parseText);
       if (good.length === 0) return merge(results, [], []);
-      const { feeds, mask, batch, sequence } = textFeeds(
+      const { feeds, mask, batch, sequence } = await textFeeds(
         ctx,
         tokenizer,
         good.map((g) => g.value),

@@ -13,7 +13,7 @@ export function createTextClassification(ctx: TaskContext): Task {
     async run(inputs) {
       const { results, good } = partition(inputs, parseText);
       if (good.length === 0) return merge(results, [], []);
-      const { feeds, batch } = textFeeds(
+      const { feeds, batch } = await textFeeds(
         ctx,
         tokenizer,
         good.map((g) => g.value),

@@ -43,8 +43,8 @@ export interface TextFeeds {
 }
 
 /** One padded batch for all `texts`; only the inputs the model declares are fed. */
-export function textFeeds(ctx: TaskContext, tokenizer: TextTokenizer, texts: string[]): TextFeeds {
-  const { columns, batch, sequence } = encodeBatch(tokenizer, texts, ctx.maxSequenceLength);
+export async function textFeeds(ctx: TaskContext, tokenizer: TextTokenizer, texts: string[]): Promise<TextFeeds> {
+  const { columns, batch, sequence } = await encodeBatch(tokenizer, texts, ctx.maxSequenceLength);
   const mask = columns.attention_mask ?? new Array<number>(batch * sequence).fill(1);
   const feeds: Record<string, WireTensor> = {};
   for (const name of ctx.session.inputNames) {

@@ -4,10 +4,14 @@
 import * as transformers from "@huggingface/transformers";
 
 /** What the text tasks need from a tokenizer: transformers.js's call signature with `return_tensor: false`. */
-export type TextTokenizer = (
+export type TextTokenizer = ((
   texts: string[],
   options: { padding: true; truncation: true; max_length: number; return_tensor: false },
-) => Record<string, number[][]>;
+) => Record<string, number[][]>) & { pad_token_id?: number | null };
+
+/** Longest stretch of tokenising between yields to the event loop, so lease heartbeats keep flowing. */
+const SLICE_MS = 10;
+const nextTick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
 type TokenizerClass = new (tokenizerJson: unknown, tokenizerConfig: unknown) => transformers.PreTrainedTokenizer;
 
@@ -37,16 +41,35 @@ export interface EncodedBatch {
   sequence: number;
 }
 
-/** Tokenises every text in one call: padded to the longest in the batch, truncated at `maxLength`. */
-export function encodeBatch(tokenizer: TextTokenizer, texts: string[], maxLength: number): EncodedBatch {
-  const encoded = tokenizer(texts, { padding: true, truncation: true, max_length: maxLength, return_tensor: false });
-  const ids = encoded.input_ids;
-  if (!ids || ids.length !== texts.length) throw new Error("tokenizer returned no input_ids for the batch");
-  const sequence = ids[0]?.length ?? 0;
+/**
+ * Tokenises the texts, truncated at `maxLength`, and pads them to the longest in the batch. Text by
+ * text, yielding every SLICE_MS: a batch of long texts can take seconds of synchronous work, and a
+ * worker whose event loop is blocked that long cannot extend its lease.
+ */
+export async function encodeBatch(tokenizer: TextTokenizer, texts: string[], maxLength: number): Promise<EncodedBatch> {
+  const rowsByKey: Record<string, number[][]> = {};
+  let sliceStart = performance.now();
+  for (const text of texts) {
+    const encoded = tokenizer([text], { padding: true, truncation: true, max_length: maxLength, return_tensor: false });
+    if (!encoded.input_ids?.[0]) throw new Error("tokenizer returned no input_ids");
+    for (const [key, rows] of Object.entries(encoded)) {
+      const row = rows[0];
+      if (!row) throw new Error(`tokenizer returned no ${key} row`);
+      (rowsByKey[key] ??= []).push(row);
+    }
+    if (performance.now() - sliceStart > SLICE_MS) {
+      await nextTick();
+      sliceStart = performance.now();
+    }
+  }
+  const ids = rowsByKey.input_ids ?? [];
+  const sequence = Math.max(0, ...ids.map((row) => row.length));
   const columns: Record<string, number[]> = {};
-  for (const [key, rows] of Object.entries(encoded)) {
-    if (rows.some((row) => row.length !== sequence)) throw new Error(`tokenizer returned ragged ${key} rows`);
-    columns[key] = rows.flat();
+  for (const [key, rows] of Object.entries(rowsByKey)) {
+    if (rows.length !== texts.length) throw new Error(`tokenizer returned ${key} for only some texts`);
+    // Right padding, as BERT tokenizers pad: the pad token for ids, 0 for the mask and token types.
+    const pad = key === "input_ids" ? (tokenizer.pad_token_id ?? 0) : 0;
+    columns[key] = rows.flatMap((row) => [...row, ...new Array<number>(sequence - row.length).fill(pad)]);
   }
   return { columns, batch: texts.length, sequence };
 }

@@ -23,7 +23,16 @@ const tensorModel = {
   task: "tensor",
   files: { ...sentiment.files, base_url: "./sentiment/" },
 };
-const registry = { models: [...bundled.models, tensorModel] };
+// A lease shorter than one batch of long texts takes to run: served only if the worker extends it.
+const shortLease = {
+  ...sentiment,
+  name: "sentiment-short-lease",
+  lease_ms: 150,
+  max_batch_size: 64,
+  max_queue_delay_ms: 0,
+  files: { ...sentiment.files, base_url: "./sentiment/" },
+};
+const registry = { models: [...bundled.models, tensorModel, shortLease] };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-worker-"));
 let coordinator: Coordinator;
@@ -93,11 +102,11 @@ async function infer(body: Record<string, unknown>) {
   return { status: res.status, body: (await res.json()) as any };
 }
 
-async function metric(name: string): Promise<number> {
+async function metric(name: string, model?: string): Promise<number> {
   const text = await (await fetch(`${coordinator.url}/metrics`, { headers: { Authorization: "Bearer k" } })).text();
   return text
     .split("\n")
-    .filter((l) => l.startsWith(`${name}{`))
+    .filter((l) => l.startsWith(`${name}{`) && (!model || l.includes(`model="${model}"`)))
     .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
 }
 
@@ -137,6 +146,22 @@ describe("one worker serving the bundled models", () => {
     }
     const first = answers[0]?.body.outputs[0];
     expect(first[0].label).toBe("POSITIVE"); // "I love this"
+  });
+
+  it("extends the lease of a batch that runs longer than the lease, so it is not redelivered", async () => {
+    const words = ["great", "awful", "food", "service", "slow", "love", "the", "was"];
+    const long = Array.from({ length: 64 }, (_, i) =>
+      Array.from({ length: 1_500 }, (_, j) => words[(i + j) % words.length]).join(" "),
+    );
+    const started = Date.now();
+    const answer = await infer({ model: "sentiment-short-lease", inputs: long });
+    expect(answer.status).toBe(200);
+    expect(answer.body.timings.compute_ms).toBeGreaterThan(150); // longer than one lease
+    expectClose(answer.body.outputs, await expected("sentiment", long));
+    expect(Date.now() - started).toBeGreaterThan(150);
+    expect(await metric("edgeswarm_lease_extensions_total", "sentiment-short-lease")).toBeGreaterThan(0);
+    expect(await metric("edgeswarm_leases_expired_total", "sentiment-short-lease")).toBe(0);
+    expect(await metric("edgeswarm_items_redelivered_total", "sentiment-short-lease")).toBe(0);
   });
 
   it("fails bad inputs item by item with a message, and answers the good ones", async () => {
