@@ -55,7 +55,9 @@ export async function encodeBatch(tokenizer: TextTokenizer, texts: string[], max
     for (const [key, rows] of Object.entries(encoded)) {
       const row = rows[0];
       if (!row) throw new Error(`tokenizer returned no ${key} row`);
-      (rowsByKey[key] ??= []).push(row);
+      const column = rowsByKey[key] ?? [];
+      column.push(row);
+      rowsByKey[key] = column;
     }
     if (performance.now() - sliceStart > SLICE_MS) {
       await nextTick();
