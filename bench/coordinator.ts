@@ -2,14 +2,11 @@
 // on loopback with echo workers that answer at once, drives one model queue with keep-alive callers, and
 // prints items/s and the added latency as Markdown (also written to bench/results/coordinator.md). Not a test.
 
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
-import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { isDeepStrictEqual } from "node:util";
 import { WebSocket } from "ws";
 import type { CoordinatorFrame, ItemResult, ModelConfig, Timings, WorkerFrame } from "../shared/index.ts";
-import { type Coordinator, startCoordinator } from "../test/support/wrangler-dev.ts";
+import { BenchRow, BenchSession, closedLoop, fmt, fmtRate, HttpClient, percentile } from "./bench-kit.ts";
 
 const MODEL = {
   name: "echo",
@@ -22,8 +19,8 @@ const MODEL = {
 const WORKERS = 2;
 const WORKER_MAX_BATCH = 64;
 const WORKER_CONCURRENT_BATCHES = 4;
-const WARMUP_MS = 2_000;
-const MEASURE_MS = 8_000;
+/** Each closed loop: a warm-up, then the measured window. */
+const WINDOW = { warmupMs: 2_000, measureMs: 8_000 };
 const LOW_LOAD_WARMUP_CALLS = 20;
 const LOW_LOAD_CALLS = 200;
 /** A call unanswered this long counts as an error, so a stuck coordinator shows in the table, not as a hang. */
@@ -35,16 +32,10 @@ const RESULTS_FILE = new URL("./results/coordinator.md", import.meta.url);
 type Output = Extract<ItemResult, { output: unknown }>["output"];
 type CallResult = { ok: true; queuedMs: number } | { ok: false; error: string };
 
-interface Row {
-  scenario: string;
-  concurrency: number;
-  inputsPerCall: number;
-  seconds: number;
-  latencies: number[];
-  queuedMs: number[];
-  errors: Map<string, number>;
-  batches: number;
-  batchItems: number;
+class Row extends BenchRow {
+  /** Batches the echo workers got in the window, and the items in them. */
+  batches = 0;
+  batchItems = 0;
 }
 
 /** A worker in this process that answers each batch at once with its inputs: the queue's cost, not a model's. */
@@ -113,37 +104,17 @@ class EchoWorker {
   }
 }
 
-/**
- * Keep-alive sockets for the callers. node:http rather than fetch: on two cores the client shares the CPU
- * with workerd, and fetch's extra cost showed as a third fewer single-input calls/s (about 230 against 310).
- */
-const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+const client = new HttpClient(CALL_TIMEOUT_MS);
 
 /** One `POST /v1/infer` with wait: true, checked: 200 and every output equal to its input. */
-function infer(base: URL, inputs: unknown[]): Promise<CallResult> {
-  const body = JSON.stringify({ model: MODEL.name, inputs, wait: true });
-  return new Promise((resolve) => {
-    const req = http.request(
-      {
-        host: base.hostname,
-        port: base.port,
-        path: "/v1/infer",
-        method: "POST",
-        agent,
-        headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) },
-        timeout: CALL_TIMEOUT_MS,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("error", (error) => resolve({ ok: false, error: `network: ${error.message}` }));
-        res.on("end", () => resolve(checkAnswer(res.statusCode ?? 0, Buffer.concat(chunks).toString(), inputs)));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
-    req.on("error", (error: NodeJS.ErrnoException) => resolve({ ok: false, error: error.code ?? error.message }));
-    req.end(body);
-  });
+async function infer(base: URL, inputs: unknown[]): Promise<CallResult> {
+  const res = await client.request(
+    base,
+    "POST",
+    "/v1/infer",
+    JSON.stringify({ model: MODEL.name, inputs, wait: true }),
+  );
+  return "error" in res ? { ok: false, error: res.error } : checkAnswer(res.status, res.text, inputs);
 }
 
 function checkAnswer(status: number, text: string, inputs: unknown[]): CallResult {
@@ -168,25 +139,11 @@ function makeInputs(n: number): unknown[] {
   return Array.from({ length: n }, (_, item) => ({ call, item, x: [0.25, 0.5, 0.75] }));
 }
 
-function newRow(scenario: string, concurrency: number, inputsPerCall: number): Row {
-  return {
-    scenario,
-    concurrency,
-    inputsPerCall,
-    seconds: 0,
-    latencies: [],
-    queuedMs: [],
-    errors: new Map(),
-    batches: 0,
-    batchItems: 0,
-  };
-}
-
 function record(row: Row, result: CallResult, latencyMs: number): void {
   if (result.ok) {
     row.latencies.push(latencyMs);
     row.queuedMs.push(result.queuedMs);
-  } else row.errors.set(result.error, (row.errors.get(result.error) ?? 0) + 1);
+  } else row.recordError(result.error);
 }
 
 function workerTotals(workers: EchoWorker[]): { batches: number; items: number } {
@@ -196,34 +153,23 @@ function workerTotals(workers: EchoWorker[]): { batches: number; items: number }
   });
 }
 
-/**
- * Closed loop: `concurrency` callers each send a call as soon as their last one is answered. Calls that
- * end inside the measured window count; the warm-up and calls still open when it closes do not.
- */
-async function closedLoop(base: URL, workers: EchoWorker[], row: Row): Promise<Row> {
-  const measureFrom = performance.now() + WARMUP_MS;
-  const measureTo = measureFrom + MEASURE_MS;
+/** `row.callers` callers in a closed loop (see closedLoop), with the workers' batches counted over the window. */
+async function loaded(base: URL, workers: EchoWorker[], row: Row): Promise<Row> {
   let before = workerTotals(workers);
   let after = before;
-  const marks = [
-    setTimeout(() => {
+  await closedLoop({
+    callers: row.callers,
+    ...WINDOW,
+    call: () => infer(base, makeInputs(row.inputsPerCall)),
+    record: (result, latencyMs) => record(row, result, latencyMs),
+    atStart: () => {
       before = workerTotals(workers);
-    }, WARMUP_MS),
-    setTimeout(() => {
+    },
+    atEnd: () => {
       after = workerTotals(workers);
-    }, WARMUP_MS + MEASURE_MS),
-  ];
-  const caller = async () => {
-    while (performance.now() < measureTo) {
-      const started = performance.now();
-      const result = await infer(base, makeInputs(row.inputsPerCall));
-      const ended = performance.now();
-      if (ended >= measureFrom && ended <= measureTo) record(row, result, ended - started);
-    }
-  };
-  await Promise.all(Array.from({ length: row.concurrency }, caller));
-  marks.forEach(clearTimeout);
-  row.seconds = MEASURE_MS / 1000;
+    },
+  });
+  row.seconds = WINDOW.measureMs / 1000;
   row.batches = after.batches - before.batches;
   row.batchItems = after.items - before.items;
   return row;
@@ -247,47 +193,34 @@ async function lowLoad(base: URL, workers: EchoWorker[], row: Row): Promise<Row>
   return row;
 }
 
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
-}
-
-const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
-const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
-
-function report(rows: Row[], problems: string[], wranglerVersion: string): string {
-  const cpus = os.cpus();
+function report(rows: Row[], problems: string[], session: BenchSession): string {
   const lines = [
-    "# Coordinator benchmark",
-    "",
-    `- Machine: ${cpus[0]?.model.trim() ?? "unknown CPU"} × ${cpus.length}, ${os.type()} ${os.release()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    `- Node ${process.version}, wrangler ${wranglerVersion} (\`wrangler dev --local\`, loopback)`,
-    `- Date: ${new Date().toISOString()}`,
-    "- Command: `npm run bench:coordinator` (`node --import tsx bench/coordinator.ts`)",
+    ...session.reportHeader(
+      "Coordinator benchmark",
+      "",
+      "`npm run bench:coordinator` (`node --import tsx bench/coordinator.ts`)",
+    ),
     `- Model: \`${JSON.stringify(MODEL)}\``,
     `- Workers: ${WORKERS} echo workers in the bench process (WebSocket, pool gpu, max_batch_size ${WORKER_MAX_BATCH}, max_concurrent_batches ${WORKER_CONCURRENT_BATCHES}), answering at once`,
-    `- Callers: node:http with keep-alive, \`wait: true\`; ${WARMUP_MS / 1000} s warm-up then ${MEASURE_MS / 1000} s measured (low load: ${LOW_LOAD_CALLS} sequential calls)`,
+    `- Callers: node:http with keep-alive, \`wait: true\`; ${WINDOW.warmupMs / 1000} s warm-up then ${WINDOW.measureMs / 1000} s measured (low load: ${LOW_LOAD_CALLS} sequential calls)`,
     "",
     "| scenario | concurrency | calls/s | items/s | p50 ms | p99 ms | errors |",
     "|---|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
-    const calls = r.latencies.length;
-    const errors = [...r.errors.values()].reduce((a, b) => a + b, 0);
     lines.push(
-      `| ${r.scenario} | ${r.concurrency} | ${fmtRate(calls / r.seconds)} | ${fmtRate((calls * r.inputsPerCall) / r.seconds)} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${errors} |`,
+      `| ${r.scenario} | ${r.callers} | ${fmtRate(r.latencies.length / r.seconds)} | ${fmtRate(r.itemsPerS())} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${r.errorCount()} |`,
     );
   }
   lines.push("");
   for (const r of rows) {
     const meanBatch = r.batches > 0 ? r.batchItems / r.batches : Number.NaN;
-    const errors = [...r.errors].map(([kind, n]) => `${n} × ${kind}`).join(", ");
+    const errors = r.errorList();
     lines.push(
       `- ${r.scenario}: ${r.latencies.length} calls answered in ${fmt(r.seconds)} s; median \`timings.queued_ms\` ${fmt(percentile(r.queuedMs, 50))} ms; ${r.batches} batches, mean ${fmt(meanBatch)} items${errors ? `; errors: ${errors}` : ""}`,
     );
   }
-  const low = rows.find((r) => r.concurrency === 1);
+  const low = rows.find((r) => r.callers === 1);
   if (low) {
     lines.push(
       `- Added latency at low load (round trip; the workers compute nothing): p50 ${fmt(percentile(low.latencies, 50))} ms, p99 ${fmt(percentile(low.latencies, 99))} ms, of which max_queue_delay_ms is ${MODEL.max_queue_delay_ms} ms by configuration`,
@@ -300,53 +233,34 @@ function report(rows: Row[], problems: string[], wranglerVersion: string): strin
 }
 
 async function main(): Promise<number> {
-  const persistTo = await mkdtemp(`${os.tmpdir()}/edgeswarm-bench-`);
-  const wranglerPkg = JSON.parse(
-    await readFile(new URL("../node_modules/wrangler/package.json", import.meta.url), "utf8"),
-  );
-  let coordinator: Coordinator | undefined;
   let workers: EchoWorker[] = [];
-  const cleanup = async () => {
+  const closeWorkers = () => {
     for (const w of workers) w.close();
-    agent.destroy();
-    await coordinator?.stop();
-    await rm(persistTo, { recursive: true, force: true });
   };
-  process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
-  try {
-    try {
-      coordinator = await startCoordinator({
-        persistTo,
-        vars: { AUTH: "open", MODELS: JSON.stringify({ models: [MODEL] }) },
-      });
+  return BenchSession.run("edgeswarm-bench-", client, closeWorkers, async (session) => {
+    const coordinator = await session.startCoordinator([MODEL], async (c) => {
       workers = await Promise.all(
-        Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(coordinator?.url ?? "", `bench-echo-${i}`)),
+        Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(c.url, `bench-echo-${i}`)),
       );
-    } catch (error) {
-      console.error(`the coordinator did not start: ${String(error)}`);
-      return 1;
-    }
+    });
+    if (!coordinator) return 1;
     const base = new URL(coordinator.url);
     console.error(`coordinator at ${base}; ${WORKERS} echo workers connected`);
     const rows: Row[] = [];
     console.error("single-input calls…");
-    rows.push(await closedLoop(base, workers, newRow("single-input calls", 32, 1)));
+    rows.push(await loaded(base, workers, new Row("single-input calls", 32, 1, 0)));
     console.error("batched calls of 64…");
-    rows.push(await closedLoop(base, workers, newRow("batched calls of 64", 8, 64)));
+    rows.push(await loaded(base, workers, new Row("batched calls of 64", 8, 64, 0)));
     console.error("low load…");
-    rows.push(await lowLoad(base, workers, newRow("low load, sequential single-input", 1, 1)));
+    rows.push(await lowLoad(base, workers, new Row("low load, sequential single-input", 1, 1, 0)));
     const text = report(
       rows,
       workers.flatMap((w) => w.problems),
-      wranglerPkg.version,
+      session,
     );
-    process.stdout.write(text);
-    await mkdir(new URL("./results/", import.meta.url), { recursive: true });
-    await writeFile(RESULTS_FILE, text);
+    await session.publish(text, RESULTS_FILE);
     return 0;
-  } finally {
-    await cleanup();
-  }
+  });
 }
 
 process.exitCode = await main();

@@ -4,16 +4,16 @@
 // Markdown (also written to bench/results/swarm.md). Not a test.
 
 import { readdirSync, readFileSync, statSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
+import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import { type ModelConfig, ModelRegistry, type Timings } from "../shared/index.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import { startWorker, type WorkerProcess } from "../test/support/worker-process.ts";
-import { type Coordinator, freePort, startCoordinator } from "../test/support/wrangler-dev.ts";
+import { type Coordinator, freePort } from "../test/support/wrangler-dev.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
+import { BenchRow, BenchSession, closedLoop, fmt, fmtRate, HttpClient, percentile } from "./bench-kit.ts";
 
 /** Items per call and per batch, for the direct run and the batched swarm calls alike. */
 const BATCH = 32;
@@ -21,8 +21,8 @@ const BATCHED_CALLERS = 8;
 const SINGLE_CALLERS = 32;
 const WORKER_CONCURRENCY = 2;
 const DYNAMIC_DELAY_MS = 5;
-const WARMUP_MS = 3_000;
-const MEASURE_MS = 8_000;
+/** Each closed loop: a warm-up, then the measured window. */
+const WINDOW = { warmupMs: 3_000, measureMs: 8_000 };
 /** A call unanswered this long counts as an error, so a stuck swarm shows in the table, not as a hang. */
 const CALL_TIMEOUT_MS = 30_000;
 /** Outputs through the swarm must match the direct run's for the same sentence within this. */
@@ -84,14 +84,8 @@ const SENTENCES = [
   "terrible, just terrible",
 ] as const;
 
-interface Row {
-  scenario: string;
-  callers: number;
-  /** Items per call: what a caller sends (direct: items per run). */
-  inputsPerCall: number;
-  seconds: number;
-  latencies: number[];
-  errors: Map<string, number>;
+/** inputsPerCall and latencies: for the direct run, per run of the model. */
+class Row extends BenchRow {
   /** Batches the coordinator leased in the window and their mean size, from its /metrics. */
   batches?: number;
   meanBatch?: number;
@@ -100,10 +94,9 @@ interface Row {
   cpu?: CpuShares;
   /** The coordinator's sources changed while this scenario ran, so wrangler dev may have reloaded it. */
   sourcesChanged?: boolean;
-  /** The coordinator's `timings` of each answered call. */
-  queuedMs: number[];
-  computeMs: number[];
-  totalMs: number[];
+  /** The coordinator's `timings` of each answered call (queued_ms is in BenchRow). */
+  readonly computeMs: number[] = [];
+  readonly totalMs: number[] = [];
 }
 
 /** Cores in use over a window (1.0 = one core flat out). */
@@ -120,46 +113,13 @@ interface CpuShares {
 type LabelScore = { label: string; score: number };
 type Reference = Map<string, LabelScore[]>;
 
-const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
-
-/** One HTTP exchange on the keep-alive agent; resolves with the status and body, or an error code. */
-function request(
-  base: URL,
-  method: string,
-  path: string,
-  body?: string,
-): Promise<{ status: number; text: string } | { error: string }> {
-  return new Promise((resolve) => {
-    const req = http.request(
-      {
-        host: base.hostname,
-        port: base.port,
-        path,
-        method,
-        agent,
-        headers: body
-          ? { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) }
-          : { "Content-Length": 0 },
-        timeout: CALL_TIMEOUT_MS,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on("data", (chunk: Buffer) => chunks.push(chunk));
-        res.on("error", (error) => resolve({ error: `network: ${error.message}` }));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${CALL_TIMEOUT_MS} ms`)));
-    req.on("error", (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
-    req.end(body);
-  });
-}
+const client = new HttpClient(CALL_TIMEOUT_MS);
 
 type CallResult = { ok: true; timings: Timings | undefined } | { ok: false; error: string };
 
 /** `POST /v1/infer` with wait: true, checked against the direct run. */
 async function infer(base: URL, model: string, inputs: string[], reference: Reference): Promise<CallResult> {
-  const res = await request(base, "POST", "/v1/infer", JSON.stringify({ model, inputs, wait: true }));
+  const res = await client.request(base, "POST", "/v1/infer", JSON.stringify({ model, inputs, wait: true }));
   if ("error" in res) return { ok: false, error: res.error };
   if (res.status !== 200) {
     let detail: string;
@@ -203,21 +163,7 @@ function nextInputs(n: number): string[] {
 }
 
 function newRow(scenario: string, callers: number, inputsPerCall: number): Row {
-  return {
-    scenario,
-    callers,
-    inputsPerCall,
-    seconds: MEASURE_MS / 1000,
-    latencies: [],
-    errors: new Map(),
-    queuedMs: [],
-    computeMs: [],
-    totalMs: [],
-  };
-}
-
-function recordError(row: Row, error: string): void {
-  row.errors.set(error, (row.errors.get(error) ?? 0) + 1);
+  return new Row(scenario, callers, inputsPerCall, WINDOW.measureMs / 1000);
 }
 
 /** Sums the samples of `metric` whose labels include model="<model>", from Prometheus text. */
@@ -230,7 +176,7 @@ function metricSum(text: string, metric: string, model: string): number {
 }
 
 async function scrape(base: URL): Promise<string> {
-  const res = await request(base, "GET", "/metrics");
+  const res = await client.request(base, "GET", "/metrics");
   return "error" in res ? "" : res.text;
 }
 
@@ -370,8 +316,8 @@ async function runDirect(spec: ModelConfig): Promise<{ row: Row; reference: Refe
       reference.set(SENTENCES[i] as string, result.output as LabelScore[]);
     }
     const row = newRow(`direct onnxruntime-node (${model.device}), batches of ${BATCH}`, 1, BATCH);
-    const measureFrom = performance.now() + WARMUP_MS;
-    const measureTo = measureFrom + MEASURE_MS;
+    const measureFrom = performance.now() + WINDOW.warmupMs;
+    const measureTo = measureFrom + WINDOW.measureMs;
     let cpuFrom: CpuSample | undefined;
     while (performance.now() < measureTo) {
       if (!cpuFrom && performance.now() >= measureFrom) cpuFrom = sampleCpu(undefined);
@@ -382,7 +328,7 @@ async function runDirect(spec: ModelConfig): Promise<{ row: Row; reference: Refe
       if (ended < measureFrom || ended > measureTo) continue;
       const outputs = results.map((r) => ("output" in r ? r.output : undefined));
       const error = checkOutputs(outputs, inputs, reference);
-      if (error) recordError(row, error);
+      if (error) row.recordError(error);
       else row.latencies.push(ended - started);
     }
     if (cpuFrom) row.cpu = cpuShares(cpuFrom, sampleCpu(undefined));
@@ -448,8 +394,6 @@ async function swarmLoop(coordinator: Coordinator, model: string, row: Row, refe
   const workerBase = new URL(`http://127.0.0.1:${port}`);
   const sourcesBefore = newestSourceMtime();
   try {
-    const measureFrom = performance.now() + WARMUP_MS;
-    const measureTo = measureFrom + MEASURE_MS;
     const mark = async () => ({
       cpu: sampleCpu(w.child.pid),
       coordinator: await scrape(base),
@@ -457,33 +401,28 @@ async function swarmLoop(coordinator: Coordinator, model: string, row: Row, refe
     });
     let from: Promise<Awaited<ReturnType<typeof mark>>> | undefined;
     let to: Promise<Awaited<ReturnType<typeof mark>>> | undefined;
-    const timers = [
-      setTimeout(() => {
-        from = mark();
-      }, WARMUP_MS),
-      setTimeout(() => {
-        to = mark();
-      }, WARMUP_MS + MEASURE_MS),
-    ];
-    const caller = async () => {
-      while (performance.now() < measureTo) {
-        const started = performance.now();
-        const result = await infer(base, model, nextInputs(row.inputsPerCall), reference);
-        const ended = performance.now();
-        if (ended < measureFrom || ended > measureTo) continue;
-        if (!result.ok) recordError(row, result.error);
+    await closedLoop({
+      callers: row.callers,
+      ...WINDOW,
+      call: () => infer(base, model, nextInputs(row.inputsPerCall), reference),
+      record: (result, latencyMs) => {
+        if (!result.ok) row.recordError(result.error);
         else {
-          row.latencies.push(ended - started);
+          row.latencies.push(latencyMs);
           row.queuedMs.push(result.timings?.queued_ms ?? Number.NaN);
           row.computeMs.push(result.timings?.compute_ms ?? Number.NaN);
           row.totalMs.push(result.timings?.total_ms ?? Number.NaN);
         }
-      }
-    };
-    await Promise.all(Array.from({ length: row.callers }, caller));
-    timers.forEach(clearTimeout);
+      },
+      atStart: () => {
+        from = mark();
+      },
+      atEnd: () => {
+        to = mark();
+      },
+    });
     row.sourcesChanged = newestSourceMtime() !== sourcesBefore;
-    if (w.child.exitCode !== null) recordError(row, `the worker exited mid-run (code ${w.child.exitCode})`);
+    if (w.child.exitCode !== null) row.recordError(`the worker exited mid-run (code ${w.child.exitCode})`);
     const a = await from;
     const b = await to;
     if (a && b) {
@@ -506,17 +445,6 @@ async function swarmLoop(coordinator: Coordinator, model: string, row: Row, refe
   }
 }
 
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
-}
-
-const fmt = (n: number | undefined, digits = 1) => (n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : "n/a");
-const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
-const itemsPerS = (r: Row) => (r.latencies.length * r.inputsPerCall) / r.seconds;
-const errorCount = (r: Row) => [...r.errors.values()].reduce((a, b) => a + b, 0);
-
 interface Scenario {
   row: Row;
   /** "% of direct" or "× batch size 1", against the baseline row; the baseline itself says so. */
@@ -524,27 +452,21 @@ interface Scenario {
   batchSize: string;
 }
 
-function report(scenarios: Scenario[], registry: ModelConfig[], wranglerVersion: string): string {
-  const cpus = os.cpus();
+function report(scenarios: Scenario[], registry: ModelConfig[], session: BenchSession): string {
   const lines = [
-    "# Swarm benchmark",
-    "",
-    `- Machine: ${cpus[0]?.model.trim() ?? "unknown CPU"} × ${cpus.length}, ${os.type()} ${os.release()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
-    `- Node ${process.version}, wrangler ${wranglerVersion} (\`wrangler dev --local\`, loopback), onnxruntime-node on cpu`,
-    `- Date: ${new Date().toISOString()}`,
-    "- Command: `node --import tsx bench/swarm.ts`",
+    ...session.reportHeader("Swarm benchmark", ", onnxruntime-node on cpu", "`node --import tsx bench/swarm.ts`"),
     `- Model: the bundled \`sentiment\` classifier; the swarm serves it under these entries: ${registry
       .map((m) => `\`${m.name}\` (max_batch_size ${m.max_batch_size}, max_queue_delay_ms ${m.max_queue_delay_ms})`)
       .join(", ")}`,
     `- Worker: one \`edgeswarm-worker\` process per scenario (\`--device cpu --max-batch-size ${BATCH} --concurrency ${WORKER_CONCURRENCY}\`), serving only that scenario's entry`,
-    `- Callers: node:http with keep-alive, \`wait: true\`; every answer checked (200, one output per input, label and score within ${SCORE_TOLERANCE} of the direct run); ${WARMUP_MS / 1000} s warm-up then ${MEASURE_MS / 1000} s measured per scenario`,
+    `- Callers: node:http with keep-alive, \`wait: true\`; every answer checked (200, one output per input, label and score within ${SCORE_TOLERANCE} of the direct run); ${WINDOW.warmupMs / 1000} s warm-up then ${WINDOW.measureMs / 1000} s measured per scenario`,
     "",
     "| scenario | callers | batch size | items/s | vs baseline | p50 ms | p99 ms | errors |",
     "|---|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const { row: r, against, batchSize } of scenarios) {
     lines.push(
-      `| ${r.scenario}${r.sourcesChanged ? " †" : ""} | ${r.callers} | ${batchSize} | ${fmtRate(itemsPerS(r))} | ${against} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${errorCount(r)} |`,
+      `| ${r.scenario}${r.sourcesChanged ? " †" : ""} | ${r.callers} | ${batchSize} | ${fmtRate(r.itemsPerS())} | ${against} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${r.errorCount()} |`,
     );
   }
   lines.push(
@@ -579,7 +501,7 @@ function report(scenarios: Scenario[], registry: ModelConfig[], wranglerVersion:
         `CPU cores: bench ${fmt(r.cpu.bench, 2)}, coordinator ${fmt(r.cpu.coordinator, 2)}, worker ${fmt(r.cpu.worker, 2)}, others ${fmt(r.cpu.others, 2)}, stolen ${fmt(r.cpu.steal, 2)} (of ${os.cpus().length})`,
       );
     }
-    const errors = [...r.errors].map(([kind, n]) => `${n} × ${kind}`).join(", ");
+    const errors = r.errorList();
     if (errors) parts.push(`errors: ${errors}`);
     if (r.sourcesChanged)
       parts.push(
@@ -610,31 +532,12 @@ async function main(): Promise<number> {
   const b1 = entry("sentiment-b1", 1, 0);
   const dynamic = entry(`sentiment-b${BATCH}`, BATCH, DYNAMIC_DELAY_MS);
   const registry = [batched, b1, dynamic];
-  const wranglerPkg = JSON.parse(
-    await readFile(new URL("../node_modules/wrangler/package.json", import.meta.url), "utf8"),
-  );
-
-  const persistTo = await mkdtemp(`${os.tmpdir()}/edgeswarm-bench-swarm-`);
-  let coordinator: Coordinator | undefined;
-  const cleanup = async () => {
-    await Promise.all([...liveWorkers].map(stopWorker));
-    agent.destroy();
-    await coordinator?.stop();
-    await rm(persistTo, { recursive: true, force: true });
-  };
-  process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
-  try {
+  const stopWorkers = () => Promise.all([...liveWorkers].map(stopWorker));
+  return BenchSession.run("edgeswarm-bench-swarm-", client, stopWorkers, async (session) => {
     console.error(`direct onnxruntime-node, batches of ${BATCH}…`);
     const { row: directRow, reference } = await runDirect(batched);
-    try {
-      coordinator = await startCoordinator({
-        persistTo,
-        vars: { AUTH: "open", MODELS: JSON.stringify({ models: registry }) },
-      });
-    } catch (error) {
-      console.error(`the coordinator did not start: ${String(error)}`);
-      return 1;
-    }
+    const coordinator = await session.startCoordinator(registry);
+    if (!coordinator) return 1;
     console.error(`coordinator at ${coordinator.url}`);
     console.error(`swarm, ${BATCHED_CALLERS} callers × ${BATCH} inputs…`);
     const swarmRow = await swarmLoop(
@@ -661,33 +564,29 @@ async function main(): Promise<number> {
       ),
       reference,
     );
-    const directRate = itemsPerS(directRow);
-    const single = itemsPerS(b1Row);
+    const directRate = directRow.itemsPerS();
+    const single = b1Row.itemsPerS();
     const text = report(
       [
         { row: directRow, against: "100% (baseline)", batchSize: String(BATCH) },
         {
           row: swarmRow,
-          against: `${fmt((itemsPerS(swarmRow) / directRate) * 100, 0)}% of direct`,
+          against: `${fmt((swarmRow.itemsPerS() / directRate) * 100, 0)}% of direct`,
           batchSize: fmt(swarmRow.meanBatch),
         },
         { row: b1Row, against: "1.0× (baseline)", batchSize: fmt(b1Row.meanBatch) },
         {
           row: dynamicRow,
-          against: `${fmt(itemsPerS(dynamicRow) / single)}× batch size 1`,
+          against: `${fmt(dynamicRow.itemsPerS() / single)}× batch size 1`,
           batchSize: fmt(dynamicRow.meanBatch),
         },
       ],
       registry,
-      wranglerPkg.version,
+      session,
     );
-    process.stdout.write(text);
-    await mkdir(new URL("./results/", import.meta.url), { recursive: true });
-    await writeFile(RESULTS_FILE, text);
+    await session.publish(text, RESULTS_FILE);
     return 0;
-  } finally {
-    await cleanup();
-  }
+  });
 }
 
 process.exitCode = await main();

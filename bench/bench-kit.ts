@@ -1,0 +1,215 @@
+// What bench/coordinator.ts and bench/swarm.ts share: a keep-alive HTTP client, a session that starts the
+// coordinator, stops it after and writes the report's header and file, closed-loop callers over a warm-up
+// and a measured window, and result rows with percentiles and number formats. Not a test.
+
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import os from "node:os";
+import { performance } from "node:perf_hooks";
+import { type Coordinator, startCoordinator } from "../test/support/wrangler-dev.ts";
+
+export type HttpAnswer = { status: number; text: string } | { error: string };
+
+/**
+ * Keep-alive sockets for the callers. node:http rather than fetch: on two cores the client shares the CPU
+ * with workerd, and fetch's extra cost showed as a third fewer single-input calls/s (about 230 against 310).
+ */
+export class HttpClient {
+  private readonly agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+  /** `timeoutMs`: a call unanswered this long ends as an error, so a stuck server shows in the table, not as a hang. */
+  constructor(private readonly timeoutMs: number) {}
+
+  /** One HTTP exchange (a JSON body when given); resolves with the status and body, or an error code. */
+  request(base: URL, method: string, path: string, body?: string): Promise<HttpAnswer> {
+    return new Promise((resolve) => {
+      const req = http.request(
+        {
+          host: base.hostname,
+          port: base.port,
+          path,
+          method,
+          agent: this.agent,
+          headers: body
+            ? { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) }
+            : { "Content-Length": 0 },
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("error", (error) => resolve({ error: `network: ${error.message}` }));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
+      req.on("error", (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+      req.end(body);
+    });
+  }
+
+  destroy(): void {
+    this.agent.destroy();
+  }
+}
+
+/**
+ * One bench run: a temporary state folder and, once started, the coordinator (`run` stops and removes both,
+ * Ctrl-C included), with what the report says of the machine and where it is written.
+ */
+export class BenchSession {
+  coordinator: Coordinator | undefined;
+  private constructor(
+    readonly persistTo: string,
+    readonly wranglerVersion: string,
+  ) {}
+
+  /**
+   * Runs `body` in a fresh session; afterwards (or on SIGINT) `stopFirst` (the bench's workers), then the
+   * client's sockets, the coordinator and the state folder go. Resolves with `body`'s exit code.
+   */
+  static async run(
+    tmpPrefix: string,
+    client: HttpClient,
+    stopFirst: () => unknown,
+    body: (session: BenchSession) => Promise<number>,
+  ): Promise<number> {
+    const wranglerPkg = JSON.parse(
+      await readFile(new URL("../node_modules/wrangler/package.json", import.meta.url), "utf8"),
+    ) as { version: string };
+    const session = new BenchSession(await mkdtemp(`${os.tmpdir()}/${tmpPrefix}`), wranglerPkg.version);
+    const cleanup = async () => {
+      await stopFirst();
+      client.destroy();
+      await session.coordinator?.stop();
+      await rm(session.persistTo, { recursive: true, force: true });
+    };
+    process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
+    try {
+      return await body(session);
+    } finally {
+      await cleanup();
+    }
+  }
+
+  /**
+   * Starts the coordinator with open auth and `models`, then `ready` (connecting workers, say). On a failure
+   * of either, says so on stderr and resolves undefined.
+   */
+  async startCoordinator(
+    models: readonly unknown[],
+    ready?: (coordinator: Coordinator) => Promise<void>,
+  ): Promise<Coordinator | undefined> {
+    try {
+      this.coordinator = await startCoordinator({
+        persistTo: this.persistTo,
+        vars: { AUTH: "open", MODELS: JSON.stringify({ models }) },
+      });
+      await ready?.(this.coordinator);
+      return this.coordinator;
+    } catch (error) {
+      console.error(`the coordinator did not start: ${String(error)}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * The report's title and the lines every bench opens with: machine, Node and wrangler (`runtime` adds to
+   * that line), date and the command that made it (Markdown).
+   */
+  reportHeader(title: string, runtime: string, command: string): string[] {
+    const cpus = os.cpus();
+    return [
+      `# ${title}`,
+      "",
+      `- Machine: ${cpus[0]?.model.trim() ?? "unknown CPU"} × ${cpus.length}, ${os.type()} ${os.release()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+      `- Node ${process.version}, wrangler ${this.wranglerVersion} (\`wrangler dev --local\`, loopback)${runtime}`,
+      `- Date: ${new Date().toISOString()}`,
+      `- Command: ${command}`,
+    ];
+  }
+
+  /** Prints the report on stdout and writes it to `file` (bench/results/…), making its folder if need be. */
+  async publish(text: string, file: URL): Promise<void> {
+    process.stdout.write(text);
+    await mkdir(new URL("./", file), { recursive: true });
+    await writeFile(file, text);
+  }
+}
+
+/**
+ * Closed loop: `callers` callers each start a call as soon as their last one is answered. Calls that end
+ * inside the measured window (after `warmupMs`, for `measureMs`) are recorded; the warm-up and calls still
+ * open when it closes are not. `atStart` and `atEnd` run on timers as the window opens and closes.
+ */
+export async function closedLoop<T>(opts: {
+  callers: number;
+  warmupMs: number;
+  measureMs: number;
+  call: () => Promise<T>;
+  record: (result: T, latencyMs: number) => void;
+  atStart?: () => void;
+  atEnd?: () => void;
+}): Promise<void> {
+  const measureFrom = performance.now() + opts.warmupMs;
+  const measureTo = measureFrom + opts.measureMs;
+  const marks = [
+    setTimeout(() => opts.atStart?.(), opts.warmupMs),
+    setTimeout(() => opts.atEnd?.(), opts.warmupMs + opts.measureMs),
+  ];
+  const caller = async () => {
+    while (performance.now() < measureTo) {
+      const started = performance.now();
+      const result = await opts.call();
+      const ended = performance.now();
+      if (ended >= measureFrom && ended <= measureTo) opts.record(result, ended - started);
+    }
+  };
+  await Promise.all(Array.from({ length: opts.callers }, caller));
+  marks.forEach(clearTimeout);
+}
+
+/** One scenario's measurements; each bench extends it with its own. */
+export class BenchRow {
+  /** Round trip of each answered call, ms. */
+  readonly latencies: number[] = [];
+  /** The coordinator's `timings.queued_ms` of each answered call. */
+  readonly queuedMs: number[] = [];
+  /** Failed calls by kind. */
+  readonly errors = new Map<string, number>();
+
+  constructor(
+    readonly scenario: string,
+    readonly callers: number,
+    /** Items per call: what a caller sends. */
+    readonly inputsPerCall: number,
+    public seconds: number,
+  ) {}
+
+  recordError(error: string): void {
+    this.errors.set(error, (this.errors.get(error) ?? 0) + 1);
+  }
+
+  errorCount(): number {
+    return [...this.errors.values()].reduce((a, b) => a + b, 0);
+  }
+
+  /** "3 × kind, 1 × other", or "" when there were none. */
+  errorList(): string {
+    return [...this.errors].map(([kind, n]) => `${n} × ${kind}`).join(", ");
+  }
+
+  itemsPerS(): number {
+    return (this.latencies.length * this.inputsPerCall) / this.seconds;
+  }
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+}
+
+export const fmt = (n: number | undefined, digits = 1) =>
+  n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : "n/a";
+export const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
