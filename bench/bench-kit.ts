@@ -65,7 +65,7 @@ export class BenchSession {
   ) {}
 
   /**
-   * Runs `body` in a fresh session; afterwards (or on SIGINT) `stopFirst` (the bench's workers), then the
+   * Runs `body` in a fresh session; afterwards (or on SIGINT or SIGTERM) `stopFirst` (the bench's workers), then the
    * client's sockets, the coordinator and the state folder go. Resolves with `body`'s exit code.
    */
   static async run(
@@ -84,7 +84,9 @@ export class BenchSession {
       await session.coordinator?.stop();
       await rm(session.persistTo, { recursive: true, force: true });
     };
-    process.once("SIGINT", () => void cleanup().finally(() => process.exit(130)));
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      process.once(signal, () => void cleanup().finally(() => process.exit(signal === "SIGINT" ? 130 : 143)));
+    }
     try {
       return await body(session);
     } finally {

@@ -155,31 +155,31 @@ export class LeaseSettlement {
   }
 
   /**
-   * Writes a batch's outputs with one UPDATE per chunk of about 512 KB: far fewer statements than one
-   * per item, and each bound parameter stays well under SQLite's size limit whatever the batch holds.
+   * Writes a batch's outputs with one UPDATE per run of positions of about 512 KB: far fewer statements
+   * than one per item, and each bound parameter stays well under SQLite's size limit. A run is a plain
+   * JSON array (null where the result was an error) joined on its index, so SQLite reads it once.
    */
   private storeOutputs(leaseId: string, outputs: readonly (string | undefined)[]): void {
-    let chunk: { p: number; o: string }[] = [];
-    let bytes = 0;
-    const flush = () => {
-      if (chunk.length === 0) return;
+    let start = 0;
+    while (start < outputs.length) {
+      const run: (string | null)[] = [];
+      let bytes = 0;
+      while (start + run.length < outputs.length) {
+        const o = outputs[start + run.length];
+        if (run.length > 0 && o !== undefined && bytes + o.length > OUTPUT_CHUNK_BYTES) break;
+        run.push(o ?? null);
+        bytes += o?.length ?? 0;
+      }
       this.sql.run(
-        `UPDATE items SET state = 'succeeded', lease_id = NULL, output = j.o
-         FROM (SELECT json_extract(value, '$.p') AS p, json_extract(value, '$.o') AS o FROM json_each(?2)) AS j
-         WHERE items.lease_id = ?1 AND items.state = 'leased' AND items.lease_pos = j.p`,
+        `UPDATE items SET state = 'succeeded', lease_id = NULL, output = j.value
+         FROM json_each(?2) AS j
+         WHERE items.lease_id = ?1 AND items.lease_pos = j.key + ?3 AND items.state = 'leased' AND j.value IS NOT NULL`,
         leaseId,
-        JSON.stringify(chunk),
+        JSON.stringify(run),
+        start,
       );
-      chunk = [];
-      bytes = 0;
-    };
-    outputs.forEach((o, p) => {
-      if (o === undefined) return;
-      if (bytes + o.length > OUTPUT_CHUNK_BYTES) flush();
-      chunk.push({ p, o });
-      bytes += o.length;
-    });
-    flush();
+      start += run.length;
+    }
   }
 
   /**
