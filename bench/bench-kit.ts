@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { type Coordinator, startCoordinator } from "../test/support/wrangler-dev.ts";
+import { type Coordinator, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 
 export type HttpAnswer = { status: number; text: string } | { error: string };
 

@@ -3,8 +3,8 @@
 // prints the URL and a request that works, and stops both cleanly on Ctrl-C.
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { startWorker } from "../test/support/worker-process.ts";
-import { startCoordinator } from "../test/support/wrangler-dev.ts";
+import { startWorker } from "./lib/worker-process.ts";
+import { startCoordinator } from "./lib/wrangler-dev.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const port = Number(process.env.PORT ?? 8787);

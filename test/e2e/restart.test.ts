@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
 import WebSocket from "ws";
+import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import type { Batch, CoordinatorFrame } from "../../shared/index.ts";
-import { type Coordinator, startCoordinator } from "../support/wrangler-dev.ts";
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-"));
 const vars = {

@@ -5,13 +5,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
+import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
-import { startWorker, type WorkerProcess } from "../support/worker-process.ts";
-import { type Coordinator, freePort, startCoordinator } from "../support/wrangler-dev.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));

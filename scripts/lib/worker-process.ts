@@ -1,5 +1,5 @@
-// Starts the real worker command (`edgeswarm-worker`) as a child process for end-to-end tests and
-// benchmarks, waits until every model's socket is connected, and stops or kills it.
+// Starts the real worker command (`edgeswarm-worker`) as a child process for `npm start`, the
+// end-to-end tests and the benchmarks, waits until every model's socket is connected, and stops or kills it.
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 

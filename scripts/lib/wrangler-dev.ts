@@ -1,6 +1,6 @@
 // Starts the real coordinator (`wrangler dev --local`, workerd with SQLite-backed Durable Objects) on a
-// free loopback port for end-to-end tests and benchmarks, and stops it. State persists in `persistTo`,
-// so a test can stop and start it again and find what was accepted.
+// loopback port for `npm start`, the end-to-end tests and the benchmarks, and stops it. State persists
+// in `persistTo`, so a test can stop and start it again and find what was accepted.
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
