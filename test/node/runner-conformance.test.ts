@@ -10,6 +10,7 @@ import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import { ModelFileError, sha256Hex } from "../../shared/runner/model-files.ts";
 import type { InferenceSession, LoadedModel, SessionFactory } from "../../shared/runner/model-runner.ts";
+import { ORT_TYPE } from "../../shared/runner/wire-tensor.ts";
 import { createTokenizer } from "../../shared/tasks/tokenizer.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
@@ -70,15 +71,7 @@ function affineGraph(): Uint8Array {
 }
 
 /** One Identity per wire datatype: what goes in must come back out, type and all. */
-const WIRE_TYPES = {
-  FP32: "float32",
-  FP64: "float64",
-  INT64: "int64",
-  INT32: "int32",
-  INT8: "int8",
-  UINT8: "uint8",
-  BOOL: "bool",
-} as const;
+const WIRE_TYPES = ORT_TYPE;
 function identityGraph(): Uint8Array {
   const g = new OnnxGraph("identity");
   for (const [wire, elem] of Object.entries(WIRE_TYPES)) {
