@@ -1,8 +1,10 @@
 // Hono's type parameters for the edge app: its bindings and what middleware puts on the context.
 import type { EdgeConfig } from "./config.ts";
+import type { DonorClaims } from "./donor-token.ts";
 import type { Env } from "./env.ts";
 
 export interface HonoEnv {
   Bindings: Env;
-  Variables: { config: EdgeConfig };
+  /** donor: set when a worker authenticated with a browser donor token (browser pool only). */
+  Variables: { config: EdgeConfig; donor?: DonorClaims };
 }

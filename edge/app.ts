@@ -7,6 +7,7 @@ import type { HonoEnv } from "./app-env.ts";
 import { loadConfig } from "./config.ts";
 import { ApiError, onError } from "./errors.ts";
 import { callerRoutes } from "./routes/caller.ts";
+import { donorRoutes } from "./routes/donors.ts";
 import { healthRoutes, opsRoutes } from "./routes/ops.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
@@ -47,3 +48,4 @@ app.use("/v1/*", (c, next) => {
 app.route("/", opsRoutes);
 app.route("/", callerRoutes);
 app.route("/", workerRoutes);
+app.route("/", donorRoutes);

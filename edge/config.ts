@@ -1,9 +1,39 @@
 // Reads and validates the edge's configuration from its environment once per isolate.
 // A bad configuration is an operator error: it is reported by /readyz and on every call, never guessed around.
 
+import { z } from "zod";
 import bundledRegistry from "../models/registry.json";
 import { describeIssues, type ModelConfig, ModelRegistry, ScalingConfig } from "../shared/index.ts";
 import type { Env } from "./env.ts";
+
+function originOf(text: string): string | undefined {
+  try {
+    return new URL(text).origin;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A site whose pages may donate compute: the origins its pages are served from, and the models they may run. */
+const SiteConfig = z.strictObject({
+  origins: z
+    .array(
+      z.string().refine((o) => o === "*" || originOf(o) === o, "must be an origin such as https://example.com, or *"),
+    )
+    .min(1),
+  models: z.array(z.string()).min(1).optional(),
+});
+export type SiteConfig = z.infer<typeof SiteConfig>;
+const SiteKeys = z.record(z.string().min(1).max(128), SiteConfig);
+
+export interface DonorConfig {
+  sites: ReadonlyMap<string, SiteConfig>;
+  /** Signs donor tokens; undefined when unset (then only AUTH=open issues tokens, under a per-isolate key). */
+  secret: string | undefined;
+  tokenTtlMs: number;
+  /** Where relative model paths in the registry resolve for browsers; default this edge's /models/registry.json. */
+  registryUrl: string | undefined;
+}
 
 export interface EdgeConfig {
   models: ReadonlyMap<string, ModelConfig>;
@@ -12,6 +42,7 @@ export interface EdgeConfig {
   apiKeys: readonly string[];
   workerTokens: readonly string[];
   maxBodyBytes: number;
+  donors: DonorConfig;
 }
 
 export class ConfigError extends Error {
@@ -19,6 +50,7 @@ export class ConfigError extends Error {
 }
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
+const DEFAULT_DONOR_TOKEN_TTL_MS = 15 * 60_000;
 let cached: { key: string; config: EdgeConfig } | undefined;
 
 function parseJsonVar(name: string, raw: string | undefined): unknown {
@@ -38,7 +70,18 @@ function list(raw: string | undefined): string[] {
 }
 
 export function loadConfig(env: Env): EdgeConfig {
-  const key = JSON.stringify([env.AUTH, env.API_KEYS, env.WORKER_TOKENS, env.MODELS, env.SCALING, env.MAX_BODY_BYTES]);
+  const key = JSON.stringify([
+    env.AUTH,
+    env.API_KEYS,
+    env.WORKER_TOKENS,
+    env.MODELS,
+    env.SCALING,
+    env.MAX_BODY_BYTES,
+    env.SITE_KEYS,
+    env.DONOR_TOKEN_SECRET,
+    env.DONOR_TOKEN_TTL_MS,
+    env.MODEL_REGISTRY_URL,
+  ]);
   if (cached?.key === key) return cached.config;
 
   const registry = ModelRegistry.safeParse(parseJsonVar("MODELS", env.MODELS) ?? bundledRegistry);
@@ -51,6 +94,12 @@ export function loadConfig(env: Env): EdgeConfig {
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0)
     throw new ConfigError("MAX_BODY_BYTES must be a positive integer");
 
+  const sites = SiteKeys.safeParse(parseJsonVar("SITE_KEYS", env.SITE_KEYS) ?? {});
+  if (!sites.success) throw new ConfigError(`SITE_KEYS is invalid: ${describeIssues(sites.error)}`);
+  const tokenTtlMs = env.DONOR_TOKEN_TTL_MS ? Number(env.DONOR_TOKEN_TTL_MS) : DEFAULT_DONOR_TOKEN_TTL_MS;
+  if (!Number.isInteger(tokenTtlMs) || tokenTtlMs < 60_000)
+    throw new ConfigError("DONOR_TOKEN_TTL_MS must be an integer of at least 60000");
+
   const config: EdgeConfig = {
     models: new Map(registry.data.models.map((m) => [m.name, m])),
     scaling: scaling.data,
@@ -58,6 +107,12 @@ export function loadConfig(env: Env): EdgeConfig {
     apiKeys: list(env.API_KEYS),
     workerTokens: list(env.WORKER_TOKENS),
     maxBodyBytes,
+    donors: {
+      sites: new Map(Object.entries(sites.data)),
+      secret: env.DONOR_TOKEN_SECRET || undefined,
+      tokenTtlMs,
+      registryUrl: env.MODEL_REGISTRY_URL || undefined,
+    },
   };
   cached = { key, config };
   return config;

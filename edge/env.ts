@@ -4,6 +4,8 @@ import type { ScalingWindow } from "./scaling/scaling-window.ts";
 
 export interface Env {
   MODEL_QUEUE: DurableObjectNamespace<ModelQueue>;
+  /** dist/public: the embed script, the donor worker, onnxruntime-web's WASM, the bundled models, the demo page. */
+  ASSETS?: Fetcher;
   SCALING_WINDOW: DurableObjectNamespace<ScalingWindow>;
   /** "required" (default) or "open". Open serves anyone and exists for local development only. */
   AUTH?: string;
@@ -17,4 +19,12 @@ export interface Env {
   SCALING?: string;
   /** Largest request body accepted, bytes (default 1 MiB). */
   MAX_BODY_BYTES?: string;
+  /** JSON: site keys whose pages may donate compute, {"KEY":{"origins":["https://example.com"],"models":["sentiment"]}}. */
+  SITE_KEYS?: string;
+  /** Signs browser donors' short-lived worker tokens (a secret in production). */
+  DONOR_TOKEN_SECRET?: string;
+  /** How long a donor token opens connections, ms (default 15 minutes). */
+  DONOR_TOKEN_TTL_MS?: string;
+  /** Where browsers resolve relative model paths; default this edge's /models/registry.json. */
+  MODEL_REGISTRY_URL?: string;
 }

@@ -3,6 +3,7 @@
 // prints the URL and a request that works, and stops both cleanly on Ctrl-C.
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { buildClient } from "./build-client.ts";
 import { startWorker } from "./lib/worker-process.ts";
 import { startCoordinator } from "./lib/wrangler-dev.ts";
 
@@ -11,7 +12,15 @@ const port = Number(process.env.PORT ?? 8787);
 const persistTo = `${ROOT}.state/coordinator`;
 mkdirSync(persistTo, { recursive: true });
 
-const coordinator = await startCoordinator({ persistTo, port, vars: { AUTH: "open" }, echo: true });
+await buildClient();
+// The demo page, served by the coordinator itself, joins as site "demo".
+const origins = [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
+const coordinator = await startCoordinator({
+  persistTo,
+  port,
+  vars: { AUTH: "open", SITE_KEYS: JSON.stringify({ demo: { origins } }) },
+  echo: true,
+});
 const worker = startWorker(["--coordinator", coordinator.url, "--worker-id", "local-worker"]);
 worker.child.stdout?.pipe(process.stdout);
 worker.child.stderr?.pipe(process.stderr);
@@ -27,6 +36,7 @@ EdgeSwarm is running (AUTH=open: local only)
 Try:
   curl -s ${coordinator.url}/v1/infer -H 'Content-Type: application/json' \\
     -d '{"model":"sentiment","inputs":["I love this","this is terrible"]}'
+Open ${coordinator.url}/demo/ and this browser tab joins the swarm too (WebGPU, else WASM).
 Then ${coordinator.url}/v1/models · /v1/scaling · /metrics.  Ctrl-C stops everything.
 `);
 

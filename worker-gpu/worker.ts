@@ -2,10 +2,11 @@
 // socket per model, prints a status line, serves health and metrics, and drains on SIGTERM.
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import WebSocket from "ws";
 import type { ModelConfig } from "../shared/index.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
+import { ModelConnection, type OpenSocket } from "../shared/worker-loop/model-connection.ts";
 import { startHealthServer } from "./health-server.ts";
-import { ModelConnection } from "./model-connection.ts";
 import type { WorkerOptions } from "./options.ts";
 import { WorkerMetrics } from "./worker-metrics.ts";
 
@@ -39,6 +40,10 @@ async function fetchRegistry(opts: WorkerOptions, log: (l: string) => void): Pro
   }
 }
 
+/** Node has no global WebSocket before 22; `ws` also lets the token travel in a header rather than the URL. */
+const openSocket: OpenSocket = (url, token) =>
+  new WebSocket(url, { headers: token ? { Authorization: `Bearer ${token}` } : {}, perMessageDeflate: false });
+
 export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log = console.log): Promise<RunningWorker> {
   const registry = await fetchRegistry(opts, log);
   const wanted = opts.models ?? registry.filter((m) => m.files).map((m) => m.name);
@@ -62,10 +67,14 @@ export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log =
     (model) =>
       new ModelConnection({
         coordinator: opts.coordinator,
-        token: opts.token,
+        token: () => opts.token,
+        openSocket,
         model,
-        metrics,
-        log,
+        hooks: {
+          log,
+          onConnected: (name, up) => metrics.connected.set({ model: name }, up ? 1 : 0),
+          onBatch: (r) => metrics.recordBatch(r.model, r.device, r.ok, r.failed, r.ms),
+        },
         info: {
           worker_id: opts.workerId,
           pool: opts.pool,

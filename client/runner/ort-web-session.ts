@@ -50,22 +50,64 @@ export function webDeviceOrder(wanted: readonly string[], warn: (message: string
   return order;
 }
 
-export function createOrtWebFactory(opts: OrtWebOptions = {}): SessionFactory {
+/** The web factory also tells when the GPU device it ran on was lost, so callers redo that work on wasm. */
+export interface OrtWebFactory extends SessionFactory {
+  /** Why the WebGPU device was lost, once it has been; webgpu is not tried again after that. */
+  readonly gpuDeviceLost: string | undefined;
+  /** Settles with the reason when the WebGPU device is lost (a run on it may then never finish). */
+  readonly whenGpuDeviceLost: Promise<string>;
+  /** Destroys the WebGPU device in use, as a driver reset would: a drill for the fallback path. False when none is in use. */
+  loseGpuDevice(): Promise<boolean>;
+}
+
+interface GpuDeviceLike {
+  lost: Promise<{ reason?: string; message?: string }>;
+  destroy(): void;
+}
+
+export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
   const warn = opts.warn ?? ((message: string) => console.warn(message));
   ort.env.wasm.numThreads = opts.numThreads ?? defaultWasmThreads();
   if (opts.wasmPaths !== undefined) ort.env.wasm.wasmPaths = opts.wasmPaths;
+  let gpuDevice: GpuDeviceLike | undefined;
+  let gpuDeviceLost: string | undefined;
+  let onLost: (reason: string) => void = () => {};
+  const whenGpuDeviceLost = new Promise<string>((resolve) => {
+    onLost = resolve;
+  });
+  const watchGpuDevice = async () => {
+    if (gpuDevice) return;
+    gpuDevice = (await ort.env.webgpu.device) as unknown as GpuDeviceLike;
+    void gpuDevice.lost.then((info) => {
+      gpuDeviceLost = info.message || info.reason || "device lost";
+      warn(`the WebGPU device was lost (${gpuDeviceLost}); models move to wasm`);
+      onLost(gpuDeviceLost);
+    });
+  };
   return {
     runtime: "onnxruntime-web",
     devices: WEB_DEVICES,
+    get gpuDeviceLost() {
+      return gpuDeviceLost;
+    },
+    whenGpuDeviceLost,
+    async loseGpuDevice() {
+      if (!gpuDevice || gpuDeviceLost) return false;
+      gpuDevice.destroy();
+      await gpuDevice.lost;
+      return true;
+    },
     async create(model, devices): Promise<InferenceSession> {
       const failures: string[] = [];
-      const order = webDeviceOrder(devices, warn);
+      const wanted = gpuDeviceLost ? devices.filter((d) => d !== "webgpu") : devices;
+      const order = webDeviceOrder(wanted, warn);
       for (const [i, device] of order.entries()) {
         try {
           const session = await ort.InferenceSession.create(model, {
             executionProviders: [device],
             graphOptimizationLevel: "all",
           });
+          if (device === "webgpu") await watchGpuDevice();
           return wrapOrtSession(session, {
             device,
             makeTensor: (type, data, dims) => new ort.Tensor(type, data, dims),

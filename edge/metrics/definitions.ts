@@ -45,6 +45,39 @@ export const COUNTERS = {
     metric: "edgeswarm_requests_rejected_total",
     help: "Requests refused with 429 because the queue was full.",
   },
+  // Trust in browser workers; `pool` is the pool of the worker whose run it was.
+  verifications: {
+    metric: "edgeswarm_verifications_total",
+    help: "Items run again to check a browser worker's output, by the pool of the checking run.",
+  },
+  verification_agreements: {
+    metric: "edgeswarm_verification_agreements_total",
+    help: "Verifying runs that agreed with every earlier run of the item.",
+  },
+  verification_disagreements: {
+    metric: "edgeswarm_verification_disagreements_total",
+    help: "Verifying runs that disagreed with an earlier run of the item.",
+  },
+  canaries_sent: {
+    metric: "edgeswarm_canaries_sent_total",
+    help: "Known-answer items slipped into browser workers' batches.",
+  },
+  canaries_failed: {
+    metric: "edgeswarm_canaries_failed_total",
+    help: "Known-answer items a browser worker answered wrongly.",
+  },
+  invalid_outputs: {
+    metric: "edgeswarm_outputs_invalid_total",
+    help: "Outputs refused because they did not have their task's shape.",
+  },
+  quarantined: {
+    metric: "edgeswarm_workers_quarantined_total",
+    help: "Browser workers quarantined for answering wrongly.",
+  },
+  discarded: {
+    metric: "edgeswarm_results_discarded_total",
+    help: "Browser workers' outputs thrown away unused: out-voted, or from a worker caught answering wrongly.",
+  },
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 

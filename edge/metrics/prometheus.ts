@@ -52,6 +52,18 @@ export function renderPrometheus(models: readonly ModelMetrics[], scaling: Recor
   const out = new Exposition();
   out.family("edgeswarm_queue_depth", "gauge", "Items waiting in the queue.");
   for (const m of models) out.sample("edgeswarm_queue_depth", { model: m.stats.model }, m.stats.queued);
+  const modelGauges = [
+    [
+      "edgeswarm_items_awaiting_verification",
+      "Items whose output is held until a run on another worker agrees.",
+      "awaiting_verification",
+    ],
+    ["edgeswarm_quarantined_workers", "Browser workers quarantined now for answering wrongly.", "quarantined"],
+  ] as const;
+  for (const [name, help, key] of modelGauges) {
+    out.family(name, "gauge", help);
+    for (const m of models) out.sample(name, { model: m.stats.model }, m.stats[key]);
+  }
   const gauges = [
     ["edgeswarm_in_flight_items", "Items leased to workers and not yet completed.", "in_flight"],
     ["edgeswarm_active_leases", "Batches leased to workers and not yet completed.", "leases"],

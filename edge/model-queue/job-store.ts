@@ -50,7 +50,7 @@ interface JobRow extends Record<string, SqlStorageValue> {
 /** The job statuses that still have work to do. */
 export const OPEN = "('queued', 'running')";
 /** A set bound as one JSON parameter (`IN (SELECT value FROM json_each(?))`): SQLite caps bound parameters at 100. */
-const IN_SET = "(SELECT value FROM json_each(?))";
+export const IN_SET = "(SELECT value FROM json_each(?))";
 
 export class JobStore {
   /** Callers waiting on a job (wait: true). In memory: they are live requests, gone with the object anyway. */
@@ -254,20 +254,23 @@ export class JobStore {
   /** Ends every open job past its deadline: its open items expire, what is done stays readable. */
   expire(now: number): void {
     for (const job of this.sql.all<JobRow>(`SELECT * FROM jobs WHERE status IN ${OPEN} AND deadline <= ?`, now)) {
-      const open =
-        this.sql.one<{ n: number }>(
-          "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
-          job.id,
-        )?.n ?? 0;
+      const { open, held } = this.sql.one<{ open: number; held: number | null }>(
+        "SELECT COUNT(*) AS open, SUM(n_candidates > 0) AS held FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
+        job.id,
+      ) ?? { open: 0, held: 0 };
       this.sql.run(
         "UPDATE items SET state = 'expired', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
         job.id,
       );
+      const message = expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items);
       this.sql.run(
         "UPDATE jobs SET status = 'expired', finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
         now,
         ErrorCode.expired,
-        expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items),
+        // An output held for verification was computed, but never checked: it is not given out.
+        held
+          ? `${message}; ${held} of the inputs not done were computed by a browser worker but not yet verified`
+          : message,
         job.id,
       );
       this.metrics.inc("expired", NO_POOL, open);

@@ -1,6 +1,7 @@
 // How a lease ends: completed with the worker's results (stored in one transaction), released on
-// purpose, or abandoned when it expired or its worker was lost, each item then retried or dead-lettered
-// by shared/policy/lease.ts. Used by ModelQueue after LeaseTable.lookup has found the active lease.
+// purpose, revoked by a quarantine, or abandoned when it expired or its worker was lost, each item then
+// retried or dead-lettered by shared/policy/lease.ts. Used by ModelQueue after LeaseTable.lookup has found
+// the active lease; untrusted results go through verification.ts first.
 import {
   afterFailedDelivery,
   type CompleteBody,
@@ -12,6 +13,8 @@ import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 import type { LeaseRow } from "./lease-table.ts";
 import type { MetricsStore } from "./metrics-store.ts";
+import type { Quarantine, TrustStore, WorkerRef } from "./trust-store.ts";
+import type { PendingRun, Verifier } from "./verification.ts";
 
 export type CompleteResult = LeaseAck | { error: { code: string; message: string } };
 
@@ -23,6 +26,9 @@ interface ItemRow extends Record<string, SqlStorageValue> {
   attempts: number;
   state: string;
   lease_pos: number | null;
+  n_candidates: number;
+  /** A canary's known output; null for a real item. */
+  expected: string | null;
 }
 
 /** SQLite rows are capped at 2 MB in Durable Objects; an output must fit in one with room to spare. */
@@ -35,10 +41,18 @@ export class LeaseSettlement {
     private readonly metrics: MetricsStore,
     private readonly storage: DurableObjectStorage,
     private readonly jobs: JobStore,
+    private readonly verifier: Verifier,
+    private readonly trust: TrustStore,
     private readonly config: () => ModelConfig,
+    /** Tells a quarantined worker's open sockets. */
+    private readonly onQuarantine: (ref: WorkerRef, q: Quarantine) => void,
   ) {}
 
-  /** Records a worker's results for an active lease, then ends the jobs that have nothing left open. */
+  /**
+   * Records a worker's results for an active lease, then ends the jobs that have nothing left open.
+   * A browser worker's results are untrusted (verification.ts): a wrong canary or a malformed output
+   * quarantines the worker and discards the whole batch, and outputs chosen for verification are held.
+   */
   complete(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
     const leaseId = lease.id;
     if (body.results.length !== lease.n_items) {
@@ -49,15 +63,32 @@ export class LeaseSettlement {
         },
       };
     }
+    const cfg = this.config();
+    const checked = this.verifier.checks(cfg, lease.pool);
     const computeMs = body.compute_ms ?? now - lease.created_at;
     const items = this.sql.all<ItemRow>(
-      "SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos FROM items WHERE lease_id = ? ORDER BY lease_pos",
+      `SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos, n_candidates,
+         CASE WHEN state = 'canary' THEN output END AS expected
+       FROM items WHERE lease_id = ? ORDER BY lease_pos`,
       leaseId,
     );
+    if (checked) {
+      const caught = this.verifier.review(cfg, items, body.results);
+      if (caught) {
+        const outputs = items.filter(
+          (i) => i.state === "leased" && "output" in (body.results[i.lease_pos ?? -1] ?? {}),
+        );
+        const q = this.storage.transactionSync(() => {
+          this.metrics.inc("discarded", lease.pool, outputs.length);
+          return this.quarantine({ worker_id: lease.worker_id, donor: lease.donor ?? null }, caught.reason, now);
+        });
+        return { error: { code: ErrorCode.quarantined, message: quarantineMessage(q) } };
+      }
+    }
     const pool = lease.pool;
     const touchedJobs = new Set<string>();
     const waits: number[] = [];
-    const tally = { completed: 0, failed: 0, redelivered: 0 };
+    const tally = { failed: 0, redelivered: 0, invalid: 0 };
     const failItem = (seq: number, code: string, message: string) => {
       this.sql.run(
         "UPDATE items SET state = 'failed', error_code = ?, error_message = ?, lease_id = NULL WHERE seq = ?",
@@ -67,67 +98,109 @@ export class LeaseSettlement {
       );
       tally.failed++;
     };
+    /** A failed delivery is tried again; an untrusted worker's failure is never final on its word alone. */
+    const retryItem = (item: ItemRow, code: string, message: string) => {
+      if (this.failDelivery(item, now, code, message) === "dead-letter") tally.failed++;
+      else tally.redelivered++;
+    };
     // Outputs by batch position as JSON text; stored together by storeOutputs.
     const outputs: (string | undefined)[] = [];
+    // Runs that verification settles: items that hold candidates, and fresh runs of an untrusted lease.
+    const pending: PendingRun[] = [];
+    // One trusted output per batch is learnt from (verification.ts: known answers, vector length).
+    let learned = false;
     // All of it or none of it: a completion that throws half way must not leave items half settled.
     this.storage.transactionSync(() => {
       for (const item of items) {
         const pos = item.lease_pos;
         const result = pos === null ? undefined : body.results[pos];
-        // Expired with its job meanwhile: nothing to record.
+        // Expired with its job meanwhile (or a canary, checked by review): nothing to record.
         if (item.state !== "leased" || pos === null || !result) continue;
         waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
         touchedJobs.add(item.job_id);
-        if ("output" in result) {
-          const output = JSON.stringify(result.output);
-          if (output.length > MAX_OUTPUT_BYTES) {
-            failItem(
-              item.seq,
-              ErrorCode.outputTooLarge,
-              `output is ${output.length} bytes; the most one output may be is ${MAX_OUTPUT_BYTES}`,
-            );
-          } else {
-            outputs[pos] = output;
-            tally.completed++;
-          }
-        } else if (!result.error.retryable) {
-          failItem(item.seq, result.error.code, result.error.message);
-        } else if (this.failDelivery(item, now, result.error.code, result.error.message) === "dead-letter") {
-          tally.failed++;
+        if ("error" in result) {
+          if (checked || result.error.retryable) retryItem(item, result.error.code, result.error.message);
+          else failItem(item.seq, result.error.code, result.error.message);
+          continue;
+        }
+        const text = JSON.stringify(result.output);
+        const problem =
+          text.length > MAX_OUTPUT_BYTES
+            ? {
+                code: ErrorCode.outputTooLarge,
+                message: `output is ${text.length} bytes; the most one output may be is ${MAX_OUTPUT_BYTES}`,
+              }
+            : checked
+              ? null // review has checked the shape
+              : this.invalidOutput(cfg, result.output);
+        if (problem) {
+          if (checked) retryItem(item, problem.code, problem.message);
+          else failItem(item.seq, problem.code, problem.message);
+          if (problem.code === ErrorCode.invalidOutput) tally.invalid++;
+        } else if (checked || item.n_candidates > 0) {
+          pending.push({ seq: item.seq, pos, output: result.output, text, nCandidates: item.n_candidates });
         } else {
-          tally.redelivered++;
+          outputs[pos] = text;
+          // Learnt at once, so the batch's next outputs are checked against this one's vector length.
+          if (!learned) {
+            this.verifier.known.learn(cfg, item.seq, text, now);
+            learned = true;
+          }
         }
       }
+      const dissenters = pending.length > 0 ? this.verifier.settle(cfg, lease, pending, outputs, now) : [];
       this.storeOutputs(leaseId, outputs);
+      if (checked && items.some((i) => i.state === "canary")) {
+        this.sql.run("DELETE FROM items WHERE lease_id = ? AND state = 'canary'", leaseId);
+      }
       this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
       this.jobs.recordCompute(touchedJobs, computeMs, pool);
-      this.metrics.inc("completed", pool, tally.completed);
+      this.metrics.inc("completed", pool, outputs.filter((o) => o !== undefined).length);
       this.metrics.inc("failed", pool, tally.failed);
       this.metrics.inc("redelivered", pool, tally.redelivered);
+      this.metrics.inc("invalid_outputs", pool, tally.invalid);
       this.metrics.observe("queue_wait", pool, waits);
       this.metrics.observe("compute", pool, [computeMs / 1000]);
       this.metrics.observe("batch_size", pool, [lease.n_items]);
+      for (const d of dissenters) this.quarantine(d.ref, d.reason, now);
     });
     this.jobs.reopen(touchedJobs);
     for (const jobId of touchedJobs) this.jobs.settleIfDone(jobId, now);
     return { lease_id: leaseId, status: "ok" };
   }
 
+  /**
+   * A worker caught answering wrongly: no leases for quarantine_ms (it and its donor), the candidates it
+   * produced are discarded (their items run afresh elsewhere), and its active leases are taken back
+   * without counting against their items. Answers the quarantine.
+   */
+  quarantine(ref: WorkerRef, reason: string, now: number): Quarantine {
+    const q = { until: now + this.config().verification.quarantine_ms, reason };
+    this.trust.quarantine(ref, q.until, reason);
+    this.metrics.inc("quarantined", "browser");
+    this.metrics.inc("discarded", "browser", this.verifier.discard(ref));
+    for (const lease of this.sql.all<LeaseRow>(
+      "SELECT * FROM leases WHERE state = 'active' AND pool = 'browser' AND (worker_id = ? OR donor = ?)",
+      ref.worker_id,
+      ref.donor,
+    )) {
+      this.putBack(lease, now, "revoked");
+    }
+    this.onQuarantine(ref, q);
+    return q;
+  }
+
+  /** The error a shape check answers for a trusted worker's output, or null. */
+  private invalidOutput(cfg: ModelConfig, output: unknown): { code: string; message: string } | null {
+    const problem = this.verifier.known.shapeProblem(cfg, output);
+    return problem === null
+      ? null
+      : { code: ErrorCode.invalidOutput, message: `the worker's output is not a valid ${cfg.task} output: ${problem}` };
+  }
+
   /** A worker hands work back on purpose (shutdown, pause): it does not count as an attempt. */
   release(lease: LeaseRow, now: number, reason?: string): LeaseAck {
-    const jobIds = new Set(
-      this.sql
-        .all<{ job_id: string }>("SELECT DISTINCT job_id FROM items WHERE lease_id = ?", lease.id)
-        .map((r) => r.job_id),
-    );
-    this.sql.run(
-      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ? WHERE lease_id = ? AND state = 'leased'",
-      now,
-      lease.id,
-    );
-    this.sql.run("UPDATE leases SET state = 'released', ended_at = ? WHERE id = ?", now, lease.id);
-    this.metrics.inc("redelivered", lease.pool, lease.n_items);
-    this.jobs.reopen(jobIds);
+    this.putBack(lease, now, "released");
     return { lease_id: lease.id, status: "ok", ...(reason ? { message: `released: ${reason}` } : {}) };
   }
 
@@ -212,6 +285,18 @@ export class LeaseSettlement {
     return "dead-letter";
   }
 
+  /** Puts a lease's items back in the queue without counting the attempt: released, or revoked by a quarantine. */
+  private putBack(lease: LeaseRow, now: number, state: "released" | "revoked"): void {
+    const items = this.sql.all<{ job_id: string }>(
+      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ? WHERE lease_id = ? AND state = 'leased' RETURNING job_id",
+      now,
+      lease.id,
+    );
+    this.sql.run("UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, now, lease.id);
+    this.metrics.inc("redelivered", lease.pool, items.length);
+    this.jobs.reopen(new Set(items.map((i) => i.job_id)));
+  }
+
   /** Puts back or dead-letters every item still held under a lease that ended without a completion. */
   private abandon(lease: LeaseRow, state: "expired" | "lost", now: number, code: string, message: string): void {
     const items = this.sql.all<ItemRow>(
@@ -231,4 +316,8 @@ export class LeaseSettlement {
     for (const jobId of jobs) this.jobs.settleIfDone(jobId, now);
     this.jobs.reopen(jobs);
   }
+}
+
+export function quarantineMessage(q: Quarantine): string {
+  return `quarantined until ${new Date(q.until).toISOString()}: ${q.reason}; this worker gets no leases until then`;
 }

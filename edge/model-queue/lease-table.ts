@@ -1,17 +1,11 @@
 // The leases workers hold on a model queue's items: looking one up, handing out a batch under a new
 // lease, extending it, and counting what each worker and pool holds. Used by ModelQueue; how a lease
 // ends (completed, released, expired, lost) is lease-settlement.ts.
-import {
-  type LeaseAck,
-  leaseDeadline,
-  type ModelConfig,
-  type Pool,
-  renewAfterMs,
-  type WorkerInfo,
-} from "../../shared/index.ts";
+import { type LeaseAck, leaseDeadline, type ModelConfig, type Pool, renewAfterMs } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 import type { MetricsStore } from "./metrics-store.ts";
+import type { LeaseHolder } from "./worker-slots.ts";
 
 export interface LeaseRow extends Record<string, SqlStorageValue> {
   id: string;
@@ -21,7 +15,17 @@ export interface LeaseRow extends Record<string, SqlStorageValue> {
   deadline: number;
   state: string;
   n_items: number;
+  /** The donor a browser worker's token named; null for a worker-token worker. */
+  donor: string | null;
 }
+
+/** A restriction on the items one worker may lease (verification.ts: not its own candidates' items). */
+export interface ItemFilter {
+  where: string;
+  bindings: SqlStorageValue[];
+}
+
+const NO_FILTER: ItemFilter = { where: "", bindings: [] };
 
 /** An active lease to act on, or the answer to give when there is none. */
 export type LeaseLookup = { lease: LeaseRow } | { ack: LeaseAck };
@@ -58,42 +62,68 @@ export class LeaseTable {
   }
 
   /** How many queued items a batch could take now (past any retry backoff), and when the oldest was enqueued. */
-  eligible(now: number): { n: number; oldest: number | null } | undefined {
+  eligible(now: number, filter: ItemFilter = NO_FILTER): { n: number; oldest: number | null } | undefined {
     return this.sql.one<{ n: number; oldest: number | null }>(
-      "SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM items WHERE state = 'queued' AND available_at <= ?",
+      `SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM items WHERE state = 'queued' AND available_at <= ?${filter.where}`,
       now,
+      ...filter.bindings,
     );
   }
 
-  /** Leases the next `size` eligible items to a worker; answers the batch as the JSON text to send. */
-  handOut(worker: WorkerInfo, size: number, now: number, cfg: ModelConfig): { leaseId: string; batchJson: string } {
+  /**
+   * Leases the next `size` eligible items to a worker; answers the batch as the JSON text to send. A
+   * canary (a known answer) rides along at a random position, as an item like any other.
+   */
+  handOut(
+    worker: LeaseHolder,
+    size: number,
+    now: number,
+    cfg: ModelConfig,
+    filter: ItemFilter = NO_FILTER,
+    canary: { input: string; output: string } | null = null,
+  ): { leaseId: string; batchJson: string } {
     const rows = this.sql.all<{ seq: number; job_id: string; input: string; attempts: number }>(
-      "SELECT seq, job_id, input, attempts FROM items WHERE state = 'queued' AND available_at <= ? ORDER BY priority DESC, seq LIMIT ?",
+      `SELECT seq, job_id, input, attempts FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
       now,
+      ...filter.bindings,
       size,
     );
     const leaseId = `${cfg.name}:${crypto.randomUUID().replaceAll("-", "")}`;
     const deadline = leaseDeadline(now, cfg.lease_ms);
+    if (canary) {
+      const pos = Math.floor(Math.random() * (rows.length + 1));
+      // A fresh item id, the next any item would get; its expected output waits in `output`.
+      const inserted = this.sql.one<{ seq: number }>(
+        "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, attempts, lease_id, lease_pos, leased_at, input, output) VALUES ('', 0, 0, ?1, ?1, 'canary', 0, ?2, ?3, ?1, ?4, ?5) RETURNING seq",
+        now,
+        leaseId,
+        pos,
+        canary.input,
+        canary.output,
+      );
+      if (inserted) rows.splice(pos, 0, { seq: inserted.seq, job_id: "", input: canary.input, attempts: 0 });
+    }
     this.sql.run(
-      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items) VALUES (?, ?, ?, ?, ?, 'active', ?)",
+      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items, donor) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
       leaseId,
       worker.worker_id,
       worker.pool,
       now,
       deadline,
       rows.length,
+      worker.donor ?? null,
     );
     // One statement for the whole batch: json_each's key is each item's position in the batch.
     this.sql.run(
       `UPDATE items SET state = 'leased', lease_id = ?1, leased_at = ?2, attempts = attempts + 1,
         lease_pos = (SELECT key FROM json_each(?3) WHERE value = items.seq)
-       WHERE seq IN (SELECT value FROM json_each(?3))`,
+       WHERE seq IN (SELECT value FROM json_each(?3)) AND state = 'queued'`,
       leaseId,
       now,
       JSON.stringify(rows.map((r) => r.seq)),
     );
     const parts = rows.map((r) => `{"id":"${r.seq}","attempt":${r.attempts + 1},"input":${r.input}}`);
-    this.jobs.markRunning([...new Set(rows.map((r) => r.job_id))], now);
+    this.jobs.markRunning([...new Set(rows.filter((r) => r.job_id !== "").map((r) => r.job_id))], now);
     this.metrics.inc("leases", worker.pool);
     // The items are spliced in as stored JSON text: no parse and re-serialise on the hot path.
     const head = JSON.stringify({

@@ -1,6 +1,7 @@
 // One Durable Object per model, called by edge/routes: jobs, leases and metrics in SQLite, so a restart
 // loses nothing accepted, and every deadline in a table driving the one alarm. It wires JobStore,
-// LeaseTable, LeaseSettlement and WorkerSlots; decisions come from the pure policies in shared/.
+// LeaseTable, LeaseSettlement, WorkerSlots and the trust in browser workers (Verifier, TrustStore);
+// decisions come from the pure policies in shared/.
 import { DurableObject } from "cloudflare:workers";
 import {
   type CompleteBody,
@@ -13,23 +14,34 @@ import {
   modelOfId,
   type Pool,
   ProtocolError,
+  type WorkerFrame,
 } from "../../shared/index.ts";
 import { loadConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
 import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
-import { type CompleteResult, LeaseSettlement } from "./lease-settlement.ts";
-import { type LeaseLookup, LeaseTable, notFoundAck } from "./lease-table.ts";
+import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
+import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
+import { type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
+import { Verifier } from "./verification.ts";
 import {
+  type Credential,
+  type LeaseHolder,
   type OutgoingFrame,
   readFrame,
   sendFrame,
+  setSocketCredential,
   setSocketWorker,
+  socketCredential,
   socketWorker,
   WorkerSlots,
 } from "./worker-slots.ts";
+
+/** Headers edge/routes/workers.ts sets on a socket a browser donor token opened (and strips from any other). */
+export const POOL_HEADER = "X-EdgeSwarm-Pool";
+export const DONOR_HEADER = "X-EdgeSwarm-Donor";
 
 export type { SubmitInput, SubmitResult } from "./job-store.ts";
 export type { CompleteResult } from "./lease-settlement.ts";
@@ -40,6 +52,10 @@ export interface QueueStats {
   in_flight: Record<Pool, number>;
   leases: Record<Pool, number>;
   workers: Record<Pool, number>;
+  /** Browser workers quarantined now (caught answering wrongly). */
+  quarantined: number;
+  /** Items whose output is held until a run on another worker agrees. */
+  awaiting_verification: number;
 }
 
 export class ModelQueue extends DurableObject<Env> {
@@ -49,6 +65,8 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly leases: LeaseTable;
   private readonly settlement: LeaseSettlement;
   private readonly slots: WorkerSlots;
+  private readonly trust: TrustStore;
+  private readonly verifier: Verifier;
   private model: string | undefined;
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
@@ -63,10 +81,22 @@ export class ModelQueue extends DurableObject<Env> {
     this.jobs = new JobStore(this.sql, this.metrics, () => this.model);
     const config = () => this.config();
     this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config);
-    this.settlement = new LeaseSettlement(this.sql, this.metrics, ctx.storage, this.jobs, config);
+    this.trust = new TrustStore(this.sql);
+    this.verifier = new Verifier(this.sql, this.metrics, this.trust);
+    this.settlement = new LeaseSettlement(
+      this.sql,
+      this.metrics,
+      ctx.storage,
+      this.jobs,
+      this.verifier,
+      this.trust,
+      config,
+      (ref, q) => this.tellQuarantined(ref, q),
+    );
     this.slots = new WorkerSlots(ctx);
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
+      this.trust.load(Date.now());
       this.model = this.sql.getMeta("model");
       this.alarmAt = await ctx.storage.getAlarm();
     });
@@ -96,9 +126,18 @@ export class ModelQueue extends DurableObject<Env> {
 
   stats(model: string): QueueStats {
     this.bind(model);
-    const workers = this.slots.countByPool(Date.now());
+    const now = Date.now();
+    const workers = this.slots.countByPool(now);
     const { leases, inFlight } = this.leases.activeByPool();
-    return { model, queued: this.jobs.queuedCount(), in_flight: inFlight, leases, workers };
+    return {
+      model,
+      queued: this.jobs.queuedCount(),
+      in_flight: inFlight,
+      leases,
+      workers,
+      quarantined: this.trust.quarantinedWorkers(now),
+      awaiting_verification: this.verifier.awaiting(),
+    };
   }
 
   metricsSnapshot(model: string): MetricsSnapshot {
@@ -108,36 +147,43 @@ export class ModelQueue extends DurableObject<Env> {
 
   // ---- worker side ---------------------------------------------------------------------------
 
-  /** HTTP long-poll lease: a batch as JSON text, or null when none formed within wait_ms. */
-  async lease(req: LeaseRequest): Promise<string | null> {
+  /**
+   * HTTP long-poll lease: a batch as JSON text, or null when none formed within wait_ms. The route passes
+   * what a browser donor token vouched for: the pool it is pinned to, and the donor id quarantine is keyed by.
+   */
+  async lease(req: LeaseRequest, credential: Credential = {}): Promise<string | null> {
     this.bind(req.model);
     const { model: _model, wait_ms, ...info } = req;
-    return this.slots.poll(info, wait_ms, Date.now(), () => this.pumpAndSchedule());
+    const holder: LeaseHolder = { ...info, pool: credential.pool ?? info.pool, donor: credential.donor };
+    return this.slots.poll(holder, wait_ms, Date.now(), () => this.pumpAndSchedule());
   }
 
   extend(leaseId: string, extendMs?: number): LeaseAck {
-    const found = this.activeLease(leaseId);
-    if ("ack" in found) return found.ack;
-    const now = Date.now();
-    const ack = this.leases.extend(found.lease, extendMs, now);
+    return this.onLease(leaseId, null, (lease, now) => this.extendLease(lease, extendMs, now));
+  }
+
+  complete(leaseId: string, body: CompleteBody): CompleteResult {
+    return this.onLease(leaseId, null, (lease, now) => this.completeLease(lease, body, now));
+  }
+
+  release(leaseId: string, reason?: string): LeaseAck {
+    return this.onLease(leaseId, null, (lease, now) => this.releaseLease(lease, now, reason));
+  }
+
+  private extendLease(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
+    const ack = this.leases.extend(lease, extendMs, now);
     this.schedule(now);
     return ack;
   }
 
-  complete(leaseId: string, body: CompleteBody): CompleteResult {
-    const found = this.activeLease(leaseId);
-    if ("ack" in found) return found.ack;
-    const now = Date.now();
-    const result = this.settlement.complete(found.lease, body, now);
-    if (!("error" in result)) this.pumpAndSchedule(now);
+  private completeLease(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
+    const result = this.settlement.complete(lease, body, now);
+    if (!("error" in result) || result.error.code === ErrorCode.quarantined) this.pumpAndSchedule(now);
     return result;
   }
 
-  release(leaseId: string, reason?: string): LeaseAck {
-    const found = this.activeLease(leaseId);
-    if ("ack" in found) return found.ack;
-    const now = Date.now();
-    const ack = this.settlement.release(found.lease, now, reason);
+  private releaseLease(lease: LeaseRow, now: number, reason?: string): LeaseAck {
+    const ack = this.settlement.release(lease, now, reason);
     this.pumpAndSchedule(now);
     return ack;
   }
@@ -152,6 +198,11 @@ export class ModelQueue extends DurableObject<Env> {
     this.bind(model);
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
+    // Only the route sets these (it strips them from what a client sent), so they can be trusted here.
+    const donor = request.headers.get(DONOR_HEADER);
+    const credential: Credential = request.headers.get(POOL_HEADER) === "browser" ? { pool: "browser" } : {};
+    if (donor) credential.donor = donor;
+    setSocketCredential(server, credential);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -172,11 +223,7 @@ export class ModelQueue extends DurableObject<Env> {
     if (frame instanceof ProtocolError) return { type: "error", code: frame.code, message: frame.message };
     const info = socketWorker(ws);
     if (frame.type === "hello") {
-      const { type: _type, version: _version, ...hello } = frame;
-      setSocketWorker(ws, hello);
-      const cfg = this.config();
-      sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms });
-      this.pumpAndSchedule();
+      this.hello(ws, frame);
       return null;
     }
     if (!info) return { type: "error", code: ErrorCode.badRequest, message: "send a hello frame before any other" };
@@ -184,15 +231,65 @@ export class ModelQueue extends DurableObject<Env> {
       setSocketWorker(ws, { ...info, draining: true });
       return { type: "draining", leases_held: this.leases.heldBy(info.worker_id) };
     }
+    if (frame.type === "resume") {
+      // The worker takes batches again (a browser tab shown again, or done resting for its duty cycle).
+      setSocketWorker(ws, { ...info, draining: false });
+      this.pumpAndSchedule();
+      return null;
+    }
     if (modelOfId(frame.lease_id) !== this.model) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
     }
-    let result: CompleteResult;
-    if (frame.type === "extend") result = this.extend(frame.lease_id, frame.extend_ms);
-    else if (frame.type === "complete") result = this.complete(frame.lease_id, frame);
-    else result = this.release(frame.lease_id, frame.reason);
+    // Over a socket a worker acts only on its own leases.
+    const result = this.onLease<CompleteResult>(frame.lease_id, info.worker_id, (lease, now) =>
+      frame.type === "extend"
+        ? this.extendLease(lease, frame.extend_ms, now)
+        : frame.type === "complete"
+          ? this.completeLease(lease, frame, now)
+          : this.releaseLease(lease, now, frame.reason),
+    );
     if ("error" in result) return { type: "error", ...result.error, lease_id: frame.lease_id };
     return { type: "ack", op: frame.type, ...result };
+  }
+
+  /**
+   * A worker says who it is. A socket opened with a browser donor token joins the browser pool only: a
+   * claim to the gpu pool is refused and the socket closed (1008). A quarantined worker is told so; its
+   * socket stays open, but it gets no batches until the quarantine ends.
+   */
+  private hello(ws: WebSocket, frame: Extract<WorkerFrame, { type: "hello" }>): void {
+    const { type: _type, version: _version, ...hello } = frame;
+    const credential = socketCredential(ws);
+    if (credential.pool === "browser" && hello.pool !== "browser") {
+      sendFrame(ws, {
+        type: "error",
+        code: ErrorCode.forbidden,
+        message: `this connection was opened with a browser donor token: it may join the browser pool only, not "${hello.pool}"`,
+      });
+      setSocketWorker(ws, null);
+      ws.close(1008, "forbidden: browser pool only");
+      return;
+    }
+    const holder: LeaseHolder = { ...hello, donor: credential.donor };
+    setSocketWorker(ws, holder);
+    const cfg = this.config();
+    sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms });
+    const now = Date.now();
+    const q = holder.pool === "browser" ? this.trust.quarantinedUntil(holder, now) : null;
+    if (q) sendFrame(ws, { type: "error", code: ErrorCode.quarantined, message: quarantineMessage(q) });
+    this.pumpAndSchedule(now);
+  }
+
+  /** Tells a quarantined browser worker's sockets (of it, or of its donor) why it gets no more batches. */
+  private tellQuarantined(ref: WorkerRef, q: Quarantine): void {
+    for (const ws of this.slots.socketsOf(ref.worker_id, ref.donor)) {
+      if (socketWorker(ws)?.pool !== "browser") continue;
+      try {
+        sendFrame(ws, { type: "error", code: ErrorCode.quarantined, message: quarantineMessage(q) });
+      } catch {
+        // closing anyway
+      }
+    }
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -227,6 +324,8 @@ export class ModelQueue extends DurableObject<Env> {
     const ttl = this.config().result_ttl_ms;
     this.jobs.dropFinished(now - ttl);
     this.leases.dropEnded(now - ttl);
+    this.verifier.collectGarbage();
+    this.trust.dropExpired(now);
     this.pumpAndSchedule(now);
   }
 
@@ -242,12 +341,23 @@ export class ModelQueue extends DurableObject<Env> {
     return this.config();
   }
 
-  /** Binds to the model a lease id names, and looks the lease up. */
-  private activeLease(leaseId: string): LeaseLookup {
+  /**
+   * Acts on an active lease, binding to the model its id names; otherwise answers why not. `holder`, when
+   * given, must be the worker that holds it.
+   */
+  private onLease<T extends CompleteResult>(
+    leaseId: string,
+    holder: string | null,
+    act: (lease: LeaseRow, now: number) => T,
+  ): T | LeaseAck {
     const model = modelOfId(leaseId);
     if (!model) throw new Error(`"${leaseId}" is not an EdgeSwarm id`);
     this.bind(model);
-    return this.leases.lookup(leaseId);
+    const found = this.leases.lookup(leaseId);
+    if ("ack" in found) return found.ack;
+    if (holder !== null && found.lease.worker_id !== holder)
+      return notFoundAck(leaseId, "this worker holds no such lease");
+    return act(found.lease, Date.now());
   }
 
   private config(): ModelConfig {
@@ -266,22 +376,54 @@ export class ModelQueue extends DurableObject<Env> {
   private pump(now: number): void {
     const cfg = this.config();
     this.batchDueAt = null;
-    for (;;) {
-      const slot = this.slots.free(this.leases.heldByWorker());
-      if (!slot) return;
-      const head = this.leases.eligible(now);
+    while (this.handOutOne(cfg, now)) {
+      // one batch per turn, until no free worker has one due
+    }
+  }
+
+  /**
+   * Hands one batch to the first free worker that has one due; false when none has. A browser worker of
+   * a model with verification on sees only the items it may run (not its own candidates' items) and may
+   * be given a canary; quarantined browser workers get nothing.
+   */
+  private handOutOne(cfg: ModelConfig, now: number): boolean {
+    const mayLease = (w: LeaseHolder) => w.pool !== "browser" || this.trust.quarantinedUntil(w, now) === null;
+    // Checked (browser) workers see the same items unless they produced a candidate; looked up once.
+    let producers: ReadonlySet<string> | undefined;
+    let tieBreaks = false;
+    let plainFoundNone = false;
+    for (const slot of this.slots.free(this.leases.heldByWorker(), mayLease)) {
+      const checked = this.verifier.checks(cfg, slot.info.pool);
+      if (checked && producers === undefined) {
+        producers = this.verifier.producers();
+        // Items whose two candidates disagree wait for the gpu pool while it has a worker.
+        tieBreaks = this.slots.countByPool(now).gpu === 0;
+      }
+      const plain = checked && !this.verifier.isProducer(producers, slot.info);
+      if (plain && plainFoundNone) continue;
+      const filter = checked ? this.verifier.itemFilter(slot.info, tieBreaks) : undefined;
+      const head = this.leases.eligible(now, filter);
+      const maxBatchSize = Math.min(cfg.max_batch_size, slot.info.max_batch_size);
       const decision = decideBatch({
         eligible: head?.n ?? 0,
         oldestEnqueuedAt: head?.oldest ?? null,
         now,
-        maxBatchSize: Math.min(cfg.max_batch_size, slot.info.max_batch_size),
+        maxBatchSize,
         maxQueueDelayMs: cfg.max_queue_delay_ms,
       });
       if (decision.kind === "wait") this.armBatchTimer(decision.until, now);
-      if (decision.kind !== "send") return;
-      const { leaseId, batchJson } = this.leases.handOut(slot.info, decision.size, now, cfg);
-      if (!this.slots.deliver(slot, batchJson)) this.release(leaseId, "could not be sent to the worker");
+      if (decision.kind === "send") {
+        const canary = checked ? this.verifier.known.pickCanary(cfg) : null;
+        const size = canary && decision.size >= maxBatchSize ? decision.size - 1 : decision.size;
+        const { leaseId, batchJson } = this.leases.handOut(slot.info, size, now, cfg, filter, canary);
+        if (!this.slots.deliver(slot, batchJson)) this.release(leaseId, "could not be sent to the worker");
+        return true;
+      }
+      // A worker that may take any item found none due: neither would any other.
+      if (!filter) return false;
+      if (plain) plainFoundNone = true;
     }
+    return false;
   }
 
   /**
@@ -289,6 +431,7 @@ export class ModelQueue extends DurableObject<Env> {
    * schedule() stays the durable backstop; this timer only lets the batch go out on time.
    */
   private armBatchTimer(until: number, now: number): void {
+    if (this.batchDueAt !== null && this.batchDueAt <= until) return;
     this.batchDueAt = until;
     if (this.batchTimer !== undefined) clearTimeout(this.batchTimer);
     this.batchTimer = setTimeout(

@@ -75,4 +75,48 @@ export const MODEL_QUEUE_MIGRATIONS = [
     PRIMARY KEY (name, pool)
   );
   `,
+  // Trust in browser workers (verification.ts, trust-store.ts): outputs held as candidates until a second
+  // run agrees, canary items (state 'canary', their expected output in `output`), known answers to draw
+  // canaries from, quarantines, and each worker's agreeing verifications.
+  `
+  ALTER TABLE items ADD COLUMN n_candidates INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE leases ADD COLUMN donor TEXT;
+  CREATE INDEX items_held ON items (state) WHERE n_candidates > 0;
+
+  CREATE TABLE candidates (
+    id INTEGER PRIMARY KEY,
+    item_seq INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    donor TEXT,
+    lease_id TEXT NOT NULL,
+    output TEXT NOT NULL
+  );
+  CREATE INDEX candidates_item ON candidates (item_seq);
+  CREATE INDEX candidates_worker ON candidates (worker_id);
+  CREATE INDEX candidates_donor ON candidates (donor) WHERE donor IS NOT NULL;
+  CREATE INDEX candidates_lease ON candidates (lease_id);
+
+  CREATE TABLE known_answers (
+    id INTEGER PRIMARY KEY,
+    model_sha TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT NOT NULL,
+    added_at INTEGER NOT NULL
+  );
+
+  CREATE TABLE quarantine (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    until INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+  );
+
+  CREATE TABLE worker_trust (
+    worker_id TEXT NOT NULL,
+    donor TEXT NOT NULL,
+    agreed INTEGER NOT NULL,
+    PRIMARY KEY (worker_id, donor)
+  );
+  `,
 ] as const;

@@ -1,6 +1,6 @@
-// The workers a model queue can hand batches to: WebSocket workers (their hello kept in the socket's
-// attachment, so it survives hibernation, and the frames read and sent on it) and HTTP long-poll
-// requests waiting for a batch. Used by ModelQueue to pick the free slot and deliver a batch to it.
+// The workers a model queue can hand batches to: WebSocket workers (their hello and credential kept in
+// the socket's attachment, so they survive hibernation, and the frames read and sent on it) and HTTP
+// long-poll requests waiting for a batch. Used by ModelQueue to pick a free slot and deliver a batch to it.
 import {
   type CoordinatorFrame,
   type Pool,
@@ -11,24 +11,58 @@ import {
   type WorkerInfo,
 } from "../../shared/index.ts";
 
-/** What a socket's attachment holds: the worker's hello, and whether it asked to drain. */
-export type SocketWorkerInfo = WorkerInfo & { draining?: boolean };
+/**
+ * What the edge route vouched for when the connection was made: a browser donor token pins the worker to
+ * the browser pool and names the donor, which quarantine is keyed by. Empty for a worker-token connection.
+ */
+export interface Credential {
+  pool?: "browser";
+  donor?: string;
+}
 
-type Poller = { kind: "poll"; info: WorkerInfo; resolve: (batchJson: string | null) => void };
+/** A worker as the queue leases to it: its hello (or long-poll request) plus the donor it came in as. */
+export type LeaseHolder = WorkerInfo & { donor?: string | undefined };
 
-export type Slot = { kind: "socket"; ws: WebSocket; info: WorkerInfo } | Poller;
+/** What a socket's attachment holds: the worker's hello, whether it asked to drain, and its credential. */
+export type SocketWorkerInfo = LeaseHolder & { draining?: boolean };
+
+interface SocketAttachment {
+  worker: SocketWorkerInfo | null;
+  credential: Credential;
+}
+
+type Poller = { kind: "poll"; info: LeaseHolder; resolve: (batchJson: string | null) => void };
+
+export type Slot = { kind: "socket"; ws: WebSocket; info: LeaseHolder } | Poller;
 
 /** HTTP workers count as connected for this long after their last lease call. */
 const HTTP_WORKER_SEEN_MS = 60_000;
 
+function attachment(ws: WebSocket): SocketAttachment {
+  const raw = ws.deserializeAttachment() as SocketAttachment | SocketWorkerInfo | null;
+  if (raw === null) return { worker: null, credential: {} };
+  // A socket hibernated by an earlier version holds the hello itself.
+  return "worker_id" in raw ? { worker: raw, credential: {} } : raw;
+}
+
 /** The worker on this socket; null before its hello, or once it is gone. */
 export function socketWorker(ws: WebSocket): SocketWorkerInfo | null {
-  return ws.deserializeAttachment() as SocketWorkerInfo | null;
+  return attachment(ws).worker;
+}
+
+/** What the route vouched for on this socket. */
+export function socketCredential(ws: WebSocket): Credential {
+  return attachment(ws).credential;
+}
+
+/** Records the credential a socket was opened with, before its hello. */
+export function setSocketCredential(ws: WebSocket, credential: Credential): void {
+  ws.serializeAttachment({ worker: null, credential } satisfies SocketAttachment);
 }
 
 /** Records the worker on this socket; null forgets it, so it is handed no more batches. */
 export function setSocketWorker(ws: WebSocket, info: SocketWorkerInfo | null): void {
-  ws.serializeAttachment(info);
+  ws.serializeAttachment({ ...attachment(ws), worker: info } satisfies SocketAttachment);
 }
 
 /** Reads one frame from a worker's socket: the typed frame, or the protocol error to answer it with. */
@@ -56,7 +90,7 @@ export class WorkerSlots {
    * Waits up to waitMs for a batch for an HTTP worker. `joined` runs once the worker is in line, so
    * a batch that is ready now goes out without waiting; then the wait starts if none was handed over.
    */
-  poll(info: WorkerInfo, waitMs: number, now: number, joined: () => void): Promise<string | null> {
+  poll(info: LeaseHolder, waitMs: number, now: number, joined: () => void): Promise<string | null> {
     this.httpWorkersSeen.set(info.worker_id, { pool: info.pool, at: now });
     return new Promise<string | null>((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -108,22 +142,27 @@ export class WorkerSlots {
   }
 
   /**
-   * The free worker with the fewest batches in hand; sockets first, then long-poll requests.
-   * `held` is each worker's count of active leases.
+   * The free workers that `mayLease` allows, fewest batches in hand first; sockets, then long-poll
+   * requests. `held` is each worker's count of active leases.
    */
-  free(held: ReadonlyMap<string, number>): Slot | undefined {
-    let best: Slot | undefined;
-    let bestHeld = Number.POSITIVE_INFINITY;
+  free(held: ReadonlyMap<string, number>, mayLease: (info: LeaseHolder) => boolean): Slot[] {
+    const sockets: { slot: Slot; n: number }[] = [];
     for (const ws of this.ctx.getWebSockets()) {
       const info = socketWorker(ws);
       if (!info || info.draining || ws.readyState !== WebSocket.READY_STATE_OPEN) continue;
       const n = held.get(info.worker_id) ?? 0;
-      if (n < info.max_concurrent_batches && n < bestHeld) {
-        best = { kind: "socket", ws, info };
-        bestHeld = n;
-      }
+      if (n < info.max_concurrent_batches && mayLease(info)) sockets.push({ slot: { kind: "socket", ws, info }, n });
     }
-    return best ?? this.pollers[0];
+    sockets.sort((a, b) => a.n - b.n);
+    return [...sockets.map((s) => s.slot), ...this.pollers.filter((p) => mayLease(p.info))];
+  }
+
+  /** The open sockets of a worker, or of any worker of a donor. */
+  socketsOf(workerId: string, donor: string | null): WebSocket[] {
+    return this.ctx.getWebSockets().filter((ws) => {
+      const info = socketWorker(ws);
+      return info !== null && (info.worker_id === workerId || (donor !== null && info.donor === donor));
+    });
   }
 
   /** Hands a batch to its slot; false when a socket could not take it (it then gets no more batches). */

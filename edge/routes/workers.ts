@@ -1,6 +1,6 @@
 // The worker protocol over HTTP (lease with long-poll, extend, complete, release) and the WebSocket
 // upgrade for workers that hold a socket. Both end in the same queue object methods.
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import {
   CompleteBody,
   ErrorCode,
@@ -13,10 +13,11 @@ import {
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import type { CompleteResult } from "../model-queue/model-queue.ts";
+import { type CompleteResult, DONOR_HEADER, POOL_HEADER } from "../model-queue/model-queue.ts";
 import { modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
 
 export const workerRoutes = new Hono<HonoEnv>();
+
 const authorised = requireKey("worker");
 
 /** ok and duplicate are both success for an idempotent call; stale and not_found tell the worker its work was dropped. */
@@ -29,11 +30,25 @@ function answerAck(result: CompleteResult): Response {
   throw new ApiError(status, code, ack.message ?? `lease ${ack.lease_id} is ${ack.status}`, { extra: { ...ack } });
 }
 
+/** A browser donor may serve only the models its token names, and only in the browser pool. */
+function checkDonor(c: Context<HonoEnv>, model: string, pool?: string): void {
+  const donor = c.get("donor");
+  if (!donor) return;
+  if (!donor.models.includes(model)) {
+    throw new ApiError(403, ErrorCode.forbidden, `this donor token is for ${donor.models.join(", ")}, not ${model}`);
+  }
+  if (pool !== undefined && pool !== "browser") {
+    throw new ApiError(403, ErrorCode.forbidden, "a donor token joins the browser pool only");
+  }
+}
+
 workerRoutes.post("/v1/leases", authorised, async (c) => {
   const req = await readJson(c, LeaseRequest, "lease request");
   modelOrThrow(c, req.model);
+  checkDonor(c, req.model, req.pool);
   const queue = queueOf(c, req.model);
-  const batch = await queue.lease(req);
+  const donor = c.get("donor");
+  const batch = await queue.lease(req, donor ? { pool: "browser", donor: donor.donor } : {});
   if (batch === null) return c.body(null, 204);
   if (c.req.raw.signal.aborted) {
     // The worker gave up on the long-poll before the batch came: hand it straight back.
@@ -73,6 +88,7 @@ workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
   const name = c.req.query("model") ?? "";
   if (!MODEL_NAME.test(name)) throw new ApiError(400, ErrorCode.validation, "pass the model to serve as ?model=NAME");
   modelOrThrow(c, name);
+  checkDonor(c, name);
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError(
       426,
@@ -80,5 +96,14 @@ workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
       "this endpoint speaks WebSocket: send Upgrade: websocket (or use the HTTP lease endpoints)",
     );
   }
-  return queueOf(c, name).fetch(c.req.raw);
+  // The queue object trusts these two headers, so only this route may set them.
+  const forwarded = new Request(c.req.raw);
+  forwarded.headers.delete(POOL_HEADER);
+  forwarded.headers.delete(DONOR_HEADER);
+  const donor = c.get("donor");
+  if (donor) {
+    forwarded.headers.set(POOL_HEADER, "browser");
+    forwarded.headers.set(DONOR_HEADER, donor.donor);
+  }
+  return queueOf(c, name).fetch(forwarded);
 });

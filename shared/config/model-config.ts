@@ -3,6 +3,45 @@
 import { z } from "zod";
 import { MODEL_NAME } from "../protocol/caller.ts";
 
+/**
+ * Trust in browser workers (donated, untrusted compute). The gpu pool is trusted and never verified.
+ * A browser worker's batches are all run again on another worker until `trust_after` of them agreed,
+ * then a `sample_rate` share of them; outputs that are verified are held back from callers until a
+ * second run agrees. These defaults keep a lying browser worker's answers from reaching a caller.
+ */
+export const VERIFICATION_DEFAULTS = {
+  /** false trusts the browser pool like the gpu pool: no second runs, no canaries, no quarantine. */
+  enabled: true,
+  /** Share of a trusted browser worker's batches still run a second time on another worker. */
+  sample_rate: 0.1,
+  /** Verified batches, all agreeing, after which a browser worker is only sampled. */
+  trust_after: 5,
+  /** Two outputs agree when every number is within abs + rel * max(|a|, |b|) and all else is equal. */
+  tolerance: { abs: 1e-3, rel: 1e-3 },
+  /** How long a worker (and its donor) caught answering wrongly gets no leases. */
+  quarantine_ms: 600_000,
+  /** Share of browser batches that carry one known-answer item (a canary), when known answers exist. */
+  canary_rate: 0.1,
+  /** Known answers (input, trusted output) kept per model to draw canaries from. */
+  known_answers: 32,
+} as const;
+
+export const Verification = z.strictObject({
+  enabled: z.boolean().default(VERIFICATION_DEFAULTS.enabled),
+  sample_rate: z.number().min(0).max(1).default(VERIFICATION_DEFAULTS.sample_rate),
+  trust_after: z.int().min(0).max(1_000_000).default(VERIFICATION_DEFAULTS.trust_after),
+  tolerance: z
+    .strictObject({
+      abs: z.number().min(0).default(VERIFICATION_DEFAULTS.tolerance.abs),
+      rel: z.number().min(0).default(VERIFICATION_DEFAULTS.tolerance.rel),
+    })
+    .prefault({}),
+  quarantine_ms: z.int().min(0).default(VERIFICATION_DEFAULTS.quarantine_ms),
+  canary_rate: z.number().min(0).max(1).default(VERIFICATION_DEFAULTS.canary_rate),
+  known_answers: z.int().min(0).max(1_000).default(VERIFICATION_DEFAULTS.known_answers),
+});
+export type Verification = z.infer<typeof Verification>;
+
 export const QUEUE_DEFAULTS = {
   /** Triton's max_batch_size: the most items one batch holds. */
   max_batch_size: 32,
@@ -27,6 +66,7 @@ export const QUEUE_DEFAULTS = {
   default_priority: 0,
   /** How long a finished job's result can still be read with GET /v1/jobs/{id}. */
   result_ttl_ms: 3_600_000,
+  verification: VERIFICATION_DEFAULTS,
 } as const;
 
 const FileRef = z.strictObject({
@@ -64,6 +104,8 @@ export const ModelConfig = z
     priority_levels: z.int().min(1).max(16).default(QUEUE_DEFAULTS.priority_levels),
     default_priority: z.int().min(0).default(QUEUE_DEFAULTS.default_priority),
     result_ttl_ms: z.int().positive().default(QUEUE_DEFAULTS.result_ttl_ms),
+    /** Checks on browser workers' outputs; see VERIFICATION_DEFAULTS. */
+    verification: Verification.prefault({}),
     /** The files workers load; absent for a queue whose workers bring their own model. */
     files: ModelFiles.optional(),
     /** Tokenizer truncation for text tasks. */

@@ -18,6 +18,10 @@ export const ErrorCode = {
   timeoutTooLong: "timeout_too_long",
   wrongResultCount: "wrong_result_count",
   outputTooLarge: "output_too_large",
+  /** A worker's output does not have its task's shape (shared/policy/output-shape.ts). */
+  invalidOutput: "invalid_output",
+  /** A worker caught answering wrongly gets no leases for a while. */
+  quarantined: "quarantined",
   leaseStale: "lease_stale",
   tooDeep: "nested_too_deeply",
   expired: "expired",

@@ -53,6 +53,8 @@ export const WorkerFrame = z.discriminatedUnion("type", [
   ReleaseBody.extend({ type: z.literal("release"), lease_id: z.string().min(1) }),
   /** Stop sending this socket batches (shutdown): it finishes or releases what it holds, then closes. */
   z.strictObject({ type: z.literal("drain") }),
+  /** Take batches again after a drain (a worker that paused rather than shut down). */
+  z.strictObject({ type: z.literal("resume") }),
 ]);
 export type WorkerFrame = z.infer<typeof WorkerFrame>;
 

@@ -46,6 +46,16 @@ export function modelFolderUrl(spec: ModelConfig, registryUrl: string | URL): UR
   return new URL(base.endsWith("/") ? base : `${base}/`, registryUrl);
 }
 
+/** Every file of a registry entry as the URL it loads from and its sha256 (what caches key on). */
+export function modelFileUrls(spec: ModelConfig, registryUrl: string | URL): { url: string; sha256: string }[] {
+  const files = spec.files;
+  if (!files) return [];
+  const folder = modelFolderUrl(spec, registryUrl);
+  return [files.model, files.config, files.tokenizer, files.tokenizer_config]
+    .filter((ref) => ref !== undefined)
+    .map((ref) => ({ url: new URL(ref.path, folder).href, sha256: ref.sha256 }));
+}
+
 export interface FetchFileOptions {
   fetch?: FetchFn;
   cache?: ModelFileCache;

@@ -1,4 +1,6 @@
 // Model registries the suites run against: millisecond leases and delays, so expiry is tested without sleeps of seconds.
+const FAKE_FILES = { model: { path: "onnx/model.onnx", sha256: "0".repeat(64) } };
+
 export const TEST_REGISTRY = {
   models: [
     {
@@ -15,11 +17,57 @@ export const TEST_REGISTRY = {
       max_timeout_ms: 10_000,
       priority_levels: 3,
     },
-    { name: "bravo", task: "tensor", max_batch_size: 64, max_queue_delay_ms: 0, lease_ms: 5_000 },
+    // Its browser-pool tests are about scaling, not trust: browser outputs are taken as they come.
+    {
+      name: "bravo",
+      task: "tensor",
+      max_batch_size: 64,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { enabled: false },
+    },
     // A delay no test waits out: a batch that arrives proves it went out because it was full.
     { name: "charlie", task: "tensor", max_batch_size: 4, max_queue_delay_ms: 60_000 },
+    // Trust in browser workers (test/workers/trust.test.ts). Files make the coordinator check outputs'
+    // shapes; the hash is never downloaded here.
+    // Verification as shipped: every default.
+    { name: "guarded", task: "text-classification", files: FAKE_FILES, max_queue_delay_ms: 0, lease_ms: 5_000 },
+    // Every browser batch verified until 2 agreed, then none sampled; no canaries: deterministic.
+    {
+      name: "verified",
+      task: "text-classification",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { trust_after: 2, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000 },
+    },
+    // A verifying lease that expires in 150 ms.
+    {
+      name: "verified-short",
+      task: "text-classification",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 150,
+      max_attempts: 2,
+      retry_backoff_ms: 0,
+      verification: { trust_after: 100, canary_rate: 0 },
+    },
+    // Trusted at once and never sampled, but every batch carries a canary once known answers exist.
+    {
+      name: "canaried",
+      task: "feature-extraction",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { trust_after: 0, sample_rate: 0, canary_rate: 1, tolerance: { abs: 1e-4, rel: 0 } },
+    },
   ],
 };
+
+export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried"] as const;
 
 export const TEST_API_KEY = "test-api-key";
 export const TEST_WORKER_TOKEN = "test-worker-token";

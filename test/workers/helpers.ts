@@ -1,8 +1,9 @@
 // Helpers for the edge suites that run inside workerd: call the app as a client would, and act as a
 // worker over the real WebSocket and HTTP lease protocol.
 import { abortAllDurableObjects, env, runInDurableObject, SELF } from "cloudflare:test";
+import { DONOR_HEADER, POOL_HEADER } from "../../edge/model-queue/model-queue.ts";
 import type { CoordinatorFrame } from "../../shared/index.ts";
-import { TEST_API_KEY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
+import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
 
 export const CALLER = { Authorization: `Bearer ${TEST_API_KEY}` };
 export const WORKER = { Authorization: `Bearer ${TEST_WORKER_TOKEN}` };
@@ -65,6 +66,24 @@ export class SocketWorker {
     });
   }
 
+  /**
+   * Opens a socket without saying hello. With `donor`, the socket is opened on the queue object as the
+   * route forwards one a browser donor token opened: pinned to the browser pool, named by its donor id.
+   */
+  static async open(model: string, opts: { donor?: string } = {}): Promise<SocketWorker> {
+    const res =
+      opts.donor === undefined
+        ? await SELF.fetch(`http://edge/v1/workers/connect?model=${model}`, {
+            headers: { Upgrade: "websocket", ...WORKER },
+          })
+        : await queue(model).fetch(`http://queue/v1/workers/connect?model=${model}`, {
+            headers: { Upgrade: "websocket", [POOL_HEADER]: "browser", [DONOR_HEADER]: opts.donor },
+          });
+    if (!res.webSocket) throw new Error(`no websocket: ${res.status} ${await res.text()}`);
+    res.webSocket.accept();
+    return new SocketWorker(res.webSocket);
+  }
+
   static async connect(
     model: string,
     info: {
@@ -72,18 +91,14 @@ export class SocketWorker {
       pool?: "gpu" | "browser";
       max_batch_size?: number;
       max_concurrent_batches?: number;
+      donor?: string;
     } = {},
   ): Promise<SocketWorker> {
-    const res = await SELF.fetch(`http://edge/v1/workers/connect?model=${model}`, {
-      headers: { Upgrade: "websocket", ...WORKER },
-    });
-    if (!res.webSocket) throw new Error(`no websocket: ${res.status} ${await res.text()}`);
-    res.webSocket.accept();
-    const worker = new SocketWorker(res.webSocket);
+    const worker = await SocketWorker.open(model, info.donor === undefined ? {} : { donor: info.donor });
     worker.send({
       type: "hello",
       worker_id: info.worker_id ?? crypto.randomUUID(),
-      pool: info.pool ?? "gpu",
+      pool: info.pool ?? (info.donor === undefined ? "gpu" : "browser"),
       device: "cpu",
       max_batch_size: info.max_batch_size ?? 64,
       max_concurrent_batches: info.max_concurrent_batches ?? 1,
@@ -130,10 +145,12 @@ export class SocketWorker {
 }
 
 /** Wipes every queue object (storage, alarm, in-memory state) so each test starts from nothing. */
-export async function wipeQueues(models: readonly string[] = ["alpha", "bravo", "charlie"]): Promise<void> {
+export async function wipeQueues(models: readonly string[] = TEST_REGISTRY.models.map((m) => m.name)): Promise<void> {
   await abortAllDurableObjects();
   for (const model of models) {
-    await runInDurableObject(queue(model), async (_instance, state) => {
+    await runInDurableObject(queue(model), async (instance, state) => {
+      // An alarm already on its way would otherwise run on the emptied storage before the abort below.
+      Object.assign(instance, { alarm: async () => {} });
       await state.storage.deleteAlarm();
       await state.storage.deleteAll();
     });

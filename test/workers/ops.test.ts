@@ -2,7 +2,10 @@
 import { env } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { app } from "../../edge/app.ts";
+import { TEST_REGISTRY } from "../support/test-models.ts";
 import { call, infer, SocketWorker, WORKER, waitFor, wipeQueues } from "./helpers.ts";
+
+const MODEL_NAMES = TEST_REGISTRY.models.map((m) => m.name);
 
 afterEach(() => wipeQueues());
 
@@ -11,7 +14,7 @@ describe("health", () => {
     expect((await call("/healthz", { headers: { Authorization: "" } })).body).toEqual({ status: "ok" });
     const ready = await call("/readyz", { headers: { Authorization: "" } });
     expect(ready.status).toBe(200);
-    expect(ready.body.models).toEqual(["alpha", "bravo", "charlie"]);
+    expect(ready.body.models).toEqual(MODEL_NAMES);
   });
 });
 
@@ -55,7 +58,7 @@ describe("GET /v1/workers/models", () => {
   it("gives workers the full registry, and only to workers", async () => {
     const res = await call("/v1/workers/models", { headers: WORKER });
     expect(res.status).toBe(200);
-    expect(res.body.models.map((m: { name: string }) => m.name)).toEqual(["alpha", "bravo", "charlie"]);
+    expect(res.body.models.map((m: { name: string }) => m.name)).toEqual(MODEL_NAMES);
     expect((await call("/v1/workers/models")).status).toBe(401);
   });
 });

@@ -199,6 +199,8 @@ function model(name: string, over: Partial<ModelMetrics["snapshot"]> = {}): Mode
       in_flight: { browser: 3, gpu: 64 },
       leases: { browser: 1, gpu: 2 },
       workers: { browser: 5, gpu: 1 },
+      quarantined: 2,
+      awaiting_verification: 4,
     },
     snapshot: {
       counters: [

@@ -1,0 +1,341 @@
+// What the donor Web Worker exposes through comlink. Two layers, one object:
+// - the runner: load a registry entry with onnxruntime-web (webgpu, else wasm) and run batches on it;
+// - the donor: trade the site key for a worker token, load the models, hold one socket per model to the
+//   coordinator (shared/worker-loop), and let the page pause, resume, stop and watch.
+// Model execution, sockets and lease timers all live here, off the page's main thread (where timers
+// of a background tab are throttled and would let leases lapse).
+import type { DonorStatus, DonorTokenResponse, ItemResult, ModelConfig } from "../../shared/index.ts";
+import type { DonorState } from "../../shared/protocol/donor.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import { modelFileUrls } from "../../shared/runner/model-files.ts";
+import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { type BatchReport, ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import { createOrtWebFactory, type OrtWebFactory, WEB_DEVICES } from "../runner/ort-web-session.ts";
+import { IdbModelCache } from "./model-cache.ts";
+
+export interface RunnerOptions {
+  /** Where relative model paths resolve from (the registry file's URL). */
+  registryUrl: string;
+  /** Devices in order of preference; default webgpu then wasm. */
+  devices?: readonly string[];
+  /** Where onnxruntime-web's .wasm files are served. */
+  wasmPaths?: string;
+  /** WASM threads; default: one unless the context is cross-origin isolated. */
+  numThreads?: number;
+}
+
+export interface LoadedInfo {
+  name: string;
+  task: string;
+  device: string;
+  runtime: string;
+}
+
+export interface DonorConfig {
+  /** The coordinator's origin, e.g. https://swarm.example.com. */
+  coordinator: string;
+  siteKey: string;
+  /** Models to serve; default all the site allows. */
+  models?: string[];
+  devices?: readonly string[];
+  /** Largest batch this tab takes. */
+  maxBatchSize?: number;
+  /** Share of wall time the worker may be busy, 0 < d <= 1: after a batch of t ms it rests t*(1-d)/d ms. */
+  dutyCycle?: number;
+  wasmPaths?: string;
+  numThreads?: number;
+}
+
+export type DonorEvent =
+  | { type: "status"; status: DonorStatus }
+  | { type: "batch"; model: string; device: string; items: number; failed: number; ms: number }
+  | { type: "log"; line: string };
+
+type Listener = (event: DonorEvent) => void;
+
+const DEFAULT_BATCH = 16;
+/** Renew the worker token when less than this is left, so reconnects never present an expired one. */
+const TOKEN_MARGIN_MS = 60_000;
+
+function randomId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A loaded model that moves itself to wasm when the GPU device under it is lost, and redoes that batch. */
+class FallbackModel implements LoadedModel {
+  constructor(
+    private current: LoadedModel,
+    private readonly reload: () => Promise<LoadedModel>,
+    private readonly factory: OrtWebFactory,
+  ) {}
+  get name() {
+    return this.current.name;
+  }
+  get task() {
+    return this.current.task;
+  }
+  get device() {
+    return this.current.device;
+  }
+  get runtime() {
+    return this.current.runtime;
+  }
+
+  async run(inputs: readonly unknown[]): Promise<ItemResult[]> {
+    if (this.current.device === "webgpu" && this.factory.gpuDeviceLost) await this.moveToWasm();
+    const model = this.current;
+    if (model.device !== "webgpu") return model.run(inputs);
+    // A run on a device that goes away may never settle, and outputs computed meanwhile cannot be trusted.
+    const lost = Symbol("lost");
+    const outcome = await Promise.race([model.run(inputs), this.factory.whenGpuDeviceLost.then(() => lost)]);
+    if (outcome !== lost && !this.factory.gpuDeviceLost) return outcome as ItemResult[];
+    await this.moveToWasm();
+    return this.current.run(inputs);
+  }
+
+  private moving: Promise<void> | undefined;
+  private moveToWasm(): Promise<void> {
+    this.moving ??= (async () => {
+      const old = this.current;
+      this.current = await this.reload();
+      void old.dispose().catch(() => undefined);
+    })();
+    return this.moving;
+  }
+
+  dispose(): Promise<void> {
+    return this.current.dispose();
+  }
+}
+
+export function createDonorApi() {
+  let factory: OrtWebFactory | undefined;
+  const cache = new IdbModelCache("edgeswarm-models", (m) => emit({ type: "log", line: m }));
+  const loaded = new Map<string, FallbackModel>();
+  const listeners = new Set<Listener>();
+  const connections: ModelConnection[] = [];
+  const counts = new Map<string, { batches: number; items: number }>();
+  const pausedFor = new Set<string>();
+  let state: DonorState = "idle";
+  let error: string | undefined;
+  let donor: DonorTokenResponse | undefined;
+  let config: DonorConfig | undefined;
+  let busyMs = 0;
+  let restTimer: ReturnType<typeof setTimeout> | undefined;
+  const workerId = `browser-${randomId()}`;
+
+  function emit(event: DonorEvent) {
+    for (const listener of listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A page listener that throws must not stop the worker.
+      }
+    }
+  }
+
+  function status(): DonorStatus {
+    return {
+      state,
+      pausedFor: [...pausedFor],
+      workerId,
+      donorId: donor?.donor_id,
+      models: [...loaded.values()].map((m) => {
+        const c = counts.get(m.name) ?? { batches: 0, items: 0 };
+        const connected = connections.find((x) => x.model === m.name)?.connected ?? false;
+        return { name: m.name, task: m.task, device: m.device, connected, ...c };
+      }),
+      busyMs,
+      cache: { ...cache.counts },
+      gpuDeviceLost: factory?.gpuDeviceLost,
+      error,
+    };
+  }
+
+  function setState(next: DonorState) {
+    state = next;
+    emit({ type: "status", status: status() });
+  }
+
+  function factoryFor(opts: { wasmPaths?: string; numThreads?: number }): OrtWebFactory {
+    // WASM threads are started from this script's URL, which a worker may only do from its own origin.
+    const crossOrigin = typeof location !== "undefined" && new URL(import.meta.url).origin !== location.origin;
+    const numThreads = opts.numThreads ?? (crossOrigin ? 1 : undefined);
+    factory ??= createOrtWebFactory({
+      wasmPaths: opts.wasmPaths,
+      numThreads,
+      warn: (line) => emit({ type: "log", line }),
+    });
+    return factory;
+  }
+
+  async function load(spec: ModelConfig, opts: RunnerOptions): Promise<LoadedInfo> {
+    const f = factoryFor(opts);
+    const devices = opts.devices ?? WEB_DEVICES;
+    const registryUrl = opts.registryUrl;
+    const first = await loadModel(spec, f, { registryUrl, cache, devices });
+    const model = new FallbackModel(first, () => loadModel(spec, f, { registryUrl, cache, devices: ["wasm"] }), f);
+    await loaded.get(spec.name)?.dispose();
+    loaded.set(spec.name, model);
+    return { name: model.name, task: model.task, device: model.device, runtime: model.runtime ?? "onnxruntime-web" };
+  }
+
+  function modelOrThrow(name: string): FallbackModel {
+    const model = loaded.get(name);
+    if (!model) throw new Error(`model ${name} is not loaded here; load it first`);
+    return model;
+  }
+
+  async function fetchToken(cfg: DonorConfig): Promise<DonorTokenResponse> {
+    const res = await fetch(`${cfg.coordinator}/v1/donors/token`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ site_key: cfg.siteKey, ...(cfg.models ? { models: cfg.models } : {}) }),
+    });
+    const body = (await res.json().catch(() => ({}))) as DonorTokenResponse & { error?: { message?: string } };
+    if (!res.ok) throw new Error(`the coordinator refused this site: ${res.status} ${body.error?.message ?? ""}`);
+    return body;
+  }
+
+  async function currentToken(): Promise<string> {
+    if (!config) throw new Error("not started");
+    if (!donor || donor.expires_at - Date.now() < TOKEN_MARGIN_MS) donor = await fetchToken(config);
+    return donor.token;
+  }
+
+  function applyPause() {
+    const paused = pausedFor.size > 0;
+    for (const c of connections) {
+      if (paused) c.pause(!pausedFor.has("duty cycle"));
+      else c.resume();
+    }
+    if (state === "running" || state === "paused") setState(paused ? "paused" : "running");
+  }
+
+  /** After a batch of `ms`, rest so the busy share stays at the duty cycle. */
+  function afterBatch(report: BatchReport) {
+    busyMs += report.ms;
+    const c = counts.get(report.model) ?? { batches: 0, items: 0 };
+    c.batches++;
+    c.items += report.ok + report.failed;
+    counts.set(report.model, c);
+    emit({
+      type: "batch",
+      model: report.model,
+      device: report.device,
+      items: report.ok + report.failed,
+      failed: report.failed,
+      ms: report.ms,
+    });
+    const duty = config?.dutyCycle ?? 1;
+    if (duty >= 1 || pausedFor.has("duty cycle")) return;
+    const rest = (report.ms * (1 - duty)) / duty;
+    pausedFor.add("duty cycle");
+    applyPause();
+    restTimer = setTimeout(() => {
+      pausedFor.delete("duty cycle");
+      applyPause();
+    }, rest);
+  }
+
+  return {
+    // ---- runner --------------------------------------------------------------------------------
+    load,
+    run(name: string, inputs: unknown[]): Promise<ItemResult[]> {
+      return modelOrThrow(name).run(inputs);
+    },
+    async unload(name: string): Promise<void> {
+      await loaded.get(name)?.dispose();
+      loaded.delete(name);
+    },
+    /** Destroys the WebGPU device in use, as a driver reset would: a drill for the wasm fallback. */
+    loseGpuDevice(): Promise<boolean> {
+      return factory?.loseGpuDevice() ?? Promise.resolve(false);
+    },
+
+    // ---- donor ---------------------------------------------------------------------------------
+    /** Listens for status changes, batches and log lines (pass a comlink proxy from the page). */
+    subscribe(listener: Listener): void {
+      listeners.add(listener);
+    },
+
+    async start(cfg: DonorConfig): Promise<DonorStatus> {
+      if (state !== "idle" && state !== "stopped" && state !== "failed") return status();
+      config = cfg;
+      error = undefined;
+      setState("starting");
+      try {
+        donor = await fetchToken(cfg);
+        const grant = donor;
+        const registryUrl = grant.registry_url;
+        await cache.retainOnly(grant.models.flatMap((m) => modelFileUrls(m, registryUrl)));
+        for (const spec of grant.models) {
+          const info = await load(spec, {
+            registryUrl,
+            devices: cfg.devices,
+            wasmPaths: cfg.wasmPaths,
+            numThreads: cfg.numThreads,
+          });
+          emit({ type: "log", line: `loaded ${info.name} on ${info.device}` });
+        }
+        for (const model of loaded.values()) {
+          const connection = new ModelConnection({
+            coordinator: cfg.coordinator,
+            token: currentToken,
+            openSocket: (url, token) => new WebSocket(token ? `${url}&token=${encodeURIComponent(token)}` : url),
+            model,
+            info: {
+              worker_id: workerId,
+              pool: "browser",
+              device: model.device,
+              max_batch_size: cfg.maxBatchSize ?? DEFAULT_BATCH,
+              max_concurrent_batches: 1,
+            },
+            hooks: {
+              log: (line) => emit({ type: "log", line }),
+              onConnected: () => emit({ type: "status", status: status() }),
+              onBatch: afterBatch,
+            },
+          });
+          connections.push(connection);
+          if (pausedFor.size > 0) connection.pause();
+          connection.start();
+        }
+        setState(pausedFor.size > 0 ? "paused" : "running");
+      } catch (e) {
+        error = (e as Error).message;
+        setState("failed");
+      }
+      return status();
+    },
+
+    /** Pause for a reason ("hidden", "battery", "page"); work resumes when every reason is cleared. */
+    pause(reason = "page"): DonorStatus {
+      pausedFor.add(reason);
+      applyPause();
+      return status();
+    },
+
+    resume(reason = "page"): DonorStatus {
+      pausedFor.delete(reason);
+      applyPause();
+      return status();
+    },
+
+    /** Hands back what it holds and closes every socket; start() may be called again. */
+    async stop(): Promise<DonorStatus> {
+      clearTimeout(restTimer);
+      pausedFor.delete("duty cycle");
+      const closing = connections.splice(0);
+      await Promise.all(closing.map((c) => c.drain(0)));
+      if (state !== "idle") setState("stopped");
+      return status();
+    },
+
+    status,
+  };
+}
+
+export type DonorApi = ReturnType<typeof createDonorApi>;
+export type { DonorStatus };

@@ -1,0 +1,98 @@
+// Known answers of one model queue: (input, output) pairs from trusted outputs (a gpu worker's, or one
+// verified by agreement), kept few and small, to slip into browser workers' batches as canaries; and
+// the vector length feature-extraction outputs of the model have. Used by Verifier and LeaseSettlement.
+import { type ModelConfig, outputProblem } from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+
+/** Known answers bigger than this are not kept: they are copied into every canary. */
+const KNOWN_ANSWER_MAX_BYTES = 64 * 1024;
+/** Once the known answers are full, the chance that a trusted batch replaces the oldest. */
+const KNOWN_ANSWER_REFRESH = 1 / 16;
+
+export class KnownAnswers {
+  /** Known answers stored (all of the current model hash); null until counted after a start. */
+  private knownCount: number | null = null;
+  /** feature-extraction vector length per model hash, once a trusted output showed it. */
+  private readonly dimensions = new Map<string, number | null>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+  ) {}
+
+  /** A known answer to slip into a browser batch, at the model's canary rate; null when none is due or known. */
+  pickCanary(cfg: ModelConfig): { input: string; output: string } | null {
+    if (Math.random() >= cfg.verification.canary_rate) return null;
+    const row = this.sql.one<{ input: string; output: string }>(
+      "SELECT input, output FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT 1",
+      modelSha(cfg),
+    );
+    if (row) this.metrics.inc("canaries_sent", "browser");
+    return row ?? null;
+  }
+
+  /** What is wrong with an output's shape, or null. Only models with files have one: their workers run shared/tasks. */
+  shapeProblem(cfg: ModelConfig, output: unknown): string | null {
+    if (!cfg.files) return null;
+    return outputProblem(cfg.task, output, { dimensions: this.knownDimensions(cfg) ?? undefined });
+  }
+
+  /**
+   * Learns from one trusted output (a gpu worker's, or one verified by agreement): the vector length of
+   * the model, and a known answer for canaries while there is room (now and then in place of the oldest).
+   * Called for one output per batch, so the gpu path pays at most a statement or two per batch.
+   */
+  learn(cfg: ModelConfig, seq: number, text: string, now: number): void {
+    if (cfg.task === "feature-extraction" && this.knownDimensions(cfg) === null) {
+      const output: unknown = JSON.parse(text);
+      if (Array.isArray(output)) this.rememberDimensions(cfg, output.length);
+    }
+    const { enabled, canary_rate, known_answers } = cfg.verification;
+    if (!enabled || canary_rate === 0 || known_answers === 0 || text.length > KNOWN_ANSWER_MAX_BYTES) return;
+    const sha = modelSha(cfg);
+    if (this.knownCount === null) {
+      // Answers of an earlier version of the model are no use as canaries.
+      this.sql.run("DELETE FROM known_answers WHERE model_sha != ?", sha);
+      this.knownCount = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM known_answers")?.n ?? 0;
+    }
+    if (this.knownCount >= known_answers) {
+      if (Math.random() >= KNOWN_ANSWER_REFRESH) return;
+      this.sql.run("DELETE FROM known_answers WHERE id = (SELECT MIN(id) FROM known_answers)");
+      this.knownCount--;
+    }
+    const kept = this.sql.one<{ id: number }>(
+      "INSERT INTO known_answers (model_sha, input, output, added_at) SELECT ?, input, ?, ? FROM items WHERE seq = ? AND length(input) <= ? RETURNING id",
+      sha,
+      text,
+      now,
+      seq,
+      KNOWN_ANSWER_MAX_BYTES,
+    );
+    if (kept) this.knownCount++;
+  }
+
+  /** feature-extraction vectors of one model all have one length: the first trusted output's. */
+  private knownDimensions(cfg: ModelConfig): number | null {
+    if (cfg.task !== "feature-extraction") return null;
+    const sha = modelSha(cfg);
+    let dims = this.dimensions.get(sha);
+    if (dims === undefined) {
+      const stored = this.sql.getMeta(`dimensions:${sha}`);
+      dims = stored === undefined ? null : Number(stored);
+      this.dimensions.set(sha, dims);
+    }
+    return dims;
+  }
+
+  private rememberDimensions(cfg: ModelConfig, length: number): void {
+    const sha = modelSha(cfg);
+    this.sql.setMeta(`dimensions:${sha}`, String(length));
+    this.dimensions.set(sha, length);
+  }
+}
+
+/** Known answers and dimensions belong to one version of the model's weights. */
+function modelSha(cfg: ModelConfig): string {
+  return cfg.files?.model.sha256 ?? "";
+}

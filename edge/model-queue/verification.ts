@@ -1,0 +1,307 @@
+// Trust in browser workers' outputs, in SQLite: canaries and shapes checked on completion, outputs held
+// as candidates until a run on another worker agrees, and the hand-out restriction that keeps a verifying
+// run away from the worker it checks. LeaseSettlement calls it when a lease completes, ModelQueue when it
+// hands one out; the decisions are shared/policy/verification.ts, known answers known-answers.ts.
+import { judge, type ModelConfig, outputsDiffer, type Run, shouldVerify } from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import { IN_SET } from "./job-store.ts";
+import { KnownAnswers } from "./known-answers.ts";
+import type { LeaseRow } from "./lease-table.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+import type { TrustStore, WorkerRef } from "./trust-store.ts";
+import type { LeaseHolder } from "./worker-slots.ts";
+
+/** An item's count of candidates, as items.n_candidates keeps it. */
+const CANDIDATES_OF_ITEM = "(SELECT COUNT(*) FROM candidates WHERE candidates.item_seq = items.seq)";
+/** Candidate outputs are written in runs of about this many bytes per statement. */
+const CANDIDATE_CHUNK_BYTES = 512 * 1024;
+
+/** One output of a completed lease that is not final yet, or checks one that is held. */
+export interface PendingRun {
+  seq: number;
+  pos: number;
+  /** The output as the worker sent it, and as JSON text. */
+  output: unknown;
+  text: string;
+  /** Earlier runs of the item held as candidates; 0 for an item run the first time. */
+  nCandidates: number;
+}
+
+/** A row of a completing lease as the checks need it. */
+export interface LeaseItem {
+  state: string;
+  lease_pos: number | null;
+  /** A canary's known output (JSON text); null for a real item. */
+  expected: string | null;
+}
+
+interface CandidateRow extends Record<string, SqlStorageValue> {
+  item_seq: number;
+  worker_id: string;
+  donor: string | null;
+  lease_id: string;
+  output: string;
+}
+
+export interface Caught {
+  reason: string;
+}
+
+export class Verifier {
+  readonly known: KnownAnswers;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+    private readonly trust: TrustStore,
+  ) {
+    this.known = new KnownAnswers(sql, metrics);
+  }
+
+  /** Whether a lease's outputs are untrusted: from the browser pool, of a model with verification on. */
+  checks(cfg: ModelConfig, pool: string): boolean {
+    return pool === "browser" && cfg.verification.enabled;
+  }
+
+  // ---- hand-out ---------------------------------------------------------------------------------
+
+  /**
+   * The restriction on the items a browser worker may lease: none whose candidates it (or its donor)
+   * produced, and none awaiting a tie-break (two candidates that disagree) while the gpu pool can take it.
+   */
+  itemFilter(holder: LeaseHolder, tieBreaks: boolean): { where: string; bindings: SqlStorageValue[] } {
+    return {
+      where: ` AND (n_candidates = 0 OR (NOT EXISTS (SELECT 1 FROM candidates c WHERE c.item_seq = items.seq AND (c.worker_id = ? OR c.donor = ?)) AND (n_candidates < 2 OR ?)))`,
+      bindings: [holder.worker_id, holder.donor ?? null, tieBreaks ? 1 : 0],
+    };
+  }
+
+  /** The workers and donors (keyed as isProducer reads them) whose outputs are held as candidates now. */
+  producers(): ReadonlySet<string> {
+    const keys = new Set<string>();
+    for (const r of this.sql.all<{ worker_id: string; donor: string | null }>(
+      "SELECT DISTINCT worker_id, donor FROM candidates",
+    )) {
+      keys.add(`w:${r.worker_id}`);
+      if (r.donor !== null) keys.add(`d:${r.donor}`);
+    }
+    return keys;
+  }
+
+  /** Whether itemFilter would keep any item from this worker for being its own (or its donor's) candidate. */
+  isProducer(producers: ReadonlySet<string> | undefined, holder: LeaseHolder): boolean {
+    if (!producers || producers.size === 0) return false;
+    return producers.has(`w:${holder.worker_id}`) || (holder.donor !== undefined && producers.has(`d:${holder.donor}`));
+  }
+
+  // ---- completion -------------------------------------------------------------------------------
+
+  /**
+   * Checks an untrusted lease's results before any is used: a wrong answer to a canary, or an output
+   * without its task's shape, catches the worker. Answers why, or null when nothing was caught.
+   */
+  review(cfg: ModelConfig, items: readonly LeaseItem[], results: readonly ResultLike[]): Caught | null {
+    const tol = cfg.verification.tolerance;
+    for (const item of items) {
+      const result = item.lease_pos === null ? undefined : results[item.lease_pos];
+      if (!result) continue;
+      if (item.state === "canary" && item.expected !== null) {
+        const wrong =
+          "output" in result
+            ? outputsDiffer(cfg.task, JSON.parse(item.expected), result.output, tol)
+            : result.error.retryable
+              ? null
+              : `answered error ${result.error.code}`;
+        if (wrong !== null) {
+          this.metrics.inc("canaries_failed", "browser");
+          return { reason: `wrong answer to a known-answer item (${wrong})` };
+        }
+      } else if (item.state === "leased" && "output" in result) {
+        const problem = this.known.shapeProblem(cfg, result.output);
+        if (problem !== null) {
+          this.metrics.inc("invalid_outputs", "browser");
+          return { reason: `output ${item.lease_pos} is not a valid ${cfg.task} output: ${problem}` };
+        }
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Settles the runs of a lease that are not simply final: runs of items that already hold candidates
+   * are judged against them; fresh runs of an untrusted lease are held as candidates when the batch is
+   * chosen for verification. Final outputs are written into `outputs` by batch position; held items go
+   * back to the queue for another worker. Answers the workers caught out of line with a final output.
+   */
+  settle(
+    cfg: ModelConfig,
+    lease: LeaseRow,
+    runs: readonly PendingRun[],
+    outputs: (string | undefined)[],
+    now: number,
+  ): { ref: WorkerRef; reason: string }[] {
+    const trusted = !this.checks(cfg, lease.pool);
+    const producer: WorkerRef = { worker_id: lease.worker_id, donor: lease.donor ?? null };
+    const held: PendingRun[] = [];
+    const resolved: number[] = [];
+    const dissenters = new Map<string, { ref: WorkerRef; reason: string }>();
+    const agreedLeases = new Map<string, WorkerRef>();
+    const bySeq = this.candidatesOf(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
+    const differ = (a: unknown, b: unknown) => outputsDiffer(cfg.task, a, b, cfg.verification.tolerance);
+    let learned = false;
+    for (const run of runs) {
+      const candidates = bySeq.get(run.seq);
+      if (!candidates) continue;
+      const verdict = judge<CandidateRow>(
+        candidates.map((c): Run<CandidateRow> => ({ worker: c, output: JSON.parse(c.output) })),
+        { output: run.output, trusted },
+        differ,
+      );
+      this.metrics.inc("verifications", lease.pool);
+      this.metrics.inc(
+        verdict.difference === null ? "verification_agreements" : "verification_disagreements",
+        lease.pool,
+      );
+      if (verdict.kind === "undecided") {
+        held.push(run);
+        continue;
+      }
+      outputs[run.pos] = run.text;
+      resolved.push(run.seq);
+      if (!learned) {
+        this.known.learn(cfg, run.seq, run.text, now);
+        learned = true;
+      }
+      for (const c of verdict.agree) agreedLeases.set(c.lease_id, { worker_id: c.worker_id, donor: c.donor });
+      this.metrics.inc("discarded", "browser", verdict.disagree.length);
+      for (const c of verdict.disagree) {
+        const reason = `output of item ${c.item_seq} disagreed with the verified one (${verdict.difference})`;
+        dissenters.set(`${c.worker_id}\u0000${c.donor ?? ""}`, {
+          ref: { worker_id: c.worker_id, donor: c.donor },
+          reason,
+        });
+      }
+    }
+    const fresh = runs.filter((r) => !bySeq.has(r.seq));
+    if (fresh.length > 0) {
+      const { trust_after, sample_rate } = cfg.verification;
+      const verify =
+        !trusted &&
+        shouldVerify(this.trust.agreed(producer), { trustAfter: trust_after, sampleRate: sample_rate }, Math.random());
+      for (const run of fresh) {
+        if (verify) held.push(run);
+        else outputs[run.pos] = run.text;
+      }
+    }
+    this.forgetCandidates(resolved);
+    this.hold(producer, lease.id, held, now);
+    // A worker earns trust for a verified batch once none of its candidates is left undecided.
+    for (const [leaseId, ref] of agreedLeases) {
+      if (!this.sql.one("SELECT 1 AS left FROM candidates WHERE lease_id = ? LIMIT 1", leaseId)) this.trust.credit(ref);
+    }
+    return [...dissenters.values()];
+  }
+
+  /** Drops the candidates a quarantined worker (or donor) produced; their items are then run afresh. Answers how many. */
+  discard(ref: WorkerRef): number {
+    const rows = this.sql.all<{ item_seq: number }>(
+      "DELETE FROM candidates WHERE worker_id = ? OR donor = ? RETURNING item_seq",
+      ref.worker_id,
+      ref.donor,
+    );
+    if (rows.length > 0) this.recount(rows.map((r) => r.item_seq));
+    return rows.length;
+  }
+
+  /** Forgets candidates of items no longer open, and canaries of leases that ended. */
+  collectGarbage(): void {
+    this.sql.run(
+      "DELETE FROM candidates WHERE NOT EXISTS (SELECT 1 FROM items WHERE items.seq = candidates.item_seq AND items.state IN ('queued', 'leased'))",
+    );
+    this.sql.run(
+      "DELETE FROM items WHERE state = 'canary' AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = items.lease_id AND leases.state = 'active')",
+    );
+  }
+
+  /** Items held for verification now (their jobs still open). */
+  awaiting(): number {
+    return (
+      this.sql.one<{ n: number }>(
+        "SELECT COUNT(*) AS n FROM items WHERE state IN ('queued', 'leased') AND n_candidates > 0",
+      )?.n ?? 0
+    );
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  private candidatesOf(seqs: readonly number[]): Map<number, CandidateRow[]> {
+    const bySeq = new Map<number, CandidateRow[]>();
+    if (seqs.length === 0) return bySeq;
+    for (const row of this.sql.all<CandidateRow>(
+      `SELECT item_seq, worker_id, donor, lease_id, output FROM candidates WHERE item_seq IN ${IN_SET} ORDER BY id`,
+      JSON.stringify(seqs),
+    )) {
+      bySeq.set(row.item_seq, [...(bySeq.get(row.item_seq) ?? []), row]);
+    }
+    return bySeq;
+  }
+
+  private forgetCandidates(seqs: readonly number[]): void {
+    if (seqs.length === 0) return;
+    this.sql.run(`DELETE FROM candidates WHERE item_seq IN ${IN_SET}`, JSON.stringify(seqs));
+    this.sql.run(`UPDATE items SET n_candidates = 0 WHERE seq IN ${IN_SET}`, JSON.stringify(seqs));
+  }
+
+  /**
+   * Keeps runs as candidates and puts their items back in the queue, for a worker other than this one.
+   * The run succeeded, so it does not count as one of the item's attempts.
+   */
+  private hold(producer: WorkerRef, leaseId: string, runs: readonly PendingRun[], now: number): void {
+    if (runs.length === 0) return;
+    for (const chunk of chunksOf(runs, CANDIDATE_CHUNK_BYTES)) {
+      this.sql.run(
+        `INSERT INTO candidates (item_seq, worker_id, donor, lease_id, output)
+         SELECT json_extract(value, '$[0]'), ?, ?, ?, json_extract(value, '$[1]') FROM json_each(?)`,
+        producer.worker_id,
+        producer.donor,
+        leaseId,
+        JSON.stringify(chunk.map((r) => [r.seq, r.text])),
+      );
+    }
+    this.sql.run(
+      `UPDATE items SET state = 'queued', lease_id = NULL, lease_pos = NULL, attempts = attempts - 1, available_at = ?,
+         n_candidates = ${CANDIDATES_OF_ITEM}
+       WHERE seq IN ${IN_SET}`,
+      now,
+      JSON.stringify(runs.map((r) => r.seq)),
+    );
+  }
+
+  private recount(seqs: readonly number[]): void {
+    this.sql.run(
+      `UPDATE items SET n_candidates = ${CANDIDATES_OF_ITEM} WHERE seq IN ${IN_SET}`,
+      JSON.stringify([...new Set(seqs)]),
+    );
+  }
+}
+
+/** The result shapes review reads (ItemResult, as parsed from a completion). */
+type ResultLike = { output: unknown } | { error: { code: string; retryable: boolean } };
+
+/** Splits runs into chunks of about maxBytes of output text each (at least one run per chunk). */
+function chunksOf<T extends { text: string }>(runs: readonly T[], maxBytes: number): T[][] {
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
+  let bytes = 0;
+  for (const run of runs) {
+    if (chunk.length > 0 && bytes + run.text.length > maxBytes) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(run);
+    bytes += run.text.length;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
+}

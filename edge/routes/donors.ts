@@ -1,0 +1,89 @@
+// Browser donors: a page's embed script trades its site key for a short-lived worker token, and the
+// edge serves onnxruntime-web's WASM (stored gzipped: the raw file is over the 25 MiB asset limit).
+import { Hono } from "hono";
+import { cors } from "hono/cors";
+import { DonorTokenRequest, type DonorTokenResponse, ErrorCode } from "../../shared/index.ts";
+import type { HonoEnv } from "../app-env.ts";
+import { donorSecret } from "../auth.ts";
+import { newDonorId, signDonorToken } from "../donor-token.ts";
+import { ApiError } from "../errors.ts";
+import { readJson } from "../request.ts";
+
+export const donorRoutes = new Hono<HonoEnv>();
+
+// Any page may ask; whether its origin may join is the site key's to say, below.
+donorRoutes.use("/v1/donors/*", cors({ origin: (origin) => origin, allowMethods: ["POST"], maxAge: 600 }));
+
+donorRoutes.post("/v1/donors/token", async (c) => {
+  const config = c.get("config");
+  const req = await readJson(c, DonorTokenRequest, "donor token request");
+  const origin = c.req.header("Origin");
+  if (!origin) {
+    throw new ApiError(
+      400,
+      ErrorCode.badRequest,
+      "donor tokens are for browser pages: the request needs an Origin header",
+    );
+  }
+  const site = config.donors.sites.get(req.site_key);
+  if (!site)
+    throw new ApiError(403, ErrorCode.forbidden, `unknown site key "${req.site_key}"; ask the operator for one`);
+  if (!site.origins.includes("*") && !site.origins.includes(origin)) {
+    throw new ApiError(
+      403,
+      ErrorCode.forbidden,
+      `site key "${req.site_key}" is not allowed on ${origin}; it is for ${site.origins.join(", ")}`,
+    );
+  }
+  const secret = donorSecret(config);
+  if (!secret) {
+    throw new ApiError(503, ErrorCode.misconfigured, "donor tokens need the DONOR_TOKEN_SECRET secret to be set");
+  }
+  const servable = [...config.models.values()].filter((m) => m.files && (!site.models || site.models.includes(m.name)));
+  const unknown = (req.models ?? []).filter((name) => !servable.some((m) => m.name === name));
+  if (unknown.length > 0) {
+    throw new ApiError(
+      400,
+      ErrorCode.unknownModel,
+      `this site cannot run ${unknown.join(", ")}; it may run ${servable.map((m) => m.name).join(", ") || "nothing"}`,
+    );
+  }
+  const models = req.models ? servable.filter((m) => req.models?.includes(m.name)) : servable;
+  const exp = Date.now() + config.donors.tokenTtlMs;
+  const donor = newDonorId();
+  const token = await signDonorToken(
+    { donor, site: req.site_key, origin, models: models.map((m) => m.name), exp },
+    secret,
+  );
+  const body: DonorTokenResponse = {
+    token,
+    expires_at: exp,
+    donor_id: donor,
+    models,
+    registry_url: config.donors.registryUrl ?? new URL("/models/registry.json", c.req.url).href,
+  };
+  return c.json(body, 200, { "Cache-Control": "no-store" });
+});
+
+/** onnxruntime-web's .wasm, kept gzipped in the assets and sent as such (the runtime must not encode it again). */
+donorRoutes.get("/ort/:file{.+\\.wasm}", async (c) => {
+  const file = c.req.param("file");
+  const asset = await c.env.ASSETS?.fetch(new URL(`/ort/${file}.gz`, c.req.url));
+  if (!asset?.ok || !asset.body) {
+    throw new ApiError(
+      404,
+      ErrorCode.notFound,
+      `no ${file} here; run \`npm run build:client\` before starting the edge`,
+    );
+  }
+  return new Response(asset.body, {
+    encodeBody: "manual",
+    headers: {
+      "Content-Type": "application/wasm",
+      "Content-Encoding": "gzip",
+      "Cache-Control": "public, max-age=86400",
+      "Access-Control-Allow-Origin": "*",
+      "Cross-Origin-Resource-Policy": "cross-origin",
+    },
+  });
+});

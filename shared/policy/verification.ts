@@ -1,0 +1,119 @@
+// Trust in donated compute, as pure decisions the model queue applies: when two outputs agree (within a
+// tolerance), whether a browser worker's batch is run again elsewhere (BOINC's adaptive replication), and
+// what a set of runs of one item decides (a quorum of two, or one trusted run). Tested in Node.
+
+export interface Tolerance {
+  /** Absolute slack for numbers. */
+  abs: number;
+  /** Relative slack for numbers, of the larger magnitude of the two. */
+  rel: number;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+
+const where = (path: string): string => path || "output";
+
+/** A value for a message: short enough to log, whatever the worker sent. */
+function brief(v: unknown): string {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
+/** Numbers agree when |a - b| <= abs + rel * max(|a|, |b|) (numpy's isclose, made symmetric). */
+export function numbersAgree(a: number, b: number, tol: Tolerance): boolean {
+  if (!Number.isFinite(a) || !Number.isFinite(b)) return Object.is(a, b);
+  return Math.abs(a - b) <= tol.abs + tol.rel * Math.max(Math.abs(a), Math.abs(b));
+}
+
+/**
+ * Where two outputs first differ, or null when they agree: numbers within the tolerance, strings,
+ * booleans and null equal, arrays of the same length and objects with the same keys, recursively.
+ */
+export function firstDifference(a: unknown, b: unknown, tol: Tolerance, path = ""): string | null {
+  if (typeof a === "number" && typeof b === "number") {
+    return numbersAgree(a, b, tol) ? null : `${where(path)}: ${a} vs ${b}`;
+  }
+  if (Array.isArray(a) && Array.isArray(b)) {
+    if (a.length !== b.length) return `${where(path)}: ${a.length} vs ${b.length} elements`;
+    for (let i = 0; i < a.length; i++) {
+      const d = firstDifference(a[i], b[i], tol, `${path}[${i}]`);
+      if (d !== null) return d;
+    }
+    return null;
+  }
+  if (isRecord(a) && isRecord(b)) {
+    const keys = Object.keys(a).sort();
+    const other = Object.keys(b).sort();
+    if (keys.join("\u0000") !== other.join("\u0000")) {
+      return `${where(path)}: keys ${brief(keys)} vs ${brief(other)}`;
+    }
+    for (const key of keys) {
+      const d = firstDifference(a[key], b[key], tol, `${path}.${key}`);
+      if (d !== null) return d;
+    }
+    return null;
+  }
+  return a === b ? null : `${where(path)}: ${brief(a)} vs ${brief(b)}`;
+}
+
+/**
+ * An output in the order it is compared in. text-classification lists labels best first, so two honest
+ * runs whose scores nearly tie may list them in another order: compare them by label instead.
+ */
+export function comparable(task: string, output: unknown): unknown {
+  if (task !== "text-classification" || !Array.isArray(output)) return output;
+  const label = (v: unknown) => (isRecord(v) && typeof v.label === "string" ? v.label : "");
+  return [...output].sort((x, y) => (label(x) < label(y) ? -1 : label(x) > label(y) ? 1 : 0));
+}
+
+/** Where two outputs of a task differ, or null when they agree. */
+export function outputsDiffer(task: string, a: unknown, b: unknown, tol: Tolerance): string | null {
+  return firstDifference(comparable(task, a), comparable(task, b), tol);
+}
+
+export interface SamplingPolicy {
+  /** Agreeing verifications after which a worker is only sampled. */
+  trustAfter: number;
+  /** The share of a trusted worker's batches verified anyway. */
+  sampleRate: number;
+}
+
+/**
+ * Adaptive replication: every batch of a worker is verified until it has `trustAfter` agreeing
+ * verifications; after that a `sampleRate` share of them, so a worker never knows it is unchecked.
+ * `random` is a uniform draw in [0, 1).
+ */
+export function shouldVerify(agreed: number, policy: SamplingPolicy, random: number): boolean {
+  return agreed < policy.trustAfter || random < policy.sampleRate;
+}
+
+/** A run of one item whose output is not final yet: who produced it and what it said. */
+export interface Run<W> {
+  worker: W;
+  output: unknown;
+}
+
+export type Judgement<W> =
+  /** `output` is final; `agree` and `disagree` split the earlier runs by whether they matched it. */
+  | { kind: "final"; output: unknown; agree: W[]; disagree: W[]; difference: string | null }
+  /** No quorum yet: keep the new run as one more candidate and run the item again on someone else. */
+  | { kind: "undecided"; difference: string | null };
+
+/**
+ * What a new run of an item decides, given the candidate runs it already has. A trusted run (the gpu
+ * pool) decides alone; otherwise two runs that agree are a quorum, and with three runs that is the
+ * majority. Runs out of line with the final output are in `disagree`: their workers answered wrongly.
+ * `difference` is the first disagreement seen, for the quarantine message.
+ */
+export function judge<W>(
+  candidates: readonly Run<W>[],
+  fresh: { output: unknown; trusted: boolean },
+  differ: (a: unknown, b: unknown) => string | null,
+): Judgement<W> {
+  const verdicts = candidates.map((c) => ({ run: c, difference: differ(c.output, fresh.output) }));
+  const difference = verdicts.find((v) => v.difference !== null)?.difference ?? null;
+  const agree = verdicts.filter((v) => v.difference === null).map((v) => v.run.worker);
+  const disagree = verdicts.filter((v) => v.difference !== null).map((v) => v.run.worker);
+  if (fresh.trusted || agree.length > 0) return { kind: "final", output: fresh.output, agree, disagree, difference };
+  return { kind: "undecided", difference };
+}

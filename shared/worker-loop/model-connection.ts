@@ -1,0 +1,272 @@
+// One model's WebSocket to the coordinator, for every kind of worker (the Node worker with the `ws`
+// package, the browser's Web Worker with its native WebSocket): hello, run each pushed batch as one
+// batched inference, extend its lease while it runs, complete it with per-item results; reconnect with
+// backoff when the socket drops; pause (take no new work, keep the socket) and resume; on drain,
+// take no new work, finish or release what it holds, then close.
+import { retryBackoffMs } from "../policy/lease.ts";
+import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
+import type { LoadedModel } from "../runner/model-runner.ts";
+
+/** What the connection needs of a WebSocket: the standard browser API, which the `ws` package also offers. */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: "open", listener: () => void): void;
+  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
+  addEventListener(type: "close", listener: (event: { code: number }) => void): void;
+  addEventListener(type: "error", listener: (event: { message?: string }) => void): void;
+}
+
+const OPEN = 1;
+const CLOSED = 3;
+
+/** Opens a socket to `url` with the worker's credential: a header where the platform allows one, else ?token=. */
+export type OpenSocket = (url: string, token: string | undefined) => SocketLike;
+
+/** A timer that does not keep a Node process alive; browsers have no unref and need none. */
+function quietTimeout(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
+  const timer = setTimeout(fn, ms);
+  (timer as { unref?: () => void }).unref?.();
+  return timer;
+}
+const sleep = (ms: number) => new Promise<void>((r) => quietTimeout(r, ms));
+
+/** Reconnect backoff: 250 ms doubling to 10 s, with jitter so a fleet does not reconnect in step. */
+const RECONNECT = { backoffMs: 250, backoffMaxMs: 10_000, maxAttempts: Number.POSITIVE_INFINITY };
+
+export interface BatchReport {
+  model: string;
+  device: string;
+  leaseId: string;
+  ok: number;
+  failed: number;
+  ms: number;
+}
+
+export interface ConnectionHooks {
+  log(line: string): void;
+  onConnected?(model: string, connected: boolean): void;
+  onBatchStart?(model: string, leaseId: string, items: number): void;
+  onBatch?(report: BatchReport): void;
+}
+
+export interface ConnectionOptions {
+  coordinator: string;
+  /** The credential, asked for at every (re)connect so a short-lived one can be renewed. */
+  token: () => string | undefined | Promise<string | undefined>;
+  openSocket: OpenSocket;
+  model: LoadedModel;
+  info: WorkerInfo;
+  hooks: ConnectionHooks;
+  /** Runs a batch's inputs; defaults to model.run. The browser wraps it to fall back when its GPU device is lost. */
+  run?: (inputs: readonly unknown[]) => Promise<ItemResult[]>;
+}
+
+type WorkerFrameOut = WorkerFrame | Record<string, unknown>;
+
+export class ModelConnection {
+  private ws: SocketLike | undefined;
+  private attempt = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopping = false;
+  private paused = false;
+  private welcomed = false;
+  private readonly running = new Map<string, Promise<void>>();
+  private onDraining: (() => void) | undefined;
+
+  constructor(private readonly opts: ConnectionOptions) {}
+
+  get connected(): boolean {
+    return this.welcomed && this.ws?.readyState === OPEN;
+  }
+
+  get model(): string {
+    return this.opts.model.name;
+  }
+
+  /** Batches this connection is running now. */
+  get busy(): number {
+    return this.running.size;
+  }
+
+  start(): void {
+    void this.connect();
+  }
+
+  /**
+   * Take no new batches (the coordinator stops sending them) but keep the socket; held batches finish.
+   * With `release`, held batches are handed back at once instead (the page went away or asked to stop).
+   */
+  pause(release = false): void {
+    this.paused = true;
+    if (this.connected) this.send({ type: "drain" });
+    if (release) this.releaseHeld("worker paused");
+  }
+
+  /** Take batches again after pause(). */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    if (this.connected) this.send({ type: "resume" });
+  }
+
+  /** Stop taking work; finish held batches within timeoutMs, release the rest, close. */
+  async drain(timeoutMs: number): Promise<{ finished: number; released: number }> {
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    const deadline = Date.now() + timeoutMs;
+    if (this.connected) {
+      // Batches pushed before the coordinator saw the drain arrive before its "draining" answer.
+      const acknowledged = new Promise<void>((resolve) => {
+        this.onDraining = resolve;
+      });
+      this.send({ type: "drain" });
+      await Promise.race([acknowledged, sleep(Math.min(2_000, timeoutMs))]);
+    }
+    const seen = new Set(this.running.keys());
+    while (this.running.size > 0 && Date.now() < deadline) {
+      await Promise.race([
+        Promise.all(this.running.values()),
+        sleep(Math.max(1, Math.min(100, deadline - Date.now()))),
+      ]);
+    }
+    const released = this.releaseHeld("worker shutting down");
+    await this.close();
+    return { finished: seen.size - released, released };
+  }
+
+  private releaseHeld(reason: string): number {
+    let released = 0;
+    for (const leaseId of this.running.keys()) {
+      this.send({ type: "release", lease_id: leaseId, reason });
+      this.running.delete(leaseId);
+      released++;
+    }
+    return released;
+  }
+
+  private async connect(): Promise<void> {
+    let token: string | undefined;
+    try {
+      token = await this.opts.token();
+    } catch (error) {
+      this.opts.hooks.log(`[${this.model}] no credential: ${(error as Error).message}`);
+      this.scheduleReconnect();
+      return;
+    }
+    if (this.stopping) return;
+    const url = `${this.opts.coordinator.replace(/^http/, "ws")}/v1/workers/connect?model=${encodeURIComponent(this.model)}`;
+    const ws = this.opts.openSocket(url, token);
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      this.send({ type: "hello", version: 1, ...this.opts.info });
+      if (this.paused) this.send({ type: "drain" });
+    });
+    ws.addEventListener("message", (event) => this.onFrame(String(event.data)));
+    ws.addEventListener("error", (event) => {
+      if (!this.stopping) this.opts.hooks.log(`[${this.model}] connection error: ${event.message ?? "socket error"}`);
+    });
+    ws.addEventListener("close", (event) => {
+      if (this.ws !== ws) return;
+      const wasConnected = this.welcomed;
+      this.welcomed = false;
+      this.opts.hooks.onConnected?.(this.model, false);
+      // Leases held on a closed socket are put back by the coordinator; results for them would be stale.
+      this.running.clear();
+      if (this.stopping) return;
+      if (wasConnected) this.opts.hooks.log(`[${this.model}] disconnected (${event.code}); reconnecting`);
+      this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    const delay = retryBackoffMs(++this.attempt, RECONNECT) * (0.5 + Math.random() / 2);
+    this.reconnectTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  private onFrame(text: string): void {
+    let frame: CoordinatorFrame;
+    try {
+      frame = JSON.parse(text) as CoordinatorFrame;
+    } catch {
+      this.opts.hooks.log(`[${this.model}] unreadable frame from the coordinator`);
+      return;
+    }
+    switch (frame.type) {
+      case "welcome":
+        this.welcomed = true;
+        this.attempt = 0;
+        this.opts.hooks.onConnected?.(this.model, true);
+        this.opts.hooks.log(
+          `[${this.model}] connected to ${this.opts.coordinator} as ${frame.worker_id} (${this.opts.model.device})`,
+        );
+        return;
+      case "batch": {
+        const { type: _type, ...batch } = frame;
+        const run = this.runBatch(batch).finally(() => this.running.delete(batch.lease_id));
+        this.running.set(batch.lease_id, run);
+        return;
+      }
+      case "ack":
+        if (frame.status === "stale" || frame.status === "not_found") {
+          this.opts.hooks.log(
+            `[${this.model}] ${frame.op} of ${frame.lease_id} was ${frame.status}: ${frame.message ?? ""}`,
+          );
+        }
+        return;
+      case "draining":
+        this.onDraining?.();
+        return;
+      case "error":
+        this.opts.hooks.log(`[${this.model}] coordinator error ${frame.code}: ${frame.message}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async runBatch(batch: Batch): Promise<void> {
+    const started = performance.now();
+    this.opts.hooks.onBatchStart?.(this.model, batch.lease_id, batch.items.length);
+    const extend = setInterval(() => this.send({ type: "extend", lease_id: batch.lease_id }), batch.renew_after_ms);
+    const run = this.opts.run ?? ((inputs: readonly unknown[]) => this.opts.model.run(inputs));
+    let results: ItemResult[];
+    try {
+      results = await run(batch.items.map((i) => i.input));
+    } catch (error) {
+      // The whole run failed (runtime or device error): every item may succeed elsewhere, so retry them.
+      const message = `inference failed on ${this.opts.info.worker_id}: ${(error as Error).message}`;
+      results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
+    } finally {
+      clearInterval(extend);
+    }
+    // Released meanwhile (pause with release, socket lost): the coordinator has put the items back.
+    if (!this.running.has(batch.lease_id)) return;
+    const ms = performance.now() - started;
+    this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
+    const failed = results.filter((r) => "error" in r).length;
+    this.opts.hooks.onBatch?.({
+      model: this.model,
+      device: this.opts.model.device,
+      leaseId: batch.lease_id,
+      ok: results.length - failed,
+      failed,
+      ms,
+    });
+  }
+
+  private send(frame: WorkerFrameOut): void {
+    if (this.ws?.readyState === OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  private async close(): Promise<void> {
+    const ws = this.ws;
+    if (!ws || ws.readyState === CLOSED) return;
+    await new Promise<void>((resolve) => {
+      ws.addEventListener("close", () => resolve());
+      ws.close(1000, "worker stopping");
+      quietTimeout(resolve, 2_000);
+    });
+  }
+}
