@@ -18,6 +18,8 @@ export default defineConfig({
                 API_KEYS: TEST_API_KEY,
                 WORKER_TOKENS: TEST_WORKER_TOKEN,
                 MODELS: JSON.stringify(TEST_REGISTRY),
+                SITE_KEYS: JSON.stringify({ "site-a": { origins: ["https://a.example"], models: ["guarded"] } }),
+                DONOR_TOKEN_SECRET: "workerd-test-secret",
               },
             },
           }),
