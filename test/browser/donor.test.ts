@@ -9,11 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type DonorStatus, ModelRegistry } from "../../shared/index.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
-import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
-import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 import { type Chromium, launchChromium } from "../support/chromium.ts";
+import { loadReferenceModels } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
@@ -43,7 +41,7 @@ const TEXTS = [
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-browser-"));
 let coordinator: Coordinator;
-const reference = new Map<string, LoadedModel>();
+let reference = new Map<string, LoadedModel>();
 const nodeWorkers: WorkerProcess[] = [];
 
 beforeAll(async () => {
@@ -59,13 +57,7 @@ beforeAll(async () => {
       DONOR_TOKEN_SECRET: "browser-test-secret",
     },
   });
-  const factory = createOrtNodeFactory({ warn: () => {} });
-  for (const m of ModelRegistry.parse(registry).models) {
-    reference.set(
-      m.name,
-      await loadModel(m, factory, { registryUrl: REGISTRY_URL, fetch: nodeFetch, devices: ["cpu"] }),
-    );
-  }
+  reference = await loadReferenceModels(registry);
 });
 
 afterAll(async () => {

@@ -8,10 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
-import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
-import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { loadReferenceModels } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
@@ -36,7 +34,7 @@ const registry = { models: [...bundled.models, tensorModel, shortLease] };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-worker-"));
 let coordinator: Coordinator;
-const reference = new Map<string, LoadedModel>();
+let reference = new Map<string, LoadedModel>();
 const workers: WorkerProcess[] = [];
 
 const TEXTS = [
@@ -55,13 +53,7 @@ beforeAll(async () => {
     persistTo,
     vars: { API_KEYS: "k", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
   });
-  const factory = createOrtNodeFactory({ warn: () => {} });
-  for (const m of ModelRegistry.parse(registry).models) {
-    reference.set(
-      m.name,
-      await loadModel(m, factory, { registryUrl: REGISTRY_URL, fetch: nodeFetch, devices: ["cpu"] }),
-    );
-  }
+  reference = await loadReferenceModels(registry);
 });
 
 afterAll(async () => {
