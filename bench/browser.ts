@@ -9,6 +9,7 @@ import { startWorker } from "../scripts/lib/worker-process.ts";
 import { freePort, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { DonorStatus } from "../shared/index.ts";
 import { launchChromium } from "../test/support/chromium.ts";
+import { REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import { closedLoop, fmt, fmtRate, HttpClient } from "./bench-kit.ts";
 
 const RESULTS_FILE = new URL("./results/browser.md", import.meta.url);
@@ -17,7 +18,6 @@ const CALLERS = 8;
 const PER_CALL = 32;
 const WARMUP_MS = 2_000;
 const MEASURE_MS = Number(process.env.BENCH_MEASURE_MS ?? 6_000);
-const TEXTS = ["I love this", "this is terrible", "what a wonderful day", "the service was awful and slow"];
 
 interface Row {
   worker: string;
@@ -30,7 +30,7 @@ interface Row {
 async function measure(base: URL, client: HttpClient, model: string): Promise<{ items: number; errors: number }> {
   let items = 0;
   let errors = 0;
-  const inputs = Array.from({ length: PER_CALL }, (_, i) => `${TEXTS[i % TEXTS.length]} ${i}`);
+  const inputs = Array.from({ length: PER_CALL }, (_, i) => `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} ${i}`);
   await closedLoop({
     callers: CALLERS,
     warmupMs: WARMUP_MS,

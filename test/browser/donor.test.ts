@@ -11,7 +11,7 @@ import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/
 import { type DonorStatus, ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { type Chromium, launchChromium } from "../support/chromium.ts";
-import { loadReferenceModels } from "../support/reference-models.ts";
+import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
@@ -30,14 +30,7 @@ const registry = {
 const ARTIFACTS = new URL("../../test-results/", import.meta.url);
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 
-const TEXTS = [
-  "I love this",
-  "this is terrible",
-  "what a wonderful day",
-  "the service was awful and slow",
-  "great value, would buy again",
-  "not good at all",
-];
+const TEXTS = REVIEW_TEXTS;
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-browser-"));
 let coordinator: Coordinator;

@@ -9,7 +9,7 @@ import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-proces
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
-import { loadReferenceModels } from "../support/reference-models.ts";
+import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
@@ -37,16 +37,7 @@ let coordinator: Coordinator;
 let reference = new Map<string, LoadedModel>();
 const workers: WorkerProcess[] = [];
 
-const TEXTS = [
-  "I love this",
-  "this is terrible",
-  "what a wonderful day",
-  "the service was awful and slow",
-  "great value, would buy again",
-  "not good at all",
-  "absolutely fantastic experience",
-  "I hate waiting",
-];
+const TEXTS = REVIEW_TEXTS;
 
 beforeAll(async () => {
   coordinator = await startCoordinator({
