@@ -41,7 +41,7 @@ async function fetchRegistry(opts: WorkerOptions, log: (l: string) => void): Pro
 }
 
 /** Node has no global WebSocket before 22; `ws` also lets the token travel in a header rather than the URL. */
-const openSocket: OpenSocket = (url, token) =>
+export const openSocket: OpenSocket = (url, token) =>
   new WebSocket(url, { headers: token ? { Authorization: `Bearer ${token}` } : {}, perMessageDeflate: false });
 
 export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log = console.log): Promise<RunningWorker> {

@@ -204,13 +204,15 @@ export function createDonorApi() {
     return donor.token;
   }
 
+  /** Pauses or resumes one connection as `pausedFor` says; only a duty-cycle rest keeps held batches. */
+  function applyPauseTo(c: ModelConnection) {
+    if (pausedFor.size > 0) c.pause(!pausedFor.has("duty cycle"));
+    else c.resume();
+  }
+
   function applyPause() {
-    const paused = pausedFor.size > 0;
-    for (const c of connections) {
-      if (paused) c.pause(!pausedFor.has("duty cycle"));
-      else c.resume();
-    }
-    if (state === "running" || state === "paused") setState(paused ? "paused" : "running");
+    for (const c of connections) applyPauseTo(c);
+    if (state === "running" || state === "paused") setState(pausedFor.size > 0 ? "paused" : "running");
   }
 
   /** After a batch of `ms`, rest so the busy share stays at the duty cycle. */
@@ -299,7 +301,7 @@ export function createDonorApi() {
             },
           });
           connections.push(connection);
-          if (pausedFor.size > 0) connection.pause();
+          applyPauseTo(connection);
           connection.start();
         }
         setState(pausedFor.size > 0 ? "paused" : "running");

@@ -71,6 +71,8 @@ export class ModelConnection {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private stopping = false;
   private paused = false;
+  /** Paused with release: a batch that still arrives (pushed before the coordinator saw the drain) goes straight back. */
+  private releaseWhilePaused = false;
   private welcomed = false;
   private readonly running = new Map<string, Promise<void>>();
   private onDraining: (() => void) | undefined;
@@ -100,7 +102,10 @@ export class ModelConnection {
    */
   pause(release = false): void {
     this.paused = true;
-    if (this.connected) this.send({ type: "drain" });
+    this.releaseWhilePaused = release;
+    // Sent as soon as the socket is open (its hello went first), not only once welcomed: a pause in
+    // between must reach the coordinator too.
+    this.send({ type: "drain" });
     if (release) this.releaseHeld("worker paused");
   }
 
@@ -108,7 +113,8 @@ export class ModelConnection {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    if (this.connected) this.send({ type: "resume" });
+    this.releaseWhilePaused = false;
+    this.send({ type: "resume" });
   }
 
   /** Stop taking work; finish held batches within timeoutMs, release the rest, close. */
@@ -204,6 +210,11 @@ export class ModelConnection {
         return;
       case "batch": {
         const { type: _type, ...batch } = frame;
+        if (this.releaseWhilePaused) {
+          // Sent before the coordinator read our drain (or on a hello that came before it): hand it back.
+          this.send({ type: "release", lease_id: batch.lease_id, reason: "worker paused" });
+          return;
+        }
         const run = this.runBatch(batch).finally(() => this.running.delete(batch.lease_id));
         this.running.set(batch.lease_id, run);
         return;

@@ -195,14 +195,19 @@ describe("a tab on WASM", () => {
 
   it("pauses while the page is hidden and picks the work up when it is shown", async () => {
     await setHidden(page, true);
-    const paused = await waitForStatus(page, (s) => s.state === "paused");
-    expect(paused.pausedFor).toContain("hidden");
-    const before = itemsDone(paused);
-    const { body } = await infer("sentiment", TEXTS, false);
-    await sleep(1_500);
-    expect((await job(body.id)).status).toBe("queued");
-    expect(itemsDone((await page.evaluate("window.EdgeSwarm.status()")) as DonorStatus)).toBe(before);
-    await setHidden(page, false);
+    let body: any;
+    try {
+      const paused = await waitForStatus(page, (s) => s.state === "paused");
+      expect(paused.pausedFor).toContain("hidden");
+      const before = itemsDone(paused);
+      body = (await infer("sentiment", TEXTS, false)).body;
+      await sleep(1_500);
+      expect((await job(body.id)).status).toBe("queued");
+      expect(itemsDone((await page.evaluate("window.EdgeSwarm.status()")) as DonorStatus)).toBe(before);
+    } finally {
+      // Shown again whatever happened, so the tests after this one start from a visible page.
+      await setHidden(page, false);
+    }
     await waitForStatus(page, (s) => s.state === "running");
     let done: any;
     for (let i = 0; i < 100 && done?.status !== "succeeded"; i++) {
