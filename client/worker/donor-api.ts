@@ -48,7 +48,18 @@ export interface DonorConfig {
 
 export type DonorEvent =
   | { type: "status"; status: DonorStatus }
-  | { type: "batch"; model: string; device: string; items: number; failed: number; ms: number }
+  | {
+      type: "batch";
+      model: string;
+      device: string;
+      items: number;
+      failed: number;
+      /** How long the batch ran, and when it ended (epoch ms). */
+      ms: number;
+      endedAt: number;
+      /** The rest taken after it to keep to the duty cycle; 0 at a duty cycle of 1. */
+      restMs: number;
+    }
   | { type: "log"; line: string };
 
 type Listener = (event: DonorEvent) => void;
@@ -222,6 +233,8 @@ export function createDonorApi() {
     c.batches++;
     c.items += report.ok + report.failed;
     counts.set(report.model, c);
+    const duty = config?.dutyCycle ?? 1;
+    const rest = duty >= 1 || pausedFor.has("duty cycle") ? 0 : (report.ms * (1 - duty)) / duty;
     emit({
       type: "batch",
       model: report.model,
@@ -229,10 +242,10 @@ export function createDonorApi() {
       items: report.ok + report.failed,
       failed: report.failed,
       ms: report.ms,
+      endedAt: Date.now(),
+      restMs: rest,
     });
-    const duty = config?.dutyCycle ?? 1;
-    if (duty >= 1 || pausedFor.has("duty cycle")) return;
-    const rest = (report.ms * (1 - duty)) / duty;
+    if (rest === 0) return;
     pausedFor.add("duty cycle");
     applyPause();
     restTimer = setTimeout(() => {

@@ -48,6 +48,7 @@ export interface ConnectionHooks {
   log(line: string): void;
   onConnected?(model: string, connected: boolean): void;
   onBatchStart?(model: string, leaseId: string, items: number): void;
+  /** A batch has run; called just before its completion is sent, so a pause it makes is read first. */
   onBatch?(report: BatchReport): void;
 }
 
@@ -123,12 +124,14 @@ export class ModelConnection {
     clearTimeout(this.reconnectTimer);
     const deadline = Date.now() + timeoutMs;
     if (this.connected) {
-      // Batches pushed before the coordinator saw the drain arrive before its "draining" answer.
+      // Batches pushed before the coordinator saw the drain arrive before its "draining" answer, and
+      // none after it: so wait for that answer (or the socket's close) within the deadline, however
+      // slow the coordinator is, before counting what is held.
       const acknowledged = new Promise<void>((resolve) => {
         this.onDraining = resolve;
       });
       this.send({ type: "drain" });
-      await Promise.race([acknowledged, sleep(Math.min(2_000, timeoutMs))]);
+      await Promise.race([acknowledged, sleep(timeoutMs)]);
     }
     const seen = new Set(this.running.keys());
     while (this.running.size > 0 && Date.now() < deadline) {
@@ -180,6 +183,7 @@ export class ModelConnection {
       this.opts.hooks.onConnected?.(this.model, false);
       // Leases held on a closed socket are put back by the coordinator; results for them would be stale.
       this.running.clear();
+      this.onDraining?.();
       if (this.stopping) return;
       if (wasConnected) this.opts.hooks.log(`[${this.model}] disconnected (${event.code}); reconnecting`);
       this.scheduleReconnect();
@@ -255,8 +259,9 @@ export class ModelConnection {
     // Released meanwhile (pause with release, socket lost): the coordinator has put the items back.
     if (!this.running.has(batch.lease_id)) return;
     const ms = performance.now() - started;
-    this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
     const failed = results.filter((r) => "error" in r).length;
+    // Told before the completion goes out: a hook that pauses (a duty-cycle rest) has its drain read
+    // first, so the coordinator does not hand over the next batch in answer to this completion.
     this.opts.hooks.onBatch?.({
       model: this.model,
       device: this.opts.model.device,
@@ -265,6 +270,7 @@ export class ModelConnection {
       failed,
       ms,
     });
+    this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
   }
 
   private send(frame: WorkerFrameOut): void {

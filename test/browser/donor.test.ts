@@ -10,6 +10,14 @@ import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-proces
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type DonorStatus, ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import {
+  API,
+  callerApi,
+  expectMatchesNode as expectMatchesApi,
+  itemsDone,
+  sleep,
+  waitForStatus,
+} from "../support/browser-swarm.ts";
 import { type Chromium, launchChromium } from "../support/chromium.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
@@ -28,7 +36,6 @@ const registry = {
   ],
 };
 const ARTIFACTS = new URL("../../test-results/", import.meta.url);
-const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 
 const TEXTS = REVIEW_TEXTS;
 
@@ -60,62 +67,12 @@ afterAll(async () => {
   rmSync(persistTo, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function infer(model: string, inputs: unknown[], wait = true) {
-  const res = await fetch(`${coordinator.url}/v1/infer`, {
-    method: "POST",
-    headers: API,
-    body: JSON.stringify({ model, inputs, wait, timeout_ms: 60_000 }),
-  });
-  return { status: res.status, body: (await res.json()) as any };
-}
-
-async function job(id: string) {
-  const res = await fetch(`${coordinator.url}/v1/jobs/${id}`, { headers: API });
-  return (await res.json()) as any;
-}
-
-/** Every output within `tolerance` of onnxruntime-node's answer for the same input. */
-async function expectMatchesNode(model: string, inputs: unknown[], outputs: unknown[], tolerance: number) {
-  const expected = await (reference.get(model) as LoadedModel).run(inputs);
-  expect(outputs).toHaveLength(inputs.length);
-  outputs.forEach((output, i) => {
-    const want = expected[i] as { output: unknown };
-    if (reference.get(model)?.task === "text-classification") {
-      const got = output as { label: string; score: number }[];
-      const ref = want.output as { label: string; score: number }[];
-      expect(got.map((g) => g.label)).toEqual(ref.map((r) => r.label));
-      got.forEach((g, j) => {
-        expect(Math.abs(g.score - (ref[j]?.score ?? Number.NaN))).toBeLessThan(tolerance);
-      });
-    } else {
-      const got = output as number[];
-      const ref = want.output as number[];
-      expect(got).toHaveLength(ref.length);
-      got.forEach((g, j) => {
-        expect(Math.abs(g - (ref[j] ?? Number.NaN))).toBeLessThan(tolerance);
-      });
-    }
-  });
-}
-
-/** The tab's donor status, once `ready` says it is what we wait for. */
-async function waitForStatus(page: Page, ready: (s: DonorStatus) => boolean, timeoutMs = 60_000): Promise<DonorStatus> {
-  const deadline = Date.now() + timeoutMs;
-  let last: DonorStatus | undefined;
-  while (Date.now() < deadline) {
-    last = (await page.evaluate("window.EdgeSwarm?.status()")) as DonorStatus | undefined;
-    if (last?.state === "failed") throw new Error(`the donor failed: ${last.error}`);
-    if (last && ready(last)) return last;
-    await sleep(100);
-  }
-  throw new Error(`donor status not reached in time; last: ${JSON.stringify(last)}`);
-}
+const { infer, job } = callerApi(() => coordinator.url);
+const expectMatchesNode = (model: string, inputs: unknown[], outputs: unknown[], tolerance: number) =>
+  expectMatchesApi(reference, model, inputs, outputs, tolerance);
 
 const allConnected = (s: DonorStatus) =>
   s.state === "running" && s.models.length === registry.models.length && s.models.every((m) => m.connected);
-const itemsDone = (s: DonorStatus) => s.models.reduce((n, m) => n + m.items, 0);
 
 /** Long tasks on the page's main thread, recorded from before any page script runs. */
 const LONG_TASKS = `
