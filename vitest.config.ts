@@ -2,7 +2,7 @@
 // end-to-end runs against `wrangler dev` with real worker processes.
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
-import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "./test/support/test-models.ts";
+import { TEST_API_KEY, TEST_CPU_ONLY_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "./test/support/test-models.ts";
 
 export default defineConfig({
   test: {
@@ -15,7 +15,8 @@ export default defineConfig({
             miniflare: {
               bindings: {
                 AUTH: "required",
-                API_KEYS: TEST_API_KEY,
+                API_KEYS: `${TEST_API_KEY},${TEST_CPU_ONLY_KEY}`,
+                GPU_POOL_KEYS: TEST_API_KEY,
                 WORKER_TOKENS: TEST_WORKER_TOKEN,
                 MODELS: JSON.stringify(TEST_REGISTRY),
                 SITE_KEYS: JSON.stringify({ "site-a": { origins: ["https://a.example"], models: ["guarded"] } }),

@@ -25,6 +25,13 @@ export function donorSecret(config: EdgeConfig): string | undefined {
   return devSecret;
 }
 
+/** Whether the caller of this request may pin work to the gpu pool (GPU_POOL_KEYS; all keys when unset). */
+export function mayUseGpuPool(config: EdgeConfig, authorization: string | undefined): boolean {
+  if (config.open || config.gpuPoolKeys === null) return true;
+  const token = authorization?.match(/^Bearer\s+(.+)$/i)?.[1];
+  return token !== undefined && config.gpuPoolKeys.some((k) => sameKey(k, token));
+}
+
 export const requireKey = (kind: KeyKind) =>
   createMiddleware<HonoEnv>(async (c, next) => {
     const config = c.get("config");

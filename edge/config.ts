@@ -41,6 +41,8 @@ export interface EdgeConfig {
   open: boolean;
   apiKeys: readonly string[];
   workerTokens: readonly string[];
+  /** Caller keys that may ask for the gpu pool; null: all of them. */
+  gpuPoolKeys: readonly string[] | null;
   maxBodyBytes: number;
   donors: DonorConfig;
 }
@@ -74,6 +76,7 @@ export function loadConfig(env: Env): EdgeConfig {
     env.AUTH,
     env.API_KEYS,
     env.WORKER_TOKENS,
+    env.GPU_POOL_KEYS,
     env.MODELS,
     env.SCALING,
     env.MAX_BODY_BYTES,
@@ -106,6 +109,7 @@ export function loadConfig(env: Env): EdgeConfig {
     open: auth === "open",
     apiKeys: list(env.API_KEYS),
     workerTokens: list(env.WORKER_TOKENS),
+    gpuPoolKeys: env.GPU_POOL_KEYS === undefined ? null : list(env.GPU_POOL_KEYS),
     maxBodyBytes,
     donors: {
       sites: new Map(Object.entries(sites.data)),

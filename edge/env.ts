@@ -13,6 +13,8 @@ export interface Env {
   API_KEYS?: string;
   /** Comma-separated worker tokens (a secret in production). */
   WORKER_TOKENS?: string;
+  /** API_KEYS entries that may pin a call to the gpu pool (`pool: "gpu"`); unset: every caller key may. */
+  GPU_POOL_KEYS?: string;
   /** JSON registry overriding models/registry.json: {"models":[{"name":...}]}. */
   MODELS?: string;
   /** JSON overriding the pool scaling defaults: {"gpu":{...},"browser":{...}}. */

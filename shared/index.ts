@@ -6,6 +6,7 @@ export * from "./policy/job-outcome.ts";
 export * from "./policy/lease.ts";
 export * from "./policy/output-shape.ts";
 export * from "./policy/replicas.ts";
+export * from "./policy/routing.ts";
 export * from "./policy/verification.ts";
 export * from "./protocol/caller.ts";
 export * from "./protocol/donor.ts";

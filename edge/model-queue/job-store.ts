@@ -11,6 +11,7 @@ import {
   type JobView,
   jobOutcome,
   type ModelConfig,
+  type Pool,
 } from "../../shared/index.ts";
 import { NO_POOL } from "../metrics/definitions.ts";
 import type { Sql } from "../sql.ts";
@@ -22,6 +23,8 @@ export interface SubmitInput {
   priority?: number | undefined;
   timeout_ms?: number | undefined;
   session?: string | undefined;
+  /** The pool the caller pinned the call to; none: routed (browser first, gpu on overflow). */
+  pool?: Pool | undefined;
 }
 
 export type SubmitResult =
@@ -116,11 +119,12 @@ export class JobStore {
     );
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
     this.sql.run(
-      "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input) SELECT ?, key, ?, ?, ?, 'queued', value FROM json_each(?)",
+      "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input, pool) SELECT ?, key, ?, ?, ?, 'queued', value, ? FROM json_each(?)",
       req.id,
       priority,
       now,
       now,
+      req.pool ?? null,
       JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
     );
   }

@@ -21,8 +21,9 @@ import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
 import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
-import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
+import { type ItemFilter, type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
+import { BROWSER_ITEMS, PoolRouter, type RoutePlan } from "./pool-router.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
 import { type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
 import { Verifier } from "./verification.ts";
@@ -39,6 +40,11 @@ import {
   WorkerSlots,
 } from "./worker-slots.ts";
 
+/** Both restrictions on the items a worker may lease. */
+function both(a: ItemFilter, b: ItemFilter | undefined): ItemFilter {
+  return b ? { where: a.where + b.where, bindings: [...a.bindings, ...b.bindings] } : a;
+}
+
 /** Headers edge/routes/workers.ts sets on a socket a browser donor token opened (and strips from any other). */
 export const POOL_HEADER = "X-EdgeSwarm-Pool";
 export const DONOR_HEADER = "X-EdgeSwarm-Donor";
@@ -49,6 +55,8 @@ export type { CompleteResult } from "./lease-settlement.ts";
 export interface QueueStats {
   model: string;
   queued: number;
+  /** Queued items each pool may lease now: the browser pool all routed ones, the GPU pool its overflow. */
+  eligible: Record<Pool, number>;
   in_flight: Record<Pool, number>;
   leases: Record<Pool, number>;
   workers: Record<Pool, number>;
@@ -67,6 +75,7 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly slots: WorkerSlots;
   private readonly trust: TrustStore;
   private readonly verifier: Verifier;
+  private readonly router: PoolRouter;
   private model: string | undefined;
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
@@ -94,6 +103,7 @@ export class ModelQueue extends DurableObject<Env> {
       (ref, q) => this.tellQuarantined(ref, q),
     );
     this.slots = new WorkerSlots(ctx);
+    this.router = new PoolRouter(this.sql);
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
@@ -129,9 +139,11 @@ export class ModelQueue extends DurableObject<Env> {
     const now = Date.now();
     const workers = this.slots.countByPool(now);
     const { leases, inFlight } = this.leases.activeByPool();
+    const plan = this.routePlan(this.config(), now, inFlight);
     return {
       model,
       queued: this.jobs.queuedCount(),
+      eligible: { browser: plan.browser, gpu: plan.gpu },
       in_flight: inFlight,
       leases,
       workers,
@@ -178,6 +190,7 @@ export class ModelQueue extends DurableObject<Env> {
 
   private completeLease(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
     const result = this.settlement.complete(lease, body, now);
+    if (!("error" in result)) this.router.observe(lease, now);
     if (!("error" in result) || result.error.code === ErrorCode.quarantined) this.pumpAndSchedule(now);
     return result;
   }
@@ -387,12 +400,23 @@ export class ModelQueue extends DurableObject<Env> {
    * be given a canary; quarantined browser workers get nothing.
    */
   private handOutOne(cfg: ModelConfig, now: number): boolean {
-    const mayLease = (w: LeaseHolder) => w.pool !== "browser" || this.trust.quarantinedUntil(w, now) === null;
+    const mayLease = this.mayLease(now);
     // Checked (browser) workers see the same items unless they produced a candidate; looked up once.
     let producers: ReadonlySet<string> | undefined;
     let tieBreaks = false;
-    let plainFoundNone = false;
+    // Kinds of worker that found nothing due: every other of the same kind would find the same.
+    const foundNone = new Set<string>();
+    // What the GPU pool may take now: worked out once, when a GPU worker is free.
+    let plan: RoutePlan | undefined;
     for (const slot of this.slots.free(this.leases.heldByWorker(), mayLease)) {
+      if (slot.info.pool === "gpu") {
+        plan ??= this.routePlan(cfg, now);
+        if (plan.gpu === 0) {
+          // Nothing for the GPU pool yet: look again when the oldest routed item becomes overdue.
+          if (plan.nextOverdueAt !== null) this.armBatchTimer(plan.nextOverdueAt, now);
+          continue;
+        }
+      }
       const checked = this.verifier.checks(cfg, slot.info.pool);
       if (checked && producers === undefined) {
         producers = this.verifier.producers();
@@ -400,8 +424,13 @@ export class ModelQueue extends DurableObject<Env> {
         tieBreaks = this.slots.countByPool(now).gpu === 0;
       }
       const plain = checked && !this.verifier.isProducer(producers, slot.info);
-      if (plain && plainFoundNone) continue;
-      const filter = checked ? this.verifier.itemFilter(slot.info, tieBreaks) : undefined;
+      // Unchecked workers see what their pool may take; checked ones that produced no candidate, the same.
+      const kind = !checked ? slot.info.pool : plain ? "plain" : null;
+      if (kind !== null && foundNone.has(kind)) continue;
+      const filter = both(
+        slot.info.pool === "gpu" && plan ? this.router.gpuItems(plan) : BROWSER_ITEMS,
+        checked ? this.verifier.itemFilter(slot.info, tieBreaks) : undefined,
+      );
       const head = this.leases.eligible(now, filter);
       const maxBatchSize = Math.min(cfg.max_batch_size, slot.info.max_batch_size);
       const decision = decideBatch({
@@ -414,16 +443,25 @@ export class ModelQueue extends DurableObject<Env> {
       if (decision.kind === "wait") this.armBatchTimer(decision.until, now);
       if (decision.kind === "send") {
         const canary = checked ? this.verifier.known.pickCanary(cfg) : null;
-        const size = canary && decision.size >= maxBatchSize ? decision.size - 1 : decision.size;
+        // The GPU pool takes no more than its share of the head of the queue.
+        const due = Math.min(decision.size, slot.info.pool === "gpu" && plan ? plan.gpu : decision.size);
+        const size = canary && due >= maxBatchSize ? due - 1 : due;
         const { leaseId, batchJson } = this.leases.handOut(slot.info, size, now, cfg, filter, canary);
         if (!this.slots.deliver(slot, batchJson)) this.release(leaseId, "could not be sent to the worker");
         return true;
       }
-      // A worker that may take any item found none due: neither would any other.
-      if (!filter) return false;
-      if (plain) plainFoundNone = true;
+      if (kind !== null) foundNone.add(kind);
     }
     return false;
+  }
+
+  private mayLease(now: number): (w: LeaseHolder) => boolean {
+    return (w) => w.pool !== "browser" || this.trust.quarantinedUntil(w, now) === null;
+  }
+
+  /** What each pool may take from the queue now (pool-router.ts). */
+  private routePlan(cfg: ModelConfig, now: number, inFlight = this.leases.activeByPool().inFlight): RoutePlan {
+    return this.router.plan(cfg, now, this.slots.ready("browser", now, this.mayLease(now)), inFlight);
   }
 
   /**

@@ -119,4 +119,6 @@ export const MODEL_QUEUE_MIGRATIONS = [
     PRIMARY KEY (worker_id, donor)
   );
   `,
+  // Routing (pool-router.ts): the pool a caller pinned an item to; NULL is routed, browser first.
+  `ALTER TABLE items ADD COLUMN pool TEXT;`,
 ] as const;

@@ -82,7 +82,7 @@ export function sendFrame(ws: WebSocket, frame: OutgoingFrame): void {
 export class WorkerSlots {
   /** HTTP long-poll workers waiting for a batch. In memory: they are live requests. */
   private pollers: Poller[] = [];
-  private readonly httpWorkersSeen = new Map<string, { pool: Pool; at: number }>();
+  private readonly httpWorkersSeen = new Map<string, { info: LeaseHolder; at: number }>();
 
   constructor(private readonly ctx: DurableObjectState) {}
 
@@ -91,7 +91,7 @@ export class WorkerSlots {
    * a batch that is ready now goes out without waiting; then the wait starts if none was handed over.
    */
   poll(info: LeaseHolder, waitMs: number, now: number, joined: () => void): Promise<string | null> {
-    this.httpWorkersSeen.set(info.worker_id, { pool: info.pool, at: now });
+    this.httpWorkersSeen.set(info.worker_id, { info, at: now });
     return new Promise<string | null>((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const poller: Poller = {
@@ -116,11 +116,31 @@ export class WorkerSlots {
       const info = socketWorker(ws);
       if (info) workers[info.pool]++;
     }
+    for (const seen of this.recentHttpWorkers(now)) workers[seen.pool]++;
+    return workers;
+  }
+
+  /**
+   * The workers of `pool` that could take a batch now (or soon): sockets that said hello and are not
+   * draining, and HTTP workers seen lately; only those `mayLease` allows.
+   */
+  ready(pool: Pool, now: number, mayLease: (info: LeaseHolder) => boolean): LeaseHolder[] {
+    const ready: LeaseHolder[] = [];
+    for (const ws of this.ctx.getWebSockets()) {
+      const info = socketWorker(ws);
+      if (info && info.pool === pool && !info.draining && mayLease(info)) ready.push(info);
+    }
+    for (const info of this.recentHttpWorkers(now)) if (info.pool === pool && mayLease(info)) ready.push(info);
+    return ready;
+  }
+
+  private recentHttpWorkers(now: number): LeaseHolder[] {
+    const recent: LeaseHolder[] = [];
     for (const [id, seen] of this.httpWorkersSeen) {
       if (now - seen.at > HTTP_WORKER_SEEN_MS) this.httpWorkersSeen.delete(id);
-      else workers[seen.pool]++;
+      else recent.push(seen.info);
     }
-    return workers;
+    return recent;
   }
 
   /**

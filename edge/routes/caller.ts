@@ -2,7 +2,7 @@
 import { type Context, Hono } from "hono";
 import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView, newId } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
-import { requireKey } from "../auth.ts";
+import { mayUseGpuPool, requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import type { SubmitResult } from "../model-queue/model-queue.ts";
 import { eachQueue, modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
@@ -30,6 +30,13 @@ callerRoutes.post("/v1/infer", authorised, async (c) => {
       `${body.inputs.length} inputs sent; model "${model.name}" takes at most ${model.max_inputs_per_request} per request: split the call`,
     );
   }
+  if (body.pool === "gpu" && !mayUseGpuPool(c.get("config"), c.req.header("Authorization"))) {
+    throw new ApiError(
+      403,
+      ErrorCode.forbidden,
+      'this API key may not pin calls to the gpu pool (see GPU_POOL_KEYS); leave "pool" out and the queue routes the call',
+    );
+  }
   const id = newId(model.name);
   const timeout = body.timeout_ms ?? model.default_timeout_ms;
   const waitMs = body.wait ? timeout + WAIT_GRACE_MS : 0;
@@ -40,6 +47,7 @@ callerRoutes.post("/v1/infer", authorised, async (c) => {
     priority: body.priority,
     timeout_ms: body.timeout_ms,
     session: body.session,
+    pool: body.pool,
   };
 
   let result: SubmitResult | undefined;

@@ -27,13 +27,10 @@ healthRoutes.get("/readyz", (c) => {
   }
 });
 
-/** Per pool: items queued (eligible for any pool until routing says otherwise) plus what the pool holds. */
+/** Per pool: the queued items routing lets it take now, plus the items it holds (KEDA's queue length). */
 function poolQueues(stats: readonly QueueStats[]): Record<Pool, number> {
-  const queued = stats.reduce((n, s) => n + s.queued, 0);
-  return {
-    browser: queued + stats.reduce((n, s) => n + s.in_flight.browser, 0),
-    gpu: queued + stats.reduce((n, s) => n + s.in_flight.gpu, 0),
-  };
+  const sum = (pool: Pool) => stats.reduce((n, s) => n + s.eligible[pool] + s.in_flight[pool], 0);
+  return { browser: sum("browser"), gpu: sum("gpu") };
 }
 
 async function scalingSignal(c: Context<HonoEnv>, stats: readonly QueueStats[]): Promise<Record<Pool, PoolSignal>> {
@@ -67,7 +64,10 @@ opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
     pools,
     config,
     models: Object.fromEntries(
-      stats.map((s) => [s.model, { queued: s.queued, in_flight: s.in_flight, workers: s.workers }]),
+      stats.map((s) => [
+        s.model,
+        { queued: s.queued, eligible: s.eligible, in_flight: s.in_flight, workers: s.workers },
+      ]),
     ),
     ...(failed.length > 0 ? { unavailable: failed } : {}),
     at: Date.now(),

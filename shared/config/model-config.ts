@@ -66,6 +66,10 @@ export const QUEUE_DEFAULTS = {
   default_priority: 0,
   /** How long a finished job's result can still be read with GET /v1/jobs/{id}. */
   result_ttl_ms: 3_600_000,
+  /** A queued item (of a call that named no pool) waiting this long may go to the GPU pool. */
+  overflow_after_ms: 2_000,
+  /** Items beyond what the browser pool drains within this long may go to the GPU pool. */
+  latency_target_ms: 5_000,
   verification: VERIFICATION_DEFAULTS,
 } as const;
 
@@ -104,6 +108,8 @@ export const ModelConfig = z
     priority_levels: z.int().min(1).max(16).default(QUEUE_DEFAULTS.priority_levels),
     default_priority: z.int().min(0).default(QUEUE_DEFAULTS.default_priority),
     result_ttl_ms: z.int().positive().default(QUEUE_DEFAULTS.result_ttl_ms),
+    overflow_after_ms: z.int().min(0).default(QUEUE_DEFAULTS.overflow_after_ms),
+    latency_target_ms: z.int().positive().default(QUEUE_DEFAULTS.latency_target_ms),
     /** Checks on browser workers' outputs; see VERIFICATION_DEFAULTS. */
     verification: Verification.prefault({}),
     /** The files workers load; absent for a queue whose workers bring their own model. */

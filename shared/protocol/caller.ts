@@ -17,6 +17,8 @@ export const InferRequest = z.strictObject({
   priority: z.int().min(0).optional(),
   timeout_ms: z.int().positive().optional(),
   session: z.string().min(1).max(128).optional(),
+  /** Pin the call to a pool: "gpu" for latency-critical work (if the key may), "browser" never to overflow. */
+  pool: z.enum(Pool).optional(),
   wait: z.boolean().default(true),
 });
 export type InferRequest = z.infer<typeof InferRequest>;

@@ -64,10 +64,34 @@ export const TEST_REGISTRY = {
       lease_ms: 5_000,
       verification: { trust_after: 0, sample_rate: 0, canary_rate: 1, tolerance: { abs: 1e-4, rel: 0 } },
     },
+    // Routing to the GPU pool (test/workers/routing.test.ts): "delta" overflows on age alone (its latency
+    // target is beyond any test), "echo" on queue depth alone (nothing waits a minute).
+    {
+      name: "delta",
+      task: "tensor",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      overflow_after_ms: 300,
+      latency_target_ms: 3_600_000,
+      verification: { enabled: false },
+    },
+    {
+      name: "echo",
+      task: "tensor",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      overflow_after_ms: 60_000,
+      latency_target_ms: 5_000,
+      verification: { enabled: false },
+    },
   ],
 };
 
 export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried"] as const;
 
 export const TEST_API_KEY = "test-api-key";
+/** A caller key GPU_POOL_KEYS leaves out: it may not pin calls to the gpu pool. */
+export const TEST_CPU_ONLY_KEY = "test-key-browser-only";
 export const TEST_WORKER_TOKEN = "test-worker-token";

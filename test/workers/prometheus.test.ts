@@ -196,6 +196,7 @@ function model(name: string, over: Partial<ModelMetrics["snapshot"]> = {}): Mode
     stats: {
       model: name,
       queued: 7,
+      eligible: { browser: 7, gpu: 7 },
       in_flight: { browser: 3, gpu: 64 },
       leases: { browser: 1, gpu: 2 },
       workers: { browser: 5, gpu: 1 },

@@ -1,0 +1,93 @@
+// Which of a model's queued items each pool may lease now (shared/policy/routing.ts decides how many may
+// overflow to the GPU pool). The browser pool's serving rate is learned from its completed leases, per
+// worker, in memory: after a restart it is learned again within a few batches, and until then only the
+// "no browser worker" and "waited too long" rules send work to the GPU pool.
+import { gpuOverflow, type ModelConfig, type Pool, poolRate, smoothedRate } from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { ItemFilter, LeaseRow } from "./lease-table.ts";
+import type { LeaseHolder } from "./worker-slots.ts";
+
+/** What each pool may take from the queue now. */
+export interface RoutePlan {
+  /** Queued items the GPU pool may lease: pinned to it, tie-breaks waiting for it, and the overflow. */
+  gpu: number;
+  /** Queued items the browser pool may lease: all but those pinned to the GPU pool. */
+  browser: number;
+  /** Of the routed items (no pool asked), how many the GPU pool may take from the head of the queue. */
+  overflow: number;
+  /** When the oldest routed item the GPU pool may not take yet becomes overdue; null if none waits. */
+  nextOverdueAt: number | null;
+}
+
+/** Items a browser worker may lease: any but those pinned to the GPU pool. */
+export const BROWSER_ITEMS: ItemFilter = { where: " AND (pool IS NULL OR pool = 'browser')", bindings: [] };
+
+/** Browser workers whose rates are kept at most; older entries go first. */
+const MAX_TRACKED = 10_000;
+
+export class PoolRouter {
+  private readonly rates = new Map<string, number>();
+
+  constructor(private readonly sql: Sql) {}
+
+  /** A browser worker completed a lease: learn how fast it serves (items per second of lease time). */
+  observe(lease: LeaseRow, now: number): void {
+    if (lease.pool !== "browser" || lease.n_items <= 0) return;
+    const rate = smoothedRate(this.rates.get(lease.worker_id), lease.n_items, now - lease.created_at);
+    this.rates.delete(lease.worker_id);
+    this.rates.set(lease.worker_id, rate);
+    if (this.rates.size > MAX_TRACKED) this.rates.delete(this.rates.keys().next().value as string);
+  }
+
+  /** The browser pool's rate with these workers ready, in items/s; null until one of them was observed. */
+  browserRate(ready: readonly LeaseHolder[]): number | null {
+    return poolRate(ready.map((w) => ({ rate: this.rates.get(w.worker_id), concurrency: w.max_concurrent_batches })));
+  }
+
+  plan(cfg: ModelConfig, now: number, browserReady: readonly LeaseHolder[], inFlight: Record<Pool, number>): RoutePlan {
+    const row = this.sql.one<{
+      routed: number;
+      overdue: number | null;
+      oldest: number | null;
+      gpu: number;
+      browser: number;
+      tie: number;
+    }>(
+      `SELECT
+         COUNT(*) FILTER (WHERE pool IS NULL) AS routed,
+         SUM(pool IS NULL AND enqueued_at <= ?) AS overdue,
+         MIN(enqueued_at) FILTER (WHERE pool IS NULL) AS oldest,
+         COUNT(*) FILTER (WHERE pool = 'gpu') AS gpu,
+         COUNT(*) FILTER (WHERE pool = 'browser') AS browser,
+         COUNT(*) FILTER (WHERE pool IS NULL AND n_candidates >= 2) AS tie
+       FROM items WHERE state = 'queued'`,
+      now - cfg.overflow_after_ms,
+    );
+    const routed = row?.routed ?? 0;
+    const overflow = gpuOverflow({
+      browserWorkers: browserReady.length,
+      browserItemsPerSecond: this.browserRate(browserReady),
+      browserInFlight: inFlight.browser,
+      autoQueued: routed,
+      autoOverdue: row?.overdue ?? 0,
+      latencyTargetMs: cfg.latency_target_ms,
+    });
+    return {
+      gpu: (row?.gpu ?? 0) + Math.max(overflow, row?.tie ?? 0),
+      browser: routed + (row?.browser ?? 0),
+      overflow,
+      nextOverdueAt:
+        overflow < routed && row?.oldest !== null && row?.oldest !== undefined
+          ? row.oldest + cfg.overflow_after_ms
+          : null,
+    };
+  }
+
+  /** Items a GPU worker may lease under `plan`: pinned to it, tie-breaks, and routed ones when some overflow. */
+  gpuItems(plan: RoutePlan): ItemFilter {
+    return {
+      where: " AND (pool = 'gpu' OR (pool IS NULL AND (n_candidates >= 2 OR ?)))",
+      bindings: [plan.overflow > 0 ? 1 : 0],
+    };
+  }
+}
