@@ -55,9 +55,38 @@ async function scalingSignal(c: Context<HonoEnv>, stats: readonly QueueStats[]):
   }
 }
 
+/**
+ * KEDA gives the metrics call a few seconds (KEDA_HTTP_DEFAULT_TIMEOUT, 3 s by default) and counts a slow
+ * answer as a failure: a queue object that does not answer within this long is reported as last seen.
+ */
+const SCALING_QUEUE_WAIT_MS = 1_500;
+/** Each model's stats as this isolate last read them, for a queue that is slow to answer. */
+const lastStats = new Map<string, { stats: QueueStats; at: number }>();
+
+/** Every queue's stats within SCALING_QUEUE_WAIT_MS: fresh, else as last seen (named in `stale`). */
+async function queueStats(c: Context<HonoEnv>) {
+  const stale: string[] = [];
+  const { results, failed } = await eachQueue(c, async (queue, m) => {
+    const fresh = queue.stats(m.name).then((stats) => {
+      lastStats.set(m.name, { stats, at: Date.now() });
+      return stats;
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), SCALING_QUEUE_WAIT_MS);
+    });
+    const first = await Promise.race([fresh, late]).finally(() => clearTimeout(timer));
+    if (first !== "late") return first;
+    const seen = lastStats.get(m.name);
+    if (!seen) return fresh;
+    stale.push(m.name);
+    return seen.stats;
+  });
+  return { stats: results.map((r) => r.value), failed, stale };
+}
+
 opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
-  const { results, failed } = await eachQueue(c, (queue, m) => queue.stats(m.name));
-  const stats = results.map((r) => r.value);
+  const { stats, failed, stale } = await queueStats(c);
   const pools = await scalingSignal(c, stats);
   const config = c.get("config").scaling;
   return c.json({
@@ -70,6 +99,7 @@ opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
       ]),
     ),
     ...(failed.length > 0 ? { unavailable: failed } : {}),
+    ...(stale.length > 0 ? { stale } : {}),
     at: Date.now(),
   });
 });

@@ -1,9 +1,9 @@
 // What operators and KEDA read: health, models with queue depth, the scaling signal, Prometheus metrics.
-import { env } from "cloudflare:test";
+import { env, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { app } from "../../edge/app.ts";
 import { TEST_REGISTRY } from "../support/test-models.ts";
-import { call, infer, SocketWorker, WORKER, waitFor, wipeQueues } from "./helpers.ts";
+import { call, infer, queue, SocketWorker, sleep, WORKER, waitFor, wipeQueues } from "./helpers.ts";
 
 const MODEL_NAMES = TEST_REGISTRY.models.map((m) => m.name);
 
@@ -84,6 +84,24 @@ describe("GET /v1/scaling", () => {
     const down = await call("/v1/scaling");
     expect(down.body.pools.browser).toMatchObject({ queue_length: 0, raw_replicas: 0, active: false });
     expect(down.body.pools.browser.desired_replicas).toBe(3); // within the 60 s window
+  });
+
+  it("answers in time while a queue is busy, with that queue as last seen", async () => {
+    await infer({ model: "bravo", inputs: new Array(5).fill(0), wait: false });
+    expect((await call("/v1/scaling")).body.models.bravo.queued).toBe(5);
+    // The queue object takes no calls for 3 s (as one swamped by work would answer late).
+    const busy = runInDurableObject(queue("bravo"), (_instance, state) =>
+      state.blockConcurrencyWhile(() => sleep(3_000)),
+    );
+    await sleep(100);
+    const started = Date.now();
+    const res = await call("/v1/scaling");
+    expect(Date.now() - started).toBeLessThan(2_500);
+    expect(res.status).toBe(200);
+    expect(res.body.stale).toEqual(["bravo"]);
+    expect(res.body.models.bravo.queued).toBe(5);
+    expect(res.body.pools.gpu.queue_length).toBe(5);
+    await busy;
   });
 
   it("counts what a pool holds in flight for that pool only", async () => {
