@@ -8,7 +8,9 @@ import { loadConfig } from "./config.ts";
 import { ApiError, onError } from "./errors.ts";
 import { callerRoutes } from "./routes/caller.ts";
 import { donorRoutes } from "./routes/donors.ts";
+import { oipRoutes } from "./routes/oip.ts";
 import { healthRoutes, opsRoutes } from "./routes/ops.ts";
+import { sessionRoutes } from "./routes/sessions.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
 export const app = new Hono<HonoEnv>();
@@ -31,7 +33,7 @@ app.use(async (c, next) => {
   c.set("config", loadConfig(c.env));
   await next();
 });
-app.use("/v1/*", (c, next) => {
+app.use("*", (c, next) => {
   const maxSize = c.get("config").maxBodyBytes;
   return bodyLimit({
     maxSize,
@@ -49,3 +51,5 @@ app.route("/", opsRoutes);
 app.route("/", callerRoutes);
 app.route("/", workerRoutes);
 app.route("/", donorRoutes);
+app.route("/", sessionRoutes);
+app.route("/", oipRoutes);

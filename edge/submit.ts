@@ -1,0 +1,102 @@
+// Submitting a call to its model's queue, shared by every API shape (EdgeSwarm's own, OpenAI, Open
+// Inference Protocol, Hugging Face): the model's limits, the caller's right to a pool, retries when the
+// queue object restarts mid-call, refusals as ApiErrors, and a finished job's outcome as an answer or an error.
+import type { Context } from "hono";
+import { ErrorCode, FINAL_STATUSES, type InferRequest, type JobView, newId } from "../shared/index.ts";
+import type { HonoEnv } from "./app-env.ts";
+import { mayUseGpuPool } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import type { SubmitResult } from "./model-queue/model-queue.ts";
+import { modelOrThrow, queueOf } from "./request.ts";
+
+/** Extra time a waiting call gives the queue past the job's own deadline, so expiry is reported, not raced. */
+const WAIT_GRACE_MS = 2_000;
+/** A queue object that restarts mid-call is asked again (the job id makes that idempotent). */
+const SUBMIT_TRIES = 3;
+
+const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
+  [ErrorCode.queueFull]: 429,
+  [ErrorCode.jobNotFound]: 503,
+};
+
+/**
+ * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
+ * as accepted. Throws an ApiError for a call the model or the queue refuses.
+ */
+export async function submitJob(c: Context<HonoEnv>, call: InferRequest): Promise<JobView> {
+  const model = modelOrThrow(c, call.model);
+  if (call.inputs.length > model.max_inputs_per_request) {
+    throw new ApiError(
+      400,
+      ErrorCode.tooManyInputs,
+      `${call.inputs.length} inputs sent; model "${model.name}" takes at most ${model.max_inputs_per_request} per request: split the call`,
+    );
+  }
+  if (call.pool === "gpu" && !mayUseGpuPool(c.get("config"), c.req.header("Authorization"))) {
+    throw new ApiError(
+      403,
+      ErrorCode.forbidden,
+      'this API key may not pin calls to the gpu pool (see GPU_POOL_KEYS); leave "pool" out and the queue routes the call',
+    );
+  }
+  const timeout = call.timeout_ms ?? model.default_timeout_ms;
+  const waitMs = call.wait ? timeout + WAIT_GRACE_MS : 0;
+  const queue = queueOf(c, model.name);
+  const submit = {
+    id: newId(model.name),
+    inputs: call.inputs,
+    priority: call.priority,
+    timeout_ms: call.timeout_ms,
+    session: call.session,
+    pool: call.pool,
+  };
+  let result: SubmitResult | undefined;
+  for (let attempt = 1; !result; attempt++) {
+    try {
+      result = await queue.submit(model.name, submit, waitMs);
+    } catch (error) {
+      if (attempt >= SUBMIT_TRIES) {
+        throw new ApiError(
+          503,
+          ErrorCode.upstream,
+          `the queue of "${model.name}" is unavailable (${String(error)}); retry the call`,
+        );
+      }
+    }
+  }
+  if (!result.ok) {
+    const status = REFUSAL_STATUS[result.code] ?? 400;
+    const headers: Record<string, string> = result.retryAfterS ? { "Retry-After": String(result.retryAfterS) } : {};
+    throw new ApiError(status, result.code, result.message, { headers });
+  }
+  return result.job;
+}
+
+/**
+ * A job a caller waited for, if it succeeded; otherwise the error to answer: 504 when it is still open
+ * or expired, 422 when the worker rejected inputs (the caller's to fix), 502 when items ran out of attempts.
+ */
+export function succeededOrThrow(job: JobView): JobView & { status: "succeeded" } {
+  if (!FINAL_STATUSES.includes(job.status)) {
+    // The queue ends every job by its deadline; a waiting call that still sees it open got no answer in time.
+    throw new ApiError(
+      504,
+      ErrorCode.expired,
+      `no result within the request's timeout; the job may still finish: GET /v1/jobs/${job.id}`,
+      { extra: { id: job.id, status: job.status } },
+    );
+  }
+  if (job.status === "succeeded") return job as JobView & { status: "succeeded" };
+  const error = job.error ?? { code: ErrorCode.failed, message: "job failed" };
+  const extra = {
+    id: job.id,
+    model: job.model,
+    status: job.status,
+    outputs: job.outputs,
+    errors: job.errors,
+    timings: job.timings,
+  };
+  if (job.status === "expired") throw new ApiError(504, error.code, error.message, { extra });
+  const ours = job.errors?.some((e) => e.code === ErrorCode.maxAttempts) ?? false;
+  throw new ApiError(ours ? 502 : 422, error.code, error.message, { extra });
+}
