@@ -19,11 +19,14 @@ const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
   [ErrorCode.jobNotFound]: 503,
 };
 
+/** A call as every API shape hands it over: the native request's fields, less how to answer it. */
+export type SubmitCall = Omit<InferRequest, "stream">;
+
 /**
  * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
  * as accepted. Throws an ApiError for a call the model or the queue refuses.
  */
-export async function submitJob(c: Context<HonoEnv>, call: InferRequest): Promise<JobView> {
+export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<JobView> {
   const model = modelOrThrow(c, call.model);
   if (call.inputs.length > model.max_inputs_per_request) {
     throw new ApiError(

@@ -19,6 +19,7 @@ import {
 import { loadConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
+import { JobEvents } from "./job-events.ts";
 import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type ItemFilter, type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -76,6 +77,7 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly trust: TrustStore;
   private readonly verifier: Verifier;
   private readonly router: PoolRouter;
+  private readonly events: JobEvents;
   private model: string | undefined;
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
@@ -104,6 +106,7 @@ export class ModelQueue extends DurableObject<Env> {
     );
     this.slots = new WorkerSlots(ctx);
     this.router = new PoolRouter(this.sql);
+    this.events = new JobEvents(this.sql, this.jobs);
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
@@ -127,6 +130,12 @@ export class ModelQueue extends DurableObject<Env> {
 
   job(id: string): JobView | null {
     return this.jobs.view(id);
+  }
+
+  /** The job's events as JSON lines (job-events.ts), until it ends; null for a job this queue does not have. */
+  watchJob(model: string, id: string): ReadableStream<Uint8Array> | null {
+    this.bind(model);
+    return this.jobs.exists(id) ? this.events.watch(id) : null;
   }
 
   /** Resolves with the job once it has ended, or with its state as it is after waitMs. */
@@ -383,6 +392,7 @@ export class ModelQueue extends DurableObject<Env> {
   private pumpAndSchedule(now = Date.now()): void {
     this.pump(now);
     this.schedule(now);
+    this.events.flush();
   }
 
   /** Hands out batches while a worker is free and Triton's rule says a batch is due. */

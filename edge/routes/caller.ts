@@ -1,20 +1,63 @@
 // The caller API: submit inference, read jobs, list models.
 import { type Context, Hono } from "hono";
+import { streamSSE } from "hono/streaming";
 import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import type { JobEvent } from "../model-queue/job-events.ts";
 import { eachQueue, queueOfId, readJson } from "../request.ts";
 import { submitJob, succeededOrThrow } from "../submit.ts";
+
+const KEEP_ALIVE_MS = 15_000;
 
 export const callerRoutes = new Hono<HonoEnv>();
 const authorised = requireKey("caller");
 
 callerRoutes.post("/v1/infer", authorised, async (c) => {
-  const body = await readJson(c, InferRequest, "request body");
+  const { stream, ...body } = await readJson(c, InferRequest, "request body");
+  if (stream) {
+    const job = await submitJob(c, { ...body, wait: false });
+    return streamJob(c, job.id);
+  }
   const job = await submitJob(c, body);
   return answerJob(c, job, body.wait);
 });
+
+callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.param("id")));
+
+/**
+ * A job's events as Server-Sent Events (edge/model-queue/job-events.ts): `queued` / `leased` with item
+ * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed` or `expired`
+ * with the whole job; the stream ends there. A comment line every 15 s keeps idle connections open.
+ */
+async function streamJob(c: Context<HonoEnv>, id: string) {
+  const { model, queue } = queueOfId(c, id, "job");
+  const lines = await queue.watchJob(model, id);
+  if (!lines) {
+    throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
+  }
+  return streamSSE(c, async (sse) => {
+    const keepAlive = setInterval(() => void sse.write(": keep-alive\n\n"), KEEP_ALIVE_MS);
+    sse.onAbort(() => clearInterval(keepAlive));
+    let seq = 0;
+    let pending = "";
+    try {
+      for await (const chunk of lines.pipeThrough(new TextDecoderStream())) {
+        pending += chunk;
+        let nl = pending.indexOf("\n");
+        while (nl >= 0) {
+          const { event, data } = JSON.parse(pending.slice(0, nl)) as JobEvent;
+          pending = pending.slice(nl + 1);
+          await sse.writeSSE({ event, data: JSON.stringify(data), id: String(++seq) });
+          nl = pending.indexOf("\n");
+        }
+      }
+    } finally {
+      clearInterval(keepAlive);
+    }
+  });
+}
 
 function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
   if (!waited && !FINAL_STATUSES.includes(job.status)) {

@@ -20,6 +20,8 @@ export const InferRequest = z.strictObject({
   /** Pin the call to a pool: "gpu" for latency-critical work (if the key may), "browser" never to overflow. */
   pool: z.enum(Pool).optional(),
   wait: z.boolean().default(true),
+  /** Answer as Server-Sent Events: each input's output as soon as its batch is done (see GET /v1/jobs/{id}/events). */
+  stream: z.boolean().default(false),
 });
 export type InferRequest = z.infer<typeof InferRequest>;
 

@@ -1,0 +1,124 @@
+// What happens to a job, as it happens, for GET /v1/jobs/{id}/events and POST /v1/infer with stream:
+// the job's item counts whenever they change (queued, leased), each input's output (or error) as soon as
+// it is final, then the job's end (completed, failed or expired) with its whole view. ModelQueue calls
+// flush() after every change it makes; with no one watching, that costs nothing.
+import { FINAL_STATUSES, type JobView } from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { JobStore } from "./job-store.ts";
+
+export type JobEvent =
+  | { event: "queued" | "leased"; data: { id: string; status: string; items: Record<string, number> } }
+  | { event: "output"; data: { index: number; output: unknown } }
+  | { event: "error"; data: { index: number; code: string; message: string } }
+  | { event: "completed" | "failed" | "expired"; data: Omit<JobView, "created_at"> };
+
+/** The SSE event that ends a job's stream, by the job's final status. */
+const END_EVENT = { succeeded: "completed", failed: "failed", expired: "expired" } as const;
+
+interface Watch {
+  jobId: string;
+  /** Indices whose output or error was sent. */
+  sent: Set<number>;
+  /** The item counts last sent, as JSON. */
+  counts: string;
+  controller: ReadableStreamDefaultController<Uint8Array>;
+}
+
+const encoder = new TextEncoder();
+
+export class JobEvents {
+  private readonly watches = new Set<Watch>();
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly jobs: JobStore,
+  ) {}
+
+  /** The job's events from now, one JSON line each ({event, data}); the stream ends with the job. */
+  watch(jobId: string): ReadableStream<Uint8Array> {
+    let watch: Watch | undefined;
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        watch = { jobId, sent: new Set(), counts: "", controller };
+        this.watches.add(watch);
+        this.flushOne(watch);
+      },
+      cancel: () => {
+        if (watch) this.watches.delete(watch);
+      },
+    });
+  }
+
+  /** Sends every watcher what changed since it was last told. */
+  flush(): void {
+    for (const watch of this.watches) this.flushOne(watch);
+  }
+
+  private flushOne(w: Watch): void {
+    const job = this.jobs.view(w.jobId);
+    if (!job) {
+      this.end(w, { event: "expired", data: { id: w.jobId, model: "", status: "expired" } });
+      return;
+    }
+    const items: Record<string, number> = {};
+    for (const r of this.sql.all<{ state: string; n: number }>(
+      "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state ORDER BY state",
+      w.jobId,
+    )) {
+      items[r.state] = r.n;
+    }
+    const counts = JSON.stringify(items);
+    if (counts !== w.counts && !FINAL_STATUSES.includes(job.status)) {
+      w.counts = counts;
+      this.send(w, {
+        event: (items.leased ?? 0) > 0 ? "leased" : "queued",
+        data: { id: job.id, status: job.status, items },
+      });
+    }
+    for (const item of this.sql.all<{
+      idx: number;
+      state: string;
+      output: string | null;
+      error_code: string | null;
+      error_message: string | null;
+    }>(
+      "SELECT idx, state, output, error_code, error_message FROM items WHERE job_id = ? AND state IN ('succeeded', 'failed') ORDER BY idx",
+      w.jobId,
+    )) {
+      if (w.sent.has(item.idx)) continue;
+      w.sent.add(item.idx);
+      this.send(
+        w,
+        item.state === "succeeded"
+          ? { event: "output", data: { index: item.idx, output: JSON.parse(item.output ?? "null") } }
+          : {
+              event: "error",
+              data: { index: item.idx, code: item.error_code ?? "failed", message: item.error_message ?? "" },
+            },
+      );
+    }
+    if (job.status === "succeeded" || job.status === "failed" || job.status === "expired") {
+      const { created_at: _created, ...view } = job;
+      this.end(w, { event: END_EVENT[job.status], data: view });
+    }
+  }
+
+  private send(w: Watch, event: JobEvent): void {
+    try {
+      w.controller.enqueue(encoder.encode(`${JSON.stringify(event)}\n`));
+    } catch {
+      // The reader went away: forget the watch.
+      this.watches.delete(w);
+    }
+  }
+
+  private end(w: Watch, event: JobEvent): void {
+    this.send(w, event);
+    this.watches.delete(w);
+    try {
+      w.controller.close();
+    } catch {
+      // already closed or cancelled
+    }
+  }
+}

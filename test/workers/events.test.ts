@@ -1,0 +1,141 @@
+// Job events as Server-Sent Events, inside real workerd: GET /v1/jobs/{id}/events and POST /v1/infer with
+// stream: true show the job queued and leased, each input's output as soon as its batch is done (before
+// the rest of the job), and the job's end with its whole view; then the stream closes.
+import { SELF } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { CALLER, call, infer, SocketWorker, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+interface SseEvent {
+  event: string;
+  id: string;
+  data: any;
+}
+
+/** Reads a text/event-stream response event by event. */
+function sseReader(res: Response) {
+  const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    async next(): Promise<SseEvent | null> {
+      for (;;) {
+        const end = buffer.indexOf("\n\n");
+        if (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields: Record<string, string> = {};
+          for (const line of block.split("\n")) {
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            fields[line.slice(0, colon)] = line.slice(colon + 1).trimStart();
+          }
+          if (!fields.event) continue;
+          return { event: fields.event, id: fields.id ?? "", data: JSON.parse(fields.data ?? "null") };
+        }
+        const { value, done } = await reader.read();
+        if (done) return null;
+        buffer += value;
+      }
+    },
+  };
+}
+
+async function events(id: string) {
+  const res = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("Content-Type")).toContain("text/event-stream");
+  return sseReader(res);
+}
+
+describe("job events", () => {
+  it("streams queued, leased, each batch's outputs as they are done, then completed", async () => {
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 4, max_concurrent_batches: 2 });
+    const accepted = await infer({ model: "alpha", inputs: [1, 2, 3, 4, 5, 6], wait: false });
+    const stream = await events(accepted.body.id);
+    const first = await worker.next("batch");
+    const seen: SseEvent[] = [];
+    // Up to the first batch's four outputs, with the second batch still held by the worker.
+    const second = await worker.next("batch");
+    worker.complete(first, (x) => x * 10);
+    while (seen.filter((e) => e.event === "output").length < 4) {
+      const e = await stream.next();
+      if (!e) throw new Error(`the stream ended early, after ${JSON.stringify(seen)}`);
+      seen.push(e);
+    }
+    expect(seen[0]?.event).toMatch(/queued|leased/);
+    expect(seen.some((e) => e.event === "leased")).toBe(true);
+    expect(seen.filter((e) => e.event === "output").map((e) => e.data)).toEqual([
+      { index: 0, output: 10 },
+      { index: 1, output: 20 },
+      { index: 2, output: 30 },
+      { index: 3, output: 40 },
+    ]);
+    expect((await call(`/v1/jobs/${accepted.body.id}`)).body.status).toBe("running");
+
+    worker.complete(second, (x) => x * 10);
+    const rest: SseEvent[] = [];
+    for (let e = await stream.next(); e; e = await stream.next()) rest.push(e);
+    expect(rest.filter((e) => e.event === "output").map((e) => e.data.index)).toEqual([4, 5]);
+    const end = rest.at(-1) as SseEvent;
+    expect(end.event).toBe("completed");
+    expect(end.data).toMatchObject({ id: accepted.body.id, status: "succeeded", outputs: [10, 20, 30, 40, 50, 60] });
+    const ids = [...seen, ...rest].map((e) => Number(e.id));
+    expect(ids).toEqual(ids.map((_, i) => i + 1));
+  });
+
+  it("answers POST /v1/infer with stream: true as events", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const res = await SELF.fetch("http://edge/v1/infer", {
+      method: "POST",
+      headers: { ...CALLER, "Content-Type": "application/json" },
+      body: JSON.stringify({ model: "alpha", inputs: ["a", "b"], stream: true }),
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toContain("text/event-stream");
+    worker.complete(await worker.next("batch"), (x) => `${x}!`);
+    const all: SseEvent[] = [];
+    const stream = sseReader(res);
+    for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+    expect(all.filter((e) => e.event === "output").map((e) => e.data.output)).toEqual(["a!", "b!"]);
+    expect(all.at(-1)?.event).toBe("completed");
+  });
+
+  it("sends an input's error as it happens and ends a failed job with failed", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const accepted = await infer({ model: "alpha", inputs: [1, 2], wait: false });
+    const stream = await events(accepted.body.id);
+    const batch = await worker.next("batch");
+    worker.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: [{ output: 1 }, { error: { code: "bad_input", message: "cannot read 2", retryable: false } }],
+      compute_ms: 1,
+    });
+    const all: SseEvent[] = [];
+    for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+    expect(all.find((e) => e.event === "error")?.data).toEqual({
+      index: 1,
+      code: "bad_input",
+      message: "cannot read 2",
+    });
+    expect(all.at(-1)?.event).toBe("failed");
+  });
+
+  it("ends with expired when the job runs out of time", async () => {
+    const accepted = await infer({ model: "alpha", inputs: [1], wait: false, timeout_ms: 200 });
+    const stream = await events(accepted.body.id);
+    const all: SseEvent[] = [];
+    for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+    expect(all[0]?.event).toBe("queued");
+    expect(all.at(-1)?.event).toBe("expired");
+    expect(all.at(-1)?.data.error.code).toBe("expired");
+  });
+
+  it("answers 404 for a job it does not have and 400 for what is not a job id", async () => {
+    expect((await call("/v1/jobs/alpha:00000000000000000000000000000000/events")).status).toBe(404);
+    const bad = await call("/v1/jobs/nonsense/events");
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBeDefined();
+  });
+});
