@@ -2,7 +2,14 @@
 // Inference Protocol, Hugging Face): the model's limits, the caller's right to a pool, retries when the
 // queue object restarts mid-call, refusals as ApiErrors, and a finished job's outcome as an answer or an error.
 import type { Context } from "hono";
-import { ErrorCode, FINAL_STATUSES, type InferRequest, type JobView, newId } from "../shared/index.ts";
+import {
+  ErrorCode,
+  FINAL_STATUSES,
+  type InferRequest,
+  type JobView,
+  newId,
+  traceparentOrNew,
+} from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
@@ -52,6 +59,8 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
     timeout_ms: call.timeout_ms,
     session: call.session,
     pool: call.pool,
+    // Carried to the worker and kept in the job's record; a call without one starts a trace.
+    traceparent: traceparentOrNew(c.req.header("traceparent")),
   };
   let result: SubmitResult | undefined;
   for (let attempt = 1; !result; attempt++) {

@@ -12,5 +12,6 @@ export * from "./protocol/caller.ts";
 export * from "./protocol/donor.ts";
 export * from "./protocol/errors.ts";
 export * from "./protocol/ids.ts";
+export * from "./protocol/trace.ts";
 export * from "./protocol/validate.ts";
 export * from "./protocol/worker.ts";

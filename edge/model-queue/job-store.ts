@@ -25,6 +25,8 @@ export interface SubmitInput {
   session?: string | undefined;
   /** The pool the caller pinned the call to; none: routed (browser first, gpu on overflow). */
   pool?: Pool | undefined;
+  /** The call's W3C traceparent. */
+  traceparent?: string | undefined;
 }
 
 export type SubmitResult =
@@ -46,6 +48,7 @@ interface JobRow extends Record<string, SqlStorageValue> {
   last_leased_at: number | null;
   compute_ms: number;
   finished_at: number | null;
+  traceparent: string | null;
   error_code: string | null;
   error_message: string | null;
 }
@@ -108,7 +111,7 @@ export class JobStore {
 
   private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): void {
     this.sql.run(
-      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued')",
+      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
       req.id,
       now,
       now + timeoutMs,
@@ -116,6 +119,7 @@ export class JobStore {
       req.session ?? null,
       req.inputs.length,
       req.inputs.length,
+      req.traceparent ?? null,
     );
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
     this.sql.run(
@@ -175,7 +179,11 @@ export class JobStore {
       output: string | null;
       error_code: string | null;
       error_message: string | null;
-    }>("SELECT idx, state, output, error_code, error_message FROM items WHERE job_id = ? ORDER BY idx", id);
+      worker_traceparent: string | null;
+    }>(
+      "SELECT idx, state, output, error_code, error_message, worker_traceparent FROM items WHERE job_id = ? ORDER BY idx",
+      id,
+    );
     const errors: ItemError[] = [];
     view.outputs = items.map((item) => {
       if (item.state === "succeeded" && item.output !== null) return JSON.parse(item.output);
@@ -186,6 +194,14 @@ export class JobStore {
     });
     if (errors.length > 0) view.errors = errors;
     if (job.error_code) view.error = { code: job.error_code, message: job.error_message ?? "" };
+    if (job.traceparent) {
+      view.trace = {
+        traceparent: job.traceparent,
+        workers: items.flatMap((i) =>
+          i.worker_traceparent ? [{ index: i.idx, traceparent: i.worker_traceparent }] : [],
+        ),
+      };
+    }
     const end = job.finished_at ?? Date.now();
     view.timings = {
       queued_ms: (job.last_leased_at ?? end) - job.created_at,

@@ -8,6 +8,7 @@ import {
   ErrorCode,
   type LeaseAck,
   type ModelConfig,
+  parseTraceparent,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
@@ -111,6 +112,15 @@ export class LeaseSettlement {
     let learned = false;
     // All of it or none of it: a completion that throws half way must not leave items half settled.
     this.storage.transactionSync(() => {
+      const spans = body.results.map((r) => (parseTraceparent(r.traceparent) ? r.traceparent : null));
+      if (spans.some((s) => s !== null)) {
+        this.sql.run(
+          `UPDATE items SET worker_traceparent = j.value FROM json_each(?2) AS j
+           WHERE items.lease_id = ?1 AND items.lease_pos = j.key AND j.value IS NOT NULL`,
+          leaseId,
+          JSON.stringify(spans),
+        );
+      }
       for (const item of items) {
         const pos = item.lease_pos;
         const result = pos === null ? undefined : body.results[pos];

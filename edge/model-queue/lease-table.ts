@@ -82,8 +82,15 @@ export class LeaseTable {
     filter: ItemFilter = NO_FILTER,
     canary: { input: string; output: string } | null = null,
   ): { leaseId: string; batchJson: string } {
-    const rows = this.sql.all<{ seq: number; job_id: string; input: string; attempts: number }>(
-      `SELECT seq, job_id, input, attempts FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
+    const rows = this.sql.all<{
+      seq: number;
+      job_id: string;
+      input: string;
+      attempts: number;
+      traceparent?: string | null;
+    }>(
+      `SELECT seq, job_id, input, attempts, (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent
+       FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
       now,
       ...filter.bindings,
       size,
@@ -122,7 +129,11 @@ export class LeaseTable {
       now,
       JSON.stringify(rows.map((r) => r.seq)),
     );
-    const parts = rows.map((r) => `{"id":"${r.seq}","attempt":${r.attempts + 1},"input":${r.input}}`);
+    // A traceparent is checked to be one (shared/protocol/trace.ts) before it is stored: safe to splice in.
+    const parts = rows.map(
+      (r) =>
+        `{"id":"${r.seq}","attempt":${r.attempts + 1},${r.traceparent ? `"traceparent":"${r.traceparent}",` : ""}"input":${r.input}}`,
+    );
     this.jobs.markRunning([...new Set(rows.filter((r) => r.job_id !== "").map((r) => r.job_id))], now);
     this.metrics.inc("leases", worker.pool);
     // The items are spliced in as stored JSON text: no parse and re-serialise on the hot path.

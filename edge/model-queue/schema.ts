@@ -121,4 +121,7 @@ export const MODEL_QUEUE_MIGRATIONS = [
   `,
   // Routing (pool-router.ts): the pool a caller pinned an item to; NULL is routed, browser first.
   `ALTER TABLE items ADD COLUMN pool TEXT;`,
+  // Trace context: the call's W3C traceparent, and the span each input's worker answered with.
+  `ALTER TABLE jobs ADD COLUMN traceparent TEXT;
+   ALTER TABLE items ADD COLUMN worker_traceparent TEXT;`,
 ] as const;

@@ -64,7 +64,7 @@ function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
     return c.json({ id: job.id, status: job.status }, 202, { Location: `/v1/jobs/${encodeURIComponent(job.id)}` });
   }
   const done = succeededOrThrow(job);
-  return c.json({ id: done.id, model: done.model, outputs: done.outputs, timings: done.timings });
+  return c.json({ id: done.id, model: done.model, outputs: done.outputs, timings: done.timings, trace: done.trace });
 }
 
 callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {

@@ -37,6 +37,12 @@ export interface Timings {
   total_ms: number;
 }
 
+/** Where a job's trace went: the call's traceparent, and the span of the worker that answered each input. */
+export interface JobTrace {
+  traceparent: string;
+  workers: { index: number; traceparent: string }[];
+}
+
 export interface JobView {
   id: string;
   model: string;
@@ -45,6 +51,7 @@ export interface JobView {
   errors?: ItemError[];
   error?: { code: string; message: string };
   timings?: Timings;
+  trace?: JobTrace;
   created_at: number;
 }
 

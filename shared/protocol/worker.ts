@@ -16,9 +16,16 @@ export const WorkerInfo = z.object({
 });
 export type WorkerInfo = z.infer<typeof WorkerInfo>;
 
+/**
+ * The worker's own span of the item's trace (W3C traceparent), answering the one its batch item carried.
+ * Kept only when well formed: a tracing slip never costs a result.
+ */
+const WorkerSpan = z.string().max(128).optional();
+
 export const ItemResult = z.union([
-  z.strictObject({ output: z.json() }),
+  z.strictObject({ output: z.json(), traceparent: WorkerSpan }),
   z.strictObject({
+    traceparent: WorkerSpan,
     error: z.strictObject({
       code: z.string().min(1).max(64),
       message: z.string().max(2000),
@@ -62,6 +69,8 @@ export interface BatchItem {
   id: string;
   input: unknown;
   attempt: number;
+  /** The call's W3C traceparent; a worker answers with a span of its own in the item's result. */
+  traceparent?: string;
 }
 
 export interface Batch {

@@ -4,6 +4,7 @@
 // backoff when the socket drops; pause (take no new work, keep the socket) and resume; on drain,
 // take no new work, finish or release what it holds, then close.
 import { retryBackoffMs } from "../policy/lease.ts";
+import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
 import type { LoadedModel } from "../runner/model-runner.ts";
 
@@ -258,6 +259,11 @@ export class ModelConnection {
     }
     // Released meanwhile (pause with release, socket lost): the coordinator has put the items back.
     if (!this.running.has(batch.lease_id)) return;
+    // Each traced input is answered with this worker's own span of its trace.
+    results = results.map((r, i) => {
+      const span = childTraceparent(batch.items[i]?.traceparent ?? "");
+      return span ? { ...r, traceparent: span } : r;
+    });
     const ms = performance.now() - started;
     const failed = results.filter((r) => "error" in r).length;
     // Told before the completion goes out: a hook that pauses (a duty-cycle rest) has its drain read

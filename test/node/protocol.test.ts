@@ -121,11 +121,11 @@ describe("InferRequest", () => {
   const ok = { model: "sentiment", inputs: ["I love it"] };
 
   it("defaults wait to true", () => {
-    expect(InferRequest.parse(ok)).toEqual({ ...ok, wait: true });
+    expect(InferRequest.parse(ok)).toEqual({ ...ok, wait: true, stream: false });
   });
 
   it("keeps wait: false and the optional fields", () => {
-    const req = { ...ok, wait: false, priority: 2, timeout_ms: 1_000, session: "s" };
+    const req = { ...ok, wait: false, stream: true, priority: 2, timeout_ms: 1_000, session: "s", pool: "gpu" };
     expect(InferRequest.parse(req)).toEqual(req);
   });
 
@@ -153,7 +153,7 @@ describe("InferRequest", () => {
     ["timeout_ms 0", { ...ok, timeout_ms: 0 }],
     ["an empty session", { ...ok, session: "" }],
     ["a session of 129 characters", { ...ok, session: "s".repeat(129) }],
-    ["an unknown field", { ...ok, stream: true }],
+    ["an unknown field", { ...ok, streaming: true }],
   ])("rejects %s", (_label, body) => {
     expect(InferRequest.safeParse(body).success).toBe(false);
   });
@@ -167,7 +167,7 @@ describe("parseWith", () => {
   it("returns the parsed value on success", () => {
     const v = parseWith(InferRequest, { model: "m", inputs: [1] }, "request");
     expect(v).not.toBeInstanceOf(ProtocolError);
-    expect(v).toEqual({ model: "m", inputs: [1], wait: true });
+    expect(v).toEqual({ model: "m", inputs: [1], wait: true, stream: false });
   });
 
   it("returns a validation ProtocolError naming the field", () => {

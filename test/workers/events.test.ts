@@ -139,3 +139,40 @@ describe("job events", () => {
     expect(bad.body.error.code).toBeDefined();
   });
 });
+
+describe("trace context", () => {
+  const CALLER_TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+  it("carries the call's traceparent to the worker and keeps the worker's spans in the job", async () => {
+    const worker = await SocketWorker.connect("alpha");
+    const answer = call("/v1/infer", {
+      body: { model: "alpha", inputs: [1, 2] },
+      headers: { traceparent: CALLER_TRACE },
+    });
+    const batch = await worker.next("batch");
+    expect(batch.items.map((i) => i.traceparent)).toEqual([CALLER_TRACE, CALLER_TRACE]);
+    const spans = ["00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01", "not a span"];
+    worker.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: batch.items.map((i, n) => ({ output: i.input, traceparent: spans[n] })),
+    });
+    const res = await answer;
+    expect(res.status).toBe(200);
+    // A malformed span is dropped, not the result.
+    expect(res.body.outputs).toEqual([1, 2]);
+    expect(res.body.trace).toEqual({ traceparent: CALLER_TRACE, workers: [{ index: 0, traceparent: spans[0] }] });
+    expect((await call(`/v1/jobs/${res.body.id}`)).body.trace.traceparent).toBe(CALLER_TRACE);
+  });
+
+  it("starts a trace for a call without a valid traceparent", async () => {
+    const worker = await SocketWorker.connect("bravo", { max_concurrent_batches: 2 });
+    await infer({ model: "bravo", inputs: [1], wait: false });
+    await call("/v1/infer", { body: { model: "bravo", inputs: [2], wait: false }, headers: { traceparent: "junk" } });
+    const items = [...(await worker.next("batch")).items, ...(await worker.next("batch")).items];
+    expect(items).toHaveLength(2);
+    for (const item of items) expect(item.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(items[0]?.traceparent).not.toBe(items[1]?.traceparent);
+  });
+
+});
