@@ -174,5 +174,4 @@ describe("trace context", () => {
     for (const item of items) expect(item.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
     expect(items[0]?.traceparent).not.toBe(items[1]?.traceparent);
   });
-
 });
