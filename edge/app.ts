@@ -8,14 +8,15 @@ import { loadConfig } from "./config.ts";
 import { ApiError, onError } from "./errors.ts";
 import { callerRoutes } from "./routes/caller.ts";
 import { donorRoutes } from "./routes/donors.ts";
-import { oipRoutes } from "./routes/oip.ts";
+import { oipError, oipHealthRoutes, oipRoutes } from "./routes/oip.ts";
 import { healthRoutes, opsRoutes } from "./routes/ops.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
 export const app = new Hono<HonoEnv>();
 
-app.onError(onError);
+// Open Inference Protocol routes answer errors in that protocol's shape, whatever raised them.
+app.onError((error, c) => (c.req.path.startsWith("/v2") ? oipError(error, c) : onError(error, c)));
 app.notFound((c) =>
   c.json(
     errorBody(
@@ -29,6 +30,7 @@ app.notFound((c) =>
 // Liveness and readiness answer before the configuration is read: a bad configuration makes the
 // coordinator not ready (503), not dead.
 app.route("/", healthRoutes);
+app.route("/", oipHealthRoutes);
 app.use(async (c, next) => {
   c.set("config", loadConfig(c.env));
   await next();
