@@ -35,6 +35,16 @@ export interface DonorConfig {
   registryUrl: string | undefined;
 }
 
+/** Sessions (edge/sessions/): how long an idle one lives, how large its state may be, how much history it keeps. */
+export interface SessionConfig {
+  /** Idle time after which a session is deleted; every read or write starts it again. */
+  ttlMs: number;
+  /** Largest state document, in bytes of compact UTF-8 JSON. */
+  maxBytes: number;
+  /** History entries kept per session: the newest, the oldest dropped first. */
+  historyLimit: number;
+}
+
 export interface EdgeConfig {
   models: ReadonlyMap<string, ModelConfig>;
   scaling: ScalingConfig;
@@ -45,6 +55,7 @@ export interface EdgeConfig {
   gpuPoolKeys: readonly string[] | null;
   maxBodyBytes: number;
   donors: DonorConfig;
+  sessions: SessionConfig;
 }
 
 export class ConfigError extends Error {
@@ -53,6 +64,15 @@ export class ConfigError extends Error {
 
 const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 const DEFAULT_DONOR_TOKEN_TTL_MS = 15 * 60_000;
+export const SESSION_DEFAULTS: Readonly<SessionConfig> = Object.freeze({
+  ttlMs: 30 * 60_000,
+  maxBytes: 64 * 1024,
+  historyLimit: 50,
+});
+/** Durable Object SQLite stores at most 2 MB per value; the state is one value. */
+const MAX_SESSION_BYTES = 1024 * 1024;
+const MAX_SESSION_TTL_MS = 365 * 24 * 60 * 60_000;
+const MAX_HISTORY_LIMIT = 1_000;
 let cached: { key: string; config: EdgeConfig } | undefined;
 
 function parseJsonVar(name: string, raw: string | undefined): unknown {
@@ -71,6 +91,28 @@ function list(raw: string | undefined): string[] {
     .filter((s) => s.length > 0);
 }
 
+function integerVar(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined || raw.trim() === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+  return value;
+}
+
+function loadSessionConfig(env: Env): SessionConfig {
+  return {
+    ttlMs: integerVar("SESSION_TTL_MS", env.SESSION_TTL_MS, SESSION_DEFAULTS.ttlMs, 1_000, MAX_SESSION_TTL_MS),
+    maxBytes: integerVar("SESSION_MAX_BYTES", env.SESSION_MAX_BYTES, SESSION_DEFAULTS.maxBytes, 2, MAX_SESSION_BYTES),
+    historyLimit: integerVar(
+      "SESSION_HISTORY_LIMIT",
+      env.SESSION_HISTORY_LIMIT,
+      SESSION_DEFAULTS.historyLimit,
+      0,
+      MAX_HISTORY_LIMIT,
+    ),
+  };
+}
+
 export function loadConfig(env: Env): EdgeConfig {
   const key = JSON.stringify([
     env.AUTH,
@@ -84,6 +126,9 @@ export function loadConfig(env: Env): EdgeConfig {
     env.DONOR_TOKEN_SECRET,
     env.DONOR_TOKEN_TTL_MS,
     env.MODEL_REGISTRY_URL,
+    env.SESSION_TTL_MS,
+    env.SESSION_MAX_BYTES,
+    env.SESSION_HISTORY_LIMIT,
   ]);
   if (cached?.key === key) return cached.config;
 
@@ -102,6 +147,7 @@ export function loadConfig(env: Env): EdgeConfig {
   const tokenTtlMs = env.DONOR_TOKEN_TTL_MS ? Number(env.DONOR_TOKEN_TTL_MS) : DEFAULT_DONOR_TOKEN_TTL_MS;
   if (!Number.isInteger(tokenTtlMs) || tokenTtlMs < 60_000)
     throw new ConfigError("DONOR_TOKEN_TTL_MS must be an integer of at least 60000");
+  const sessions = loadSessionConfig(env);
 
   const config: EdgeConfig = {
     models: new Map(registry.data.models.map((m) => [m.name, m])),
@@ -117,6 +163,7 @@ export function loadConfig(env: Env): EdgeConfig {
       tokenTtlMs,
       registryUrl: env.MODEL_REGISTRY_URL || undefined,
     },
+    sessions,
   };
   cached = { key, config };
   return config;

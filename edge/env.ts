@@ -1,12 +1,15 @@
 // The bindings and variables the edge Worker receives (wrangler.toml, secrets, .dev.vars).
 import type { ModelQueue } from "./model-queue/model-queue.ts";
 import type { ScalingWindow } from "./scaling/scaling-window.ts";
+import type { SessionObject } from "./sessions/session-object.ts";
 
 export interface Env {
   MODEL_QUEUE: DurableObjectNamespace<ModelQueue>;
   /** dist/public: the embed script, the donor worker, onnxruntime-web's WASM, the bundled models, the demo page. */
   ASSETS?: Fetcher;
   SCALING_WINDOW: DurableObjectNamespace<ScalingWindow>;
+  /** One object per session (per caller key and session id): its state, history and sliding expiry. */
+  SESSION: DurableObjectNamespace<SessionObject>;
   /** "required" (default) or "open". Open serves anyone and exists for local development only. */
   AUTH?: string;
   /** Comma-separated caller API keys (a secret in production). */
@@ -29,4 +32,10 @@ export interface Env {
   DONOR_TOKEN_TTL_MS?: string;
   /** Where browsers resolve relative model paths; default this edge's /models/registry.json. */
   MODEL_REGISTRY_URL?: string;
+  /** How long an idle session lives, ms; every read or write starts it again (default 30 minutes). */
+  SESSION_TTL_MS?: string;
+  /** Largest session state document, bytes of compact JSON (default 65536, at most 1 MiB). */
+  SESSION_MAX_BYTES?: string;
+  /** History entries kept per session, the oldest dropped first (default 50). */
+  SESSION_HISTORY_LIMIT?: string;
 }

@@ -3,5 +3,6 @@ import { app } from "./app.ts";
 
 export { ModelQueue } from "./model-queue/model-queue.ts";
 export { ScalingWindow } from "./scaling/scaling-window.ts";
+export { SessionObject } from "./sessions/session-object.ts";
 
 export default app satisfies ExportedHandler<import("./env.ts").Env>;

@@ -11,9 +11,13 @@ export const ErrorCode = {
   unknownModel: "unknown_model",
   jobNotFound: "job_not_found",
   leaseNotFound: "lease_not_found",
+  sessionNotFound: "session_not_found",
   badId: "bad_id",
   tooManyInputs: "too_many_inputs",
   payloadTooLarge: "payload_too_large",
+  /** An If-Match or If-None-Match that does not hold: the resource changed, or exists, since it was read. */
+  preconditionFailed: "precondition_failed",
+  unsupportedMediaType: "unsupported_media_type",
   queueFull: "queue_full",
   timeoutTooLong: "timeout_too_long",
   wrongResultCount: "wrong_result_count",
