@@ -13,8 +13,9 @@ import {
 import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
-import type { SubmitResult } from "./model-queue/model-queue.ts";
+import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
 import { modelOrThrow, queueOf } from "./request.ts";
+import { sessionOf } from "./sessions/session-stub.ts";
 
 /** Extra time a waiting call gives the queue past the job's own deadline, so expiry is reported, not raced. */
 const WAIT_GRACE_MS = 2_000;
@@ -52,7 +53,22 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
   const timeout = call.timeout_ms ?? model.default_timeout_ms;
   const waitMs = call.wait ? timeout + WAIT_GRACE_MS : 0;
   const queue = queueOf(c, model.name);
-  const submit = {
+  // A call in a session carries the session's state to the worker; its inputs and outputs go to the
+  // session's history once it succeeds (ModelQueue appends them), so the conversation outlives any worker.
+  let session: SubmitInput["session_link"];
+  if (call.session !== undefined) {
+    const stub = await sessionOf(c, call.session);
+    const attached = await stub.attach();
+    if (!attached) {
+      throw new ApiError(
+        404,
+        ErrorCode.sessionNotFound,
+        `no session ${call.session} for this key (never created, deleted, or expired): create it with PUT /v1/sessions/${call.session}`,
+      );
+    }
+    session = { ref: stub.id.toString(), state: JSON.stringify(attached.state) };
+  }
+  const submit: SubmitInput = {
     id: newId(model.name),
     inputs: call.inputs,
     priority: call.priority,
@@ -61,6 +77,7 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
     pool: call.pool,
     // Carried to the worker and kept in the job's record; a call without one starts a trace.
     traceparent: traceparentOrNew(c.req.header("traceparent")),
+    session_link: session,
   };
   let result: SubmitResult | undefined;
   for (let attempt = 1; !result; attempt++) {

@@ -27,6 +27,8 @@ export interface SubmitInput {
   pool?: Pool | undefined;
   /** The call's W3C traceparent. */
   traceparent?: string | undefined;
+  /** The session the call runs in: its object's id, and its state (JSON text) for the worker. */
+  session_link?: { ref: string; state: string } | undefined;
 }
 
 export type SubmitResult =
@@ -111,7 +113,7 @@ export class JobStore {
 
   private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): void {
     this.sql.run(
-      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?)",
+      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
       req.id,
       now,
       now + timeoutMs,
@@ -120,6 +122,8 @@ export class JobStore {
       req.inputs.length,
       req.inputs.length,
       req.traceparent ?? null,
+      req.session_link?.ref ?? null,
+      req.session_link?.state ?? null,
     );
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
     this.sql.run(
@@ -259,11 +263,13 @@ export class JobStore {
           )
         : undefined;
     this.sql.run(
-      "UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
+      `UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ?,
+         session_pending = (? = 'succeeded' AND session_ref IS NOT NULL) WHERE id = ?`,
       status,
       now,
       first ? first.error_code : null,
       first ? failedJobMessage(failed, job.n_items, { index: first.idx, message: first.error_message }) : null,
+      status,
       jobId,
     );
     const pool = this.sql.one<{ pool: string | null }>("SELECT pool FROM jobs WHERE id = ?", jobId)?.pool ?? NO_POOL;
@@ -297,6 +303,34 @@ export class JobStore {
       this.metrics.observe("request_duration", NO_POOL, [(now - job.created_at) / 1000]);
       this.wake(job.id);
     }
+  }
+
+  /** Succeeded jobs of a session whose inputs and outputs are not yet in the session's history. */
+  sessionAppends(limit: number): { ref: string; entry: { model: string; job_id: string; input: unknown[]; output: unknown[] } }[] {
+    return this.sql
+      .all<{ id: string; session_ref: string }>(
+        "SELECT id, session_ref FROM jobs WHERE session_pending = 1 LIMIT ?",
+        limit,
+      )
+      .map((row) => {
+        const items = this.sql.all<{ input: string; output: string | null }>(
+          "SELECT input, output FROM items WHERE job_id = ? ORDER BY idx",
+          row.id,
+        );
+        return {
+          ref: row.session_ref,
+          entry: {
+            model: this.model() ?? "",
+            job_id: row.id,
+            input: items.map((i) => JSON.parse(i.input)),
+            output: items.map((i) => (i.output === null ? null : JSON.parse(i.output))),
+          },
+        };
+      });
+  }
+
+  sessionAppended(jobId: string): void {
+    this.sql.run("UPDATE jobs SET session_pending = 0 WHERE id = ?", jobId);
   }
 
   /** Forgets jobs, with their items and results, that finished at or before `before`. */

@@ -88,8 +88,13 @@ export class LeaseTable {
       input: string;
       attempts: number;
       traceparent?: string | null;
+      session?: string | null;
+      session_state?: string | null;
     }>(
-      `SELECT seq, job_id, input, attempts, (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent
+      `SELECT seq, job_id, input, attempts,
+         (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent,
+         (SELECT session FROM jobs WHERE jobs.id = items.job_id AND session_state IS NOT NULL) AS session,
+         (SELECT session_state FROM jobs WHERE jobs.id = items.job_id) AS session_state
        FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
       now,
       ...filter.bindings,
@@ -129,11 +134,13 @@ export class LeaseTable {
       now,
       JSON.stringify(rows.map((r) => r.seq)),
     );
-    // A traceparent is checked to be one (shared/protocol/trace.ts) before it is stored: safe to splice in.
-    const parts = rows.map(
-      (r) =>
-        `{"id":"${r.seq}","attempt":${r.attempts + 1},${r.traceparent ? `"traceparent":"${r.traceparent}",` : ""}"input":${r.input}}`,
-    );
+    // Spliced in as stored: a traceparent and a session id are checked to be plain text of their pattern
+    // (shared/protocol/trace.ts, edge/sessions) and the session state is JSON text, before they are stored.
+    const parts = rows.map((r) => {
+      const trace = r.traceparent ? `"traceparent":"${r.traceparent}",` : "";
+      const session = r.session ? `"session":{"id":"${r.session}","state":${r.session_state}},` : "";
+      return `{"id":"${r.seq}","attempt":${r.attempts + 1},${trace}${session}"input":${r.input}}`;
+    });
     this.jobs.markRunning([...new Set(rows.filter((r) => r.job_id !== "").map((r) => r.job_id))], now);
     this.metrics.inc("leases", worker.pool);
     // The items are spliced in as stored JSON text: no parse and re-serialise on the hot path.

@@ -78,6 +78,8 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly verifier: Verifier;
   private readonly router: PoolRouter;
   private readonly events: JobEvents;
+  /** The session appends under way (appendToSessions), so two turns do not send the same job. */
+  private appending: Promise<void> | undefined;
   private model: string | undefined;
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
@@ -393,6 +395,31 @@ export class ModelQueue extends DurableObject<Env> {
     this.pump(now);
     this.schedule(now);
     this.events.flush();
+    this.appendToSessions();
+  }
+
+  /**
+   * Appends succeeded session jobs' inputs and outputs to their sessions' histories. A job stays marked
+   * until its session answered (appended, or gone, or a duplicate: append keeps each job once), so one
+   * that fails now is tried again after the next change or alarm.
+   */
+  private appendToSessions(): void {
+    if (this.appending) return;
+    const pending = this.jobs.sessionAppends(16);
+    if (pending.length === 0) return;
+    this.appending = (async () => {
+      for (const { ref, entry } of pending) {
+        try {
+          await this.env.SESSION.get(this.env.SESSION.idFromString(ref)).append(entry);
+          this.jobs.sessionAppended(entry.job_id);
+        } catch (error) {
+          console.error(`appending job ${entry.job_id} to its session failed; will retry`, error);
+        }
+      }
+    })().finally(() => {
+      this.appending = undefined;
+    });
+    this.ctx.waitUntil(this.appending);
   }
 
   /** Hands out batches while a worker is free and Triton's rule says a batch is due. */

@@ -124,4 +124,10 @@ export const MODEL_QUEUE_MIGRATIONS = [
   // Trace context: the call's W3C traceparent, and the span each input's worker answered with.
   `ALTER TABLE jobs ADD COLUMN traceparent TEXT;
    ALTER TABLE items ADD COLUMN worker_traceparent TEXT;`,
+  // Sessions (edge/sessions): the session object a job runs in, its state for the workers, and whether
+  // the job's inputs and outputs still wait to be appended to the session's history.
+  `ALTER TABLE jobs ADD COLUMN session_ref TEXT;
+   ALTER TABLE jobs ADD COLUMN session_state TEXT;
+   ALTER TABLE jobs ADD COLUMN session_pending INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX jobs_session_pending ON jobs (session_pending) WHERE session_pending = 1;`,
 ] as const;

@@ -71,6 +71,8 @@ export interface BatchItem {
   attempt: number;
   /** The call's W3C traceparent; a worker answers with a span of its own in the item's result. */
   traceparent?: string;
+  /** The session the call runs in, with its state as it was when the call was made. */
+  session?: { id: string; state: unknown };
 }
 
 export interface Batch {
