@@ -4,7 +4,8 @@ import { loadModel } from "../shared/runner/load-model.ts";
 import { HELP, parseOptions, UsageError } from "./options.ts";
 import { nodeFetch } from "./runner/file-fetch.ts";
 import { createOrtNodeFactory, NODE_DEVICES } from "./runner/ort-node-session.ts";
-import { runWorker } from "./worker.ts";
+import { WebThreadPool } from "./web/thread-pool.ts";
+import { eachModel, type LoadModels, runWorker } from "./worker.ts";
 
 const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
 
@@ -21,15 +22,34 @@ async function main(): Promise<number> {
     return 0;
   }
   const options = opts;
-  const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`) });
-  const devices = options.device === "auto" ? NODE_DEVICES : [options.device];
   const registryUrl = new URL("registry.json", options.modelBase);
-  const worker = await runWorker(
-    options,
-    (config) => loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }),
-    log,
-  );
+  let pool: WebThreadPool | undefined;
+  let load: LoadModels;
+  if (options.runtime === "web") {
+    // The browser tab's runner (onnxruntime-web) in worker threads: every thread loads every model.
+    load = async (configs) => {
+      const started = performance.now();
+      pool = await WebThreadPool.start(
+        { size: options.threads, runTimeoutMs: options.runTimeoutMs, registryUrl: registryUrl.href, log },
+        configs,
+      );
+      log(`started ${pool.size} onnxruntime-web threads in ${Math.round(performance.now() - started)} ms`);
+      return pool.models();
+    };
+  } else {
+    const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`) });
+    const devices = options.device === "auto" ? NODE_DEVICES : [options.device];
+    load = eachModel((config) => loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }), log);
+  }
+  const worker = await runWorker(options, load, log);
   if (worker.port) log(`health and metrics on http://${options.host}:${worker.port}/healthz, /readyz, /metrics`);
+  // A drill for the thread pool's recovery: SIGUSR2 ends one thread abruptly, preferring a busy one.
+  process.on("SIGUSR2", () => {
+    void pool?.killOne().then((killed) => {
+      if (killed)
+        log(`drill: ended thread ${killed.thread}${killed.running ? ` while it ran ${killed.running}` : " (idle)"}`);
+    });
+  });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       worker.stop(signal).then(resolve, (error: Error) => {

@@ -1,6 +1,6 @@
 // Command-line options of edgeswarm-worker, with their defaults and the --help text.
 // Every option also reads an EDGESWARM_* environment variable, so a container sets them in its manifest.
-import { hostname } from "node:os";
+import { availableParallelism, hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { Pool } from "../shared/index.ts";
 
@@ -11,6 +11,12 @@ export interface WorkerOptions {
   modelBase: string;
   pool: Pool;
   device: "auto" | "cuda" | "cpu";
+  /** "node": onnxruntime-node in this process; "web": onnxruntime-web in a pool of worker threads (the browser's runner). */
+  runtime: "node" | "web";
+  /** Worker threads of the web runtime. */
+  threads: number;
+  /** A web-runtime batch running longer than this is taken for hung: its thread is replaced. */
+  runTimeoutMs: number;
   maxBatchSize: number;
   concurrency: number;
   port: number;
@@ -32,8 +38,14 @@ Usage: edgeswarm-worker [options]
   --model-base URL|DIR   where relative model folders are (EDGESWARM_MODEL_BASE, default the repo's models/)
   --pool gpu|browser     pool to join                    (EDGESWARM_POOL, default gpu)
   --device auto|cuda|cpu execution provider              (EDGESWARM_DEVICE, default auto: cuda, then cpu)
+  --runtime node|web     node: onnxruntime-node here; web: onnxruntime-web (the browser tab's runner) in a pool
+                         of worker threads, joining the browser pool unless --pool says otherwise
+                                                         (EDGESWARM_RUNTIME, default node)
+  --threads N            worker threads of --runtime web (EDGESWARM_THREADS, default the machine's cores)
+  --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
+                                                         (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
-  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1)
+  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1; web: --threads)
   --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
   --host H               address for that server         (EDGESWARM_HOST, default 0.0.0.0)
   --worker-id ID         name shown to the coordinator   (EDGESWARM_WORKER_ID, default <hostname>-<pid>)
@@ -62,6 +74,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
       "model-base": { type: "string" },
       pool: { type: "string" },
       device: { type: "string" },
+      runtime: { type: "string" },
+      threads: { type: "string" },
+      "run-timeout-ms": { type: "string" },
       "max-batch-size": { type: "string" },
       concurrency: { type: "string" },
       port: { type: "string" },
@@ -77,7 +92,11 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const pick = (name: keyof typeof values, envName: string, fallback: string): string =>
     (values[name] as string | undefined) ?? env[envName] ?? fallback;
 
-  const pool = pick("pool", "EDGESWARM_POOL", "gpu");
+  const runtime = pick("runtime", "EDGESWARM_RUNTIME", "node");
+  if (runtime !== "node" && runtime !== "web") throw new UsageError(`--runtime must be node or web, got "${runtime}"`);
+  // Web-runtime workers are donor compute, checked like a browser tab, unless the operator says gpu.
+  const pool = pick("pool", "EDGESWARM_POOL", runtime === "web" ? "browser" : "gpu");
+  const threads = positiveInt("threads", pick("threads", "EDGESWARM_THREADS", String(availableParallelism())));
   if (!Pool.includes(pool as Pool)) throw new UsageError(`--pool must be one of ${Pool.join(", ")}, got "${pool}"`);
   const device = pick("device", "EDGESWARM_DEVICE", "auto");
   if (device !== "auto" && device !== "cuda" && device !== "cpu") {
@@ -104,8 +123,14 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
     modelBase,
     pool: pool as Pool,
     device,
+    runtime,
+    threads,
+    runTimeoutMs: positiveInt("run-timeout-ms", pick("run-timeout-ms", "EDGESWARM_RUN_TIMEOUT_MS", "120000")),
     maxBatchSize: positiveInt("max-batch-size", pick("max-batch-size", "EDGESWARM_MAX_BATCH_SIZE", "64")),
-    concurrency: positiveInt("concurrency", pick("concurrency", "EDGESWARM_CONCURRENCY", "1")),
+    concurrency: positiveInt(
+      "concurrency",
+      pick("concurrency", "EDGESWARM_CONCURRENCY", runtime === "web" ? String(threads) : "1"),
+    ),
     port: positiveInt("port", pick("port", "EDGESWARM_PORT", "9464"), 0),
     host: pick("host", "EDGESWARM_HOST", "0.0.0.0"),
     workerId: pick("worker-id", "EDGESWARM_WORKER_ID", `${hostname()}-${process.pid}`),

@@ -11,6 +11,22 @@ import type { WorkerOptions } from "./options.ts";
 import { WorkerMetrics } from "./worker-metrics.ts";
 
 export type LoadModel = (config: ModelConfig) => Promise<LoadedModel>;
+/** Loads every model to serve (the web runtime loads them into each of its threads at once). */
+export type LoadModels = (configs: readonly ModelConfig[]) => Promise<LoadedModel[]>;
+
+/** LoadModels from a loader of one model: one after another, each logged with its device and time. */
+export function eachModel(loadModel: LoadModel, log = console.log): LoadModels {
+  return async (configs) => {
+    const models: LoadedModel[] = [];
+    for (const config of configs) {
+      const started = performance.now();
+      const model = await loadModel(config);
+      log(`loaded ${config.name} (${config.task}) on ${model.device} in ${Math.round(performance.now() - started)} ms`);
+      models.push(model);
+    }
+    return models;
+  };
+}
 
 export interface RunningWorker {
   models: LoadedModel[];
@@ -44,7 +60,11 @@ async function fetchRegistry(opts: WorkerOptions, log: (l: string) => void): Pro
 export const openSocket: OpenSocket = (url, token) =>
   new WebSocket(url, { headers: token ? { Authorization: `Bearer ${token}` } : {}, perMessageDeflate: false });
 
-export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log = console.log): Promise<RunningWorker> {
+export async function runWorker(
+  opts: WorkerOptions,
+  loadModels: LoadModels,
+  log = console.log,
+): Promise<RunningWorker> {
   const registry = await fetchRegistry(opts, log);
   const wanted = opts.models ?? registry.filter((m) => m.files).map((m) => m.name);
   const unknown = wanted.filter((name) => !registry.some((m) => m.name === name));
@@ -53,14 +73,7 @@ export async function runWorker(opts: WorkerOptions, loadModel: LoadModel, log =
       `the coordinator does not serve ${unknown.join(", ")}; it serves ${registry.map((m) => m.name).join(", ")}`,
     );
   }
-  const models: LoadedModel[] = [];
-  for (const name of wanted) {
-    const config = registry.find((m) => m.name === name) as ModelConfig;
-    const started = performance.now();
-    const model = await loadModel(config);
-    log(`loaded ${name} (${config.task}) on ${model.device} in ${Math.round(performance.now() - started)} ms`);
-    models.push(model);
-  }
+  const models = await loadModels(wanted.map((name) => registry.find((m) => m.name === name) as ModelConfig));
 
   const metrics = new WorkerMetrics();
   const connections = models.map(

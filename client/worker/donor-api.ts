@@ -7,7 +7,7 @@
 import type { DonorStatus, DonorTokenResponse, ItemResult, ModelConfig } from "../../shared/index.ts";
 import type { DonorState } from "../../shared/protocol/donor.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
-import { modelFileUrls } from "../../shared/runner/model-files.ts";
+import { type FetchFn, modelFileUrls } from "../../shared/runner/model-files.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { type BatchReport, ModelConnection } from "../../shared/worker-loop/model-connection.ts";
 import { createOrtWebFactory, type OrtWebFactory, WEB_DEVICES } from "../runner/ort-web-session.ts";
@@ -120,7 +120,12 @@ class FallbackModel implements LoadedModel {
   }
 }
 
-export function createDonorApi() {
+/** What the host gives the API: Node threads pass a fetch that also reads file:// model folders. */
+export interface DonorHost {
+  fetch?: FetchFn;
+}
+
+export function createDonorApi(host: DonorHost = {}) {
   let factory: OrtWebFactory | undefined;
   const cache = new IdbModelCache("edgeswarm-models", (m) => emit({ type: "log", line: m }));
   const loaded = new Map<string, FallbackModel>();
@@ -171,7 +176,9 @@ export function createDonorApi() {
 
   function factoryFor(opts: { wasmPaths?: string; numThreads?: number }): OrtWebFactory {
     // WASM threads are started from this script's URL, which a worker may only do from its own origin.
-    const crossOrigin = typeof location !== "undefined" && new URL(import.meta.url).origin !== location.origin;
+    // (In a Node worker thread there is no location: the runner runs there too.)
+    const here = (globalThis as { location?: { origin: string } }).location;
+    const crossOrigin = here !== undefined && new URL(import.meta.url).origin !== here.origin;
     const numThreads = opts.numThreads ?? (crossOrigin ? 1 : undefined);
     factory ??= createOrtWebFactory({
       wasmPaths: opts.wasmPaths,
@@ -185,8 +192,13 @@ export function createDonorApi() {
     const f = factoryFor(opts);
     const devices = opts.devices ?? WEB_DEVICES;
     const registryUrl = opts.registryUrl;
-    const first = await loadModel(spec, f, { registryUrl, cache, devices });
-    const model = new FallbackModel(first, () => loadModel(spec, f, { registryUrl, cache, devices: ["wasm"] }), f);
+    const fetch = host.fetch;
+    const first = await loadModel(spec, f, { registryUrl, cache, devices, fetch });
+    const model = new FallbackModel(
+      first,
+      () => loadModel(spec, f, { registryUrl, cache, devices: ["wasm"], fetch }),
+      f,
+    );
     await loaded.get(spec.name)?.dispose();
     loaded.set(spec.name, model);
     return { name: model.name, task: model.task, device: model.device, runtime: model.runtime ?? "onnxruntime-web" };

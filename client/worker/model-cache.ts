@@ -17,7 +17,8 @@ export class IdbModelCache implements ModelFileCache {
     private readonly warn: (message: string) => void = console.warn,
   ) {
     try {
-      this.store = typeof indexedDB === "undefined" ? undefined : createStore(name, "files");
+      const hasIndexedDb = (globalThis as { indexedDB?: unknown }).indexedDB !== undefined;
+      this.store = hasIndexedDb ? createStore(name, "files") : undefined;
     } catch (error) {
       warn(`IndexedDB is unavailable (${(error as Error).message}); model files stay in memory`);
     }

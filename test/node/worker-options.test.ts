@@ -27,6 +27,22 @@ describe("edgeswarm-worker options", () => {
     expect(o).toMatchObject({ coordinator: "https://flag", token: "t-flag", models: ["sentiment"] });
   });
 
+  it("runs onnxruntime-node by default; --runtime web joins the browser pool with a batch per thread", () => {
+    expect(parse([])).toMatchObject({ runtime: "node", pool: "gpu", concurrency: 1 });
+    expect(parse(["--runtime", "web", "--threads", "3"])).toMatchObject({
+      runtime: "web",
+      pool: "browser",
+      threads: 3,
+      concurrency: 3,
+      runTimeoutMs: 120_000,
+    });
+    expect(
+      parse(["--runtime", "web", "--pool", "gpu", "--concurrency", "1"], { EDGESWARM_THREADS: "2" }),
+    ).toMatchObject({ pool: "gpu", threads: 2, concurrency: 1 });
+    expect(() => parse(["--runtime", "deno"])).toThrow(/--runtime must be node or web/);
+    expect(() => parse(["--runtime", "web", "--threads", "0"])).toThrow(/--threads/);
+  });
+
   it("turns a model directory into a file URL ending in a slash", () => {
     expect(parse(["--model-base", "/srv/models"]).modelBase).toBe("file:///srv/models/");
     expect(parse(["--model-base", "https://cdn.example/m"]).modelBase).toBe("https://cdn.example/m/");

@@ -1,0 +1,195 @@
+// `--runtime web`: a pool of Node worker threads, each running the browser donor's own runner
+// (client/worker/donor-api.ts, onnxruntime-web) behind comlink's Node adapter, every thread with every
+// model loaded. A batch runs on whichever thread is free, so batches of one model, or of several, run in
+// parallel. A thread that dies or hangs is replaced; the batch it held is run once more on another
+// thread, and if that fails too the batch fails back to the coordinator as retryable: nothing is lost.
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { type Remote, wrap } from "comlink";
+import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import type { DonorApi, LoadedInfo } from "../../client/worker/donor-api.ts";
+import type { ItemResult, ModelConfig } from "../../shared/index.ts";
+import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+
+export interface ThreadPoolOptions {
+  /** Threads; default the machine's cores. */
+  size?: number;
+  /** A batch running longer than this is taken for hung: its thread is replaced. */
+  runTimeoutMs: number;
+  /** Where relative model paths resolve from (the registry file's URL). */
+  registryUrl: string;
+  log: (line: string) => void;
+}
+
+interface Thread {
+  id: number;
+  worker: Worker;
+  api: Remote<DonorApi>;
+  /** Settles when the thread is gone (exited, crashed, or terminated here), with why. */
+  gone: Promise<string>;
+  /** The batch it runs now, for logs and the kill drill. */
+  running: string | null;
+}
+
+/** A batch runs on at most this many threads before it fails back to the coordinator. */
+const TRIES = 2;
+
+export function defaultThreads(): number {
+  return availableParallelism();
+}
+
+export class WebThreadPool {
+  private readonly threads = new Set<Thread>();
+  private readonly idle: Thread[] = [];
+  private readonly waiting: ((thread: Thread) => void)[] = [];
+  private readonly infos = new Map<string, LoadedInfo>();
+  private nextId = 1;
+  private closing = false;
+
+  private constructor(
+    private readonly opts: ThreadPoolOptions & { size: number },
+    private readonly specs: readonly ModelConfig[],
+  ) {}
+
+  /** Starts the threads and loads every model in each; resolves once all are ready. */
+  static async start(opts: ThreadPoolOptions, specs: readonly ModelConfig[]): Promise<WebThreadPool> {
+    const pool = new WebThreadPool({ ...opts, size: opts.size ?? defaultThreads() }, specs);
+    try {
+      await Promise.all(Array.from({ length: pool.opts.size }, () => pool.spawn()));
+    } catch (error) {
+      await pool.close();
+      throw error;
+    }
+    return pool;
+  }
+
+  get size(): number {
+    return this.threads.size;
+  }
+
+  /** One LoadedModel per model, whose runs go to the pool. */
+  models(): LoadedModel[] {
+    return this.specs.map((spec) => {
+      const info = this.infos.get(spec.name) as LoadedInfo;
+      return {
+        name: spec.name,
+        task: info.task,
+        device: info.device,
+        runtime: `${info.runtime} (${this.opts.size} threads)`,
+        run: (inputs: readonly unknown[]) => this.run(spec.name, inputs),
+        dispose: async () => {},
+      };
+    });
+  }
+
+  /** Runs a batch on a free thread; on a thread that dies or hangs, once more on another. */
+  async run(model: string, inputs: readonly unknown[]): Promise<ItemResult[]> {
+    for (let attempt = 1; ; attempt++) {
+      const thread = await this.acquire();
+      thread.running = `${model} (${inputs.length} inputs)`;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const hung = new Promise<{ lost: string }>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ lost: `no answer within ${this.opts.runTimeoutMs} ms` }),
+          this.opts.runTimeoutMs,
+        );
+      });
+      const outcome = await Promise.race([
+        thread.api.run(model, [...inputs]).then(
+          (results) => ({ results }),
+          (error: Error) => ({ error }),
+        ),
+        thread.gone.then((why) => ({ lost: why })),
+        hung,
+      ]).finally(() => clearTimeout(timer));
+      if (!("lost" in outcome)) {
+        this.release(thread);
+        if ("error" in outcome) throw outcome.error;
+        return outcome.results;
+      }
+      this.opts.log(`thread ${thread.id} lost while running ${thread.running}: ${outcome.lost}; replacing it`);
+      this.retire(thread, outcome.lost);
+      if (attempt >= TRIES) {
+        throw new Error(`the batch was lost on ${TRIES} threads (last: ${outcome.lost})`);
+      }
+    }
+  }
+
+  /**
+   * A drill for the recovery path: ends a thread abruptly, as a crash would, preferring one that is
+   * running a batch. Answers what it ended, or null when there is no thread.
+   */
+  async killOne(): Promise<{ thread: number; running: string | null } | null> {
+    const threads = [...this.threads];
+    const victim = threads.find((t) => t.running !== null) ?? threads[0];
+    if (!victim) return null;
+    const running = victim.running;
+    await victim.worker.terminate();
+    return { thread: victim.id, running };
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.threads].map((t) => t.worker.terminate()));
+    this.threads.clear();
+  }
+
+  private async spawn(): Promise<void> {
+    const worker = new Worker(new URL("./thread.mjs", import.meta.url));
+    const thread: Thread = {
+      id: this.nextId++,
+      worker,
+      api: wrap<DonorApi>(nodeEndpoint(worker)),
+      gone: new Promise<string>((resolve) => {
+        worker.once("error", (error) => resolve(`crashed: ${error.message}`));
+        worker.once("exit", (code) => resolve(`exited with code ${code}`));
+      }),
+      running: null,
+    };
+    this.threads.add(thread);
+    // A thread that goes away when no batch is watching it is replaced all the same.
+    void thread.gone.then((why) => {
+      if (this.threads.has(thread)) {
+        this.opts.log(`thread ${thread.id} ${why}; replacing it`);
+        this.retire(thread, why);
+      }
+    });
+    for (const spec of this.specs) {
+      const loaded = await Promise.race([
+        thread.api.load(spec, { registryUrl: this.opts.registryUrl, devices: ["wasm"], numThreads: 1 }),
+        thread.gone.then((why) => {
+          throw new Error(`thread ${thread.id} ${why} while loading ${spec.name}`);
+        }),
+      ]);
+      this.infos.set(spec.name, loaded);
+    }
+    this.release(thread);
+  }
+
+  /** Forgets a thread, ends it, and starts another in its place. */
+  private retire(thread: Thread, why: string): void {
+    if (!this.threads.delete(thread)) return;
+    const at = this.idle.indexOf(thread);
+    if (at >= 0) this.idle.splice(at, 1);
+    void thread.worker.terminate();
+    if (this.closing) return;
+    this.spawn().then(
+      () => this.opts.log(`thread ${thread.id} replaced (${why})`),
+      (error: Error) => this.opts.log(`could not replace thread ${thread.id}: ${error.message}`),
+    );
+  }
+
+  private acquire(): Promise<Thread> {
+    const free = this.idle.shift();
+    if (free) return Promise.resolve(free);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(thread: Thread): void {
+    thread.running = null;
+    if (!this.threads.has(thread)) return;
+    const next = this.waiting.shift();
+    if (next) next(thread);
+    else this.idle.push(thread);
+  }
+}
