@@ -4,7 +4,8 @@
 // status, and "status" / "batch" / "log" events). By default the worker pauses while the tab is hidden
 // and while the device runs on battery, keeps to a duty cycle, and stops when the page goes away.
 import { proxy, type Remote, wrap } from "comlink";
-import type { DonorApi, DonorConfig, DonorEvent, DonorStatus } from "../worker/donor-api.ts";
+import type { ItemResult, ModelConfig } from "../../shared/index.ts";
+import type { DonorApi, DonorConfig, DonorEvent, DonorStatus, LoadedInfo } from "../worker/donor-api.ts";
 
 export interface EmbedOptions extends DonorConfig {
   /** Keep working while the tab is hidden. Default false. */
@@ -107,6 +108,20 @@ export class EdgeSwarm extends EventTarget {
   /** The last status the worker reported, without a round trip. */
   get lastStatus(): DonorStatus | undefined {
     return this.last;
+  }
+
+  /**
+   * Loads a registry entry into this page's donor worker for the page's own use (the runner the swarm
+   * uses, off the main thread); `registryUrl` is where its relative file paths resolve from.
+   */
+  loadModel(spec: ModelConfig, registryUrl: string): Promise<LoadedInfo> {
+    const { devices, wasmPaths, numThreads } = this.options;
+    return this.api.load(spec, { registryUrl, devices, wasmPaths, numThreads });
+  }
+
+  /** Runs inputs on a model loadModel() loaded: one result (output or error) per input. */
+  runModel(name: string, inputs: unknown[]): Promise<ItemResult[]> {
+    return this.api.run(name, inputs);
   }
 
   /** Destroys the worker's WebGPU device, as a driver reset would, to see the wasm fallback at work. */

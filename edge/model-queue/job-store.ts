@@ -306,7 +306,9 @@ export class JobStore {
   }
 
   /** Succeeded jobs of a session whose inputs and outputs are not yet in the session's history. */
-  sessionAppends(limit: number): { ref: string; entry: { model: string; job_id: string; input: unknown[]; output: unknown[] } }[] {
+  sessionAppends(
+    limit: number,
+  ): { ref: string; entry: { model: string; job_id: string; input: unknown[]; output: unknown[] } }[] {
     return this.sql
       .all<{ id: string; session_ref: string }>(
         "SELECT id, session_ref FROM jobs WHERE session_pending = 1 LIMIT ?",

@@ -1,0 +1,95 @@
+// The conformance cases (test/support/runner-cases.ts) on the runners that run in Node: onnxruntime-node
+// here, and onnxruntime-web in worker threads behind comlink (edgeswarm-worker --runtime web, the browser
+// tab's own runner). test/browser/runner-conformance.test.ts runs them in Chromium's Web Worker. Then how
+// the thread pool copes with a thread that dies or hangs.
+import { describe, expect, it } from "vitest";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { WebThreadPool } from "../../worker-gpu/web/thread-pool.ts";
+import { BUNDLED_REGISTRY_URL } from "../support/reference-models.ts";
+import { bundledSpec, describeRunner, type Runnable } from "../support/runner-cases.ts";
+
+const byName = (models: LoadedModel[]) => new Map<string, Runnable>(models.map((m) => [m.name, m]));
+
+describeRunner("onnxruntime-node in this process", async () => {
+  const factory = createOrtNodeFactory({ warn: () => {} });
+  const loaded: LoadedModel[] = [];
+  return {
+    device: "cpu",
+    async loadAll(specs) {
+      for (const spec of specs) {
+        loaded.push(
+          await loadModel(spec, factory, { registryUrl: BUNDLED_REGISTRY_URL, fetch: nodeFetch, devices: ["cpu"] }),
+        );
+      }
+      return byName(loaded);
+    },
+    async close() {
+      for (const m of loaded) await m.dispose();
+    },
+  };
+});
+
+describeRunner("onnxruntime-web in a Node worker thread (--runtime web)", async () => {
+  let pool: WebThreadPool | undefined;
+  return {
+    device: "wasm",
+    async loadAll(specs) {
+      pool = await WebThreadPool.start(
+        { size: 1, runTimeoutMs: 60_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
+        specs,
+      );
+      return byName(pool.models());
+    },
+    close: async () => pool?.close(),
+  };
+});
+
+describe("the web runtime's thread pool", () => {
+  const specs = [bundledSpec("sentiment")];
+
+  it("runs a batch again on another thread when its thread dies, and replaces the thread", async () => {
+    const lines: string[] = [];
+    const pool = await WebThreadPool.start(
+      { size: 2, runTimeoutMs: 60_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: (l) => lines.push(l) },
+      specs,
+    );
+    try {
+      const [model] = pool.models() as [LoadedModel];
+      const want = await model.run(["I love this"]);
+      const long = Array.from({ length: 32 }, () => `I love this ${"and the crust was perfect ".repeat(20)}`);
+      const running = model.run(long);
+      await new Promise((r) => setTimeout(r, 50)); // on its thread now: the run takes far longer
+      const killed = await pool.killOne();
+      expect(killed?.running).toBe("sentiment (32 inputs)");
+      const results = await running;
+      expect(results).toHaveLength(32);
+      expect(lines.some((l) => /lost while running sentiment \(32 inputs\)/.test(l))).toBe(true);
+      await expect.poll(() => lines.some((l) => /replaced/.test(l)), { timeout: 30_000 }).toBe(true);
+      expect(pool.size).toBe(2);
+      expect(await model.run(["I love this"])).toEqual(want);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+
+  it("takes a batch with no answer within run_timeout for hung: it replaces the thread and, after two, fails the batch", async () => {
+    const lines: string[] = [];
+    // No batch answers in 1 ms: every run looks hung.
+    const pool = await WebThreadPool.start(
+      { size: 2, runTimeoutMs: 1, registryUrl: BUNDLED_REGISTRY_URL.href, log: (l) => lines.push(l) },
+      specs,
+    );
+    try {
+      const [model] = pool.models() as [LoadedModel];
+      await expect(model.run(["I love this"])).rejects.toThrow(/lost on 2 threads \(last: no answer within 1 ms\)/);
+      expect(lines.filter((l) => /lost while running sentiment/.test(l))).toHaveLength(2);
+      await expect.poll(() => lines.filter((l) => /replaced/.test(l)).length, { timeout: 30_000 }).toBe(2);
+      expect(pool.size).toBe(2);
+    } finally {
+      await pool.close();
+    }
+  }, 60_000);
+});
