@@ -8,15 +8,22 @@ import { loadConfig } from "./config.ts";
 import { ApiError, onError } from "./errors.ts";
 import { callerRoutes } from "./routes/caller.ts";
 import { donorRoutes } from "./routes/donors.ts";
+import { hfError, hfRoutes } from "./routes/huggingface.ts";
 import { oipError, oipHealthRoutes, oipRoutes } from "./routes/oip.ts";
+import { openAiError, openAiRoutes } from "./routes/openai.ts";
 import { healthRoutes, opsRoutes } from "./routes/ops.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
 export const app = new Hono<HonoEnv>();
 
-// Open Inference Protocol routes answer errors in that protocol's shape, whatever raised them.
-app.onError((error, c) => (c.req.path.startsWith("/v2") ? oipError(error, c) : onError(error, c)));
+// The Open Inference Protocol, OpenAI and Hugging Face routes answer errors in their API's shape, whatever raised them.
+const errorShapes = [
+  ["/v2", oipError],
+  ["/v1/embeddings", openAiError],
+  ["/models/", hfError],
+] as const;
+app.onError((error, c) => (errorShapes.find(([path]) => c.req.path.startsWith(path))?.[1] ?? onError)(error, c));
 app.notFound((c) =>
   c.json(
     errorBody(
@@ -55,3 +62,5 @@ app.route("/", workerRoutes);
 app.route("/", donorRoutes);
 app.route("/", sessionRoutes);
 app.route("/", oipRoutes);
+app.route("/", openAiRoutes);
+app.route("/", hfRoutes);

@@ -1,0 +1,59 @@
+// The Hugging Face Inference API shape as EdgeSwarm serves it at POST /models/{name}: what
+// `@huggingface/inference` (given an endpoint URL) and plain HF-style callers send, and what the
+// transformers pipelines answer. edge/routes/huggingface.ts validates with these; tests use the types.
+import { z } from "zod";
+
+/** One text; the workers refuse empty ones too, this says so before anything is queued. */
+const Text = z.string().refine((s) => s.trim() !== "", "must not be empty or only whitespace");
+
+/** The text-classification pipeline's parameters (huggingface.js `TextClassificationParameters`). */
+export const HfTextClassificationParameters = z.strictObject({
+  /** Keep only the K most probable labels; all of them when absent. */
+  top_k: z.int().positive().optional(),
+  /** Workers answer softmax probabilities, so "softmax" is the only one honoured. */
+  function_to_apply: z.enum(["softmax", "sigmoid", "none"]).optional(),
+});
+export type HfTextClassificationParameters = z.infer<typeof HfTextClassificationParameters>;
+
+/**
+ * feature-extraction's settings, which TEI and huggingface.js `FeatureExtractionInput` put at the top level
+ * of the body (also read from `parameters`). Checked against what the workers do: see the route.
+ */
+export const HfFeatureExtractionParameters = z.strictObject({
+  normalize: z.boolean().optional(),
+  truncate: z.boolean().optional(),
+  truncation_direction: z.enum(["left", "right"]).optional(),
+  prompt_name: z.string().optional(),
+  /** As OpenAI's: the first N dimensions, scaled back to unit length. */
+  dimensions: z.int().positive().optional(),
+  encoding_format: z.enum(["float", "base64"]).optional(),
+});
+export type HfFeatureExtractionParameters = z.infer<typeof HfFeatureExtractionParameters>;
+
+/** The Inference API's legacy options; accepted, with nothing to do: no cache, and calls always wait. */
+const HfOptions = z.strictObject({ use_cache: z.boolean().optional(), wait_for_model: z.boolean().optional() });
+
+export const HfInferenceRequest = z.strictObject({
+  inputs: z.union([Text, z.array(Text).min(1, "must hold at least one string")], {
+    error: (issue) => (issue.code === "invalid_union" ? "must be a string or an array of strings" : undefined),
+  }),
+  /** Per task: HfTextClassificationParameters or HfFeatureExtractionParameters. */
+  parameters: z.record(z.string(), z.unknown()).optional(),
+  options: HfOptions.optional(),
+  ...HfFeatureExtractionParameters.shape,
+});
+export type HfInferenceRequest = z.infer<typeof HfInferenceRequest>;
+
+export type HfLabelScore = { label: string; score: number };
+
+/**
+ * text-classification: one list of {label, score}, best first, per input, also for a single string
+ * (`[[...]]`, which huggingface.js `textClassification` unwraps). feature-extraction: a vector for a
+ * single string, a list of vectors for a list, as the sentence-transformers pipeline answers.
+ */
+export type HfInferenceResponse = HfLabelScore[][] | number[] | number[][];
+
+/** Every error at /models/{name}: the Inference API's shape. */
+export interface HfErrorBody {
+  error: string;
+}

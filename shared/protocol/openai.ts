@@ -1,0 +1,53 @@
+// OpenAI's embeddings API as EdgeSwarm serves it at POST /v1/embeddings: the request schema, the answer
+// and error shapes. edge/routes/openai.ts validates with these; callers and tests use the types.
+// Reference: platform.openai.com/docs/api-reference/embeddings (what the official `openai` client sends).
+import { z } from "zod";
+
+/** One text to embed; OpenAI refuses empty strings too. */
+const Text = z.string().refine((s) => s.trim() !== "", "must not be empty or only whitespace");
+
+// Strict: OpenAI refuses an argument it does not know, and so does this, naming it.
+export const EmbeddingsRequest = z.strictObject({
+  model: z.string().min(1, "must name a model"),
+  input: z.union([Text, z.array(Text).min(1, "must hold at least one string")], {
+    error: (issue) =>
+      issue.code === "invalid_union"
+        ? "must be a string or an array of strings (token-id arrays are not supported: send text)"
+        : undefined,
+  }),
+  /** "float" answers arrays of numbers; "base64" the little-endian float32 bytes, base64-encoded. */
+  encoding_format: z.enum(["float", "base64"]).default("float"),
+  /** Truncate each vector to this many dimensions and scale it back to unit length. */
+  dimensions: z.int().positive().optional(),
+  /** An end-user id, for OpenAI's abuse monitoring; accepted and not used. */
+  user: z.string().optional(),
+});
+export type EmbeddingsRequest = z.infer<typeof EmbeddingsRequest>;
+
+export interface Embedding {
+  object: "embedding";
+  index: number;
+  /** The vector, or its float32 bytes (little-endian) in base64 when encoding_format is "base64". */
+  embedding: number[] | string;
+}
+
+export interface EmbeddingsResponse {
+  object: "list";
+  data: Embedding[];
+  model: string;
+  /** An estimate, not the tokenizer's count: see estimateTokens in edge/embedding-vectors.ts. */
+  usage: { prompt_tokens: number; total_tokens: number };
+}
+
+/** Every error at /v1/embeddings: OpenAI's shape. `code` is OpenAI's where it has one, else EdgeSwarm's. */
+export interface OpenAiErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
+
+/** OpenAI's error `type` for a status. */
+export function openAiErrorType(status: number): string {
+  if (status === 401) return "authentication_error";
+  if (status === 403) return "permission_error";
+  if (status === 429) return "rate_limit_error";
+  return status >= 500 ? "server_error" : "invalid_request_error";
+}
