@@ -1,0 +1,161 @@
+// `npm run bench:runners`: items/s of the bundled models on each model runner, with no coordinator in
+// the way: onnxruntime-node here, onnxruntime-web on this thread, onnxruntime-web in the --runtime web
+// thread pool at 1 and 2 threads, and onnxruntime-web in Chromium's Web Worker (the embed's donor worker).
+// Each runs batches of 32 reviews back to back (as many at once as it has threads) for a measured window
+// after a warm-up; every batch's results are checked to be 32 outputs.
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import { createOrtWebFactory } from "../client/runner/ort-web-session.ts";
+import { startCoordinator } from "../scripts/lib/wrangler-dev.ts";
+import type { ItemResult } from "../shared/index.ts";
+import { loadModel } from "../shared/runner/load-model.ts";
+import type { SessionFactory } from "../shared/runner/model-runner.ts";
+import { launchChromium } from "../test/support/chromium.ts";
+import { BUNDLED_REGISTRY_URL, REVIEW_TEXTS } from "../test/support/reference-models.ts";
+import { bundledSpec } from "../test/support/runner-cases.ts";
+import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
+import { WebThreadPool } from "../worker-gpu/web/thread-pool.ts";
+import { fmtRate } from "./bench-kit.ts";
+
+const RESULTS_FILE = new URL("./results/runners.md", import.meta.url);
+const MODELS = ["sentiment", "embedder"] as const;
+const BATCH = Array.from({ length: 32 }, (_, i) => `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} (${i})`);
+const WARMUP_MS = 1_000;
+const MEASURE_MS = Number(process.env.BENCH_MEASURE_MS ?? 5_000);
+
+type Run = (inputs: unknown[]) => Promise<ItemResult[]>;
+
+/** Items/s of `lanes` loops each running a batch as soon as its last one ended, over the measured window. */
+async function measure(run: Run, lanes: number): Promise<number> {
+  const check = (results: ItemResult[]) => {
+    if (results.length !== BATCH.length || results.some((r) => !("output" in r))) {
+      throw new Error(`a batch came back wrong: ${JSON.stringify(results.find((r) => !("output" in r)))}`);
+    }
+  };
+  const warmEnd = performance.now() + WARMUP_MS;
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (performance.now() < warmEnd) check(await run(BATCH));
+    }),
+  );
+  let items = 0;
+  const started = performance.now();
+  const end = started + MEASURE_MS;
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      while (performance.now() < end) {
+        check(await run(BATCH));
+        items += BATCH.length;
+      }
+    }),
+  );
+  return items / ((performance.now() - started) / 1000);
+}
+
+interface Row {
+  runner: string;
+  rates: Record<string, number>;
+}
+
+async function inProcess(label: string, factory: SessionFactory, device: string): Promise<Row> {
+  const rates: Record<string, number> = {};
+  for (const name of MODELS) {
+    const model = await loadModel(bundledSpec(name), factory, {
+      registryUrl: BUNDLED_REGISTRY_URL,
+      fetch: nodeFetch,
+      devices: [device],
+    });
+    rates[name] = await measure((inputs) => model.run(inputs), 1);
+    await model.dispose();
+  }
+  return { runner: label, rates };
+}
+
+async function threadPool(threads: number): Promise<Row> {
+  const pool = await WebThreadPool.start(
+    { size: threads, runTimeoutMs: 120_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
+    MODELS.map((name) => bundledSpec(name)),
+  );
+  const rates: Record<string, number> = {};
+  try {
+    for (const model of pool.models()) rates[model.name] = await measure((inputs) => model.run(inputs), threads);
+  } finally {
+    await pool.close();
+  }
+  return { runner: `onnxruntime-web, --runtime web pool of ${threads} thread${threads > 1 ? "s" : ""} (wasm)`, rates };
+}
+
+async function chromiumWorker(): Promise<Row> {
+  const persistTo = await mkdtemp(`${os.tmpdir()}/edgeswarm-bench-runners-`);
+  const coordinator = await startCoordinator({ persistTo, vars: { AUTH: "open" } });
+  const chromium = await launchChromium();
+  try {
+    const page = await chromium.context.newPage();
+    const url = `${coordinator.url}/bench/runner.html`;
+    await page.route(url, (route) =>
+      route.fulfill({
+        contentType: "text/html",
+        body: `<!doctype html><script src="/embed.js" data-site-key="none" data-autostart="false" data-devices="wasm"></script>`,
+      }),
+    );
+    await page.goto(url);
+    await page.waitForFunction("window.EdgeSwarm !== undefined");
+    const rates: Record<string, number> = {};
+    for (const name of MODELS) {
+      const spec = JSON.stringify(bundledSpec(name));
+      await page.evaluate(`window.EdgeSwarm.loadModel(${spec}, "${coordinator.url}/models/registry.json")`);
+      rates[name] = await measure(
+        (inputs) =>
+          page.evaluate(`window.EdgeSwarm.runModel(${JSON.stringify(name)}, ${JSON.stringify(inputs)})`) as Promise<
+            ItemResult[]
+          >,
+        1,
+      );
+    }
+    return { runner: "onnxruntime-web in Chromium's Web Worker (wasm, 1 thread)", rates };
+  } finally {
+    await chromium.close();
+    await coordinator.stop();
+    await rm(persistTo, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  const step = async (what: string, row: () => Promise<Row>) => {
+    process.stderr.write(`measuring ${what}…\n`);
+    rows.push(await row());
+  };
+  await step("onnxruntime-node", () =>
+    inProcess("onnxruntime-node in this process (cpu)", createOrtNodeFactory(), "cpu"),
+  );
+  await step("onnxruntime-web on this thread", () =>
+    inProcess("onnxruntime-web on the main thread (wasm)", createOrtWebFactory({ numThreads: 1 }), "wasm"),
+  );
+  await step("the thread pool at 1 thread", () => threadPool(1));
+  await step("the thread pool at 2 threads", () => threadPool(2));
+  await step("Chromium", () => chromiumWorker());
+
+  const cpus = os.cpus();
+  const lines = [
+    "# Model runners: items/s of the bundled models, no coordinator",
+    "",
+    `- Machine: ${cpus[0]?.model.trim() ?? "unknown CPU"} × ${cpus.length}, ${os.type()} ${os.release()}, Node ${process.version}`,
+    `- Batches of ${BATCH.length} reviews, back to back (one per thread at once), ${WARMUP_MS} ms warm-up, ${MEASURE_MS} ms measured`,
+    `- Date: ${new Date().toISOString()}`,
+    "- Command: `npm run bench:runners`",
+    "",
+    `| runner | ${MODELS.join(" items/s | ")} items/s |`,
+    `| --- | ${MODELS.map(() => "---:").join(" | ")} |`,
+    ...rows.map((r) => `| ${r.runner} | ${MODELS.map((m) => fmtRate(r.rates[m] ?? Number.NaN)).join(" | ")} |`),
+    "",
+  ];
+  const text = lines.join("\n");
+  process.stdout.write(text);
+  await mkdir(new URL("./", RESULTS_FILE), { recursive: true });
+  await writeFile(RESULTS_FILE, text);
+}
+
+await main();
+process.exit(0);
