@@ -46,3 +46,17 @@ export function onError(err: Error, c: Context): Response {
   console.error("unhandled error", err);
   return c.json(errorBody(ErrorCode.internal, "internal error; the request may be retried"), 500);
 }
+
+/**
+ * Any error as a bare {"error": "<message>"}, the shape of the Open Inference Protocol and of Hugging Face's
+ * inference API, with the status (and Retry-After) the native API would give.
+ */
+export function messageOnlyError(err: Error, c: Context): Response {
+  if (err instanceof HTTPException) {
+    const headers = err instanceof ApiError ? err.headers : {};
+    return c.json({ error: err.message || "request refused" }, err.status as ContentfulStatusCode, headers);
+  }
+  if (err instanceof ConfigError) return c.json({ error: `the coordinator is misconfigured: ${err.message}` }, 500);
+  console.error("unhandled error", err);
+  return c.json({ error: "internal error; the request may be retried" }, 500);
+}

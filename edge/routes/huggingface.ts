@@ -3,8 +3,6 @@
 // and feature-extraction models. `@huggingface/inference` works pointed at <coordinator>/models/{name} as
 // its endpoint URL. Every error here answers the API's {"error": "..."}, through hfError.
 import { type Context, Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
-import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { ErrorCode, type ModelConfig, ProtocolError, parseWith } from "../../shared/index.ts";
 import {
@@ -15,26 +13,13 @@ import {
 } from "../../shared/protocol/huggingface.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
-import { ConfigError } from "../config.ts";
 import { shortenVectors } from "../embedding-vectors.ts";
-import { ApiError } from "../errors.ts";
+import { ApiError, messageOnlyError } from "../errors.ts";
 import { modelOrThrow, readJson } from "../request.ts";
 import { classifyTexts, embedTexts } from "../text-jobs.ts";
 
-/**
- * Any error as the API's {"error": "..."}, with the status (and Retry-After) the native API would give.
- * `@huggingface/inference` retries a 503 at once and without end (unless `retry_on_error: false`): the
- * only 503 here is a queue object that did not answer three tries, which is worth retrying.
- */
-export function hfError(err: Error, c: Context): Response {
-  if (err instanceof HTTPException) {
-    const headers = err instanceof ApiError ? err.headers : {};
-    return c.json({ error: err.message || "request refused" }, err.status as ContentfulStatusCode, headers);
-  }
-  if (err instanceof ConfigError) return c.json({ error: `the coordinator is misconfigured: ${err.message}` }, 500);
-  console.error("unhandled error", err);
-  return c.json({ error: "internal error; the request may be retried" }, 500);
-}
+/** Errors answer {"error": "..."}, with the status the native API would give. */
+export const hfError = messageOnlyError;
 
 const bad = (message: string) => new ApiError(400, ErrorCode.badRequest, message);
 

@@ -2,8 +2,6 @@
 // queues, batching and leases as /v1/infer. Every error here answers {"error": "<message>"}, the protocol's
 // shape, through this sub-app's own onError (Hono v4 wraps a sub-app's handlers in it when app.route mounts it).
 import { type Context, Hono } from "hono";
-import { HTTPException } from "hono/http-exception";
-import type { ContentfulStatusCode } from "hono/utils/http-status";
 import packageJson from "../../package.json";
 import { ErrorCode, type JobView, type ModelConfig, Pool } from "../../shared/index.ts";
 import {
@@ -18,22 +16,14 @@ import {
 } from "../../shared/protocol/oip.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
-import { ConfigError, loadConfig } from "../config.ts";
-import { ApiError } from "../errors.ts";
+import { loadConfig } from "../config.ts";
+import { ApiError, messageOnlyError } from "../errors.ts";
 import { pickOutputs, requestedOutputs, stackOutputs, tensorItems, textItems } from "../oip-tensors.ts";
 import { modelOrThrow, readJson } from "../request.ts";
 import { submitJob, succeededOrThrow } from "../submit.ts";
 
-/** Any error as the protocol's {"error": "..."}, with the status (and Retry-After) the native API would give. */
-export function oipError(err: Error, c: Context): Response {
-  if (err instanceof HTTPException) {
-    const headers = err instanceof ApiError ? err.headers : {};
-    return c.json({ error: err.message || "request refused" }, err.status as ContentfulStatusCode, headers);
-  }
-  if (err instanceof ConfigError) return c.json({ error: `the coordinator is misconfigured: ${err.message}` }, 500);
-  console.error("unhandled error", err);
-  return c.json({ error: "internal error; the request may be retried" }, 500);
-}
+/** Errors answer {"error": "..."}, with the status the native API would give. */
+export const oipError = messageOnlyError;
 
 const bad = (message: string) => new ApiError(400, ErrorCode.badRequest, message);
 
