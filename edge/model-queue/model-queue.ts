@@ -447,7 +447,13 @@ export class ModelQueue extends DurableObject<Env> {
     let plan: RoutePlan | undefined;
     for (const slot of this.slots.free(this.leases.heldByWorker(), mayLease)) {
       if (slot.info.pool === "gpu") {
-        plan ??= this.routePlan(cfg, now);
+        plan ??= this.router.handOutPlan(
+          cfg,
+          now,
+          this.slots.ready("browser", now, this.mayLease(now)),
+          this.leases.activeByPool().inFlight.browser,
+          Math.min(cfg.max_batch_size, slot.info.max_batch_size),
+        );
         if (plan.gpu === 0) {
           // Nothing for the GPU pool yet: look again when the oldest routed item becomes overdue.
           if (plan.nextOverdueAt !== null) this.armBatchTimer(plan.nextOverdueAt, now);

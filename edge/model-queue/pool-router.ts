@@ -83,6 +83,54 @@ export class PoolRouter {
     };
   }
 
+  /**
+   * What a free GPU worker may take now, counted no further than a batch past what the browser pool
+   * drains in time: each count stops early (items_routed index), so a hand-out costs the same with ten
+   * queued items as with ten thousand. `gpu` is at most `batch` more than needed; stats() uses plan().
+   */
+  handOutPlan(
+    cfg: ModelConfig,
+    now: number,
+    browserReady: readonly LeaseHolder[],
+    browserInFlight: number,
+    batch: number,
+  ): RoutePlan {
+    const upTo = (where: string, cap: number, ...bindings: SqlStorageValue[]) =>
+      this.sql.one<{ n: number }>(
+        `SELECT COUNT(*) AS n FROM (SELECT 1 FROM items WHERE state = 'queued' AND ${where} LIMIT ?)`,
+        ...bindings,
+        cap,
+      )?.n ?? 0;
+    const rate = this.browserRate(browserReady);
+    const drainable =
+      browserReady.length === 0 || rate === null
+        ? 0
+        : Math.ceil(Math.max(0, (rate * cfg.latency_target_ms) / 1000 - browserInFlight));
+    const routed = upTo("pool IS NULL", drainable + batch);
+    const overflow = gpuOverflow({
+      browserWorkers: browserReady.length,
+      browserItemsPerSecond: rate,
+      browserInFlight,
+      autoQueued: routed,
+      autoOverdue: upTo("pool IS NULL AND enqueued_at <= ?", batch, now - cfg.overflow_after_ms),
+      latencyTargetMs: cfg.latency_target_ms,
+    });
+    const pinned = upTo("pool = 'gpu'", batch);
+    const tie = upTo("pool IS NULL AND n_candidates >= 2", batch);
+    const oldest =
+      overflow < routed
+        ? this.sql.one<{ t: number | null }>(
+            "SELECT MIN(enqueued_at) AS t FROM items WHERE state = 'queued' AND pool IS NULL",
+          )?.t
+        : null;
+    return {
+      gpu: pinned + Math.max(overflow, tie),
+      browser: routed,
+      overflow,
+      nextOverdueAt: oldest === null || oldest === undefined ? null : oldest + cfg.overflow_after_ms,
+    };
+  }
+
   /** Items a GPU worker may lease under `plan`: pinned to it, tie-breaks, and routed ones when some overflow. */
   gpuItems(plan: RoutePlan): ItemFilter {
     return {

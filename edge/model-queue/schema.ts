@@ -130,4 +130,7 @@ export const MODEL_QUEUE_MIGRATIONS = [
    ALTER TABLE jobs ADD COLUMN session_state TEXT;
    ALTER TABLE jobs ADD COLUMN session_pending INTEGER NOT NULL DEFAULT 0;
    CREATE INDEX jobs_session_pending ON jobs (session_pending) WHERE session_pending = 1;`,
+  // Routing counts what the GPU pool may take without reading the whole queue (pool-router.ts).
+  `CREATE INDEX items_routed ON items (state, pool, enqueued_at);
+   CREATE INDEX items_tie_breaks ON items (state, pool) WHERE n_candidates >= 2;`,
 ] as const;
