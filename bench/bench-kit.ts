@@ -2,6 +2,7 @@
 // coordinator, stops it after and writes the report's header and file, closed-loop callers over a warm-up
 // and a measured window, and result rows with percentiles and number formats. Not a test.
 
+import { readdirSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
@@ -95,17 +96,18 @@ export class BenchSession {
   }
 
   /**
-   * Starts the coordinator with open auth and `models`, then `ready` (connecting workers, say). On a failure
-   * of either, says so on stderr and resolves undefined.
+   * Starts the coordinator with open auth and `models` (and `vars`, SCALING say), then `ready` (connecting
+   * workers, say). On a failure of either, says so on stderr and resolves undefined.
    */
   async startCoordinator(
     models: readonly unknown[],
     ready?: (coordinator: Coordinator) => Promise<void>,
+    vars: Record<string, string> = {},
   ): Promise<Coordinator | undefined> {
     try {
       this.coordinator = await startCoordinator({
         persistTo: this.persistTo,
-        vars: { AUTH: "open", MODELS: JSON.stringify({ models }) },
+        vars: { ...vars, AUTH: "open", MODELS: JSON.stringify({ models }) },
       });
       await ready?.(this.coordinator);
       return this.coordinator;
@@ -204,6 +206,23 @@ export class BenchRow {
   itemsPerS(): number {
     return (this.latencies.length * this.inputsPerCall) / this.seconds;
   }
+}
+
+/**
+ * wrangler dev reloads the coordinator when a file it bundles changes, dropping sockets and calls mid-run
+ * (others may be editing the repo while a bench runs). The newest mtime under these folders tells afterwards.
+ */
+const SOURCE_DIRS = ["../edge/", "../shared/"].map((dir) => new URL(dir, import.meta.url));
+
+export function newestSourceMtime(dirs: readonly URL[] = SOURCE_DIRS): number {
+  let newest = 0;
+  for (const dir of dirs) {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const url = new URL(entry.isDirectory() ? `${entry.name}/` : entry.name, dir);
+      newest = Math.max(newest, entry.isDirectory() ? newestSourceMtime([url]) : statSync(url).mtimeMs);
+    }
+  }
+  return newest;
 }
 
 export function percentile(values: number[], p: number): number {

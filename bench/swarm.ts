@@ -3,7 +3,7 @@
 // local worker (`edgeswarm-worker`), then single-input callers with and without dynamic batching. Prints
 // Markdown (also written to bench/results/swarm.md). Not a test.
 
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -13,7 +13,16 @@ import { type ModelConfig, ModelRegistry, type Timings } from "../shared/index.t
 import { loadModel } from "../shared/runner/load-model.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
-import { BenchRow, BenchSession, closedLoop, fmt, fmtRate, HttpClient, percentile } from "./bench-kit.ts";
+import {
+  BenchRow,
+  BenchSession,
+  closedLoop,
+  fmt,
+  fmtRate,
+  HttpClient,
+  newestSourceMtime,
+  percentile,
+} from "./bench-kit.ts";
 
 /** Items per call and per batch, for the direct run and the batched swarm calls alike. */
 const BATCH = 32;
@@ -178,23 +187,6 @@ function metricSum(text: string, metric: string, model: string): number {
 async function scrape(base: URL): Promise<string> {
   const res = await client.request(base, "GET", "/metrics");
   return "error" in res ? "" : res.text;
-}
-
-/**
- * wrangler dev reloads the coordinator when a file it bundles changes, dropping sockets and calls mid-run
- * (others may be editing the repo while this runs). The newest mtime under these folders tells afterwards.
- */
-const SOURCE_DIRS = ["../edge/", "../shared/"].map((dir) => new URL(dir, import.meta.url));
-
-function newestSourceMtime(dirs: readonly URL[] = SOURCE_DIRS): number {
-  let newest = 0;
-  for (const dir of dirs) {
-    for (const entry of readdirSync(dir, { withFileTypes: true })) {
-      const url = new URL(entry.isDirectory() ? `${entry.name}/` : entry.name, dir);
-      newest = Math.max(newest, entry.isDirectory() ? newestSourceMtime([url]) : statSync(url).mtimeMs);
-    }
-  }
-  return newest;
 }
 
 // CPU accounting from /proc (Linux only; elsewhere the shares read n/a): on two cores, which process burns
