@@ -1,7 +1,7 @@
 // Checks that an answer has the shape its endpoint promises before the SDK hands it over typed, so a
 // proxy's page or a coordinator of another version fails at the call, with invalid_response, not later
 // in the caller's code. Shallow by design: the coordinator is the one that validates deeply.
-import { JobStatus } from "../../shared/protocol/caller.ts";
+import { JobStatus } from "../../shared/protocol/job-status.ts";
 
 export const isRecord = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);

@@ -1,7 +1,7 @@
 // EdgeSwarmClient: the typed SDK for callers of a coordinator's HTTP API (edge/routes/caller.ts, openai.ts,
 // sessions.ts), for browsers, Node 20+ and workers alike: it needs only fetch, AbortSignal and TextDecoder.
 // Every method throws an EdgeSwarmError subclass for a refusal, after retrying 429 and 503 (transport.ts).
-import { FINAL_STATUSES } from "../../shared/protocol/caller.ts";
+import { FINAL_STATUSES } from "../../shared/protocol/job-status.ts";
 import { isFloatEmbeddings, isInferResult, isJob, isModelList, isSubmitted } from "./answer-shapes.ts";
 import { readJobEvents } from "./job-events.ts";
 import { RETRY_DEFAULTS, sleep } from "./retry.ts";

@@ -1,13 +1,9 @@
 // The caller-facing protocol: what `POST /v1/infer` accepts and what the job endpoints answer.
 // The edge validates with these schemas; the SDK and tests use the same types.
 import { z } from "zod";
+import { type JobStatus, Pool } from "./job-status.ts";
 
-export const JobStatus = ["queued", "running", "succeeded", "failed", "expired"] as const;
-export type JobStatus = (typeof JobStatus)[number];
-export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "expired"];
-
-export const Pool = ["browser", "gpu"] as const;
-export type Pool = (typeof Pool)[number];
+export { FINAL_STATUSES, JobStatus, Pool } from "./job-status.ts";
 
 export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
