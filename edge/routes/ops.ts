@@ -7,7 +7,7 @@ import { requireKey } from "../auth.ts";
 import { loadConfig } from "../config.ts";
 import { type ModelMetrics, renderPrometheus } from "../metrics/prometheus.ts";
 import type { QueueStats } from "../model-queue/model-queue.ts";
-import { eachQueue } from "../request.ts";
+import { eachQueue, type queueOf } from "../request.ts";
 import type { PoolSignal } from "../scaling/scaling-window.ts";
 
 export const healthRoutes = new Hono<HonoEnv>();
@@ -57,36 +57,44 @@ async function scalingSignal(c: Context<HonoEnv>, stats: readonly QueueStats[]):
 
 /**
  * KEDA gives the metrics call a few seconds (KEDA_HTTP_DEFAULT_TIMEOUT, 3 s by default) and counts a slow
- * answer as a failure: a queue object that does not answer within this long is reported as last seen.
+ * answer as a failure, and a Prometheus scrape has its own timeout: a queue object that does not answer
+ * within this long is reported as last seen.
  */
-const SCALING_QUEUE_WAIT_MS = 1_500;
-/** Each model's stats as this isolate last read them, for a queue that is slow to answer. */
-const lastStats = new Map<string, { stats: QueueStats; at: number }>();
+const QUEUE_WAIT_MS = 1_500;
+/** What each endpoint last read from each model's queue in this isolate, for a queue slow to answer. */
+const lastSeen = new Map<string, unknown>();
 
-/** Every queue's stats within SCALING_QUEUE_WAIT_MS: fresh, else as last seen (named in `stale`). */
-async function queueStats(c: Context<HonoEnv>) {
+/**
+ * `read` on every queue within QUEUE_WAIT_MS: fresh, else what this isolate last read (those models are
+ * named in `stale`); a queue that fails, or is slow and was never read, is left out (`failed`).
+ */
+async function readQueues<T>(
+  c: Context<HonoEnv>,
+  what: string,
+  read: (queue: ReturnType<typeof queueOf>, model: string) => Promise<T>,
+): Promise<{ values: T[]; failed: string[]; stale: string[] }> {
   const stale: string[] = [];
   const { results, failed } = await eachQueue(c, async (queue, m) => {
-    const fresh = queue.stats(m.name).then((stats) => {
-      lastStats.set(m.name, { stats, at: Date.now() });
-      return stats;
+    const key = `${what}/${m.name}`;
+    const fresh = read(queue, m.name).then((value) => {
+      lastSeen.set(key, value);
+      return value;
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), SCALING_QUEUE_WAIT_MS);
+      timer = setTimeout(() => resolve("late"), QUEUE_WAIT_MS);
     });
     const first = await Promise.race([fresh, late]).finally(() => clearTimeout(timer));
     if (first !== "late") return first;
-    const seen = lastStats.get(m.name);
-    if (!seen) return fresh;
+    if (!lastSeen.has(key)) return fresh;
     stale.push(m.name);
-    return seen.stats;
+    return lastSeen.get(key) as T;
   });
-  return { stats: results.map((r) => r.value), failed, stale };
+  return { values: results.map((r) => r.value), failed, stale };
 }
 
 opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
-  const { stats, failed, stale } = await queueStats(c);
+  const { values: stats, failed, stale } = await readQueues(c, "scaling", (queue, model) => queue.stats(model));
   const pools = await scalingSignal(c, stats);
   const config = c.get("config").scaling;
   return c.json({
@@ -105,14 +113,14 @@ opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
 });
 
 opsRoutes.get("/metrics", requireKey("operator"), async (c) => {
-  const { results } = await eachQueue(
+  const { values: models } = await readQueues(
     c,
-    async (queue, m): Promise<ModelMetrics> => ({
-      stats: await queue.stats(m.name),
-      snapshot: await queue.metricsSnapshot(m.name),
+    "metrics",
+    async (queue, model): Promise<ModelMetrics> => ({
+      stats: await queue.stats(model),
+      snapshot: await queue.metricsSnapshot(model),
     }),
   );
-  const models = results.map((r) => r.value);
   const pools = await scalingSignal(
     c,
     models.map((m) => m.stats),

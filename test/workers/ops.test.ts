@@ -104,6 +104,21 @@ describe("GET /v1/scaling", () => {
     await busy;
   });
 
+  it("serves /metrics in time too while a queue is busy, with that queue as last seen", async () => {
+    await infer({ model: "bravo", inputs: new Array(3).fill(0), wait: false });
+    expect((await call("/metrics")).body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
+    const busy = runInDurableObject(queue("bravo"), (_instance, state) =>
+      state.blockConcurrencyWhile(() => sleep(3_000)),
+    );
+    await sleep(100);
+    const started = Date.now();
+    const res = await call("/metrics");
+    expect(Date.now() - started).toBeLessThan(2_500);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
+    await busy;
+  });
+
   it("counts what a pool holds in flight for that pool only", async () => {
     const worker = await SocketWorker.connect("bravo", { pool: "gpu", max_batch_size: 64 });
     await infer({ model: "bravo", inputs: new Array(10).fill(0), wait: false });
