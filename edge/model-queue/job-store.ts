@@ -311,7 +311,7 @@ export class JobStore {
   ): { ref: string; entry: { model: string; job_id: string; input: unknown[]; output: unknown[] } }[] {
     return this.sql
       .all<{ id: string; session_ref: string }>(
-        "SELECT id, session_ref FROM jobs WHERE session_pending = 1 LIMIT ?",
+        "SELECT id, session_ref FROM jobs WHERE session_pending = 1 ORDER BY finished_at, id LIMIT ?",
         limit,
       )
       .map((row) => {
@@ -337,11 +337,15 @@ export class JobStore {
 
   /** Forgets jobs, with their items and results, that finished at or before `before`. */
   dropFinished(before: number): void {
-    this.sql.run(
-      "DELETE FROM items WHERE job_id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?)",
-      before,
-    );
-    this.sql.run("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at <= ?", before);
+    // A job whose inputs and outputs still wait to join its session's history is kept until they have.
+    const done = "finished_at IS NOT NULL AND finished_at <= ? AND session_pending = 0";
+    this.sql.run(`DELETE FROM items WHERE job_id IN (SELECT id FROM jobs WHERE ${done})`, before);
+    this.sql.run(`DELETE FROM jobs WHERE ${done}`, before);
+  }
+
+  /** Whether some succeeded session job still waits to be appended to its session's history. */
+  hasSessionAppends(): boolean {
+    return this.sql.one("SELECT 1 AS found FROM jobs WHERE session_pending = 1 LIMIT 1") !== undefined;
   }
 
   private wake(jobId: string): void {

@@ -41,6 +41,9 @@ import {
   WorkerSlots,
 } from "./worker-slots.ts";
 
+/** A session append that failed is tried again after this long (by the alarm, if nothing happens sooner). */
+const SESSION_RETRY_MS = 5_000;
+
 /** Both restrictions on the items a worker may lease. */
 function both(a: ItemFilter, b: ItemFilter | undefined): ItemFilter {
   return b ? { where: a.where + b.where, bindings: [...a.bindings, ...b.bindings] } : a;
@@ -404,20 +407,25 @@ export class ModelQueue extends DurableObject<Env> {
    * that fails now is tried again after the next change or alarm.
    */
   private appendToSessions(): void {
-    if (this.appending) return;
-    const pending = this.jobs.sessionAppends(16);
-    if (pending.length === 0) return;
+    if (this.appending || !this.jobs.hasSessionAppends()) return;
     this.appending = (async () => {
-      for (const { ref, entry } of pending) {
-        try {
-          await this.env.SESSION.get(this.env.SESSION.idFromString(ref)).append(entry);
-          this.jobs.sessionAppended(entry.job_id);
-        } catch (error) {
-          console.error(`appending job ${entry.job_id} to its session failed; will retry`, error);
+      // Until none is left (jobs that finish meanwhile included), or a pass appends nothing: then the
+      // alarm (schedule) tries again in SESSION_RETRY_MS.
+      for (let progress = true; progress; ) {
+        progress = false;
+        for (const { ref, entry } of this.jobs.sessionAppends(16)) {
+          try {
+            await this.env.SESSION.get(this.env.SESSION.idFromString(ref)).append(entry);
+            this.jobs.sessionAppended(entry.job_id);
+            progress = true;
+          } catch (error) {
+            console.error(`appending job ${entry.job_id} to its session failed; will retry`, error);
+          }
         }
       }
     })().finally(() => {
       this.appending = undefined;
+      this.schedule(Date.now());
     });
     this.ctx.waitUntil(this.appending);
   }
@@ -541,7 +549,8 @@ export class ModelQueue extends DurableObject<Env> {
       now,
       ttl,
     );
-    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt].filter(
+    const sessions = this.jobs.hasSessionAppends() ? now + SESSION_RETRY_MS : null;
+    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, sessions].filter(
       (t): t is number => typeof t === "number",
     );
     const next = times.length > 0 ? Math.min(...times) : null;

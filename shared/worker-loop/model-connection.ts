@@ -268,14 +268,19 @@ export class ModelConnection {
     const failed = results.filter((r) => "error" in r).length;
     // Told before the completion goes out: a hook that pauses (a duty-cycle rest) has its drain read
     // first, so the coordinator does not hand over the next batch in answer to this completion.
-    this.opts.hooks.onBatch?.({
-      model: this.model,
-      device: this.opts.model.device,
-      leaseId: batch.lease_id,
-      ok: results.length - failed,
-      failed,
-      ms,
-    });
+    try {
+      this.opts.hooks.onBatch?.({
+        model: this.model,
+        device: this.opts.model.device,
+        leaseId: batch.lease_id,
+        ok: results.length - failed,
+        failed,
+        ms,
+      });
+    } catch (error) {
+      // A hook that throws must not cost the batch its results.
+      this.opts.hooks.log(`[${this.model}] onBatch hook failed: ${(error as Error).message}`);
+    }
     this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
   }
 

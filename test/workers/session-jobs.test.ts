@@ -33,6 +33,26 @@ describe("calls in a session", () => {
     ]);
   });
 
+  it("appends every call of a busy session, however many finish at once", async () => {
+    await call("/v1/sessions/busy", { method: "PUT", body: {} });
+    const worker = await SocketWorker.connect("bravo", { max_batch_size: 64 });
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      ids.push((await infer({ model: "bravo", inputs: [i], session: "busy", wait: false })).body.id);
+    }
+    let done = 0;
+    while (done < 20) {
+      const batch = await worker.next("batch");
+      worker.complete(batch);
+      done += batch.items.length;
+    }
+    const history = await waitFor(async () => {
+      const s = await call("/v1/sessions/busy");
+      return s.body.history.length === 20 ? s.body.history : undefined;
+    }, 10_000);
+    expect(history.map((h: { job_id: string }) => h.job_id).sort()).toEqual([...ids].sort());
+  });
+
   it("leaves a failed call out of the history", async () => {
     await call("/v1/sessions/chat-2", { method: "PUT", body: {} });
     const worker = await SocketWorker.connect("alpha");
