@@ -2,6 +2,10 @@
 // here, and onnxruntime-web in worker threads behind comlink (edgeswarm-worker --runtime web, the browser
 // tab's own runner). test/browser/runner-conformance.test.ts runs them in Chromium's Web Worker. Then how
 // the thread pool copes with a thread that dies or hangs.
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
@@ -61,7 +65,7 @@ describe("the web runtime's thread pool", () => {
       const want = await model.run(["I love this"]);
       const long = Array.from({ length: 32 }, () => `I love this ${"and the crust was perfect ".repeat(20)}`);
       const running = model.run(long);
-      await new Promise((r) => setTimeout(r, 50)); // on its thread now: the run takes far longer
+      await expect.poll(() => pool.busy, { interval: 5 }).toBe(1);
       const killed = await pool.killOne();
       expect(killed?.running).toBe("sentiment (32 inputs)");
       const results = await running;
@@ -72,6 +76,37 @@ describe("the web runtime's thread pool", () => {
       expect(await model.run(["I love this"])).toEqual(want);
     } finally {
       await pool.close();
+    }
+  }, 60_000);
+
+  it("fails a batch back, rather than holding it, while no thread can be started, and keeps trying to start one", async () => {
+    // The models' folder goes away after the first start: a replacement thread cannot load them.
+    const base = mkdtempSync(join(tmpdir(), "edgeswarm-pool-"));
+    cpSync(new URL("sentiment/", BUNDLED_REGISTRY_URL), join(base, "sentiment"), { recursive: true });
+    const lines: string[] = [];
+    const pool = await WebThreadPool.start(
+      {
+        size: 1,
+        runTimeoutMs: 2_000,
+        registryUrl: pathToFileURL(join(base, "registry.json")).href,
+        log: (l) => lines.push(l),
+      },
+      specs,
+    );
+    try {
+      const [model] = pool.models() as [LoadedModel];
+      expect(await model.run(["I love this"])).toHaveLength(1);
+      rmSync(base, { recursive: true, force: true });
+      await pool.killOne();
+      await expect
+        .poll(() => lines.some((l) => /could not replace thread 1: .*; trying again in 1000 ms/.test(l)), {
+          timeout: 20_000,
+        })
+        .toBe(true);
+      await expect(model.run(["I love this"])).rejects.toThrow(/no thread was free within 2000 ms/);
+    } finally {
+      await pool.close();
+      rmSync(base, { recursive: true, force: true });
     }
   }, 60_000);
 

@@ -33,6 +33,8 @@ interface Thread {
 
 /** A batch runs on at most this many threads before it fails back to the coordinator. */
 const TRIES = 2;
+/** A thread that has not loaded the models in this long is given up on. */
+const LOAD_TIMEOUT_MS = 120_000;
 
 export function defaultThreads(): number {
   return availableParallelism();
@@ -41,7 +43,7 @@ export function defaultThreads(): number {
 export class WebThreadPool {
   private readonly threads = new Set<Thread>();
   private readonly idle: Thread[] = [];
-  private readonly waiting: ((thread: Thread) => void)[] = [];
+  private readonly waiting: { give: (thread: Thread) => void; timer: ReturnType<typeof setTimeout> }[] = [];
   private readonly infos = new Map<string, LoadedInfo>();
   private nextId = 1;
   private closing = false;
@@ -67,6 +69,11 @@ export class WebThreadPool {
     return this.threads.size;
   }
 
+  /** Threads running a batch now. */
+  get busy(): number {
+    return [...this.threads].filter((t) => t.running !== null).length;
+  }
+
   /** One LoadedModel per model, whose runs go to the pool. */
   models(): LoadedModel[] {
     return this.specs.map((spec) => {
@@ -85,7 +92,7 @@ export class WebThreadPool {
   /** Runs a batch on a free thread; on a thread that dies or hangs, once more on another. */
   async run(model: string, inputs: readonly unknown[]): Promise<ItemResult[]> {
     for (let attempt = 1; ; attempt++) {
-      const thread = await this.acquire();
+      const thread = await this.acquire(this.opts.runTimeoutMs);
       thread.running = `${model} (${inputs.length} inputs)`;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const hung = new Promise<{ lost: string }>((resolve) => {
@@ -154,14 +161,28 @@ export class WebThreadPool {
         this.retire(thread, why);
       }
     });
-    for (const spec of this.specs) {
-      const loaded = await Promise.race([
-        thread.api.load(spec, { registryUrl: this.opts.registryUrl, devices: ["wasm"], numThreads: 1 }),
-        thread.gone.then((why) => {
-          throw new Error(`thread ${thread.id} ${why} while loading ${spec.name}`);
-        }),
-      ]);
-      this.infos.set(spec.name, loaded);
+    try {
+      for (const spec of this.specs) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const loaded = await Promise.race([
+          thread.api.load(spec, { registryUrl: this.opts.registryUrl, devices: ["wasm"], numThreads: 1 }),
+          thread.gone.then((why) => {
+            throw new Error(`thread ${thread.id} ${why} while loading ${spec.name}`);
+          }),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(new Error(`loading ${spec.name} took over ${LOAD_TIMEOUT_MS} ms`)),
+              LOAD_TIMEOUT_MS,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+        this.infos.set(spec.name, loaded);
+      }
+    } catch (error) {
+      // A thread that cannot load the models takes no work: it goes, and the caller says what next.
+      this.threads.delete(thread);
+      void worker.terminate();
+      throw error;
     }
     this.release(thread);
   }
@@ -172,24 +193,46 @@ export class WebThreadPool {
     const at = this.idle.indexOf(thread);
     if (at >= 0) this.idle.splice(at, 1);
     void thread.worker.terminate();
+    this.replace(thread.id, why, 0);
+  }
+
+  /** Starts a thread in place of one that went; a start that fails is tried again, backing off to 30 s. */
+  private replace(id: number, why: string, failures: number): void {
     if (this.closing) return;
     this.spawn().then(
-      () => this.opts.log(`thread ${thread.id} replaced (${why})`),
-      (error: Error) => this.opts.log(`could not replace thread ${thread.id}: ${error.message}`),
+      () => this.opts.log(`thread ${id} replaced (${why})`),
+      (error: Error) => {
+        const delay = Math.min(30_000, 1_000 * 2 ** failures);
+        this.opts.log(`could not replace thread ${id}: ${error.message}; trying again in ${delay} ms`);
+        setTimeout(() => this.replace(id, why, failures + 1), delay).unref();
+      },
     );
   }
 
-  private acquire(): Promise<Thread> {
+  /** A free thread; a batch that waits longer than `timeoutMs` for one fails back rather than waiting on. */
+  private acquire(timeoutMs: number): Promise<Thread> {
     const free = this.idle.shift();
     if (free) return Promise.resolve(free);
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        give: (thread: Thread) => {
+          clearTimeout(waiter.timer);
+          resolve(thread);
+        },
+        timer: setTimeout(() => {
+          this.waiting.splice(this.waiting.indexOf(waiter), 1);
+          reject(new Error(`no thread was free within ${timeoutMs} ms (${this.threads.size} threads running)`));
+        }, timeoutMs),
+      };
+      this.waiting.push(waiter);
+    });
   }
 
   private release(thread: Thread): void {
     thread.running = null;
     if (!this.threads.has(thread)) return;
     const next = this.waiting.shift();
-    if (next) next(thread);
+    if (next) next.give(thread);
     else this.idle.push(thread);
   }
 }
