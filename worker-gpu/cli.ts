@@ -43,11 +43,14 @@ async function main(): Promise<number> {
   }
   const worker = await runWorker(options, load, log);
   if (worker.port) log(`health and metrics on http://${options.host}:${worker.port}/healthz, /readyz, /metrics`);
-  // A drill for the thread pool's recovery: SIGUSR2 ends one thread abruptly, preferring a busy one.
+  // A drill for the thread pool's recovery: SIGUSR2 ends a thread that is running a batch, as a crash would.
   process.on("SIGUSR2", () => {
-    void pool?.killOne().then((killed) => {
-      if (killed)
-        log(`drill: ended thread ${killed.thread}${killed.running ? ` while it ran ${killed.running}` : " (idle)"}`);
+    void pool?.killOne({ busyOnly: true }).then((killed) => {
+      log(
+        killed
+          ? `drill: ended thread ${killed.thread} while it ran ${killed.running}`
+          : "drill: no thread is running a batch",
+      );
     });
   });
   await new Promise<void>((resolve) => {

@@ -78,15 +78,15 @@ describe("edgeswarm-worker --runtime web", () => {
     // Long inputs, so a batch is running when the thread is ended.
     const long = REVIEW_TEXTS.map((t) => `${t} ${t} ${t} ${t} ${t} ${t}`);
     const pending = Array.from({ length: 16 }, () => infer("embedder", long));
-    let killed = false;
-    for (let i = 0; i < 50 && !killed; i++) {
-      await sleep(100);
-      const before = worker.output().length;
+    // The drill ends a thread only while it runs a batch; send it until one was ended.
+    const from = worker.output().length;
+    const killed = () => /drill: ended thread \d+ while it ran embedder/.test(worker.output().slice(from));
+    for (let i = 0; i < 100 && !killed(); i++) {
       worker.child.kill("SIGUSR2");
       await sleep(100);
-      killed = /drill: ended thread \d+ while it ran embedder/.test(worker.output().slice(before));
     }
-    expect(killed).toBe(true);
+    await sleep(500);
+    expect(killed(), worker.output().slice(from)).toBe(true);
     const answers = await Promise.all(pending);
     for (const answer of answers) {
       expect(answer.status).toBe(200);

@@ -29,6 +29,8 @@ interface Thread {
   gone: Promise<string>;
   /** The batch it runs now, for logs and the kill drill. */
   running: string | null;
+  /** The kill drill is ending it. */
+  ending?: boolean;
 }
 
 /** A batch runs on at most this many threads before it fails back to the coordinator. */
@@ -124,12 +126,13 @@ export class WebThreadPool {
 
   /**
    * A drill for the recovery path: ends a thread abruptly, as a crash would, preferring one that is
-   * running a batch. Answers what it ended, or null when there is no thread.
+   * running a batch (with `busyOnly`, only such a one). Answers what it ended, or null when none was.
    */
-  async killOne(): Promise<{ thread: number; running: string | null } | null> {
-    const threads = [...this.threads];
-    const victim = threads.find((t) => t.running !== null) ?? threads[0];
+  async killOne(opts: { busyOnly?: boolean } = {}): Promise<{ thread: number; running: string | null } | null> {
+    const threads = [...this.threads].filter((t) => !t.ending);
+    const victim = threads.find((t) => t.running !== null) ?? (opts.busyOnly ? undefined : threads[0]);
     if (!victim) return null;
+    victim.ending = true;
     const running = victim.running;
     await victim.worker.terminate();
     return { thread: victim.id, running };
