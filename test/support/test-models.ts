@@ -72,7 +72,7 @@ export const TEST_REGISTRY = {
       max_batch_size: 4,
       max_queue_delay_ms: 0,
       lease_ms: 5_000,
-      overflow_after_ms: 300,
+      overflow_after_ms: 1_000,
       latency_target_ms: 3_600_000,
       verification: { enabled: false },
     },

@@ -96,7 +96,7 @@ describe("GET /v1/scaling", () => {
     await sleep(100);
     const started = Date.now();
     const res = await call("/v1/scaling");
-    expect(Date.now() - started).toBeLessThan(2_500);
+    expect(Date.now() - started).toBeLessThan(2_900); // the object is held 3 s
     expect(res.status).toBe(200);
     expect(res.body.stale).toEqual(["bravo"]);
     expect(res.body.models.bravo.queued).toBe(5);
@@ -113,7 +113,7 @@ describe("GET /v1/scaling", () => {
     await sleep(100);
     const started = Date.now();
     const res = await call("/metrics");
-    expect(Date.now() - started).toBeLessThan(2_500);
+    expect(Date.now() - started).toBeLessThan(2_900); // the object is held 3 s
     expect(res.status).toBe(200);
     expect(res.body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
     await busy;
