@@ -2,7 +2,7 @@
 // the job's item counts whenever they change (queued, leased), each input's output (or error) as soon as
 // it is final, then the job's end (completed, failed or expired) with its whole view. ModelQueue calls
 // flush() after every change it makes; with no one watching, that costs nothing.
-import { FINAL_STATUSES, type JobView } from "../../shared/index.ts";
+import { FINAL_STATUSES, type JobStatus, type JobView } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 
@@ -26,13 +26,22 @@ interface Watch {
 
 const encoder = new TextEncoder();
 
+/** Event streams one queue object serves at once; more are refused (429) until some end. */
+export const MAX_WATCHERS = 256;
+
 export class JobEvents {
   private readonly watches = new Set<Watch>();
 
   constructor(
     private readonly sql: Sql,
     private readonly jobs: JobStore,
+    private readonly model: () => string,
   ) {}
+
+  /** Whether another watcher may start: each costs a few reads on every change to the queue. */
+  get full(): boolean {
+    return this.watches.size >= MAX_WATCHERS;
+  }
 
   /** The job's events from now, one JSON line each ({event, data}); the stream ends with the job. */
   watch(jobId: string): ReadableStream<Uint8Array> {
@@ -55,11 +64,13 @@ export class JobEvents {
   }
 
   private flushOne(w: Watch): void {
-    const job = this.jobs.view(w.jobId);
+    const job = this.sql.one<{ status: string }>("SELECT status FROM jobs WHERE id = ?", w.jobId);
     if (!job) {
-      this.end(w, { event: "expired", data: { id: w.jobId, model: "", status: "expired" } });
+      // Dropped after result_ttl_ms while watched: nothing more will happen to it.
+      this.end(w, { event: "expired", data: { id: w.jobId, model: this.model(), status: "expired" } });
       return;
     }
+    const final = FINAL_STATUSES.includes(job.status as JobStatus);
     const items: Record<string, number> = {};
     for (const r of this.sql.all<{ state: string; n: number }>(
       "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state ORDER BY state",
@@ -68,13 +79,14 @@ export class JobEvents {
       items[r.state] = r.n;
     }
     const counts = JSON.stringify(items);
-    if (counts !== w.counts && !FINAL_STATUSES.includes(job.status)) {
+    if (counts !== w.counts && !final) {
       w.counts = counts;
       this.send(w, {
         event: (items.leased ?? 0) > 0 ? "leased" : "queued",
-        data: { id: job.id, status: job.status, items },
+        data: { id: w.jobId, status: job.status, items },
       });
     }
+    // Only outputs not sent yet are read.
     for (const item of this.sql.all<{
       idx: number;
       state: string;
@@ -82,10 +94,12 @@ export class JobEvents {
       error_code: string | null;
       error_message: string | null;
     }>(
-      "SELECT idx, state, output, error_code, error_message FROM items WHERE job_id = ? AND state IN ('succeeded', 'failed') ORDER BY idx",
+      `SELECT idx, state, output, error_code, error_message FROM items
+       WHERE job_id = ? AND state IN ('succeeded', 'failed') AND idx NOT IN (SELECT value FROM json_each(?))
+       ORDER BY idx`,
       w.jobId,
+      JSON.stringify([...w.sent]),
     )) {
-      if (w.sent.has(item.idx)) continue;
       w.sent.add(item.idx);
       this.send(
         w,
@@ -97,9 +111,10 @@ export class JobEvents {
             },
       );
     }
-    if (job.status === "succeeded" || job.status === "failed" || job.status === "expired") {
-      const { created_at: _created, ...view } = job;
-      this.end(w, { event: END_EVENT[job.status], data: view });
+    const view = final ? this.jobs.view(w.jobId) : null;
+    if (view && (view.status === "succeeded" || view.status === "failed" || view.status === "expired")) {
+      const { created_at: _created, ...rest } = view;
+      this.end(w, { event: END_EVENT[view.status], data: rest });
     }
   }
 

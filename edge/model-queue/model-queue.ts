@@ -111,7 +111,7 @@ export class ModelQueue extends DurableObject<Env> {
     );
     this.slots = new WorkerSlots(ctx);
     this.router = new PoolRouter(this.sql);
-    this.events = new JobEvents(this.sql, this.jobs);
+    this.events = new JobEvents(this.sql, this.jobs, () => this.model ?? "");
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
@@ -137,10 +137,14 @@ export class ModelQueue extends DurableObject<Env> {
     return this.jobs.view(id);
   }
 
-  /** The job's events as JSON lines (job-events.ts), until it ends; null for a job this queue does not have. */
-  watchJob(model: string, id: string): ReadableStream<Uint8Array> | null {
+  /**
+   * The job's events as JSON lines (job-events.ts), until it ends; "not_found" for a job this queue does
+   * not have, "busy" when it serves as many event streams as it will.
+   */
+  watchJob(model: string, id: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
     this.bind(model);
-    return this.jobs.exists(id) ? this.events.watch(id) : null;
+    if (!this.jobs.exists(id)) return "not_found";
+    return this.events.full ? "busy" : this.events.watch(id);
   }
 
   /** Resolves with the job once it has ended, or with its state as it is after waitMs. */

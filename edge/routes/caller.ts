@@ -34,16 +34,29 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
 async function streamJob(c: Context<HonoEnv>, id: string) {
   const { model, queue } = queueOfId(c, id, "job");
   const lines = await queue.watchJob(model, id);
-  if (!lines) {
+  if (lines === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
+  if (lines === "busy") {
+    throw new ApiError(
+      429,
+      ErrorCode.queueFull,
+      `the queue of "${model}" serves as many event streams as it will; poll GET /v1/jobs/${id} or retry`,
+      { headers: { "Retry-After": "5" } },
+    );
+  }
   return streamSSE(c, async (sse) => {
+    // A caller that goes away ends the queue's stream too, so the object stops working for it.
+    const gone = new AbortController();
     const keepAlive = setInterval(() => void sse.write(": keep-alive\n\n"), KEEP_ALIVE_MS);
-    sse.onAbort(() => clearInterval(keepAlive));
+    sse.onAbort(() => {
+      clearInterval(keepAlive);
+      gone.abort();
+    });
     let seq = 0;
     let pending = "";
     try {
-      for await (const chunk of lines.pipeThrough(new TextDecoderStream())) {
+      for await (const chunk of lines.pipeThrough(new TextDecoderStream(), { signal: gone.signal })) {
         pending += chunk;
         let nl = pending.indexOf("\n");
         while (nl >= 0) {
@@ -53,6 +66,8 @@ async function streamJob(c: Context<HonoEnv>, id: string) {
           nl = pending.indexOf("\n");
         }
       }
+    } catch (error) {
+      if (!gone.signal.aborted) throw error;
     } finally {
       clearInterval(keepAlive);
     }
