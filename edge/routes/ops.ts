@@ -61,8 +61,23 @@ async function scalingSignal(c: Context<HonoEnv>, stats: readonly QueueStats[]):
  * within this long is reported as last seen.
  */
 const QUEUE_WAIT_MS = 1_500;
+/** A queue never read in this isolate gets this much longer; then it is reported unavailable. */
+const FIRST_READ_WAIT_MS = 1_000;
+/** Last-seen values older than this are not given out: the queue is reported unavailable instead. */
+const LAST_SEEN_MAX_AGE_MS = 300_000;
 /** What each endpoint last read from each model's queue in this isolate, for a queue slow to answer. */
-const lastSeen = new Map<string, unknown>();
+const lastSeen = new Map<string, { value: unknown; at: number }>();
+
+const LATE = Symbol("late");
+
+/** The promise's value if it settles within `ms`, else LATE (the promise runs on). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof LATE> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<typeof LATE>((resolve) => {
+    timer = setTimeout(() => resolve(LATE), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
 
 /**
  * `read` on every queue within QUEUE_WAIT_MS: fresh, else what this isolate last read (those models are
@@ -77,18 +92,20 @@ async function readQueues<T>(
   const { results, failed } = await eachQueue(c, async (queue, m) => {
     const key = `${what}/${m.name}`;
     const fresh = read(queue, m.name).then((value) => {
-      lastSeen.set(key, value);
+      lastSeen.set(key, { value, at: Date.now() });
       return value;
     });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((resolve) => {
-      timer = setTimeout(() => resolve("late"), QUEUE_WAIT_MS);
-    });
-    const first = await Promise.race([fresh, late]).finally(() => clearTimeout(timer));
-    if (first !== "late") return first;
-    if (!lastSeen.has(key)) return fresh;
-    stale.push(m.name);
-    return lastSeen.get(key) as T;
+    const first = await within(fresh, QUEUE_WAIT_MS);
+    if (first !== LATE) return first;
+    const seen = lastSeen.get(key);
+    if (seen && Date.now() - seen.at <= LAST_SEEN_MAX_AGE_MS) {
+      stale.push(m.name);
+      return seen.value as T;
+    }
+    // Never read here (a new isolate), or long ago: a little longer, then it counts as unavailable.
+    const second = await within(fresh, FIRST_READ_WAIT_MS);
+    if (second !== LATE) return second;
+    throw new Error(`the queue of ${m.name} did not answer within ${QUEUE_WAIT_MS + FIRST_READ_WAIT_MS} ms`);
   });
   return { values: results.map((r) => r.value), failed, stale };
 }
