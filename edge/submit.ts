@@ -58,15 +58,15 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
   let session: SubmitInput["session_link"];
   if (call.session !== undefined) {
     const stub = await sessionOf(c, call.session);
-    const attached = await stub.attach();
-    if (!attached) {
+    const state = await stub.stateText();
+    if (state === null) {
       throw new ApiError(
         404,
         ErrorCode.sessionNotFound,
         `no session ${call.session} for this key (never created, deleted, or expired): create it with PUT /v1/sessions/${call.session}`,
       );
     }
-    session = { ref: stub.id.toString(), state: JSON.stringify(attached.state) };
+    session = { ref: stub.id.toString(), state };
   }
   const submit: SubmitInput = {
     id: newId(model.name),

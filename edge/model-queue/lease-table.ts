@@ -136,11 +136,15 @@ export class LeaseTable {
     );
     // Spliced in as stored: a traceparent and a session id are checked to be plain text of their pattern
     // (shared/protocol/trace.ts, edge/sessions) and the session state is JSON text, before they are stored.
+    // A session's state goes once per batch (in `sessions`), however many of its items the batch holds.
+    const sessions = new Map<string, string>();
     const parts = rows.map((r) => {
       const trace = r.traceparent ? `"traceparent":"${r.traceparent}",` : "";
-      const session = r.session ? `"session":{"id":"${r.session}","state":${r.session_state}},` : "";
+      if (r.session && r.session_state) sessions.set(r.session, r.session_state);
+      const session = r.session ? `"session":"${r.session}",` : "";
       return `{"id":"${r.seq}","attempt":${r.attempts + 1},${trace}${session}"input":${r.input}}`;
     });
+    const states = [...sessions].map(([id, state]) => `"${id}":${state}`);
     this.jobs.markRunning([...new Set(rows.filter((r) => r.job_id !== "").map((r) => r.job_id))], now);
     this.metrics.inc("leases", worker.pool);
     // The items are spliced in as stored JSON text: no parse and re-serialise on the hot path.
@@ -150,7 +154,8 @@ export class LeaseTable {
       deadline,
       renew_after_ms: renewAfterMs(cfg.lease_ms),
     });
-    return { leaseId, batchJson: `${head.slice(0, -1)},"items":[${parts.join(",")}]}` };
+    const sessionsJson = states.length > 0 ? `,"sessions":{${states.join(",")}}` : "";
+    return { leaseId, batchJson: `${head.slice(0, -1)}${sessionsJson},"items":[${parts.join(",")}]}` };
   }
 
   /** Moves an active lease's deadline to now plus extendMs, never more than a whole lease ahead. */

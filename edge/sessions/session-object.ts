@@ -106,6 +106,18 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   /**
+   * Only the state, as JSON text, for a call made in the session (its history stays here); slides the
+   * expiry. Null when there is no live session.
+   */
+  async stateText(): Promise<string | null> {
+    const now = Date.now();
+    const row = await this.live(now);
+    if (!row) return null;
+    await this.touch(now);
+    return row.state;
+  }
+
+  /**
    * Records a job run in the session (once per job_id), dropping the oldest entries past the limit;
    * slides the expiry. `at` defaults to now.
    */

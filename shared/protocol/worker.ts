@@ -71,8 +71,8 @@ export interface BatchItem {
   attempt: number;
   /** The call's W3C traceparent; a worker answers with a span of its own in the item's result. */
   traceparent?: string;
-  /** The session the call runs in, with its state as it was when the call was made. */
-  session?: { id: string; state: unknown };
+  /** The session the call runs in; its state is the batch's `sessions[id]`. */
+  session?: string;
 }
 
 export interface Batch {
@@ -81,6 +81,8 @@ export interface Batch {
   deadline: number;
   /** Extend before this many ms pass (half the lease, as BullMQ's lockRenewTime). */
   renew_after_ms: number;
+  /** The state of each session the batch's items run in, as it was when the call was made. */
+  sessions?: Record<string, unknown>;
   items: BatchItem[];
 }
 

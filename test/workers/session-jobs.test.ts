@@ -16,10 +16,8 @@ describe("calls in a session", () => {
     const worker = await SocketWorker.connect("alpha");
     const answer = infer({ model: "alpha", inputs: [1, 2], session: "chat-1" });
     const batch = await worker.next("batch");
-    expect(batch.items.map((i) => i.session)).toEqual([
-      { id: "chat-1", state: { persona: "terse", turn: 1 } },
-      { id: "chat-1", state: { persona: "terse", turn: 1 } },
-    ]);
+    expect(batch.items.map((i) => i.session)).toEqual(["chat-1", "chat-1"]);
+    expect(batch.sessions).toEqual({ "chat-1": { persona: "terse", turn: 1 } });
     worker.complete(batch, (x) => x * 100);
     const res = await answer;
     expect(res.status).toBe(200);
