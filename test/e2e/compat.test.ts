@@ -13,6 +13,7 @@ import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/
 import { ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { createTokenizer, type TextTokenizer } from "../../shared/tasks/index.ts";
+import { expectClose } from "../support/expect-close.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const registry = ModelRegistry.parse(
@@ -59,21 +60,6 @@ async function v1(model: string, inputs: unknown[]): Promise<unknown[]> {
 async function direct(model: string, inputs: unknown[]): Promise<unknown[]> {
   const results = await (reference.get(model) as LoadedModel).run(inputs);
   return results.map((r) => ("output" in r ? r.output : r));
-}
-
-/** Every number within `tolerance`, everything else equal. */
-function expectClose(actual: unknown, expected: unknown, tolerance = 1e-4): void {
-  if (typeof expected === "number") {
-    expect(typeof actual).toBe("number");
-    expect(Math.abs((actual as number) - expected)).toBeLessThan(tolerance);
-  } else if (Array.isArray(expected)) {
-    expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
-    for (const [i, e] of expected.entries()) expectClose((actual as unknown[])[i], e, tolerance);
-  } else if (expected && typeof expected === "object") {
-    for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v, tolerance);
-  } else {
-    expect(actual).toEqual(expected);
-  }
 }
 
 /** The promise's rejection, which must be one. */

@@ -14,6 +14,7 @@ import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
 import type { OipInferResponse, OipTensor } from "../../shared/protocol/oip.ts";
 import { sha256Hex } from "../../shared/runner/model-files.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { expectClose } from "../support/expect-close.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(
@@ -108,21 +109,6 @@ async function direct(model: string, inputs: unknown[]): Promise<unknown[]> {
 }
 
 const output = (answer: OipInferResponse, name: string) => answer.outputs.find((o) => o.name === name) as OipTensor;
-
-/** Every number within 1e-4, everything else equal. */
-function expectClose(actual: unknown, expected: unknown): void {
-  if (typeof expected === "number") {
-    expect(typeof actual).toBe("number");
-    expect(Math.abs((actual as number) - expected)).toBeLessThan(1e-4);
-  } else if (Array.isArray(expected)) {
-    expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
-    for (const [i, e] of expected.entries()) expectClose((actual as unknown[])[i], e);
-  } else if (expected && typeof expected === "object") {
-    for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v);
-  } else {
-    expect(actual).toEqual(expected);
-  }
-}
 
 describe("health and metadata", () => {
   it("is live and ready, and describes the server and each model", async () => {

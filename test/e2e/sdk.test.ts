@@ -22,6 +22,7 @@ import {
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { ModelRegistry, newId, parseTraceparent } from "../../shared/index.ts";
+import { expectClose } from "../support/expect-close.ts";
 import { REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(
@@ -81,21 +82,6 @@ async function raw(path: string, body: unknown) {
     body: JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as any };
-}
-
-/** Every number within 1e-4, everything else equal (batches of other sizes may differ in the last bits). */
-function expectClose(actual: unknown, expected: unknown): void {
-  if (typeof expected === "number") {
-    expect(typeof actual).toBe("number");
-    expect(Math.abs((actual as number) - expected)).toBeLessThan(1e-4);
-  } else if (Array.isArray(expected)) {
-    expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
-    for (const [i, e] of expected.entries()) expectClose((actual as unknown[])[i], e);
-  } else if (expected && typeof expected === "object") {
-    for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v);
-  } else {
-    expect(actual).toEqual(expected);
-  }
 }
 
 async function rejection(promise: Promise<unknown>): Promise<any> {

@@ -9,6 +9,7 @@ import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-proces
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { expectClose } from "../support/expect-close.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
@@ -91,21 +92,6 @@ async function metric(name: string, model?: string): Promise<number> {
     .split("\n")
     .filter((l) => l.startsWith(`${name}{`) && (!model || l.includes(`model="${model}"`)))
     .reduce((sum, l) => sum + Number(l.split(" ").pop()), 0);
-}
-
-/** Every number in `actual` within 1e-4 of `expected`, same structure otherwise. */
-function expectClose(actual: unknown, expected: unknown): void {
-  if (typeof expected === "number") {
-    expect(typeof actual).toBe("number");
-    expect(Math.abs((actual as number) - expected)).toBeLessThan(1e-4);
-  } else if (Array.isArray(expected)) {
-    expect(Array.isArray(actual) && actual.length === expected.length).toBe(true);
-    for (const [i, e] of expected.entries()) expectClose((actual as unknown[])[i], e);
-  } else if (expected && typeof expected === "object") {
-    for (const [k, v] of Object.entries(expected)) expectClose((actual as Record<string, unknown>)[k], v);
-  } else {
-    expect(actual).toEqual(expected);
-  }
 }
 
 async function expected(model: string, inputs: unknown[]): Promise<unknown[]> {
