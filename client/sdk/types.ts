@@ -1,17 +1,13 @@
 // The SDK's public types. Protocol types come from shared/ (InferRequest, JobView, JobTrace, Timings, Pool,
-// ItemError, EmbeddingsResponse, ModelConfig); what is here are the answers shared/ has no type for yet,
-// written from the routes that give them (edge/routes/caller.ts, sessions.ts, edge/model-queue/job-events.ts).
+// ItemError, EmbeddingsResponse, ModelConfig, JobEvent, HistoryEntry); what is here is the SDK's own call
+// options and the answers shared/ has no type for yet (written from edge/routes/caller.ts and sessions.ts).
 import type { ModelConfig } from "../../shared/config/model-config.ts";
-import type {
-  InferRequest,
-  ItemError,
-  JobStatus,
-  JobTrace,
-  JobView,
-  Pool,
-  Timings,
-} from "../../shared/protocol/caller.ts";
+import type { InferRequest, JobStatus, JobTrace, Pool, Timings } from "../../shared/protocol/caller.ts";
 import type { Embedding, EmbeddingsResponse } from "../../shared/protocol/openai.ts";
+import type { HistoryEntry } from "../../shared/protocol/sessions.ts";
+
+export type { ItemCounts, Job, JobEvent } from "../../shared/protocol/job-events.ts";
+export type { HistoryEntry } from "../../shared/protocol/sessions.ts";
 
 /** What the SDK calls fetch with: any fetch (browser, Node 20+, workerd, or a wrapper of one) fits. */
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
@@ -27,9 +23,6 @@ export interface CallOptions {
 export type InferFields = Partial<Pick<InferRequest, "priority" | "timeout_ms" | "session" | "pool">>;
 export type InferOptions = InferFields & CallOptions;
 
-/** A job as GET /v1/jobs/{id} answers it; outputs and errors once it has ended (null outputs where an input failed). */
-export type Job<T = unknown> = Omit<JobView, "created_at" | "outputs"> & { outputs?: (T | null)[] };
-
 /** A waited call that succeeded: one output per input, in order. */
 export interface InferResult<T = unknown> {
   id: string;
@@ -44,19 +37,6 @@ export interface Submitted {
   id: string;
   status: JobStatus;
 }
-
-/** The item counts of a job, by state (queued, leased, succeeded, failed...). */
-export type ItemCounts = Record<string, number>;
-
-/**
- * One event of a job's stream (GET /v1/jobs/{id}/events, or POST /v1/infer with stream): counts while it
- * waits, each input's output or error as soon as it is final, then one end event with the whole job.
- */
-export type JobEvent<T = unknown> =
-  | { event: "queued" | "leased"; data: { id: string; status: JobStatus; items: ItemCounts } }
-  | { event: "output"; data: { index: number; output: T } }
-  | { event: "error"; data: ItemError }
-  | { event: "completed" | "failed" | "expired"; data: Job<T> };
 
 /** A model as GET /v1/models lists it: its configuration (less its files) and its queue now. */
 export type ModelInfo = Omit<ModelConfig, "files"> & {
@@ -75,16 +55,6 @@ export interface ModelList {
 export type FloatEmbeddings = Omit<EmbeddingsResponse, "data"> & {
   data: (Omit<Embedding, "embedding"> & { embedding: number[] })[];
 };
-
-/** One call made in a session, as the session's history keeps it. */
-export interface HistoryEntry {
-  /** When the job finished, ms since the epoch. */
-  at: number;
-  model: string;
-  job_id: string;
-  input: unknown;
-  output: unknown;
-}
 
 /** A session's state after a write (PUT, PATCH). */
 export interface SessionWrite<S extends object = Record<string, unknown>> {

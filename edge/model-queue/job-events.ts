@@ -2,15 +2,12 @@
 // the job's item counts whenever they change (queued, leased), each input's output (or error) as soon as
 // it is final, then the job's end (completed, failed or expired) with its whole view. ModelQueue calls
 // flush() after every change it makes; with no one watching, that costs nothing.
-import { FINAL_STATUSES, type JobStatus, type JobView } from "../../shared/index.ts";
+import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
+import type { JobEvent } from "../../shared/protocol/job-events.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 
-export type JobEvent =
-  | { event: "queued" | "leased"; data: { id: string; status: string; items: Record<string, number> } }
-  | { event: "output"; data: { index: number; output: unknown } }
-  | { event: "error"; data: { index: number; code: string; message: string } }
-  | { event: "completed" | "failed" | "expired"; data: Omit<JobView, "created_at"> };
+export type { JobEvent } from "../../shared/protocol/job-events.ts";
 
 /** The SSE event that ends a job's stream, by the job's final status. */
 const END_EVENT = { succeeded: "completed", failed: "failed", expired: "expired" } as const;

@@ -3,21 +3,15 @@
 // in SQLite and enforced on every access, with the alarm deleting what nobody came back for.
 // Called by edge/routes/sessions.ts, and by the queue (attach, append) for jobs that name a session.
 import { DurableObject } from "cloudflare:workers";
+import type { HistoryEntry as SharedHistoryEntry } from "../../shared/protocol/sessions.ts";
 import { loadConfig, type SessionConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
 import { applyMergePatch, type Json, type JsonObject } from "./merge-patch.ts";
 import { entityTag, failedPrecondition, type PreconditionFailure, type Preconditions } from "./preconditions.ts";
 
-/** One job run in the session, as the queue records it. */
-export interface HistoryEntry {
-  /** When the job finished, ms since the epoch. */
-  at: number;
-  model: string;
-  job_id: string;
-  input: Json;
-  output: Json;
-}
+/** One job run in the session, as the queue records it (its input and output are JSON values). */
+export type HistoryEntry = SharedHistoryEntry & { input: Json; output: Json };
 
 export interface SessionView {
   state: JsonObject;

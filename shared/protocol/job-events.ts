@@ -1,0 +1,19 @@
+// What a job's event stream carries (GET /v1/jobs/{id}/events, POST /v1/infer with stream: true): the edge
+// writes these as Server-Sent Events, the SDK reads them back.
+import type { ItemError, JobStatus, JobView } from "./caller.ts";
+
+/** A job as its end event and GET /v1/jobs/{id} give it: outputs (null where an input failed) once ended. */
+export type Job<T = unknown> = Omit<JobView, "created_at" | "outputs"> & { outputs?: (T | null)[] };
+
+/** The item counts of a job, by state (queued, leased, succeeded, failed...). */
+export type ItemCounts = Record<string, number>;
+
+/**
+ * One event: counts while the job waits, each input's output or error as soon as it is final, then one
+ * end event (completed, failed or expired) with the whole job.
+ */
+export type JobEvent<T = unknown> =
+  | { event: "queued" | "leased"; data: { id: string; status: JobStatus; items: ItemCounts } }
+  | { event: "output"; data: { index: number; output: T } }
+  | { event: "error"; data: ItemError }
+  | { event: "completed" | "failed" | "expired"; data: Job<T> };
