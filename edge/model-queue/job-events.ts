@@ -61,13 +61,13 @@ export class JobEvents {
   }
 
   private flushOne(w: Watch): void {
-    const job = this.sql.one<{ status: string }>("SELECT status FROM jobs WHERE id = ?", w.jobId);
+    const job = this.sql.one<{ status: JobStatus }>("SELECT status FROM jobs WHERE id = ?", w.jobId);
     if (!job) {
       // Dropped after result_ttl_ms while watched: nothing more will happen to it.
       this.end(w, { event: "expired", data: { id: w.jobId, model: this.model(), status: "expired" } });
       return;
     }
-    const final = FINAL_STATUSES.includes(job.status as JobStatus);
+    const final = FINAL_STATUSES.includes(job.status);
     const items: Record<string, number> = {};
     for (const r of this.sql.all<{ state: string; n: number }>(
       "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state ORDER BY state",
