@@ -2,7 +2,7 @@
 // coordinator, stops it after and writes the report's header and file, closed-loop callers over a warm-up
 // and a measured window, and result rows with percentiles and number formats. Not a test.
 
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
@@ -234,3 +234,48 @@ export function percentile(values: number[], p: number): number {
 export const fmt = (n: number | undefined, digits = 1) =>
   n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : "n/a";
 export const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
+
+// Processes from /proc (Linux; elsewhere empty), for the benches' CPU shares.
+
+export interface ProcStat {
+  ppid: number;
+  ticks: number;
+}
+
+/** ppid and user+system ticks of every process /proc shows now. */
+export function readProcs(): Map<number, ProcStat> {
+  const procs = new Map<number, ProcStat>();
+  let names: string[] = [];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return procs;
+  }
+  for (const name of names) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // The command name may hold spaces and parentheses: fields start after the last ")".
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {
+      // exited while we looked
+    }
+  }
+  return procs;
+}
+
+/** `root` and every process below it. */
+export function processTree(procs: Map<number, ProcStat>, root: number): Set<number> {
+  const out = new Set<number>([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, p] of procs) {
+      if (!out.has(pid) && out.has(p.ppid)) {
+        out.add(pid);
+        grew = true;
+      }
+    }
+  }
+  return out;
+}

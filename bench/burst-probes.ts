@@ -1,11 +1,11 @@
 // What bench/burst.ts reads besides its own calls: the coordinator's scaling signal and served counters,
 // every accepted job's outcome afterwards, and how much CPU this bench and everyone else used (two shared
 // cores make that part of the result).
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Pool } from "../shared/index.ts";
-import type { HttpClient } from "./bench-kit.ts";
+import { type HttpClient, processTree, readProcs } from "./bench-kit.ts";
 
 export interface ScalingView {
   /** pools.*.queue_length, raw and desired gpu replicas. */
@@ -153,29 +153,9 @@ function cpuSeconds(): { machine: number; ours: number } | undefined {
     const f = readFileSync("/proc/stat", "utf8").split("\n")[0]?.trim().split(/\s+/).slice(1).map(Number) ?? [];
     // user nice system idle iowait irq softirq steal
     const machine = ((f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0) + (f[5] ?? 0) + (f[6] ?? 0)) / TICKS_PER_S;
-    const procs = new Map<number, { ppid: number; ticks: number }>();
-    for (const name of readdirSync("/proc")) {
-      if (!/^\d+$/.test(name)) continue;
-      try {
-        const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-        // The command name may hold spaces and parentheses: fields start after the last ")".
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
-      } catch {
-        // exited while we looked
-      }
-    }
+    const procs = readProcs();
     // The bench, wrangler and its workerd, the workers: this process and its descendants.
-    const ours = new Set([process.pid]);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const [pid, p] of procs) {
-        if (!ours.has(pid) && ours.has(p.ppid)) {
-          ours.add(pid);
-          grew = true;
-        }
-      }
-    }
+    const ours = processTree(procs, process.pid);
     return { machine, ours: [...ours].reduce((t, pid) => t + (procs.get(pid)?.ticks ?? 0), 0) / TICKS_PER_S };
   } catch {
     return undefined;

@@ -3,7 +3,7 @@
 // local worker (`edgeswarm-worker`), then single-input callers with and without dynamic batching. Prints
 // Markdown (also written to bench/results/swarm.md). Not a test.
 
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -11,6 +11,7 @@ import { startWorker, type WorkerProcess } from "../scripts/lib/worker-process.t
 import { type Coordinator, freePort } from "../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry, type Timings } from "../shared/index.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
+import { REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
 import {
@@ -22,6 +23,8 @@ import {
   HttpClient,
   newestSourceMtime,
   percentile,
+  processTree,
+  readProcs,
 } from "./bench-kit.ts";
 
 /** Items per call and per batch, for the direct run and the batched swarm calls alike. */
@@ -41,14 +44,7 @@ const RESULTS_FILE = new URL("./results/swarm.md", import.meta.url);
 
 /** Short reviews of mixed length and sentiment; calls and direct batches take them in rotation. */
 const SENTENCES = [
-  "I love this",
-  "this is terrible",
-  "what a wonderful day",
-  "the service was awful and slow",
-  "great value, would buy again",
-  "not good at all",
-  "absolutely fantastic experience",
-  "I hate waiting",
+  ...REVIEW_TEXTS,
   "the battery lasts all day and charges fast",
   "it broke after two days",
   "delivery was quick and the packaging was neat",
@@ -193,49 +189,6 @@ async function scrape(base: URL): Promise<string> {
 // them is the bottleneck question. USER_HZ is 100 on every Linux build Node supports.
 const TICKS_PER_S = 100;
 
-interface ProcStat {
-  ppid: number;
-  ticks: number;
-}
-
-/** ppid and user+system ticks of every process /proc shows now. */
-function readProcs(): Map<number, ProcStat> {
-  const procs = new Map<number, ProcStat>();
-  let names: string[] = [];
-  try {
-    names = readdirSync("/proc");
-  } catch {
-    return procs;
-  }
-  for (const name of names) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-      // The command name may hold spaces and parentheses: fields start after the last ")".
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
-    } catch {
-      // exited while we looked
-    }
-  }
-  return procs;
-}
-
-/** `root` and every process below it. */
-function tree(procs: Map<number, ProcStat>, root: number): Set<number> {
-  const out = new Set<number>([root]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const [pid, p] of procs) {
-      if (!out.has(pid) && out.has(p.ppid)) {
-        out.add(pid);
-        grew = true;
-      }
-    }
-  }
-  return out;
-}
-
 interface CpuSample {
   at: number;
   bench: number;
@@ -249,9 +202,9 @@ interface CpuSample {
 function sampleCpu(workerPid: number | undefined): CpuSample {
   const procs = readProcs();
   const sum = (pids: Iterable<number>) => [...pids].reduce((t, pid) => t + (procs.get(pid)?.ticks ?? 0), 0);
-  const workerTree = workerPid === undefined ? new Set<number>() : tree(procs, workerPid);
+  const workerTree = workerPid === undefined ? new Set<number>() : processTree(procs, workerPid);
   // The coordinator is wrangler and its workerd: our descendants that are not the worker.
-  const ours = tree(procs, process.pid);
+  const ours = processTree(procs, process.pid);
   ours.delete(process.pid);
   const coordinator = [...ours].filter((pid) => !workerTree.has(pid));
   let machineBusy = 0;
