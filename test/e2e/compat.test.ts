@@ -13,7 +13,7 @@ import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/
 import { ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { createTokenizer, type TextTokenizer } from "../../shared/tasks/index.ts";
-import { expectClose } from "../support/expect-close.ts";
+import { expectClose, rejection } from "../support/expect-close.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const registry = ModelRegistry.parse(
@@ -60,16 +60,6 @@ async function v1(model: string, inputs: unknown[]): Promise<unknown[]> {
 async function direct(model: string, inputs: unknown[]): Promise<unknown[]> {
   const results = await (reference.get(model) as LoadedModel).run(inputs);
   return results.map((r) => ("output" in r ? r.output : r));
-}
-
-/** The promise's rejection, which must be one. */
-async function rejection(promise: Promise<unknown>): Promise<any> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected the call to fail");
 }
 
 const norm = (v: number[]) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));

@@ -22,7 +22,7 @@ import {
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { ModelRegistry, newId, parseTraceparent } from "../../shared/index.ts";
-import { expectClose } from "../support/expect-close.ts";
+import { expectClose, rejection } from "../support/expect-close.ts";
 import { REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(
@@ -82,15 +82,6 @@ async function raw(path: string, body: unknown) {
     body: JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as any };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<any> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected the call to fail");
 }
 
 async function collect<T>(events: AsyncIterable<JobEvent<T>>): Promise<JobEvent<T>[]> {

@@ -1,5 +1,5 @@
-// Deep comparison for model outputs: every number within `tolerance` (batches of other sizes, or other
-// runtimes, may differ in the last bits), everything else equal.
+// Comparisons the e2e suites share: model outputs with every number within a tolerance (batches of other
+// sizes, or other runtimes, may differ in the last bits) and everything else equal; a call that must fail.
 import { expect } from "vitest";
 
 export function expectClose(actual: unknown, expected: unknown, tolerance = 1e-4): void {
@@ -14,4 +14,14 @@ export function expectClose(actual: unknown, expected: unknown, tolerance = 1e-4
   } else {
     expect(actual).toEqual(expected);
   }
+}
+
+/** The promise's rejection, which must be one. */
+export async function rejection(promise: Promise<unknown>): Promise<any> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected the call to fail");
 }
