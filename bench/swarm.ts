@@ -26,6 +26,7 @@ import {
   processTree,
   readProcs,
 } from "./bench-kit.ts";
+import { type CpuProfile, startCpuProfile, topSelfTime, writeCpuProfile } from "./cpu-profile.ts";
 
 /** Items per call and per batch, for the direct run and the batched swarm calls alike. */
 const BATCH = 32;
@@ -41,6 +42,8 @@ const CALL_TIMEOUT_MS = 30_000;
 const SCORE_TOLERANCE = 1e-3;
 const REGISTRY_URL = new URL("../models/registry.json", import.meta.url);
 const RESULTS_FILE = new URL("./results/swarm.md", import.meta.url);
+/** A folder to write a CPU profile of the coordinator over each measured window to (and print its hot spots). */
+const PROFILE_DIR = process.env.BENCH_PROFILE;
 
 /** Short reviews of mixed length and sentiment; calls and direct batches take them in rotation. */
 const SENTENCES = [
@@ -346,6 +349,7 @@ async function swarmLoop(coordinator: Coordinator, model: string, row: Row, refe
     });
     let from: Promise<Awaited<ReturnType<typeof mark>>> | undefined;
     let to: Promise<Awaited<ReturnType<typeof mark>>> | undefined;
+    let profiling: Promise<() => Promise<CpuProfile>> | undefined;
     await closedLoop({
       callers: row.callers,
       ...WINDOW,
@@ -361,11 +365,20 @@ async function swarmLoop(coordinator: Coordinator, model: string, row: Row, refe
       },
       atStart: () => {
         from = mark();
+        if (PROFILE_DIR) profiling = startCpuProfile(coordinator.inspectorPort);
       },
       atEnd: () => {
         to = mark();
       },
     });
+    if (profiling && PROFILE_DIR) {
+      const profile = await (await profiling)();
+      const file = `${PROFILE_DIR}/${model}.cpuprofile`;
+      await writeCpuProfile(file, profile);
+      console.error(
+        [`coordinator CPU profile of ${model}: ${file}; most self time:`, ...topSelfTime(profile)].join("\n"),
+      );
+    }
     row.sourcesChanged = newestSourceMtime() !== sourcesBefore;
     if (w.child.exitCode !== null) row.recordError(`the worker exited mid-run (code ${w.child.exitCode})`);
     const a = await from;

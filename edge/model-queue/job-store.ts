@@ -55,6 +55,10 @@ interface JobRow extends Record<string, SqlStorageValue> {
   error_message: string | null;
 }
 
+/** The columns of a job JobRow reads: not its session state, which may be large and is for the workers. */
+const JOB_COLUMNS =
+  "id, created_at, deadline, n_items, status, last_leased_at, compute_ms, finished_at, traceparent, error_code, error_message";
+
 /** The job statuses that still have work to do. */
 export const OPEN = "('queued', 'running')";
 /** A set bound as one JSON parameter (`IN (SELECT value FROM json_each(?))`): SQLite caps bound parameters at 100. */
@@ -63,6 +67,8 @@ export const IN_SET = "(SELECT value FROM json_each(?))";
 export class JobStore {
   /** Callers waiting on a job (wait: true). In memory: they are live requests, gone with the object anyway. */
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Known that no job waits to join its session's history (so the question costs no query); unknown after a restart. */
+  private noSessionAppends = false;
 
   constructor(
     private readonly sql: Sql,
@@ -172,7 +178,7 @@ export class JobStore {
   }
 
   view(id: string): JobView | null {
-    const job = this.sql.one<JobRow>("SELECT * FROM jobs WHERE id = ?", id);
+    const job = this.sql.one<JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`, id);
     if (!job) return null;
     const status = job.status as JobStatus;
     const view: JobView = { id: job.id, model: this.model() ?? "", status, created_at: job.created_at };
@@ -245,15 +251,24 @@ export class JobStore {
 
   /** Ends a job once none of its items is open: succeeded when every item did, else failed. */
   settleIfDone(jobId: string, now: number): void {
-    const counts = this.sql.one<{ open: number | null; failed: number | null }>(
-      "SELECT SUM(state IN ('queued', 'leased')) AS open, SUM(state = 'failed') AS failed FROM items WHERE job_id = ?",
+    // SUM over no rows is NULL: a job without items has nothing open and nothing failed.
+    const job = this.sql.one<{
+      created_at: number;
+      n_items: number;
+      pool: string | null;
+      session_ref: string | null;
+      open: number | null;
+      failed: number | null;
+    }>(
+      `SELECT created_at, n_items, pool, session_ref,
+         (SELECT SUM(state IN ('queued', 'leased')) FROM items WHERE job_id = jobs.id) AS open,
+         (SELECT SUM(state = 'failed') FROM items WHERE job_id = jobs.id) AS failed
+       FROM jobs WHERE id = ? AND status IN ${OPEN}`,
       jobId,
     );
-    const job = this.sql.one<JobRow>(`SELECT * FROM jobs WHERE id = ? AND status IN ${OPEN}`, jobId);
-    if (!counts || !job) return;
-    // SUM over no rows is NULL: a job without items has nothing open and nothing failed.
-    const failed = counts.failed ?? 0;
-    const status = jobOutcome({ open: counts.open ?? 0, failed });
+    if (!job) return;
+    const failed = job.failed ?? 0;
+    const status = jobOutcome({ open: job.open ?? 0, failed });
     if (status === "open") return;
     const first =
       status === "failed"
@@ -262,24 +277,27 @@ export class JobStore {
             jobId,
           )
         : undefined;
+    const toSession = status === "succeeded" && job.session_ref !== null;
     this.sql.run(
-      `UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ?,
-         session_pending = (? = 'succeeded' AND session_ref IS NOT NULL) WHERE id = ?`,
+      "UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ?, session_pending = ? WHERE id = ?",
       status,
       now,
       first ? first.error_code : null,
       first ? failedJobMessage(failed, job.n_items, { index: first.idx, message: first.error_message }) : null,
-      status,
+      toSession ? 1 : 0,
       jobId,
     );
-    const pool = this.sql.one<{ pool: string | null }>("SELECT pool FROM jobs WHERE id = ?", jobId)?.pool ?? NO_POOL;
-    this.metrics.observe("request_duration", pool, [(now - job.created_at) / 1000]);
+    if (toSession) this.noSessionAppends = false;
+    this.metrics.observe("request_duration", job.pool ?? NO_POOL, [(now - job.created_at) / 1000]);
     this.wake(jobId);
   }
 
   /** Ends every open job past its deadline: its open items expire, what is done stays readable. */
   expire(now: number): void {
-    for (const job of this.sql.all<JobRow>(`SELECT * FROM jobs WHERE status IN ${OPEN} AND deadline <= ?`, now)) {
+    for (const job of this.sql.all<JobRow>(
+      `SELECT ${JOB_COLUMNS} FROM jobs WHERE status IN ${OPEN} AND deadline <= ?`,
+      now,
+    )) {
       const { open, held } = this.sql.one<{ open: number; held: number | null }>(
         "SELECT COUNT(*) AS open, SUM(n_candidates > 0) AS held FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
         job.id,
@@ -345,7 +363,10 @@ export class JobStore {
 
   /** Whether some succeeded session job still waits to be appended to its session's history. */
   hasSessionAppends(): boolean {
-    return this.sql.one("SELECT 1 AS found FROM jobs WHERE session_pending = 1 LIMIT 1") !== undefined;
+    if (this.noSessionAppends) return false;
+    const found = this.sql.one("SELECT 1 AS found FROM jobs WHERE session_pending = 1 LIMIT 1") !== undefined;
+    this.noSessionAppends = !found;
+    return found;
   }
 
   private wake(jobId: string): void {

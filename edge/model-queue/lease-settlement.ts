@@ -174,7 +174,8 @@ export class LeaseSettlement {
       this.metrics.observe("batch_size", pool, [lease.n_items]);
       for (const d of dissenters) this.quarantine(d.ref, d.reason, now);
     });
-    this.jobs.reopen(touchedJobs);
+    // Only an item sent back to the queue can leave its job with nothing running.
+    if (tally.redelivered > 0) this.jobs.reopen(touchedJobs);
     for (const jobId of touchedJobs) this.jobs.settleIfDone(jobId, now);
     return { lease_id: leaseId, status: "ok" };
   }

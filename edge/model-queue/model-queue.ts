@@ -350,6 +350,7 @@ export class ModelQueue extends DurableObject<Env> {
     this.alarmAt = null;
     if (!this.model) return;
     const now = Date.now();
+    this.metrics.flush();
     this.settlement.expire(now);
     this.jobs.expire(now);
     const ttl = this.config().result_ttl_ms;
@@ -463,7 +464,7 @@ export class ModelQueue extends DurableObject<Env> {
           cfg,
           now,
           this.slots.ready("browser", now, this.mayLease(now)),
-          this.leases.activeByPool().inFlight.browser,
+          () => this.leases.activeByPool().inFlight.browser,
           Math.min(cfg.max_batch_size, slot.info.max_batch_size),
         );
         if (plan.gpu === 0) {

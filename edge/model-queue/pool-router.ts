@@ -22,6 +22,14 @@ export interface RoutePlan {
 /** Items a browser worker may lease: any but those pinned to the GPU pool. */
 export const BROWSER_ITEMS: ItemFilter = { where: " AND (pool IS NULL OR pool = 'browser')", bindings: [] };
 
+/** The plan while no browser worker is ready: every queued item may go to the GPU pool. */
+const ALL_TO_GPU: RoutePlan = {
+  gpu: Number.MAX_SAFE_INTEGER,
+  browser: 0,
+  overflow: Number.MAX_SAFE_INTEGER,
+  nextOverdueAt: null,
+};
+
 /** Browser workers whose rates are kept at most; older entries go first. */
 const MAX_TRACKED = 10_000;
 
@@ -92,9 +100,11 @@ export class PoolRouter {
     cfg: ModelConfig,
     now: number,
     browserReady: readonly LeaseHolder[],
-    browserInFlight: number,
+    browserInFlight: () => number,
     batch: number,
   ): RoutePlan {
+    // No browser worker to wait for: the GPU pool may take anything, with nothing to count.
+    if (browserReady.length === 0) return ALL_TO_GPU;
     const upTo = (where: string, cap: number, ...bindings: SqlStorageValue[]) =>
       this.sql.one<{ n: number }>(
         `SELECT COUNT(*) AS n FROM (SELECT 1 FROM items WHERE state = 'queued' AND ${where} LIMIT ?)`,
@@ -105,12 +115,12 @@ export class PoolRouter {
     const drainable =
       browserReady.length === 0 || rate === null
         ? 0
-        : Math.ceil(Math.max(0, (rate * cfg.latency_target_ms) / 1000 - browserInFlight));
+        : Math.ceil(Math.max(0, (rate * cfg.latency_target_ms) / 1000 - browserInFlight()));
     const routed = upTo("pool IS NULL", drainable + batch);
     const overflow = gpuOverflow({
       browserWorkers: browserReady.length,
       browserItemsPerSecond: rate,
-      browserInFlight,
+      browserInFlight: browserInFlight(),
       autoQueued: routed,
       autoOverdue: upTo("pool IS NULL AND enqueued_at <= ?", batch, now - cfg.overflow_after_ms),
       latencyTargetMs: cfg.latency_target_ms,

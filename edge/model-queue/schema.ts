@@ -133,4 +133,11 @@ export const MODEL_QUEUE_MIGRATIONS = [
   // Routing counts what the GPU pool may take without reading the whole queue (pool-router.ts).
   `CREATE INDEX items_routed ON items (state, pool, enqueued_at);
    CREATE INDEX items_tie_breaks ON items (state, pool) WHERE n_candidates >= 2;`,
+  // The queue's indexes hold queued items only, so a lease taken or settled rewrites fewer index pages;
+  // canaries (verification.ts) get their own small index.
+  `DROP INDEX items_queue;
+   DROP INDEX items_routed;
+   CREATE INDEX items_queued ON items (priority DESC, seq) WHERE state = 'queued';
+   CREATE INDEX items_queued_routing ON items (pool, enqueued_at) WHERE state = 'queued';
+   CREATE INDEX items_canaries ON items (lease_id) WHERE state = 'canary';`,
 ] as const;

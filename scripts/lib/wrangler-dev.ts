@@ -10,6 +10,8 @@ const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 export interface Coordinator {
   url: string;
   port: number;
+  /** wrangler's DevTools inspector for the coordinator's worker (CPU profiles: bench/cpu-profile.ts). */
+  inspectorPort: number;
   stop(): Promise<void>;
 }
 
@@ -88,7 +90,7 @@ export async function startCoordinator(opts: {
     if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}):\n${output}`);
     try {
       const res = await fetch(`${url}/healthz`);
-      if (res.ok) return { url, port, stop: () => stopProcess(child) };
+      if (res.ok) return { url, port, inspectorPort: inspector, stop: () => stopProcess(child) };
     } catch {
       // not listening yet
     }

@@ -1,0 +1,75 @@
+// How a model queue keeps its hot path cheap in SQLite, in real workerd: metrics gathered in memory and
+// written about once a second (or when read), and queue indexes that hold queued items only.
+import { runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { METRICS_FLUSH_MS } from "../../edge/model-queue/metrics-store.ts";
+import { call, infer, queue, SocketWorker, waitFor, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const storedCount = (model: string, name: string) =>
+  runInDurableObject(queue(model), (_instance, state) => {
+    const row = state.storage.sql
+      .exec<{ value: number }>("SELECT value FROM counters WHERE name = ? AND pool = 'gpu'", name)
+      .toArray()[0];
+    return row?.value ?? 0;
+  });
+
+describe("metrics", () => {
+  it("are written to storage within METRICS_FLUSH_MS of a change, not on every lease", async () => {
+    const worker = await SocketWorker.connect("bravo");
+    const answer = infer({ model: "bravo", inputs: [1, 2, 3] });
+    worker.complete(await worker.next("batch"));
+    expect((await answer).status).toBe(200);
+    // Just answered: the completion is counted in memory only.
+    expect(await storedCount("bravo", "completed")).toBe(0);
+    const started = Date.now();
+    expect(await waitFor(async () => ((await storedCount("bravo", "completed")) === 3 ? true : undefined))).toBe(true);
+    expect(Date.now() - started).toBeLessThan(METRICS_FLUSH_MS + 1_000);
+    worker.close();
+  });
+
+  it("are complete when read, whether or not they were written yet", async () => {
+    const worker = await SocketWorker.connect("bravo");
+    const answer = infer({ model: "bravo", inputs: [1, 2] });
+    worker.complete(await worker.next("batch"));
+    expect((await answer).status).toBe(200);
+    const text = (await call("/metrics")).body as string;
+    expect(text).toMatch(/edgeswarm_items_completed_total\{model="bravo",pool="gpu"\} 2\b/);
+    expect(text).toMatch(/edgeswarm_batch_size_count\{model="bravo",pool="gpu"\} 1\b/);
+    // Reading wrote them, so a restart keeps them.
+    expect(await storedCount("bravo", "completed")).toBe(2);
+    worker.close();
+  });
+});
+
+describe("queue indexes", () => {
+  it("index queued items only, so leasing and settling touch fewer index pages", async () => {
+    await infer({ model: "bravo", inputs: [1], wait: false });
+    const indexes = await runInDurableObject(queue("bravo"), (_instance, state) =>
+      state.storage.sql
+        .exec<{ name: string; sql: string }>(
+          "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items'",
+        )
+        .toArray(),
+    );
+    const byName = new Map(indexes.map((i) => [i.name, i.sql]));
+    expect(byName.get("items_queued")).toMatch(/WHERE state = 'queued'/);
+    expect(byName.get("items_queued_routing")).toMatch(/WHERE state = 'queued'/);
+    expect(byName.has("items_queue")).toBe(false);
+    expect(byName.has("items_routed")).toBe(false);
+    // The hand-out query walks the queued-only index in serving order, with no sort of its own.
+    const plan = await runInDurableObject(queue("bravo"), (_instance, state) =>
+      state.storage.sql
+        .exec<{ detail: string }>(
+          "EXPLAIN QUERY PLAN SELECT seq FROM items WHERE state = 'queued' AND available_at <= ? ORDER BY priority DESC, seq LIMIT 8",
+          Date.now(),
+        )
+        .toArray()
+        .map((r) => r.detail)
+        .join("\n"),
+    );
+    expect(plan).toMatch(/items_queued\b/);
+    expect(plan).not.toMatch(/TEMP B-TREE/);
+  });
+});
