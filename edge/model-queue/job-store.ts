@@ -81,8 +81,11 @@ export class JobStore {
     return this.sql.one("SELECT 1 AS found FROM jobs WHERE id = ?", id) !== undefined;
   }
 
-  /** Checks a new request against the model's limits and queues its items; answers a refusal, or null. */
-  accept(cfg: ModelConfig, req: SubmitInput, now: number): Refusal | null {
+  /**
+   * Checks a new request against the model's limits and queues its items: "accepted", "exists" for a job
+   * already accepted under this id (a retried submit), or a refusal.
+   */
+  accept(cfg: ModelConfig, req: SubmitInput, now: number): "accepted" | "exists" | Refusal {
     const priority = req.priority ?? cfg.default_priority;
     if (priority >= cfg.priority_levels) {
       return refuse(
@@ -105,6 +108,7 @@ export class JobStore {
     }
     const queued = this.queuedCount();
     if (queued + req.inputs.length > cfg.max_queue_size) {
+      if (this.exists(req.id)) return "exists";
       this.metrics.inc("rejected", NO_POOL);
       return {
         ok: false,
@@ -113,13 +117,13 @@ export class JobStore {
         retryAfterS: 1,
       };
     }
-    this.insert(req, priority, timeout, now);
-    return null;
+    return this.insert(req, priority, timeout, now) ? "accepted" : "exists";
   }
 
-  private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): void {
-    this.sql.run(
-      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+  /** Queues the job's items; false, and nothing written, when a job of this id exists already. */
+  private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): boolean {
+    const inserted = this.sql.run(
+      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
       req.id,
       now,
       now + timeoutMs,
@@ -131,6 +135,7 @@ export class JobStore {
       req.session_link?.ref ?? null,
       req.session_link?.state ?? null,
     );
+    if (inserted === 0) return false;
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
     this.sql.run(
       "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input, pool) SELECT ?, key, ?, ?, ?, 'queued', value, ? FROM json_each(?)",
@@ -141,16 +146,22 @@ export class JobStore {
       req.pool ?? null,
       JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
     );
+    return true;
   }
 
   queuedCount(): number {
     return this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM items WHERE state = 'queued'")?.n ?? 0;
   }
 
-  /** Resolves with the job once it has ended, or with its state as it is after waitMs. */
-  async wait(id: string, waitMs: number): Promise<JobView | null> {
-    const view = this.view(id);
-    if (!view || FINAL_STATUSES.includes(view.status) || waitMs <= 0) return view;
+  /**
+   * Resolves with the job once it has ended, or with its state as it is after waitMs. `fresh`: the job was
+   * accepted in this very call, so it cannot have ended yet and is not looked up before waiting.
+   */
+  async wait(id: string, waitMs: number, fresh = false): Promise<JobView | null> {
+    if (!fresh || waitMs <= 0) {
+      const view = this.view(id);
+      if (!view || FINAL_STATUSES.includes(view.status) || waitMs <= 0) return view;
+    }
     await new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -165,9 +176,9 @@ export class JobStore {
     return this.view(id);
   }
 
-  /** The answer to a submit: the job once it has ended, or as it is after waitMs. */
-  async answer(id: string, waitMs: number): Promise<SubmitResult> {
-    let job = await this.wait(id, waitMs);
+  /** The answer to a submit: the job once it has ended, or as it is after waitMs (`fresh`: see wait). */
+  async answer(id: string, waitMs: number, fresh = false): Promise<SubmitResult> {
+    let job = await this.wait(id, waitMs, fresh);
     if (job && waitMs > 0 && !FINAL_STATUSES.includes(job.status)) {
       // The wait outlasted the job's deadline, so its alarm is late: expire what is due now.
       this.expire(Date.now());

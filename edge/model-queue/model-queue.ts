@@ -126,11 +126,12 @@ export class ModelQueue extends DurableObject<Env> {
   submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
     const cfg = this.bind(model);
     const now = Date.now();
-    if (this.jobs.exists(req.id)) return this.jobs.answer(req.id, waitMs); // a retried submit of an accepted job
-    const refusal = this.jobs.accept(cfg, req, now);
-    if (refusal) return refusal;
-    this.pumpAndSchedule(now);
-    return this.jobs.answer(req.id, waitMs);
+    const accepted = this.jobs.accept(cfg, req, now);
+    if (accepted === "exists") return this.jobs.answer(req.id, waitMs); // a retried submit of an accepted job
+    if (accepted !== "accepted") return accepted;
+    // What a submit adds to the deadlines: its own, and a lease or a batch delay if the pump starts one.
+    this.pumpAndSchedule(now, Math.min(now + (req.timeout_ms ?? cfg.default_timeout_ms), now + cfg.lease_ms));
+    return this.jobs.answer(req.id, waitMs, true);
   }
 
   job(id: string): JobView | null {
@@ -398,10 +399,13 @@ export class ModelQueue extends DurableObject<Env> {
     return cfg;
   }
 
-  /** After any change: hand out what is due, then re-arm the alarm. */
-  private pumpAndSchedule(now = Date.now()): void {
+  /**
+   * After any change: hand out what is due, then re-arm the alarm. `addedNoEarlierThan`, when the caller
+   * knows it: no deadline this change added is earlier (see schedule).
+   */
+  private pumpAndSchedule(now = Date.now(), addedNoEarlierThan?: number): void {
     this.pump(now);
-    this.schedule(now);
+    this.schedule(now, addedNoEarlierThan);
     this.events.flush();
     this.appendToSessions();
   }
@@ -542,8 +546,20 @@ export class ModelQueue extends DurableObject<Env> {
     );
   }
 
-  /** Re-arms the one alarm at the earliest deadline in storage (and the batch delay, if one is due). */
-  private schedule(now: number): void {
+  /**
+   * Re-arms the one alarm at the earliest deadline in storage (and the batch delay, if one is due). When
+   * the change only added deadlines no earlier than `addedNoEarlierThan` and the alarm is already set in
+   * the future before them, it stays as it is without reading storage.
+   */
+  private schedule(now: number, addedNoEarlierThan?: number): void {
+    if (
+      addedNoEarlierThan !== undefined &&
+      this.alarmAt != null &&
+      this.alarmAt > now &&
+      this.alarmAt <= Math.min(addedNoEarlierThan, this.batchDueAt ?? Number.POSITIVE_INFINITY)
+    ) {
+      return;
+    }
     const ttl = this.config().result_ttl_ms;
     const row = this.sql.one<{ lease: number | null; job: number | null; backoff: number | null; gc: number | null }>(
       `SELECT
