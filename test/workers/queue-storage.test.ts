@@ -58,6 +58,17 @@ describe("queue indexes", () => {
     expect(byName.get("items_queued_routing")).toMatch(/WHERE state = 'queued'/);
     expect(byName.has("items_queue")).toBe(false);
     expect(byName.has("items_routed")).toBe(false);
+    const open = await runInDurableObject(queue("bravo"), (_instance, state) =>
+      state.storage.sql
+        .exec<{ name: string }>(
+          "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name IN ('jobs', 'leases')",
+        )
+        .toArray()
+        .map((r) => r.name),
+    );
+    expect(open).toEqual(expect.arrayContaining(["jobs_open_deadline", "leases_active_deadline", "leases_ended"]));
+    expect(open).not.toContain("jobs_open");
+    expect(open).not.toContain("leases_active");
     // The hand-out query walks the queued-only index in serving order, with no sort of its own.
     const plan = await runInDurableObject(queue("bravo"), (_instance, state) =>
       state.storage.sql
