@@ -21,8 +21,20 @@ export function formatTraceparent(t: TraceParent): string {
   return `00-${t.traceId}-${t.spanId}-${t.flags}`;
 }
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+/** Random bytes drawn a few kilobytes at a time: a worker makes a span id per input, thousands a second. */
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+
 function randomHex(bytes: number): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+  if (poolAt + bytes > pool.length) {
+    crypto.getRandomValues(pool);
+    poolAt = 0;
+  }
+  let hex = "";
+  for (let i = poolAt; i < poolAt + bytes; i++) hex += HEX[pool[i] as number];
+  poolAt += bytes;
+  return hex;
 }
 
 /** A new span in the same trace, as a callee answers its caller's traceparent. */

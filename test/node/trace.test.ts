@@ -40,4 +40,14 @@ describe("traceparent", () => {
     expect(fresh?.flags).toBe("01");
     expect(fresh?.traceId).not.toBe(parseTraceparent(traceparentOrNew(undefined))?.traceId);
   });
+
+  it("gives every span its own id, across many refills of its random bytes", () => {
+    // 8 bytes a span: 2,000 spans draw the 4 KB pool of random bytes about four times over.
+    const spans = Array.from({ length: 2_000 }, () => parseTraceparent(childTraceparent(CALLER))?.spanId);
+    expect(spans.every((s) => s !== undefined && /^[0-9a-f]{16}$/.test(s))).toBe(true);
+    expect(new Set(spans).size).toBe(spans.length);
+    // Hex digits are spread evenly, not stuck on a few values.
+    const digits = new Set(spans.join(""));
+    expect(digits.size).toBe(16);
+  });
 });
