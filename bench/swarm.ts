@@ -31,6 +31,9 @@ import { type CpuProfile, startCpuProfile, topSelfTime, writeCpuProfile } from "
 /** Items per call and per batch, for the direct run and the batched swarm calls alike. */
 const BATCH = 32;
 const BATCHED_CALLERS = 8;
+/** Inputs per bulk call (run as batches of BATCH), and how many bulk callers at once. */
+const BULK = 512;
+const BULK_CALLERS = 4;
 const SINGLE_CALLERS = 32;
 const WORKER_CONCURRENCY = 2;
 const DYNAMIC_DELAY_MS = 5;
@@ -477,19 +480,20 @@ async function main(): Promise<number> {
     console.error("models/registry.json has no sentiment entry");
     return 1;
   }
-  const entry = (name: string, maxBatch: number, delayMs: number): ModelConfig => ({
+  const entry = (name: string, maxBatch: number, delayMs: number, maxInputs = BATCH): ModelConfig => ({
     ...sentiment,
     name,
     max_batch_size: maxBatch,
     max_queue_delay_ms: delayMs,
-    max_inputs_per_request: BATCH,
+    max_inputs_per_request: maxInputs,
     max_queue_size: 100_000,
     files: sentiment.files ? { ...sentiment.files, base_url: "./sentiment/" } : undefined,
   });
   const batched = entry("sentiment", BATCH, DYNAMIC_DELAY_MS);
   const b1 = entry("sentiment-b1", 1, 0);
   const dynamic = entry(`sentiment-b${BATCH}`, BATCH, DYNAMIC_DELAY_MS);
-  const registry = [batched, b1, dynamic];
+  const bulk = entry("sentiment-bulk", BATCH, DYNAMIC_DELAY_MS, BULK);
+  const registry = [batched, bulk, b1, dynamic];
   const stopWorkers = () => Promise.all([...liveWorkers].map(stopWorker));
   return BenchSession.run("edgeswarm-bench-swarm-", client, stopWorkers, async (session) => {
     console.error(`direct onnxruntime-node, batches of ${BATCH}…`);
@@ -502,6 +506,13 @@ async function main(): Promise<number> {
       coordinator,
       batched.name,
       newRow(`swarm, calls of ${BATCH}`, BATCHED_CALLERS, BATCH),
+      reference,
+    );
+    console.error(`swarm, ${BULK_CALLERS} callers × ${BULK} inputs…`);
+    const bulkRow = await swarmLoop(
+      coordinator,
+      bulk.name,
+      newRow(`swarm, calls of ${BULK} (run in batches of ${BATCH})`, BULK_CALLERS, BULK),
       reference,
     );
     console.error(`swarm, ${SINGLE_CALLERS} single-input callers, max_batch_size 1…`);
@@ -531,6 +542,11 @@ async function main(): Promise<number> {
           row: swarmRow,
           against: `${fmt((swarmRow.itemsPerS() / directRate) * 100, 0)}% of direct`,
           batchSize: fmt(swarmRow.meanBatch),
+        },
+        {
+          row: bulkRow,
+          against: `${fmt((bulkRow.itemsPerS() / directRate) * 100, 0)}% of direct`,
+          batchSize: fmt(bulkRow.meanBatch),
         },
         { row: b1Row, against: "1.0× (baseline)", batchSize: fmt(b1Row.meanBatch) },
         {

@@ -262,24 +262,25 @@ export class JobStore {
 
   /** Ends a job once none of its items is open: succeeded when every item did, else failed. */
   settleIfDone(jobId: string, now: number): void {
-    // SUM over no rows is NULL: a job without items has nothing open and nothing failed.
+    // Items are leased in order, so an open one is most likely near the end: looked for from there, a job of
+    // many batches is not read whole each time one of its batches ends.
     const job = this.sql.one<{
       created_at: number;
       n_items: number;
       pool: string | null;
       session_ref: string | null;
       open: number | null;
-      failed: number | null;
     }>(
       `SELECT created_at, n_items, pool, session_ref,
-         (SELECT SUM(state IN ('queued', 'leased')) FROM items WHERE job_id = jobs.id) AS open,
-         (SELECT SUM(state = 'failed') FROM items WHERE job_id = jobs.id) AS failed
+         (SELECT 1 FROM items WHERE job_id = jobs.id AND state IN ('queued', 'leased') ORDER BY idx DESC LIMIT 1) AS open
        FROM jobs WHERE id = ? AND status IN ${OPEN}`,
       jobId,
     );
-    if (!job) return;
-    const failed = job.failed ?? 0;
-    const status = jobOutcome({ open: job.open ?? 0, failed });
+    if (!job || job.open !== null) return;
+    const failed =
+      this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state = 'failed'", jobId)?.n ??
+      0;
+    const status = jobOutcome({ open: 0, failed });
     if (status === "open") return;
     const first =
       status === "failed"

@@ -61,12 +61,18 @@ export class LeaseTable {
     };
   }
 
-  /** How many queued items a batch could take now (past any retry backoff), and when the oldest was enqueued. */
-  eligible(now: number, filter: ItemFilter = NO_FILTER): { n: number; oldest: number | null } | undefined {
+  /**
+   * How many queued items a batch could take now (past any retry backoff), counted no further than `cap`
+   * (a full batch), and when the oldest of those counted was enqueued: a full batch goes out whatever its
+   * age, so a deep queue costs no more to look at than a batch does.
+   */
+  eligible(now: number, cap: number, filter: ItemFilter = NO_FILTER): { n: number; oldest: number | null } | undefined {
     return this.sql.one<{ n: number; oldest: number | null }>(
-      `SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM items WHERE state = 'queued' AND available_at <= ?${filter.where}`,
+      `SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM
+         (SELECT enqueued_at FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} LIMIT ?)`,
       now,
       ...filter.bindings,
+      cap,
     );
   }
 

@@ -491,8 +491,8 @@ export class ModelQueue extends DurableObject<Env> {
         slot.info.pool === "gpu" && plan ? this.router.gpuItems(plan) : BROWSER_ITEMS,
         checked ? this.verifier.itemFilter(slot.info, tieBreaks) : undefined,
       );
-      const head = this.leases.eligible(now, filter);
       const maxBatchSize = Math.min(cfg.max_batch_size, slot.info.max_batch_size);
+      const head = this.leases.eligible(now, maxBatchSize, filter);
       const decision = decideBatch({
         eligible: head?.n ?? 0,
         oldestEnqueuedAt: head?.oldest ?? null,
@@ -565,7 +565,7 @@ export class ModelQueue extends DurableObject<Env> {
       `SELECT
         (SELECT MIN(deadline) FROM leases WHERE state = 'active') AS lease,
         (SELECT MIN(deadline) FROM jobs WHERE status IN ${OPEN}) AS job,
-        (SELECT MIN(available_at) FROM items WHERE state = 'queued' AND available_at > ?) AS backoff,
+        (SELECT MIN(available_at) FROM items WHERE state = 'queued' AND available_at > enqueued_at AND available_at > ?) AS backoff,
         (SELECT MIN(finished_at) FROM jobs WHERE finished_at IS NOT NULL) + ? AS gc`,
       now,
       ttl,
