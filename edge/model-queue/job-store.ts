@@ -83,17 +83,29 @@ export class JobStore {
 
   /**
    * Checks a new request against the model's limits and queues its items: "accepted", "exists" for a job
-   * already accepted under this id (a retried submit), or a refusal.
+   * already accepted under this id (a retried submit, answered as it stands even if the limits or the
+   * queue have changed since), or a refusal.
    */
   accept(cfg: ModelConfig, req: SubmitInput, now: number): "accepted" | "exists" | Refusal {
     const priority = req.priority ?? cfg.default_priority;
+    const timeout = req.timeout_ms ?? cfg.default_timeout_ms;
+    const refusal = this.refusal(cfg, req, priority, timeout);
+    if (refusal) {
+      if (this.exists(req.id)) return "exists";
+      if (refusal.code === ErrorCode.queueFull) this.metrics.inc("rejected", NO_POOL);
+      return refusal;
+    }
+    return this.insert(req, priority, timeout, now) ? "accepted" : "exists";
+  }
+
+  /** Why the model's limits or a full queue refuse this request; null when they take it. */
+  private refusal(cfg: ModelConfig, req: SubmitInput, priority: number, timeout: number): Refusal | null {
     if (priority >= cfg.priority_levels) {
       return refuse(
         ErrorCode.validation,
         `priority must be 0..${cfg.priority_levels - 1} for model "${cfg.name}" (higher is served first)`,
       );
     }
-    const timeout = req.timeout_ms ?? cfg.default_timeout_ms;
     if (timeout > cfg.max_timeout_ms) {
       return refuse(
         ErrorCode.timeoutTooLong,
@@ -108,8 +120,6 @@ export class JobStore {
     }
     const queued = this.queuedCount();
     if (queued + req.inputs.length > cfg.max_queue_size) {
-      if (this.exists(req.id)) return "exists";
-      this.metrics.inc("rejected", NO_POOL);
       return {
         ok: false,
         code: ErrorCode.queueFull,
@@ -117,7 +127,7 @@ export class JobStore {
         retryAfterS: 1,
       };
     }
-    return this.insert(req, priority, timeout, now) ? "accepted" : "exists";
+    return null;
   }
 
   /** Queues the job's items; false, and nothing written, when a job of this id exists already. */

@@ -79,7 +79,7 @@ export class LeaseSettlement {
         const outputs = items.filter(
           (i) => i.state === "leased" && "output" in (body.results[i.lease_pos ?? -1] ?? {}),
         );
-        const q = this.storage.transactionSync(() => {
+        const q = this.atomically(() => {
           this.metrics.inc("discarded", lease.pool, outputs.length);
           return this.quarantine({ worker_id: lease.worker_id, donor: lease.donor ?? null }, caught.reason, now);
         });
@@ -111,7 +111,7 @@ export class LeaseSettlement {
     // One trusted output per batch is learnt from (verification.ts: known answers, vector length).
     let learned = false;
     // All of it or none of it: a completion that throws half way must not leave items half settled.
-    this.storage.transactionSync(() => {
+    this.atomically(() => {
       const spans = body.results.map((r) => (parseTraceparent(r.traceparent) ? r.traceparent : null));
       if (spans.some((s) => s !== null)) {
         this.sql.run(
@@ -174,10 +174,16 @@ export class LeaseSettlement {
       this.metrics.observe("batch_size", pool, [lease.n_items]);
       for (const d of dissenters) this.quarantine(d.ref, d.reason, now);
     });
-    // Only an item sent back to the queue can leave its job with nothing running.
-    if (tally.redelivered > 0) this.jobs.reopen(touchedJobs);
+    // Only an item sent back to the queue (to be tried again, or held for a second run) can leave its job
+    // with nothing running.
+    if (tally.redelivered > 0 || pending.length > 0) this.jobs.reopen(touchedJobs);
     for (const jobId of touchedJobs) this.jobs.settleIfDone(jobId, now);
     return { lease_id: leaseId, status: "ok" };
+  }
+
+  /** A storage transaction whose metrics are counted only if it commits. */
+  private atomically<T>(run: () => T): T {
+    return this.metrics.counting(() => this.storage.transactionSync(run));
   }
 
   /**

@@ -25,11 +25,15 @@ interface PendingHistogram {
  * lease. A restart loses at most that last second of counts, as a process restart resets Prometheus counters.
  */
 export class MetricsStore {
-  private readonly counters = new Map<string, { name: CounterName; pool: string; by: number }>();
-  private readonly histograms = new Map<string, PendingHistogram>();
+  private counters = new Map<string, { name: CounterName; pool: string; by: number }>();
+  private histograms = new Map<string, PendingHistogram>();
   private timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly sql: Sql) {}
+  constructor(
+    private readonly sql: Sql,
+    /** The object's storage transactions: a flush writes all of its rows or none. */
+    private readonly transactionSync: <T>(run: () => T) => T,
+  ) {}
 
   inc(name: CounterName, pool: string, by = 1): void {
     if (by === 0) return;
@@ -59,11 +63,48 @@ export class MetricsStore {
     this.flushSoon();
   }
 
-  /** Writes the gathered changes to storage now. */
+  /**
+   * Runs `run` (a storage transaction that counts as it goes) so that what it counted is kept only if it
+   * returns: a transaction that throws rolls its rows back, and its counts go with them.
+   */
+  counting<T>(run: () => T): T {
+    const counters = new Map([...this.counters].map(([k, c]) => [k, { ...c }]));
+    const histograms = new Map(
+      [...this.histograms].map(([k, h]) => [k, { ...h, buckets: new Map(h.buckets) }] as const),
+    );
+    try {
+      return run();
+    } catch (error) {
+      this.counters = counters;
+      this.histograms = histograms;
+      throw error;
+    }
+  }
+
+  /**
+   * Writes the gathered changes to storage now, in one transaction. Metrics are best effort: changes
+   * that could not be written are dropped (and logged) rather than kept to be counted twice later.
+   */
   flush(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const { name, pool, by } of this.counters.values()) {
+    const counters = this.counters;
+    const histograms = this.histograms;
+    if (counters.size === 0 && histograms.size === 0) return;
+    this.counters = new Map();
+    this.histograms = new Map();
+    try {
+      this.transactionSync(() => this.write(counters, histograms));
+    } catch (error) {
+      console.error("writing metrics failed; these changes are dropped", error);
+    }
+  }
+
+  private write(
+    counters: ReadonlyMap<string, { name: CounterName; pool: string; by: number }>,
+    histograms: ReadonlyMap<string, PendingHistogram>,
+  ): void {
+    for (const { name, pool, by } of counters.values()) {
       this.sql.run(
         "INSERT INTO counters (name, pool, value) VALUES (?, ?, ?) ON CONFLICT (name, pool) DO UPDATE SET value = value + excluded.value",
         name,
@@ -71,8 +112,7 @@ export class MetricsStore {
         by,
       );
     }
-    this.counters.clear();
-    for (const { name, pool, buckets, sum, count } of this.histograms.values()) {
+    for (const { name, pool, buckets, sum, count } of histograms.values()) {
       for (const [bucket, n] of buckets) {
         this.sql.run(
           "INSERT INTO histograms (name, pool, bucket, count) VALUES (?, ?, ?, ?) ON CONFLICT (name, pool, bucket) DO UPDATE SET count = count + excluded.count",
@@ -90,21 +130,13 @@ export class MetricsStore {
         count,
       );
     }
-    this.histograms.clear();
   }
 
   private flushSoon(): void {
     if (this.timer !== undefined) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      try {
-        this.flush();
-      } catch (error) {
-        // Metrics are best effort: what could not be written is dropped rather than counted twice later.
-        this.counters.clear();
-        this.histograms.clear();
-        console.error("writing metrics failed", error);
-      }
+      this.flush();
     }, METRICS_FLUSH_MS);
   }
 

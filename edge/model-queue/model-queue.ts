@@ -93,7 +93,7 @@ export class ModelQueue extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = new Sql(ctx.storage.sql);
-    this.metrics = new MetricsStore(this.sql);
+    this.metrics = new MetricsStore(this.sql, (run) => ctx.storage.transactionSync(run));
     this.jobs = new JobStore(this.sql, this.metrics, () => this.model);
     const config = () => this.config();
     this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config);

@@ -23,12 +23,12 @@ export interface RoutePlan {
 export const BROWSER_ITEMS: ItemFilter = { where: " AND (pool IS NULL OR pool = 'browser')", bindings: [] };
 
 /** The plan while no browser worker is ready: every queued item may go to the GPU pool. */
-const ALL_TO_GPU: RoutePlan = {
+const ALL_TO_GPU: Readonly<RoutePlan> = Object.freeze({
   gpu: Number.MAX_SAFE_INTEGER,
   browser: 0,
   overflow: Number.MAX_SAFE_INTEGER,
   nextOverdueAt: null,
-};
+});
 
 /** Browser workers whose rates are kept at most; older entries go first. */
 const MAX_TRACKED = 10_000;
@@ -105,6 +105,7 @@ export class PoolRouter {
   ): RoutePlan {
     // No browser worker to wait for: the GPU pool may take anything, with nothing to count.
     if (browserReady.length === 0) return ALL_TO_GPU;
+    const inFlight = browserInFlight();
     const upTo = (where: string, cap: number, ...bindings: SqlStorageValue[]) =>
       this.sql.one<{ n: number }>(
         `SELECT COUNT(*) AS n FROM (SELECT 1 FROM items WHERE state = 'queued' AND ${where} LIMIT ?)`,
@@ -115,12 +116,12 @@ export class PoolRouter {
     const drainable =
       browserReady.length === 0 || rate === null
         ? 0
-        : Math.ceil(Math.max(0, (rate * cfg.latency_target_ms) / 1000 - browserInFlight()));
+        : Math.ceil(Math.max(0, (rate * cfg.latency_target_ms) / 1000 - inFlight));
     const routed = upTo("pool IS NULL", drainable + batch);
     const overflow = gpuOverflow({
       browserWorkers: browserReady.length,
       browserItemsPerSecond: rate,
-      browserInFlight: browserInFlight(),
+      browserInFlight: inFlight,
       autoQueued: routed,
       autoOverdue: upTo("pool IS NULL AND enqueued_at <= ?", batch, now - cfg.overflow_after_ms),
       latencyTargetMs: cfg.latency_target_ms,

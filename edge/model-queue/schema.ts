@@ -141,12 +141,12 @@ export const MODEL_QUEUE_MIGRATIONS = [
    CREATE INDEX items_queued_routing ON items (pool, enqueued_at) WHERE state = 'queued';
    CREATE INDEX items_canaries ON items (lease_id) WHERE state = 'canary';`,
   // Likewise open jobs and active leases by deadline only, so a job or lease that ends leaves its index
-  // rather than moving within it; ended leases get an index of their own for the alarm's clean-up, and
-  // items waiting out a retry backoff (or put back) one the alarm finds the next of without a scan.
+  // rather than moving within it; ended leases get an index of their own for the alarm's clean-up.
   `DROP INDEX jobs_open;
    DROP INDEX leases_active;
    CREATE INDEX jobs_open_deadline ON jobs (deadline) WHERE status IN ('queued', 'running');
    CREATE INDEX leases_active_deadline ON leases (deadline) WHERE state = 'active';
-   CREATE INDEX leases_ended ON leases (ended_at) WHERE state != 'active';
-   CREATE INDEX items_backoff ON items (available_at) WHERE state = 'queued' AND available_at > enqueued_at;`,
+   CREATE INDEX leases_ended ON leases (ended_at) WHERE state != 'active';`,
+  // Items waiting out a retry backoff (or put back): the alarm finds the next of them without a scan.
+  `CREATE INDEX items_backoff ON items (available_at) WHERE state = 'queued' AND available_at > enqueued_at;`,
 ] as const;

@@ -132,6 +132,8 @@ describe("a tab on WASM", () => {
       if (seen.at(-1)?.length === 0) break;
     }
     expect(seen.at(-1), `long tasks in each run: ${JSON.stringify(seen)}`).toEqual([]);
+    // The first run also spans the first batches of each model: nothing then may block the page for long.
+    expect(seen[0]?.filter((t) => t.duration > 200)).toEqual([]);
   });
 
   it("shows the swarm live on the demo page", async () => {
