@@ -159,10 +159,6 @@ describe("job events", () => {
     const taken = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
     expect(taken.status).toBe(200);
     await taken.body?.cancel();
-    // End the streams this test opened, so the object holds none into the next test.
-    await runInDurableObject(queue("bravo"), async () => {
-      await Promise.all(open.slice(1).map((stream) => (stream as ReadableStream).cancel()));
-    });
   });
 });
 
