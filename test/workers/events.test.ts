@@ -1,9 +1,10 @@
 // Job events as Server-Sent Events, inside real workerd: GET /v1/jobs/{id}/events and POST /v1/infer with
 // stream: true show the job queued and leased, each input's output as soon as its batch is done (before
 // the rest of the job), and the job's end with its whole view; then the stream closes.
-import { SELF } from "cloudflare:test";
+import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { CALLER, call, infer, SocketWorker, wipeQueues } from "./helpers.ts";
+import { MAX_WATCHERS } from "../../edge/model-queue/job-events.ts";
+import { CALLER, call, infer, queue, SocketWorker, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -137,6 +138,31 @@ describe("job events", () => {
     const bad = await call("/v1/jobs/nonsense/events");
     expect(bad.status).toBe(400);
     expect(bad.body.error.code).toBeDefined();
+  });
+
+  it("refuses a stream past MAX_WATCHERS per queue with 429 and Retry-After, and takes one again when a stream ends", async () => {
+    const res = await infer({ model: "bravo", inputs: [1], wait: false });
+    const id = res.body.id as string;
+    // The queue's streams, opened inside the object (as the route does) and held open.
+    const open = await runInDurableObject(queue("bravo"), (instance) =>
+      Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id)),
+    );
+    expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
+    const refused = await call(`/v1/jobs/${id}/events`);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("5");
+    expect(refused.body.error.message).toContain(`GET /v1/jobs/${id}`);
+    // One stream ends (its caller went away): the next caller gets one.
+    await runInDurableObject(queue("bravo"), async () => {
+      await (open[0] as ReadableStream).cancel();
+    });
+    const taken = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
+    expect(taken.status).toBe(200);
+    await taken.body?.cancel();
+    // End the streams this test opened, so the object holds none into the next test.
+    await runInDurableObject(queue("bravo"), async () => {
+      await Promise.all(open.slice(1).map((stream) => (stream as ReadableStream).cancel()));
+    });
   });
 });
 
