@@ -37,8 +37,11 @@ async function main(): Promise<number> {
       return pool.models();
     };
   } else {
-    const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`) });
-    const devices = options.device === "auto" ? NODE_DEVICES : [options.device];
+    // auto: cuda where it starts, else cpu. A device named outright is the only one: a GPU pod whose CUDA
+    // does not start exits saying why, rather than serve the gpu pool at CPU speed.
+    const strict = options.device !== "auto";
+    const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`), fallback: !strict });
+    const devices = strict ? [options.device] : NODE_DEVICES;
     load = eachModel((config) => loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }), log);
   }
   const worker = await runWorker(options, load, log);

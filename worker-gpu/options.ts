@@ -37,7 +37,8 @@ Usage: edgeswarm-worker [options]
   --models a,b           models to serve                 (EDGESWARM_MODELS, default: every model in the registry that has files)
   --model-base URL|DIR   where relative model folders are (EDGESWARM_MODEL_BASE, default the repo's models/)
   --pool gpu|browser     pool to join                    (EDGESWARM_POOL, default gpu)
-  --device auto|cuda|cpu execution provider              (EDGESWARM_DEVICE, default auto: cuda, then cpu)
+  --device auto|cuda|cpu execution provider: auto tries cuda, then cpu; cuda or cpu is that one only,
+                         and the worker exits saying why if it cannot start (EDGESWARM_DEVICE, default auto)
   --runtime node|web     node: onnxruntime-node here; web: onnxruntime-web (the browser tab's runner) in a pool
                          of worker threads, joining the browser pool unless --pool says otherwise
                                                          (EDGESWARM_RUNTIME, default node)

@@ -158,6 +158,29 @@ describe("one worker serving the bundled models", () => {
   });
 });
 
+describe("devices", () => {
+  it("with --device cuda, loads on cuda or exits 1 saying why, never serving on the cpu", async () => {
+    const w = startWorker([
+      ...["--coordinator", coordinator.url, "--token", "w", "--worker-id", "cuda-only"],
+      ...["--port", "0", "--status-interval-ms", "0", "--device", "cuda", "--models", "sentiment"],
+    ]);
+    workers.push(w);
+    const outcome = await w.waitFor(/\[sentiment\] connected/, 60_000).then(
+      () => "connected",
+      () => "exited",
+    );
+    if (outcome === "connected") {
+      // A machine where CUDA starts: the model runs there.
+      expect(w.output()).toMatch(/loaded sentiment \(text-classification\) on cuda/);
+      w.child.kill("SIGKILL");
+    } else {
+      expect(await w.exited).toBe(1);
+      expect(w.output()).toMatch(/fatal: onnxruntime-node could not create a session on cuda \(no fallback to cpu/);
+      expect(w.output()).not.toMatch(/loaded sentiment/);
+    }
+  });
+});
+
 describe("losing workers", () => {
   it("redelivers the batch of a worker killed with SIGKILL mid-batch, and every call is still answered right", async () => {
     const victim = await spawnWorker("victim", ["--max-batch-size", "8"]);

@@ -334,12 +334,14 @@ describe("worker-gpu/k8s (kustomize)", () => {
     );
   });
 
-  it("takes the worker token from a Secret the example shows, and joins the gpu pool", () => {
+  it("takes the worker token from a Secret the example shows, and joins the gpu pool on cuda only", () => {
     const ref = podSecrets.get("EDGESWARM_WORKER_TOKEN");
     expect(ref, "EDGESWARM_WORKER_TOKEN from a secretKeyRef").toBeDefined();
     expect(podOptions.token).toBe(`secret:${ref?.name}/${ref?.key}`);
     for (const [name, r] of podSecrets) expect(exampleSecretHas(r), `${name}: ${r.name}/${r.key}`).toBe(true);
     expect(podOptions.pool).toBe("gpu");
+    // Not auto: a pod without a working GPU must stop, not join the gpu pool on the CPU.
+    expect(podOptions.device).toBe("cuda");
   });
 
   it("runs as the image's non-root user", () => {

@@ -287,4 +287,27 @@ describe("runtimes agree and fall back", () => {
       await session.release();
     }
   });
+
+  it("uses only the device asked for when fallback is off, failing with the reason where it cannot start", async () => {
+    const model = readFileSync(new URL("../../models/sentiment/onnx/model.onnx", import.meta.url));
+    warnings.length = 0;
+    const strict = createOrtNodeFactory({ warn, fallback: false });
+    const made = await strict.create(model, ["cuda"]).then(
+      (session) => session,
+      (error: Error) => error,
+    );
+    if (made instanceof Error) {
+      // Here (no CUDA provider library or no GPU): no session on cpu, and the error says why cuda failed.
+      expect(made.message).toMatch(/could not create a session on cuda \(no fallback to cpu was allowed\): cuda: \S/);
+      expect(warnings.join("\n")).not.toContain("falling back");
+    } else {
+      expect(made.device).toBe("cuda");
+      await made.release();
+    }
+    // cpu alone, strict or not, runs here.
+    const cpu = await strict.create(model, ["cpu"]);
+    expect(cpu.device).toBe("cpu");
+    await cpu.release();
+    await expect(strict.create(model, ["tpu"])).rejects.toThrow(/runs none of the devices tpu/);
+  });
 });

@@ -1,6 +1,6 @@
 // The Node worker's SessionFactory: onnxruntime-node with devices tried in the frozen order cuda, then cpu.
 // A device that cannot start (no CUDA provider library, no GPU) is skipped with a warning, never a crash,
-// and the session reports the provider it was actually created with.
+// unless fallback is off (the worker's --device cuda), and the session reports the provider it was created with.
 import * as ort from "onnxruntime-node";
 import type { InferenceSession, SessionFactory } from "../../shared/runner/model-runner.ts";
 import { wrapOrtSession } from "../../shared/runner/ort-session.ts";
@@ -15,10 +15,19 @@ export interface OrtNodeOptions {
   intraOpNumThreads?: number;
   /** Where fallback warnings go; console.warn by default. */
   warn?: (message: string) => void;
+  /**
+   * Whether cpu is tried after the devices asked for (default true). Off, a device that cannot start fails
+   * the session with the reason: a worker told to use the GPU stops rather than serve on the CPU.
+   */
+  fallback?: boolean;
 }
 
 /** The devices to try for `wanted`: known ones in the caller's order, then cpu if the caller left it out. */
-export function nodeDeviceOrder(wanted: readonly string[], warn: (message: string) => void): NodeDevice[] {
+export function nodeDeviceOrder(
+  wanted: readonly string[],
+  warn: (message: string) => void,
+  fallback = true,
+): NodeDevice[] {
   const order: NodeDevice[] = [];
   for (const device of wanted) {
     if (!(NODE_DEVICES as readonly string[]).includes(device)) {
@@ -27,7 +36,7 @@ export function nodeDeviceOrder(wanted: readonly string[], warn: (message: strin
       order.push(device as NodeDevice);
     }
   }
-  if (!order.includes(FALLBACK)) order.push(FALLBACK);
+  if (fallback && !order.includes(FALLBACK)) order.push(FALLBACK);
   return order;
 }
 
@@ -41,7 +50,8 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
     devices: NODE_DEVICES,
     async create(model, devices): Promise<InferenceSession> {
       const failures: string[] = [];
-      const order = nodeDeviceOrder(devices, warn);
+      const fallback = opts.fallback ?? true;
+      const order = nodeDeviceOrder(devices, warn, fallback);
       for (const [i, device] of order.entries()) {
         const next = order[i + 1];
         const known = unavailable.get(device);
@@ -73,7 +83,11 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
           if (next) warn(`onnxruntime-node could not use ${device} (${reason}); falling back to ${next}`);
         }
       }
-      throw new Error(`onnxruntime-node could not create a session on any device: ${failures.join("; ")}`);
+      if (order.length === 0) throw new Error(`onnxruntime-node runs none of the devices ${devices.join(", ")}`);
+      const only = fallback ? "" : ` (no fallback to ${FALLBACK} was allowed)`;
+      throw new Error(
+        `onnxruntime-node could not create a session on ${order.join(" or ")}${only}: ${failures.join("; ")}`,
+      );
     },
   };
 }
