@@ -28,6 +28,8 @@ export interface Env {
   SITE_KEYS?: string;
   /** Signs browser donors' short-lived worker tokens (a secret in production). */
   DONOR_TOKEN_SECRET?: string;
+  /** Donor tokens issued per client address and minute (wrangler.toml [[ratelimits]]); unbound: no limit. */
+  DONOR_TOKEN_LIMIT?: RateLimit;
   /** How long a donor token opens connections, ms (default 15 minutes). */
   DONOR_TOKEN_TTL_MS?: string;
   /** Where browsers resolve relative model paths; default this edge's /models/registry.json. */

@@ -11,6 +11,9 @@ import { readJson } from "../request.ts";
 
 export const donorRoutes = new Hono<HonoEnv>();
 
+/** The rate limit's period (wrangler.toml): a refused client may ask again after it. */
+const DONOR_TOKEN_RETRY_S = 60;
+
 // Any page may ask; whether its origin may join is the site key's to say, below.
 donorRoutes.use("/v1/donors/*", cors({ origin: (origin) => origin, allowMethods: ["POST"], maxAge: 600 }));
 
@@ -49,6 +52,18 @@ donorRoutes.post("/v1/donors/token", async (c) => {
     );
   }
   const models = req.models ? servable.filter((m) => req.models?.includes(m.name)) : servable;
+  // Counted per client address once the request is good: a donor id is random per token, so without a
+  // limit a client could mint identities without end (one per quarantine, say).
+  const address = c.req.header("CF-Connecting-IP") ?? "unknown";
+  const limited = await c.env.DONOR_TOKEN_LIMIT?.limit({ key: address });
+  if (limited && !limited.success) {
+    throw new ApiError(
+      429,
+      ErrorCode.rateLimited,
+      `too many donor tokens for ${address} in the last minute; a page needs one per visit: ask again in a minute`,
+      { headers: { "Retry-After": String(DONOR_TOKEN_RETRY_S) } },
+    );
+  }
   const exp = Date.now() + config.donors.tokenTtlMs;
   const donor = newDonorId();
   const token = await signDonorToken(

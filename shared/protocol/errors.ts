@@ -19,6 +19,8 @@ export const ErrorCode = {
   preconditionFailed: "precondition_failed",
   unsupportedMediaType: "unsupported_media_type",
   queueFull: "queue_full",
+  /** Too many requests of one kind from one client address (donor tokens); Retry-After says when to ask again. */
+  rateLimited: "rate_limited",
   timeoutTooLong: "timeout_too_long",
   wrongResultCount: "wrong_result_count",
   outputTooLarge: "output_too_large",

@@ -5,10 +5,14 @@ import { describe, expect, it } from "vitest";
 
 const ORIGIN = "https://a.example";
 
-async function token(origin: string | undefined, body: unknown = { site_key: "site-a" }) {
+async function token(origin: string | undefined, body: unknown = { site_key: "site-a" }, address = "192.0.2.1") {
   const res = await SELF.fetch("http://edge/v1/donors/token", {
     method: "POST",
-    headers: { "Content-Type": "application/json", ...(origin ? { Origin: origin } : {}) },
+    headers: {
+      "Content-Type": "application/json",
+      "CF-Connecting-IP": address,
+      ...(origin ? { Origin: origin } : {}),
+    },
     body: JSON.stringify(body),
   });
   return { status: res.status, headers: res.headers, body: (await res.json()) as any };
@@ -36,6 +40,27 @@ describe("donor tokens", () => {
     const model = await token(ORIGIN, { site_key: "site-a", models: ["bravo"] });
     expect(model.status).toBe(400);
     expect(model.body.error.message).toContain("cannot run bravo");
+  });
+
+  it("issues one client address a limited number of tokens a minute, then 429 with Retry-After; others still get theirs", async () => {
+    // The limit counts in fixed windows: at most one window boundary passes during this loop, so a refusal
+    // comes within two windows' worth of tokens.
+    const address = "198.51.100.7";
+    let issued = 0;
+    let refused: Awaited<ReturnType<typeof token>> | undefined;
+    while (!refused && issued <= 2 * 60) {
+      const answer = await token(ORIGIN, { site_key: "site-a" }, address);
+      if (answer.status === 429) refused = answer;
+      else {
+        expect(answer.status).toBe(200);
+        issued++;
+      }
+    }
+    expect(refused?.headers.get("Retry-After")).toBe("60");
+    expect(refused?.body.error.code).toBe("rate_limited");
+    expect(refused?.body.error.message).toContain(address);
+    expect(issued).toBeGreaterThanOrEqual(60);
+    expect((await token(ORIGIN, { site_key: "site-a" }, "198.51.100.8")).status).toBe(200);
   });
 
   it("opens a socket only from the origin it was issued to, only for its models", async () => {
