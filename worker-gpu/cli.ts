@@ -3,7 +3,7 @@
 import { loadModel } from "../shared/runner/load-model.ts";
 import { HELP, parseOptions, UsageError } from "./options.ts";
 import { nodeFetch } from "./runner/file-fetch.ts";
-import { createOrtNodeFactory, NODE_DEVICES } from "./runner/ort-node-session.ts";
+import { createOrtNodeFactory, DeviceUnavailableError, NODE_DEVICES } from "./runner/ort-node-session.ts";
 import { WebThreadPool } from "./web/thread-pool.ts";
 import { eachModel, type LoadModels, runWorker } from "./worker.ts";
 
@@ -42,7 +42,14 @@ async function main(): Promise<number> {
     const strict = options.device !== "auto";
     const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`), fallback: !strict });
     const devices = strict ? [options.device] : NODE_DEVICES;
-    load = eachModel((config) => loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }), log);
+    load = eachModel(
+      (config) =>
+        loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }).catch((error: Error) => {
+          if (!(strict && error instanceof DeviceUnavailableError)) throw error;
+          throw new Error(`model ${config.name}: ${error.message}; --device auto would fall back to the cpu`);
+        }),
+      log,
+    );
   }
   const worker = await runWorker(options, load, log);
   if (worker.port) log(`health and metrics on http://${options.host}:${worker.port}/healthz, /readyz, /metrics`);

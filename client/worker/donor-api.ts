@@ -136,6 +136,8 @@ export function createDonorApi(host: DonorHost = {}) {
   let state: DonorState = "idle";
   let error: string | undefined;
   let donor: DonorTokenResponse | undefined;
+  /** The token request in flight: connections renewing at once share it, so a tab keeps one donor id. */
+  let renewing: Promise<DonorTokenResponse> | undefined;
   let config: DonorConfig | undefined;
   let busyMs = 0;
   let restTimer: ReturnType<typeof setTimeout> | undefined;
@@ -217,13 +219,21 @@ export function createDonorApi(host: DonorHost = {}) {
       body: JSON.stringify({ site_key: cfg.siteKey, ...(cfg.models ? { models: cfg.models } : {}) }),
     });
     const body = (await res.json().catch(() => ({}))) as DonorTokenResponse & { error?: { message?: string } };
-    if (!res.ok) throw new Error(`the coordinator refused this site: ${res.status} ${body.error?.message ?? ""}`);
+    if (res.status === 429) {
+      const after = res.headers.get("Retry-After") ?? "60";
+      throw new Error(`the coordinator is limiting donor tokens for this address; start again in ${after} s`);
+    }
+    if (!res.ok) throw new Error(`the coordinator refused a donor token: ${res.status} ${body.error?.message ?? ""}`);
     return body;
   }
 
   async function currentToken(): Promise<string> {
     if (!config) throw new Error("not started");
-    if (!donor || donor.expires_at - Date.now() < TOKEN_MARGIN_MS) donor = await fetchToken(config);
+    if (donor && donor.expires_at - Date.now() >= TOKEN_MARGIN_MS) return donor.token;
+    renewing ??= fetchToken(config).finally(() => {
+      renewing = undefined;
+    });
+    donor = await renewing;
     return donor.token;
   }
 

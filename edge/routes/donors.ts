@@ -5,6 +5,7 @@ import { cors } from "hono/cors";
 import { DonorTokenRequest, type DonorTokenResponse, ErrorCode } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { donorSecret } from "../auth.ts";
+import { clientKey } from "../client-address.ts";
 import { newDonorId, signDonorToken } from "../donor-token.ts";
 import { ApiError } from "../errors.ts";
 import { readJson } from "../request.ts";
@@ -15,7 +16,11 @@ export const donorRoutes = new Hono<HonoEnv>();
 const DONOR_TOKEN_RETRY_S = 60;
 
 // Any page may ask; whether its origin may join is the site key's to say, below.
-donorRoutes.use("/v1/donors/*", cors({ origin: (origin) => origin, allowMethods: ["POST"], maxAge: 600 }));
+// Retry-After is exposed so a page's script can read it off a 429.
+donorRoutes.use(
+  "/v1/donors/*",
+  cors({ origin: (origin) => origin, allowMethods: ["POST"], exposeHeaders: ["Retry-After"], maxAge: 600 }),
+);
 
 donorRoutes.post("/v1/donors/token", async (c) => {
   const config = c.get("config");
@@ -52,15 +57,15 @@ donorRoutes.post("/v1/donors/token", async (c) => {
     );
   }
   const models = req.models ? servable.filter((m) => req.models?.includes(m.name)) : servable;
-  // Counted per client address once the request is good: a donor id is random per token, so without a
-  // limit a client could mint identities without end (one per quarantine, say).
-  const address = c.req.header("CF-Connecting-IP") ?? "unknown";
-  const limited = await c.env.DONOR_TOKEN_LIMIT?.limit({ key: address });
+  // Counted per client address (an IPv6 one by its /64) once the request is good: a donor id is random per
+  // token, so this bounds how fast one client mints new, untrusted identities.
+  const client = clientKey(c.req.header("CF-Connecting-IP"));
+  const limited = await c.env.DONOR_TOKEN_LIMIT?.limit({ key: client ?? "no-address" });
   if (limited && !limited.success) {
     throw new ApiError(
       429,
       ErrorCode.rateLimited,
-      `too many donor tokens for ${address} in the last minute; a page needs one per visit: ask again in a minute`,
+      `too many donor tokens ${client ? `for ${client} ` : ""}in the last minute (a page needs one per visit); ask again after Retry-After`,
       { headers: { "Retry-After": String(DONOR_TOKEN_RETRY_S) } },
     );
   }

@@ -165,7 +165,7 @@ describe("devices", () => {
       ...["--port", "0", "--status-interval-ms", "0", "--device", "cuda", "--models", "sentiment"],
     ]);
     workers.push(w);
-    const outcome = await w.waitFor(/\[sentiment\] connected/, 60_000).then(
+    const outcome = await w.waitFor(/\[sentiment\] connected/, 90_000).then(
       () => "connected",
       () => "exited",
     );
@@ -175,10 +175,12 @@ describe("devices", () => {
       w.child.kill("SIGKILL");
     } else {
       expect(await w.exited).toBe(1);
-      expect(w.output()).toMatch(/fatal: onnxruntime-node could not create a session on cuda \(no fallback to cpu/);
+      expect(w.output()).toMatch(
+        /fatal: model sentiment: onnxruntime-node could not create a session on cuda \(no fallback to cpu.*--device auto would fall back/,
+      );
       expect(w.output()).not.toMatch(/loaded sentiment/);
     }
-  });
+  }, 120_000);
 });
 
 describe("losing workers", () => {

@@ -44,12 +44,11 @@ describe("donor tokens", () => {
 
   it("issues one client address a limited number of tokens a minute, then 429 with Retry-After; others still get theirs", async () => {
     // The limit counts in fixed windows: at most one window boundary passes during this loop, so a refusal
-    // comes within two windows' worth of tokens.
-    const address = "198.51.100.7";
+    // comes within two windows' worth of tokens. An IPv6 client counts by its /64.
     let issued = 0;
     let refused: Awaited<ReturnType<typeof token>> | undefined;
     while (!refused && issued <= 2 * 60) {
-      const answer = await token(ORIGIN, { site_key: "site-a" }, address);
+      const answer = await token(ORIGIN, { site_key: "site-a" }, `2001:db8:7:7::${issued.toString(16)}`);
       if (answer.status === 429) refused = answer;
       else {
         expect(answer.status).toBe(200);
@@ -57,9 +56,11 @@ describe("donor tokens", () => {
       }
     }
     expect(refused?.headers.get("Retry-After")).toBe("60");
+    expect(refused?.headers.get("Access-Control-Expose-Headers")).toContain("Retry-After");
     expect(refused?.body.error.code).toBe("rate_limited");
-    expect(refused?.body.error.message).toContain(address);
+    expect(refused?.body.error.message).toContain("2001:db8:7:7::/64");
     expect(issued).toBeGreaterThanOrEqual(60);
+    expect((await token(ORIGIN, { site_key: "site-a" }, "2001:db8:7:8::1")).status).toBe(200);
     expect((await token(ORIGIN, { site_key: "site-a" }, "198.51.100.8")).status).toBe(200);
   });
 

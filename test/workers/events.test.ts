@@ -147,22 +147,26 @@ describe("job events", () => {
     const open = await runInDurableObject(queue("bravo"), (instance) =>
       Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id)),
     );
-    expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
-    const refused = await call(`/v1/jobs/${id}/events`);
-    expect(refused.status).toBe(429);
-    expect(refused.headers.get("Retry-After")).toBe("5");
-    expect(refused.body.error.message).toContain(`GET /v1/jobs/${id}`);
-    // One stream ends (its caller went away): the next caller gets one.
-    await runInDurableObject(queue("bravo"), async () => {
-      await (open[0] as ReadableStream).cancel();
-    });
-    const taken = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
-    expect(taken.status).toBe(200);
-    await taken.body?.cancel();
-    // End the streams this test opened, so the object holds none into the next test.
-    await runInDurableObject(queue("bravo"), async () => {
-      await Promise.all(open.slice(1).map((stream) => (stream as ReadableStream).cancel()));
-    });
+    try {
+      expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
+      const refused = await call(`/v1/jobs/${id}/events`);
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("Retry-After")).toBe("5");
+      expect(refused.body.error.message).toContain(`GET /v1/jobs/${id}`);
+      // One stream ends (its caller went away): the next caller gets one.
+      await runInDurableObject(queue("bravo"), async () => {
+        await (open[0] as ReadableStream).cancel();
+      });
+      const taken = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
+      expect(taken.status).toBe(200);
+      await taken.body?.cancel();
+    } finally {
+      // End the streams this test opened, also when it fails, so the object holds none into the next test.
+      await runInDurableObject(queue("bravo"), async () => {
+        const streams = open.filter((s): s is ReadableStream<Uint8Array> => s instanceof ReadableStream);
+        await Promise.all(streams.map((stream) => stream.cancel().catch(() => {})));
+      });
+    }
   });
 });
 

@@ -10,6 +10,11 @@ export const NODE_DEVICES = Object.freeze(["cuda", "cpu"] as const);
 export type NodeDevice = (typeof NODE_DEVICES)[number];
 const FALLBACK: NodeDevice = "cpu";
 
+/** No session could be made on the devices allowed: what each one answered is in the message. */
+export class DeviceUnavailableError extends Error {
+  override name = "DeviceUnavailableError";
+}
+
 export interface OrtNodeOptions {
   /** Threads per session for operators; onnxruntime's default is one per core. */
   intraOpNumThreads?: number;
@@ -83,9 +88,10 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
           if (next) warn(`onnxruntime-node could not use ${device} (${reason}); falling back to ${next}`);
         }
       }
-      if (order.length === 0) throw new Error(`onnxruntime-node runs none of the devices ${devices.join(", ")}`);
+      if (order.length === 0)
+        throw new DeviceUnavailableError(`onnxruntime-node runs none of the devices ${devices.join(", ")}`);
       const only = fallback ? "" : ` (no fallback to ${FALLBACK} was allowed)`;
-      throw new Error(
+      throw new DeviceUnavailableError(
         `onnxruntime-node could not create a session on ${order.join(" or ")}${only}: ${failures.join("; ")}`,
       );
     },
