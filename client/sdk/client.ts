@@ -105,7 +105,7 @@ export class EdgeSwarmClient {
       accept: "text/event-stream",
       ...callOptions(opts),
     });
-    yield* readJobEvents<T>(res);
+    yield* readJobEvents<T>(res, opts.signal);
   }
 
   /** Runs `inputs`, answering as events(): each output as soon as its batch is done, then the job's end. */
@@ -118,7 +118,7 @@ export class EdgeSwarmClient {
       ...inferCall(model, inputs, opts, { stream: true }),
       accept: "text/event-stream",
     });
-    yield* readJobEvents<T>(res);
+    yield* readJobEvents<T>(res, opts.signal);
   }
 
   /** Every model the coordinator serves, with its settings and its queue now. */

@@ -36,10 +36,21 @@ function toJobEvent<T>(message: EventSourceMessage, status: number): JobEvent<T>
   return { event: name, data } as JobEvent<T>;
 }
 
-/** The events of an open text/event-stream answer, up to and with the job's end event. */
-export async function* readJobEvents<T>(res: Response): AsyncGenerator<JobEvent<T>, void, undefined> {
+/**
+ * The events of an open text/event-stream answer, up to and with the job's end event. When `signal` aborts,
+ * the iteration throws its reason and the download stops, whether or not the fetch that made `res` ends the
+ * body on abort itself (not every fetch does, and one that does may not wake a read already waiting).
+ */
+export async function* readJobEvents<T>(
+  res: Response,
+  signal?: AbortSignal,
+): AsyncGenerator<JobEvent<T>, void, undefined> {
   if (!res.body) throw invalidResponse(res.status, "the event stream answer has no body");
   const reader = res.body.getReader();
+  const onAbort = () => {
+    reader.cancel(signal?.reason).catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
   const decoder = new TextDecoder();
   const messages: EventSourceMessage[] = [];
   let overflow: ParseError | undefined;
@@ -54,6 +65,7 @@ export async function* readJobEvents<T>(res: Response): AsyncGenerator<JobEvent<
   try {
     for (let done = false; ; ) {
       for (let message = messages.shift(); message; message = messages.shift()) {
+        signal?.throwIfAborted();
         const event = toJobEvent<T>(message, res.status);
         if (!event) continue;
         yield event;
@@ -61,7 +73,9 @@ export async function* readJobEvents<T>(res: Response): AsyncGenerator<JobEvent<
       }
       if (overflow) throw invalidResponse(res.status, `a job event longer than ${MAX_EVENT_CHARS} characters`);
       if (done) break;
+      signal?.throwIfAborted();
       const chunk = await reader.read();
+      signal?.throwIfAborted();
       done = chunk.done;
       // An event the stream ends in the middle of is dropped, as the SSE spec says (and browsers do).
       parser.feed(done ? decoder.decode() : decoder.decode(chunk.value, { stream: true }));
@@ -72,6 +86,7 @@ export async function* readJobEvents<T>(res: Response): AsyncGenerator<JobEvent<
       message: "the job's event stream closed before the job ended; GET /v1/jobs/{id} or watch it again",
     });
   } finally {
+    signal?.removeEventListener("abort", onAbort);
     // Stops the download when the caller leaves the loop early; a no-op on a stream that has ended.
     await reader.cancel().catch(() => {});
   }
