@@ -69,11 +69,14 @@ donorRoutes.post("/v1/donors/token", async (c) => {
       { headers: { "Retry-After": String(DONOR_TOKEN_RETRY_S) } },
     );
   }
-  const exp = Date.now() + config.donors.tokenTtlMs;
+  const now = Date.now();
+  // A JWT's expiry is in whole seconds: the one the page is told is the one the token carries.
+  const exp = Math.floor((now + config.donors.tokenTtlMs) / 1000) * 1000;
   const donor = newDonorId();
   const token = await signDonorToken(
     { donor, site: req.site_key, origin, models: models.map((m) => m.name), exp },
     secret,
+    now,
   );
   const body: DonorTokenResponse = {
     token,
