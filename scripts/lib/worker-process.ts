@@ -14,7 +14,12 @@ export interface WorkerProcess {
 }
 
 export function startWorker(args: readonly string[], env: Record<string, string> = {}): WorkerProcess {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  return startNodeProcess([BIN, ...args], env);
+}
+
+/** Any Node command line (a script and its arguments) as a child process whose output can be waited on. */
+export function startNodeProcess(nodeArgs: readonly string[], env: Record<string, string> = {}): WorkerProcess {
+  const child = spawn(process.execPath, nodeArgs, {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -38,11 +43,12 @@ export function startWorker(args: readonly string[], env: Record<string, string>
       };
       const timer = setTimeout(() => {
         listeners.delete(check);
-        reject(new Error(`worker did not print ${pattern} within ${timeoutMs} ms:\n${output}`));
+        reject(new Error(`${nodeArgs.join(" ")} did not print ${pattern} within ${timeoutMs} ms:\n${output}`));
       }, timeoutMs);
       listeners.add(check);
       child.once("exit", (code) => {
-        if (!pattern.test(output)) reject(new Error(`worker exited (${code}) before printing ${pattern}:\n${output}`));
+        if (!pattern.test(output))
+          reject(new Error(`${nodeArgs.join(" ")} exited (${code}) before printing ${pattern}:\n${output}`));
       });
       check();
     });
