@@ -5,11 +5,11 @@
 // after a warm-up; every batch's results are checked to be 32 outputs.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
-import { createOrtWebFactory } from "../client/runner/ort-web-session.ts";
 import { startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { ItemResult } from "../shared/index.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import type { SessionFactory } from "../shared/runner/model-runner.ts";
+import { createOrtWebFactory } from "../shared/runner/ort-web-session.ts";
 import { launchChromium } from "../test/support/chromium.ts";
 import { BUNDLED_REGISTRY_URL, REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import { bundledSpec } from "../test/support/runner-cases.ts";

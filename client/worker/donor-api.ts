@@ -1,35 +1,19 @@
 // What the donor Web Worker exposes through comlink. Two layers, one object:
-// - the runner: load a registry entry with onnxruntime-web (webgpu, else wasm) and run batches on it;
+// - the runner (shared/runner/web-runner.ts, which the Node worker's --runtime web threads run too): load a
+//   registry entry with onnxruntime-web (webgpu, else wasm), through the IndexedDB cache, and run batches;
 // - the donor: trade the site key for a worker token, load the models, hold one socket per model to the
 //   coordinator (shared/worker-loop), and let the page pause, resume, stop and watch.
 // Model execution, sockets and lease timers all live here, off the page's main thread (where timers
 // of a background tab are throttled and would let leases lapse).
-import type { DonorStatus, DonorTokenResponse, ItemResult, ModelConfig } from "../../shared/index.ts";
+
+import type { DonorStatus, DonorTokenResponse } from "../../shared/index.ts";
 import type { DonorState } from "../../shared/protocol/donor.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
-import { type FetchFn, modelFileUrls } from "../../shared/runner/model-files.ts";
-import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import { modelFileUrls } from "../../shared/runner/model-files.ts";
+import { createWebRunner, type LoadedInfo, type RunnerOptions } from "../../shared/runner/web-runner.ts";
 import { type BatchReport, ModelConnection } from "../../shared/worker-loop/model-connection.ts";
-import { createOrtWebFactory, type OrtWebFactory, WEB_DEVICES } from "../runner/ort-web-session.ts";
 import { IdbModelCache } from "./model-cache.ts";
 
-export interface RunnerOptions {
-  /** Where relative model paths resolve from (the registry file's URL). */
-  registryUrl: string;
-  /** Devices in order of preference; default webgpu then wasm. */
-  devices?: readonly string[];
-  /** Where onnxruntime-web's .wasm files are served. */
-  wasmPaths?: string;
-  /** WASM threads; default: one unless the context is cross-origin isolated. */
-  numThreads?: number;
-}
-
-export interface LoadedInfo {
-  name: string;
-  task: string;
-  device: string;
-  runtime: string;
-}
+export type { LoadedInfo, RunnerOptions };
 
 export interface DonorConfig {
   /** The coordinator's origin, e.g. https://swarm.example.com. */
@@ -73,62 +57,9 @@ function randomId(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** A loaded model that moves itself to wasm when the GPU device under it is lost, and redoes that batch. */
-class FallbackModel implements LoadedModel {
-  constructor(
-    private current: LoadedModel,
-    private readonly reload: () => Promise<LoadedModel>,
-    private readonly factory: OrtWebFactory,
-  ) {}
-  get name() {
-    return this.current.name;
-  }
-  get task() {
-    return this.current.task;
-  }
-  get device() {
-    return this.current.device;
-  }
-  get runtime() {
-    return this.current.runtime;
-  }
-
-  async run(inputs: readonly unknown[]): Promise<ItemResult[]> {
-    if (this.current.device === "webgpu" && this.factory.gpuDeviceLost) await this.moveToWasm();
-    const model = this.current;
-    if (model.device !== "webgpu") return model.run(inputs);
-    // A run on a device that goes away may never settle, and outputs computed meanwhile cannot be trusted.
-    const lost = Symbol("lost");
-    const outcome = await Promise.race([model.run(inputs), this.factory.whenGpuDeviceLost.then(() => lost)]);
-    if (outcome !== lost && !this.factory.gpuDeviceLost) return outcome as ItemResult[];
-    await this.moveToWasm();
-    return this.current.run(inputs);
-  }
-
-  private moving: Promise<void> | undefined;
-  private moveToWasm(): Promise<void> {
-    this.moving ??= (async () => {
-      const old = this.current;
-      this.current = await this.reload();
-      void old.dispose().catch(() => undefined);
-    })();
-    return this.moving;
-  }
-
-  dispose(): Promise<void> {
-    return this.current.dispose();
-  }
-}
-
-/** What the host gives the API: Node threads pass a fetch that also reads file:// model folders. */
-export interface DonorHost {
-  fetch?: FetchFn;
-}
-
-export function createDonorApi(host: DonorHost = {}) {
-  let factory: OrtWebFactory | undefined;
+export function createDonorApi() {
   const cache = new IdbModelCache("edgeswarm-models", (m) => emit({ type: "log", line: m }));
-  const loaded = new Map<string, FallbackModel>();
+  const runner = createWebRunner({ cache, warn: (line) => emit({ type: "log", line }) });
   const listeners = new Set<Listener>();
   const connections: ModelConnection[] = [];
   const counts = new Map<string, { batches: number; items: number }>();
@@ -159,14 +90,14 @@ export function createDonorApi(host: DonorHost = {}) {
       pausedFor: [...pausedFor],
       workerId,
       donorId: donor?.donor_id,
-      models: [...loaded.values()].map((m) => {
+      models: [...runner.models().values()].map((m) => {
         const c = counts.get(m.name) ?? { batches: 0, items: 0 };
         const connected = connections.find((x) => x.model === m.name)?.connected ?? false;
         return { name: m.name, task: m.task, device: m.device, connected, ...c };
       }),
       busyMs,
       cache: { ...cache.counts },
-      gpuDeviceLost: factory?.gpuDeviceLost,
+      gpuDeviceLost: runner.gpu().lost,
       error,
     };
   }
@@ -174,42 +105,6 @@ export function createDonorApi(host: DonorHost = {}) {
   function setState(next: DonorState) {
     state = next;
     emit({ type: "status", status: status() });
-  }
-
-  function factoryFor(opts: { wasmPaths?: string; numThreads?: number }): OrtWebFactory {
-    // WASM threads are started from this script's URL, which a worker may only do from its own origin.
-    // (In a Node worker thread there is no location: the runner runs there too.)
-    const here = (globalThis as { location?: { origin: string } }).location;
-    const crossOrigin = here !== undefined && new URL(import.meta.url).origin !== here.origin;
-    const numThreads = opts.numThreads ?? (crossOrigin ? 1 : undefined);
-    factory ??= createOrtWebFactory({
-      wasmPaths: opts.wasmPaths,
-      numThreads,
-      warn: (line) => emit({ type: "log", line }),
-    });
-    return factory;
-  }
-
-  async function load(spec: ModelConfig, opts: RunnerOptions): Promise<LoadedInfo> {
-    const f = factoryFor(opts);
-    const devices = opts.devices ?? WEB_DEVICES;
-    const registryUrl = opts.registryUrl;
-    const fetch = host.fetch;
-    const first = await loadModel(spec, f, { registryUrl, cache, devices, fetch });
-    const model = new FallbackModel(
-      first,
-      () => loadModel(spec, f, { registryUrl, cache, devices: ["wasm"], fetch }),
-      f,
-    );
-    await loaded.get(spec.name)?.dispose();
-    loaded.set(spec.name, model);
-    return { name: model.name, task: model.task, device: model.device, runtime: model.runtime ?? "onnxruntime-web" };
-  }
-
-  function modelOrThrow(name: string): FallbackModel {
-    const model = loaded.get(name);
-    if (!model) throw new Error(`model ${name} is not loaded here; load it first`);
-    return model;
   }
 
   async function fetchToken(cfg: DonorConfig): Promise<DonorTokenResponse> {
@@ -278,18 +173,10 @@ export function createDonorApi(host: DonorHost = {}) {
 
   return {
     // ---- runner --------------------------------------------------------------------------------
-    load,
-    run(name: string, inputs: unknown[]): Promise<ItemResult[]> {
-      return modelOrThrow(name).run(inputs);
-    },
-    async unload(name: string): Promise<void> {
-      await loaded.get(name)?.dispose();
-      loaded.delete(name);
-    },
-    /** Destroys the WebGPU device in use, as a driver reset would: a drill for the wasm fallback. */
-    loseGpuDevice(): Promise<boolean> {
-      return factory?.loseGpuDevice() ?? Promise.resolve(false);
-    },
+    load: runner.load,
+    run: runner.run,
+    unload: runner.unload,
+    loseGpuDevice: runner.loseGpuDevice,
 
     // ---- donor ---------------------------------------------------------------------------------
     /** Listens for status changes, batches and log lines (pass a comlink proxy from the page). */
@@ -308,7 +195,7 @@ export function createDonorApi(host: DonorHost = {}) {
         const registryUrl = grant.registry_url;
         await cache.retainOnly(grant.models.flatMap((m) => modelFileUrls(m, registryUrl)));
         for (const spec of grant.models) {
-          const info = await load(spec, {
+          const info = await runner.load(spec, {
             registryUrl,
             devices: cfg.devices,
             wasmPaths: cfg.wasmPaths,
@@ -316,7 +203,7 @@ export function createDonorApi(host: DonorHost = {}) {
           });
           emit({ type: "log", line: `loaded ${info.name} on ${info.device}` });
         }
-        for (const model of loaded.values()) {
+        for (const model of runner.models().values()) {
           const connection = new ModelConnection({
             coordinator: cfg.coordinator,
             token: currentToken,

@@ -1,6 +1,6 @@
 // Wraps an onnxruntime InferenceSession (node or web; both follow onnxruntime-common) as our InferenceSession:
 // wire tensors in and out, metadata in wire terms, and runs queued one at a time when the runtime needs it.
-// Used by worker-gpu/runner/ort-node-session.ts and client/runner/ort-web-session.ts.
+// Used by worker-gpu/runner/ort-node-session.ts and shared/runner/ort-web-session.ts.
 import type { InferenceSession, TensorMetadata, WireTensor } from "./model-runner.ts";
 import { datatypeOf, fromTypedData, ORT_TYPE, type OrtType, type TypedData, toTypedData } from "./wire-tensor.ts";
 

@@ -4,16 +4,16 @@
 // (Node threads and Chromium included) are in test/support/runner-cases.ts.
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createOrtWebFactory } from "../../client/runner/ort-web-session.ts";
-import { OnnxGraph } from "../../models/build/onnx-graph.ts";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import { ModelFileError, sha256Hex } from "../../shared/runner/model-files.ts";
 import type { InferenceSession, LoadedModel, SessionFactory } from "../../shared/runner/model-runner.ts";
+import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { ORT_TYPE } from "../../shared/runner/wire-tensor.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { OnnxGraph } from "../support/onnx-graph.ts";
 
 const registryUrl = new URL("../../models/registry.json", import.meta.url);
 const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));

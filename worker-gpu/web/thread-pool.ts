@@ -1,15 +1,17 @@
-// `--runtime web`: a pool of Node worker threads, each running the browser donor's own runner
-// (client/worker/donor-api.ts, onnxruntime-web) behind comlink's Node adapter, every thread with every
-// model loaded. A batch runs on whichever thread is free, so batches of one model, or of several, run in
+// `--runtime web`: a pool of Node worker threads, each running the web runner the browser's donor worker
+// runs too (shared/runner/web-runner.ts, onnxruntime-web on webgpu or wasm) behind comlink's Node adapter,
+// every thread with every model loaded. A batch runs on whichever thread is free, so batches of one model, or of several, run in
 // parallel. A thread that dies or hangs is replaced; the batch it held is run once more on another
 // thread, and if that fails too the batch fails back to the coordinator as retryable: nothing is lost.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { type Remote, wrap } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import type { DonorApi, LoadedInfo } from "../../client/worker/donor-api.ts";
 import type { ItemResult, ModelConfig } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import type { GpuAdapterInfo } from "../../shared/runner/ort-web-session.ts";
+import type { LoadedInfo } from "../../shared/runner/web-runner.ts";
+import type { ThreadApi, ThreadData } from "./web-thread.ts";
 
 export interface ThreadPoolOptions {
   /** Threads; default the machine's cores. */
@@ -18,13 +20,26 @@ export interface ThreadPoolOptions {
   runTimeoutMs: number;
   /** Where relative model paths resolve from (the registry file's URL). */
   registryUrl: string;
+  /** What each thread runs on; default wasm. A lost WebGPU device moves that thread's models to wasm. */
+  device?: ThreadData["device"];
+  /** Thread drills (loseGpuDevice) for tests: EDGESWARM_GPU_DRILLS=1. */
+  drills?: boolean;
   log: (line: string) => void;
+}
+
+/** The pool's WebGPU devices, one per thread, for the status line and /metrics. */
+export interface PoolGpu {
+  adapter: GpuAdapterInfo | undefined;
+  /** Threads whose device was lost (they run on wasm now), with why. */
+  lost: string[];
+  /** Bytes in GPU buffers across the threads. */
+  bufferBytes: number;
 }
 
 interface Thread {
   id: number;
   worker: Worker;
-  api: Remote<DonorApi>;
+  api: Remote<ThreadApi>;
   /** Settles when the thread is gone (exited, crashed, or terminated here), with why. */
   gone: Promise<string>;
   /** The batch it runs now, for logs and the kill drill. */
@@ -47,6 +62,8 @@ export class WebThreadPool {
   private readonly idle: Thread[] = [];
   private readonly waiting: { give: (thread: Thread) => void; timer: ReturnType<typeof setTimeout> }[] = [];
   private readonly infos = new Map<string, LoadedInfo>();
+  /** Each model's device in its latest batch: webgpu until a thread's device is lost, then wasm there. */
+  private readonly lastDevice = new Map<string, string>();
   private nextId = 1;
   private closing = false;
 
@@ -78,12 +95,15 @@ export class WebThreadPool {
 
   /** One LoadedModel per model, whose runs go to the pool. */
   models(): LoadedModel[] {
+    const lastDevice = this.lastDevice;
     return this.specs.map((spec) => {
       const info = this.infos.get(spec.name) as LoadedInfo;
       return {
         name: spec.name,
         task: info.task,
-        device: info.device,
+        get device() {
+          return lastDevice.get(spec.name) ?? info.device;
+        },
         runtime: `${info.runtime} (${this.opts.size} threads)`,
         run: (inputs: readonly unknown[]) => this.run(spec.name, inputs),
         dispose: async () => {},
@@ -105,7 +125,10 @@ export class WebThreadPool {
       });
       const outcome = await Promise.race([
         thread.api.run(model, [...inputs]).then(
-          (results) => ({ results }),
+          ({ results, device }) => {
+            this.lastDevice.set(model, device);
+            return { results };
+          },
           (error: Error) => ({ error }),
         ),
         thread.gone.then((why) => ({ lost: why })),
@@ -138,6 +161,25 @@ export class WebThreadPool {
     return { thread: victim.id, running };
   }
 
+  /** The threads' WebGPU devices: the adapter, the losses, the memory in use (nothing on wasm). */
+  async gpu(): Promise<PoolGpu> {
+    const threads = [...this.threads];
+    const states = await Promise.all(
+      threads.map(async (t) => ({ ...(await t.api.gpu()), bytes: await t.api.gpuBufferBytes() })),
+    );
+    return {
+      adapter: states.find((s) => s.adapter)?.adapter,
+      lost: states.flatMap((s, i) => (s.lost ? [`thread ${threads[i]?.id}: ${s.lost}`] : [])),
+      bufferBytes: states.reduce((n, s) => n + s.bytes, 0),
+    };
+  }
+
+  /** A drill (EDGESWARM_GPU_DRILLS=1): destroys every thread's WebGPU device; answers how many were destroyed. */
+  async loseGpuDevices(): Promise<number> {
+    const lost = await Promise.all([...this.threads].map((t) => t.api.loseGpuDevice()));
+    return lost.filter(Boolean).length;
+  }
+
   async close(): Promise<void> {
     this.closing = true;
     await Promise.all([...this.threads].map((t) => t.worker.terminate()));
@@ -145,11 +187,13 @@ export class WebThreadPool {
   }
 
   private async spawn(): Promise<void> {
-    const worker = new Worker(new URL("./thread.mjs", import.meta.url));
+    const device = this.opts.device ?? "wasm";
+    const workerData: ThreadData = { device, drills: this.opts.drills ?? false };
+    const worker = new Worker(new URL("./thread.mjs", import.meta.url), { workerData });
     const thread: Thread = {
       id: this.nextId++,
       worker,
-      api: wrap<DonorApi>(nodeEndpoint(worker)),
+      api: wrap<ThreadApi>(nodeEndpoint(worker)),
       gone: new Promise<string>((resolve) => {
         worker.once("error", (error) => resolve(`crashed: ${error.message}`));
         worker.once("exit", (code) => resolve(`exited with code ${code}`));
@@ -168,7 +212,14 @@ export class WebThreadPool {
       for (const spec of this.specs) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const loaded = await Promise.race([
-          thread.api.load(spec, { registryUrl: this.opts.registryUrl, devices: ["wasm"], numThreads: 1 }),
+          // One WASM thread each: the pool's threads are the parallelism. No fallback: a thread that cannot
+          // start on the device the worker chose fails its start, and the worker says why.
+          thread.api.load(spec, {
+            registryUrl: this.opts.registryUrl,
+            devices: [device],
+            numThreads: 1,
+            fallback: false,
+          }),
           thread.gone.then((why) => {
             throw new Error(`thread ${thread.id} ${why} while loading ${spec.name}`);
           }),

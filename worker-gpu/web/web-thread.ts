@@ -1,11 +1,43 @@
-// One `--runtime web` thread: the browser donor's own API (client/worker/donor-api.ts: onnxruntime-web,
-// loaded and run exactly as in a tab's Web Worker) exposed to the main thread through comlink's Node
-// adapter. Model files come from the registry's folder, which may be on disk, hence the Node fetch.
-import { parentPort } from "node:worker_threads";
+// One `--runtime web` thread: the web runner the browser's donor worker runs too (shared/runner/web-runner.ts,
+// onnxruntime-web), exposed to the main thread through comlink's Node adapter. On webgpu the thread first
+// installs Dawn's navigator.gpu and loads onnxruntime-web's WebGPU build; on wasm the package's Node build.
+// Model files come from the registry's folder, which may be on disk, hence the Node fetch.
+import { parentPort, workerData } from "node:worker_threads";
 import { expose } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { createDonorApi } from "../../client/worker/donor-api.ts";
+import { createWebRunner } from "../../shared/runner/web-runner.ts";
 import { nodeFetch } from "../runner/file-fetch.ts";
+import { gpuBufferBytes, installDawn } from "./dawn-gpu.ts";
+
+/** What the pool tells each thread at its start. */
+export interface ThreadData {
+  device: "webgpu" | "wasm";
+  /** Set only by tests and drills (EDGESWARM_GPU_DRILLS=1): the thread then also offers loseGpuDevice. */
+  drills: boolean;
+}
 
 if (!parentPort) throw new Error("web-thread.ts runs as a worker thread of edgeswarm-worker --runtime web");
-expose(createDonorApi({ fetch: nodeFetch }), nodeEndpoint(parentPort));
+const data = workerData as ThreadData;
+if (data.device === "webgpu") installDawn();
+// Dawn first: the WebGPU build looks for navigator.gpu as it loads.
+const ort = data.device === "webgpu" ? await import("onnxruntime-web/webgpu") : undefined;
+const runner = createWebRunner({ ort, fetch: nodeFetch });
+
+export const threadApi = {
+  load: runner.load,
+  /** A batch's results, and the device that ran it (wasm once this thread's WebGPU device was lost). */
+  async run(name: string, inputs: unknown[]) {
+    const results = await runner.run(name, inputs);
+    return { results, device: runner.models().get(name)?.device ?? data.device };
+  },
+  gpu: runner.gpu,
+  gpuBufferBytes,
+  /**
+   * Destroys this thread's WebGPU device, as a driver reset would. Only under the drill flag: a worker in
+   * service should not carry a way to break its own GPU, but the fallback to wasm needs a real loss to test.
+   */
+  loseGpuDevice: data.drills ? runner.loseGpuDevice : async () => false,
+};
+export type ThreadApi = typeof threadApi;
+
+expose(threadApi, nodeEndpoint(parentPort));

@@ -1,21 +1,32 @@
-// The browser worker's SessionFactory: onnxruntime-web with devices tried in the frozen order webgpu, then
-// wasm. Under Node, `onnxruntime-web` resolves to its Node build (wasm only), which is how the Node tests
-// run this same file; a webgpu request there falls back to wasm with a warning.
-import * as ort from "onnxruntime-web";
-import type { InferenceSession, SessionFactory } from "../../shared/runner/model-runner.ts";
-import { wrapOrtSession } from "../../shared/runner/ort-session.ts";
+// onnxruntime-web as a SessionFactory, with devices tried in the frozen order webgpu, then wasm. Runtime
+// neutral: the browser's donor worker (client/worker) and the Node worker's --runtime web threads
+// (worker-gpu/web) both build it through web-runner.ts; a Node thread on webgpu passes the build it loaded
+// (in Node the package's plain entry is wasm only; `onnxruntime-web/webgpu` runs on Dawn's navigator.gpu).
+import * as OrtWeb from "onnxruntime-web";
+import type { InferenceSession, SessionFactory } from "./model-runner.ts";
+import { wrapOrtSession } from "./ort-session.ts";
 
 /** Preference order; wasm is the last resort and runs everywhere WebAssembly does. */
 export const WEB_DEVICES = Object.freeze(["webgpu", "wasm"] as const);
 export type WebDevice = (typeof WEB_DEVICES)[number];
 const FALLBACK: WebDevice = "wasm";
 
+/** The onnxruntime-web module the host loaded: `import * as ort from "onnxruntime-web"` or its webgpu build. */
+export type OrtWebModule = Pick<typeof OrtWeb, "env" | "InferenceSession" | "Tensor">;
+
 export interface OrtWebOptions {
+  /** Default the package's own entry: in browsers webgpu and wasm, in Node wasm only. */
+  ort?: OrtWebModule;
   /** WASM threads; default from defaultWasmThreads(). Read once, before the first session is created. */
   numThreads?: number;
   /** Where onnxruntime-web fetches its .wasm/.mjs files from, when the bundler does not serve them beside the script. */
   wasmPaths?: string;
   warn?: (message: string) => void;
+  /**
+   * Whether wasm is tried after the devices asked for (default true). Off, a device that cannot start fails
+   * the session with the reason (edgeswarm-worker --device webgpu); asking for wasm itself still works.
+   */
+  fallback?: boolean;
 }
 
 interface BrowserGlobals {
@@ -35,7 +46,11 @@ export function defaultWasmThreads(): number {
   return cores ? Math.max(1, Math.min(4, Math.floor(cores / 2))) : 0;
 }
 
-export function webDeviceOrder(wanted: readonly string[], warn: (message: string) => void): WebDevice[] {
+export function webDeviceOrder(
+  wanted: readonly string[],
+  warn: (message: string) => void,
+  fallback = true,
+): WebDevice[] {
   const order: WebDevice[] = [];
   for (const device of wanted) {
     if (!(WEB_DEVICES as readonly string[]).includes(device)) {
@@ -46,8 +61,16 @@ export function webDeviceOrder(wanted: readonly string[], warn: (message: string
       order.push(device as WebDevice);
     }
   }
-  if (!order.includes(FALLBACK)) order.push(FALLBACK);
+  if (fallback && !order.includes(FALLBACK)) order.push(FALLBACK);
   return order;
+}
+
+/** The GPU under the WebGPU device, as GPUAdapterInfo reports it (empty strings where the browser hides them). */
+export interface GpuAdapterInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
 }
 
 /** The web factory also tells when the GPU device it ran on was lost, so callers redo that work on wasm. */
@@ -56,21 +79,26 @@ export interface OrtWebFactory extends SessionFactory {
   readonly gpuDeviceLost: string | undefined;
   /** Settles with the reason when the WebGPU device is lost (a run on it may then never finish). */
   readonly whenGpuDeviceLost: Promise<string>;
+  /** The adapter of the WebGPU device in use; undefined until a webgpu session was made. */
+  readonly gpuAdapter: GpuAdapterInfo | undefined;
   /** Destroys the WebGPU device in use, as a driver reset would: a drill for the fallback path. False when none is in use. */
   loseGpuDevice(): Promise<boolean>;
 }
 
 interface GpuDeviceLike {
   lost: Promise<{ reason?: string; message?: string }>;
+  adapterInfo?: Partial<GpuAdapterInfo>;
   destroy(): void;
 }
 
 export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
+  const ort = opts.ort ?? OrtWeb;
   const warn = opts.warn ?? ((message: string) => console.warn(message));
   ort.env.wasm.numThreads = opts.numThreads ?? defaultWasmThreads();
   if (opts.wasmPaths !== undefined) ort.env.wasm.wasmPaths = opts.wasmPaths;
   let gpuDevice: GpuDeviceLike | undefined;
   let gpuDeviceLost: string | undefined;
+  let gpuAdapter: GpuAdapterInfo | undefined;
   let onLost: (reason: string) => void = () => {};
   const whenGpuDeviceLost = new Promise<string>((resolve) => {
     onLost = resolve;
@@ -78,8 +106,15 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
   const watchGpuDevice = async () => {
     if (gpuDevice) return;
     gpuDevice = (await ort.env.webgpu.device) as unknown as GpuDeviceLike;
-    void gpuDevice.lost.then((info) => {
-      gpuDeviceLost = info.message || info.reason || "device lost";
+    const info = gpuDevice.adapterInfo ?? {};
+    gpuAdapter = {
+      vendor: info.vendor ?? "",
+      architecture: info.architecture ?? "",
+      device: info.device ?? "",
+      description: info.description ?? "",
+    };
+    void gpuDevice.lost.then((lost) => {
+      gpuDeviceLost = lost.message || lost.reason || "device lost";
       warn(`the WebGPU device was lost (${gpuDeviceLost}); models move to wasm`);
       onLost(gpuDeviceLost);
     });
@@ -91,6 +126,9 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
       return gpuDeviceLost;
     },
     whenGpuDeviceLost,
+    get gpuAdapter() {
+      return gpuAdapter;
+    },
     async loseGpuDevice() {
       if (!gpuDevice || gpuDeviceLost) return false;
       gpuDevice.destroy();
@@ -100,7 +138,7 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
     async create(model, devices): Promise<InferenceSession> {
       const failures: string[] = [];
       const wanted = gpuDeviceLost ? devices.filter((d) => d !== "webgpu") : devices;
-      const order = webDeviceOrder(wanted, warn);
+      const order = webDeviceOrder(wanted, warn, opts.fallback ?? true);
       for (const [i, device] of order.entries()) {
         try {
           const session = await ort.InferenceSession.create(model, {
@@ -122,7 +160,10 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
           if (next) warn(`onnxruntime-web could not use ${device} (${reason}); falling back to ${next}`);
         }
       }
-      throw new Error(`onnxruntime-web could not create a session on any device: ${failures.join("; ")}`);
+      const tried = order.length > 0 ? order.join(" or ") : `any of ${devices.join(", ")}`;
+      throw new Error(
+        `onnxruntime-web could not create a session on ${tried}: ${failures.join("; ") || "none runs here"}`,
+      );
     },
   };
 }
