@@ -13,6 +13,16 @@ export const WorkerInfo = z.object({
   max_batch_size: z.int().positive().max(4096),
   /** Batches this worker runs at once. */
   max_concurrent_batches: z.int().positive().max(64).default(1),
+  /** The GPU under a WebGPU worker, as its adapter reports it (Dawn in Node adds the backend), for operators. */
+  gpu: z
+    .strictObject({
+      vendor: z.string().max(128),
+      architecture: z.string().max(128),
+      device: z.string().max(128),
+      description: z.string().max(256),
+      backend: z.string().max(32).optional(),
+    })
+    .optional(),
 });
 export type WorkerInfo = z.infer<typeof WorkerInfo>;
 
