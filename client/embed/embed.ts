@@ -63,10 +63,28 @@ interface BatteryLike extends EventTarget {
   charging: boolean;
 }
 
+/** How client/worker/donor-api.ts words the coordinator refusing this page a token: status, then its message. */
+const REFUSED = /the coordinator refused a donor token: (401|403) (.*)$/s;
+
+/** What a page's developer reads in the console when the coordinator will not take this site key from here. */
+export function refusalMessage(options: EmbedOptions, pageOrigin: string, status: string, reason: string): string {
+  const fix = reason.startsWith("unknown site key")
+    ? "Check data-site-key against the coordinator's SITE_KEYS."
+    : `Ask its operator to list ${pageOrigin} for this site key in SITE_KEYS; locally, start the coordinator ` +
+      `with npm start -- --site-origin ${pageOrigin}.`;
+  return (
+    `EdgeSwarm: the coordinator at ${options.coordinator} refused site key "${options.siteKey}" on ${pageOrigin} ` +
+    `(${status}: ${reason.trim() || "no reason given"}). ${fix} ` +
+    "EdgeSwarm will not try again until EdgeSwarm.start() is called."
+  );
+}
+
 export class EdgeSwarm extends EventTarget {
   private readonly worker: Worker;
   private readonly api: Remote<DonorApi>;
   private last: DonorStatus | undefined;
+  /** Set once a refusal is in the console: one message per start(), however often the worker reports it. */
+  private refusalReported = false;
 
   constructor(readonly options: EmbedOptions) {
     super();
@@ -75,6 +93,7 @@ export class EdgeSwarm extends EventTarget {
     void this.api.subscribe(
       proxy((event: DonorEvent) => {
         if (event.type === "status") this.last = event.status;
+        this.noticeRefusal(event.type === "status" ? event.status.error : event.type === "log" ? event.line : "");
         this.dispatchEvent(new CustomEvent(event.type, { detail: event.type === "status" ? event.status : event }));
       }),
     );
@@ -84,7 +103,20 @@ export class EdgeSwarm extends EventTarget {
   /** Loads the models and starts taking work. */
   start(): Promise<DonorStatus> {
     const { runWhenHidden: _h, runOnBattery: _b, autostart: _a, ...config } = this.options;
+    this.refusalReported = false;
     return this.api.start(config);
+  }
+
+  /**
+   * A refused site key will not be accepted by asking again: say so in the console once and stop (a refusal
+   * at start already leaves the worker failed; one while renewing would otherwise reconnect with backoff).
+   */
+  private noticeRefusal(text: string | undefined): void {
+    const refused = text?.match(REFUSED);
+    if (!refused || this.refusalReported) return;
+    this.refusalReported = true;
+    console.error(refusalMessage(this.options, location.origin, refused[1] ?? "", refused[2] ?? ""));
+    if (this.last?.state !== "failed") void this.api.stop().catch(() => undefined);
   }
 
   /** Stops taking work until resume(); what the worker holds is handed back. */
@@ -159,9 +191,16 @@ declare global {
   }
 }
 
+// Nothing here throws into the host page: a mistake in the tag or a failed start is a console error.
 const script = document.currentScript as HTMLScriptElement | null;
 if (script && !window.EdgeSwarm) {
-  const swarm = new EdgeSwarm(optionsFromScript(script));
-  window.EdgeSwarm = swarm;
-  if (swarm.options.autostart) void swarm.start();
+  try {
+    const swarm = new EdgeSwarm(optionsFromScript(script));
+    window.EdgeSwarm = swarm;
+    if (swarm.options.autostart) {
+      swarm.start().catch((error: Error) => console.error(`EdgeSwarm: could not start: ${error.message}`));
+    }
+  } catch (error) {
+    console.error((error as Error).message);
+  }
 }
