@@ -1,6 +1,8 @@
 // What a per-client limit counts by: the caller's address as Cloudflare gives it (CF-Connecting-IP), with
 // an IPv6 address cut to its /64, since one subscriber usually holds a whole /64 and could rotate through it.
-// Used by the donor token route's rate limit.
+// Used by the donor token route's rate limit, and (as a network: an IPv4 /24, an IPv6 /64) by the worker
+// routes, since donors on one network do not count as independent of each other.
+import { networkOfKey } from "../shared/index.ts";
 
 /** The key of `address` ("192.0.2.1", "2001:db8:1:2::7" -> "2001:db8:1:2::/64"); undefined when it is not an address. */
 export function clientKey(address: string | undefined): string | undefined {
@@ -23,4 +25,9 @@ export function clientKey(address: string | undefined): string | undefined {
     .slice(0, 4)
     .map((g) => Number.parseInt(g, 16).toString(16))
     .join(":")}::/64`;
+}
+
+/** The client network of `address`: an IPv4 address's /24, an IPv6 address's /64; undefined when it is not one. */
+export function clientNetwork(address: string | undefined): string | undefined {
+  return networkOfKey(clientKey(address)) ?? undefined;
 }

@@ -25,6 +25,7 @@ const SUBMIT_TRIES = 3;
 const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
   [ErrorCode.queueFull]: 429,
   [ErrorCode.jobNotFound]: 503,
+  [ErrorCode.noVerifier]: 503,
 };
 
 /** A call as every API shape hands it over: the native request's fields, less how to answer it. */

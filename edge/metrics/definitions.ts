@@ -78,6 +78,14 @@ export const COUNTERS = {
     metric: "edgeswarm_results_discarded_total",
     help: "Browser workers' outputs thrown away unused: out-voted, or from a worker caught answering wrongly.",
   },
+  donor_faults: {
+    metric: "edgeswarm_donor_faults_total",
+    help: "Items an untrusted worker failed to deliver (expired, lost, errors): charged to the item's donor-fault budget, never its attempts.",
+  },
+  breaker_trips: {
+    metric: "edgeswarm_worker_breaker_trips_total",
+    help: "Workers whose circuit breaker opened after failed batches in a row.",
+  },
 } as const;
 export type CounterName = keyof typeof COUNTERS;
 

@@ -68,6 +68,11 @@ export function renderPrometheus(models: readonly ModelMetrics[], scaling: Recor
     ["edgeswarm_in_flight_items", "Items leased to workers and not yet completed.", "in_flight"],
     ["edgeswarm_active_leases", "Batches leased to workers and not yet completed.", "leases"],
     ["edgeswarm_workers", "Workers connected (sockets) or polling (HTTP, last minute).", "workers"],
+    [
+      "edgeswarm_workers_breaker_open",
+      "Workers whose circuit breaker keeps leases from them now (failed batches in a row; half-open while a probe runs).",
+      "breaker_open",
+    ],
   ] as const;
   for (const [name, help, key] of gauges) {
     out.family(name, "gauge", help);

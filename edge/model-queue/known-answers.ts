@@ -1,5 +1,5 @@
-// Known answers of one model queue: (input, output) pairs from trusted outputs (a gpu worker's, or one
-// verified by agreement), kept few and small, to slip into browser workers' batches as canaries; and
+// Known answers of one model queue: (input, output) pairs from trusted runs only (a gpu worker's output,
+// never one that donors agreed on), kept few and small, to slip into browser workers' batches as canaries; and
 // the vector length feature-extraction outputs of the model have. Used by Verifier and LeaseSettlement.
 import { type ModelConfig, outputProblem } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
@@ -21,15 +21,21 @@ export class KnownAnswers {
     private readonly metrics: MetricsStore,
   ) {}
 
-  /** A known answer to slip into a browser batch, at the model's canary rate; null when none is due or known. */
-  pickCanary(cfg: ModelConfig): { input: string; output: string } | null {
-    if (Math.random() >= cfg.verification.canary_rate) return null;
-    const row = this.sql.one<{ input: string; output: string }>(
-      "SELECT input, output FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT 1",
+  /** A known answer to slip into a browser batch, at the model's canary rate; none when none is due or known. */
+  pickCanary(cfg: ModelConfig): { input: string; output: string }[] {
+    return Math.random() < cfg.verification.canary_rate ? this.pick(cfg, 1) : [];
+  }
+
+  /** Up to `n` different known answers, drawn at random (a batch of canaries for a donor earning its standing). */
+  pick(cfg: ModelConfig, n: number): { input: string; output: string }[] {
+    if (n <= 0 || this.knownCount === 0) return [];
+    const rows = this.sql.all<{ input: string; output: string }>(
+      "SELECT input, output FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT ?",
       modelSha(cfg),
+      n,
     );
-    if (row) this.metrics.inc("canaries_sent", "browser");
-    return row ?? null;
+    this.metrics.inc("canaries_sent", "browser", rows.length);
+    return rows;
   }
 
   /** What is wrong with an output's shape, or null. Only models with files have one: their workers run shared/tasks. */
@@ -39,7 +45,7 @@ export class KnownAnswers {
   }
 
   /**
-   * Learns from one trusted output (a gpu worker's, or one verified by agreement): the vector length of
+   * Learns from one trusted output (a gpu worker's, or a browser's that a trusted run agreed with): the vector length of
    * the model, and a known answer for canaries while there is room (now and then in place of the oldest).
    * Called for one output per batch, so the gpu path pays at most a statement or two per batch.
    */

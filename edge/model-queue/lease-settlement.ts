@@ -5,12 +5,14 @@
 import {
   afterFailedDelivery,
   type CompleteBody,
+  chargeFor,
   ErrorCode,
   type LeaseAck,
   type ModelConfig,
   parseTraceparent,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
+import { type BreakerStore, breakerKey } from "./breaker-store.ts";
 import type { JobStore } from "./job-store.ts";
 import type { LeaseRow } from "./lease-table.ts";
 import type { MetricsStore } from "./metrics-store.ts";
@@ -28,6 +30,7 @@ interface ItemRow extends Record<string, SqlStorageValue> {
   state: string;
   lease_pos: number | null;
   n_candidates: number;
+  donor_faults: number;
   /** A canary's known output; null for a real item. */
   expected: string | null;
 }
@@ -44,6 +47,7 @@ export class LeaseSettlement {
     private readonly jobs: JobStore,
     private readonly verifier: Verifier,
     private readonly trust: TrustStore,
+    private readonly breakers: BreakerStore,
     private readonly config: () => ModelConfig,
     /** Tells a quarantined worker's open sockets. */
     private readonly onQuarantine: (ref: WorkerRef, q: Quarantine) => void,
@@ -68,7 +72,7 @@ export class LeaseSettlement {
     const checked = this.verifier.checks(cfg, lease.pool);
     const computeMs = body.compute_ms ?? now - lease.created_at;
     const items = this.sql.all<ItemRow>(
-      `SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos, n_candidates,
+      `SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos, n_candidates, donor_faults,
          CASE WHEN state = 'canary' THEN output END AS expected
        FROM items WHERE lease_id = ? ORDER BY lease_pos`,
       leaseId,
@@ -81,11 +85,19 @@ export class LeaseSettlement {
         );
         const q = this.atomically(() => {
           this.metrics.inc("discarded", lease.pool, outputs.length);
-          return this.quarantine({ worker_id: lease.worker_id, donor: lease.donor ?? null }, caught.reason, now);
+          return this.quarantine(refOf(lease), caught.reason, now);
         });
         return { error: { code: ErrorCode.quarantined, message: quarantineMessage(q) } };
       }
     }
+    // A batch that is all errors counts against the worker's breaker, as one that expires does.
+    this.breakers.ended(
+      breakerKey(lease),
+      lease.pool,
+      body.results.length === 0 || body.results.some((r) => "output" in r),
+      now,
+      cfg,
+    );
     const pool = lease.pool;
     const touchedJobs = new Set<string>();
     const waits: number[] = [];
@@ -101,7 +113,7 @@ export class LeaseSettlement {
     };
     /** A failed delivery is tried again; an untrusted worker's failure is never final on its word alone. */
     const retryItem = (item: ItemRow, code: string, message: string) => {
-      if (this.failDelivery(item, now, code, message) === "dead-letter") tally.failed++;
+      if (this.failDelivery(item, now, code, message, !checked) === "dead-letter") tally.failed++;
       else tally.redelivered++;
     };
     // Outputs by batch position as JSON text; stored together by storeOutputs.
@@ -162,6 +174,8 @@ export class LeaseSettlement {
       this.storeOutputs(leaseId, outputs);
       if (checked && items.some((i) => i.state === "canary")) {
         this.sql.run("DELETE FROM items WHERE lease_id = ? AND state = 'canary'", leaseId);
+        // Every known answer in the batch was right (review caught nothing): evidence from a trusted run.
+        this.trust.credit(refOf(lease), now);
       }
       this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
       this.jobs.recordCompute(touchedJobs, computeMs, pool);
@@ -195,11 +209,12 @@ export class LeaseSettlement {
     const q = { until: now + this.config().verification.quarantine_ms, reason };
     this.trust.quarantine(ref, q.until, reason);
     this.metrics.inc("quarantined", "browser");
-    this.metrics.inc("discarded", "browser", this.verifier.discard(ref));
+    this.metrics.inc("discarded", "browser", this.verifier.discard(ref, this.config().verification.donor_fault_budget));
     for (const lease of this.sql.all<LeaseRow>(
-      "SELECT * FROM leases WHERE state = 'active' AND pool = 'browser' AND (worker_id = ? OR donor = ?)",
+      "SELECT * FROM leases WHERE state = 'active' AND pool = 'browser' AND (worker_id = ? OR donor = ? OR network = ?)",
       ref.worker_id,
       ref.donor,
+      ref.network ?? null,
     )) {
       this.putBack(lease, now, "revoked");
     }
@@ -273,11 +288,30 @@ export class LeaseSettlement {
   }
 
   /**
-   * An item's delivery failed: back to the queue after a backoff, or dead-lettered as failed once it
-   * has had max_attempts deliveries. Answers which.
+   * An item's delivery failed. A trusted worker's failure spends an attempt: back to the queue after a
+   * backoff, or dead-lettered as failed once it has had max_attempts deliveries. An untrusted worker's
+   * failure spends the item's donor-fault budget instead (shared/policy/hold-and-breaker.ts chargeFor): back
+   * at once, and for the trusted pool only once the budget is spent; it never dead-letters. Answers which.
    */
-  private failDelivery(item: ItemRow, now: number, code: string, message: string): "retry" | "dead-letter" {
+  private failDelivery(
+    item: ItemRow,
+    now: number,
+    code: string,
+    message: string,
+    trusted: boolean,
+  ): "retry" | "dead-letter" {
     const cfg = this.config();
+    if (chargeFor(trusted, item.donor_faults, cfg.verification.donor_fault_budget) !== "attempt") {
+      this.sql.run(
+        "UPDATE items SET state = 'queued', lease_id = NULL, lease_pos = NULL, attempts = MAX(0, attempts - 1), donor_faults = donor_faults + 1, available_at = ?, error_code = ?, error_message = ? WHERE seq = ?",
+        now,
+        code,
+        message,
+        item.seq,
+      );
+      this.metrics.inc("donor_faults", "browser");
+      return "retry";
+    }
     const next = afterFailedDelivery(item.attempts, now, {
       maxAttempts: cfg.max_attempts,
       backoffMs: cfg.retry_backoff_ms,
@@ -304,9 +338,11 @@ export class LeaseSettlement {
 
   /** Puts a lease's items back in the queue without counting the attempt: released, or revoked by a quarantine. */
   private putBack(lease: LeaseRow, now: number, state: "released" | "revoked"): void {
+    // A lease revoked from a worker caught lying goes to the trusted pool: no donor runs those items again.
     const items = this.sql.all<{ job_id: string }>(
-      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ? WHERE lease_id = ? AND state = 'leased' RETURNING job_id",
+      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ?, donor_faults = MAX(donor_faults, ?) WHERE lease_id = ? AND state = 'leased' RETURNING job_id",
       now,
+      state === "revoked" ? this.config().verification.donor_fault_budget : 0,
       lease.id,
     );
     this.sql.run("UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, now, lease.id);
@@ -317,15 +353,18 @@ export class LeaseSettlement {
   /** Puts back or dead-letters every item still held under a lease that ended without a completion. */
   private abandon(lease: LeaseRow, state: "expired" | "lost", now: number, code: string, message: string): void {
     const items = this.sql.all<ItemRow>(
-      "SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos FROM items WHERE lease_id = ? AND state = 'leased'",
+      "SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos, donor_faults FROM items WHERE lease_id = ? AND state = 'leased'",
       lease.id,
     );
     this.sql.run("UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, now, lease.id);
+    const cfg = this.config();
+    const trusted = !this.verifier.checks(cfg, lease.pool);
+    this.breakers.ended(breakerKey(lease), lease.pool, false, now, cfg);
     let dead = 0;
     const jobs = new Set<string>();
     for (const item of items) {
       jobs.add(item.job_id);
-      if (this.failDelivery(item, now, code, message) === "dead-letter") dead++;
+      if (this.failDelivery(item, now, code, message, trusted) === "dead-letter") dead++;
     }
     this.metrics.inc("failed", lease.pool, dead);
     this.metrics.inc("redelivered", lease.pool, items.length - dead);
@@ -333,6 +372,11 @@ export class LeaseSettlement {
     for (const jobId of jobs) this.jobs.settleIfDone(jobId, now);
     this.jobs.reopen(jobs);
   }
+}
+
+/** The worker a lease names, as trust is keyed. */
+function refOf(lease: LeaseRow): WorkerRef {
+  return { worker_id: lease.worker_id, donor: lease.donor ?? null, network: lease.network ?? null };
 }
 
 export function quarantineMessage(q: Quarantine): string {

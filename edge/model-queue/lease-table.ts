@@ -1,7 +1,15 @@
 // The leases workers hold on a model queue's items: looking one up, handing out a batch under a new
 // lease, extending it, and counting what each worker and pool holds. Used by ModelQueue; how a lease
 // ends (completed, released, expired, lost) is lease-settlement.ts.
-import { type LeaseAck, leaseDeadline, type ModelConfig, type Pool, renewAfterMs } from "../../shared/index.ts";
+import {
+  type LeaseAck,
+  leaseDeadline,
+  type ModelConfig,
+  type Pool,
+  randomHex,
+  renewAfterMs,
+  traceparentOrNew,
+} from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 import type { MetricsStore } from "./metrics-store.ts";
@@ -17,6 +25,27 @@ export interface LeaseRow extends Record<string, SqlStorageValue> {
   n_items: number;
   /** The donor a browser worker's token named; null for a worker-token worker. */
   donor: string | null;
+  /** The client network the holder connected from; null when unknown. */
+  network: string | null;
+  /** The credential that may act on the lease (worker-slots.ts Credential.holder); null: any. */
+  holder: string | null;
+  /** An untrusted lease's hedge time: it is never extended past it. */
+  hedge_at: number | null;
+}
+
+interface HandOutRow extends Record<string, SqlStorageValue> {
+  seq: number;
+  job_id: string;
+  input: string;
+  attempts: number;
+  traceparent: string | null;
+  session: string | null;
+  session_state: string | null;
+}
+
+/** `n` random item ids of 16 hex digits (from the trace module's pooled random bytes). */
+function opaqueIds(n: number): string[] {
+  return Array.from({ length: n }, () => randomHex(8));
 }
 
 /** A restriction on the items one worker may lease (verification.ts: not its own candidates' items). */
@@ -77,8 +106,10 @@ export class LeaseTable {
   }
 
   /**
-   * Leases the next `size` eligible items to a worker; answers the batch as the JSON text to send. A
-   * canary (a known answer) rides along at a random position, as an item like any other.
+   * Leases the next `size` eligible items to a worker; answers the batch as the JSON text to send. Known
+   * answers (canaries) ride along at random positions, each an item like any other on the wire: an opaque
+   * id, attempt 1 as almost every item has, a trace context of its own, a real input seen before. An
+   * untrusted lease ends at `hedgeAt` at the latest (its items then go back, for the trusted pool too).
    */
   handOut(
     worker: LeaseHolder,
@@ -86,31 +117,29 @@ export class LeaseTable {
     now: number,
     cfg: ModelConfig,
     filter: ItemFilter = NO_FILTER,
-    canary: { input: string; output: string } | null = null,
-  ): { leaseId: string; batchJson: string } {
-    const rows = this.sql.all<{
-      seq: number;
-      job_id: string;
-      input: string;
-      attempts: number;
-      traceparent?: string | null;
-      session?: string | null;
-      session_state?: string | null;
-    }>(
-      `SELECT seq, job_id, input, attempts,
+    canaries: readonly { input: string; output: string }[] = [],
+    hedgeAt: number | null = null,
+  ): { leaseId: string; batchJson: string; items: number } {
+    const rows: HandOutRow[] =
+      size <= 0
+        ? []
+        : this.sql.all<HandOutRow>(
+            `SELECT seq, job_id, input, attempts,
          (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent,
          (SELECT session FROM jobs WHERE jobs.id = items.job_id AND session_state IS NOT NULL) AS session,
          (SELECT session_state FROM jobs WHERE jobs.id = items.job_id) AS session_state
        FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
-      now,
-      ...filter.bindings,
-      size,
-    );
+            now,
+            ...filter.bindings,
+            size,
+          );
     const leaseId = `${cfg.name}:${crypto.randomUUID().replaceAll("-", "")}`;
-    const deadline = leaseDeadline(now, cfg.lease_ms);
-    if (canary) {
+    const deadline =
+      hedgeAt === null ? leaseDeadline(now, cfg.lease_ms) : Math.min(hedgeAt, leaseDeadline(now, cfg.lease_ms));
+    // Canaries of one batch look like one call of their own: one trace for all of them.
+    const canaryTrace = canaries.length > 0 ? traceparentOrNew(null) : null;
+    for (const canary of canaries) {
       const pos = Math.floor(Math.random() * (rows.length + 1));
-      // A fresh item id, the next any item would get; its expected output waits in `output`.
       const inserted = this.sql.one<{ seq: number }>(
         "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, attempts, lease_id, lease_pos, leased_at, input, output) VALUES ('', 0, 0, ?1, ?1, 'canary', 0, ?2, ?3, ?1, ?4, ?5) RETURNING seq",
         now,
@@ -119,10 +148,20 @@ export class LeaseTable {
         canary.input,
         canary.output,
       );
-      if (inserted) rows.splice(pos, 0, { seq: inserted.seq, job_id: "", input: canary.input, attempts: 0 });
+      if (inserted) {
+        rows.splice(pos, 0, {
+          seq: inserted.seq,
+          job_id: "",
+          input: canary.input,
+          attempts: 0,
+          traceparent: canaryTrace,
+          session: null,
+          session_state: null,
+        });
+      }
     }
     this.sql.run(
-      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items, donor) VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items, donor, network, holder, hedge_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
       leaseId,
       worker.worker_id,
       worker.pool,
@@ -130,12 +169,16 @@ export class LeaseTable {
       deadline,
       rows.length,
       worker.donor ?? null,
+      worker.network ?? null,
+      worker.holder ?? null,
+      hedgeAt,
     );
-    // One statement for the whole batch: json_each's key is each item's position in the batch.
+    // One statement for the whole batch (canaries' positions included): json_each's key is each item's position.
     this.sql.run(
-      `UPDATE items SET state = 'leased', lease_id = ?1, leased_at = ?2, attempts = attempts + 1,
+      `UPDATE items SET state = CASE WHEN state = 'canary' THEN 'canary' ELSE 'leased' END, lease_id = ?1, leased_at = ?2,
+        attempts = CASE WHEN state = 'canary' THEN 0 ELSE attempts + 1 END,
         lease_pos = (SELECT key FROM json_each(?3) WHERE value = items.seq)
-       WHERE seq IN (SELECT value FROM json_each(?3)) AND state = 'queued'`,
+       WHERE seq IN (SELECT value FROM json_each(?3)) AND state IN ('queued', 'canary')`,
       leaseId,
       now,
       JSON.stringify(rows.map((r) => r.seq)),
@@ -143,12 +186,14 @@ export class LeaseTable {
     // Spliced in as stored: a traceparent and a session id are checked to be plain text of their pattern
     // (shared/protocol/trace.ts, edge/sessions) and the session state is JSON text, before they are stored.
     // A session's state goes once per batch (in `sessions`), however many of its items the batch holds.
+    // Item ids are opaque and random, so neither their order nor their size tells a canary from real work.
+    const ids = opaqueIds(rows.length);
     const sessions = new Map<string, string>();
-    const parts = rows.map((r) => {
+    const parts = rows.map((r, i) => {
       const trace = r.traceparent ? `"traceparent":"${r.traceparent}",` : "";
       if (r.session && r.session_state) sessions.set(r.session, r.session_state);
       const session = r.session ? `"session":"${r.session}",` : "";
-      return `{"id":"${r.seq}","attempt":${r.attempts + 1},${trace}${session}"input":${r.input}}`;
+      return `{"id":"${ids[i]}","attempt":${r.attempts + 1},${trace}${session}"input":${r.input}}`;
     });
     const states = [...sessions].map(([id, state]) => `"${id}":${state}`);
     this.jobs.markRunning([...new Set(rows.filter((r) => r.job_id !== "").map((r) => r.job_id))], now);
@@ -158,30 +203,45 @@ export class LeaseTable {
       lease_id: leaseId,
       model: cfg.name,
       deadline,
-      renew_after_ms: renewAfterMs(cfg.lease_ms),
+      renew_after_ms: renewAfterMs(Math.max(1, deadline - now)),
     });
     const sessionsJson = states.length > 0 ? `,"sessions":{${states.join(",")}}` : "";
-    return { leaseId, batchJson: `${head.slice(0, -1)}${sessionsJson},"items":[${parts.join(",")}]}` };
+    return {
+      leaseId,
+      batchJson: `${head.slice(0, -1)}${sessionsJson},"items":[${parts.join(",")}]}`,
+      items: rows.length - canaries.length,
+    };
   }
 
-  /** Moves an active lease's deadline to now plus extendMs, never more than a whole lease ahead. */
+  /**
+   * Moves an active lease's deadline to now plus extendMs, never more than a whole lease ahead, and an
+   * untrusted lease never past its hedge time: a donor cannot hold work by extending it.
+   */
   extend(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
     const leaseMs = this.config().lease_ms;
-    const deadline = leaseDeadline(now, Math.min(extendMs ?? leaseMs, leaseMs));
+    const wanted = leaseDeadline(now, Math.min(extendMs ?? leaseMs, leaseMs));
+    const deadline = lease.hedge_at === null ? wanted : Math.min(wanted, lease.hedge_at);
     this.sql.run("UPDATE leases SET deadline = ? WHERE id = ?", deadline, lease.id);
     this.metrics.inc("lease_extensions", lease.pool);
     return { lease_id: lease.id, status: "ok", deadline };
   }
 
-  /** Active leases by worker id. */
-  heldByWorker(): Map<string, number> {
-    return new Map(
-      this.sql
-        .all<{ worker_id: string; n: number }>(
-          "SELECT worker_id, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id",
-        )
-        .map((r) => [r.worker_id, r.n]),
-    );
+  /** Active leases by worker id, by donor and by client network (the caps on what donors hold read the last two). */
+  held(): { byWorker: Map<string, number>; byDonor: Map<string, number>; byNetwork: Map<string, number> } {
+    const byWorker = new Map<string, number>();
+    const byDonor = new Map<string, number>();
+    const byNetwork = new Map<string, number>();
+    const add = (m: Map<string, number>, k: string | null, n: number) => {
+      if (k !== null) m.set(k, (m.get(k) ?? 0) + n);
+    };
+    for (const r of this.sql.all<{ worker_id: string; donor: string | null; network: string | null; n: number }>(
+      "SELECT worker_id, donor, network, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id, donor, network",
+    )) {
+      add(byWorker, r.worker_id, r.n);
+      add(byDonor, r.donor, r.n);
+      if (r.donor !== null) add(byNetwork, r.network, r.n);
+    }
+    return { byWorker, byDonor, byNetwork };
   }
 
   heldBy(workerId: string): number {

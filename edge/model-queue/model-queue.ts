@@ -5,7 +5,6 @@
 import { DurableObject } from "cloudflare:workers";
 import {
   type CompleteBody,
-  decideBatch,
   ErrorCode,
   type JobView,
   type LeaseAck,
@@ -19,12 +18,14 @@ import {
 import { loadConfig } from "../config.ts";
 import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
+import { BreakerStore } from "./breaker-store.ts";
+import { HandOut } from "./hand-out.ts";
 import { JobEvents } from "./job-events.ts";
 import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
-import { type ItemFilter, type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
+import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
-import { BROWSER_ITEMS, PoolRouter, type RoutePlan } from "./pool-router.ts";
+import { PoolRouter, type RoutePlan } from "./pool-router.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
 import { type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
 import { Verifier } from "./verification.ts";
@@ -44,14 +45,13 @@ import {
 /** A session append that failed is tried again after this long (by the alarm, if nothing happens sooner). */
 const SESSION_RETRY_MS = 5_000;
 
-/** Both restrictions on the items a worker may lease. */
-function both(a: ItemFilter, b: ItemFilter | undefined): ItemFilter {
-  return b ? { where: a.where + b.where, bindings: [...a.bindings, ...b.bindings] } : a;
-}
-
-/** Headers edge/routes/workers.ts sets on a socket a browser donor token opened (and strips from any other). */
+/** Headers edge/routes/workers.ts sets on a worker's socket from its credential (and strips from what a client sent). */
 export const POOL_HEADER = "X-EdgeSwarm-Pool";
 export const DONOR_HEADER = "X-EdgeSwarm-Donor";
+export const NETWORK_HEADER = "X-EdgeSwarm-Network";
+export const HOLDER_HEADER = "X-EdgeSwarm-Holder";
+/** Sockets one donor keeps open to one model's queue (a page needs one). */
+const DONOR_MAX_SOCKETS = 2;
 
 export type { SubmitInput, SubmitResult } from "./job-store.ts";
 export type { CompleteResult } from "./lease-settlement.ts";
@@ -68,6 +68,20 @@ export interface QueueStats {
   quarantined: number;
   /** Items whose output is held until a run on another worker agrees. */
   awaiting_verification: number;
+  /** Workers whose circuit breaker keeps leases from them now (open, or half-open with its probe out). */
+  breaker_open: Record<Pool, number>;
+}
+
+/**
+ * A worker as the queue leases to it: what it said of itself, with what its credential vouched for in
+ * place of its claims. A donor's claimed concurrency is capped at what one donor may hold.
+ */
+function holderFrom(info: Omit<LeaseHolder, "donor" | "network" | "holder">, credential: Credential): LeaseHolder {
+  const holder: LeaseHolder = { ...info, pool: credential.pool ?? info.pool };
+  if (credential.donor !== undefined) holder.donor = credential.donor;
+  if (credential.network !== undefined) holder.network = credential.network;
+  if (credential.holder !== undefined) holder.holder = credential.holder;
+  return holder;
 }
 
 export class ModelQueue extends DurableObject<Env> {
@@ -80,6 +94,8 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly trust: TrustStore;
   private readonly verifier: Verifier;
   private readonly router: PoolRouter;
+  private readonly breakers: BreakerStore;
+  private readonly handOut: HandOut;
   private readonly events: JobEvents;
   /** The session appends under way (appendToSessions), so two turns do not send the same job. */
   private appending: Promise<void> | undefined;
@@ -98,6 +114,7 @@ export class ModelQueue extends DurableObject<Env> {
     const config = () => this.config();
     this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config);
     this.trust = new TrustStore(this.sql);
+    this.breakers = new BreakerStore(this.sql, this.metrics);
     this.verifier = new Verifier(this.sql, this.metrics, this.trust);
     this.settlement = new LeaseSettlement(
       this.sql,
@@ -106,11 +123,21 @@ export class ModelQueue extends DurableObject<Env> {
       this.jobs,
       this.verifier,
       this.trust,
+      this.breakers,
       config,
       (ref, q) => this.tellQuarantined(ref, q),
     );
     this.slots = new WorkerSlots(ctx);
     this.router = new PoolRouter(this.sql);
+    this.handOut = new HandOut(
+      this.leases,
+      this.slots,
+      this.trust,
+      this.verifier,
+      this.router,
+      this.breakers,
+      (leaseId) => this.release(leaseId, "could not be sent to the worker"),
+    );
     this.events = new JobEvents(this.sql, this.jobs, () => this.model ?? "");
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
@@ -126,12 +153,27 @@ export class ModelQueue extends DurableObject<Env> {
   submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
     const cfg = this.bind(model);
     const now = Date.now();
+    const unverifiable = req.pool === "browser" && !this.jobs.exists(req.id) ? this.noVerifier(cfg, now) : null;
+    if (unverifiable) return { ok: false, ...unverifiable, retryAfterS: 5 };
     const accepted = this.jobs.accept(cfg, req, now);
     if (accepted === "exists") return this.jobs.answer(req.id, waitMs); // a retried submit of an accepted job
     if (accepted !== "accepted") return accepted;
     // What a submit adds to the deadlines: its own, and a lease or a batch delay if the pump starts one.
     this.pumpAndSchedule(now, Math.min(now + (req.timeout_ms ?? cfg.default_timeout_ms), now + cfg.lease_ms));
     return this.jobs.answer(req.id, waitMs, true);
+  }
+
+  /**
+   * Why a call pinned to the browser pool could not end now, or null: a donor's output is given out only once
+   * a trusted run or an independent donor in good standing agrees, and nothing connected could be either.
+   */
+  private noVerifier(cfg: ModelConfig, now: number): { code: string; message: string } | null {
+    if (!cfg.verification.enabled || this.slots.countByPool(now).gpu > 0) return null;
+    if (this.handOut.firstRunners(cfg, now).donorsRelease) return null;
+    return {
+      code: ErrorCode.noVerifier,
+      message: `a browser worker's output for "${cfg.name}" is given out only once a trusted (gpu-pool) run or an independent donor in good standing agrees, and neither is connected; leave out "pool" (the queue routes the call) or retry when a gpu worker is connected`,
+    };
   }
 
   job(id: string): JobView | null {
@@ -168,6 +210,7 @@ export class ModelQueue extends DurableObject<Env> {
       workers,
       quarantined: this.trust.quarantinedWorkers(now),
       awaiting_verification: this.verifier.awaiting(),
+      breaker_open: this.breakers.openByPool(now),
     };
   }
 
@@ -185,20 +228,20 @@ export class ModelQueue extends DurableObject<Env> {
   async lease(req: LeaseRequest, credential: Credential = {}): Promise<string | null> {
     this.bind(req.model);
     const { model: _model, wait_ms, ...info } = req;
-    const holder: LeaseHolder = { ...info, pool: credential.pool ?? info.pool, donor: credential.donor };
-    return this.slots.poll(holder, wait_ms, Date.now(), () => this.pumpAndSchedule());
+    return this.slots.poll(holderFrom(info, credential), wait_ms, Date.now(), () => this.pumpAndSchedule());
   }
 
-  extend(leaseId: string, extendMs?: number): LeaseAck {
-    return this.onLease(leaseId, null, (lease, now) => this.extendLease(lease, extendMs, now));
+  /** `holder`: the credential the route saw (workers.ts holderOf); only the one a lease was given to may act on it. */
+  extend(leaseId: string, extendMs?: number, holder?: string): LeaseAck {
+    return this.onLease(leaseId, { holder }, (lease, now) => this.extendLease(lease, extendMs, now));
   }
 
-  complete(leaseId: string, body: CompleteBody): CompleteResult {
-    return this.onLease(leaseId, null, (lease, now) => this.completeLease(lease, body, now));
+  complete(leaseId: string, body: CompleteBody, holder?: string): CompleteResult {
+    return this.onLease(leaseId, { holder }, (lease, now) => this.completeLease(lease, body, now));
   }
 
-  release(leaseId: string, reason?: string): LeaseAck {
-    return this.onLease(leaseId, null, (lease, now) => this.releaseLease(lease, now, reason));
+  release(leaseId: string, reason?: string, holder?: string): LeaseAck {
+    return this.onLease(leaseId, { holder }, (lease, now) => this.releaseLease(lease, now, reason));
   }
 
   private extendLease(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
@@ -227,15 +270,38 @@ export class ModelQueue extends DurableObject<Env> {
       return new Response("expected a WebSocket upgrade", { status: 426 });
     }
     const model = new URL(request.url).searchParams.get("model") ?? "";
-    this.bind(model);
+    const cfg = this.bind(model);
+    // Only the route sets these (it strips them from what a client sent), so they can be trusted here.
+    const credential: Credential = request.headers.get(POOL_HEADER) === "browser" ? { pool: "browser" } : {};
+    const donor = request.headers.get(DONOR_HEADER);
+    const network = request.headers.get(NETWORK_HEADER);
+    const holder = request.headers.get(HOLDER_HEADER);
+    if (donor) credential.donor = donor;
+    if (network) credential.network = network;
+    if (holder) credential.holder = holder;
+    const refused = donor ? this.socketRefusal(cfg, donor, network) : null;
+    if (refused) {
+      return Response.json(
+        { error: { code: ErrorCode.rateLimited, message: refused } },
+        { status: 429, headers: { "Retry-After": "30" } },
+      );
+    }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
-    // Only the route sets these (it strips them from what a client sent), so they can be trusted here.
-    const donor = request.headers.get(DONOR_HEADER);
-    const credential: Credential = request.headers.get(POOL_HEADER) === "browser" ? { pool: "browser" } : {};
-    if (donor) credential.donor = donor;
     setSocketCredential(server, credential);
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Why a donor may open no more sockets to this queue (per donor, per network), or null. */
+  private socketRefusal(cfg: ModelConfig, donor: string, network: string | null): string | null {
+    if (this.slots.countSockets((c) => c.donor === donor) >= DONOR_MAX_SOCKETS) {
+      return `this donor already holds ${DONOR_MAX_SOCKETS} connections to "${cfg.name}"; close one before opening another`;
+    }
+    const cap = cfg.verification.network_max_sockets;
+    if (network && this.slots.countSockets((c) => c.pool === "browser" && c.network === network) >= cap) {
+      return `donors on ${network} already hold ${cap} connections to "${cfg.name}"; try again later`;
+    }
+    return null;
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -272,8 +338,9 @@ export class ModelQueue extends DurableObject<Env> {
     if (modelOfId(frame.lease_id) !== this.model) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
     }
-    // Over a socket a worker acts only on its own leases.
-    const result = this.onLease<CompleteResult>(frame.lease_id, info.worker_id, (lease, now) =>
+    // Over a socket a worker acts only on its own leases, given to its own credential.
+    const holder = socketCredential(ws).holder;
+    const result = this.onLease<CompleteResult>(frame.lease_id, { worker: info.worker_id, holder }, (lease, now) =>
       frame.type === "extend"
         ? this.extendLease(lease, frame.extend_ms, now)
         : frame.type === "complete"
@@ -302,7 +369,7 @@ export class ModelQueue extends DurableObject<Env> {
       ws.close(1008, "forbidden: browser pool only");
       return;
     }
-    const holder: LeaseHolder = { ...hello, donor: credential.donor };
+    const holder = holderFrom(hello, credential);
     setSocketWorker(ws, holder);
     const cfg = this.config();
     sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms });
@@ -359,6 +426,7 @@ export class ModelQueue extends DurableObject<Env> {
     this.leases.dropEnded(now - ttl);
     this.verifier.collectGarbage();
     this.trust.dropExpired(now);
+    this.breakers.dropIdle(now);
     this.pumpAndSchedule(now);
   }
 
@@ -380,7 +448,7 @@ export class ModelQueue extends DurableObject<Env> {
    */
   private onLease<T extends CompleteResult>(
     leaseId: string,
-    holder: string | null,
+    by: { worker?: string; holder?: string | undefined },
     act: (lease: LeaseRow, now: number) => T,
   ): T | LeaseAck {
     const model = modelOfId(leaseId);
@@ -388,7 +456,10 @@ export class ModelQueue extends DurableObject<Env> {
     this.bind(model);
     const found = this.leases.lookup(leaseId);
     if ("ack" in found) return found.ack;
-    if (holder !== null && found.lease.worker_id !== holder)
+    // The same answer as for a lease that does not exist: nothing tells another worker whose lease it is.
+    if (by.worker !== undefined && found.lease.worker_id !== by.worker)
+      return notFoundAck(leaseId, "this worker holds no such lease");
+    if (found.lease.holder !== null && by.holder !== undefined && found.lease.holder !== by.holder)
       return notFoundAck(leaseId, "this worker holds no such lease");
     return act(found.lease, Date.now());
   }
@@ -439,89 +510,16 @@ export class ModelQueue extends DurableObject<Env> {
     this.ctx.waitUntil(this.appending);
   }
 
-  /** Hands out batches while a worker is free and Triton's rule says a batch is due. */
+  /** Hands out batches while a worker is free and Triton's rule says a batch is due (hand-out.ts). */
   private pump(now: number): void {
-    const cfg = this.config();
     this.batchDueAt = null;
-    while (this.handOutOne(cfg, now)) {
-      // one batch per turn, until no free worker has one due
-    }
-  }
-
-  /**
-   * Hands one batch to the first free worker that has one due; false when none has. A browser worker of
-   * a model with verification on sees only the items it may run (not its own candidates' items) and may
-   * be given a canary; quarantined browser workers get nothing.
-   */
-  private handOutOne(cfg: ModelConfig, now: number): boolean {
-    const mayLease = this.mayLease(now);
-    // Checked (browser) workers see the same items unless they produced a candidate; looked up once.
-    let producers: ReadonlySet<string> | undefined;
-    let tieBreaks = false;
-    // Kinds of worker that found nothing due: every other of the same kind would find the same.
-    const foundNone = new Set<string>();
-    // What the GPU pool may take now: worked out once, when a GPU worker is free.
-    let plan: RoutePlan | undefined;
-    for (const slot of this.slots.free(this.leases.heldByWorker(), mayLease)) {
-      if (slot.info.pool === "gpu") {
-        plan ??= this.router.handOutPlan(
-          cfg,
-          now,
-          this.slots.ready("browser", now, this.mayLease(now)),
-          () => this.leases.activeByPool().inFlight.browser,
-          Math.min(cfg.max_batch_size, slot.info.max_batch_size),
-        );
-        if (plan.gpu === 0) {
-          // Nothing for the GPU pool yet: look again when the oldest routed item becomes overdue.
-          if (plan.nextOverdueAt !== null) this.armBatchTimer(plan.nextOverdueAt, now);
-          continue;
-        }
-      }
-      const checked = this.verifier.checks(cfg, slot.info.pool);
-      if (checked && producers === undefined) {
-        producers = this.verifier.producers();
-        // Items whose two candidates disagree wait for the gpu pool while it has a worker.
-        tieBreaks = this.slots.countByPool(now).gpu === 0;
-      }
-      const plain = checked && !this.verifier.isProducer(producers, slot.info);
-      // Unchecked workers see what their pool may take; checked ones that produced no candidate, the same.
-      const kind = !checked ? slot.info.pool : plain ? "plain" : null;
-      if (kind !== null && foundNone.has(kind)) continue;
-      const filter = both(
-        slot.info.pool === "gpu" && plan ? this.router.gpuItems(plan) : BROWSER_ITEMS,
-        checked ? this.verifier.itemFilter(slot.info, tieBreaks) : undefined,
-      );
-      const maxBatchSize = Math.min(cfg.max_batch_size, slot.info.max_batch_size);
-      const head = this.leases.eligible(now, maxBatchSize, filter);
-      const decision = decideBatch({
-        eligible: head?.n ?? 0,
-        oldestEnqueuedAt: head?.oldest ?? null,
-        now,
-        maxBatchSize,
-        maxQueueDelayMs: cfg.max_queue_delay_ms,
-      });
-      if (decision.kind === "wait") this.armBatchTimer(decision.until, now);
-      if (decision.kind === "send") {
-        const canary = checked ? this.verifier.known.pickCanary(cfg) : null;
-        // The GPU pool takes no more than its share of the head of the queue.
-        const due = Math.min(decision.size, slot.info.pool === "gpu" && plan ? plan.gpu : decision.size);
-        const size = canary && due >= maxBatchSize ? due - 1 : due;
-        const { leaseId, batchJson } = this.leases.handOut(slot.info, size, now, cfg, filter, canary);
-        if (!this.slots.deliver(slot, batchJson)) this.release(leaseId, "could not be sent to the worker");
-        return true;
-      }
-      if (kind !== null) foundNone.add(kind);
-    }
-    return false;
-  }
-
-  private mayLease(now: number): (w: LeaseHolder) => boolean {
-    return (w) => w.pool !== "browser" || this.trust.quarantinedUntil(w, now) === null;
+    const lookAgainAt = this.handOut.pump(this.config(), now);
+    if (lookAgainAt !== null) this.armBatchTimer(lookAgainAt, now);
   }
 
   /** What each pool may take from the queue now (pool-router.ts). */
   private routePlan(cfg: ModelConfig, now: number, inFlight = this.leases.activeByPool().inFlight): RoutePlan {
-    return this.router.plan(cfg, now, this.slots.ready("browser", now, this.mayLease(now)), inFlight);
+    return this.router.plan(cfg, now, this.handOut.firstRunners(cfg, now).firstRunners, inFlight);
   }
 
   /**

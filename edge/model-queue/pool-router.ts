@@ -2,7 +2,15 @@
 // overflow to the GPU pool). The browser pool's serving rate is learned from its completed leases, per
 // worker, in memory: after a restart it is learned again within a few batches, and until then only the
 // "no browser worker" and "waited too long" rules send work to the GPU pool.
-import { gpuOverflow, type ModelConfig, type Pool, poolRate, smoothedRate } from "../../shared/index.ts";
+import {
+  expectedBatchMs,
+  gpuOverflow,
+  type ModelConfig,
+  type Pool,
+  poolRate,
+  smoothedMsPerItem,
+  smoothedRate,
+} from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { ItemFilter, LeaseRow } from "./lease-table.ts";
 import type { LeaseHolder } from "./worker-slots.ts";
@@ -30,21 +38,44 @@ const ALL_TO_GPU: Readonly<RoutePlan> = Object.freeze({
   nextOverdueAt: null,
 });
 
+/**
+ * Queued items the GPU pool takes at once, whatever the overflow rule says. With verification on: every
+ * item a donor's output waits on (its verifying run goes to whichever trusted or independent worker is free
+ * first, never behind the overflow timer), and every item whose donor-fault budget is spent. With it off,
+ * only tie-breaks between browser runs that disagree.
+ */
+function gpuAtOnce(cfg: ModelConfig): ItemFilter {
+  return cfg.verification.enabled
+    ? {
+        where: "pool IS NOT 'gpu' AND (n_candidates > 0 OR donor_faults >= ?)",
+        bindings: [cfg.verification.donor_fault_budget],
+      }
+    : { where: "pool IS NULL AND n_candidates >= 2", bindings: [] };
+}
+
 /** Browser workers whose rates are kept at most; older entries go first. */
 const MAX_TRACKED = 10_000;
 
 export class PoolRouter {
   private readonly rates = new Map<string, number>();
+  /** The browser pool's compute per item (ms), smoothed over its completed leases; null until one completed. */
+  private msPerItem: number | null = null;
 
   constructor(private readonly sql: Sql) {}
 
   /** A browser worker completed a lease: learn how fast it serves (items per second of lease time). */
   observe(lease: LeaseRow, now: number): void {
     if (lease.pool !== "browser" || lease.n_items <= 0) return;
+    this.msPerItem = smoothedMsPerItem(this.msPerItem, now - lease.created_at, lease.n_items);
     const rate = smoothedRate(this.rates.get(lease.worker_id), lease.n_items, now - lease.created_at);
     this.rates.delete(lease.worker_id);
     this.rates.set(lease.worker_id, rate);
     if (this.rates.size > MAX_TRACKED) this.rates.delete(this.rates.keys().next().value as string);
+  }
+
+  /** What a browser batch of `items` is expected to take, from the pool's observed leases; null before any. */
+  expectedBrowserMs(items: number): number | null {
+    return expectedBatchMs(this.msPerItem, items);
   }
 
   /** The browser pool's rate with these workers ready, in items/s; null until one of them was observed. */
@@ -53,6 +84,7 @@ export class PoolRouter {
   }
 
   plan(cfg: ModelConfig, now: number, browserReady: readonly LeaseHolder[], inFlight: Record<Pool, number>): RoutePlan {
+    const atOnce = gpuAtOnce(cfg);
     const row = this.sql.one<{
       routed: number;
       overdue: number | null;
@@ -67,9 +99,10 @@ export class PoolRouter {
          MIN(enqueued_at) FILTER (WHERE pool IS NULL) AS oldest,
          COUNT(*) FILTER (WHERE pool = 'gpu') AS gpu,
          COUNT(*) FILTER (WHERE pool = 'browser') AS browser,
-         COUNT(*) FILTER (WHERE pool IS NULL AND n_candidates >= 2) AS tie
+         COUNT(*) FILTER (WHERE ${atOnce.where}) AS tie
        FROM items WHERE state = 'queued'`,
       now - cfg.overflow_after_ms,
+      ...atOnce.bindings,
     );
     const routed = row?.routed ?? 0;
     const overflow = gpuOverflow({
@@ -127,7 +160,8 @@ export class PoolRouter {
       latencyTargetMs: cfg.latency_target_ms,
     });
     const pinned = upTo("pool = 'gpu'", batch);
-    const tie = upTo("pool IS NULL AND n_candidates >= 2", batch);
+    const atOnce = gpuAtOnce(cfg);
+    const tie = upTo(atOnce.where, batch, ...atOnce.bindings);
     const oldest =
       overflow < routed
         ? this.sql.one<{ t: number | null }>(
@@ -135,18 +169,19 @@ export class PoolRouter {
           )?.t
         : null;
     return {
-      gpu: pinned + Math.max(overflow, tie),
+      gpu: pinned + overflow + tie, // an upper bound: the filter (gpuItems) says which items
       browser: routed,
       overflow,
       nextOverdueAt: oldest === null || oldest === undefined ? null : oldest + cfg.overflow_after_ms,
     };
   }
 
-  /** Items a GPU worker may lease under `plan`: pinned to it, tie-breaks, and routed ones when some overflow. */
-  gpuItems(plan: RoutePlan): ItemFilter {
+  /** Items a GPU worker may lease under `plan`: pinned to it, those it takes at once, and routed ones when some overflow. */
+  gpuItems(cfg: ModelConfig, plan: RoutePlan): ItemFilter {
+    const atOnce = gpuAtOnce(cfg);
     return {
-      where: " AND (pool = 'gpu' OR (pool IS NULL AND (n_candidates >= 2 OR ?)))",
-      bindings: [plan.overflow > 0 ? 1 : 0],
+      where: ` AND (pool = 'gpu' OR (${atOnce.where}) OR (pool IS NULL AND ?))`,
+      bindings: [...atOnce.bindings, plan.overflow > 0 ? 1 : 0],
     };
   }
 }

@@ -149,4 +149,28 @@ export const MODEL_QUEUE_MIGRATIONS = [
    CREATE INDEX leases_ended ON leases (ended_at) WHERE state != 'active';`,
   // Items waiting out a retry backoff (or put back): the alarm finds the next of them without a scan.
   `CREATE INDEX items_backoff ON items (available_at) WHERE state = 'queued' AND available_at > enqueued_at;`,
+  // Donors (issue 12): where a lease's holder connected from and which credential may act on the lease, when
+  // an untrusted lease is hedged, the donor faults an item has absorbed, the network each candidate came from,
+  // trust rows that expire with their donor, and each worker's circuit breaker.
+  `ALTER TABLE leases ADD COLUMN network TEXT;
+   ALTER TABLE leases ADD COLUMN holder TEXT;
+   ALTER TABLE leases ADD COLUMN hedge_at INTEGER;
+   CREATE INDEX leases_hedge ON leases (hedge_at) WHERE state = 'active' AND hedge_at IS NOT NULL;
+   CREATE INDEX leases_active_donor ON leases (donor) WHERE state = 'active' AND donor IS NOT NULL;
+   CREATE INDEX leases_active_network ON leases (network) WHERE state = 'active' AND network IS NOT NULL;
+   ALTER TABLE items ADD COLUMN donor_faults INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE candidates ADD COLUMN network TEXT;
+   CREATE INDEX candidates_network ON candidates (network) WHERE network IS NOT NULL;
+   ALTER TABLE worker_trust ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+   CREATE INDEX worker_trust_expiry ON worker_trust (expires_at);
+   CREATE TABLE breakers (
+     worker TEXT PRIMARY KEY,
+     pool TEXT NOT NULL,
+     state TEXT NOT NULL,
+     failures INTEGER NOT NULL,
+     until INTEGER,
+     probing INTEGER NOT NULL DEFAULT 0,
+     updated_at INTEGER NOT NULL
+   );
+   CREATE INDEX breakers_updated ON breakers (updated_at);`,
 ] as const;

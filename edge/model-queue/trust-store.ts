@@ -1,12 +1,15 @@
-// What a model queue knows about each browser worker: how many of its verified batches agreed (adaptive
-// replication reads it) and whether it is quarantined, by worker id and by donor. In SQLite; the active
-// quarantines are also kept in memory, loaded at start, since every hand-out asks about them.
+// What a model queue knows about each browser worker: its agreements with trusted runs (its standing,
+// which shared/policy/donor-trust.ts reads) and whether it is quarantined — by worker id, by donor and by
+// client network. In SQLite, every row with an expiry so the tables stay bounded; the active quarantines and
+// the standings in use are also kept in memory, since every hand-out asks about them.
+import type { RunSource } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 
-/** A worker as trust is keyed: its self-declared id, and the donor id its token vouched for (if any). */
+/** A worker as trust is keyed: its self-declared id, the donor its token vouched for, and its network. */
 export interface WorkerRef {
   worker_id: string;
   donor: string | null;
+  network?: string | null | undefined;
 }
 
 export interface Quarantine {
@@ -14,18 +17,30 @@ export interface Quarantine {
   reason: string;
 }
 
-type Kind = "worker" | "donor";
+type Kind = "worker" | "donor" | "network";
 
 const cacheKey = (kind: Kind, id: string) => `${kind}\u0000${id}`;
 
+/** A trust row outlives its donor's last sign of life by this long (a donor token lives 15 minutes). */
+export const TRUST_TTL_MS = 60 * 60_000;
+/** Standings kept in memory at most; the rest are read from SQLite when asked. */
+const MAX_CACHED = 10_000;
+
+/** The identity trust is counted by: the donor a token named, else the worker's own id. */
+export function identityOf(ref: { worker_id: string; donor?: string | null | undefined }): string {
+  return ref.donor ?? `worker:${ref.worker_id}`;
+}
+
 export class TrustStore {
   private readonly active = new Map<string, Quarantine>();
+  private readonly standing = new Map<string, number>();
 
   constructor(private readonly sql: Sql) {}
 
   /** Reads the quarantines still running; called once the schema is in place. */
   load(now: number): void {
     this.active.clear();
+    this.standing.clear();
     for (const r of this.sql.all<{ kind: Kind; id: string; until: number; reason: string }>(
       "SELECT kind, id, until, reason FROM quarantine WHERE until > ?",
       now,
@@ -34,20 +49,29 @@ export class TrustStore {
     }
   }
 
-  /** The quarantine a worker is under (its own, or its donor's), or null. */
-  quarantinedUntil(ref: { worker_id: string; donor?: string | null | undefined }, now: number): Quarantine | null {
+  /** The quarantine a worker is under (its own, its donor's or its network's), or null. */
+  quarantinedUntil(
+    ref: WorkerRef | { worker_id: string; donor?: string | undefined; network?: string | undefined },
+    now: number,
+  ): Quarantine | null {
     if (this.active.size === 0) return null;
-    for (const key of [cacheKey("worker", ref.worker_id), ref.donor ? cacheKey("donor", ref.donor) : null]) {
+    const keys = [
+      cacheKey("worker", ref.worker_id),
+      ref.donor ? cacheKey("donor", ref.donor) : null,
+      ref.network ? cacheKey("network", ref.network) : null,
+    ];
+    for (const key of keys) {
       const q = key === null ? undefined : this.active.get(key);
       if (q && q.until > now) return q;
     }
     return null;
   }
 
-  /** Quarantines a worker and its donor until `until`, and forgets the trust it had earned. */
+  /** Quarantines a worker, its donor and its network until `until`, and forgets the standing it had earned. */
   quarantine(ref: WorkerRef, until: number, reason: string): void {
     const keys: [Kind, string][] = [["worker", ref.worker_id]];
     if (ref.donor) keys.push(["donor", ref.donor]);
+    if (ref.network) keys.push(["network", ref.network]);
     for (const [kind, id] of keys) {
       this.sql.run(
         "INSERT INTO quarantine (kind, id, until, reason) VALUES (?, ?, ?, ?) ON CONFLICT (kind, id) DO UPDATE SET until = MAX(until, excluded.until), reason = excluded.reason",
@@ -59,7 +83,9 @@ export class TrustStore {
       const key = cacheKey(kind, id);
       this.active.set(key, { until: Math.max(until, this.active.get(key)?.until ?? 0), reason });
     }
-    this.sql.run("DELETE FROM worker_trust WHERE worker_id = ? AND donor = ?", ref.worker_id, ref.donor ?? "");
+    const identity = identityOf(ref);
+    this.sql.run("DELETE FROM worker_trust WHERE donor = ?", identity);
+    this.standing.set(identity, 0);
   }
 
   /** Workers (by id) quarantined now. */
@@ -69,30 +95,61 @@ export class TrustStore {
     return n;
   }
 
-  /** How many of this worker's verified batches agreed since it was last quarantined. */
-  agreed(ref: WorkerRef): number {
-    return (
-      this.sql.one<{ agreed: number }>(
-        "SELECT agreed FROM worker_trust WHERE worker_id = ? AND donor = ?",
-        ref.worker_id,
-        ref.donor ?? "",
-      )?.agreed ?? 0
-    );
+  /** Agreements with trusted runs this worker's identity has since it was last caught. */
+  agreed(ref: { worker_id: string; donor?: string | null | undefined }): number {
+    const identity = identityOf(ref);
+    const cached = this.standing.get(identity);
+    if (cached !== undefined) return cached;
+    const agreed =
+      this.sql.one<{ agreed: number }>("SELECT agreed FROM worker_trust WHERE donor = ?", identity)?.agreed ?? 0;
+    this.remember(identity, agreed);
+    return agreed;
   }
 
-  /** One more of this worker's verified batches agreed in full. */
-  credit(ref: WorkerRef): void {
-    this.sql.run(
-      "INSERT INTO worker_trust (worker_id, donor, agreed) VALUES (?, ?, 1) ON CONFLICT (worker_id, donor) DO UPDATE SET agreed = agreed + 1",
-      ref.worker_id,
-      ref.donor ?? "",
-    );
+  /** The worker as the policies see a run's producer. */
+  source(ref: {
+    worker_id: string;
+    donor?: string | null | undefined;
+    network?: string | null | undefined;
+  }): RunSource {
+    return { identity: identityOf(ref), network: ref.network ?? null, agreed: this.agreed(ref) };
   }
 
-  /** Forgets quarantines that have run out. */
+  /** One more agreement with a trusted run; the row lives TRUST_TTL_MS past now (or the donor's token). */
+  credit(ref: WorkerRef, now: number, n = 1): void {
+    const identity = identityOf(ref);
+    const row = this.sql.one<{ agreed: number }>(
+      `INSERT INTO worker_trust (worker_id, donor, agreed, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (worker_id, donor) DO UPDATE SET agreed = agreed + excluded.agreed, expires_at = MAX(expires_at, excluded.expires_at)
+       RETURNING agreed`,
+      "",
+      identity,
+      n,
+      now + TRUST_TTL_MS,
+    );
+    this.remember(identity, row?.agreed ?? n);
+  }
+
+  /** Forgets quarantines that have run out, and trust rows past their expiry. */
   dropExpired(now: number): void {
+    this.sql.run("DELETE FROM worker_trust WHERE expires_at <= ?", now);
+    this.standing.clear();
     if (this.active.size === 0) return;
     this.sql.run("DELETE FROM quarantine WHERE until <= ?", now);
     for (const [key, q] of this.active) if (q.until <= now) this.active.delete(key);
+  }
+
+  /** Rows in the trust tables, for the test that fills and drains them. */
+  rows(): { trust: number; quarantine: number } {
+    return {
+      trust: this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM worker_trust")?.n ?? 0,
+      quarantine: this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM quarantine")?.n ?? 0,
+    };
+  }
+
+  private remember(identity: string, agreed: number): void {
+    this.standing.delete(identity);
+    this.standing.set(identity, agreed);
+    if (this.standing.size > MAX_CACHED) this.standing.delete(this.standing.keys().next().value as string);
   }
 }

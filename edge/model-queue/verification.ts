@@ -1,12 +1,20 @@
 // Trust in browser workers' outputs, in SQLite: canaries and shapes checked on completion, outputs held
-// as candidates until a run on another worker agrees, and the hand-out restriction that keeps a verifying
-// run away from the worker it checks. LeaseSettlement calls it when a lease completes, ModelQueue when it
-// hands one out; the decisions are shared/policy/verification.ts, known answers known-answers.ts.
-import { judge, type ModelConfig, outputsDiffer, type Run, shouldVerify } from "../../shared/index.ts";
+// as candidates until a trusted run or an independent donor in good standing agrees, and the hand-out
+// restriction that gives a donor only the items its run can help with. LeaseSettlement calls it when a lease
+// completes, HandOut when it hands one out; the decisions are shared/policy/donor-trust.ts and
+// verification.ts, known answers known-answers.ts.
+import {
+  type Candidate,
+  inGoodStanding,
+  judgeStrict,
+  type ModelConfig,
+  outputsDiffer,
+  shouldVerify,
+} from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import { IN_SET } from "./job-store.ts";
 import { KnownAnswers } from "./known-answers.ts";
-import type { LeaseRow } from "./lease-table.ts";
+import type { ItemFilter, LeaseRow } from "./lease-table.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 import type { TrustStore, WorkerRef } from "./trust-store.ts";
 import type { LeaseHolder } from "./worker-slots.ts";
@@ -39,6 +47,7 @@ interface CandidateRow extends Record<string, SqlStorageValue> {
   item_seq: number;
   worker_id: string;
   donor: string | null;
+  network: string | null;
   lease_id: string;
   output: string;
 }
@@ -66,32 +75,29 @@ export class Verifier {
   // ---- hand-out ---------------------------------------------------------------------------------
 
   /**
-   * The restriction on the items a browser worker may lease: none whose candidates it (or its donor)
-   * produced, and none awaiting a tie-break (two candidates that disagree) while the gpu pool can take it.
+   * The items an untrusted (browser) worker may lease, and whether it is in good standing. First runs: the
+   * calls pinned to the browser pool, and routed ones only while donors can release work among themselves
+   * (`donorsRelease`) and this donor may vouch. Held items (another donor's output awaits a second run):
+   * only for a donor in good standing independent of every candidate's producer (another identity on
+   * another network). Never an item whose donor-fault budget is spent, nor one pinned to the gpu pool.
    */
-  itemFilter(holder: LeaseHolder, tieBreaks: boolean): { where: string; bindings: SqlStorageValue[] } {
+  itemFilter(cfg: ModelConfig, holder: LeaseHolder, donorsRelease: boolean): ItemFilter & { standing: boolean } {
+    const standing = inGoodStanding(this.trust.source(holder), { trustAfter: cfg.verification.trust_after });
     return {
-      where: ` AND (n_candidates = 0 OR (NOT EXISTS (SELECT 1 FROM candidates c WHERE c.item_seq = items.seq AND (c.worker_id = ? OR c.donor = ?)) AND (n_candidates < 2 OR ?)))`,
-      bindings: [holder.worker_id, holder.donor ?? null, tieBreaks ? 1 : 0],
+      standing,
+      where: ` AND donor_faults < ? AND (pool IS NULL OR pool = 'browser') AND (
+        (n_candidates = 0 AND (pool = 'browser' OR ?))
+        OR (n_candidates > 0 AND ? AND NOT EXISTS (SELECT 1 FROM candidates c WHERE c.item_seq = items.seq
+              AND (c.worker_id = ? OR c.donor = ? OR c.network = ? OR c.network IS NULL))))`,
+      bindings: [
+        cfg.verification.donor_fault_budget,
+        donorsRelease && standing ? 1 : 0,
+        standing && holder.network !== undefined ? 1 : 0,
+        holder.worker_id,
+        holder.donor ?? null,
+        holder.network ?? null,
+      ],
     };
-  }
-
-  /** The workers and donors (keyed as isProducer reads them) whose outputs are held as candidates now. */
-  producers(): ReadonlySet<string> {
-    const keys = new Set<string>();
-    for (const r of this.sql.all<{ worker_id: string; donor: string | null }>(
-      "SELECT DISTINCT worker_id, donor FROM candidates",
-    )) {
-      keys.add(`w:${r.worker_id}`);
-      if (r.donor !== null) keys.add(`d:${r.donor}`);
-    }
-    return keys;
-  }
-
-  /** Whether itemFilter would keep any item from this worker for being its own (or its donor's) candidate. */
-  isProducer(producers: ReadonlySet<string> | undefined, holder: LeaseHolder): boolean {
-    if (!producers || producers.size === 0) return false;
-    return producers.has(`w:${holder.worker_id}`) || (holder.donor !== undefined && producers.has(`d:${holder.donor}`));
   }
 
   // ---- completion -------------------------------------------------------------------------------
@@ -128,10 +134,11 @@ export class Verifier {
   }
 
   /**
-   * Settles the runs of a lease that are not simply final: runs of items that already hold candidates
-   * are judged against them; fresh runs of an untrusted lease are held as candidates when the batch is
-   * chosen for verification. Final outputs are written into `outputs` by batch position; held items go
-   * back to the queue for another worker. Answers the workers caught out of line with a final output.
+   * Settles the runs of a lease that are not simply final. Runs of items that hold candidates are judged
+   * against them (judgeStrict): a trusted run decides alone, and catches whoever disagreed; a donor's run
+   * decides only with an independent donor in good standing. Fresh runs of an untrusted lease are held as
+   * candidates (in sampled mode, a donor in good standing has only a sample of them held). Final outputs
+   * are written into `outputs` by batch position; held items go back to the queue. Answers the workers caught.
    */
   settle(
     cfg: ModelConfig,
@@ -141,21 +148,31 @@ export class Verifier {
     now: number,
   ): { ref: WorkerRef; reason: string }[] {
     const trusted = !this.checks(cfg, lease.pool);
-    const producer: WorkerRef = { worker_id: lease.worker_id, donor: lease.donor ?? null };
+    const producer: WorkerRef = { worker_id: lease.worker_id, donor: lease.donor ?? null, network: lease.network };
+    const rule = { trustAfter: cfg.verification.trust_after };
+    const freshSource = trusted ? null : this.trust.source(producer);
     const held: PendingRun[] = [];
     const resolved: number[] = [];
     const dissenters = new Map<string, { ref: WorkerRef; reason: string }>();
     const agreedLeases = new Map<string, WorkerRef>();
     const bySeq = this.candidatesOf(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
     const differ = (a: unknown, b: unknown) => outputsDiffer(cfg.task, a, b, cfg.verification.tolerance);
+    const refOf = (c: CandidateRow): WorkerRef => ({ worker_id: c.worker_id, donor: c.donor, network: c.network });
     let learned = false;
     for (const run of runs) {
       const candidates = bySeq.get(run.seq);
       if (!candidates) continue;
-      const verdict = judge<CandidateRow>(
-        candidates.map((c): Run<CandidateRow> => ({ worker: c, output: JSON.parse(c.output) })),
-        { output: run.output, trusted },
+      const verdict = judgeStrict<CandidateRow>(
+        candidates.map(
+          (c): Candidate<CandidateRow> => ({
+            worker: c,
+            source: this.trust.source(refOf(c)),
+            output: JSON.parse(c.output),
+          }),
+        ),
+        { output: run.output, source: freshSource },
         differ,
+        rule,
       );
       this.metrics.inc("verifications", lease.pool);
       this.metrics.inc(
@@ -168,26 +185,30 @@ export class Verifier {
       }
       outputs[run.pos] = run.text;
       resolved.push(run.seq);
+      this.metrics.inc("discarded", "browser", verdict.disagree.length);
+      if (!verdict.trusted) continue;
+      // Only a trusted run teaches: known answers, standing, and who answered wrongly.
       if (!learned) {
         this.known.learn(cfg, run.seq, run.text, now);
         learned = true;
       }
-      for (const c of verdict.agree) agreedLeases.set(c.lease_id, { worker_id: c.worker_id, donor: c.donor });
-      this.metrics.inc("discarded", "browser", verdict.disagree.length);
+      for (const c of verdict.agree) agreedLeases.set(c.lease_id, refOf(c));
       for (const c of verdict.disagree) {
-        const reason = `output of item ${c.item_seq} disagreed with the verified one (${verdict.difference})`;
-        dissenters.set(`${c.worker_id}\u0000${c.donor ?? ""}`, {
-          ref: { worker_id: c.worker_id, donor: c.donor },
-          reason,
-        });
+        const reason = `output of item ${c.item_seq} disagreed with a trusted run's (${verdict.difference})`;
+        dissenters.set(`${c.worker_id}\u0000${c.donor ?? ""}`, { ref: refOf(c), reason });
       }
     }
     const fresh = runs.filter((r) => !bySeq.has(r.seq));
     if (fresh.length > 0) {
-      const { trust_after, sample_rate } = cfg.verification;
+      const { trust_after, sample_rate, mode } = cfg.verification;
       const verify =
         !trusted &&
-        shouldVerify(this.trust.agreed(producer), { trustAfter: trust_after, sampleRate: sample_rate }, Math.random());
+        (mode === "strict" ||
+          shouldVerify(
+            this.trust.agreed(producer),
+            { trustAfter: trust_after, sampleRate: sample_rate },
+            Math.random(),
+          ));
       for (const run of fresh) {
         if (verify) held.push(run);
         else outputs[run.pos] = run.text;
@@ -195,21 +216,34 @@ export class Verifier {
     }
     this.forgetCandidates(resolved);
     this.hold(producer, lease.id, held, now);
-    // A worker earns trust for a verified batch once none of its candidates is left undecided.
+    // A worker earns standing for a batch a trusted run agreed with once none of its candidates is left undecided.
     for (const [leaseId, ref] of agreedLeases) {
-      if (!this.sql.one("SELECT 1 AS left FROM candidates WHERE lease_id = ? LIMIT 1", leaseId)) this.trust.credit(ref);
+      if (!this.sql.one("SELECT 1 AS left FROM candidates WHERE lease_id = ? LIMIT 1", leaseId))
+        this.trust.credit(ref, now);
     }
     return [...dissenters.values()];
   }
 
-  /** Drops the candidates a quarantined worker (or donor) produced; their items are then run afresh. Answers how many. */
-  discard(ref: WorkerRef): number {
+  /**
+   * Drops the candidates a quarantined worker, donor or network produced (none of them released: a released
+   * output's candidates are gone); their items are then run afresh. Answers how many.
+   */
+  discard(ref: WorkerRef, budget: number): number {
     const rows = this.sql.all<{ item_seq: number }>(
-      "DELETE FROM candidates WHERE worker_id = ? OR donor = ? RETURNING item_seq",
+      "DELETE FROM candidates WHERE worker_id = ? OR donor = ? OR network = ? RETURNING item_seq",
       ref.worker_id,
       ref.donor,
+      ref.network ?? null,
     );
-    if (rows.length > 0) this.recount(rows.map((r) => r.item_seq));
+    if (rows.length > 0) {
+      // Run afresh on the trusted pool: a caught donor's items are not handed to donors again.
+      this.sql.run(
+        `UPDATE items SET donor_faults = MAX(donor_faults, ?) WHERE seq IN ${IN_SET}`,
+        budget,
+        JSON.stringify(rows.map((r) => r.item_seq)),
+      );
+      this.recount(rows.map((r) => r.item_seq));
+    }
     return rows.length;
   }
 
@@ -238,7 +272,7 @@ export class Verifier {
     const bySeq = new Map<number, CandidateRow[]>();
     if (seqs.length === 0) return bySeq;
     for (const row of this.sql.all<CandidateRow>(
-      `SELECT item_seq, worker_id, donor, lease_id, output FROM candidates WHERE item_seq IN ${IN_SET} ORDER BY id`,
+      `SELECT item_seq, worker_id, donor, network, lease_id, output FROM candidates WHERE item_seq IN ${IN_SET} ORDER BY id`,
       JSON.stringify(seqs),
     )) {
       bySeq.set(row.item_seq, [...(bySeq.get(row.item_seq) ?? []), row]);
@@ -260,10 +294,11 @@ export class Verifier {
     if (runs.length === 0) return;
     for (const chunk of chunksOf(runs, CANDIDATE_CHUNK_BYTES)) {
       this.sql.run(
-        `INSERT INTO candidates (item_seq, worker_id, donor, lease_id, output)
-         SELECT json_extract(value, '$[0]'), ?, ?, ?, json_extract(value, '$[1]') FROM json_each(?)`,
+        `INSERT INTO candidates (item_seq, worker_id, donor, network, lease_id, output)
+         SELECT json_extract(value, '$[0]'), ?, ?, ?, ?, json_extract(value, '$[1]') FROM json_each(?)`,
         producer.worker_id,
         producer.donor,
+        producer.network ?? null,
         leaseId,
         JSON.stringify(chunk.map((r) => [r.seq, r.text])),
       );

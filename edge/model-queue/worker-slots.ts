@@ -18,10 +18,18 @@ import {
 export interface Credential {
   pool?: "browser";
   donor?: string;
+  /** The client network the connection came from (edge/client-address.ts); what donor independence reads. */
+  network?: string;
+  /** Which credential opened it (a donor, a worker token's fingerprint): only it may act on its leases. */
+  holder?: string;
 }
 
-/** A worker as the queue leases to it: its hello (or long-poll request) plus the donor it came in as. */
-export type LeaseHolder = WorkerInfo & { donor?: string | undefined };
+/** A worker as the queue leases to it: its hello (or long-poll request) plus what its credential vouched for. */
+export type LeaseHolder = WorkerInfo & {
+  donor?: string | undefined;
+  network?: string | undefined;
+  holder?: string | undefined;
+};
 
 /** What a socket's attachment holds: the worker's hello, whether it asked to drain, and its credential. */
 export type SocketWorkerInfo = LeaseHolder & { draining?: boolean };
@@ -175,6 +183,13 @@ export class WorkerSlots {
     }
     sockets.sort((a, b) => a.n - b.n);
     return [...sockets.map((s) => s.slot), ...this.pollers.filter((p) => mayLease(p.info))];
+  }
+
+  /** Open sockets whose credential matches, counted for the per-donor and per-network socket caps. */
+  countSockets(matches: (credential: Credential) => boolean): number {
+    let n = 0;
+    for (const ws of this.ctx.getWebSockets()) if (matches(socketCredential(ws))) n++;
+    return n;
   }
 
   /** The open sockets of a worker, or of any worker of a donor. */

@@ -12,8 +12,16 @@ import {
 } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
+import { clientNetwork } from "../client-address.ts";
 import { ApiError } from "../errors.ts";
-import { type CompleteResult, DONOR_HEADER, POOL_HEADER } from "../model-queue/model-queue.ts";
+import {
+  type CompleteResult,
+  DONOR_HEADER,
+  HOLDER_HEADER,
+  NETWORK_HEADER,
+  POOL_HEADER,
+} from "../model-queue/model-queue.ts";
+import type { Credential } from "../model-queue/worker-slots.ts";
 import { modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
 
 export const workerRoutes = new Hono<HonoEnv>();
@@ -42,18 +50,40 @@ function checkDonor(c: Context<HonoEnv>, model: string, pool?: string): void {
   }
 }
 
+/**
+ * Which credential a worker request came with, as the queue binds leases to it: the donor a donor token
+ * names, else a fingerprint of the worker token (never the token itself), else "open" (AUTH=open, no token).
+ */
+async function holderOf(c: Context<HonoEnv>): Promise<string> {
+  const donor = c.get("donor");
+  if (donor) return `donor:${donor.donor}`;
+  const token = c.req.header("Authorization")?.match(/^Bearer\s+(.+)$/i)?.[1] ?? c.req.query("token");
+  if (!token) return "open";
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token)));
+  return `token:${Array.from(digest.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("")}`;
+}
+
+/** What the route vouches for to the queue: the donor's pool and id, the client's network, the credential. */
+async function credentialOf(c: Context<HonoEnv>): Promise<Credential> {
+  const donor = c.get("donor");
+  const credential: Credential = { holder: await holderOf(c) };
+  const network = clientNetwork(c.req.header("CF-Connecting-IP"));
+  if (network) credential.network = network;
+  if (donor) Object.assign(credential, { pool: "browser", donor: donor.donor });
+  return credential;
+}
+
 workerRoutes.post("/v1/leases", authorised, async (c) => {
   const req = await readJson(c, LeaseRequest, "lease request");
   modelOrThrow(c, req.model);
   checkDonor(c, req.model, req.pool);
   const queue = queueOf(c, req.model);
-  const donor = c.get("donor");
-  const batch = await queue.lease(req, donor ? { pool: "browser", donor: donor.donor } : {});
+  const batch = await queue.lease(req, await credentialOf(c));
   if (batch === null) return c.body(null, 204);
   if (c.req.raw.signal.aborted) {
     // The worker gave up on the long-poll before the batch came: hand it straight back.
     const { lease_id } = JSON.parse(batch) as { lease_id: string };
-    await queue.release(lease_id, "long-poll abandoned by the worker");
+    await queue.release(lease_id, "long-poll abandoned by the worker", await holderOf(c));
     return c.body(null, 204);
   }
   return c.body(batch, 200, { "Content-Type": "application/json" });
@@ -63,21 +93,21 @@ workerRoutes.post("/v1/leases/:id/extend", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, ExtendBody, "extend body", { emptyAs: {} });
-  return answerAck(await queue.extend(id, body.extend_ms));
+  return answerAck(await queue.extend(id, body.extend_ms, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/complete", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, CompleteBody, "completion");
-  return answerAck(await queue.complete(id, body));
+  return answerAck(await queue.complete(id, body, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "lease");
   const body = await readJson(c, ReleaseBody, "release body", { emptyAs: {} });
-  return answerAck(await queue.release(id, body.reason));
+  return answerAck(await queue.release(id, body.reason, await holderOf(c)));
 });
 
 /** The registry as workers need it: every model with its files and hashes, so workers load what the queue serves. */
@@ -96,14 +126,13 @@ workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
       "this endpoint speaks WebSocket: send Upgrade: websocket (or use the HTTP lease endpoints)",
     );
   }
-  // The queue object trusts these two headers, so only this route may set them.
+  // The queue object trusts these headers, so only this route may set them.
   const forwarded = new Request(c.req.raw);
-  forwarded.headers.delete(POOL_HEADER);
-  forwarded.headers.delete(DONOR_HEADER);
-  const donor = c.get("donor");
-  if (donor) {
-    forwarded.headers.set(POOL_HEADER, "browser");
-    forwarded.headers.set(DONOR_HEADER, donor.donor);
-  }
+  for (const header of [POOL_HEADER, DONOR_HEADER, NETWORK_HEADER, HOLDER_HEADER]) forwarded.headers.delete(header);
+  const credential = await credentialOf(c);
+  if (credential.pool) forwarded.headers.set(POOL_HEADER, credential.pool);
+  if (credential.donor) forwarded.headers.set(DONOR_HEADER, credential.donor);
+  if (credential.network) forwarded.headers.set(NETWORK_HEADER, credential.network);
+  if (credential.holder) forwarded.headers.set(HOLDER_HEADER, credential.holder);
   return queueOf(c, name).fetch(forwarded);
 });

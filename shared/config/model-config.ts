@@ -12,9 +12,16 @@ import { MODEL_NAME } from "../protocol/caller.ts";
 export const VERIFICATION_DEFAULTS = {
   /** false trusts the browser pool like the gpu pool: no second runs, no canaries, no quarantine. */
   enabled: true,
-  /** Share of a trusted browser worker's batches still run a second time on another worker. */
+  /**
+   * "strict": a browser output reaches a caller only once a trusted run, or a donor independent of its
+   * producer (another identity on another network, both in good standing), agrees with it.
+   * "sampled": BOINC's adaptive replication, an explicit trade of a bounded error rate for capacity: once a
+   * donor is in good standing only `sample_rate` of its batches are run again, the rest released as they are.
+   */
+  mode: "strict",
+  /** sampled mode: share of a donor's batches in good standing still run a second time on another worker. */
   sample_rate: 0.1,
-  /** Verified batches, all agreeing, after which a browser worker is only sampled. */
+  /** Agreements with trusted runs (canaries passed, trusted verifications) that put a donor in good standing. */
   trust_after: 5,
   /** Two outputs agree when every number is within abs + rel * max(|a|, |b|) and all else is equal. */
   tolerance: { abs: 1e-3, rel: 1e-3 },
@@ -23,11 +30,37 @@ export const VERIFICATION_DEFAULTS = {
   /** Share of browser batches that carry one known-answer item (a canary), when known answers exist. */
   canary_rate: 0.1,
   /** Known answers (input, trusted output) kept per model to draw canaries from. */
-  known_answers: 32,
+  known_answers: 64,
+  /** An untrusted batch is hedged (its items become the trusted pool's) after this multiple of its expected time... */
+  hedge_factor: 4,
+  /** ...but not sooner than this; never later than lease_ms, which also bounds an untrusted worker's extends. */
+  hedge_min_ms: 1_000,
+  /** Batches one donor identity holds at once, whatever concurrency it claims. */
+  donor_max_leases: 2,
+  /** Batches all donors of one client network (IPv4 /24, IPv6 /64) hold at once. */
+  network_max_leases: 8,
+  /** Sockets all donors of one client network keep open to one model's queue. */
+  network_max_sockets: 16,
+  /** Failed donor deliveries an item absorbs before it runs on the trusted pool only; they never spend max_attempts. */
+  donor_fault_budget: 2,
 } as const;
+
+/** The circuit breaker every worker of a model goes through (both pools). */
+export const BREAKER_DEFAULTS = {
+  /** Failed batches in a row (expired, lost, hedged, or all errors) that stop a worker's leases. */
+  failures: 3,
+  /** How long a tripped worker gets nothing before one probe batch of one item. */
+  cooldown_ms: 30_000,
+} as const;
+
+export const CircuitBreaker = z.strictObject({
+  failures: z.int().min(1).max(1_000).default(BREAKER_DEFAULTS.failures),
+  cooldown_ms: z.int().min(0).default(BREAKER_DEFAULTS.cooldown_ms),
+});
 
 export const Verification = z.strictObject({
   enabled: z.boolean().default(VERIFICATION_DEFAULTS.enabled),
+  mode: z.enum(["strict", "sampled"]).default(VERIFICATION_DEFAULTS.mode),
   sample_rate: z.number().min(0).max(1).default(VERIFICATION_DEFAULTS.sample_rate),
   trust_after: z.int().min(0).max(1_000_000).default(VERIFICATION_DEFAULTS.trust_after),
   tolerance: z
@@ -39,6 +72,12 @@ export const Verification = z.strictObject({
   quarantine_ms: z.int().min(0).default(VERIFICATION_DEFAULTS.quarantine_ms),
   canary_rate: z.number().min(0).max(1).default(VERIFICATION_DEFAULTS.canary_rate),
   known_answers: z.int().min(0).max(1_000).default(VERIFICATION_DEFAULTS.known_answers),
+  hedge_factor: z.number().min(1).max(1_000).default(VERIFICATION_DEFAULTS.hedge_factor),
+  hedge_min_ms: z.int().min(0).default(VERIFICATION_DEFAULTS.hedge_min_ms),
+  donor_max_leases: z.int().min(1).max(64).default(VERIFICATION_DEFAULTS.donor_max_leases),
+  network_max_leases: z.int().min(1).max(4_096).default(VERIFICATION_DEFAULTS.network_max_leases),
+  network_max_sockets: z.int().min(1).max(4_096).default(VERIFICATION_DEFAULTS.network_max_sockets),
+  donor_fault_budget: z.int().min(1).max(100).default(VERIFICATION_DEFAULTS.donor_fault_budget),
 });
 export type Verification = z.infer<typeof Verification>;
 
@@ -71,6 +110,7 @@ export const QUEUE_DEFAULTS = {
   /** Items beyond what the browser pool drains within this long may go to the GPU pool. */
   latency_target_ms: 5_000,
   verification: VERIFICATION_DEFAULTS,
+  circuit_breaker: BREAKER_DEFAULTS,
 } as const;
 
 const FileRef = z.strictObject({
@@ -112,6 +152,8 @@ export const ModelConfig = z
     latency_target_ms: z.int().positive().default(QUEUE_DEFAULTS.latency_target_ms),
     /** Checks on browser workers' outputs; see VERIFICATION_DEFAULTS. */
     verification: Verification.prefault({}),
+    /** Stops leases to a worker whose batches keep failing; see BREAKER_DEFAULTS. */
+    circuit_breaker: CircuitBreaker.prefault({}),
     /** The files workers load; absent for a queue whose workers bring their own model. */
     files: ModelFiles.optional(),
     /** Tokenizer truncation for text tasks. */

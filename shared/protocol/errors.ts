@@ -28,6 +28,8 @@ export const ErrorCode = {
   invalidOutput: "invalid_output",
   /** A worker caught answering wrongly gets no leases for a while. */
   quarantined: "quarantined",
+  /** A call pinned to the browser pool, with nothing connected that could check a donor's output. */
+  noVerifier: "no_verifier",
   leaseStale: "lease_stale",
   tooDeep: "nested_too_deeply",
   expired: "expired",

@@ -26,7 +26,7 @@ const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"
 const pool = new Uint8Array(4096);
 let poolAt = pool.length;
 
-function randomHex(bytes: number): string {
+export function randomHex(bytes: number): string {
   if (poolAt + bytes > pool.length) {
     crypto.getRandomValues(pool);
     poolAt = 0;

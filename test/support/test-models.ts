@@ -64,6 +64,29 @@ export const TEST_REGISTRY = {
       lease_ms: 5_000,
       verification: { trust_after: 0, sample_rate: 0, canary_rate: 1, tolerance: { abs: 1e-4, rel: 0 } },
     },
+    // Donors in good standing from the start and no canaries: whether two donors may vouch for each other
+    // turns on their independence alone (test/workers/donors-trust.test.ts).
+    {
+      name: "independent",
+      task: "text-classification",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { trust_after: 0, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000, hedge_min_ms: 5_000 },
+    },
+    // A worker whose batches keep failing trips its circuit breaker after two (test/workers/breaker.test.ts).
+    {
+      name: "flaky",
+      task: "tensor",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 150,
+      max_attempts: 10,
+      retry_backoff_ms: 0,
+      circuit_breaker: { failures: 2, cooldown_ms: 400 },
+      verification: { enabled: false },
+    },
     // Routing to the GPU pool (test/workers/routing.test.ts): "delta" overflows on age alone (its latency
     // target is beyond any test), "echo" on queue depth alone (nothing waits a minute).
     {
@@ -89,7 +112,7 @@ export const TEST_REGISTRY = {
   ],
 };
 
-export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried"] as const;
+export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried", "independent"] as const;
 
 export const TEST_API_KEY = "test-api-key";
 /** A caller key GPU_POOL_KEYS leaves out: it may not pin calls to the gpu pool. */

@@ -1,7 +1,7 @@
 // Helpers for the edge suites that run inside workerd: call the app as a client would, and act as a
 // worker over the real WebSocket and HTTP lease protocol.
 import { abortAllDurableObjects, env, runInDurableObject, SELF } from "cloudflare:test";
-import { DONOR_HEADER, POOL_HEADER } from "../../edge/model-queue/model-queue.ts";
+import { DONOR_HEADER, HOLDER_HEADER, NETWORK_HEADER, POOL_HEADER } from "../../edge/model-queue/model-queue.ts";
 import type { CoordinatorFrame } from "../../shared/index.ts";
 import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
 
@@ -70,14 +70,20 @@ export class SocketWorker {
    * Opens a socket without saying hello. With `donor`, the socket is opened on the queue object as the
    * route forwards one a browser donor token opened: pinned to the browser pool, named by its donor id.
    */
-  static async open(model: string, opts: { donor?: string } = {}): Promise<SocketWorker> {
+  static async open(model: string, opts: { donor?: string; network?: string } = {}): Promise<SocketWorker> {
     const res =
       opts.donor === undefined
         ? await SELF.fetch(`http://edge/v1/workers/connect?model=${model}`, {
             headers: { Upgrade: "websocket", ...WORKER },
           })
         : await queue(model).fetch(`http://queue/v1/workers/connect?model=${model}`, {
-            headers: { Upgrade: "websocket", [POOL_HEADER]: "browser", [DONOR_HEADER]: opts.donor },
+            headers: {
+              Upgrade: "websocket",
+              [POOL_HEADER]: "browser",
+              [DONOR_HEADER]: opts.donor,
+              [HOLDER_HEADER]: `donor:${opts.donor}`,
+              ...(opts.network ? { [NETWORK_HEADER]: opts.network } : {}),
+            },
           });
     if (!res.webSocket) throw new Error(`no websocket: ${res.status} ${await res.text()}`);
     res.webSocket.accept();
@@ -92,9 +98,14 @@ export class SocketWorker {
       max_batch_size?: number;
       max_concurrent_batches?: number;
       donor?: string;
+      /** The donor's client network, as the route derives it from the connection's address. */
+      network?: string;
     } = {},
   ): Promise<SocketWorker> {
-    const worker = await SocketWorker.open(model, info.donor === undefined ? {} : { donor: info.donor });
+    const worker = await SocketWorker.open(
+      model,
+      info.donor === undefined ? {} : { donor: info.donor, ...(info.network ? { network: info.network } : {}) },
+    );
     worker.send({
       type: "hello",
       worker_id: info.worker_id ?? crypto.randomUUID(),

@@ -202,6 +202,7 @@ function model(name: string, over: Partial<ModelMetrics["snapshot"]> = {}): Mode
       workers: { browser: 5, gpu: 1 },
       quarantined: 2,
       awaiting_verification: 4,
+      breaker_open: { browser: 1, gpu: 0 },
     },
     snapshot: {
       counters: [

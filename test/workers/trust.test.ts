@@ -1,7 +1,8 @@
 // Trust in donated compute, in real workerd with workers over the real socket protocol: a browser
-// worker's outputs are checked (shape, a second run elsewhere, known-answer canaries) before a caller
-// sees them, and a worker caught answering wrongly is quarantined. Models are in test/support/test-models.ts.
-import { abortAllDurableObjects } from "cloudflare:test";
+// worker's outputs are checked (shape, a trusted or independent second run, known-answer canaries) before a
+// caller sees them, and a worker caught answering wrongly is quarantined with its donor and network. Models
+// are in test/support/test-models.ts; collusion, hoarding and the breaker are in donor-pool.test.ts.
+import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { TRUST_MODELS } from "../support/test-models.ts";
 import { call, infer, queue, SocketWorker, sleep, waitFor, wipeQueues } from "./helpers.ts";
@@ -38,41 +39,41 @@ const metric = async (name: string, labels: string): Promise<number> => {
 };
 const inputsOf = (batch: { items: { input: unknown }[] }) => batch.items.map((i) => i.input);
 
-describe("redundant execution", () => {
-  it("with the default settings, a lying browser worker's answers never reach a caller and it is quarantined", async () => {
-    const liar = await SocketWorker.connect("guarded", { worker_id: "liar", donor: "donor-liar" });
-    const first = await submit("guarded", ["a", "b", "c"]);
+/** Client networks as the route derives them from a connection's address (edge/client-address.ts). */
+const NET = { a: "10.0.1.0/24", b: "10.0.2.0/24", c: "10.0.3.0/24" };
+const pinned = (model: string, inputs: unknown[]) => submit(model, inputs, { pool: "browser" });
+
+describe("redundant execution (strict: a trusted run, or an independent donor in good standing, must agree)", () => {
+  it("with the default settings, a lying donor's answers never reach a caller; it, its donor and its network are quarantined", async () => {
+    const gpu = await SocketWorker.connect("guarded", { worker_id: "gpu", pool: "gpu" });
+    const liar = await SocketWorker.connect("guarded", { worker_id: "liar", donor: "donor-liar", network: NET.a });
+    const first = await pinned("guarded", ["a", "b", "c"]);
     const lied = await liar.next("batch");
+    expect(inputsOf(lied)).toEqual(["a", "b", "c"]);
     liar.complete(lied, lie);
     expect((await liar.next("ack")).status).toBe("ok");
-    await sleep(50);
-    // Held, not given out: an unproven browser worker's every batch is run again elsewhere, so the job
-    // waits in the queue again.
-    expect((await job(first)).status).toBe("queued");
-    expect(await metric("edgeswarm_items_awaiting_verification", 'model="guarded"')).toBe(3);
-
-    const gpu = await SocketWorker.connect("guarded", { worker_id: "gpu", pool: "gpu" });
+    // Held, not given out: the verifying run goes to the gpu pool at once, not behind the overflow timer.
     const check = await gpu.next("batch");
     expect(inputsOf(check)).toEqual(["a", "b", "c"]);
+    expect((await job(first)).status).not.toBe("succeeded");
     gpu.complete(check, honest);
     const done = await finished(first);
     expect(done.status).toBe("succeeded");
     expect(done.outputs).toEqual(["a", "b", "c"].map(honest));
     expect((await liar.next("error")).code).toBe("quarantined");
 
-    // The liar gets nothing more; the gpu worker serves what comes next.
-    const second = await submit("guarded", ["d"]);
-    gpu.complete(await gpu.next("batch"), honest);
-    expect((await finished(second)).outputs).toEqual([honest("d")]);
-    expect(liar.has("batch")).toBe(false);
-
-    // Quarantine holds for the donor too: another worker id on the same donor token gets nothing.
-    const sameDonor = await SocketWorker.connect("guarded", { worker_id: "liar-2", donor: "donor-liar" });
+    // The liar gets nothing more; its donor id and its network are quarantined with it.
+    const sameDonor = await SocketWorker.connect("guarded", {
+      worker_id: "liar-2",
+      donor: "donor-liar",
+      network: NET.c,
+    });
     expect((await sameDonor.next("error")).code).toBe("quarantined");
-    gpu.close();
-    await submit("guarded", ["e"]);
-    await sleep(100);
-    expect(sameDonor.has("batch") || liar.has("batch")).toBe(false);
+    const sameNetwork = await SocketWorker.connect("guarded", { worker_id: "n", donor: "donor-n", network: NET.a });
+    expect((await sameNetwork.next("error")).code).toBe("quarantined");
+    const elsewhere = await SocketWorker.connect("guarded", { worker_id: "e", donor: "donor-e", network: NET.b });
+    await sleep(50);
+    expect(elsewhere.has("error")).toBe(false);
 
     expect(await metric("edgeswarm_workers_quarantined_total", 'model="guarded",pool="browser"')).toBe(1);
     expect(await metric("edgeswarm_quarantined_workers", 'model="guarded"')).toBe(1);
@@ -81,124 +82,55 @@ describe("redundant execution", () => {
     expect(await metric("edgeswarm_items_awaiting_verification", 'model="guarded"')).toBe(0);
   });
 
-  it("breaks a tie between two browser workers on the gpu pool, and quarantines the one out of line", async () => {
-    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar" });
-    const id = await submit("verified", ["x", "y"]);
-    liar.complete(await liar.next("batch"), lie);
-    const honestBrowser = await SocketWorker.connect("verified", { worker_id: "honest", donor: "d-honest" });
-    const verifying = await honestBrowser.next("batch");
-    expect(inputsOf(verifying)).toEqual(["x", "y"]);
-    // Two more workers join before the disagreement: the tie-break must go to the gpu one.
-    const bystander = await SocketWorker.connect("verified", { worker_id: "bystander", donor: "d-bystander" });
+  it("a donor honest for its first batches, then lying, gets no lie out: trusted runs still check it", async () => {
+    // verified: trust_after 2, so the donor is in good standing after two batches a trusted run agreed with.
     const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
-    honestBrowser.complete(verifying, honest);
-    expect((await honestBrowser.next("ack")).status).toBe("ok");
-    const tieBreak = await gpu.next("batch");
-    expect(inputsOf(tieBreak)).toEqual(["x", "y"]);
-    gpu.complete(tieBreak, honest);
-    expect((await finished(id)).outputs).toEqual([honest("x"), honest("y")]);
-    expect((await liar.next("error")).code).toBe("quarantined");
-    expect(honestBrowser.has("error")).toBe(false);
-    expect(bystander.has("batch")).toBe(false);
-    expect(liar.has("batch")).toBe(false);
-    expect(await metric("edgeswarm_quarantined_workers", 'model="verified"')).toBe(1);
-    // The honest browser's disagreement with the liar, then the gpu's with the liar (and agreement with it).
-    expect(await metric("edgeswarm_verification_disagreements_total", 'model="verified",pool="browser"')).toBe(2);
-    expect(await metric("edgeswarm_verification_disagreements_total", 'model="verified",pool="gpu"')).toBe(2);
-  });
-
-  it("takes the majority of three browser workers when no gpu worker is connected", async () => {
-    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d1" });
-    const id = await submit("verified", ["m"]);
-    liar.complete(await liar.next("batch"), lie);
-    const second = await SocketWorker.connect("verified", { worker_id: "second", donor: "d2" });
-    second.complete(await second.next("batch"), honest);
-    const third = await SocketWorker.connect("verified", { worker_id: "third", donor: "d3" });
-    third.complete(await third.next("batch"), honest);
-    expect((await finished(id)).outputs).toEqual([honest("m")]);
-    expect((await liar.next("error")).code).toBe("quarantined");
-    expect(second.has("error") || third.has("error")).toBe(false);
-  });
-
-  it("releases an honest browser worker's outputs once verified, and samples it no more after trust_after", async () => {
-    // verified: trust_after 2, sample_rate 0.
-    const browser = await SocketWorker.connect("verified", { worker_id: "honest", donor: "d-honest" });
-    for (let round = 0; round < 2; round++) {
-      const id = await submit("verified", [`r${round}`]);
-      browser.complete(await browser.next("batch"), honest);
-      await browser.next("ack");
-      expect((await job(id)).status).not.toBe("succeeded");
-      const gpu = await SocketWorker.connect("verified", { worker_id: `gpu-${round}`, pool: "gpu" });
+    const turncoat = await SocketWorker.connect("verified", { worker_id: "t", donor: "d-t", network: NET.a });
+    for (const input of ["r0", "r1", "r2"]) {
+      const id = await pinned("verified", [input]);
+      turncoat.complete(await turncoat.next("batch"), input === "r2" ? lie : honest);
+      await turncoat.next("ack");
       gpu.complete(await gpu.next("batch"), honest);
-      expect((await finished(id)).outputs).toEqual([honest(`r${round}`)]);
-      gpu.close();
-      await waitFor(async () => (await metric("edgeswarm_workers", 'model="verified",pool="gpu"')) === 0);
+      expect((await finished(id)).outputs).toEqual([honest(input)]);
     }
-    // Trusted now: its next batch is final as it stands, with no second run.
-    const id = await submit("verified", ["trusted"]);
-    browser.complete(await browser.next("batch"), honest);
-    expect((await finished(id)).outputs).toEqual([honest("trusted")]);
-    expect(await metric("edgeswarm_verifications_total", 'model="verified",pool="gpu"')).toBe(2);
+    expect((await turncoat.next("error")).code).toBe("quarantined");
     expect(await metric("edgeswarm_verification_agreements_total", 'model="verified",pool="gpu"')).toBe(2);
   });
 
-  it("never gives the verifying run to the worker, or the donor, whose output it checks", async () => {
-    const first = await SocketWorker.connect("verified", { worker_id: "first", donor: "shared-donor" });
-    const id = await submit("verified", ["v"]);
-    first.complete(await first.next("batch"), honest);
-    await first.next("ack");
-    const sameDonor = await SocketWorker.connect("verified", { worker_id: "first-again", donor: "shared-donor" });
-    await sleep(100);
-    expect(first.has("batch")).toBe(false);
-    expect(sameDonor.has("batch")).toBe(false);
-    const other = await SocketWorker.connect("verified", { worker_id: "other", donor: "other-donor" });
-    other.complete(await other.next("batch"), honest);
-    expect((await finished(id)).outputs).toEqual([honest("v")]);
+  it("answers a call pinned to the browser pool at once with 503 when nothing connected could verify it", async () => {
+    await SocketWorker.connect("verified", { worker_id: "only", donor: "d-only", network: NET.a });
+    const res = await infer({ model: "verified", inputs: ["p"], pool: "browser" });
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe("no_verifier");
+    expect(res.body.error.message).toMatch(/trusted \(gpu-pool\) run or an independent donor/);
+    expect(res.headers.get("Retry-After")).toBe("5");
   });
 
-  it("discards a caught worker's outputs still held for verification, and has others redo those items", async () => {
-    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar" });
-    const held = await submit("verified", ["h1"]);
+  it("discards a caught donor's outputs still held for verification, and has others redo those items", async () => {
+    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar", network: NET.a });
+    const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
+    const held = await pinned("verified", ["h1"]);
     liar.complete(await liar.next("batch"), lie);
     await liar.next("ack");
-    const caught = await submit("verified", ["c1"]);
+    const verifying = await gpu.next("batch"); // the gpu worker holds h1's verification and does not answer yet
+    const caught = await pinned("verified", ["c1"]);
     liar.complete(await liar.next("batch"), () => "not a classification");
     expect((await liar.next("error")).code).toBe("quarantined");
-    expect(await metric("edgeswarm_items_awaiting_verification", 'model="verified"')).toBe(0);
-    const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
+    gpu.complete(verifying, honest);
     const redo = await gpu.next("batch");
-    expect(inputsOf(redo)).toEqual(["h1", "c1"]);
+    expect(inputsOf(redo)).toEqual(["c1"]);
     gpu.complete(redo, honest);
     expect((await finished(held)).outputs).toEqual([honest("h1")]);
     expect((await finished(caught)).outputs).toEqual([honest("c1")]);
-    // Nothing to compare with any more: the redo was a first run, not a verification.
-    expect(await metric("edgeswarm_verifications_total", 'model="verified",pool="gpu"')).toBe(0);
-    expect(await metric("edgeswarm_results_discarded_total", 'model="verified",pool="browser"')).toBe(2);
-  });
-
-  it("puts the items of an expired verifying lease back, to be verified by another worker", async () => {
-    // verified-short: a 150 ms lease, every browser batch verified.
-    const producer = await SocketWorker.connect("verified-short", { worker_id: "producer", donor: "p" });
-    const id = await submit("verified-short", ["e1", "e2"]);
-    producer.complete(await producer.next("batch"), honest);
-    await producer.next("ack");
-    const silent = await SocketWorker.connect("verified-short", { worker_id: "silent", donor: "s" });
-    const lost = await silent.next("batch");
-    expect(lost.items.map((i) => i.attempt)).toEqual([1, 1]); // held runs do not count as attempts
-    silent.send({ type: "drain" }); // it keeps the lease, never completes it, and takes no more
-    const rescuer = await SocketWorker.connect("verified-short", { worker_id: "rescuer", donor: "r" });
-    const again = await rescuer.next("batch", 5_000); // after the lease expired
-    expect(inputsOf(again)).toEqual(["e1", "e2"]);
-    expect(again.items.map((i) => i.attempt)).toEqual([2, 2]);
-    rescuer.complete(again, honest);
-    expect((await finished(id)).outputs).toEqual([honest("e1"), honest("e2")]);
-    expect(producer.has("error")).toBe(false);
+    expect(await metric("edgeswarm_items_awaiting_verification", 'model="verified"')).toBe(0);
   });
 
   it("expires a job whose outputs still wait for verification, with an error saying so", async () => {
-    const only = await SocketWorker.connect("verified", { worker_id: "only", donor: "only" });
-    const answer = infer({ model: "verified", inputs: ["t"], timeout_ms: 300 });
+    const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
+    const only = await SocketWorker.connect("verified", { worker_id: "only", donor: "only", network: NET.a });
+    const answer = infer({ model: "verified", inputs: ["t"], timeout_ms: 300, pool: "browser" });
     only.complete(await only.next("batch"), honest);
+    await gpu.next("batch"); // takes the verifying run and sits on it
     const res = await answer;
     expect(res.status).toBe(504);
     expect(res.body.error.code).toBe("expired");
@@ -209,76 +141,129 @@ describe("redundant execution", () => {
   });
 
   it("keeps held outputs and quarantines across a restart of the object", async () => {
-    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar" });
-    const id = await submit("verified", ["p", "q"]);
+    const gpu0 = await SocketWorker.connect("verified", { worker_id: "gpu0", pool: "gpu" });
+    gpu0.send({ type: "drain" }); // connected (so a pinned call is taken) but taking nothing: the held items wait
+    await gpu0.next("draining");
+    const liar = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar", network: NET.a });
+    const id = await pinned("verified", ["p", "q"]);
     liar.complete(await liar.next("batch"), lie);
     await liar.next("ack");
     liar.close();
+    gpu0.close();
     await abortAllDurableObjects(); // only SQLite storage survives
     const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
     gpu.complete(await gpu.next("batch"), honest);
     expect((await finished(id)).outputs).toEqual([honest("p"), honest("q")]);
     await abortAllDurableObjects();
-    const back = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar" });
+    const back = await SocketWorker.connect("verified", { worker_id: "liar", donor: "d-liar", network: NET.a });
     expect((await back.next("error")).code).toBe("quarantined");
-    gpu.close();
-    await submit("verified", ["r"]);
-    await sleep(100);
-    expect(back.has("batch")).toBe(false);
   });
 });
 
+/** The donor's next batch holding `input`, answering any batch of canaries alone (as real work flows) truly. */
+async function batchWith(worker: SocketWorker, input: string, answer: (x: any) => unknown) {
+  for (;;) {
+    const batch = await worker.next("batch");
+    if (inputsOf(batch).includes(input)) return batch;
+    worker.complete(batch, answer);
+  }
+}
+
 describe("known-answer canaries", () => {
-  it("catch a browser worker that lies only sometimes, and its lies never reach a caller", async () => {
-    // canaried: trusted at once and never sampled, so only canaries can catch it; every batch has one.
+  /** A gpu run of "known": a trusted output, so a known answer to draw canaries from. */
+  async function warm() {
     const gpu = await SocketWorker.connect("canaried", { worker_id: "gpu", pool: "gpu" });
-    const warm = await submit("canaried", ["known"]);
-    gpu.complete(await gpu.next("batch"), vector); // a trusted output: now a known answer
-    await finished(warm);
-    gpu.close();
-    await waitFor(async () => (await metric("edgeswarm_workers", 'model="canaried",pool="gpu"')) === 0);
+    const id = await submit("canaried", ["known"], { pool: "gpu" });
+    gpu.complete(await gpu.next("batch"), vector);
+    await finished(id);
+    return gpu;
+  }
 
-    const sometimes = await SocketWorker.connect("canaried", { worker_id: "sometimes", donor: "d-sometimes" });
-    const straight = await submit("canaried", ["one"]);
-    const first = await sometimes.next("batch");
-    expect(first.items).toHaveLength(2); // the item and a canary, alike
-    expect(inputsOf(first).sort()).toEqual(["known", "one"]);
-    expect(new Set(first.items.map((i) => i.id)).size).toBe(2);
-    expect(first.items.every((i) => i.attempt === 1)).toBe(true);
-    sometimes.complete(first, vector); // honest this time
+  it("look like real items on the wire, field by field, and catch a donor that tries to tell them apart", async () => {
+    const gpu = await warm();
+    // canaried: every donor batch carries a canary. This donor lies on what looks like a real call's item (one
+    // with a traceparent, as canaries once were told apart: they had none) and answers the rest truly.
+    const sly = await SocketWorker.connect("canaried", { worker_id: "sly", donor: "d-sly", network: NET.a });
+    const id = await pinned("canaried", ["one"]);
+    const batch = await batchWith(sly, "one", vector);
+    expect(batch.items).toHaveLength(2);
+    expect(inputsOf(batch).sort()).toEqual(["known", "one"]);
+    const [x, y] = batch.items as unknown as [Record<string, unknown>, Record<string, unknown>];
+    expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
+    for (const item of [x, y]) {
+      expect(item.id).toMatch(/^[0-9a-f]{16}$/);
+      expect(item.attempt).toBe(1);
+      expect(item.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    }
+    sly.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: batch.items.map((item) => ({
+        output: item.traceparent ? vector(item.input).map((v) => v + 0.5) : vector(item.input),
+      })),
+    });
+    // Every item now carries a trace context, the canary too: the donor lied on it and the batch is refused.
+    const refused = await sly.next("error");
+    expect(refused.code).toBe("quarantined");
+    const redo = await gpu.next("batch");
+    expect(inputsOf(redo)).toEqual(["one"]);
+    expect(redo.items[0]?.attempt).toBe(1); // a quarantine's revoked lease does not count as an attempt
+    gpu.complete(redo, vector);
+    expect((await finished(id)).outputs).toEqual([vector("one")]);
+  });
+
+  it("catch a donor that lies only sometimes, and its lies never reach a caller", async () => {
+    const gpu = await warm();
+    const sometimes = await SocketWorker.connect("canaried", { worker_id: "s", donor: "d-s", network: NET.a });
+    const straight = await pinned("canaried", ["one"]);
+    sometimes.complete(await batchWith(sometimes, "one", vector), vector); // honest this time
+    gpu.complete(await gpu.next("batch"), vector); // the verifying run
     expect((await finished(straight)).outputs).toEqual([vector("one")]);
-
-    const crooked = await submit("canaried", ["two"]);
-    const second = await sometimes.next("batch");
-    sometimes.complete(second, (x) => vector(x).map((v) => v + 0.5)); // lies this time
+    const crooked = await pinned("canaried", ["two"]);
+    sometimes.complete(await batchWith(sometimes, "two", vector), (x) => vector(x).map((v) => v + 0.5)); // lies this time
     const refused = await sometimes.next("error");
     expect(refused.code).toBe("quarantined");
     expect(refused.message).toMatch(/known-answer/);
-    await sleep(50);
-    expect((await job(crooked)).status).not.toBe("succeeded");
-    const rescuer = await SocketWorker.connect("canaried", { worker_id: "gpu-2", pool: "gpu" });
-    const redo = await rescuer.next("batch");
+    const redo = await gpu.next("batch");
     expect(inputsOf(redo)).toEqual(["two"]);
-    expect(redo.items[0]?.attempt).toBe(1); // a quarantine's revoked lease does not count as an attempt
-    rescuer.complete(redo, vector);
+    gpu.complete(redo, vector);
     expect((await finished(crooked)).outputs).toEqual([vector("two")]);
-    expect(await metric("edgeswarm_canaries_sent_total", 'model="canaried",pool="browser"')).toBe(2);
+    expect(await metric("edgeswarm_canaries_sent_total", 'model="canaried",pool="browser"')).toBeGreaterThanOrEqual(2);
     expect(await metric("edgeswarm_canaries_failed_total", 'model="canaried",pool="browser"')).toBe(1);
-    expect(await metric("edgeswarm_results_discarded_total", 'model="canaried",pool="browser"')).toBe(1);
+  });
+
+  it("come only from trusted runs: an output donors agreed on is never learnt as a known answer", async () => {
+    // canaried: donors in good standing at once, so two on different networks may vouch for each other.
+    const a = await SocketWorker.connect("canaried", { worker_id: "a", donor: "d-a", network: NET.a });
+    const b = await SocketWorker.connect("canaried", { worker_id: "b", donor: "d-b", network: NET.b });
+    const id = await submit("canaried", ["agreed"]);
+    const first = a.has("batch") ? a : b;
+    const second = first === a ? b : a;
+    first.complete(await first.next("batch"), vector);
+    second.complete(await second.next("batch"), vector);
+    expect((await finished(id)).outputs).toEqual([vector("agreed")]);
+    const known = async () =>
+      runInDurableObject(
+        queue("canaried"),
+        (_i, state) => [...state.storage.sql.exec("SELECT COUNT(*) AS n FROM known_answers")][0]?.n as number,
+      );
+    expect(await known()).toBe(0);
+    await warm();
+    expect(await known()).toBe(1);
   });
 });
 
 describe("output validation", () => {
   it("does not deliver a malformed output from a browser worker: it is quarantined and the item redone", async () => {
-    const browser = await SocketWorker.connect("verified", { worker_id: "sloppy", donor: "d-sloppy" });
-    const id = await submit("verified", ["s1", "s2"]);
+    const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
+    const browser = await SocketWorker.connect("verified", { worker_id: "sloppy", donor: "d-sloppy", network: NET.a });
+    const id = await pinned("verified", ["s1", "s2"]);
     browser.complete(await browser.next("batch"), (x) => (x === "s1" ? honest(x) : [{ label: "L", score: 7 }]));
     const refused = await browser.next("error");
     expect(refused.code).toBe("quarantined");
     expect(refused.message).toMatch(
       /output 1 is not a valid text-classification output: \[0\]\.score must be a finite number in \[0, 1\]/,
     );
-    const gpu = await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu" });
     gpu.complete(await gpu.next("batch"), honest);
     expect((await finished(id)).outputs).toEqual([honest("s1"), honest("s2")]);
     expect(await metric("edgeswarm_outputs_invalid_total", 'model="verified",pool="browser"')).toBe(1);
@@ -330,7 +315,9 @@ describe("browser donor credentials", () => {
   });
 
   it("treats an HTTP long-poll lease as the browser pool when the route says so", async () => {
-    const id = await submit("verified", ["h"]);
+    await SocketWorker.connect("verified", { worker_id: "gpu", pool: "gpu", max_batch_size: 1 });
+    await submit("verified", ["busy"], { pool: "gpu" }); // keeps the gpu worker busy
+    const id = await submit("verified", ["h"], { pool: "browser" });
     const stub = queue("verified");
     const batch = await stub.lease(
       {
@@ -342,11 +329,17 @@ describe("browser donor credentials", () => {
         max_concurrent_batches: 1,
         wait_ms: 1_000,
       },
-      { pool: "browser", donor: "d-http" },
+      { pool: "browser", donor: "d-http", holder: "donor:d-http" },
     );
     expect(batch).not.toBeNull();
     const { lease_id } = JSON.parse(batch as string) as { lease_id: string };
-    expect(await stub.complete(lease_id, { results: [{ output: honest("h") }] })).toMatchObject({ status: "ok" });
+    // Only the credential it was given to may act on it.
+    expect(await stub.complete(lease_id, { results: [{ output: lie("h") }] }, "donor:someone-else")).toMatchObject({
+      status: "not_found",
+    });
+    expect(await stub.complete(lease_id, { results: [{ output: honest("h") }] }, "donor:d-http")).toMatchObject({
+      status: "ok",
+    });
     // As a browser worker's, the output is held for verification rather than final.
     expect((await job(id)).status).not.toBe("succeeded");
     expect(await metric("edgeswarm_items_awaiting_verification", 'model="verified"')).toBe(1);

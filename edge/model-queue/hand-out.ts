@@ -1,0 +1,205 @@
+// Handing batches to free workers: who is free (breakers, quarantines, and the caps on what donors hold),
+// what each may lease (pool-router.ts for the gpu pool, verification.ts for donors), Triton's batching rule,
+// canaries for donors, and the hedge time of every untrusted lease. ModelQueue calls pump() after any change.
+import {
+  decideBatch,
+  donorsCanRelease,
+  hedgeAt,
+  inGoodStanding,
+  type ModelConfig,
+  mayHoldMore,
+} from "../../shared/index.ts";
+import type { BreakerStore } from "./breaker-store.ts";
+import { breakerKey } from "./breaker-store.ts";
+import type { ItemFilter, LeaseTable } from "./lease-table.ts";
+import { BROWSER_ITEMS, type PoolRouter, type RoutePlan } from "./pool-router.ts";
+import type { TrustStore } from "./trust-store.ts";
+import type { Verifier } from "./verification.ts";
+import type { LeaseHolder, Slot, WorkerSlots } from "./worker-slots.ts";
+
+/** Both restrictions on the items a worker may lease. */
+function both(a: ItemFilter, b: ItemFilter | undefined): ItemFilter {
+  return b ? { where: a.where + b.where, bindings: [...a.bindings, ...b.bindings] } : a;
+}
+
+/** What one pass of the pump works out once: who holds what, and whether donors can release work alone. */
+interface Pass {
+  now: number;
+  held: ReturnType<LeaseTable["held"]>;
+  /** Browser workers whose first runs of routed work count (verification off: all ready ones). */
+  firstRunners: LeaseHolder[];
+  donorsRelease: boolean;
+  plan?: RoutePlan;
+}
+
+export class HandOut {
+  /**
+   * Items handed to the gpu pool that donors earning their standing have not yet shadowed with canaries: a
+   * donor with nothing it may run gets a batch of known answers as real work flows, never more.
+   */
+  private shadowCredit = 0;
+
+  constructor(
+    private readonly leases: LeaseTable,
+    private readonly slots: WorkerSlots,
+    private readonly trust: TrustStore,
+    private readonly verifier: Verifier,
+    private readonly router: PoolRouter,
+    private readonly breakers: BreakerStore,
+    private readonly deliverFailed: (leaseId: string) => void,
+  ) {}
+
+  /** Whether a worker may be given a batch at all now: not quarantined, breaker closed (or probing), under the caps. */
+  mayLease(cfg: ModelConfig, now: number, held?: Pass["held"]): (w: LeaseHolder) => boolean {
+    const untrusted = cfg.verification.enabled;
+    const caps = { perDonor: cfg.verification.donor_max_leases, perNetwork: cfg.verification.network_max_leases };
+    return (w) => {
+      if (!this.breakers.allows(breakerKey(w), now).allowed) return false;
+      if (w.pool !== "browser") return true;
+      if (this.trust.quarantinedUntil(w, now) !== null) return false;
+      if (!untrusted || !held || w.donor === undefined) return true;
+      const network = w.network === undefined ? null : (held.byNetwork.get(w.network) ?? 0);
+      return mayHoldMore(held.byDonor.get(w.donor) ?? 0, network, caps);
+    };
+  }
+
+  /** The browser workers whose first runs of routed work count, and whether donors can release work alone. */
+  firstRunners(cfg: ModelConfig, now: number): { firstRunners: LeaseHolder[]; donorsRelease: boolean } {
+    const ready = this.slots.ready("browser", now, this.mayLease(cfg, now));
+    if (!cfg.verification.enabled) return { firstRunners: ready, donorsRelease: true };
+    const rule = { trustAfter: cfg.verification.trust_after };
+    const sourced = ready.map((w) => ({ w, source: this.trust.source(w) }));
+    const donorsRelease = donorsCanRelease(
+      sourced.map((s) => s.source),
+      rule,
+    );
+    return {
+      firstRunners: donorsRelease ? sourced.filter((s) => inGoodStanding(s.source, rule)).map((s) => s.w) : [],
+      donorsRelease,
+    };
+  }
+
+  /** Hands out batches while a worker is free and one is due; answers when to look again for a partial batch. */
+  pump(cfg: ModelConfig, now: number): number | null {
+    const pass: Pass = { now, held: this.leases.held(), ...this.firstRunners(cfg, now) };
+    let dueAt: number | null = null;
+    for (;;) {
+      const { sent, lookAgainAt } = this.handOutOne(cfg, pass);
+      if (lookAgainAt !== null) dueAt = dueAt === null ? lookAgainAt : Math.min(dueAt, lookAgainAt);
+      if (!sent) return dueAt;
+      pass.held = this.leases.held();
+    }
+  }
+
+  private handOutOne(cfg: ModelConfig, pass: Pass): { sent: boolean; lookAgainAt: number | null } {
+    const { now } = pass;
+    const untrusted = cfg.verification.enabled;
+    let lookAgainAt: number | null = null;
+    const later = (t: number) => {
+      lookAgainAt = lookAgainAt === null ? t : Math.min(lookAgainAt, t);
+    };
+    // Kinds of worker that found nothing due: every other of the same kind would find the same.
+    const foundNone = new Set<string>();
+    const free = this.slots.free(pass.held.byWorker, this.mayLease(cfg, now, pass.held));
+    // Donors first when they can release work among themselves: a verifying run then goes to one of them.
+    if (untrusted && pass.donorsRelease) free.sort((a, b) => rank(a) - rank(b));
+    for (const slot of free) {
+      const info = slot.info;
+      const breaker = this.breakers.allows(breakerKey(info), now);
+      const maxBatchSize = Math.min(
+        cfg.max_batch_size,
+        info.max_batch_size,
+        breaker.maxItems ?? Number.MAX_SAFE_INTEGER,
+      );
+      let filter: ItemFilter;
+      let kind: string | null = info.pool;
+      let standing = false;
+      if (info.pool === "gpu") {
+        pass.plan ??= this.router.handOutPlan(
+          cfg,
+          now,
+          pass.firstRunners,
+          () => this.leases.activeByPool().inFlight.browser,
+          maxBatchSize,
+        );
+        if (pass.plan.gpu === 0) {
+          // Nothing for the GPU pool yet: look again when the oldest routed item becomes overdue.
+          if (pass.plan.nextOverdueAt !== null) later(pass.plan.nextOverdueAt);
+          continue;
+        }
+        filter = this.router.gpuItems(cfg, pass.plan);
+      } else if (untrusted) {
+        const own = this.verifier.itemFilter(cfg, info, pass.donorsRelease);
+        standing = own.standing;
+        filter = both(BROWSER_ITEMS, own);
+        kind = null; // what a donor may run depends on who it is
+      } else {
+        filter = BROWSER_ITEMS;
+      }
+      if (kind !== null && foundNone.has(kind)) continue;
+      const head = this.leases.eligible(now, maxBatchSize, filter);
+      const decision = decideBatch({
+        eligible: head?.n ?? 0,
+        oldestEnqueuedAt: head?.oldest ?? null,
+        now,
+        maxBatchSize,
+        maxQueueDelayMs: cfg.max_queue_delay_ms,
+      });
+      if (decision.kind === "wait") later(decision.until);
+      if (decision.kind === "send") {
+        const untrustedSlot = untrusted && info.pool === "browser";
+        const canaries = untrustedSlot ? this.verifier.known.pickCanary(cfg) : [];
+        // The GPU pool takes no more than its share of the head of the queue.
+        const due = Math.min(decision.size, info.pool === "gpu" && pass.plan ? pass.plan.gpu : decision.size);
+        const size = canaries.length > 0 && due >= maxBatchSize ? due - canaries.length : due;
+        const handed = this.give(cfg, slot, size, filter, canaries, now);
+        if (info.pool === "gpu" && untrusted)
+          this.shadowCredit = Math.min(this.shadowCredit + handed, 4 * cfg.max_batch_size);
+        return { sent: true, lookAgainAt };
+      }
+      if (untrusted && info.pool === "browser" && this.shadowCredit > 0 && decision.kind === "empty") {
+        // Nothing this donor may run: a batch of known answers, as real work flows, earns (or keeps) its standing.
+        const canaries = this.verifier.known.pick(
+          cfg,
+          Math.min(this.shadowCredit, maxBatchSize, standing ? 1 : maxBatchSize),
+        );
+        if (canaries.length > 0) {
+          this.shadowCredit -= canaries.length;
+          this.give(cfg, slot, 0, filter, canaries, now);
+          return { sent: true, lookAgainAt };
+        }
+      }
+      if (kind !== null) foundNone.add(kind);
+    }
+    return { sent: false, lookAgainAt };
+  }
+
+  /** Leases `size` items (and the canaries) to the slot; answers how many real items it got. */
+  private give(
+    cfg: ModelConfig,
+    slot: Slot,
+    size: number,
+    filter: ItemFilter,
+    canaries: readonly { input: string; output: string }[],
+    now: number,
+  ): number {
+    const info = slot.info;
+    const untrustedSlot = cfg.verification.enabled && info.pool === "browser";
+    const hedge = untrustedSlot
+      ? hedgeAt(now, this.router.expectedBrowserMs(size + canaries.length), {
+          factor: cfg.verification.hedge_factor,
+          minMs: cfg.verification.hedge_min_ms,
+          maxMs: cfg.lease_ms,
+        })
+      : null;
+    const { leaseId, batchJson, items } = this.leases.handOut(info, size, now, cfg, filter, canaries, hedge);
+    this.breakers.leased(breakerKey(info), info.pool, now);
+    if (!this.slots.deliver(slot, batchJson)) this.deliverFailed(leaseId);
+    return items;
+  }
+}
+
+/** Browser slots before gpu ones. */
+function rank(slot: Slot): number {
+  return slot.info.pool === "browser" ? 0 : 1;
+}
