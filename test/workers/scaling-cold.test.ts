@@ -7,13 +7,15 @@ import { call, infer, queue, sleep } from "./helpers.ts";
 
 it("answers within KEDA's timeout with a busy queue it never read reported unavailable", async () => {
   await infer({ model: "alpha", inputs: [1], wait: false });
+  let held = true;
   const busy = runInDurableObject(queue("bravo"), (_instance, state) =>
     state.blockConcurrencyWhile(() => sleep(4_000)),
-  );
+  ).finally(() => {
+    held = false;
+  });
   await sleep(100);
-  const started = Date.now();
   const res = await call("/v1/scaling");
-  expect(Date.now() - started).toBeLessThan(3_800); // the object is held 4 s
+  expect(held).toBe(true); // answered without waiting for the object, whatever this machine's speed
   expect(res.status).toBe(200);
   expect(res.body.unavailable).toEqual(["bravo"]);
   expect(res.body.models.alpha.queued).toBe(1);
