@@ -69,9 +69,12 @@ try {
 }
 const url = coordinator?.url as string;
 const auth = options.apiKey ? ` -H 'Authorization: Bearer ${options.apiKey}'` : "";
-const models = (await (
-  await fetch(`${url}/v1/models`, { headers: options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {} })
-).json()) as { models?: { name: string }[] };
+// Only for the printout: a coordinator that cannot list its models still runs, and says why on its own.
+const models = (await fetch(`${url}/v1/models`, {
+  headers: options.apiKey ? { Authorization: `Bearer ${options.apiKey}` } : {},
+})
+  .then((res) => res.json())
+  .catch(() => ({}))) as { models?: { name: string }[] };
 const keys = options.apiKey
   ? `
   API key      ${options.apiKey}
