@@ -1,11 +1,9 @@
-// edgeswarm-worker's entry point: parse options, load the models with onnxruntime-node, serve, and
-// drain on SIGTERM/SIGINT. `worker-gpu/bin/edgeswarm-worker.mjs` runs this file.
-import { loadModel } from "../shared/runner/load-model.ts";
+// edgeswarm-worker's entry point: parse options, load the models on the device asked for (device-cascade.ts:
+// onnxruntime-node on cuda or cpu, onnxruntime-web threads on webgpu or wasm), serve, and drain on
+// SIGTERM/SIGINT. `worker-gpu/bin/edgeswarm-worker.mjs` runs this file.
+import { deviceCascade } from "./device-cascade.ts";
 import { HELP, parseOptions, UsageError } from "./options.ts";
-import { nodeFetch } from "./runner/file-fetch.ts";
-import { createOrtNodeFactory, DeviceUnavailableError, NODE_DEVICES } from "./runner/ort-node-session.ts";
-import { WebThreadPool } from "./web/thread-pool.ts";
-import { eachModel, type LoadModels, runWorker } from "./worker.ts";
+import { runWorker } from "./worker.ts";
 
 const log = (line: string) => console.log(`${new Date().toISOString()} ${line}`);
 
@@ -23,39 +21,17 @@ async function main(): Promise<number> {
   }
   const options = opts;
   const registryUrl = new URL("registry.json", options.modelBase);
-  let pool: WebThreadPool | undefined;
-  let load: LoadModels;
-  if (options.runtime === "web") {
-    // The browser tab's runner (onnxruntime-web) in worker threads: every thread loads every model.
-    load = async (configs) => {
-      const started = performance.now();
-      pool = await WebThreadPool.start(
-        { size: options.threads, runTimeoutMs: options.runTimeoutMs, registryUrl: registryUrl.href, log },
-        configs,
-      );
-      log(`started ${pool.size} onnxruntime-web threads in ${Math.round(performance.now() - started)} ms`);
-      return pool.models();
-    };
-  } else {
-    // auto: cuda where it starts, else cpu. A device named outright is the only one: a GPU pod whose CUDA
-    // does not start exits saying why, rather than serve the gpu pool at CPU speed.
-    const strict = options.device !== "auto";
-    const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`), fallback: !strict });
-    const devices = strict ? [options.device] : NODE_DEVICES;
-    load = eachModel(
-      (config) =>
-        loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices }).catch((error: Error) => {
-          if (!(strict && error instanceof DeviceUnavailableError)) throw error;
-          throw new Error(`model ${config.name}: ${error.message}; --device auto would fall back to the cpu`);
-        }),
-      log,
-    );
-  }
-  const worker = await runWorker(options, load, log);
+  const cascade = deviceCascade(options, registryUrl, log);
+  const drills = options.gpuDrills
+    ? { "lose-gpu-device": async () => ({ lost: await cascade.started()?.pool?.loseGpuDevices() }) }
+    : undefined;
+  const worker = await runWorker(options, cascade.load, log, drills);
   if (worker.port) log(`health and metrics on http://${options.host}:${worker.port}/healthz, /readyz, /metrics`);
   // A drill for the thread pool's recovery: SIGUSR2 ends a thread that is running a batch, as a crash would.
   process.on("SIGUSR2", () => {
-    void pool?.killOne({ busyOnly: true }).then((killed) => {
+    const pool = cascade.started()?.pool;
+    if (!pool) return log("drill: no thread pool here (--runtime web has one)");
+    void pool.killOne({ busyOnly: true }).then((killed) => {
       log(
         killed
           ? `drill: ended thread ${killed.thread} while it ran ${killed.running}`

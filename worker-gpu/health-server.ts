@@ -1,11 +1,14 @@
 // The worker's small HTTP server for its operators: /healthz (alive), /readyz (models loaded and
-// every socket connected), /metrics (Prometheus text from prom-client).
+// every socket connected), /metrics (Prometheus text from prom-client); with EDGESWARM_GPU_DRILLS=1 also
+// POST /drills/<name> (lose-gpu-device), which tests use to break the worker's GPU on purpose.
 import { createServer, type Server } from "node:http";
 import type { WorkerMetrics } from "./worker-metrics.ts";
 
 export interface HealthSource {
   ready(): { ready: boolean; detail: Record<string, unknown> };
   metrics: WorkerMetrics;
+  /** Only when the operator (or a test) set EDGESWARM_GPU_DRILLS=1: a worker in service has none. */
+  drills?: Record<string, () => Promise<unknown>>;
 }
 
 export async function startHealthServer(source: HealthSource, port: number, host: string): Promise<Server> {
@@ -26,6 +29,14 @@ export async function startHealthServer(source: HealthSource, port: number, host
           res.writeHead(200, { "Content-Type": source.metrics.registry.contentType });
           res.end(text);
         },
+        (error: Error) => json(500, { error: { code: "internal_error", message: error.message } }),
+      );
+      return;
+    }
+    const drill = path?.startsWith("/drills/") ? source.drills?.[path.slice("/drills/".length)] : undefined;
+    if (drill && req.method === "POST") {
+      drill().then(
+        (outcome) => json(200, outcome),
         (error: Error) => json(500, { error: { code: "internal_error", message: error.message } }),
       );
       return;

@@ -10,15 +10,19 @@ export interface WorkerOptions {
   models: string[] | undefined;
   modelBase: string;
   pool: Pool;
-  device: "auto" | "cuda" | "cpu";
+  /** node: auto = cuda, then webgpu, then cpu. web: auto = webgpu, then wasm. A device named is that one only. */
+  device: Device;
   /** "node": onnxruntime-node in this process; "web": onnxruntime-web in a pool of worker threads (the browser's runner). */
   runtime: "node" | "web";
-  /** Worker threads of the web runtime. */
-  threads: number;
+  /** Worker threads of the web runtime; undefined: the machine's cores on wasm, one on webgpu (the GPU is the parallelism). */
+  threads: number | undefined;
   /** A web-runtime batch running longer than this is taken for hung: its thread is replaced. */
   runTimeoutMs: number;
   maxBatchSize: number;
-  concurrency: number;
+  /** Batches at once per model; undefined: 1 on onnxruntime-node, the thread count on the web runtime. */
+  concurrency: number | undefined;
+  /** EDGESWARM_GPU_DRILLS=1: POST /drills/lose-gpu-device on the health port destroys the WebGPU devices (tests). */
+  gpuDrills: boolean;
   port: number;
   host: string;
   workerId: string;
@@ -26,9 +30,20 @@ export interface WorkerOptions {
   statusIntervalMs: number;
 }
 
+export const DEVICES = ["auto", "cuda", "webgpu", "cpu", "wasm"] as const;
+export type Device = (typeof DEVICES)[number];
+/** The devices each runtime runs; webgpu in Node exists only through onnxruntime-web on Dawn. */
+const RUNTIME_OF: Record<Exclude<Device, "auto">, "node" | "web"> = {
+  cuda: "node",
+  cpu: "node",
+  webgpu: "web",
+  wasm: "web",
+};
+
 const DEFAULT_MODEL_BASE = new URL("../models/", import.meta.url).href;
 
-export const HELP = `edgeswarm-worker — runs EdgeSwarm models with onnxruntime-node (cuda, else cpu) for a coordinator
+export const HELP = `edgeswarm-worker — runs EdgeSwarm models for a coordinator: onnxruntime-node (cuda, cpu) or
+onnxruntime-web (webgpu through Dawn on any vendor's GPU, wasm)
 
 Usage: edgeswarm-worker [options]
 
@@ -37,12 +52,15 @@ Usage: edgeswarm-worker [options]
   --models a,b           models to serve                 (EDGESWARM_MODELS, default: every model in the registry that has files)
   --model-base URL|DIR   where relative model folders are (EDGESWARM_MODEL_BASE, default the repo's models/)
   --pool gpu|browser     pool to join                    (EDGESWARM_POOL, default gpu)
-  --device auto|cuda|cpu execution provider: auto tries cuda, then cpu; cuda or cpu is that one only,
-                         and the worker exits saying why if it cannot start (EDGESWARM_DEVICE, default auto)
+  --device D             auto|cuda|webgpu|cpu|wasm. auto tries, in order, cuda, webgpu, cpu (--runtime node) or
+                         webgpu, wasm (--runtime web), and logs why each one it passes over could not start;
+                         a device named is that one only: the worker exits 1 saying why if it cannot start
+                                                         (EDGESWARM_DEVICE, default auto)
   --runtime node|web     node: onnxruntime-node here; web: onnxruntime-web (the browser tab's runner) in a pool
                          of worker threads, joining the browser pool unless --pool says otherwise
-                                                         (EDGESWARM_RUNTIME, default node)
-  --threads N            worker threads of --runtime web (EDGESWARM_THREADS, default the machine's cores)
+                         (EDGESWARM_RUNTIME, default web for --device webgpu|wasm, else node)
+  --threads N            worker threads of --runtime web (EDGESWARM_THREADS, default the machine's cores on
+                         wasm, 1 on webgpu)
   --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
                                                          (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
@@ -93,16 +111,19 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const pick = (name: keyof typeof values, envName: string, fallback: string): string =>
     (values[name] as string | undefined) ?? env[envName] ?? fallback;
 
-  const runtime = pick("runtime", "EDGESWARM_RUNTIME", "node");
+  const device = pick("device", "EDGESWARM_DEVICE", "auto") as Device;
+  if (!DEVICES.includes(device)) throw new UsageError(`--device must be one of ${DEVICES.join(", ")}, got "${device}"`);
+  const runtime = pick("runtime", "EDGESWARM_RUNTIME", device === "auto" ? "node" : RUNTIME_OF[device]);
   if (runtime !== "node" && runtime !== "web") throw new UsageError(`--runtime must be node or web, got "${runtime}"`);
+  if (device !== "auto" && RUNTIME_OF[device] !== runtime) {
+    throw new UsageError(`--device ${device} runs with --runtime ${RUNTIME_OF[device]}, not --runtime ${runtime}`);
+  }
   // Web-runtime workers are donor compute, checked like a browser tab, unless the operator says gpu.
   const pool = pick("pool", "EDGESWARM_POOL", runtime === "web" ? "browser" : "gpu");
-  const threads = positiveInt("threads", pick("threads", "EDGESWARM_THREADS", String(availableParallelism())));
+  const threadsRaw = pick("threads", "EDGESWARM_THREADS", "");
+  const threads = threadsRaw === "" ? undefined : positiveInt("threads", threadsRaw);
   if (!Pool.includes(pool as Pool)) throw new UsageError(`--pool must be one of ${Pool.join(", ")}, got "${pool}"`);
-  const device = pick("device", "EDGESWARM_DEVICE", "auto");
-  if (device !== "auto" && device !== "cuda" && device !== "cpu") {
-    throw new UsageError(`--device must be auto, cuda or cpu, got "${device}"`);
-  }
+  const concurrencyRaw = pick("concurrency", "EDGESWARM_CONCURRENCY", "");
   const coordinator = pick("coordinator", "EDGESWARM_COORDINATOR", "http://127.0.0.1:8787").replace(/\/+$/, "");
   if (!/^https?:\/\//.test(coordinator))
     throw new UsageError(`--coordinator must be an http(s) URL, got "${coordinator}"`);
@@ -128,10 +149,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
     threads,
     runTimeoutMs: positiveInt("run-timeout-ms", pick("run-timeout-ms", "EDGESWARM_RUN_TIMEOUT_MS", "120000")),
     maxBatchSize: positiveInt("max-batch-size", pick("max-batch-size", "EDGESWARM_MAX_BATCH_SIZE", "64")),
-    concurrency: positiveInt(
-      "concurrency",
-      pick("concurrency", "EDGESWARM_CONCURRENCY", runtime === "web" ? String(threads) : "1"),
-    ),
+    concurrency: concurrencyRaw === "" ? undefined : positiveInt("concurrency", concurrencyRaw),
+    gpuDrills: env.EDGESWARM_GPU_DRILLS === "1",
     port: positiveInt("port", pick("port", "EDGESWARM_PORT", "9464"), 0),
     host: pick("host", "EDGESWARM_HOST", "0.0.0.0"),
     workerId: pick("worker-id", "EDGESWARM_WORKER_ID", `${hostname()}-${process.pid}`),
@@ -142,4 +161,9 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
       0,
     ),
   };
+}
+
+/** The web runtime's threads when --threads is not given: one on webgpu, where the GPU is the parallelism. */
+export function defaultThreads(device: "webgpu" | "wasm"): number {
+  return device === "webgpu" ? 1 : availableParallelism();
 }

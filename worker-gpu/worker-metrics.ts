@@ -1,5 +1,7 @@
-// The worker's own metrics (prom-client) and the figures its status line prints.
+// The worker's own metrics (prom-client) and the figures its status line prints; on webgpu also the
+// adapter and the GPU memory our buffers hold, read from the thread pool at each scrape.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { GpuReport } from "./worker.ts";
 
 export class WorkerMetrics {
   readonly registry = new Registry();
@@ -33,8 +35,43 @@ export class WorkerMetrics {
   private windowStart = Date.now();
   private windowItems = 0;
 
-  constructor() {
+  constructor(gpu?: () => Promise<GpuReport>) {
     collectDefaultMetrics({ register: this.registry });
+    if (gpu) this.watchGpu(gpu);
+  }
+
+  private watchGpu(gpu: () => Promise<GpuReport>): void {
+    const registers = [this.registry];
+    // WebGPU cannot tell device memory in use; the bytes in the buffers onnxruntime made are what grows
+    // toward an out-of-memory (weights, activations, its buffer cache), so that is the figure to watch.
+    new Gauge({
+      name: "edgeswarm_worker_gpu_buffer_bytes",
+      help: "Bytes in WebGPU buffers the worker's threads hold (weights, activations, onnxruntime's buffer cache).",
+      registers,
+      async collect() {
+        this.set((await gpu()).bufferBytes);
+      },
+    });
+    new Gauge({
+      name: "edgeswarm_worker_gpu_info",
+      help: "The WebGPU adapter the worker runs on (1); software=true for SwiftShader.",
+      labelNames: ["vendor", "architecture", "device", "description", "backend", "software"],
+      registers,
+      async collect() {
+        const { adapter: a } = await gpu();
+        this.reset();
+        const labels = { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description };
+        this.set({ ...labels, backend: a.backend ?? "", software: String(a.software ?? false) }, 1);
+      },
+    });
+    new Gauge({
+      name: "edgeswarm_worker_gpu_devices_lost",
+      help: "Threads whose WebGPU device was lost; their models run on wasm since.",
+      registers,
+      async collect() {
+        this.set((await gpu()).lost.length);
+      },
+    });
   }
 
   recordBatch(model: string, device: string, ok: number, failed: number, ms: number): void {

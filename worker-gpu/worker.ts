@@ -5,28 +5,28 @@ import type { AddressInfo } from "node:net";
 import WebSocket from "ws";
 import type { ModelConfig } from "../shared/index.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
+import { describeGpu, type GpuAdapterInfo } from "../shared/runner/ort-web-session.ts";
 import { ModelConnection, type OpenSocket } from "../shared/worker-loop/model-connection.ts";
-import { startHealthServer } from "./health-server.ts";
+import { type HealthSource, startHealthServer } from "./health-server.ts";
 import type { WorkerOptions } from "./options.ts";
 import { WorkerMetrics } from "./worker-metrics.ts";
 
-export type LoadModel = (config: ModelConfig) => Promise<LoadedModel>;
-/** Loads every model to serve (the web runtime loads them into each of its threads at once). */
-export type LoadModels = (configs: readonly ModelConfig[]) => Promise<LoadedModel[]>;
-
-/** LoadModels from a loader of one model: one after another, each logged with its device and time. */
-export function eachModel(loadModel: LoadModel, log = console.log): LoadModels {
-  return async (configs) => {
-    const models: LoadedModel[] = [];
-    for (const config of configs) {
-      const started = performance.now();
-      const model = await loadModel(config);
-      log(`loaded ${config.name} (${config.task}) on ${model.device} in ${Math.round(performance.now() - started)} ms`);
-      models.push(model);
-    }
-    return models;
-  };
+/** The GPU a WebGPU worker runs on: the adapter, threads whose device was lost, GPU buffer bytes held. */
+export interface GpuReport {
+  adapter: GpuAdapterInfo & { backend?: string; software?: boolean };
+  lost: string[];
+  bufferBytes: number;
 }
+
+export interface LoadedModels {
+  models: LoadedModel[];
+  /** Batches at once per model when --concurrency is not given (the web runtime: one per thread). */
+  concurrency: number;
+  /** On webgpu: what the status line, the hello and /metrics say about the GPU. */
+  gpu?: () => Promise<GpuReport>;
+}
+/** Loads every model to serve on the device the options ask for (worker-gpu/device-cascade.ts). */
+export type LoadModels = (configs: readonly ModelConfig[]) => Promise<LoadedModels>;
 
 export interface RunningWorker {
   models: LoadedModel[];
@@ -64,6 +64,7 @@ export async function runWorker(
   opts: WorkerOptions,
   loadModels: LoadModels,
   log = console.log,
+  drills?: HealthSource["drills"],
 ): Promise<RunningWorker> {
   const registry = await fetchRegistry(opts, log);
   const wanted = opts.models ?? registry.filter((m) => m.files).map((m) => m.name);
@@ -73,9 +74,18 @@ export async function runWorker(
       `the coordinator does not serve ${unknown.join(", ")}; it serves ${registry.map((m) => m.name).join(", ")}`,
     );
   }
-  const models = await loadModels(wanted.map((name) => registry.find((m) => m.name === name) as ModelConfig));
+  const loaded = await loadModels(wanted.map((name) => registry.find((m) => m.name === name) as ModelConfig));
+  const { models } = loaded;
+  const gpu = await loaded.gpu?.();
+  const adapter = gpu && {
+    vendor: gpu.adapter.vendor,
+    architecture: gpu.adapter.architecture,
+    device: gpu.adapter.device,
+    description: gpu.adapter.description,
+    backend: gpu.adapter.backend,
+  };
 
-  const metrics = new WorkerMetrics();
+  const metrics = new WorkerMetrics(loaded.gpu);
   const connections = models.map(
     (model) =>
       new ModelConnection({
@@ -93,7 +103,8 @@ export async function runWorker(
           pool: opts.pool,
           device: model.device,
           max_batch_size: opts.maxBatchSize,
-          max_concurrent_batches: opts.concurrency,
+          max_concurrent_batches: opts.concurrency ?? loaded.concurrency,
+          ...(adapter ? { gpu: adapter } : {}),
         },
       }),
   );
@@ -104,6 +115,7 @@ export async function runWorker(
     server = await startHealthServer(
       {
         metrics,
+        drills,
         ready: () => ({
           ready: connections.every((c) => c.connected),
           detail: {
@@ -116,14 +128,15 @@ export async function runWorker(
     );
   }
 
-  const status = () => {
+  const status = async () => {
     const s = metrics.takeStatus();
     const up = connections.filter((c) => c.connected).length;
+    const g = await loaded.gpu?.().catch(() => undefined);
     log(
-      `status: connected ${up}/${connections.length} · models ${models.map((m) => `${m.name}@${m.device}`).join(", ")} · batches ${s.batches} · items ${s.items} · ${s.itemsPerSecond.toFixed(1)} items/s`,
+      `status: connected ${up}/${connections.length} · models ${models.map((m) => `${m.name}@${m.device}`).join(", ")} · batches ${s.batches} · items ${s.items} · ${s.itemsPerSecond.toFixed(1)} items/s${g ? ` · ${gpuStatus(g)}` : ""}`,
     );
   };
-  const statusTimer = opts.statusIntervalMs > 0 ? setInterval(status, opts.statusIntervalMs) : undefined;
+  const statusTimer = opts.statusIntervalMs > 0 ? setInterval(() => void status(), opts.statusIntervalMs) : undefined;
 
   let stopped: Promise<void> | undefined;
   const stop = (reason: string) => {
@@ -133,7 +146,7 @@ export async function runWorker(
       const outcomes = await Promise.all(connections.map((c) => c.drain(opts.drainTimeoutMs)));
       const finished = outcomes.reduce((n, o) => n + o.finished, 0);
       const released = outcomes.reduce((n, o) => n + o.released, 0);
-      status();
+      await status();
       log(`stopped: ${finished} held batches finished, ${released} released`);
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       await Promise.all(models.map((m) => m.dispose()));
@@ -141,4 +154,10 @@ export async function runWorker(
     return stopped;
   };
   return { models, connections, port: (server?.address() as AddressInfo | null)?.port, stop };
+}
+
+/** "gpu google swiftshader (SwiftShader driver 5.0.0, vulkan, software) · gpu buffers 12.3 MB", and any loss. */
+function gpuStatus(g: GpuReport): string {
+  const lost = g.lost.length > 0 ? ` · device lost, on wasm: ${g.lost.join("; ")}` : "";
+  return `gpu ${describeGpu(g.adapter)} · gpu buffers ${(g.bufferBytes / 1e6).toFixed(1)} MB${lost}`;
 }

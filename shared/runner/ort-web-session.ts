@@ -73,6 +73,13 @@ export interface GpuAdapterInfo {
   description: string;
 }
 
+/** One line for logs: "google swiftshader (SwiftShader driver 5.0.0, vulkan, software)". */
+export function describeGpu(a: GpuAdapterInfo & { backend?: string; software?: boolean }): string {
+  const name = [a.vendor, a.architecture].filter(Boolean).join(" ") || "unknown GPU";
+  const detail = [a.description || a.device, a.backend, a.software ? "software" : ""].filter(Boolean).join(", ");
+  return detail ? `${name} (${detail})` : name;
+}
+
 /** The web factory also tells when the GPU device it ran on was lost, so callers redo that work on wasm. */
 export interface OrtWebFactory extends SessionFactory {
   /** Why the WebGPU device was lost, once it has been; webgpu is not tried again after that. */

@@ -1,7 +1,8 @@
 // The conformance cases (test/support/runner-cases.ts) on the runners that run in Node: onnxruntime-node
 // here, and onnxruntime-web in worker threads behind comlink (edgeswarm-worker --runtime web, the browser
-// tab's own runner). test/browser/runner-conformance.test.ts runs them in Chromium's Web Worker. Then how
-// the thread pool copes with a thread that dies or hangs.
+// tab's own runner), on wasm and on WebGPU through Dawn (SwiftShader's software Vulkan here: slow to
+// compile its shaders, about a minute, then correct). test/browser/runner-conformance.test.ts runs them in
+// Chromium's Web Worker. Then how the thread pool copes with a thread that dies or hangs.
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 import { WebThreadPool } from "../../worker-gpu/web/thread-pool.ts";
 import { BUNDLED_REGISTRY_URL } from "../support/reference-models.ts";
-import { bundledSpec, describeRunner, type Runnable } from "../support/runner-cases.ts";
+import { bundledSpec, describeRunner, type Runnable, useSoftwareVulkan } from "../support/runner-cases.ts";
 
 const byName = (models: LoadedModel[]) => new Map<string, Runnable>(models.map((m) => [m.name, m]));
 
@@ -50,6 +51,26 @@ describeRunner("onnxruntime-web in a Node worker thread (--runtime web)", async 
     close: async () => pool?.close(),
   };
 });
+
+describeRunner(
+  "onnxruntime-web on Dawn's WebGPU in a Node worker thread (--device webgpu)",
+  async () => {
+    useSoftwareVulkan();
+    let pool: WebThreadPool | undefined;
+    return {
+      device: "webgpu",
+      async loadAll(specs) {
+        pool = await WebThreadPool.start(
+          { size: 1, device: "webgpu", runTimeoutMs: 600_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
+          specs,
+        );
+        return byName(pool.models());
+      },
+      close: async () => pool?.close(),
+    };
+  },
+  900_000,
+);
 
 describe("the web runtime's thread pool", () => {
   const specs = [bundledSpec("sentiment")];

@@ -12,7 +12,6 @@ describe("edgeswarm-worker options", () => {
       pool: "gpu",
       device: "auto",
       maxBatchSize: 64,
-      concurrency: 1,
       port: 9464,
       drainTimeoutMs: 25_000,
     });
@@ -28,12 +27,13 @@ describe("edgeswarm-worker options", () => {
   });
 
   it("runs onnxruntime-node by default; --runtime web joins the browser pool with a batch per thread", () => {
-    expect(parse([])).toMatchObject({ runtime: "node", pool: "gpu", concurrency: 1 });
+    expect(parse([])).toMatchObject({ runtime: "node", pool: "gpu", device: "auto" });
+    // Threads and batches at once are left to the device chosen: cores on wasm, one on webgpu (worker-gpu/device-cascade.ts).
+    expect(parse([])).toMatchObject({ threads: undefined, concurrency: undefined });
     expect(parse(["--runtime", "web", "--threads", "3"])).toMatchObject({
       runtime: "web",
       pool: "browser",
       threads: 3,
-      concurrency: 3,
       runTimeoutMs: 120_000,
     });
     expect(
@@ -41,6 +41,24 @@ describe("edgeswarm-worker options", () => {
     ).toMatchObject({ pool: "gpu", threads: 2, concurrency: 1 });
     expect(() => parse(["--runtime", "deno"])).toThrow(/--runtime must be node or web/);
     expect(() => parse(["--runtime", "web", "--threads", "0"])).toThrow(/--threads/);
+  });
+
+  it("takes webgpu and wasm to the web runtime, cuda and cpu to the node one, and refuses a mismatch", () => {
+    expect(parse(["--device", "webgpu"])).toMatchObject({ device: "webgpu", runtime: "web", pool: "browser" });
+    expect(parse(["--device", "wasm"])).toMatchObject({ device: "wasm", runtime: "web" });
+    expect(parse(["--device", "webgpu", "--pool", "gpu"])).toMatchObject({ runtime: "web", pool: "gpu" });
+    expect(parse(["--device", "cuda"])).toMatchObject({ device: "cuda", runtime: "node" });
+    expect(parse([], { EDGESWARM_DEVICE: "webgpu" })).toMatchObject({ runtime: "web" });
+    expect(parse(["--runtime", "web"])).toMatchObject({ device: "auto", runtime: "web" });
+    expect(() => parse(["--runtime", "node", "--device", "webgpu"])).toThrow(
+      /--device webgpu runs with --runtime web, not --runtime node/,
+    );
+    expect(() => parse(["--runtime", "web", "--device", "cuda"])).toThrow(/--device cuda runs with --runtime node/);
+  });
+
+  it("offers the GPU drills only under EDGESWARM_GPU_DRILLS=1", () => {
+    expect(parse([]).gpuDrills).toBe(false);
+    expect(parse([], { EDGESWARM_GPU_DRILLS: "1" }).gpuDrills).toBe(true);
   });
 
   it("turns a model directory into a file URL ending in a slash", () => {
@@ -55,7 +73,7 @@ describe("edgeswarm-worker options", () => {
   it("refuses bad values with a message naming the option", () => {
     expect(() => parse(["--pool", "laptop"])).toThrow(UsageError);
     expect(() => parse(["--pool", "laptop"])).toThrow(/--pool must be one of browser, gpu/);
-    expect(() => parse(["--device", "tpu"])).toThrow(/--device/);
+    expect(() => parse(["--device", "tpu"])).toThrow(/--device must be one of auto, cuda, webgpu, cpu, wasm/);
     expect(() => parse(["--max-batch-size", "0"])).toThrow(/--max-batch-size must be an integer >= 1/);
     expect(() => parse(["--coordinator", "ftp://x"])).toThrow(/http\(s\) URL/);
     expect(() => parse(["--bogus"])).toThrow(/bogus/);

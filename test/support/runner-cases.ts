@@ -1,7 +1,7 @@
 // The model-runner conformance cases every runner must pass, whatever runs them: onnxruntime-node in this
 // process, onnxruntime-web in a Node worker thread (--runtime web), onnxruntime-web in Chromium's Web
 // Worker. Each runner loads the same registry entries; its answers must also match onnxruntime-node's.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
@@ -24,6 +24,20 @@ export interface RunnerUnderTest {
   /** Loads these registry entries (relative to the bundled registry); answers them by name. */
   loadAll(specs: ModelConfig[]): Promise<Map<string, Runnable>>;
   close(): Promise<void>;
+}
+
+/** Debian's chromium package ships SwiftShader's Vulkan driver: a software GPU that Dawn accepts (lavapipe it refuses). */
+export const SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json";
+
+/**
+ * Points the Vulkan loader at SwiftShader unless the environment names a driver already, so the WebGPU
+ * cases run on machines with no GPU (CI installs libvulkan1 and chromium). Call before any thread starts:
+ * the loader reads the process environment when Dawn first asks for an adapter.
+ */
+export function useSoftwareVulkan(): void {
+  if (process.env.VK_ICD_FILENAMES || process.env.VK_DRIVER_FILES) return;
+  if (!existsSync(SWIFTSHADER_ICD)) throw new Error(`no ${SWIFTSHADER_ICD}: apt-get install libvulkan1 chromium`);
+  process.env.VK_ICD_FILENAMES = SWIFTSHADER_ICD;
 }
 
 const registry = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
@@ -60,7 +74,8 @@ const expectClose = (a: number[], b: number[], tol: number) => {
 
 /** Registers the conformance cases for one runner. */
 export function describeRunner(label: string, make: () => Promise<RunnerUnderTest>, timeoutMs = 120_000): void {
-  describe(`model runner conformance: ${label}`, () => {
+  // Every case may be the first run of a shader on a software GPU: each gets the whole budget.
+  describe(`model runner conformance: ${label}`, { timeout: timeoutMs }, () => {
     let runner: RunnerUnderTest;
     let models = new Map<string, Runnable>();
     const reference = new Map<string, LoadedModel>();

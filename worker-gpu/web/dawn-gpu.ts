@@ -96,10 +96,3 @@ export async function probeDawn(): Promise<DawnAdapter | { reason: string }> {
   };
   return { vendor, architecture, device, description, backend: DAWN_BACKEND, software: isFallbackAdapter === true };
 }
-
-/** One line for logs and status: "google swiftshader (SwiftShader driver 5.0.0, vulkan, software)". */
-export function describeAdapter(a: DawnAdapter | (GpuAdapterInfo & { backend?: string; software?: boolean })): string {
-  const name = [a.vendor, a.architecture].filter(Boolean).join(" ") || "unknown GPU";
-  const detail = [a.description || a.device, a.backend, a.software ? "software" : ""].filter(Boolean).join(", ");
-  return detail ? `${name} (${detail})` : name;
-}
