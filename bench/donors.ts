@@ -8,7 +8,7 @@ import { startWorker, type WorkerProcess } from "../scripts/lib/worker-process.t
 import type { Coordinator } from "../scripts/lib/wrangler-dev.ts";
 import { type DonorStatus, ModelRegistry } from "../shared/index.ts";
 import { launchChromium } from "../test/support/chromium.ts";
-import { type DonorMode, type DonorReport, sameOutput } from "../test/support/donor-answers.ts";
+import { type DonorMode, type DonorReport, emptyReport, sameOutput } from "../test/support/donor-answers.ts";
 import { type DonorProcess, startDonor } from "../test/support/donor-launcher.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import {
@@ -87,9 +87,9 @@ const SCENARIOS: Scenario[] = [
 const SENTENCES = Array.from({ length: 64 }, (_, i) => `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} (${i})`);
 
 class Row extends BenchRow {
-  /** Items completed over the window by pool, and items leased (every run, verifications and canaries included). */
+  /** Items released over the window by the pool of the run that released them, and items in completed batches (every run). */
   completed = { browser: 0, gpu: 0 };
-  leased = 0;
+  ran = 0;
   wrong = 0;
   sourcesChanged = false;
   donorShare(): number {
@@ -98,7 +98,7 @@ class Row extends BenchRow {
   }
   extraRuns(): number {
     const released = this.completed.browser + this.completed.gpu;
-    return released > 0 ? (this.leased - released) / released : Number.NaN;
+    return released > 0 ? (this.ran - released) / released : Number.NaN;
   }
 }
 
@@ -123,7 +123,7 @@ async function counters(base: URL) {
   const text = "error" in res ? "" : res.text;
   return {
     completed: byPool(text, "edgeswarm_items_completed_total"),
-    leased: byPool(text, "edgeswarm_batch_size_sum").all,
+    ran: byPool(text, "edgeswarm_batch_size_sum").all,
   };
 }
 
@@ -133,16 +133,8 @@ async function call(base: URL, perCall: number, reference: Reference, row: Row):
   const body = JSON.stringify({ model: MODEL, inputs, timeout_ms: CALL_TIMEOUT_MS });
   const res = await client.request(base, "POST", "/v1/infer", body);
   if ("error" in res) return res.error;
-  if (res.status !== 200) {
-    const code = (() => {
-      try {
-        return (JSON.parse(res.text) as { error?: { code?: string } }).error?.code;
-      } catch {
-        return "not JSON";
-      }
-    })();
-    return `HTTP ${res.status} ${code}`;
-  }
+  // The error's code when it is the coordinator's JSON; else workerd's own page (a reload, say).
+  if (res.status !== 200) return `HTTP ${res.status} ${/"code":"([^"]+)"/.exec(res.text)?.[1] ?? "(not JSON)"}`;
   const outputs = (JSON.parse(res.text) as { outputs: unknown[] }).outputs;
   outputs.forEach((o, i) => {
     if (!sameOutput(o, reference.get(inputs[i] as string), TOLERANCE)) row.wrong++;
@@ -170,7 +162,7 @@ async function measure(base: URL, scenario: string, load: (typeof LOADS)[number]
   const [a, b] = await Promise.all([from, to]);
   if (a && b) {
     row.completed = { browser: b.completed.browser - a.completed.browser, gpu: b.completed.gpu - a.completed.gpu };
-    row.leased = b.leased - a.leased;
+    row.ran = b.ran - a.ran;
   }
   row.sourcesChanged = newestSourceMtime() !== sources;
   return row;
@@ -185,23 +177,36 @@ async function join(coordinator: Coordinator, scenario: Scenario): Promise<() =>
   const tab = scenario.tab ? await openTab(coordinator) : undefined;
   await Promise.all(donors.map((d) => d.ready(120_000)));
   return async () => {
-    await tab?.();
-    return Promise.all(donors.map((d) => d.stop()));
+    const reports = await Promise.all(donors.map((d) => d.stop()));
+    return tab ? [...reports, await tab()] : reports;
   };
 }
 
-/** The demo page in a headless Chromium, once its donor is running and connected. */
-async function openTab(coordinator: Coordinator): Promise<() => Promise<void>> {
+/** The demo page in a headless Chromium, once its donor is running and connected; closing it tells what it ran. */
+async function openTab(coordinator: Coordinator): Promise<() => Promise<DonorReport>> {
   const chromium = await launchChromium();
   const page = await chromium.context.newPage();
   await page.goto(`${coordinator.url}/demo/`);
+  const status = async () => (await page.evaluate("window.EdgeSwarm?.status()")) as DonorStatus | undefined;
   for (let i = 0; i < 600; i++) {
-    const status = (await page.evaluate("window.EdgeSwarm?.status()")) as DonorStatus | undefined;
-    if (status?.state === "failed") throw new Error(`the demo tab's donor failed: ${status.error}`);
-    if (status?.state === "running" && status.models.every((m) => m.connected)) break;
+    const s = await status();
+    if (s?.state === "failed") throw new Error(`the demo tab's donor failed: ${s.error}`);
+    if (s?.state === "running" && s.models.every((m) => m.connected)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
-  return () => chromium.close();
+  return async () => {
+    const ran = (await status())?.models.find((m) => m.name === MODEL);
+    await chromium.close();
+    const items = ran?.items ?? 0;
+    return {
+      ...emptyReport("honest", "demo tab"),
+      local_address: "127.0.0.1",
+      batches: ran?.batches ?? 0,
+      items,
+      answered: items,
+      honest: items,
+    };
+  };
 }
 
 /** Donors (and the gpu worker) not yet stopped, so Ctrl-C or a failure does not leave one running. */
@@ -223,9 +228,10 @@ function report(rows: Row[], notes: string[], session: BenchSession): string {
     ),
     "",
     "Donor share: items completed by the browser pool over all completed, from the coordinator's `/metrics`",
-    "(`edgeswarm_items_completed_total` by pool) over the measured window. Extra runs per item: items leased",
-    "(`edgeswarm_batch_size_sum`: verification runs, canaries, hoarded and re-run items included) less items",
-    "completed, per item completed. Wrong answers: outputs delivered with status 200 that differ from the reference.",
+    "(`edgeswarm_items_completed_total` by pool) over the measured window. Extra runs per item: items in completed",
+    "batches (`edgeswarm_batch_size_sum`, any pool: verification runs, canaries and re-runs included) less items",
+    "released, per item released; batches a hoarder never completes are not in it (see its line below). Wrong",
+    "answers: outputs delivered with status 200 that differ from the reference.",
     ...(rows.some((r) => r.sourcesChanged)
       ? ["† edge/ or shared/ changed during the row: wrangler dev reloaded; discard it."]
       : []),
@@ -277,7 +283,7 @@ async function main(): Promise<number> {
       const reports = await stop();
       for (const r of reports) {
         notes.push(
-          `- ${scenario.name}: ${r.mode} donor on ${r.local_address}: ${r.batches} batches, ${r.items} items taken, ${r.answered} answered (${r.lies} lies), ${r.extends} extensions, ${r.leases_lost} leases lost`,
+          `- ${scenario.name}: ${r.worker_id === "demo tab" ? "the demo tab" : `${r.mode} donor`} on ${r.local_address}: ${r.batches} batches, ${r.items} items taken, ${r.answered} answered (${r.lies} lies), ${r.extends} extensions, ${r.leases_lost} leases lost`,
         );
       }
     }

@@ -148,6 +148,7 @@ function serveOverSocket(model: LoadedModel): void {
   let batchNumber = 0;
   /** Hoarded leases: a hold ends (its run fails) once the coordinator says the lease is no longer ours. */
   const holds = new Map<string, (error: Error) => void>();
+  const lost = new Set<string>();
   const observe = (ws: SocketLike): SocketLike => ({
     get readyState() {
       return ws.readyState;
@@ -168,7 +169,9 @@ function serveOverSocket(model: LoadedModel): void {
           report.batches++;
           report.items += frame.items.length;
         } else if (frame.type === "ack" && (frame.status === "stale" || frame.status === "not_found")) {
-          report.leases_lost++;
+          // Counted once per lease: a hoarder's pending extends and the failed run's completion are told too.
+          if (!lost.has(frame.lease_id)) report.leases_lost++;
+          lost.add(frame.lease_id);
           holds.get(frame.lease_id)?.(new Error(`lease ${frame.status}`));
           holds.delete(frame.lease_id);
         }
