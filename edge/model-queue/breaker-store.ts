@@ -77,6 +77,15 @@ export class BreakerStore {
     return open;
   }
 
+  /** When the next open breaker lets a probe through (the alarm wakes the queue then); null if none is open. */
+  nextProbeAt(now: number): number | null {
+    let next: number | null = null;
+    for (const { b } of this.cache.values()) {
+      if (b.state === "open" && b.until > now && (next === null || b.until < next)) next = b.until;
+    }
+    return next;
+  }
+
   /** Drops the rows of workers long gone. */
   dropIdle(now: number): void {
     const dropped = this.sql.all<{ worker: string }>(

@@ -381,7 +381,7 @@ export class ModelQueue extends DurableObject<Env> {
 
   /** Tells a quarantined browser worker's sockets (of it, or of its donor) why it gets no more batches. */
   private tellQuarantined(ref: WorkerRef, q: Quarantine): void {
-    for (const ws of this.slots.socketsOf(ref.worker_id, ref.donor)) {
+    for (const ws of this.slots.socketsOf(ref.worker_id, ref.donor, ref.network ?? null)) {
       if (socketWorker(ws)?.pool !== "browser") continue;
       try {
         sendFrame(ws, { type: "error", code: ErrorCode.quarantined, message: quarantineMessage(q) });
@@ -569,7 +569,8 @@ export class ModelQueue extends DurableObject<Env> {
       ttl,
     );
     const sessions = this.jobs.hasSessionAppends() ? now + SESSION_RETRY_MS : null;
-    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, sessions].filter(
+    const breakerProbe = this.breakers.nextProbeAt(now);
+    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, sessions, breakerProbe].filter(
       (t): t is number => typeof t === "number",
     );
     const next = times.length > 0 ? Math.min(...times) : null;

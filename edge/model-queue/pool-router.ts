@@ -41,15 +41,13 @@ const ALL_TO_GPU: Readonly<RoutePlan> = Object.freeze({
 /**
  * Queued items the GPU pool takes at once, whatever the overflow rule says. With verification on: every
  * item a donor's output waits on (its verifying run goes to whichever trusted or independent worker is free
- * first, never behind the overflow timer), and every item whose donor-fault budget is spent. With it off,
- * only tie-breaks between browser runs that disagree.
+ * first, never behind the overflow timer), and every item a donor failed to deliver (hedged, lost, an
+ * error): it is the trusted pool's too from then on, and donors' only until its donor-fault budget is spent.
+ * With verification off, only tie-breaks between browser runs that disagree.
  */
 function gpuAtOnce(cfg: ModelConfig): ItemFilter {
   return cfg.verification.enabled
-    ? {
-        where: "pool IS NOT 'gpu' AND (n_candidates > 0 OR donor_faults >= ?)",
-        bindings: [cfg.verification.donor_fault_budget],
-      }
+    ? { where: "pool IS NOT 'gpu' AND (n_candidates > 0 OR donor_faults > 0)", bindings: [] }
     : { where: "pool IS NULL AND n_candidates >= 2", bindings: [] };
 }
 

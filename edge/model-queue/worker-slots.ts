@@ -192,11 +192,16 @@ export class WorkerSlots {
     return n;
   }
 
-  /** The open sockets of a worker, or of any worker of a donor. */
-  socketsOf(workerId: string, donor: string | null): WebSocket[] {
+  /** The open sockets of a worker, or of any worker of a donor or of a client network. */
+  socketsOf(workerId: string, donor: string | null, network: string | null = null): WebSocket[] {
     return this.ctx.getWebSockets().filter((ws) => {
       const info = socketWorker(ws);
-      return info !== null && (info.worker_id === workerId || (donor !== null && info.donor === donor));
+      return (
+        info !== null &&
+        (info.worker_id === workerId ||
+          (donor !== null && info.donor === donor) ||
+          (network !== null && info.network === network))
+      );
     });
   }
 

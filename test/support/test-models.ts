@@ -73,7 +73,14 @@ export const TEST_REGISTRY = {
       max_batch_size: 4,
       max_queue_delay_ms: 0,
       lease_ms: 5_000,
-      verification: { trust_after: 0, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000, hedge_min_ms: 5_000 },
+      verification: {
+        trust_after: 0,
+        sample_rate: 0,
+        canary_rate: 0,
+        quarantine_ms: 60_000,
+        hedge_min_ms: 5_000,
+        network_max_sockets: 3,
+      },
     },
     // A worker whose batches keep failing trips its circuit breaker after two (test/workers/breaker.test.ts).
     {

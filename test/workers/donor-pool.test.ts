@@ -1,0 +1,252 @@
+// The donor pool against hostile donors, in real workerd over the real socket and HTTP protocols:
+// colluders on one network get no wrong answer out, independent donors release work without the gpu pool,
+// a hoarder holds no more than its caps and its hedge time, donor failures never dead-letter an item, a
+// failing worker's circuit breaker opens and probes, leases answer only their holder, tables stay bounded.
+import { runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import type { ModelQueue } from "../../edge/model-queue/model-queue.ts";
+import { TRUST_MODELS } from "../support/test-models.ts";
+import { call, infer, queue, SocketWorker, WORKER, waitFor, wipeQueues, workerCall } from "./helpers.ts";
+
+afterEach(() => wipeQueues([...TRUST_MODELS, "flaky"]));
+
+const honest = (x: unknown) => [
+  { label: `L-${String(x)}`, score: 0.75 },
+  { label: "OTHER", score: 0.25 },
+];
+const lie = (x: unknown) => [
+  { label: `L-${String(x)}`, score: 0.25 },
+  { label: "OTHER", score: 0.75 },
+];
+const NET = { a: "10.0.1.0/24", b: "10.0.2.0/24", c: "10.0.3.0/24" };
+
+const submit = async (model: string, inputs: unknown[], extra: Record<string, unknown> = {}) => {
+  const res = await infer({ model, inputs, wait: false, ...extra });
+  expect(res.status).toBe(202);
+  return res.body.id as string;
+};
+const finished = (id: string, timeoutMs = 3_000) =>
+  waitFor(async () => {
+    const j = (await call(`/v1/jobs/${id}`)).body;
+    return ["succeeded", "failed", "expired"].includes(j.status) ? j : undefined;
+  }, timeoutMs);
+const metric = async (name: string, labels: string): Promise<number> => {
+  const text = (await call("/metrics")).body as string;
+  const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
+  return line === undefined ? 0 : Number(line.split(" ").at(-1));
+};
+const inputsOf = (batch: { items: { input: unknown }[] }) => batch.items.map((i) => i.input);
+
+describe("collusion", () => {
+  it.each([2, 3])("%i colluding donors on one network get no wrong answer out, and are all quarantined", async (n) => {
+    // independent: donors in good standing at once, so only their network keeps them from vouching for each other.
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const colluders = [];
+    for (let i = 0; i < n; i++) {
+      colluders.push(
+        await SocketWorker.connect("independent", { worker_id: `c${i}`, donor: `d-c${i}`, network: NET.a }),
+      );
+    }
+    const id = await submit("independent", ["x"], { pool: "browser" });
+    const first = await waitFor(() => colluders.find((c) => c.has("batch")));
+    first.complete(await first.next("batch"), lie);
+    await first.next("ack");
+    // The others are not independent of it: the verifying run is the gpu pool's.
+    const check = await gpu.next("batch");
+    expect(inputsOf(check)).toEqual(["x"]);
+    expect(colluders.some((c) => c !== first && c.has("batch"))).toBe(false);
+    gpu.complete(check, honest);
+    expect((await finished(id)).outputs).toEqual([honest("x")]);
+    for (const c of colluders) expect((await c.next("error")).code).toBe("quarantined");
+  });
+
+  it("two donors on different networks release each other's work: the gpu pool runs none of it", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const a = await SocketWorker.connect("independent", { worker_id: "a", donor: "d-a", network: NET.a });
+    const b = await SocketWorker.connect("independent", { worker_id: "b", donor: "d-b", network: NET.b });
+    const id = await submit("independent", ["r"]);
+    const first = await waitFor(() => [a, b].find((w) => w.has("batch")));
+    const second = first === a ? b : a;
+    first.complete(await first.next("batch"), honest);
+    second.complete(await second.next("batch"), honest);
+    expect((await finished(id)).outputs).toEqual([honest("r")]);
+    expect(gpu.has("batch")).toBe(false);
+    expect(await metric("edgeswarm_verification_agreements_total", 'model="independent",pool="browser"')).toBe(1);
+  });
+
+  it("donors on different networks that disagree wait for a trusted run, which catches the liar", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const a = await SocketWorker.connect("independent", { worker_id: "a", donor: "d-a", network: NET.a });
+    const b = await SocketWorker.connect("independent", { worker_id: "b", donor: "d-b", network: NET.b });
+    const id = await submit("independent", ["t"]);
+    const liar = await waitFor(() => [a, b].find((w) => w.has("batch")));
+    const honestOne = liar === a ? b : a;
+    liar.complete(await liar.next("batch"), lie);
+    const verifying = await waitFor(() => (honestOne.has("batch") ? honestOne : gpu.has("batch") ? gpu : undefined));
+    verifying.complete(await verifying.next("batch"), honest);
+    if (verifying === honestOne) gpu.complete(await gpu.next("batch"), honest); // the tie-break
+    expect((await finished(id)).outputs).toEqual([honest("t")]);
+    expect((await liar.next("error")).code).toBe("quarantined");
+    expect(honestOne.has("error")).toBe(false);
+  });
+});
+
+describe("hoarding", () => {
+  it("caps what a donor holds at donor_max_leases, whatever concurrency it claims, and extends never past the hedge time", async () => {
+    // independent: leases and hedge time of 5 s, nothing expires during the test.
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    gpu.send({ type: "drain" }); // connected (a verifier), taking nothing
+    await gpu.next("draining");
+    const hoarder = await SocketWorker.connect("independent", {
+      worker_id: "hoarder",
+      donor: "d-hoarder",
+      network: NET.a,
+      max_batch_size: 1,
+      max_concurrent_batches: 64,
+    });
+    for (let i = 0; i < 5; i++) await submit("independent", [`h${i}`], { pool: "browser" });
+    const held = [await hoarder.next("batch"), await hoarder.next("batch")];
+    const active = await runInDurableObject(queue("independent"), (_i, state) => [
+      ...state.storage.sql.exec("SELECT COUNT(*) AS n FROM leases WHERE state = 'active' AND donor = 'd-hoarder'"),
+    ]);
+    expect(active[0]?.n).toBe(2); // two, not 64
+    expect(hoarder.has("batch")).toBe(false);
+    hoarder.send({ type: "extend", lease_id: held[0]?.lease_id, extend_ms: 60_000 });
+    expect((await hoarder.next("ack")).deadline).toBeLessThanOrEqual(held[0]?.deadline ?? 0);
+  });
+
+  it("hands a hoarded batch on once its hedge time passes: the trusted pool serves it, no attempt spent", async () => {
+    // verified-short: leases of 150 ms, so a hoarded batch is hedged within that; two donor faults per item.
+    const gpu = await SocketWorker.connect("verified-short", { worker_id: "gpu", pool: "gpu" });
+    gpu.send({ type: "drain" }); // connected, taking nothing yet
+    await gpu.next("draining");
+    const hoarder = await SocketWorker.connect("verified-short", {
+      worker_id: "hoarder",
+      donor: "d-hoarder",
+      network: NET.a,
+      max_concurrent_batches: 64,
+    });
+    const ids = [];
+    for (let i = 0; i < 5; i++) ids.push(await submit("verified-short", [`h${i}`], { pool: "browser" }));
+    await hoarder.next("batch");
+    gpu.send({ type: "resume" });
+    for (let done = 0; done < 5; ) {
+      const batch = await gpu.next("batch", 5_000);
+      // The hoarder's failures never spent the items' attempts.
+      expect(batch.items.every((item) => item.attempt === 1)).toBe(true);
+      gpu.complete(batch, honest);
+      done += batch.items.length;
+    }
+    for (const [i, id] of ids.entries()) expect((await finished(id, 5_000)).outputs).toEqual([honest(`h${i}`)]);
+    expect(await metric("edgeswarm_donor_faults_total", 'model="verified-short",pool="browser"')).toBeGreaterThan(0);
+  }, 20_000);
+
+  it("a donor's errors and disconnects never dead-letter an item, though max_attempts is 2", async () => {
+    const gpu = await SocketWorker.connect("verified-short", { worker_id: "gpu", pool: "gpu" });
+    gpu.send({ type: "drain" });
+    await gpu.next("draining");
+    const id = await submit("verified-short", ["e"], { pool: "browser" });
+    const failing = await SocketWorker.connect("verified-short", { worker_id: "f", donor: "d-f", network: NET.a });
+    const batch = await failing.next("batch");
+    failing.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: [{ error: { code: "invalid_input", message: "I say so" } }],
+    });
+    await failing.next("ack");
+    const again = await failing.next("batch");
+    failing.close(); // and then it is gone, holding the item
+    expect(inputsOf(again)).toEqual(["e"]);
+    gpu.send({ type: "resume" });
+    const trusted = await gpu.next("batch", 5_000);
+    expect(trusted.items[0]?.attempt).toBe(1);
+    gpu.complete(trusted, honest);
+    expect((await finished(id)).outputs).toEqual([honest("e")]);
+  });
+
+  it("refuses a donor's third socket to one queue, and a network's past network_max_sockets", async () => {
+    await SocketWorker.open("independent", { donor: "d-many", network: NET.a });
+    await SocketWorker.open("independent", { donor: "d-many", network: NET.a });
+    await expect(SocketWorker.open("independent", { donor: "d-many", network: NET.a })).rejects.toThrow(/429/);
+    // independent: network_max_sockets 3.
+    await SocketWorker.open("independent", { donor: "d-other", network: NET.a });
+    await expect(SocketWorker.open("independent", { donor: "d-third", network: NET.a })).rejects.toThrow(
+      /donors on 10\.0\.1\.0\/24 already hold 3 connections/,
+    );
+    await SocketWorker.open("independent", { donor: "d-third", network: NET.b });
+  });
+});
+
+describe("circuit breaker", () => {
+  it("stops leases to a worker whose batches keep failing, probes it with one item after the cooldown, then trusts it again", async () => {
+    // flaky: leases of 150 ms, breaker opens after 2 failed batches for 400 ms.
+    const w = await SocketWorker.connect("flaky", { worker_id: "flaky-w", pool: "gpu", max_concurrent_batches: 4 });
+    const id = await submit("flaky", [1, 2, 3, 4]);
+    await w.next("batch"); // never answered: expires
+    await w.next("batch", 2_000); // redelivered, never answered: expires, the breaker opens
+    await waitFor(async () => (await metric("edgeswarm_workers_breaker_open", 'model="flaky",pool="gpu"')) === 1);
+    expect(await metric("edgeswarm_worker_breaker_trips_total", 'model="flaky",pool="gpu"')).toBe(1);
+    const probe = await w.next("batch", 3_000); // after the cooldown: one item
+    expect(probe.items).toHaveLength(1);
+    w.complete(probe, (x) => x);
+    const rest = await w.next("batch", 3_000); // closed again: the rest at once
+    expect(rest.items).toHaveLength(3);
+    w.complete(rest, (x) => x);
+    expect((await finished(id)).outputs).toEqual([1, 2, 3, 4]);
+    expect(await metric("edgeswarm_workers_breaker_open", 'model="flaky",pool="gpu"')).toBe(0);
+  });
+});
+
+describe("lease binding and bounded tables", () => {
+  it("refuses extend, complete and release over HTTP from any credential but the one that took the lease", async () => {
+    const id = await submit("verified", ["b"], { pool: "gpu" });
+    const leased = await workerCall("/v1/leases", {
+      model: "verified",
+      worker_id: "w-http",
+      pool: "gpu",
+      device: "cpu",
+      max_batch_size: 4,
+      wait_ms: 2_000,
+    });
+    expect(leased.status).toBe(200);
+    const leaseId = leased.body.lease_id as string;
+    const token = await call("/v1/donors/token", {
+      body: { site_key: "site-a" },
+      headers: { Origin: "https://a.example" },
+    });
+    expect(token.status).toBe(200);
+    const asDonor = { Authorization: `Bearer ${token.body.token}`, Origin: "https://a.example" };
+    for (const op of ["extend", "release"] as const) {
+      const res = await call(`/v1/leases/${leaseId}/${op}`, { body: {}, headers: asDonor });
+      expect(res.status).toBe(404);
+      expect(res.body.error.message).toBe("this worker holds no such lease");
+    }
+    const stolen = await call(`/v1/leases/${leaseId}/complete`, {
+      body: { results: [{ output: lie("b") }] },
+      headers: asDonor,
+    });
+    expect(stolen.status).toBe(404);
+    const own = await call(`/v1/leases/${leaseId}/complete`, {
+      body: { results: [{ output: honest("b") }] },
+      headers: WORKER,
+    });
+    expect(own.status).toBe(200);
+    expect((await finished(id)).outputs).toEqual([honest("b")]);
+  });
+
+  it("keeps trust rows only while their donors live: a test fills and drains them", async () => {
+    await runInDurableObject(queue("independent"), async (instance: ModelQueue) => {
+      const trust = (instance as unknown as { trust: import("../../edge/model-queue/trust-store.ts").TrustStore })
+        .trust;
+      const now = Date.now();
+      for (let i = 0; i < 500; i++) trust.credit({ worker_id: `w${i}`, donor: `d${i}`, network: NET.a }, now);
+      trust.quarantine({ worker_id: "w0", donor: "d0", network: NET.a }, now + 1_000, "test");
+      expect(trust.rows()).toEqual({ trust: 499, quarantine: 3 });
+      trust.dropExpired(now + 1_000);
+      expect(trust.rows()).toEqual({ trust: 499, quarantine: 0 });
+      const { TRUST_TTL_MS } = await import("../../edge/model-queue/trust-store.ts");
+      trust.dropExpired(now + TRUST_TTL_MS);
+      expect(trust.rows()).toEqual({ trust: 0, quarantine: 0 });
+    });
+  });
+});
