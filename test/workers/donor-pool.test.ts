@@ -41,7 +41,7 @@ describe("collusion", () => {
   it.each([2, 3])("%i colluding donors on one network get no wrong answer out, and are all quarantined", async (n) => {
     // independent: donors in good standing at once, so only their network keeps them from vouching for each other.
     const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
-    const colluders = [];
+    const colluders: SocketWorker[] = [];
     for (let i = 0; i < n; i++) {
       colluders.push(
         await SocketWorker.connect("independent", { worker_id: `c${i}`, donor: `d-c${i}`, network: NET.a }),
