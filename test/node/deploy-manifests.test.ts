@@ -233,6 +233,8 @@ function importGraph(entry: string): string[] {
       ...source.matchAll(/^\s*(?:import|export)\s+(?!type\s)[^;]*?\bfrom\s+["'](\.{1,2}\/[^"']+)["']/gm),
       ...source.matchAll(/^\s*import\s+["'](\.{1,2}\/[^"']+)["']/gm),
       ...source.matchAll(/\bimport\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g),
+      // Worker threads: `new Worker(new URL("./thread.mjs", import.meta.url))` loads a file no import names.
+      ...source.matchAll(/\bnew URL\(\s*["'](\.{1,2}\/[^"']+\.m?[jt]s)["']\s*,\s*import\.meta\.url\s*\)/g),
     ].map((m) => m[1] as string);
     for (const s of specifiers) visit(posix.join(posix.dirname(file), s));
   };
@@ -471,6 +473,10 @@ describe("worker-gpu/Dockerfile", () => {
       ...bundledModelFiles(),
     ];
     expect(needed).toContain("worker-gpu/cli.ts");
+    // --runtime web's threads and the web runner they share with the browser: no client/ file.
+    expect(needed).toContain("worker-gpu/web/web-thread.ts");
+    expect(needed).toContain("shared/runner/web-runner.ts");
+    expect(needed.filter((f) => f.startsWith("client/"))).toEqual([]);
     expect(needed).toContain("shared/index.ts");
     expect(
       needed.filter((f) => !existsSync(join(ROOT, f))),
@@ -482,6 +488,58 @@ describe("worker-gpu/Dockerfile", () => {
     expect(dockerIgnored("node_modules/onnxruntime-node/package.json")).toBe(true);
     expect(dockerIgnored(".dev.vars")).toBe(true);
     expect(ops(runtimeStage, "COPY").some((i) => /--from=\S+\s+\S*node_modules\s/.test(i.args))).toBe(true);
+  });
+});
+
+describe("WebGPU workers (worker-gpu/k8s/webgpu, the image's Vulkan loader)", () => {
+  const OVERLAY = `${K8S}/webgpu`;
+  const overlay = yamlDocs(`${OVERLAY}/kustomization.yaml`)[0] as Obj;
+
+  /** The base Deployment's container with the overlay's JSON patches applied (kustomize's "add" to a list's end). */
+  function patchedContainer(): Obj {
+    const patched = structuredClone(deployment) as Obj;
+    for (const p of overlay.patches as Obj[]) {
+      expect(p.target).toMatchObject({ kind: "Deployment", name: deployment.metadata.name });
+      for (const op of parseAllDocuments(p.patch as string)[0]?.toJS() as Obj[]) {
+        expect(op.op).toBe("add");
+        const path = (op.path as string).split("/").slice(1);
+        const list = path.slice(0, -1).reduce((o: Obj, k) => o[k], patched) as unknown[];
+        expect(path.at(-1)).toBe("-");
+        list.push(op.value);
+      }
+    }
+    return patched.spec.template.spec.containers[0] as Obj;
+  }
+
+  it("builds on the base and merges into its ConfigMap", () => {
+    expect(overlay.resources).toEqual([".."]);
+    const merge = (overlay.configMapGenerator as Obj[]).find((g) => g.name === "edgeswarm-worker");
+    expect(merge?.behavior).toBe("merge");
+  });
+
+  it("runs the pods on webgpu only, in the gpu pool, with the graphics capability NVIDIA's toolkit needs for Vulkan", () => {
+    const literals = (overlay.configMapGenerator as Obj[])[0]?.literals as string[];
+    const c = patchedContainer();
+    const { env } = containerEnvironment(c);
+    Object.assign(
+      env,
+      Object.fromEntries(literals.map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)])),
+    );
+    const options = parseOptions((c.args as string[] | undefined) ?? [], env) as WorkerOptions;
+    expect(options).toMatchObject({ device: "webgpu", runtime: "web", pool: "gpu" });
+    expect(env.NVIDIA_DRIVER_CAPABILITIES?.split(",")).toEqual(
+      expect.arrayContaining(["compute", "utility", "graphics"]),
+    );
+    // The same GPU request as the base: one each.
+    expect(c.resources.limits["nvidia.com/gpu"]).toBe(1);
+  });
+
+  it("installs the Vulkan loader in the image, and an ICD manifest for NVIDIA's driver library", () => {
+    const runs = ops(runtimeStage, "RUN").map((r) => r.args);
+    expect(runs.some((r) => /apt-get install\b[^&]*\blibvulkan1\b/.test(r))).toBe(true);
+    expect(runs.some((r) => /libGLX_nvidia\.so\.0/.test(r) && /\/vulkan\/icd\.d\//.test(r))).toBe(true);
+    // webgpu is a production dependency, so the install stage's `npm ci --omit=dev` brings Dawn.
+    expect(JSON.parse(read("package.json")).dependencies.webgpu).toBeDefined();
   });
 });
 
