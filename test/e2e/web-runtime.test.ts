@@ -2,7 +2,11 @@
 // in Node worker threads, against the real coordinator (`wrangler dev`). It joins the browser pool,
 // answers as onnxruntime-node does, runs batches on its threads in parallel, and when one of its threads
 // is ended mid-batch the batch is run again on another thread: every call still gets the right answer.
+// Then `--device webgpu` (Dawn, on SwiftShader's software Vulkan here) in the gpu pool: it reports its
+// adapter, answers as onnxruntime-node does, and when its GPU device is destroyed mid-work (the drill
+// route, offered only under EDGESWARM_GPU_DRILLS=1) it moves to wasm and still answers every call right.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,10 +16,17 @@ import { ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { expectMatchesNode } from "../support/browser-swarm.ts";
 import { BUNDLED_REGISTRY_URL, loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
+import { bundledSpec, useSoftwareVulkan } from "../support/runner-cases.ts";
 
 // Browser-pool answers taken as they come here: verification has its own suites.
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
-const registry = { models: bundled.models.map((m) => ({ ...m, verification: { enabled: false } })) };
+// sentiment-webgpu is sentiment's files under a name only the WebGPU worker serves.
+const registry = {
+  models: [...bundled.models, bundledSpec("sentiment", { name: "sentiment-webgpu" })].map((m) => ({
+    ...m,
+    verification: { enabled: false },
+  })),
+};
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-web-"));
@@ -31,6 +42,7 @@ beforeAll(async () => {
   reference = await loadReferenceModels(registry);
   worker = startWorker([
     ...["--coordinator", coordinator.url, "--token", "w", "--worker-id", "web-1", "--runtime", "web"],
+    ...["--models", "sentiment,embedder"],
     ...["--threads", "2", "--max-batch-size", "8", "--port", "0", "--status-interval-ms", "0"],
   ]);
   await worker.waitFor(/\[embedder\] connected/, 90_000);
@@ -46,13 +58,19 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function infer(model: string, inputs: string[], wait = true) {
+async function infer(model: string, inputs: string[], wait = true, pool?: "gpu") {
   const res = await fetch(`${coordinator.url}/v1/infer`, {
     method: "POST",
     headers: API,
-    body: JSON.stringify({ model, inputs, wait, timeout_ms: 120_000 }),
+    // A software GPU compiles each shader on its first run: about a minute here.
+    body: JSON.stringify({ model, inputs, wait, timeout_ms: 300_000, ...(pool ? { pool } : {}) }),
   });
-  return { status: res.status, body: (await res.json()) as any };
+  const text = await res.text();
+  try {
+    return { status: res.status, body: JSON.parse(text) as any };
+  } catch {
+    throw new Error(`${model}: ${res.status} answered with no JSON: ${text.slice(0, 500)}`);
+  }
 }
 
 describe("edgeswarm-worker --runtime web", () => {
@@ -99,4 +117,86 @@ describe("edgeswarm-worker --runtime web", () => {
     expect(after.status).toBe(200);
     await expectMatchesNode(reference, "sentiment", REVIEW_TEXTS, after.body.outputs, 1e-4);
   });
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe("edgeswarm-worker --device webgpu", () => {
+  let gpuWorker: WorkerProcess;
+  let health: string;
+
+  beforeAll(async () => {
+    useSoftwareVulkan();
+    const port = await freePort();
+    health = `http://127.0.0.1:${port}`;
+    gpuWorker = startWorker(
+      [
+        ...["--coordinator", coordinator.url, "--token", "w", "--worker-id", "webgpu-1", "--device", "webgpu"],
+        ...["--pool", "gpu", "--models", "sentiment-webgpu", "--max-batch-size", "8"],
+        ...["--port", String(port), "--host", "127.0.0.1", "--status-interval-ms", "1000"],
+      ],
+      { EDGESWARM_GPU_DRILLS: "1" },
+    );
+    await gpuWorker.waitFor(/\[sentiment-webgpu\] connected/, 240_000);
+  }, 300_000);
+
+  afterAll(() => {
+    gpuWorker?.child.kill("SIGKILL");
+  });
+
+  const metrics = async () => (await fetch(`${health}/metrics`)).text();
+
+  it("joins the gpu pool on webgpu, reports its adapter, and answers as onnxruntime-node does", async () => {
+    expect(gpuWorker.output()).toMatch(/webgpu adapter: google swiftshader \(.*vulkan, software\)/);
+    expect(gpuWorker.output()).toMatch(/started 1 onnxruntime-web threads on webgpu/);
+    expect(gpuWorker.output()).toMatch(/\[sentiment-webgpu\] connected to .* as webgpu-1 \(webgpu\)/);
+    const answer = await infer("sentiment-webgpu", REVIEW_TEXTS, true, "gpu");
+    expect(answer.status).toBe(200);
+    await expectMatchesNode(reference, "sentiment-webgpu", REVIEW_TEXTS, answer.body.outputs, 1e-4);
+    await gpuWorker.waitFor(/status: .*sentiment-webgpu@webgpu .* gpu google swiftshader .* gpu buffers \d/, 30_000);
+    const text = await metrics();
+    expect(text).toMatch(
+      /edgeswarm_worker_gpu_info\{vendor="google",architecture="swiftshader",.*backend="vulkan",software="true"\} 1/,
+    );
+    expect(Number(text.match(/^edgeswarm_worker_gpu_buffer_bytes (\d+)/m)?.[1])).toBeGreaterThan(0);
+    expect(text).toMatch(/^edgeswarm_worker_gpu_devices_lost 0/m);
+  }, 400_000);
+
+  it("moves to wasm when its GPU device is lost mid-work, and every call still gets the right answer", async () => {
+    const pending = Array.from({ length: 6 }, () => infer("sentiment-webgpu", REVIEW_TEXTS, true, "gpu"));
+    await sleep(200);
+    const drill = await fetch(`${health}/drills/lose-gpu-device`, { method: "POST" });
+    expect(await drill.json()).toEqual({ lost: 1 });
+    for (const answer of await Promise.all(pending)) {
+      expect(answer.status).toBe(200);
+      await expectMatchesNode(reference, "sentiment-webgpu", REVIEW_TEXTS, answer.body.outputs, 1e-4);
+    }
+    expect(gpuWorker.output()).toMatch(/the WebGPU device was lost \(.*\); models move to wasm/);
+    const after = await infer("sentiment-webgpu", REVIEW_TEXTS, true, "gpu");
+    expect(after.status).toBe(200);
+    await expectMatchesNode(reference, "sentiment-webgpu", REVIEW_TEXTS, after.body.outputs, 1e-4);
+    await gpuWorker.waitFor(/status: .*sentiment-webgpu@wasm .* device lost, on wasm: thread 1/, 30_000);
+    expect(await metrics()).toMatch(/^edgeswarm_worker_gpu_devices_lost 1/m);
+  }, 400_000);
+
+  it("is refused the drill without EDGESWARM_GPU_DRILLS: a worker in service cannot be told to break its GPU", async () => {
+    const port = await freePort();
+    const plain = startWorker([
+      ...["--coordinator", coordinator.url, "--token", "w", "--worker-id", "wasm-plain", "--device", "wasm"],
+      ...["--models", "sentiment", "--threads", "1", "--port", String(port), "--host", "127.0.0.1"],
+    ]);
+    try {
+      await plain.waitFor(/\[sentiment\] connected/, 120_000);
+      const res = await fetch(`http://127.0.0.1:${port}/drills/lose-gpu-device`, { method: "POST" });
+      expect(res.status).toBe(404);
+    } finally {
+      plain.child.kill("SIGKILL");
+    }
+  }, 180_000);
 });
