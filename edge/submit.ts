@@ -56,18 +56,31 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
   const queue = queueOf(c, model.name);
   // A call in a session carries the session's state to the worker; its inputs and outputs go to the
   // session's history once it succeeds (ModelQueue appends them), so the conversation outlives any worker.
+  // Donors see what they run, so a session's calls run on the trusted pool unless it was created with
+  // ?share_with_donors=true.
   let session: SubmitInput["session_link"];
+  let pool = call.pool;
   if (call.session !== undefined) {
     const stub = await sessionOf(c, call.session);
-    const state = await stub.stateText();
-    if (state === null) {
+    const context = await stub.callContext();
+    if (context === null) {
       throw new ApiError(
         404,
         ErrorCode.sessionNotFound,
         `no session ${call.session} for this key (never created, deleted, or expired): create it with PUT /v1/sessions/${call.session}`,
       );
     }
-    session = { ref: stub.id.toString(), state };
+    if (!context.shareWithDonors && model.verification.enabled) {
+      if (call.pool === "browser") {
+        throw new ApiError(
+          409,
+          ErrorCode.validation,
+          `session ${call.session} does not share its state with donors, so its calls run on the gpu pool: leave out "pool", or create the session with PUT /v1/sessions/${call.session}?share_with_donors=true`,
+        );
+      }
+      pool = "gpu";
+    }
+    session = { ref: stub.id.toString(), state: context.state };
   }
   const submit: SubmitInput = {
     id: newId(model.name),
@@ -75,7 +88,7 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
     priority: call.priority,
     timeout_ms: call.timeout_ms,
     session: call.session,
-    pool: call.pool,
+    pool,
     // Carried to the worker and kept in the job's record; a call without one starts a trace.
     traceparent: traceparentOrNew(c.req.header("traceparent")),
     session_link: session,

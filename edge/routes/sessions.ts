@@ -85,11 +85,24 @@ sessionRoutes.get(PATH, authorised, async (c) => {
   return c.json({ id, ...session }, 200, { ...headers(etag), "Accept-Patch": MERGE_PATCH });
 });
 
+/** `?share_with_donors=true|false` on PUT: whether donors may run the session's calls (and so see its state). */
+function shareWithDonors(c: Context<HonoEnv>): boolean | undefined {
+  const raw = c.req.query("share_with_donors");
+  if (raw === undefined) return undefined;
+  if (raw === "true" || raw === "false") return raw === "true";
+  throw new ApiError(
+    400,
+    ErrorCode.validation,
+    `share_with_donors must be true or false, got "${raw}"; leave it out to keep the session's setting (new sessions: false)`,
+  );
+}
+
 sessionRoutes.put(PATH, authorised, async (c) => {
   const id = c.req.param("id");
+  const share = shareWithDonors(c);
   const session = await sessionOf(c, id);
   const state = await readJson(c, StateDocument, "session state");
-  const result = await session.put(state, conditions(c));
+  const result = await session.put(state, conditions(c), share);
   if (result.kind !== "written") throw refusal(c, id, result);
   const body = { id, state: result.state, expires_at: result.expires_at };
   if (!result.created) return c.json(body, 200, headers(result.etag));

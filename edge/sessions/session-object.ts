@@ -61,6 +61,8 @@ const MIGRATIONS = [
      output TEXT NOT NULL
    );
    CREATE UNIQUE INDEX history_job ON history (job_id);`,
+  // Whether calls in the session may run on donors, who then see its state (issue 12): off unless asked.
+  `ALTER TABLE session ADD COLUMN share_with_donors INTEGER NOT NULL DEFAULT 0;`,
 ] as const;
 
 interface SessionRow extends Record<string, SqlStorageValue> {
@@ -68,6 +70,7 @@ interface SessionRow extends Record<string, SqlStorageValue> {
   generation: string;
   revision: number;
   expires_at: number;
+  share_with_donors: number;
 }
 
 const utf8Bytes = (text: string) => new TextEncoder().encode(text).byteLength;
@@ -104,11 +107,19 @@ export class SessionObject extends DurableObject<Env> {
    * expiry. Null when there is no live session.
    */
   async stateText(): Promise<string | null> {
+    return (await this.callContext())?.state ?? null;
+  }
+
+  /**
+   * What a call made in the session needs: its state as JSON text, and whether the session lets donors
+   * (untrusted browser workers, who see the state) run its calls. Slides the expiry; null when there is none.
+   */
+  async callContext(): Promise<{ state: string; shareWithDonors: boolean } | null> {
     const now = Date.now();
     const row = await this.live(now);
     if (!row) return null;
     await this.touch(now);
-    return row.state;
+    return { state: row.state, shareWithDonors: row.share_with_donors === 1 };
   }
 
   /**
@@ -146,13 +157,20 @@ export class SessionObject extends DurableObject<Env> {
 
   // ---- the caller's side -----------------------------------------------------------------------
 
-  /** Creates the session or replaces its state (its history stays). */
-  async put(state: JsonObject, conditions: Preconditions = {}): Promise<WriteResult> {
+  /**
+   * Creates the session or replaces its state (its history stays). `shareWithDonors` sets whether donors
+   * may run its calls; left out, a new session does not share and an existing one keeps its setting.
+   */
+  async put(state: JsonObject, conditions: Preconditions = {}, shareWithDonors?: boolean): Promise<WriteResult> {
     const now = Date.now();
     const row = await this.live(now);
     const failed = failedPrecondition(row ? tagOf(row) : null, conditions);
     if (failed) return { kind: "precondition_failed", failed, etag: row ? tagOf(row) : null };
-    return this.write(state, row, now);
+    const result = await this.write(state, row, now);
+    if (result.kind === "written" && shareWithDonors !== undefined) {
+      this.sql.run("UPDATE session SET share_with_donors = ?", shareWithDonors ? 1 : 0);
+    }
+    return result;
   }
 
   /** Applies a JSON Merge Patch (RFC 7396) to the state of an existing session. */
@@ -220,7 +238,9 @@ export class SessionObject extends DurableObject<Env> {
    */
   private async live(now: number): Promise<SessionRow | undefined> {
     if (!this.open(false)) return undefined;
-    const row = this.sql.one<SessionRow>("SELECT state, generation, revision, expires_at FROM session");
+    const row = this.sql.one<SessionRow>(
+      "SELECT state, generation, revision, expires_at, share_with_donors FROM session",
+    );
     if (row && row.expires_at <= now) {
       await this.wipe();
       return undefined;
@@ -236,13 +256,13 @@ export class SessionObject extends DurableObject<Env> {
     const expiresAt = now + ttlMs;
     let written: SessionRow;
     if (row) {
-      written = { state: text, generation: row.generation, revision: row.revision + 1, expires_at: expiresAt };
+      written = { ...row, state: text, revision: row.revision + 1, expires_at: expiresAt };
       this.sql.run("UPDATE session SET state = ?, revision = ?, expires_at = ?", text, written.revision, expiresAt);
     } else {
       this.open(true);
       // A session deleted and created again starts at revision 1 too: the generation keeps the old ETags stale.
       const generation = crypto.randomUUID().replaceAll("-", "").slice(0, 12);
-      written = { state: text, generation, revision: 1, expires_at: expiresAt };
+      written = { state: text, generation, revision: 1, expires_at: expiresAt, share_with_donors: 0 };
       this.sql.run(
         "INSERT INTO session (singleton, state, generation, revision, expires_at) VALUES (1, ?, ?, 1, ?)",
         text,

@@ -82,13 +82,13 @@ export const TEST_REGISTRY = {
         network_max_sockets: 3,
       },
     },
-    // A worker whose batches keep failing trips its circuit breaker after two (test/workers/breaker.test.ts).
+    // A worker whose batches keep failing trips its circuit breaker after two (test/workers/donor-pool.test.ts).
     {
       name: "flaky",
       task: "tensor",
       max_batch_size: 4,
       max_queue_delay_ms: 0,
-      lease_ms: 150,
+      lease_ms: 5_000,
       max_attempts: 10,
       retry_backoff_ms: 0,
       circuit_breaker: { failures: 2, cooldown_ms: 400 },

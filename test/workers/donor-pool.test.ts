@@ -179,11 +179,17 @@ describe("hoarding", () => {
 
 describe("circuit breaker", () => {
   it("stops leases to a worker whose batches keep failing, probes it with one item after the cooldown, then trusts it again", async () => {
-    // flaky: leases of 150 ms, breaker opens after 2 failed batches for 400 ms.
+    // flaky: the breaker opens after 2 failed batches, for 400 ms. A batch answered with nothing but errors fails.
     const w = await SocketWorker.connect("flaky", { worker_id: "flaky-w", pool: "gpu", max_concurrent_batches: 4 });
     const id = await submit("flaky", [1, 2, 3, 4]);
-    await w.next("batch"); // never answered: expires
-    await w.next("batch", 2_000); // redelivered, never answered: expires, the breaker opens
+    for (let i = 0; i < 2; i++) {
+      const batch = await w.next("batch", 2_000);
+      w.send({
+        type: "complete",
+        lease_id: batch.lease_id,
+        results: batch.items.map(() => ({ error: { code: "oom", message: "out of memory", retryable: true } })),
+      });
+    }
     await waitFor(async () => (await metric("edgeswarm_workers_breaker_open", 'model="flaky",pool="gpu"')) === 1);
     expect(await metric("edgeswarm_worker_breaker_trips_total", 'model="flaky",pool="gpu"')).toBe(1);
     const probe = await w.next("batch", 3_000); // after the cooldown: one item
@@ -194,6 +200,38 @@ describe("circuit breaker", () => {
     w.complete(rest, (x) => x);
     expect((await finished(id)).outputs).toEqual([1, 2, 3, 4]);
     expect(await metric("edgeswarm_workers_breaker_open", 'model="flaky",pool="gpu"')).toBe(0);
+  });
+});
+
+describe("sessions and donors", () => {
+  it("sends a session's calls, and so its state, to donors only when the session was created to allow it", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const a = await SocketWorker.connect("independent", { worker_id: "a", donor: "d-a", network: NET.a });
+    const b = await SocketWorker.connect("independent", { worker_id: "b", donor: "d-b", network: NET.b });
+    expect((await call("/v1/sessions/private-chat", { method: "PUT", body: { secret: "s3cr3t" } })).status).toBe(201);
+    const id = await submit("independent", ["in private"], { session: "private-chat" });
+    const batch = await gpu.next("batch");
+    expect(batch.sessions).toEqual({ "private-chat": { secret: "s3cr3t" } });
+    gpu.complete(batch, honest);
+    expect((await finished(id)).outputs).toEqual([honest("in private")]);
+    expect(a.has("batch") || b.has("batch")).toBe(false);
+    const pinnedRes = await infer({ model: "independent", inputs: ["x"], session: "private-chat", pool: "browser" });
+    expect(pinnedRes.status).toBe(409);
+    expect(pinnedRes.body.error.message).toMatch(/share_with_donors=true/);
+
+    const bad = await call("/v1/sessions/open-chat?share_with_donors=yes", { method: "PUT", body: {} });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/share_with_donors must be true or false/);
+    const shared = await call("/v1/sessions/open-chat?share_with_donors=true", { method: "PUT", body: { topic: "t" } });
+    expect(shared.status).toBe(201);
+    const open = await submit("independent", ["in public"], { session: "open-chat" });
+    const first = await waitFor(() => [a, b].find((w) => w.has("batch")));
+    const seen = await first.next("batch");
+    expect(seen.sessions).toEqual({ "open-chat": { topic: "t" } });
+    first.complete(seen, honest);
+    const second = first === a ? b : a;
+    second.complete(await second.next("batch"), honest);
+    expect((await finished(open)).outputs).toEqual([honest("in public")]);
   });
 });
 
