@@ -10,7 +10,7 @@ import { type DonorStatus, ModelRegistry } from "../shared/index.ts";
 import { launchChromium } from "../test/support/chromium.ts";
 import { type DonorMode, type DonorReport, emptyReport, sameOutput } from "../test/support/donor-answers.ts";
 import { type DonorProcess, startDonor } from "../test/support/donor-launcher.ts";
-import { loadReferenceModels, REVIEW_TEXTS } from "../test/support/reference-models.ts";
+import { loadReferenceModels } from "../test/support/reference-models.ts";
 import {
   BenchRow,
   BenchSession,
@@ -21,6 +21,7 @@ import {
   newestSourceMtime,
   percentile,
 } from "./bench-kit.ts";
+import { SCENARIOS, type Scenario, SENTENCES } from "./donor-scenarios.ts";
 
 const QUICK = process.argv.includes("--quick");
 const WINDOW = QUICK ? { warmupMs: 1_500, measureMs: 4_000 } : { warmupMs: 2_000, measureMs: 6_000 };
@@ -39,52 +40,6 @@ const MODEL = "sentiment";
 const DONOR_ORIGIN = "https://donor-site.example";
 const REGISTRY_URL = new URL("../models/registry.json", import.meta.url);
 const RESULTS_FILE = new URL("./results/donors.md", import.meta.url);
-
-/** Who joins beside the gpu worker: donor processes, each from its own /24, and perhaps the demo tab. */
-interface Scenario {
-  name: string;
-  donors: [DonorMode, string][];
-  tab?: boolean;
-  /** Run by --quick too. */
-  quick?: boolean;
-}
-
-const SCENARIOS: Scenario[] = [
-  { name: "no donors (baseline)", donors: [], quick: true },
-  { name: "one honest donor", donors: [["honest", "127.0.11.1"]], quick: true },
-  {
-    name: "two honest donors",
-    donors: [
-      ["honest", "127.0.12.1"],
-      ["honest", "127.0.13.1"],
-    ],
-  },
-  {
-    name: "three honest donors",
-    donors: [
-      ["honest", "127.0.14.1"],
-      ["honest", "127.0.15.1"],
-      ["honest", "127.0.16.1"],
-    ],
-    quick: true,
-  },
-  { name: "one hoarder (HTTP leases)", donors: [["hoard-http", "127.0.17.1"]], quick: true },
-  { name: "one hoarder (WebSocket)", donors: [["hoard-ws", "127.0.18.1"]] },
-  // On two /24s: the colluders look independent by network, the hardest case for the rule.
-  {
-    name: "two colluders",
-    donors: [
-      ["collude", "127.0.19.1"],
-      ["collude", "127.0.20.1"],
-    ],
-    quick: true,
-  },
-  { name: "a liar", donors: [["lie", "127.0.21.1"]], quick: true },
-  { name: "a Chromium tab (demo page)", donors: [], tab: true },
-];
-
-/** Calls take these in rotation: 64 distinct inputs, so an answer cannot be a cached one for another input. */
-const SENTENCES = Array.from({ length: 64 }, (_, i) => `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} (${i})`);
 
 class Row extends BenchRow {
   /** Items released over the window by the pool of the run that released them, and items in completed batches (every run). */
@@ -177,7 +132,7 @@ async function join(coordinator: Coordinator, scenario: Scenario): Promise<() =>
   const tab = scenario.tab ? await openTab(coordinator) : undefined;
   await Promise.all(donors.map((d) => d.ready(120_000)));
   return async () => {
-    const reports = await Promise.all(donors.map((d) => d.stop()));
+    const reports = await Promise.all(live.splice(0).map((d) => d.stop()));
     return tab ? [...reports, await tab()] : reports;
   };
 }
@@ -190,7 +145,10 @@ async function openTab(coordinator: Coordinator): Promise<() => Promise<DonorRep
   const status = async () => (await page.evaluate("window.EdgeSwarm?.status()")) as DonorStatus | undefined;
   for (let i = 0; i < 600; i++) {
     const s = await status();
-    if (s?.state === "failed") throw new Error(`the demo tab's donor failed: ${s.error}`);
+    if (s?.state === "failed") {
+      await chromium.close();
+      throw new Error(`the demo tab's donor failed: ${s.error}`);
+    }
     if (s?.state === "running" && s.models.every((m) => m.connected)) break;
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -270,7 +228,8 @@ async function main(): Promise<number> {
         await gpuWorker.waitFor(new RegExp(`\\[${MODEL}\\] connected`), 90_000);
       },
       // Any origin may use the demo key here: the tab's page is the coordinator's own, the donors claim another.
-      { SITE_KEYS: JSON.stringify({ demo: { origins: ["*"] } }) },
+      // A secret of its own, so tokens outlive a reload of the coordinator (others may be editing edge/).
+      { SITE_KEYS: JSON.stringify({ demo: { origins: ["*"] } }), DONOR_TOKEN_SECRET: "bench-donors-secret" },
     );
     if (!coordinator) return 1;
     const base = new URL(coordinator.url);
@@ -278,7 +237,14 @@ async function main(): Promise<number> {
     const notes: string[] = [];
     for (const scenario of SCENARIOS.filter((s) => !QUICK || s.quick)) {
       console.error(`${scenario.name}…`);
-      const stop = await join(coordinator, scenario);
+      let stop: () => Promise<DonorReport[]>;
+      try {
+        stop = await join(coordinator, scenario);
+      } catch (error) {
+        notes.push(`- ${scenario.name}: not measured, a donor did not join: ${String(error).split("\n")[0]}`);
+        await Promise.all(live.splice(0).map((d) => d.stop().catch(() => undefined)));
+        continue;
+      }
       for (const load of LOADS) rows.push(await measure(base, scenario.name, load, reference));
       const reports = await stop();
       for (const r of reports) {

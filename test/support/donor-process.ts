@@ -86,8 +86,11 @@ process.once("exit", printReport);
 let grant: DonorTokenResponse;
 const newToken = () =>
   requestDonorToken({ coordinator, siteKey: args["site-key"], origin, models: [modelName], localAddress });
+/** Whether the token in hand has opened a socket: one asked for again before that was refused, so get another. */
+let tokenWorked = true;
 async function token(): Promise<string> {
-  if (grant.expires_at - Date.now() < 60_000) grant = await newToken();
+  if (!tokenWorked || grant.expires_at - Date.now() < 60_000) grant = await newToken();
+  tokenWorked = mode === "hoard-http";
   return grant.token;
 }
 
@@ -209,6 +212,7 @@ function serveOverSocket(model: LoadedModel): void {
     hooks: {
       log: (line) => console.log(line),
       onConnected: (_model, connected) => {
+        tokenWorked ||= connected;
         if (connected && !ready)
           console.log(`donor ready: ${workerId} (${mode}) serves ${modelName} from ${localAddress ?? "any address"}`);
         ready ||= connected;
