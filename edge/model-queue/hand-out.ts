@@ -28,14 +28,16 @@ interface Pass {
   held: ReturnType<LeaseTable["held"]>;
   /** Browser workers whose first runs of routed work count (verification off: all ready ones). */
   firstRunners: LeaseHolder[];
+  /** Whether any browser worker could take a batch (connected, not quarantined, breaker closed). */
+  donorReady: boolean;
   donorsRelease: boolean;
   plan?: RoutePlan;
 }
 
 export class HandOut {
   /**
-   * Items handed to the gpu pool that donors earning their standing have not yet shadowed with canaries: a
-   * donor with nothing it may run gets a batch of known answers as real work flows, never more.
+   * The canary-rate share of the items handed to the gpu pool that donors have not yet shadowed with known
+   * answers: a donor with nothing it may run gets a batch of canaries as real work flows, never more.
    */
   private shadowCredit = 0;
 
@@ -64,9 +66,13 @@ export class HandOut {
   }
 
   /** The browser workers whose first runs of routed work count, and whether donors can release work alone. */
-  firstRunners(cfg: ModelConfig, now: number): { firstRunners: LeaseHolder[]; donorsRelease: boolean } {
+  firstRunners(
+    cfg: ModelConfig,
+    now: number,
+  ): { firstRunners: LeaseHolder[]; donorsRelease: boolean; donorReady: boolean } {
     const ready = this.slots.ready("browser", now, this.mayLease(cfg, now));
-    if (!cfg.verification.enabled) return { firstRunners: ready, donorsRelease: true };
+    const donorReady = ready.length > 0;
+    if (!cfg.verification.enabled) return { firstRunners: ready, donorsRelease: true, donorReady };
     const rule = { trustAfter: cfg.verification.trust_after };
     const sourced = ready.map((w) => ({ w, source: this.trust.source(w) }));
     const donorsRelease = donorsCanRelease(
@@ -76,6 +82,7 @@ export class HandOut {
     return {
       firstRunners: donorsRelease ? sourced.filter((s) => inGoodStanding(s.source, rule)).map((s) => s.w) : [],
       donorsRelease,
+      donorReady,
     };
   }
 
@@ -127,7 +134,7 @@ export class HandOut {
           if (pass.plan.nextOverdueAt !== null) later(pass.plan.nextOverdueAt);
           continue;
         }
-        filter = this.router.gpuItems(cfg, pass.plan);
+        filter = this.router.gpuItems(cfg, pass.plan, pass.donorReady);
       } else if (untrusted) {
         const own = this.verifier.itemFilter(cfg, info, pass.donorsRelease);
         standing = own.standing;
@@ -153,16 +160,17 @@ export class HandOut {
         const due = Math.min(decision.size, info.pool === "gpu" && pass.plan ? pass.plan.gpu : decision.size);
         const size = canaries.length > 0 && due >= maxBatchSize ? due - canaries.length : due;
         const handed = this.give(cfg, slot, size, filter, canaries, now);
-        if (info.pool === "gpu" && untrusted)
-          this.shadowCredit = Math.min(this.shadowCredit + handed, 4 * cfg.max_batch_size);
+        // Donors earning standing shadow the trusted pool's work at the canary rate: a share of it, not a copy.
+        if (info.pool === "gpu" && untrusted) {
+          const earned = handed * cfg.verification.canary_rate;
+          this.shadowCredit = Math.min(this.shadowCredit + earned, 4 * cfg.max_batch_size);
+        }
         return { sent: true, lookAgainAt };
       }
-      if (untrusted && info.pool === "browser" && this.shadowCredit > 0 && decision.kind === "empty") {
+      if (untrusted && info.pool === "browser" && this.shadowCredit >= 1 && decision.kind === "empty") {
         // Nothing this donor may run: a batch of known answers, as real work flows, earns (or keeps) its standing.
-        const canaries = this.verifier.known.pick(
-          cfg,
-          Math.min(this.shadowCredit, maxBatchSize, standing ? 1 : maxBatchSize),
-        );
+        const n = Math.floor(Math.min(this.shadowCredit, maxBatchSize, standing ? 1 : maxBatchSize));
+        const canaries = this.verifier.known.pick(cfg, n);
         if (canaries.length > 0) {
           this.shadowCredit -= canaries.length;
           this.give(cfg, slot, 0, filter, canaries, now);

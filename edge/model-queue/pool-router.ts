@@ -174,12 +174,16 @@ export class PoolRouter {
     };
   }
 
-  /** Items a GPU worker may lease under `plan`: pinned to it, those it takes at once, and routed ones when some overflow. */
-  gpuItems(cfg: ModelConfig, plan: RoutePlan): ItemFilter {
+  /**
+   * Items a GPU worker may lease under `plan`: pinned to it, those it takes at once, routed ones when some
+   * overflow, and, while no donor could take them (none connected, or every one quarantined or tripped),
+   * those pinned to the browser pool: a call is never left to wait for a pool that cannot serve it.
+   */
+  gpuItems(cfg: ModelConfig, plan: RoutePlan, donorReady: boolean): ItemFilter {
     const atOnce = gpuAtOnce(cfg);
     return {
-      where: ` AND (pool = 'gpu' OR (${atOnce.where}) OR (pool IS NULL AND ?))`,
-      bindings: [...atOnce.bindings, plan.overflow > 0 ? 1 : 0],
+      where: ` AND (pool = 'gpu' OR (${atOnce.where}) OR (pool IS NULL AND ?) OR (pool = 'browser' AND ?))`,
+      bindings: [...atOnce.bindings, plan.overflow > 0 ? 1 : 0, donorReady ? 0 : 1],
     };
   }
 }
