@@ -1,20 +1,21 @@
 // `npm run bench:runners`: items/s of the bundled models on each model runner, with no coordinator in
 // the way: onnxruntime-node here, onnxruntime-web on this thread, onnxruntime-web in the --runtime web
-// thread pool at 1 and 2 threads, and onnxruntime-web in Chromium's Web Worker (the embed's donor worker).
+// thread pool at 1 and 2 threads, the pool of 1 thread on WebGPU through Dawn (the adapter named, "software"
+// for SwiftShader: a correctness path, not a speed; BENCH_WEBGPU=0 skips it), and onnxruntime-web in
+// Chromium's Web Worker (the embed's donor worker). scripts/gpu-check.sh runs this on a GPU machine.
 // Each runs batches of 32 reviews back to back (as many at once as it has threads) for a measured window
 // after a warm-up; every batch's results are checked to be 32 outputs.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
-import { startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { ItemResult } from "../shared/index.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import type { SessionFactory } from "../shared/runner/model-runner.ts";
-import { createOrtWebFactory } from "../shared/runner/ort-web-session.ts";
-import { launchChromium } from "../test/support/chromium.ts";
+import { createOrtWebFactory, describeGpu } from "../shared/runner/ort-web-session.ts";
 import { BUNDLED_REGISTRY_URL, REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import { bundledSpec } from "../test/support/runner-cases.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
+import { probeDawn } from "../worker-gpu/web/dawn-gpu.ts";
 import { WebThreadPool } from "../worker-gpu/web/thread-pool.ts";
 import { fmtRate } from "./bench-kit.ts";
 
@@ -72,9 +73,9 @@ async function inProcess(label: string, factory: SessionFactory, device: string)
   return { runner: label, rates };
 }
 
-async function threadPool(threads: number): Promise<Row> {
+async function threadPool(threads: number, device: "wasm" | "webgpu" = "wasm", label = "wasm"): Promise<Row> {
   const pool = await WebThreadPool.start(
-    { size: threads, runTimeoutMs: 120_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
+    { size: threads, device, runTimeoutMs: 600_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
     MODELS.map((name) => bundledSpec(name)),
   );
   const rates: Record<string, number> = {};
@@ -83,10 +84,16 @@ async function threadPool(threads: number): Promise<Row> {
   } finally {
     await pool.close();
   }
-  return { runner: `onnxruntime-web, --runtime web pool of ${threads} thread${threads > 1 ? "s" : ""} (wasm)`, rates };
+  return {
+    runner: `onnxruntime-web, --runtime web pool of ${threads} thread${threads > 1 ? "s" : ""} (${label})`,
+    rates,
+  };
 }
 
 async function chromiumWorker(): Promise<Row> {
+  // Loaded here only: a bare GPU machine (scripts/gpu-check.sh) has neither wrangler nor Chromium.
+  const { startCoordinator } = await import("../scripts/lib/wrangler-dev.ts");
+  const { launchChromium } = await import("../test/support/chromium.ts");
   const persistTo = await mkdtemp(`${os.tmpdir()}/edgeswarm-bench-runners-`);
   const coordinator = await startCoordinator({ persistTo, vars: { AUTH: "open" } });
   const chromium = await launchChromium();
@@ -143,7 +150,16 @@ async function main(): Promise<void> {
   );
   await step("the thread pool at 1 thread", () => threadPool(1));
   await step("the thread pool at 2 threads", () => threadPool(2));
-  await step("Chromium", () => chromiumWorker());
+  if (process.env.BENCH_WEBGPU !== "0") {
+    // A machine with no GPU: SwiftShader, where Debian's chromium package puts it (see README).
+    const swiftShader = "/usr/lib/chromium/vk_swiftshader_icd.json";
+    if (!process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) process.env.VK_ICD_FILENAMES = swiftShader;
+    const adapter = await probeDawn();
+    if ("reason" in adapter) process.stderr.write(`no WebGPU row: ${adapter.reason}\n`);
+    else
+      await step(`WebGPU on ${describeGpu(adapter)}`, () => threadPool(1, "webgpu", `webgpu: ${describeGpu(adapter)}`));
+  }
+  if (process.env.BENCH_CHROMIUM !== "0") await step("Chromium", () => chromiumWorker());
 
   const cpus = os.cpus();
   const lines = [

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The runner conformance suite and bench:runners on a bare Linux GPU machine (no Node, no network),
+# through WebGPU (Dawn's Vulkan backend) and onnxruntime's CPU runtimes side by side.
+#   scripts/gpu-check.sh pack [OUT]   here: packs Node, the packages (Linux x64 only), the libvulkan1 .deb,
+#                                     the sources and models into OUT (default dist/gpu-check.tar.xz, < 64 MiB)
+#   scripts/gpu-check.sh run          there, from the unpacked folder: unpacks the Vulkan loader if the
+#                                     machine lacks one, finds the driver's ICD, runs both; output in results/
+# Tested here against SwiftShader (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json).
+set -euo pipefail
+
+pack() {
+  local root out stage
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  out="$(realpath -m "${1:-$root/dist/gpu-check.tar.xz}")"
+  stage="$(mktemp -d)/edgeswarm-gpu-check"
+  mkdir -p "$stage/bin" "$stage/debs" "$(dirname "$out")"
+  cp "$(command -v node)" "$stage/bin/node"
+  (cd "$stage/debs" && apt-get download libvulkan1 2>/dev/null >/dev/null)
+  cd "$root"
+  # Sources the suite and the bench load, and the bundled models.
+  cp -r --parents package.json tsconfig.json tsconfig.base.json vitest.config.ts shared worker-gpu/web worker-gpu/runner \
+    bench/runners.ts bench/bench-kit.ts test/support test/node/runner-runtimes.test.ts test/node/runner-dawn.test.ts \
+    scripts/gpu-check.sh "$stage/"
+  tar -cf - --exclude models/build --exclude models/data models | tar -C "$stage" -xf -
+  # The packages those import, with everything they depend on, found from package.json files (flat node_modules).
+  node -e '
+    const fs = require("fs"), path = require("path");
+    const seen = new Set(), todo = process.argv.slice(1);
+    while (todo.length) {
+      const name = todo.pop();
+      if (seen.has(name) || !fs.existsSync(`node_modules/${name}/package.json`)) continue;
+      seen.add(name);
+      const pkg = JSON.parse(fs.readFileSync(`node_modules/${name}/package.json`, "utf8"));
+      todo.push(...Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies }));
+    }
+    fs.writeFileSync("/dev/stdout", [...seen].map((n) => `node_modules/${n}`).join("\n"));
+  ' vitest tsx onnxruntime-web onnxruntime-node webgpu comlink zod ws prom-client @huggingface/tokenizers \
+    @esbuild/linux-x64 @rollup/rollup-linux-x64-gnu > "$stage/packages.txt"
+  # Only Linux x64 native code, and of onnxruntime-web only the builds Node loads.
+  tar -cf - --exclude 'node_modules/onnxruntime-node/bin/napi-v6/darwin' --exclude 'node_modules/onnxruntime-node/bin/napi-v6/win32' \
+    --exclude 'node_modules/webgpu/dist/darwin-universal' --exclude 'node_modules/webgpu/dist/win32-*' \
+    --files-from "$stage/packages.txt" | tar -C "$stage" -xf -
+  rm -rf "$stage"/node_modules/onnxruntime-node/bin/napi-v6/{darwin,win32} "$stage"/node_modules/onnxruntime-node/bin/napi-v6/linux/arm64 \
+    "$stage"/node_modules/webgpu/dist/{darwin-universal,linux-arm64,win32-arm64,win32-x64}
+  find "$stage/node_modules/onnxruntime-web/dist" -type f ! -name 'ort.node.min.mjs' ! -name 'ort.webgpu.bundle.min.mjs' \
+    ! -name 'ort-wasm-simd-threaded.mjs' ! -name 'ort-wasm-simd-threaded.wasm' ! -name 'ort-wasm-simd-threaded.asyncify.*' -delete
+  find "$stage/node_modules" -name '*.map' -delete
+  tar -C "$(dirname "$stage")" -cf - edgeswarm-gpu-check | xz -T0 -9 > "$out"
+  echo "packed $(du -h "$out" | cut -f1) into $out (unpacked $(du -sh "$stage" | cut -f1))"
+  rm -rf "$(dirname "$stage")"
+}
+
+run() {
+  cd "$(dirname "$0")/.."
+  export PATH="$PWD/bin:$PATH" WRANGLER_SEND_METRICS=false
+  # The Vulkan loader: the machine's own, else the packed .deb unpacked here (no root needed).
+  if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+    mkdir -p vulkan && for deb in debs/*.deb; do dpkg-deb -x "$deb" vulkan 2>/dev/null || (cd vulkan && ar p "../$deb" data.tar.xz | tar -xJ); done
+    export LD_LIBRARY_PATH="$PWD/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+  # The GPU driver's Vulkan ICD, where NVIDIA's container toolkit or the driver package puts it.
+  if [ -z "${VK_ICD_FILENAMES:-}${VK_DRIVER_FILES:-}" ]; then
+    for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json \
+      /etc/vulkan/icd.d/nvidia_icd.json; do
+      if [ -f "$icd" ]; then export VK_DRIVER_FILES="$icd"; break; fi
+    done
+  fi
+  mkdir -p results
+  echo "Vulkan ICD: ${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-default search path}}" | tee results/environment.txt
+  node --version | tee -a results/environment.txt
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee -a results/environment.txt || true
+  local status=0
+  node node_modules/vitest/vitest.mjs run --project node test/node/runner-dawn.test.ts test/node/runner-runtimes.test.ts \
+    2>&1 | tee results/conformance.txt || status=$?
+  BENCH_CHROMIUM=0 node --import tsx bench/runners.ts 2>&1 | tee results/runners.txt || status=$?
+  cp bench/results/runners.md results/ 2>/dev/null || true
+  echo "results in $PWD/results (exit $status)"
+  return "$status"
+}
+
+case "${1:-}" in
+  pack) shift; pack "$@" ;;
+  run) run ;;
+  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+esac
