@@ -1,15 +1,18 @@
 // Submitting a call to its model's queue, shared by every API shape (EdgeSwarm's own, OpenAI, Open
-// Inference Protocol, Hugging Face): the model's limits, the caller's right to a pool, retries when the
-// queue object restarts mid-call, refusals as ApiErrors, and a finished job's outcome as an answer or an error.
+// Inference Protocol, Hugging Face): the model's limits, its inputs parsed as its workers parse them, the
+// caller's right to a pool, retries when the queue object restarts mid-call, refusals as ApiErrors, and a
+// finished job's outcome as an answer or an error.
 import type { Context } from "hono";
 import {
   ErrorCode,
   FINAL_STATUSES,
   type InferRequest,
   type JobView,
+  type ModelConfig,
   newId,
   traceparentOrNew,
 } from "../shared/index.ts";
+import { type InputProblem, inputProblems, textProblems } from "../shared/tasks/input-checks.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
@@ -31,11 +34,49 @@ const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
 /** A call as every API shape hands it over: the native request's fields, less how to answer it. */
 export type SubmitCall = Omit<InferRequest, "stream">;
 
+/** What an API shape calls one item of a call in its messages: an input, or (Open Inference Protocol) a row. */
+export type ItemNoun = "input" | "row";
+
+/** "inputs 0, 2: <message>; input 1: <message>": item errors by message, so one cause is said once. */
+export function describeItemErrors(errors: readonly { index: number; message: string }[], noun: ItemNoun): string {
+  const byMessage = new Map<string, number[]>();
+  for (const e of errors) byMessage.set(e.message, [...(byMessage.get(e.message) ?? []), e.index]);
+  const parts = [...byMessage].map(
+    ([message, at]) => `${noun}${at.length > 1 ? "s" : ""} ${at.join(", ")}: ${message}`,
+  );
+  return parts.slice(0, 5).join("; ") + (parts.length > 5 ? `; and ${parts.length - 5} more` : "");
+}
+
+/**
+ * A 422 naming every input the model's workers would refuse (shared/tasks/input-checks.ts), thrown before
+ * anything is queued: bad input is the caller's to fix whichever pool would have run it.
+ */
+export function refuseBadInputs(model: ModelConfig, inputs: readonly unknown[], noun: ItemNoun = "input"): void {
+  refuse(inputProblems(model, inputs), inputs.length, noun);
+}
+
+/** A compatible API's texts, parsed as a text model's workers parse them: all strings, or a 422 naming the bad ones. */
+export function checkedTexts(model: ModelConfig, inputs: readonly unknown[]): string[] {
+  refuse(textProblems(inputs, model.max_sequence_length), inputs.length, "input");
+  return inputs as string[];
+}
+
+function refuse(problems: readonly InputProblem[], total: number, noun: ItemNoun): void {
+  if (problems.length === 0) return;
+  const message = `${problems.length} of ${total} ${noun}s refused, nothing was queued; ${describeItemErrors(problems, noun)}`;
+  const errors = problems.map((p) => ({ index: p.index, code: ErrorCode.invalidInput, message: p.message }));
+  throw new ApiError(422, ErrorCode.invalidInput, message, { extra: { errors, param: "input" } });
+}
+
 /**
  * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
  * as accepted. Throws an ApiError for a call the model or the queue refuses.
  */
-export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<JobView> {
+export async function submitJob(
+  c: Context<HonoEnv>,
+  call: SubmitCall,
+  opts: { noun?: ItemNoun } = {},
+): Promise<JobView> {
   const model = modelOrThrow(c, call.model);
   if (call.inputs.length > model.max_inputs_per_request) {
     throw new ApiError(
@@ -44,6 +85,7 @@ export async function submitJob(c: Context<HonoEnv>, call: SubmitCall): Promise<
       `${call.inputs.length} inputs sent; model "${model.name}" takes at most ${model.max_inputs_per_request} per request: split the call`,
     );
   }
+  refuseBadInputs(model, call.inputs, opts.noun);
   if (call.pool === "gpu" && !mayUseGpuPool(c.get("config"), c.req.header("Authorization"))) {
     throw new ApiError(
       403,

@@ -1,22 +1,12 @@
 // Texts run on a text model for the compatible API shapes (edge/routes/openai.ts, huggingface.ts): one
-// job through submitJob, waited for. Inputs a worker refused are the caller's to fix, so a 400 naming
-// them (the native API's 422); outputs are checked against the task's shape before any route reads them.
+// job through submitJob, waited for. Inputs a worker refused are the caller's to fix: a 422 naming them,
+// as when submitJob refuses them first; outputs are checked against the task's shape before any route reads them.
 import type { Context } from "hono";
 import { ErrorCode, type JobView, type ModelConfig, outputProblem } from "../shared/index.ts";
 import type { HfLabelScore } from "../shared/protocol/huggingface.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
-import { submitJob, succeededOrThrow } from "./submit.ts";
-
-/** "inputs 0, 2: <message>; input 1: <message>": a worker's refusals by message, so one cause is said once. */
-function refusals(errors: readonly { index: number; message: string }[]): string {
-  const byMessage = new Map<string, number[]>();
-  for (const e of errors) byMessage.set(e.message, [...(byMessage.get(e.message) ?? []), e.index]);
-  const parts = [...byMessage].map(
-    ([message, at]) => `${at.length > 1 ? "inputs" : "input"} ${at.join(", ")}: ${message}`,
-  );
-  return parts.slice(0, 5).join("; ") + (parts.length > 5 ? `; and ${parts.length - 5} more` : "");
-}
+import { describeItemErrors, submitJob, succeededOrThrow } from "./submit.ts";
 
 async function run(c: Context<HonoEnv>, model: ModelConfig, texts: string[]): Promise<unknown[]> {
   const job: JobView = await submitJob(c, { model: model.name, inputs: texts, wait: true });
@@ -27,8 +17,10 @@ async function run(c: Context<HonoEnv>, model: ModelConfig, texts: string[]): Pr
     if (!(error instanceof ApiError) || error.status !== 422) throw error;
     const failed = job.errors ?? [];
     const message =
-      failed.length > 0 ? `${failed.length} of ${texts.length} inputs refused; ${refusals(failed)}` : error.message;
-    throw new ApiError(400, error.code, message, { extra: { param: "input" } });
+      failed.length > 0
+        ? `${failed.length} of ${texts.length} inputs refused; ${describeItemErrors(failed, "input")}`
+        : error.message;
+    throw new ApiError(422, error.code, message, { extra: { param: "input" } });
   }
   const unusable = (problem: string) =>
     new ApiError(502, ErrorCode.invalidOutput, `the worker's answer for model "${model.name}" is unusable: ${problem}`);

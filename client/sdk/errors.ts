@@ -84,8 +84,9 @@ export class PayloadTooLargeError extends EdgeSwarmError {
 }
 
 /**
- * 422 (a worker rejected inputs: the caller's to fix) or 502 (inputs ran out of delivery attempts):
- * `details` holds the job's id, status, outputs (null where failed) and per-input errors.
+ * 422 (inputs refused, the caller's to fix: by the coordinator before queueing, with per-input `errors`
+ * in `details` and no job; or by a worker) or 502 (inputs ran out of delivery attempts): `details` of a
+ * job that ran holds its id, status, outputs (null where failed) and per-input errors.
  */
 export class JobFailedError extends EdgeSwarmError {
   override name = "JobFailedError";

@@ -16,6 +16,7 @@ import { requireKey } from "../auth.ts";
 import { shortenVectors } from "../embedding-vectors.ts";
 import { ApiError, messageOnlyError } from "../errors.ts";
 import { modelOrThrow, readJson } from "../request.ts";
+import { checkedTexts } from "../submit.ts";
 import { classifyTexts, embedTexts } from "../text-jobs.ts";
 
 /** Errors answer {"error": "..."}, with the status the native API would give. */
@@ -82,7 +83,7 @@ function classificationSettings(request: HfInferenceRequest, model: ModelConfig)
 async function infer(c: Context<HonoEnv>) {
   const model = textModel(c);
   const request = await readJson(c, HfInferenceRequest, "request body");
-  const texts = typeof request.inputs === "string" ? [request.inputs] : request.inputs;
+  const texts = checkedTexts(model, typeof request.inputs === "string" ? [request.inputs] : request.inputs);
   let answer: HfInferenceResponse;
   if (model.task === "text-classification") {
     const { top_k } = classificationSettings(request, model);

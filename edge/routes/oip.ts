@@ -20,7 +20,7 @@ import { loadConfig } from "../config.ts";
 import { ApiError, messageOnlyError } from "../errors.ts";
 import { pickOutputs, requestedOutputs, stackOutputs, tensorItems, textItems } from "../oip-tensors.ts";
 import { modelOrThrow, readJson } from "../request.ts";
-import { submitJob, succeededOrThrow } from "../submit.ts";
+import { describeItemErrors, submitJob, succeededOrThrow } from "../submit.ts";
 
 /** Errors answer {"error": "..."}, with the status the native API would give. */
 export const oipError = messageOnlyError;
@@ -124,19 +124,9 @@ function scheduling(model: ModelConfig, parameters: OipParameters = {}) {
   return out;
 }
 
-/** "rows 0, 2: <message>; row 1: <message>": item errors by message, so one cause is said once. */
-function rowErrors(errors: readonly { index: number; message: string }[]): string {
-  const byMessage = new Map<string, number[]>();
-  for (const e of errors) byMessage.set(e.message, [...(byMessage.get(e.message) ?? []), e.index]);
-  const parts = [...byMessage].map(
-    ([message, rows]) => `${rows.length > 1 ? "rows" : "row"} ${rows.join(", ")}: ${message}`,
-  );
-  return parts.slice(0, 5).join("; ") + (parts.length > 5 ? `; and ${parts.length - 5} more` : "");
-}
-
 /**
- * succeededOrThrow, with the rows that failed named. Rows a worker refused are the caller's to fix: a 400,
- * as the protocol answers bad input, where the native API answers 422.
+ * succeededOrThrow, with the rows that failed named. Rows a worker refused are the caller's to fix: a 422,
+ * as when submitJob refuses them before queueing.
  */
 function succeeded(job: JobView, rows: number) {
   try {
@@ -146,8 +136,8 @@ function succeeded(job: JobView, rows: number) {
     if (!(error instanceof ApiError) || (error.status !== 422 && error.status !== 502) || failed.length === 0) {
       throw error;
     }
-    const message = `${failed.length} of ${rows} rows failed; ${rowErrors(failed)}`;
-    throw new ApiError(error.status === 422 ? 400 : 502, error.code, message, { headers: error.headers });
+    const message = `${failed.length} of ${rows} rows failed; ${describeItemErrors(failed, "row")}`;
+    throw new ApiError(error.status, error.code, message, { headers: error.headers });
   }
 }
 
@@ -168,7 +158,7 @@ async function infer(c: Context<HonoEnv>) {
     wait: true,
     ...scheduling(model, body.parameters),
   };
-  const done = succeeded(await submitJob(c, call), inputs.length);
+  const done = succeeded(await submitJob(c, call, { noun: "row" }), inputs.length);
   const timings = done.timings ?? {};
   const answer: OipInferResponse = {
     model_name: model.name,

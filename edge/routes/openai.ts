@@ -18,6 +18,7 @@ import { ConfigError } from "../config.ts";
 import { estimateTokens, float32Base64, shortenVectors } from "../embedding-vectors.ts";
 import { ApiError } from "../errors.ts";
 import { readJson } from "../request.ts";
+import { checkedTexts } from "../submit.ts";
 import { embedTexts } from "../text-jobs.ts";
 
 /** OpenAI's codes where it has one for the same refusal; elsewhere EdgeSwarm's own (queue_full, expired...). */
@@ -55,7 +56,21 @@ async function readRequest(c: Context<HonoEnv>): Promise<EmbeddingsRequest> {
   // readJson refuses broken and over-deep JSON; the schema is applied here to keep each issue's path.
   const raw = await readJson(c, z.unknown(), "request body");
   const parsed = EmbeddingsRequest.safeParse(raw);
-  if (parsed.success) return parsed.data;
+  if (parsed.success) {
+    // OpenAI also takes token ids (numbers, or arrays of them); the workers take text and tokenize it.
+    const { input } = parsed.data;
+    if (Array.isArray(input) && input.every((v) => typeof v === "number" || Array.isArray(v))) {
+      throw new ApiError(
+        400,
+        ErrorCode.validation,
+        "invalid request: input: token-id arrays are not supported: send text",
+        {
+          extra: { param: "input" },
+        },
+      );
+    }
+    return parsed.data;
+  }
   const issue = parsed.error.issues[0];
   const param = issue?.code === "unrecognized_keys" ? issue.keys[0] : issue?.path[0];
   throw new ApiError(400, ErrorCode.validation, `invalid request: ${describeIssues(parsed.error)}`, {
@@ -85,7 +100,7 @@ openAiRoutes.use("/v1/embeddings", requireKey("caller"));
 openAiRoutes.post("/v1/embeddings", async (c) => {
   const request = await readRequest(c);
   const model = embeddingModel(c, request.model);
-  const texts = typeof request.input === "string" ? [request.input] : request.input;
+  const texts = checkedTexts(model, typeof request.input === "string" ? [request.input] : request.input);
   const vectors = shortenVectors(await embedTexts(c, model, texts), request.dimensions, model.name);
   const tokens = texts.reduce((sum, t) => sum + estimateTokens(t, model.max_sequence_length), 0);
   const answer: EmbeddingsResponse = {

@@ -3,9 +3,6 @@
 // transformers pipelines answer. edge/routes/huggingface.ts validates with these; tests use the types.
 import { z } from "zod";
 
-/** One text; the workers refuse empty ones too, this says so before anything is queued. */
-const Text = z.string().refine((s) => s.trim() !== "", "must not be empty or only whitespace");
-
 /** The text-classification pipeline's parameters (huggingface.js `TextClassificationParameters`). */
 export const HfTextClassificationParameters = z.strictObject({
   /** Keep only the K most probable labels; all of them when absent. */
@@ -34,7 +31,9 @@ export type HfFeatureExtractionParameters = z.infer<typeof HfFeatureExtractionPa
 const HfOptions = z.strictObject({ use_cache: z.boolean().optional(), wait_for_model: z.boolean().optional() });
 
 export const HfInferenceRequest = z.strictObject({
-  inputs: z.union([Text, z.array(Text).min(1, "must hold at least one string")], {
+  // Each item is parsed as the model's workers parse it (shared/tasks/text-item.ts), so an empty, non-string
+  // or over-long one is a 422 that names its index, as on every API shape.
+  inputs: z.union([z.string(), z.array(z.json()).min(1, "must hold at least one string")], {
     error: (issue) => (issue.code === "invalid_union" ? "must be a string or an array of strings" : undefined),
   }),
   /** Per task: HfTextClassificationParameters or HfFeatureExtractionParameters. */

@@ -3,13 +3,12 @@
 // Reference: platform.openai.com/docs/api-reference/embeddings (what the official `openai` client sends).
 import { z } from "zod";
 
-/** One text to embed; OpenAI refuses empty strings too. */
-const Text = z.string().refine((s) => s.trim() !== "", "must not be empty or only whitespace");
-
 // Strict: OpenAI refuses an argument it does not know, and so does this, naming it.
 export const EmbeddingsRequest = z.strictObject({
   model: z.string().min(1, "must name a model"),
-  input: z.union([Text, z.array(Text).min(1, "must hold at least one string")], {
+  // Each item is parsed as the model's workers parse it (shared/tasks/text-item.ts), so an empty, non-string
+  // or over-long one is a 422 that names its index, as on every API shape.
+  input: z.union([z.string(), z.array(z.json()).min(1, "must hold at least one string")], {
     error: (issue) =>
       issue.code === "invalid_union"
         ? "must be a string or an array of strings (token-id arrays are not supported: send text)"

@@ -4,13 +4,14 @@
 import type { ItemResult } from "../protocol/worker.ts";
 import type { WireTensor } from "../runner/model-runner.ts";
 import { merge, partition, type Task, type TaskContext } from "./task-types.ts";
-import { parseText, pickOutput, requireTokenizer, textFeeds } from "./text-inputs.ts";
+import { pickOutput, requireTokenizer, textFeeds } from "./text-inputs.ts";
+import { parseText } from "./text-item.ts";
 
 export function createFeatureExtraction(ctx: TaskContext): Task {
   const tokenizer = requireTokenizer(ctx, "feature-extraction");
   return {
     async run(inputs) {
-      const { results, good } = partition(inputs, parseText);
+      const { results, good } = partition(inputs, (input) => parseText(input, ctx.maxSequenceLength));
       if (good.length === 0) return merge(results, [], []);
       const { feeds, mask, batch, sequence } = await textFeeds(
         ctx,

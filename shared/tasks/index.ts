@@ -12,10 +12,6 @@ export const TASKS = {
 } as const satisfies Record<string, (ctx: TaskContext) => Task>;
 export type TaskName = keyof typeof TASKS;
 
-export function isTextTask(task: string): boolean {
-  return task === "text-classification" || task === "feature-extraction";
-}
-
 export function createTask(task: string, ctx: TaskContext): Task {
   if (!Object.hasOwn(TASKS, task)) {
     throw new Error(`unknown task ${task}; this runner serves ${Object.keys(TASKS).join(", ")}`);
@@ -23,5 +19,6 @@ export function createTask(task: string, ctx: TaskContext): Task {
   return TASKS[task as TaskName](ctx);
 }
 
+export { isTextTask } from "./input-checks.ts";
 export type { ModelJsonConfig, Task, TaskContext } from "./task-types.ts";
 export { createTokenizer, type TextTokenizer } from "./tokenizer.ts";

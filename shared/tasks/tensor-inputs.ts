@@ -1,5 +1,6 @@
 // Parses a tensor-task item: one KServe v2 tensor `{name?, shape, datatype, data}` or a list of them,
-// checked against the model's declared inputs (names, datatypes, ranks, fixed sizes) and its own data length.
+// checked on its own (the edge does this much before queueing) and then, on the worker, against the
+// model's declared inputs (names, datatypes, ranks, fixed sizes). Pure; no runtime is imported.
 import { z } from "zod";
 import { DATATYPES, type Datatype, type TensorMetadata, type WireTensor } from "../runner/model-runner.ts";
 import { elementCount } from "../runner/wire-tensor.ts";
@@ -27,7 +28,7 @@ const INT_RANGE: Partial<Record<Datatype, [number, number]>> = {
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
 };
 
-function checkValues(t: WireTensor): string | undefined {
+function checkValues(t: SentTensor): string | undefined {
   if (t.datatype === "BOOL")
     return t.data.every((v) => typeof v === "boolean") ? undefined : "BOOL data must be true/false";
   if (t.data.some((v) => typeof v !== "number")) return `${t.datatype} data must be numbers`;
@@ -38,7 +39,7 @@ function checkValues(t: WireTensor): string | undefined {
   return undefined;
 }
 
-function checkAgainstModel(t: WireTensor, meta: TensorMetadata | undefined): string | undefined {
+function checkAgainstModel(t: SentTensor, meta: TensorMetadata | undefined): string | undefined {
   if (meta?.datatype !== undefined && meta.datatype !== t.datatype)
     return `the model wants ${meta.datatype}, got ${t.datatype}`;
   if (meta?.shape === undefined) return undefined;
@@ -53,16 +54,18 @@ function checkAgainstModel(t: WireTensor, meta: TensorMetadata | undefined): str
   return undefined;
 }
 
-/** Builds the item's tensors by input name; names may be left out when they follow the model's input order. */
-export function parseTensorItem(
-  input: unknown,
-  inputNames: readonly string[],
-  metadata: readonly TensorMetadata[] | undefined,
-): Parsed<TensorItem> {
+/** A tensor as sent, checked on its own: its name (when given), shape, datatype and data agree. */
+export type SentTensor = Omit<WireTensor, "name"> & { name?: string };
+
+/**
+ * The tensors of one item, each checked on its own (shape against data length, values against the
+ * datatype), knowing nothing of the model: what the edge checks before queueing (input-checks.ts).
+ */
+export function parseSentTensors(input: unknown): Parsed<SentTensor[]> {
   const list = Array.isArray(input) ? input : [input];
   if (list.length === 0)
     return { error: "input must be a tensor {name, shape, datatype, data} or a non-empty list of them" };
-  const tensors: Record<string, WireTensor> = {};
+  const tensors: SentTensor[] = [];
   for (const [position, raw] of list.entries()) {
     const parsed = WireInput.safeParse(raw);
     if (!parsed.success) {
@@ -71,28 +74,41 @@ export function parseTensorItem(
       const what = typeof raw === "object" && raw !== null ? `${where}${issue?.message}` : `got ${describeType(raw)}`;
       return { error: `tensor ${position} is not {name, shape, datatype, data} with flat data: ${what}` };
     }
-    const name = parsed.data.name ?? inputNames[position];
+    const t = { ...parsed.data, data: parsed.data.data as number[] | boolean[] };
+    const label = t.name ?? String(position);
+    const need = elementCount(t.shape);
+    if (need !== t.data.length)
+      return {
+        error: `tensor ${label}: shape [${t.shape.join(", ")}] needs ${need} values, data has ${t.data.length}`,
+      };
+    const problem = checkValues(t);
+    if (problem) return { error: `tensor ${label}: ${problem}` };
+    tensors.push(t);
+  }
+  return { value: tensors };
+}
+
+/** Builds the item's tensors by input name; names may be left out when they follow the model's input order. */
+export function parseTensorItem(
+  input: unknown,
+  inputNames: readonly string[],
+  metadata: readonly TensorMetadata[] | undefined,
+): Parsed<TensorItem> {
+  const sent = parseSentTensors(input);
+  if ("error" in sent) return sent;
+  const tensors: Record<string, WireTensor> = {};
+  for (const [position, t] of sent.value.entries()) {
+    const name = t.name ?? inputNames[position];
     if (name === undefined || !inputNames.includes(name)) {
       return { error: `the model has no input ${name ?? `number ${position}`} (its inputs: ${inputNames.join(", ")})` };
     }
     if (tensors[name]) return { error: `input ${name} is given twice` };
-    const t: WireTensor = {
-      name,
-      shape: parsed.data.shape,
-      datatype: parsed.data.datatype,
-      data: parsed.data.data as number[],
-    };
-    const need = elementCount(t.shape);
-    if (need !== t.data.length)
-      return { error: `tensor ${name}: shape [${t.shape.join(", ")}] needs ${need} values, data has ${t.data.length}` };
-    const problem =
-      checkValues(t) ??
-      checkAgainstModel(
-        t,
-        metadata?.find((m) => m.name === name),
-      );
+    const problem = checkAgainstModel(
+      t,
+      metadata?.find((m) => m.name === name),
+    );
     if (problem) return { error: `tensor ${name}: ${problem}` };
-    tensors[name] = t;
+    tensors[name] = { ...t, name };
   }
   const missing = inputNames.filter((n) => !tensors[n]);
   if (missing.length > 0) return { error: `missing input ${missing.join(", ")}` };

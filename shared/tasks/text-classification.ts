@@ -2,7 +2,8 @@
 // Labels come from config.json's id2label, as transformers.js's pipeline reads them.
 import type { ItemResult } from "../protocol/worker.ts";
 import { merge, partition, type Task, type TaskContext } from "./task-types.ts";
-import { parseText, pickOutput, requireTokenizer, textFeeds } from "./text-inputs.ts";
+import { pickOutput, requireTokenizer, textFeeds } from "./text-inputs.ts";
+import { parseText } from "./text-item.ts";
 
 export type LabelScore = { label: string; score: number };
 
@@ -11,7 +12,7 @@ export function createTextClassification(ctx: TaskContext): Task {
   const id2label = ctx.config?.id2label ?? {};
   return {
     async run(inputs) {
-      const { results, good } = partition(inputs, parseText);
+      const { results, good } = partition(inputs, (input) => parseText(input, ctx.maxSequenceLength));
       if (good.length === 0) return merge(results, [], []);
       const { feeds, batch } = await textFeeds(
         ctx,

@@ -1,29 +1,11 @@
-// Text inputs for the text tasks: validates each item, then tokenises the good ones as one padded batch
+// Text inputs for the text tasks: tokenises the items that parsed (text-item.ts) as one padded batch
 // and builds the session's feeds (input_ids, attention_mask, token_type_ids as the model declares).
-import { z } from "zod";
 import type { WireTensor } from "../runner/model-runner.ts";
-import { describeType, type Parsed, type TaskContext } from "./task-types.ts";
+import type { TaskContext } from "./task-types.ts";
 import { encodeBatch, type TextTokenizer } from "./tokenizer.ts";
 
 /** What a BERT-style tokenizer produces; a text model's inputs must be among these. */
 export const TEXT_INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"] as const;
-
-/** Hard cap on characters per item: truncation happens after tokenising, so this bounds the tokeniser's work. */
-export const MAX_TEXT_CHARS = 100_000;
-
-const TextInput = z
-  .string()
-  .max(MAX_TEXT_CHARS)
-  .refine((s) => s.trim() !== "");
-
-export function parseText(input: unknown): Parsed<string> {
-  const parsed = TextInput.safeParse(input);
-  if (parsed.success) return { value: parsed.data };
-  if (typeof input !== "string") return { error: `input must be a non-empty string, got ${describeType(input)}` };
-  if (input.length > MAX_TEXT_CHARS)
-    return { error: `input is ${input.length} characters; the most is ${MAX_TEXT_CHARS}` };
-  return { error: `input must be a non-empty string, got ${input === "" ? "an empty string" : "only whitespace"}` };
-}
 
 export function requireTokenizer(ctx: TaskContext, task: string): TextTokenizer {
   if (!ctx.tokenizer) throw new Error(`${task} needs a tokenizer: list tokenizer and tokenizer_config in files`);

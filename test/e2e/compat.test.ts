@@ -152,9 +152,9 @@ describe("openai client: embeddings.create", () => {
     expect(unknown).toMatchObject({ status: 404, code: "model_not_found", param: "model" });
 
     const empty = await rejection(openai.embeddings.create({ model: "embedder", input: ["fine", " "] }));
-    expect(empty).toBeInstanceOf(OpenAI.BadRequestError);
-    expect(empty).toMatchObject({ param: "input" });
-    expect(empty.message).toMatch(/input\.1: must not be empty/);
+    expect(empty).toBeInstanceOf(OpenAI.UnprocessableEntityError);
+    expect(empty).toMatchObject({ status: 422, param: "input", code: "invalid_input" });
+    expect(empty.message).toMatch(/input 1: input must be a non-empty string, got only whitespace/);
 
     const tokens = await rejection(openai.embeddings.create({ model: "embedder", input: [[101, 2023]] }));
     expect(tokens).toBeInstanceOf(OpenAI.BadRequestError);
@@ -207,6 +207,9 @@ describe("@huggingface/inference pointed at the endpoint URL", () => {
       body: { error: expect.stringMatching(/unknown model "nope"/) },
     });
     const empty = await rejection(client("sentiment").textClassification({ inputs: " " }));
-    expect(empty.httpResponse.status).toBe(400);
+    expect(empty.httpResponse).toMatchObject({
+      status: 422,
+      body: { error: expect.stringMatching(/input 0: input must be a non-empty string, got only whitespace/) },
+    });
   });
 });

@@ -175,11 +175,11 @@ describe("text models: a BYTES tensor of strings", () => {
     expectClose(output(answer, "embedding").data, native.flat());
   });
 
-  it("names the rows the worker refused", async () => {
+  it("names the rows the workers would refuse, before anything is queued", async () => {
     const res = await request("POST", "/v2/models/sentiment/infer", {
       inputs: [{ name: "text", shape: [3], datatype: "BYTES", data: ["fine", " ", "great"] }],
     });
-    expect(res.status).toBe(400);
+    expect(res.status).toBe(422);
     expect(res.body).toEqual({ error: expect.stringMatching(/row 1: input must be a non-empty string/) });
   });
 });
@@ -246,16 +246,16 @@ describe("tensor models: named tensors, the first dimension the batch", () => {
     expect(nested.outputs).toEqual(flat.outputs);
   });
 
-  it("answers the worker's refusal of an input the model does not have, or of the wrong datatype, as a 400", async () => {
+  it("answers the worker's refusal of an input the model does not have, or of the wrong datatype, as a 422", async () => {
     const wrongName = await request("POST", "/v2/models/sentiment-tensor/infer", {
       inputs: [{ ...int64("input_ids", ids), name: "pixels" }, int64("attention_mask", mask)],
     });
-    expect(wrongName.status).toBe(400);
+    expect(wrongName.status).toBe(422);
     expect(wrongName.body.error).toMatch(/rows 0, 1, 2: .*no input pixels \(its inputs: input_ids, attention_mask\)/);
     const wrongType = await request("POST", "/v2/models/affine/infer", {
       inputs: [{ name: "x", shape: [1, 3], datatype: "INT64", data: [1, 2, 3] }],
     });
-    expect(wrongType.status).toBe(400);
+    expect(wrongType.status).toBe(422);
     expect(wrongType.body.error).toMatch(/row 0: tensor x: the model wants FP32, got INT64/);
   });
 });

@@ -301,13 +301,14 @@ describe("typed errors", () => {
     expect(tooMany).toMatchObject({ status: 400, code: "too_many_inputs" });
   });
 
-  it("inputs the worker rejects are a JobFailedError with the job's outputs and per-input errors", async () => {
+  it("inputs the workers would refuse are a JobFailedError with per-input errors, and no job", async () => {
     const error = await rejection(client.infer("sentiment", ["I love this", ""]));
     expect(error).toBeInstanceOf(JobFailedError);
     expect(error).toMatchObject({ status: 422, code: "invalid_input" });
-    expect(error.jobId).toMatch(/^sentiment:/);
-    expect(error.details.errors).toEqual([{ index: 1, code: "invalid_input", message: expect.any(String) }]);
-    expect((error.details.outputs as any[])[0][0].label).toBe("POSITIVE");
+    expect(error.jobId).toBeUndefined(); // refused before anything was queued
+    expect(error.details.errors).toEqual([
+      { index: 1, code: "invalid_input", message: "input must be a non-empty string, got an empty string" },
+    ]);
   });
 });
 

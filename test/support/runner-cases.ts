@@ -150,7 +150,8 @@ export function describeRunner(label: string, make: () => Promise<RunnerUnderTes
     });
 
     it("truncates at max_sequence_length", async () => {
-      const long = `I love this ${"and the crust was perfect ".repeat(60)}`;
+      // Longer than its four tokens, within the 4 * 64 characters it takes (shared/tasks/text-item.ts).
+      const long = `I love this ${"and the crust was perfect ".repeat(9)}`;
       // Both keep only their first four tokens, "[CLS] i love this", so they score the same.
       const [a] = await model("sentiment-short").run([long]);
       const [b] = await model("sentiment-short").run(["I love this and more"]);
@@ -169,6 +170,8 @@ export function describeRunner(label: string, make: () => Promise<RunnerUnderTes
         expect(errorOf(results[3])?.message).toMatch(/got null/);
         expect(errorOf(results[4])?.message).toMatch(/got only whitespace/);
         expect(errorOf(results[5])?.message).toMatch(/got an object/);
+        const [tooLong] = await model(name).run(["word ".repeat(100_000 / 5 + 1)]);
+        expect(errorOf(tooLong)?.message).toMatch(/100005 characters; the most is /);
         expectClose(flat(results[2]), flat((await model(name).run(["I love this"]))[0]), 1e-5);
       }
     });

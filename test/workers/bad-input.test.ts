@@ -1,7 +1,9 @@
 // Every kind of bad input gets a 4xx whose JSON error says what to fix; none reaches a 500.
-import { SELF } from "cloudflare:test";
+import { env, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { call, infer, SocketWorker, WORKER, wipeQueues, workerCall } from "./helpers.ts";
+import { app } from "../../edge/app.ts";
+import { maxTextChars } from "../../shared/tasks/text-item.ts";
+import { type Answer, CALLER, call, infer, queue, SocketWorker, WORKER, wipeQueues, workerCall } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -62,6 +64,128 @@ describe("caller API", () => {
   });
 });
 
+describe("inputs the workers would refuse: 422 on every API shape, before anything is queued", () => {
+  // What the workers' own parser (shared/tasks/text-item.ts) refuses, and what it says. "guarded" and
+  // "canaried" take max_sequence_length 128 (the default): at most 128 * 64 characters.
+  const most = maxTextChars(128);
+  const tooLong = "word ".repeat(Math.ceil(most / 5));
+  const BAD_TEXTS: [string, unknown, RegExp][] = [
+    ["an empty string", "", /must be a non-empty string, got an empty string/],
+    ["only whitespace", " \n\t", /must be a non-empty string, got only whitespace/],
+    ["a number", 42, /must be a non-empty string, got a number/],
+    ["an object", { text: "hi" }, /must be a non-empty string, got an object/],
+    ["null", null, /must be a non-empty string, got null/],
+    ["a text too long", tooLong, new RegExp(`${tooLong.length} characters; the most is ${most}`)],
+  ];
+
+  // Each API shape with "fine" at index 0 and the bad input at index 1, and how it names index 1.
+  const SHAPES: Record<string, { send: (bad: unknown) => Promise<Answer>; message: (res: Answer) => string }> = {
+    "POST /v1/infer": {
+      send: (bad) => infer({ model: "guarded", inputs: ["fine", bad] }),
+      message: (res) => res.body.error.message,
+    },
+    "POST /v1/embeddings": {
+      send: (bad) => call("/v1/embeddings", { body: { model: "canaried", input: ["fine", bad] } }),
+      message: (res) => res.body.error.message,
+    },
+    "POST /models/{name}": {
+      send: (bad) => call("/models/guarded", { body: { inputs: ["fine", bad] } }),
+      message: (res) => res.body.error,
+    },
+  };
+
+  it("refuses each bad text on each API shape with 422, naming the input and what to fix, whoever is connected", async () => {
+    // A trusted worker and a donor both wait on each model: neither may ever see these inputs.
+    const workers = await Promise.all(
+      ["guarded", "canaried"].flatMap((m) => [
+        SocketWorker.connect(m),
+        SocketWorker.connect(m, { donor: `donor-${m}`, network: "198.51.100" }),
+      ]),
+    );
+    for (const [what, bad, says] of BAD_TEXTS) {
+      for (const [shape, { send, message }] of Object.entries(SHAPES)) {
+        const res = await send(bad);
+        expect({ what, shape, status: res.status }).toEqual({ what, shape, status: 422 });
+        expect(message(res)).toMatch(/^1 of 2 inputs refused, nothing was queued; input 1: /);
+        expect(message(res)).toMatch(says);
+      }
+    }
+    for (const w of workers) expect(w.has("batch")).toBe(false);
+    for (const m of ["guarded", "canaried"]) {
+      expect(await queue(m).stats(m)).toMatchObject({ queued: 0, in_flight: { gpu: 0, browser: 0 } });
+    }
+    for (const w of workers) w.close();
+  });
+
+  it("answers each API in its own shape: the native errors list, OpenAI's param and code, the rows of OIP", async () => {
+    const native = await infer({ model: "guarded", inputs: ["", "fine", 7] });
+    expect(native.status).toBe(422);
+    expect(native.body.error.code).toBe("invalid_input");
+    expect(native.body.errors).toEqual([
+      { index: 0, code: "invalid_input", message: "input must be a non-empty string, got an empty string" },
+      { index: 2, code: "invalid_input", message: "input must be a non-empty string, got a number" },
+    ]);
+    const openai = await call("/v1/embeddings", { body: { model: "canaried", input: "" } });
+    expect(openai.status).toBe(422);
+    expect(openai.body.error).toMatchObject({ type: "invalid_request_error", param: "input", code: "invalid_input" });
+    // The protocol's text input is a BYTES tensor: its rows are the inputs, strings by the tensor's datatype.
+    const rows = (data: string[]) => ({ inputs: [{ name: "text", shape: [data.length], datatype: "BYTES", data }] });
+    for (const [data, says] of [
+      [["fine", ""], /^1 of 2 rows refused, nothing was queued; row 1: .*got an empty string$/],
+      [[" ", "fine", "x".repeat(most + 1)], /rows refused.*row 0: .*only whitespace; row 2: .*the most is/],
+    ] as const) {
+      const res = await call("/v2/models/guarded/infer", { body: rows([...data]) });
+      expect(res.status).toBe(422);
+      expect(res.body).toEqual({ error: expect.stringMatching(says) });
+    }
+    expect((await queue("guarded").stats("guarded")).queued).toBe(0);
+  });
+
+  it("checks a tensor model's items on their own before queueing: shape against data, values against datatype", async () => {
+    // A tensor model with files, as the workers serve one: its items are parsed as the tensor task parses them.
+    const tensorEnv = {
+      ...env,
+      MODELS: JSON.stringify({
+        models: [{ name: "onnx", task: "tensor", files: { model: { path: "m.onnx", sha256: "0".repeat(64) } } }],
+      }),
+    };
+    const tensor = (over: Record<string, unknown>) => ({
+      name: "x",
+      shape: [1, 2],
+      datatype: "FP32",
+      data: [1, 2],
+      ...over,
+    });
+    const cases: [unknown, RegExp][] = [
+      [tensor({ shape: [1, 3] }), /tensor x: shape \[1, 3\] needs 3 values, data has 2/],
+      [tensor({ datatype: "INT8", data: [1, 300] }), /tensor x: INT8 data must be integers in \[-128, 127\]/],
+      [tensor({ datatype: "FP16" }), /tensor 0 is not \{name, shape, datatype, data\}/],
+      [[], /a non-empty list of them/],
+      ["text", /got a string/],
+    ];
+    for (const [bad, says] of cases) {
+      const res = await app.request(
+        "/v1/infer",
+        {
+          method: "POST",
+          headers: { ...CALLER, "Content-Type": "application/json" },
+          body: JSON.stringify({ model: "onnx", inputs: [tensor({}), bad] }),
+        },
+        tensorEnv,
+      );
+      const body = (await res.json()) as any;
+      expect(res.status).toBe(422);
+      expect(body.errors.map((e: { index: number }) => e.index)).toEqual([1]);
+      expect(body.error.message).toMatch(says);
+    }
+  });
+
+  it("leaves a queue whose workers bring their own model to take any JSON", async () => {
+    const res = await infer({ model: "alpha", inputs: ["", null, { any: "thing" }], wait: false });
+    expect(res.status).toBe(202);
+  });
+});
+
 describe("authentication", () => {
   it("requires a caller key, and a worker token for worker routes", async () => {
     expectError(
@@ -113,8 +237,9 @@ describe("worker protocol", () => {
   });
 
   it("refuses a completion with the wrong number of results, and the lease stays usable", async () => {
-    await infer({ model: "alpha", inputs: [1, 2], wait: false });
-    const batch = await lease({ wait_ms: 1_000 });
+    // bravo's lease is 5 s: alpha's 150 ms could pass between these calls on a busy machine.
+    await infer({ model: "bravo", inputs: [1, 2], wait: false });
+    const batch = await lease({ model: "bravo", wait_ms: 1_000 });
     const wrong = await workerCall(`/v1/leases/${batch.body.lease_id}/complete`, { results: [{ output: 1 }] });
     expectError(wrong, 400, "wrong_result_count", /holds 2 items but 1 results/);
     const badShape = await workerCall(`/v1/leases/${batch.body.lease_id}/complete`, {

@@ -163,7 +163,7 @@ describe("inference on a tensor model", () => {
     expectOipError(await answer, 400, /no output "zz"; its outputs: y/);
   });
 
-  it("names the rows a worker refused, once per cause, as a 400", async () => {
+  it("names the rows a worker refused, once per cause, as a 422", async () => {
     const worker = await SocketWorker.connect("bravo");
     const answer = infer("bravo", { inputs: [x([[1], [2], [3]])] });
     const batch = await worker.next("batch");
@@ -183,7 +183,7 @@ describe("inference on a tensor model", () => {
     });
     expectOipError(
       await answer,
-      400,
+      422,
       /^2 of 3 rows failed; rows 1, 2: the model has no input x \(its inputs: pixels\)$/,
     );
   });
