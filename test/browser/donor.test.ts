@@ -24,7 +24,7 @@ import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.t
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(REGISTRY_URL, "utf8")));
 // The tab's own answers reach callers unchecked here (trust has its own suites), except on
-// "sentiment-verified", which keeps the default: a browser's answers wait for another worker's agreement.
+// "sentiment-verified", which keeps the default: a browser's answers wait for a trusted run's agreement.
 const registry = {
   models: [
     ...bundled.models.map((m) => ({ ...m, verification: { enabled: false } })),
@@ -185,20 +185,28 @@ describe("a tab on WASM", () => {
     await expectMatchesNode("sentiment", TEXTS, done.outputs, 1e-4);
   });
 
-  it("with verification on, the tab's answers reach callers only once another worker agrees", async () => {
+  it("with verification on, the tab's answers reach callers only once a trusted run agrees", async () => {
     const metric = async (name: string) => {
       const text = await (await fetch(`${coordinator.url}/metrics`, { headers: API })).text();
       const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes('model="sentiment-verified"'));
       return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
     };
-    const { body } = await infer("sentiment-verified", TEXTS, false);
-    await waitForStatus(
-      page,
-      (s) => (s.models.find((m) => m.name === "sentiment-verified")?.items ?? 0) >= TEXTS.length,
-    );
-    await sleep(500);
-    // Computed by the tab, held: no other worker has checked it yet.
-    expect((await job(body.id)).status).not.toBe("succeeded");
+    // Pinned to the browser pool with no trusted worker connected: refused at once, as nothing could check it.
+    const pin = (body: Record<string, unknown>) =>
+      fetch(`${coordinator.url}/v1/infer`, {
+        method: "POST",
+        headers: API,
+        body: JSON.stringify({
+          model: "sentiment-verified",
+          inputs: TEXTS,
+          pool: "browser",
+          timeout_ms: 60_000,
+          ...body,
+        }),
+      });
+    const refused = await pin({});
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as any).error.code).toBe("no_verifier");
     const checker = startWorker([
       "--coordinator",
       coordinator.url,
@@ -212,14 +220,18 @@ describe("a tab on WASM", () => {
       "sentiment-verified",
     ]);
     nodeWorkers.push(checker);
-    let done: any;
-    for (let i = 0; i < 600 && done?.status !== "succeeded"; i++) {
-      await sleep(100);
-      done = await job(body.id);
-    }
-    expect(done.status).toBe("succeeded");
+    await checker.waitFor(/\[sentiment-verified\] connected/, 60_000);
+    const answer = await pin({});
+    expect(answer.status).toBe(200);
+    const done = (await answer.json()) as any;
     await expectMatchesNode("sentiment-verified", TEXTS, done.outputs, 1e-4);
-    expect(await metric("edgeswarm_verification_agreements_total")).toBeGreaterThan(0);
+    // The tab ran them first; the checker's run agreed with every one before any was given out.
+    const status = await waitForStatus(
+      page,
+      (s) => (s.models.find((m) => m.name === "sentiment-verified")?.items ?? 0) >= TEXTS.length,
+    );
+    expect(status.models.find((m) => m.name === "sentiment-verified")?.items).toBeGreaterThanOrEqual(TEXTS.length);
+    expect(await metric("edgeswarm_verification_agreements_total")).toBeGreaterThanOrEqual(TEXTS.length);
     expect(await metric("edgeswarm_workers_quarantined_total")).toBe(0);
     checker.child.kill("SIGTERM");
     await checker.exited;
