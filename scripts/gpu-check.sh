@@ -20,7 +20,10 @@ pack() {
   # Sources the suite and the bench load, and the bundled models.
   cp -r --parents package.json tsconfig.json tsconfig.base.json vitest.config.ts shared worker-gpu/web worker-gpu/runner \
     bench/runners.ts bench/bench-kit.ts test/support test/node/runner-runtimes.test.ts test/node/runner-dawn.test.ts \
-    scripts/gpu-check.sh "$stage/"
+    scripts/gpu-check.sh scripts/lib/wrangler-dev.ts "$stage/"
+  # The repository's vitest config starts workerd for its workers suite; here only the Node suite runs.
+  printf '%s\n' 'export default { test: { include: ["test/node/**/*.test.ts"], environment: "node" } };' \
+    > "$stage/vitest.gpu-check.config.mjs"
   tar -cf - --exclude models/build --exclude models/data models | tar -C "$stage" -xf -
   # The packages those import, with everything they depend on, found from package.json files (flat node_modules).
   node -e '
@@ -70,7 +73,7 @@ run() {
   node --version | tee -a results/environment.txt
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee -a results/environment.txt || true
   local status=0
-  node node_modules/vitest/vitest.mjs run --project node test/node/runner-dawn.test.ts test/node/runner-runtimes.test.ts \
+  node node_modules/vitest/vitest.mjs run --config vitest.gpu-check.config.mjs test/node/runner-dawn.test.ts test/node/runner-runtimes.test.ts \
     2>&1 | tee results/conformance.txt || status=$?
   BENCH_CHROMIUM=0 node --import tsx bench/runners.ts 2>&1 | tee results/runners.txt || status=$?
   cp bench/results/runners.md results/ 2>/dev/null || true
