@@ -10,7 +10,9 @@ const WireInput = z.object({
   name: z.string().min(1).optional(),
   shape: z.array(z.int().min(0)).max(16),
   datatype: z.enum(DATATYPES),
-  data: z.array(z.union([z.number(), z.boolean()])),
+  // Elements are checked against the datatype by checkValues, in plain passes: a per-element schema
+  // took 5-6 ms for 100,000 values, paid on the edge's submit path as well as on the worker.
+  data: z.custom<unknown[]>((v) => Array.isArray(v), "expected an array"),
 });
 
 export interface TensorItem {
@@ -28,13 +30,16 @@ const INT_RANGE: Partial<Record<Datatype, [number, number]>> = {
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
 };
 
-function checkValues(t: SentTensor): string | undefined {
-  if (t.datatype === "BOOL")
-    return t.data.every((v) => typeof v === "boolean") ? undefined : "BOOL data must be true/false";
-  if (t.data.some((v) => typeof v !== "number")) return `${t.datatype} data must be numbers`;
-  const range = INT_RANGE[t.datatype];
-  if (range && !(t.data as number[]).every((v) => Number.isInteger(v) && v >= range[0] && v <= range[1])) {
-    return `${t.datatype} data must be integers in [${range[0]}, ${range[1]}]`;
+function checkValues(datatype: Datatype, data: readonly unknown[]): string | undefined {
+  const want = datatype === "BOOL" ? "boolean" : "number";
+  const bad = data.findIndex((v) => typeof v !== want);
+  if (bad >= 0) {
+    if (Array.isArray(data[bad])) return "data must be flat, in row-major order, not nested";
+    return datatype === "BOOL" ? "BOOL data must be true/false" : `${datatype} data must be numbers`;
+  }
+  const range = INT_RANGE[datatype];
+  if (range && !(data as number[]).every((v) => Number.isInteger(v) && v >= range[0] && v <= range[1])) {
+    return `${datatype} data must be integers in [${range[0]}, ${range[1]}]`;
   }
   return undefined;
 }
@@ -74,16 +79,14 @@ export function parseSentTensors(input: unknown): Parsed<SentTensor[]> {
       const what = typeof raw === "object" && raw !== null ? `${where}${issue?.message}` : `got ${describeType(raw)}`;
       return { error: `tensor ${position} is not {name, shape, datatype, data} with flat data: ${what}` };
     }
-    const t = { ...parsed.data, data: parsed.data.data as number[] | boolean[] };
-    const label = t.name ?? String(position);
-    const need = elementCount(t.shape);
-    if (need !== t.data.length)
-      return {
-        error: `tensor ${label}: shape [${t.shape.join(", ")}] needs ${need} values, data has ${t.data.length}`,
-      };
-    const problem = checkValues(t);
+    const { name, shape, datatype, data } = parsed.data;
+    const label = name ?? String(position);
+    const need = elementCount(shape);
+    if (need !== data.length)
+      return { error: `tensor ${label}: shape [${shape.join(", ")}] needs ${need} values, data has ${data.length}` };
+    const problem = checkValues(datatype, data);
     if (problem) return { error: `tensor ${label}: ${problem}` };
-    tensors.push(t);
+    tensors.push({ ...(name === undefined ? {} : { name }), shape, datatype, data: data as number[] | boolean[] });
   }
   return { value: tensors };
 }

@@ -49,16 +49,18 @@ describe("tensor inputs", () => {
       { ...x, datatype: "BOOL", data: [1, 0] },
       { ...x, datatype: "FP16" },
       { ...x, data: [[1, 2]] },
+      { ...x, shape: [1, 1], data: [[1]] },
       [],
       "x",
     ]);
-    expect(problems.map((p) => p.index)).toEqual([2, 3, 4, 5, 6, 7, 8]);
+    expect(problems.map((p) => p.index)).toEqual([2, 3, 4, 5, 6, 7, 8, 9]);
     expect(problems.map((p) => p.message)).toEqual([
       "tensor x: shape [2, 2] needs 4 values, data has 2",
       "tensor x: UINT8 data must be integers in [0, 255]",
       "tensor x: BOOL data must be true/false",
       expect.stringMatching(/^tensor 0 is not \{name, shape, datatype, data\} with flat data: datatype/),
-      expect.stringMatching(/^tensor 0 is not .* data\.0/),
+      "tensor x: shape [1, 2] needs 2 values, data has 1",
+      "tensor x: data must be flat, in row-major order, not nested",
       "input must be a tensor {name, shape, datatype, data} or a non-empty list of them",
       "tensor 0 is not {name, shape, datatype, data} with flat data: got a string",
     ]);
