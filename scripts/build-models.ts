@@ -1,95 +1,162 @@
-// Generates the two bundled models (models/sentiment, models/embedder) in the Hugging Face folder layout,
-// trained from models/data/sentiment.tsv, and writes their sha256 into models/registry.json.
-// Run: node --import tsx scripts/build-models.ts [--out DIR]. Seeded throughout: a re-run writes
-// byte-identical files. --out writes the folders and an updated registry.json under DIR instead (the test uses it).
+// Trains the two bundled models (models/sentiment, models/embedder: small BERT-style transformer encoders) in the
+// Hugging Face folder layout from models/data/, and writes their sha256 into models/registry.json.
+// Run: npm run build:models [-- --out DIR] [-- --bench]. Tokenising, data and checks are here; the training
+// itself is PyTorch (models/build/train-encoders.py, apt-get install python3-torch python3-onnx). Seeded
+// throughout: a re-run on the same machine writes the same bytes. --out writes the folders, written.tsv and an
+// updated registry.json under DIR instead. --bench writes the MiniLM-shaped benchmark model (bench-model.ts).
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
-import { LABELS, parseDataset, splitDataset } from "../models/build/dataset.ts";
-import { evaluateEmbedder, PROBES } from "../models/build/evaluate.ts";
-import { classifierGraph, embedderGraph } from "../models/build/model-graphs.ts";
+import { buildBenchModel } from "../models/build/bench-model.ts";
+import { type Example, LABELS, parseDataset, splitDataset } from "../models/build/dataset.ts";
+import { accuracy, argmax, cosine, embedderReport, PROBES, parseTriples, runTexts } from "../models/build/evaluate.ts";
+import { runPythonJob } from "../models/build/python-job.ts";
 import { stableJson } from "../models/build/stable-json.ts";
-import { accuracy, CLASSIFIER_SETTINGS, predictClasses, trainClassifier } from "../models/build/train-classifier.ts";
-import { cosine, EMBEDDER_SETTINGS, embed, trainEmbedder } from "../models/build/train-embedder.ts";
 import { buildVocab, preTokenize, tokenizerConfigJson, tokenizerJson } from "../models/build/wordpiece.ts";
-import { createTokenizer } from "../shared/tasks/tokenizer.ts";
+import { lexiconText, writtenText } from "../models/build/written-text.ts";
+import { createTokenizer, type TextTokenizer } from "../shared/tasks/tokenizer.ts";
 
 const MODELS_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "models");
 const outFlag = process.argv.indexOf("--out");
-const OUT_DIR = outFlag >= 0 ? (process.argv[outFlag + 1] ?? "") : MODELS_DIR;
+const bench = process.argv.includes("--bench");
+const OUT_DIR = outFlag >= 0 ? (process.argv[outFlag + 1] ?? "") : join(MODELS_DIR, bench ? "bench" : "");
 if (OUT_DIR === "") throw new Error("--out needs a folder");
 const MAX_LENGTH = 128;
 
-const examples = parseDataset(readFileSync(join(MODELS_DIR, "data", "sentiment.tsv"), "utf8"));
-const split = splitDataset(examples);
+/** The two encoders' shape and training; recorded in each config.json. Small, so SwiftShader WebGPU tests stay quick. */
+const ENCODER = { hidden: 64, layers: 2, heads: 4, ffn: 256, dropout: 0.2 };
+const TRAINING = { epochs: 30, batch_size: 32, lr: 0.002, weight_decay: 0.05, word_dropout: 0.2 };
+const CLASSIFIER_SETTINGS = { seed: 20240611, ...ENCODER, ...TRAINING, label_smoothing: 0.1 };
+const EMBEDDER_SETTINGS = { seed: 7919, ...ENCODER, ...TRAINING, scale: 16, sentiment_weight: 0.3, pair_weight: 1 };
+
+if (bench) {
+  await buildBenchModel(OUT_DIR, parseDataset(readFileSync(join(MODELS_DIR, "data", "sentiment.tsv"), "utf8")));
+  process.exit(0);
+}
+
+const original = splitDataset(parseDataset(readFileSync(join(MODELS_DIR, "data", "sentiment.tsv"), "utf8")));
+const written = writtenText();
+mkdirSync(join(OUT_DIR, "data"), { recursive: true });
+writeFileSync(
+  join(OUT_DIR, "data", "written.tsv"),
+  `label\ttopic\ttext\n${written.examples.map((e) => `${LABELS[e.label]}\t${e.topic}\t${e.text}\n`).join("")}`,
+);
+// The written sentences are split as the data set is (every 5th held out), each with its paraphrase.
+const writtenPairs = written.examples.map((e, i) => ({ ...e, paraphrase: written.paraphrases[i] as string }));
+const writtenSplit = splitDataset(writtenPairs);
+const train: Example[] = [...original.train, ...writtenSplit.train];
+const topics = original.topics;
+const lexicon = lexiconText();
+const triples = parseTriples(readFileSync(join(MODELS_DIR, "data", "paraphrases.tsv"), "utf8"));
+
 // The vocabulary comes from the training split only, so held-out figures include words the models never saw.
-const vocab = buildVocab(split.train.map((e) => e.text));
+const vocab = buildVocab([
+  ...train.map((e) => e.text),
+  ...writtenSplit.train.map((e) => e.paraphrase),
+  ...lexicon.map((e) => e.text),
+]);
 const tokJson = tokenizerJson(vocab);
 const tokConfig = tokenizerConfigJson(MAX_LENGTH);
-const tokenizer = createTokenizer(tokJson, tokConfig);
+const tokenizer = createTokenizer(tokJson, tokConfig) as unknown as TextTokenizer;
 const unk = vocab.indexOf("[UNK]");
-
-// Encode with the real tokenizer the runners use, so training sees exactly the ids inference will.
-const encode = (text: string): number[] => tokenizer(text, { return_tensor: false }).input_ids as number[];
-for (const e of split.train) {
+const encode = (text: string): number[] =>
+  tokenizer([text], { padding: true, truncation: true, max_length: MAX_LENGTH, return_tensor: false })
+    .input_ids?.[0] as number[];
+for (const e of train) {
   const ids = encode(e.text);
   if (ids.length !== preTokenize(e.text).length + 2 || ids.includes(unk)) {
     throw new Error(`tokenizer does not map every word of "${e.text}" to one vocabulary entry: ${ids.join(" ")}`);
   }
 }
-const encodeAll = (list: typeof examples) =>
-  list.map((e) => ({ ids: encode(e.text), label: e.label, topic: split.topics.indexOf(e.topic) }));
-const train = encodeAll(split.train);
-const heldOut = encodeAll(split.heldOut);
 console.log(
-  `data: ${examples.length} sentences, ${train.length} train / ${heldOut.length} held out; vocab ${vocab.length}`,
+  `data: ${original.train.length + original.heldOut.length} sentences + ${written.examples.length} written + ` +
+    `${lexicon.length} lexicon (classifier only); ` +
+    `${train.length} train / ${original.heldOut.length} + ${writtenSplit.heldOut.length} held out; vocab ${vocab.length}`,
 );
 
-const classifier = trainClassifier(vocab.length, train, LABELS.length);
-const trainAcc = accuracy(classifier, train);
-const heldOutAcc = accuracy(classifier, heldOut);
-console.log(`sentiment: train accuracy ${pct(trainAcc)}, held-out accuracy ${pct(heldOutAcc)}`);
-const [pos, neg] = predictClasses(
-  classifier,
-  [PROBES.positive, PROBES.negative].map((t) => ({ ids: encode(t), label: 0 })),
+const work = mkdtempSync(join(tmpdir(), "edgeswarm-train-"));
+const trainLog = runPythonJob(
+  {
+    vocab_size: vocab.length,
+    max_length: MAX_LENGTH,
+    pad_id: vocab.indexOf("[PAD]"),
+    mask_id: vocab.indexOf("[MASK]"),
+    topics: topics.length,
+    classifier: CLASSIFIER_SETTINGS,
+    embedder: EMBEDDER_SETTINGS,
+    train: train.map((e) => ({ ids: encode(e.text), label: e.label, topic: topics.indexOf(e.topic) })),
+    lexicon: lexicon.map((e) => ({ ids: encode(e.text), label: e.label })),
+    pairs: writtenSplit.train.filter((e) => e.paraphrase !== e.text).map((e) => [encode(e.text), encode(e.paraphrase)]),
+  },
+  work,
 );
+const sentimentOnnx = readFileSync(join(work, "sentiment.onnx"));
+const embedderOnnx = readFileSync(join(work, "embedder.onnx"));
+rmSync(work, { recursive: true, force: true });
+
+// Every figure below is measured on the written ONNX files, through the runners' tokenizer code.
+const sentiment = await ort.InferenceSession.create(sentimentOnnx);
+const figures = {
+  train_accuracy: round(await accuracy(sentiment, tokenizer, train)),
+  held_out_accuracy: round(await accuracy(sentiment, tokenizer, original.heldOut)),
+  held_out_written_accuracy: round(await accuracy(sentiment, tokenizer, writtenSplit.heldOut)),
+};
+console.log(
+  `sentiment: train accuracy ${pct(figures.train_accuracy)}, held-out accuracy ${pct(figures.held_out_accuracy)} ` +
+    `(data set), ${pct(figures.held_out_written_accuracy)} (written negation/contrast)`,
+);
+const [pos, neg] = (await runTexts(sentiment, tokenizer, [PROBES.positive, PROBES.negative], "logits")).map(argmax);
 if (LABELS[pos ?? 0] !== "POSITIVE" || LABELS[neg ?? 1] !== "NEGATIVE") {
-  throw new Error(
-    `sentiment probes came out wrong: "${PROBES.positive}" -> ${LABELS[pos ?? 0]}, "${PROBES.negative}" -> ${LABELS[neg ?? 1]}`,
-  );
+  throw new Error(`sentiment probes came out wrong: "${PROBES.positive}" -> ${LABELS[pos ?? 0]}, "${PROBES.negative}"`);
 }
+await sentiment.release();
 
-const embedder = trainEmbedder(vocab.length, split.topics.length, train);
-const report = evaluateEmbedder(embedder, split.topics.length, train, heldOut);
-const [a, b] = PROBES.similar.map((t) => embed(embedder, encode(t)).u);
-const far = embed(embedder, encode(PROBES.unrelated)).u;
+const embedder = await ort.InferenceSession.create(embedderOnnx);
+const report = await embedderReport(embedder, tokenizer, topics, train, original.heldOut, triples);
+const [a, b, far] = await runTexts(embedder, tokenizer, [...PROBES.similar, PROBES.unrelated], "sentence_embedding");
+const [near, away] = [cosine(a as Float32Array, b as Float32Array), cosine(a as Float32Array, far as Float32Array)];
 console.log(
-  `embedder: held-out nearest-centroid topic accuracy ${pct(report.topicAccuracy)}, mean cosine same topic ` +
-    `${report.sameTopicCosine.toFixed(3)} vs other topics ${report.otherTopicCosine.toFixed(3)}; ` +
-    `probe cos(similar) ${cosine(a as Float64Array, b as Float64Array).toFixed(3)} vs cos(unrelated) ${cosine(a as Float64Array, far).toFixed(3)}`,
+  `embedder: paraphrase ranked above unrelated in ${pct(report.paraphraseRanking)} of ${triples.length} held-out ` +
+    `triples; nearest-centroid topic accuracy ${pct(report.topicAccuracy)}; mean cosine same topic ` +
+    `${report.sameTopicCosine.toFixed(3)} vs other ${report.otherTopicCosine.toFixed(3)}; probe ${near.toFixed(3)} vs ${away.toFixed(3)}`,
 );
+if (!(near > away)) throw new Error("embedder probe: the similar pair is no closer than the unrelated one");
+await embedder.release();
 
-const sentimentOnnx = classifierGraph(classifier);
-const embedderOnnx = embedderGraph(embedder);
-await checkOnnx(sentimentOnnx, embedderOnnx);
-
-const bert = { model_type: "bert", vocab_size: vocab.length, max_position_embeddings: MAX_LENGTH, pad_token_id: 0 };
+const architecture = (head: string) =>
+  `BERT-style encoder: token + position embeddings, LayerNorm, ${ENCODER.layers} post-LN layers of ${ENCODER.heads}-head ` +
+  `masked self-attention and GELU feed-forward (${ENCODER.ffn}), hidden ${ENCODER.hidden}; ${head}`;
+const trainedOn =
+  "models/data/sentiment.tsv and models/data/written.tsv (negation, contrast; written by models/build/written-text.ts), every 5th line of each held out";
+const lexiconNote = `; plus ${lexicon.length} one-line sentences from the AFINN-165 lexicon (|valence| >= 2)`;
+const bert = {
+  model_type: "bert",
+  vocab_size: vocab.length,
+  max_position_embeddings: MAX_LENGTH,
+  pad_token_id: 0,
+  hidden_size: ENCODER.hidden,
+  num_hidden_layers: ENCODER.layers,
+  num_attention_heads: ENCODER.heads,
+  intermediate_size: ENCODER.ffn,
+  hidden_act: "gelu",
+  layer_norm_eps: 1e-12,
+};
 const files = {
   sentiment: {
     config: {
       ...bert,
       architectures: ["BertForSequenceClassification"],
-      hidden_size: CLASSIFIER_SETTINGS.dim,
       id2label: Object.fromEntries(LABELS.map((l, i) => [String(i), l])),
       label2id: Object.fromEntries(LABELS.map((l, i) => [l, i])),
       edgeswarm: {
-        architecture: "mean of word embeddings -> tanh layer -> logits",
-        trained_on: "models/data/sentiment.tsv (every 5th line held out)",
+        architecture: architecture("masked mean -> tanh layer -> 2 logits"),
+        trained_on: trainedOn + lexiconNote,
         settings: CLASSIFIER_SETTINGS,
-        train_accuracy: round(trainAcc),
-        held_out_accuracy: round(heldOutAcc),
+        training: trainLog.sentiment,
+        ...figures,
       },
     },
     onnx: sentimentOnnx,
@@ -98,11 +165,12 @@ const files = {
     config: {
       ...bert,
       architectures: ["BertModel"],
-      hidden_size: EMBEDDER_SETTINGS.out,
       edgeswarm: {
-        architecture: "projected word embeddings -> masked mean -> L2 normalisation (sentence_embedding)",
-        trained_on: "models/data/sentiment.tsv: cosine softmax towards topic and sentiment proxies",
+        architecture: architecture("last_hidden_state, masked mean L2-normalised as sentence_embedding"),
+        trained_on: `${trainedOn}; cosine softmax towards topic and sentiment proxies plus in-batch contrast of written paraphrase pairs`,
         settings: EMBEDDER_SETTINGS,
+        training: trainLog.embedder,
+        held_out_paraphrase_ranking: round(report.paraphraseRanking),
         held_out_topic_accuracy: round(report.topicAccuracy),
         held_out_same_topic_cosine: round(report.sameTopicCosine),
         held_out_other_topic_cosine: round(report.otherTopicCosine),
@@ -128,40 +196,6 @@ for (const [name, { config, onnx }] of Object.entries(files)) {
 }
 writeFileSync(join(OUT_DIR, "registry.json"), stableJson(registry));
 console.log(`updated ${join(OUT_DIR, "registry.json")}`);
-
-/** Loads both files in onnxruntime-node and checks they compute what the float64 weights do. */
-async function checkOnnx(sentimentBytes: Uint8Array, embedderBytes: Uint8Array): Promise<void> {
-  const texts = split.heldOut.map((e) => e.text);
-  const enc = tokenizer(texts, { padding: true, truncation: true, max_length: MAX_LENGTH, return_tensor: false });
-  const rows = enc.input_ids as number[][];
-  const shape = [rows.length, rows[0]?.length ?? 0];
-  const feeds = {
-    input_ids: new ort.Tensor("int64", BigInt64Array.from(rows.flat().map(BigInt)), shape),
-    attention_mask: new ort.Tensor(
-      "int64",
-      BigInt64Array.from((enc.attention_mask as number[][]).flat().map(BigInt)),
-      shape,
-    ),
-  };
-  const sentiment = await ort.InferenceSession.create(sentimentBytes);
-  const logits = (await sentiment.run(feeds)).logits?.data as Float32Array;
-  const expected = predictClasses(classifier, heldOut);
-  const mismatched = expected.filter(
-    (p, i) => p !== ((logits[i * 2 + 1] as number) > (logits[i * 2] as number) ? 1 : 0),
-  );
-  if (mismatched.length > 0)
-    throw new Error(`ONNX sentiment disagrees with training on ${mismatched.length} sentences`);
-  const embedding = await ort.InferenceSession.create(embedderBytes);
-  const vectors = (await embedding.run(feeds)).sentence_embedding?.data as Float32Array;
-  const D = EMBEDDER_SETTINGS.out;
-  heldOut.forEach((e, i) => {
-    const c = cosine(embed(embedder, e.ids).u, vectors.subarray(i * D, (i + 1) * D));
-    if (!(c > 0.9999)) throw new Error(`ONNX embedder disagrees with training on "${texts[i]}" (cosine ${c})`);
-  });
-  await sentiment.release();
-  await embedding.release();
-  console.log("onnx: both models load in onnxruntime-node and agree with the trained weights on the held-out set");
-}
 
 function write(model: string, path: string, bytes: Uint8Array | string) {
   const full = join(OUT_DIR, model, path);

@@ -12,9 +12,9 @@ export interface Example {
   topic: string;
 }
 
-export interface Split {
-  train: Example[];
-  heldOut: Example[];
+export interface Split<T extends Example = Example> {
+  train: T[];
+  heldOut: T[];
   /** Topics the embedder learns, in first-seen order; "general" is left out (it has no subject). */
   topics: string[];
 }
@@ -37,7 +37,7 @@ export function parseDataset(tsv: string): Example[] {
   });
 }
 
-export function splitDataset(examples: readonly Example[]): Split {
+export function splitDataset<T extends Example>(examples: readonly T[]): Split<T> {
   const train = examples.filter((_, i) => i % HOLD_OUT_EVERY !== HOLD_OUT_EVERY - 1);
   const heldOut = examples.filter((_, i) => i % HOLD_OUT_EVERY === HOLD_OUT_EVERY - 1);
   const topics = [...new Set(examples.map((e) => e.topic))].filter((t) => t !== "general");

@@ -1,5 +1,5 @@
-// A small builder for standard ONNX models on top of onnx-proto (the protobuf types of onnx.proto).
-// scripts/build-models.ts and test fixtures write real .onnx files with it; onnxruntime loads them like any other.
+// A small builder for standard ONNX models on top of onnx-proto (the protobuf types of onnx.proto): test
+// fixtures (test/e2e/oip.test.ts) write tiny real .onnx files with it; onnxruntime loads them like any other.
 
 import type { onnx as Onnx } from "onnx-proto";
 import onnxProto from "onnx-proto";
