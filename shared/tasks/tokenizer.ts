@@ -1,7 +1,15 @@
-// Builds a @huggingface/transformers tokenizer from the parsed tokenizer.json / tokenizer_config.json
-// objects (no filesystem, so the same code runs in a browser), and encodes a batch as padded id rows.
-// The model loader calls createTokenizer; the text tasks call encodeBatch.
-import * as transformers from "@huggingface/transformers";
+// Builds a tokenizer from the parsed tokenizer.json / tokenizer_config.json objects with @huggingface/tokenizers
+// (the tokenizer transformers.js itself uses, without its runtime, onnxruntime-web or sharp), and encodes a
+// batch as padded id rows. No filesystem, so the same code runs in a browser. The model loader calls
+// createTokenizer; the text tasks call encodeBatch.
+import { Tokenizer } from "@huggingface/tokenizers";
+
+interface CallOptions {
+  padding?: boolean;
+  truncation?: boolean;
+  max_length?: number;
+  return_tensor: false;
+}
 
 /** What the text tasks need from a tokenizer: transformers.js's call signature with `return_tensor: false`. */
 export type TextTokenizer = ((
@@ -9,29 +17,53 @@ export type TextTokenizer = ((
   options: { padding: true; truncation: true; max_length: number; return_tensor: false },
 ) => Record<string, number[][]>) & { pad_token_id?: number | null };
 
+/** transformers.js's call: one text gives rows of ids, a list gives a row per text; both with `return_tensor: false`. */
+export interface CallableTokenizer {
+  (text: string, options: CallOptions): Record<string, number[]>;
+  (texts: string[], options: CallOptions): Record<string, number[][]>;
+  pad_token_id: number | null;
+}
+
 /** Longest stretch of tokenising between yields to the event loop, so lease heartbeats keep flowing. */
 const SLICE_MS = 10;
 const nextTick = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
-type TokenizerClass = new (tokenizerJson: unknown, tokenizerConfig: unknown) => transformers.PreTrainedTokenizer;
-
 /**
- * Picks the class the way AutoTokenizer.from_pretrained does (tokenizer_config.tokenizer_class, minus
- * "Fast", among the classes transformers.js exports), but from objects already fetched and hash-checked.
+ * A tokenizer from objects already fetched and hash-checked, called as transformers.js's tokenizers are:
+ * ids, attention mask and (where the post-processor gives them) token types, truncated as transformers.js
+ * truncates (cut at max_length), padded on the right with the pad token.
  */
-export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown): transformers.PreTrainedTokenizer {
+export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown): CallableTokenizer {
   if (!isObject(tokenizerJson) || !isObject(tokenizerConfig)) {
     throw new Error("tokenizer.json and tokenizer_config.json must each be a JSON object");
   }
-  const declared = tokenizerConfig.tokenizer_class;
-  const name = typeof declared === "string" ? declared.replace(/Fast$/, "") : "PreTrainedTokenizer";
-  const candidate = (transformers as Record<string, unknown>)[name];
-  const cls: TokenizerClass =
-    typeof candidate === "function" &&
-    (candidate === transformers.PreTrainedTokenizer || candidate.prototype instanceof transformers.PreTrainedTokenizer)
-      ? (candidate as TokenizerClass)
-      : transformers.PreTrainedTokenizer;
-  return new cls(tokenizerJson, tokenizerConfig);
+  const tokenizer = new Tokenizer(tokenizerJson, tokenizerConfig);
+  const padToken = tokenizerConfig.pad_token;
+  const padId = typeof padToken === "string" ? (tokenizer.token_to_id(padToken) ?? null) : null;
+  const call = (input: string | string[], options: CallOptions) => {
+    const texts = typeof input === "string" ? [input] : input;
+    const max = (options.truncation && (options.max_length ?? Number(tokenizerConfig.model_max_length))) || Infinity;
+    const encoded = texts.map((text) => {
+      const e = tokenizer.encode(text, { return_token_type_ids: true });
+      const columns: Record<string, number[]> = { input_ids: e.ids, attention_mask: e.attention_mask };
+      if (e.token_type_ids) columns.token_type_ids = e.token_type_ids;
+      for (const key of Object.keys(columns)) columns[key] = (columns[key] as number[]).slice(0, max);
+      return columns;
+    });
+    const width = options.padding ? Math.max(0, ...encoded.map((c) => c.input_ids?.length ?? 0)) : 0;
+    const out: Record<string, number[][]> = {};
+    for (const columns of encoded) {
+      for (const [key, row] of Object.entries(columns)) {
+        const pad = key === "input_ids" ? (padId ?? 0) : 0;
+        const rows = out[key] ?? [];
+        rows.push(row.length < width ? [...row, ...new Array<number>(width - row.length).fill(pad)] : row);
+        out[key] = rows;
+      }
+    }
+    if (typeof input !== "string") return out;
+    return Object.fromEntries(Object.entries(out).map(([key, rows]) => [key, rows[0] ?? []]));
+  };
+  return Object.assign(call, { pad_token_id: padId }) as CallableTokenizer;
 }
 
 export interface EncodedBatch {
