@@ -1,5 +1,7 @@
-// Bearer-key checks for the three kinds of client: callers (API_KEYS), workers (WORKER_TOKENS), and
-// operators reading metrics and the scaling signal (either kind of key). AUTH=open turns checks off.
+// Bearer-key checks for the kinds of client: callers (API_KEYS), workers (WORKER_TOKENS), operators
+// (OPERATOR_KEYS: admin routes), and readers of /metrics and /v1/scaling (operators; callers and workers too
+// while OPERATOR_KEYS is unset, so deployments from before the role keep working). AUTH=open turns checks off.
+import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { ErrorCode } from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";
@@ -7,7 +9,14 @@ import type { EdgeConfig } from "./config.ts";
 import { looksLikeDonorToken, verifyDonorToken } from "./donor-token.ts";
 import { ApiError } from "./errors.ts";
 
-export type KeyKind = "caller" | "worker" | "operator";
+/** "metrics": /metrics, /v1/scaling and the dashboard's data; "operator": admin routes, operator keys only. */
+export type KeyKind = "caller" | "worker" | "operator" | "metrics";
+
+/** Says in the answer that a caller key or worker token read operator data because OPERATOR_KEYS is unset. */
+export const LEGACY_READER_HEADER = "EdgeSwarm-Warning";
+const LEGACY_READER_WARNING =
+  "OPERATOR_KEYS is unset, so caller keys and worker tokens may read /metrics and /v1/scaling; set OPERATOR_KEYS to limit them to operators";
+let warnedLegacyReader = false;
 
 function sameKey(a: string, b: string): boolean {
   const enc = new TextEncoder();
@@ -58,18 +67,13 @@ export const requireKey = (kind: KeyKind) =>
       return next();
     }
     if (config.open) return next();
-    const allowed =
-      kind === "caller"
-        ? config.apiKeys
-        : kind === "worker"
-          ? config.workerTokens
-          : [...config.apiKeys, ...config.workerTokens];
-    const setting = kind === "worker" ? "WORKER_TOKENS" : "API_KEYS";
+    const { allowed, setting } = keysFor(kind, config);
+    const label = kind === "metrics" ? "operator" : kind;
     if (allowed.length === 0) {
       throw new ApiError(
         401,
         ErrorCode.unauthorized,
-        `no ${kind} keys are configured: set the ${setting} secret (wrangler secret put ${setting}), or AUTH=open for local development`,
+        `no ${label} keys are configured: set the ${setting} secret (wrangler secret put ${setting}), or AUTH=open for local development`,
       );
     }
     if (!token)
@@ -78,7 +82,45 @@ export const requireKey = (kind: KeyKind) =>
         ErrorCode.unauthorized,
         `missing credentials: send "Authorization: Bearer <${setting} entry>"`,
       );
-    if (!allowed.some((k) => sameKey(k, token)))
-      throw new ApiError(401, ErrorCode.unauthorized, `the ${kind} key is not valid`);
-    return next();
+    if (allowed.some((k) => sameKey(k, token))) {
+      if (kind === "metrics" && config.operatorKeys === null) legacyReader(c);
+      return next();
+    }
+    const other = otherKind(config, token);
+    if ((kind === "operator" || kind === "metrics") && other) {
+      throw new ApiError(
+        403,
+        ErrorCode.forbidden,
+        `${c.req.path} needs an operator key (an OPERATOR_KEYS entry); this is a ${other} key`,
+      );
+    }
+    throw new ApiError(401, ErrorCode.unauthorized, `the ${label} key is not valid`);
   });
+
+/** The keys a kind of route accepts, and the setting that holds them (named in error messages). */
+function keysFor(kind: KeyKind, config: EdgeConfig): { allowed: readonly string[]; setting: string } {
+  if (kind === "caller") return { allowed: config.apiKeys, setting: "API_KEYS" };
+  if (kind === "worker") return { allowed: config.workerTokens, setting: "WORKER_TOKENS" };
+  if (config.operatorKeys !== null) return { allowed: config.operatorKeys, setting: "OPERATOR_KEYS" };
+  // Admin routes never fall back: they came with the role, so no deployment relies on caller keys there.
+  if (kind === "operator") return { allowed: [], setting: "OPERATOR_KEYS" };
+  return { allowed: [...config.apiKeys, ...config.workerTokens], setting: "OPERATOR_KEYS" };
+}
+
+function otherKind(config: EdgeConfig, token: string): "caller" | "worker" | undefined {
+  if (config.apiKeys.some((k) => sameKey(k, token))) return "caller";
+  if (config.workerTokens.some((k) => sameKey(k, token))) return "worker";
+  return undefined;
+}
+
+/**
+ * A caller key or worker token read operator data while OPERATOR_KEYS is unset: said in a header of every
+ * such answer (whoever curls /metrics sees it; KEDA and Prometheus ignore it) and logged once per isolate
+ * (where `wrangler tail` or Logpush is watched).
+ */
+function legacyReader(c: Context<HonoEnv>): void {
+  c.header(LEGACY_READER_HEADER, LEGACY_READER_WARNING);
+  if (warnedLegacyReader) return;
+  warnedLegacyReader = true;
+  console.warn(`edgeswarm: ${LEGACY_READER_WARNING}`);
+}

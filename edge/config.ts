@@ -53,6 +53,12 @@ export interface EdgeConfig {
   workerTokens: readonly string[];
   /** Caller keys that may ask for the gpu pool; null: all of them. */
   gpuPoolKeys: readonly string[] | null;
+  /**
+   * Keys for /metrics, /v1/scaling, the dashboard's data and the admin routes (OPERATOR_KEYS); null when
+   * unset: then, for deployments made before the role existed, caller keys and worker tokens still read
+   * /metrics and /v1/scaling (edge/auth.ts says so in each answer), and the admin routes are closed.
+   */
+  operatorKeys: readonly string[] | null;
   maxBodyBytes: number;
   donors: DonorConfig;
   sessions: SessionConfig;
@@ -119,6 +125,7 @@ const CONFIG_VARS = [
   "API_KEYS",
   "WORKER_TOKENS",
   "GPU_POOL_KEYS",
+  "OPERATOR_KEYS",
   "MODELS",
   "SCALING",
   "MAX_BODY_BYTES",
@@ -160,6 +167,7 @@ export function loadConfig(env: Env): EdgeConfig {
     apiKeys: list(env.API_KEYS),
     workerTokens: list(env.WORKER_TOKENS),
     gpuPoolKeys: env.GPU_POOL_KEYS === undefined ? null : list(env.GPU_POOL_KEYS),
+    operatorKeys: list(env.OPERATOR_KEYS).length > 0 ? list(env.OPERATOR_KEYS) : null,
     maxBodyBytes,
     donors: {
       sites: new Map(Object.entries(sites.data)),

@@ -16,6 +16,8 @@ export interface Env {
   API_KEYS?: string;
   /** Comma-separated worker tokens (a secret in production). */
   WORKER_TOKENS?: string;
+  /** Comma-separated operator keys (a secret): /metrics, /v1/scaling, /dashboard's data, admin routes. */
+  OPERATOR_KEYS?: string;
   /** API_KEYS entries that may pin a call to the gpu pool (`pool: "gpu"`); unset: every caller key may. */
   GPU_POOL_KEYS?: string;
   /** JSON registry overriding models/registry.json: {"models":[{"name":...}]}. */

@@ -110,7 +110,7 @@ async function readQueues<T>(
   return { values: results.map((r) => r.value), failed, stale };
 }
 
-opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
+opsRoutes.get("/v1/scaling", requireKey("metrics"), async (c) => {
   const { values: stats, failed, stale } = await readQueues(c, "scaling", (queue, model) => queue.stats(model));
   const pools = await scalingSignal(c, stats);
   const config = c.get("config").scaling;
@@ -129,7 +129,7 @@ opsRoutes.get("/v1/scaling", requireKey("operator"), async (c) => {
   });
 });
 
-opsRoutes.get("/metrics", requireKey("operator"), async (c) => {
+opsRoutes.get("/metrics", requireKey("metrics"), async (c) => {
   const { values: models } = await readQueues(
     c,
     "metrics",

@@ -401,6 +401,10 @@ describe("the KEDA ScaledObject", () => {
     const token = refs.find((r) => r.parameter === "token");
     expect(token, "secretTargetRef for the metrics-api bearer parameter `token`").toBeDefined();
     for (const r of refs) expect(exampleSecretHas(r as SecretRef), `${r.name}/${r.key}`).toBe(true);
+    // An operator key: with OPERATOR_KEYS set the coordinator refuses caller keys on /v1/scaling (403).
+    const secret = exampleSecrets.find((s) => s.metadata.name === token?.name) as Obj;
+    expect(secret.stringData[token?.key], "the example's KEDA token").toMatch(/OPERATOR_KEYS/);
+    expect(read("edge/routes/ops.ts")).toContain('.get("/v1/scaling", requireKey("metrics")');
   });
 });
 
