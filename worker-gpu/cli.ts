@@ -2,6 +2,7 @@
 // onnxruntime-node on cuda or cpu, onnxruntime-web threads on webgpu or wasm), serve, and drain on
 // SIGTERM/SIGINT. `worker-gpu/bin/edgeswarm-worker.mjs` runs this file.
 import { deviceCascade } from "./device-cascade.ts";
+import { PortInUseError } from "./health-server.ts";
 import { HELP, parseOptions, UsageError } from "./options.ts";
 import { runWorker } from "./worker.ts";
 
@@ -55,7 +56,9 @@ async function main(): Promise<number> {
 main().then(
   (code) => process.exit(code),
   (error: Error) => {
-    console.error(`edgeswarm-worker: ${error instanceof UsageError ? "" : "fatal: "}${error.message}`);
+    // A mistake in how it was started reads as one line to act on, not as a crash.
+    const usage = error instanceof UsageError || error instanceof PortInUseError;
+    console.error(`edgeswarm-worker: ${usage ? "" : "fatal: "}${error.message}`);
     process.exit(1);
   },
 );

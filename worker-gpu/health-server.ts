@@ -44,8 +44,20 @@ export async function startHealthServer(source: HealthSource, port: number, host
     json(404, { error: { code: "not_found", message: `no route ${path}; try /healthz, /readyz or /metrics` } });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
+    server.once("error", (error: NodeJS.ErrnoException) =>
+      reject(error.code === "EADDRINUSE" ? new PortInUseError(port, host) : error),
+    );
     server.listen(port, host, () => resolve());
   });
   return server;
+}
+
+/** The health port is taken, most often by a worker already running here: the message says what to pass. */
+export class PortInUseError extends Error {
+  override name = "PortInUseError";
+  constructor(port: number, host: string) {
+    super(
+      `port ${port} on ${host} is already in use (another edgeswarm-worker?): give this worker its own health port with --port N (or EDGESWARM_PORT), or --port 0 for none`,
+    );
+  }
 }

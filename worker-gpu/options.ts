@@ -66,7 +66,8 @@ Usage: edgeswarm-worker [options]
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
   --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1; web: --threads)
   --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
-  --host H               address for that server         (EDGESWARM_HOST, default 0.0.0.0)
+  --host H               address for that server         (EDGESWARM_HOST, default 127.0.0.1: this machine only;
+                         0.0.0.0 to be reached from others, as the container image and k8s manifests set)
   --worker-id ID         name shown to the coordinator   (EDGESWARM_WORKER_ID, default <hostname>-<pid>)
   --drain-timeout-ms N   on SIGTERM, time to finish held batches before releasing them (default 25000)
   --status-interval-ms N status line period; 0 = off     (default 10000)
@@ -152,7 +153,8 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
     concurrency: concurrencyRaw === "" ? undefined : positiveInt("concurrency", concurrencyRaw),
     gpuDrills: env.EDGESWARM_GPU_DRILLS === "1",
     port: positiveInt("port", pick("port", "EDGESWARM_PORT", "9464"), 0),
-    host: pick("host", "EDGESWARM_HOST", "0.0.0.0"),
+    // Loopback unless told: /metrics and the drills are for this machine's operator, not its network.
+    host: pick("host", "EDGESWARM_HOST", "127.0.0.1"),
     workerId: pick("worker-id", "EDGESWARM_WORKER_ID", `${hostname()}-${process.pid}`),
     drainTimeoutMs: positiveInt("drain-timeout-ms", pick("drain-timeout-ms", "EDGESWARM_DRAIN_TIMEOUT_MS", "25000"), 0),
     statusIntervalMs: positiveInt(
