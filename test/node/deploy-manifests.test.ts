@@ -424,10 +424,18 @@ describe("worker-gpu/Dockerfile", () => {
     const run = ops(stage, "RUN").find((r) => /\bnpm ci\b/.test(r.args)) as Instruction;
     expect(run.args).toMatch(/--omit=dev/);
     const variant = envOf(stage).ONNXRUNTIME_NODE_INSTALL;
-    // The script reads this variable before npm's own config (.npmrc says skip).
+    // The script reads this variable first, and package.json's allowScripts denies the script to `npm ci`
+    // (npm 11), so the stage runs it by hand; onnxruntime-node's own postinstall names the same file.
     expect(read("node_modules/onnxruntime-node/script/install-utils.js")).toMatch(
       /let flag = process\.env\.ONNXRUNTIME_NODE_INSTALL \|\|/,
     );
+    expect(JSON.parse(read("package.json")).allowScripts["onnxruntime-node"]).toBe(false);
+    const postinstall = JSON.parse(read("node_modules/onnxruntime-node/package.json")).scripts.postinstall as string;
+    const script = postinstall.match(/^node \.\/(script\/install)$/)?.[1];
+    expect(script, postinstall).toBeDefined();
+    expect(run.args).toContain(`node node_modules/onnxruntime-node/${script}`);
+    // ...and fails the build when the CUDA provider is still missing after it.
+    expect(run.args.lastIndexOf('test -f "$cuda"')).toBeGreaterThan(run.args.indexOf(script as string));
     const metadata = createRequire(import.meta.url)(
       join(ROOT, "node_modules/onnxruntime-node/script/install-metadata.js"),
     ) as { manifests: Record<string, unknown> };
