@@ -12,6 +12,7 @@ import { hfError, hfRoutes } from "./routes/huggingface.ts";
 import { oipError, oipHealthRoutes, oipRoutes } from "./routes/oip.ts";
 import { openAiError, openAiRoutes } from "./routes/openai.ts";
 import { healthRoutes, opsRoutes } from "./routes/ops.ts";
+import { queueAdminRoutes } from "./routes/queue-admin.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { workerRoutes } from "./routes/workers.ts";
 
@@ -58,6 +59,7 @@ app.use("*", (c, next) => {
 
 app.route("/", opsRoutes);
 app.route("/", callerRoutes);
+app.route("/", queueAdminRoutes);
 app.route("/", workerRoutes);
 app.route("/", donorRoutes);
 app.route("/", sessionRoutes);

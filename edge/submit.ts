@@ -1,12 +1,14 @@
 // Submitting a call to its model's queue, shared by every API shape (EdgeSwarm's own, OpenAI, Open
 // Inference Protocol, Hugging Face): the model's limits, its inputs parsed as its workers parse them, the
-// caller's right to a pool, retries when the queue object restarts mid-call, refusals as ApiErrors, and a
-// finished job's outcome as an answer or an error.
+// caller's right to a pool, the key that owns the job, Idempotency-Key, retries when the queue object restarts
+// mid-call, a caller that hangs up on a waiting call cancelling it, refusals as ApiErrors, and a finished job's
+// outcome as an answer or an error.
 import type { Context } from "hono";
 import {
   ErrorCode,
   FINAL_STATUSES,
   type InferRequest,
+  idempotencyKeyProblem,
   type JobView,
   type ModelConfig,
   newId,
@@ -25,11 +27,50 @@ const WAIT_GRACE_MS = 2_000;
 /** A queue object that restarts mid-call is asked again (the job id makes that idempotent). */
 const SUBMIT_TRIES = 3;
 
-const REFUSAL_STATUS: Record<string, 400 | 429 | 503> = {
+const REFUSAL_STATUS: Record<string, 400 | 409 | 429 | 503> = {
   [ErrorCode.queueFull]: 429,
   [ErrorCode.jobNotFound]: 503,
   [ErrorCode.noVerifier]: 503,
+  [ErrorCode.noWorker]: 503,
+  [ErrorCode.idempotencyConflict]: 409,
 };
+
+/** Hex SHA-256 of a text, its first `bytes` bytes. */
+async function sha256Hex(text: string, bytes = 32): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+  return Array.from(digest.slice(0, bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * The key a caller's jobs belong to: a fingerprint of its API key (never the key itself), so only that key
+ * reads, watches or cancels them; undefined under AUTH=open, where all callers share.
+ */
+export async function ownerOf(c: Context<HonoEnv>): Promise<string | undefined> {
+  if (c.get("config").open) return undefined;
+  const token = c.req.header("Authorization")?.match(/^Bearer\s+(.+)$/i)?.[1];
+  return token === undefined ? undefined : `key:${await sha256Hex(token, 8)}`;
+}
+
+/**
+ * With an Idempotency-Key: the job id the key names (the same for the same API key, model and key, so a
+ * repeat finds the first job in its queue for as long as the queue keeps it), and a hash of the request.
+ */
+async function idempotency(
+  c: Context<HonoEnv>,
+  model: string,
+  owner: string | undefined,
+  call: SubmitCall,
+): Promise<{ id: string; request_hash?: string }> {
+  const key = c.req.header("Idempotency-Key");
+  if (key === undefined) return { id: newId(model) };
+  const problem = idempotencyKeyProblem(key);
+  if (problem) throw new ApiError(400, ErrorCode.validation, problem);
+  const { wait: _wait, ...request } = call;
+  return {
+    id: `${model}:${await sha256Hex(`${owner ?? "open"}\n${key}`, 16)}`,
+    request_hash: await sha256Hex(JSON.stringify(request)),
+  };
+}
 
 /** A call as every API shape hands it over: the native request's fields, less how to answer it. */
 export type SubmitCall = Omit<InferRequest, "stream">;
@@ -124,8 +165,10 @@ export async function submitJob(
     }
     session = { ref: stub.id.toString(), state: context.state };
   }
+  const owner = await ownerOf(c);
   const submit: SubmitInput = {
-    id: newId(model.name),
+    ...(await idempotency(c, model.name, owner, call)),
+    owner,
     inputs: call.inputs,
     priority: call.priority,
     timeout_ms: call.timeout_ms,
@@ -136,6 +179,20 @@ export async function submitJob(
     session_link: session,
   };
   let result: SubmitResult | undefined;
+  // A caller that hangs up on a waiting call cancels it (the request's signal needs workerd's
+  // enable_request_signal flag), so no worker runs what nobody will read.
+  const signal = c.req.raw.signal;
+  const hangUp = () => {
+    const cancel = queue.cancelJob(model.name, submit.id, owner, "hung_up").catch((error) => {
+      console.error(`cancelling ${submit.id} after its caller hung up failed`, error);
+    });
+    try {
+      c.executionCtx.waitUntil(cancel);
+    } catch {
+      // no execution context (app.request in a test): the promise runs on its own
+    }
+  };
+  if (waitMs > 0) signal.addEventListener("abort", hangUp, { once: true });
   for (let attempt = 1; !result; attempt++) {
     try {
       result = await queue.submit(model.name, submit, waitMs);
@@ -149,17 +206,21 @@ export async function submitJob(
       }
     }
   }
+  signal.removeEventListener("abort", hangUp);
   if (!result.ok) {
     const status = REFUSAL_STATUS[result.code] ?? 400;
     const headers: Record<string, string> = result.retryAfterS ? { "Retry-After": String(result.retryAfterS) } : {};
     throw new ApiError(status, result.code, result.message, { headers });
   }
+  // Said as Stripe and the IETF Idempotency-Key draft's implementations do: this answer is the first call's job.
+  if (result.replayed) c.header("Idempotent-Replayed", "true");
   return result.job;
 }
 
 /**
  * A job a caller waited for, if it succeeded; otherwise the error to answer: 504 when it is still open
- * or expired, 422 when the worker rejected inputs (the caller's to fix), 502 when items ran out of attempts.
+ * or expired, 409 when it was cancelled, 422 when the worker rejected inputs (the caller's to fix), 502 when
+ * items ran out of attempts.
  */
 export function succeededOrThrow(job: JobView): JobView & { status: "succeeded" } {
   if (!FINAL_STATUSES.includes(job.status)) {
@@ -182,6 +243,7 @@ export function succeededOrThrow(job: JobView): JobView & { status: "succeeded" 
     timings: job.timings,
   };
   if (job.status === "expired") throw new ApiError(504, error.code, error.message, { extra });
+  if (job.status === "cancelled") throw new ApiError(409, error.code, error.message, { extra });
   const ours = job.errors?.some((e) => e.code === ErrorCode.maxAttempts) ?? false;
   throw new ApiError(ours ? 502 : 422, error.code, error.message, { extra });
 }

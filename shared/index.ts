@@ -7,6 +7,7 @@ export * from "./policy/hold-and-breaker.ts";
 export * from "./policy/job-outcome.ts";
 export * from "./policy/lease.ts";
 export * from "./policy/output-shape.ts";
+export * from "./policy/queue-admin.ts";
 export * from "./policy/replicas.ts";
 export * from "./policy/routing.ts";
 export * from "./policy/verification.ts";

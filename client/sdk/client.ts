@@ -85,7 +85,16 @@ export class EdgeSwarmClient {
     return body;
   }
 
-  /** Reads the job every `pollMs` until it has ended (succeeded, failed or expired), and answers it. */
+  /**
+   * Cancels the job (only the key that made it may): queued inputs are dropped and workers holding only its
+   * inputs told to stop. Answers the job as it ended; ConflictError (job_finished) if it had already ended.
+   */
+  async cancel<T = unknown>(id: string, opts: CallOptions = {}): Promise<Job<T>> {
+    const { body } = await this.http.json<Job<T>>({ method: "DELETE", path: jobPath(id), ...callOptions(opts) }, isJob);
+    return body;
+  }
+
+  /** Reads the job every `pollMs` until it has ended (succeeded, failed, expired or cancelled), and answers it. */
   async waitForJob<T = unknown>(id: string, opts: WaitOptions = {}): Promise<Job<T>> {
     for (;;) {
       const job = await this.job<T>(id, { signal: opts.signal });
@@ -134,7 +143,7 @@ export class EdgeSwarmClient {
   async embeddings(model: string, input: string | string[], opts: EmbeddingsOptions = {}): Promise<FloatEmbeddings> {
     const body = { model, input, encoding_format: "float", dimensions: opts.dimensions };
     const answer = await this.http.json<FloatEmbeddings>(
-      { method: "POST", path: "/v1/embeddings", body, ...callOptions(opts) },
+      { method: "POST", path: "/v1/embeddings", body, headers: idempotencyHeader(undefined), ...callOptions(opts) },
       isFloatEmbeddings,
     );
     return answer.body;
@@ -149,5 +158,25 @@ function inferCall(model: string, inputs: unknown[], opts: InferOptions, how: { 
     session: opts.session,
     pool: opts.pool,
   };
-  return { method: "POST", path: "/v1/infer", body: { model, inputs, ...fields, ...how }, ...callOptions(opts) };
+  return {
+    method: "POST",
+    path: "/v1/infer",
+    body: { model, inputs, ...fields, ...how },
+    headers: idempotencyHeader(opts.idempotencyKey),
+    ...callOptions(opts),
+  };
+}
+
+/**
+ * One Idempotency-Key per call, made here and so sent unchanged on each of the transport's retries: a retry
+ * after a lost answer finds the first job rather than queueing the work twice.
+ */
+function idempotencyHeader(key: string | undefined): Record<string, string> {
+  return { "Idempotency-Key": key ?? newKey() };
+}
+
+/** A random UUID; crypto.randomUUID needs a secure context in browsers, getRandomValues does not. */
+function newKey(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }

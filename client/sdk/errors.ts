@@ -68,6 +68,15 @@ export class NotFoundError extends EdgeSwarmError {
   override name = "NotFoundError";
 }
 
+/**
+ * 409: the call conflicts with what the coordinator has: a job that was cancelled (code `cancelled`), an
+ * Idempotency-Key reused with another body (`idempotency_key_reused`), a job that had ended before a cancel
+ * (`job_finished`), a session call pinned to a pool its session may not use.
+ */
+export class ConflictError extends EdgeSwarmError {
+  override name = "ConflictError";
+}
+
 /** 412: an If-Match or If-None-Match that did not hold; `etag` is the session's current one, if it exists. */
 export class PreconditionFailedError extends EdgeSwarmError {
   override name = "PreconditionFailedError";
@@ -97,7 +106,10 @@ export class QueueFullError extends EdgeSwarmError {
   override name = "QueueFullError";
 }
 
-/** 503: a queue the coordinator could not reach; thrown once the SDK's retries are spent. */
+/**
+ * 503: a queue the coordinator could not reach, or a model that rejects calls while no worker is connected
+ * (code `no_worker_connected`); thrown once the SDK's retries are spent.
+ */
 export class UnavailableError extends EdgeSwarmError {
   override name = "UnavailableError";
 }
@@ -114,6 +126,7 @@ const CLASS_OF_STATUS: Record<number, ErrorClass> = {
   401: UnauthorizedError,
   403: ForbiddenError,
   404: NotFoundError,
+  409: ConflictError,
   412: PreconditionFailedError,
   413: PayloadTooLargeError,
   422: JobFailedError,

@@ -16,6 +16,7 @@ export { type ClientOptions, EdgeSwarmClient, type EmbeddingsOptions, type WaitO
 export {
   BadRequestError,
   ClientErrorCode,
+  ConflictError,
   EdgeSwarmError,
   ForbiddenError,
   JobFailedError,

@@ -8,7 +8,7 @@ import { invalidResponse } from "./transport.ts";
 import type { JobEvent } from "./types.ts";
 
 const COUNT_EVENTS: ReadonlySet<string> = new Set(["queued", "leased"]);
-const END_EVENTS: ReadonlySet<string> = new Set(["completed", "failed", "expired"]);
+const END_EVENTS: ReadonlySet<string> = new Set(["completed", "failed", "expired", "cancelled"]);
 
 /**
  * The most one event may hold while it arrives: the end event carries every output of the job (a call of

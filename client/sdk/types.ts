@@ -21,7 +21,14 @@ export interface CallOptions {
 
 /** The fields of POST /v1/infer a call may set, as the protocol names them. */
 export type InferFields = Partial<Pick<InferRequest, "priority" | "timeout_ms" | "session" | "pool">>;
-export type InferOptions = InferFields & CallOptions;
+export type InferOptions = InferFields &
+  CallOptions & {
+    /**
+     * Sent as Idempotency-Key: the same key and body within the coordinator's window answer the first call's
+     * job instead of queueing the work again. Default: a new random key per call, reused on its retries.
+     */
+    idempotencyKey?: string | undefined;
+  };
 
 /** A waited call that succeeded: one output per input, in order. */
 export interface InferResult<T = unknown> {

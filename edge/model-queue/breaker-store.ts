@@ -51,6 +51,11 @@ export class BreakerStore {
     return breakerAllows(this.state(key), now);
   }
 
+  /** A worker's breaker as an operator reads it; closed with no failures for one that has no row. */
+  describe(key: string): BreakerState {
+    return this.state(key);
+  }
+
   leased(key: string, pool: string, now: number): void {
     const b = this.state(key);
     if (b.state === "closed") return;

@@ -1,6 +1,6 @@
 // What happens to a job, as it happens, for GET /v1/jobs/{id}/events and POST /v1/infer with stream:
 // the job's item counts whenever they change (queued, leased), each input's output (or error) as soon as
-// it is final, then the job's end (completed, failed or expired) with its whole view. ModelQueue calls
+// it is final, then the job's end (completed, failed, expired or cancelled) with its whole view. ModelQueue calls
 // flush() after every change it makes; with no one watching, that costs nothing.
 import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
 import type { JobEvent } from "../../shared/protocol/job-events.ts";
@@ -10,7 +10,7 @@ import type { JobStore } from "./job-store.ts";
 export type { JobEvent } from "../../shared/protocol/job-events.ts";
 
 /** The SSE event that ends a job's stream, by the job's final status. */
-const END_EVENT = { succeeded: "completed", failed: "failed", expired: "expired" } as const;
+const END_EVENT = { succeeded: "completed", failed: "failed", expired: "expired", cancelled: "cancelled" } as const;
 
 interface Watch {
   jobId: string;
@@ -109,7 +109,7 @@ export class JobEvents {
       );
     }
     const view = final ? this.jobs.view(w.jobId) : null;
-    if (view && (view.status === "succeeded" || view.status === "failed" || view.status === "expired")) {
+    if (view && view.status !== "queued" && view.status !== "running") {
       const { created_at: _created, ...rest } = view;
       this.end(w, { event: END_EVENT[view.status], data: rest });
     }

@@ -29,10 +29,18 @@ export interface SubmitInput {
   traceparent?: string | undefined;
   /** The session the call runs in: its object's id, and its state (JSON text) for the worker. */
   session_link?: { ref: string; state: string } | undefined;
+  /** A hash of the caller key that made the call (edge/submit.ts): only it reads or cancels the job. */
+  owner?: string | undefined;
+  /** With an Idempotency-Key: a hash of the request, so the key reused with another body is refused. */
+  request_hash?: string | undefined;
 }
 
 export type SubmitResult =
-  | { ok: true; job: JobView }
+  | {
+      ok: true;
+      job: JobView /** The call repeated an Idempotency-Key: this is the first call's job. */;
+      replayed?: boolean;
+    }
   | { ok: false; code: string; message: string; retryAfterS?: number };
 
 export type Refusal = Extract<SubmitResult, { ok: false }>;
@@ -75,6 +83,8 @@ export class JobStore {
     private readonly metrics: MetricsStore,
     /** The model this object serves, for the view; read late, as it is bound on first use. */
     private readonly model: () => string | undefined,
+    /** Why no worker could have served a job that none took before its deadline (job-admin.ts), or null. */
+    private readonly noWorker: (jobId: string) => string | null = () => null,
   ) {}
 
   exists(id: string): boolean {
@@ -133,7 +143,7 @@ export class JobStore {
   /** Queues the job's items; false, and nothing written, when a job of this id exists already. */
   private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): boolean {
     const inserted = this.sql.run(
-      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state, owner, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
       req.id,
       now,
       now + timeoutMs,
@@ -144,6 +154,8 @@ export class JobStore {
       req.traceparent ?? null,
       req.session_link?.ref ?? null,
       req.session_link?.state ?? null,
+      req.owner ?? null,
+      req.request_hash ?? null,
     );
     if (inserted === 0) return false;
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.
@@ -328,7 +340,10 @@ export class JobStore {
         "UPDATE items SET state = 'expired', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
         job.id,
       );
-      const message = expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items);
+      const expired = expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items);
+      // A job no worker ever took, with none connected that could run it, says so: that is the cause to fix.
+      const noWorker = job.last_leased_at === null ? this.noWorker(job.id) : null;
+      const message = noWorker ? `${noWorker}; ${expired}` : expired;
       this.sql.run(
         "UPDATE jobs SET status = 'expired', finished_at = ?, error_code = ?, error_message = ? WHERE id = ?",
         now,
@@ -391,7 +406,8 @@ export class JobStore {
     return found;
   }
 
-  private wake(jobId: string): void {
+  /** Answers the callers waiting on a job (it has ended). */
+  wake(jobId: string): void {
     const set = this.waiters.get(jobId);
     if (!set) return;
     this.waiters.delete(jobId);

@@ -13,7 +13,7 @@ import {
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 import type { MetricsStore } from "./metrics-store.ts";
-import type { LeaseHolder } from "./worker-slots.ts";
+import { type LeaseHolder, workerKey } from "./worker-slots.ts";
 
 export interface LeaseRow extends Record<string, SqlStorageValue> {
   id: string;
@@ -85,7 +85,10 @@ export class LeaseTable {
       ack: {
         lease_id: lease.id,
         status: "stale",
-        message: `lease was ${lease.state} before this call; its items went back to the queue, so this call changed nothing`,
+        message:
+          lease.state === "cancelled"
+            ? "lease was taken back before this call: its job was cancelled, so this call changed nothing"
+            : `lease was ${lease.state} before this call; its items went back to the queue, so this call changed nothing`,
       },
     };
   }
@@ -226,7 +229,10 @@ export class LeaseTable {
     return { lease_id: lease.id, status: "ok", deadline };
   }
 
-  /** Active leases by worker id, by donor and by client network (the caps on what donors hold read the last two). */
+  /**
+   * Active leases by worker (workerKey: its credential and its id, since an id alone is the client's to
+   * choose), by donor and by client network (the caps on what donors hold read the last two).
+   */
   held(): { byWorker: Map<string, number>; byDonor: Map<string, number>; byNetwork: Map<string, number> } {
     const byWorker = new Map<string, number>();
     const byDonor = new Map<string, number>();
@@ -234,10 +240,16 @@ export class LeaseTable {
     const add = (m: Map<string, number>, k: string | null, n: number) => {
       if (k !== null) m.set(k, (m.get(k) ?? 0) + n);
     };
-    for (const r of this.sql.all<{ worker_id: string; donor: string | null; network: string | null; n: number }>(
-      "SELECT worker_id, donor, network, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id, donor, network",
+    for (const r of this.sql.all<{
+      worker_id: string;
+      holder: string | null;
+      donor: string | null;
+      network: string | null;
+      n: number;
+    }>(
+      "SELECT worker_id, holder, donor, network, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
     )) {
-      add(byWorker, r.worker_id, r.n);
+      add(byWorker, workerKey(r), r.n);
       add(byDonor, r.donor, r.n);
       if (r.donor !== null) add(byNetwork, r.network, r.n);
     }

@@ -20,6 +20,7 @@ import type { Env } from "../env.ts";
 import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
+import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
 import { JobEvents } from "./job-events.ts";
 import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
@@ -27,8 +28,9 @@ import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
 import { PoolRouter, type RoutePlan } from "./pool-router.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
-import { type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
+import { type Kind, type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
 import { Verifier } from "./verification.ts";
+import { type Roster, WorkerRoster } from "./worker-roster.ts";
 import {
   type Credential,
   type LeaseHolder,
@@ -53,8 +55,10 @@ export const HOLDER_HEADER = "X-EdgeSwarm-Holder";
 /** Sockets one donor keeps open to one model's queue (a page needs one). */
 const DONOR_MAX_SOCKETS = 2;
 
+export type { CancelResult, DeadLetter } from "./job-admin.ts";
 export type { SubmitInput, SubmitResult } from "./job-store.ts";
 export type { CompleteResult } from "./lease-settlement.ts";
+export type { Roster } from "./worker-roster.ts";
 
 export interface QueueStats {
   model: string;
@@ -97,6 +101,8 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly breakers: BreakerStore;
   private readonly handOut: HandOut;
   private readonly events: JobEvents;
+  private readonly admin: JobAdmin;
+  private readonly roster: WorkerRoster;
   /** The session appends under way (appendToSessions), so two turns do not send the same job. */
   private appending: Promise<void> | undefined;
   private model: string | undefined;
@@ -110,7 +116,12 @@ export class ModelQueue extends DurableObject<Env> {
     super(ctx, env);
     this.sql = new Sql(ctx.storage.sql);
     this.metrics = new MetricsStore(this.sql, (run) => ctx.storage.transactionSync(run));
-    this.jobs = new JobStore(this.sql, this.metrics, () => this.model);
+    this.jobs = new JobStore(
+      this.sql,
+      this.metrics,
+      () => this.model,
+      (jobId) => this.admin.noWorker(this.config(), jobId, this.slots.countByPool(Date.now())),
+    );
     const config = () => this.config();
     this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config);
     this.trust = new TrustStore(this.sql);
@@ -139,6 +150,8 @@ export class ModelQueue extends DurableObject<Env> {
       (leaseId) => this.release(leaseId, "could not be sent to the worker"),
     );
     this.events = new JobEvents(this.sql, this.jobs, () => this.model ?? "");
+    this.admin = new JobAdmin(this.sql, this.jobs, this.slots);
+    this.roster = new WorkerRoster(this.slots, this.leases, this.trust, this.breakers);
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
@@ -153,10 +166,12 @@ export class ModelQueue extends DurableObject<Env> {
   submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
     const cfg = this.bind(model);
     const now = Date.now();
+    const refused = this.admin.refusal(cfg, req, this.slots.countByPool(now));
+    if (refused) return refused;
     const unverifiable = req.pool === "browser" && !this.jobs.exists(req.id) ? this.noVerifier(cfg, now) : null;
     if (unverifiable) return { ok: false, ...unverifiable, retryAfterS: 5 };
     const accepted = this.jobs.accept(cfg, req, now);
-    if (accepted === "exists") return this.jobs.answer(req.id, waitMs); // a retried submit of an accepted job
+    if (accepted === "exists") return this.answerAgain(req, waitMs);
     if (accepted !== "accepted") return accepted;
     // What a submit adds to the deadlines: its own, and a lease or a batch delay if the pump starts one.
     this.pumpAndSchedule(now, Math.min(now + (req.timeout_ms ?? cfg.default_timeout_ms), now + cfg.lease_ms));
@@ -176,17 +191,61 @@ export class ModelQueue extends DurableObject<Env> {
     };
   }
 
-  job(id: string): JobView | null {
-    return this.jobs.view(id);
+  /** A retried submit of an accepted job (the edge retried, or the caller repeated its Idempotency-Key). */
+  private async answerAgain(req: SubmitInput, waitMs: number): Promise<SubmitResult> {
+    const answer = await this.jobs.answer(req.id, waitMs);
+    return answer.ok && req.request_hash !== undefined ? { ...answer, replayed: true } : answer;
+  }
+
+  /** The job, for the key that made it (`owner`, edge/submit.ts ownerOf); null for any other. */
+  job(id: string, owner?: string): JobView | null {
+    return this.admin.visible(id, owner) ? this.jobs.view(id) : null;
+  }
+
+  /** Cancels a job of this key's (job-admin.ts); `hung_up`: its caller went away from a waiting call. */
+  cancelJob(model: string, id: string, owner: string | undefined, by: "caller" | "hung_up" = "caller"): CancelResult {
+    this.bind(model);
+    const now = Date.now();
+    const result = this.admin.cancel(id, owner, by, now);
+    // The workers freed take other work; watchers of the job hear its end.
+    if (result.ok) this.pumpAndSchedule(now);
+    return result;
+  }
+
+  deadLetters(model: string, limit: number): { total: number; dead_letters: DeadLetter[] } {
+    this.bind(model);
+    return this.admin.deadLetters(limit);
+  }
+
+  replayDeadLetters(model: string, jobIds: readonly string[] | null): { items: number; jobs: string[] } {
+    this.bind(model);
+    const now = Date.now();
+    const replayed = this.admin.replay(jobIds, now);
+    if (replayed.items > 0) this.pumpAndSchedule(now);
+    return replayed;
+  }
+
+  workers(model: string): Roster {
+    const cfg = this.bind(model);
+    return this.roster.list(cfg, Date.now());
+  }
+
+  /** Lifts a quarantine (an operator's call); false when none of that kind and id is running. */
+  liftQuarantine(model: string, kind: Kind, id: string): boolean {
+    this.bind(model);
+    const now = Date.now();
+    const lifted = this.roster.lift(kind, id, now);
+    if (lifted) this.pumpAndSchedule(now);
+    return lifted;
   }
 
   /**
    * The job's events as JSON lines (job-events.ts), until it ends; "not_found" for a job this queue does
    * not have, "busy" when it serves as many event streams as it will.
    */
-  watchJob(model: string, id: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
+  watchJob(model: string, id: string, owner?: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
     this.bind(model);
-    if (!this.jobs.exists(id)) return "not_found";
+    if (!this.admin.visible(id, owner)) return "not_found";
     return this.events.full ? "busy" : this.events.watch(id);
   }
 
@@ -405,10 +464,10 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   private workerGone(ws: WebSocket, message: string): void {
-    const workerId = this.slots.forget(ws);
-    if (workerId === null || !this.model) return;
+    const gone = this.slots.forget(ws);
+    if (gone === null || !this.model) return;
     const now = Date.now();
-    this.settlement.abandonWorker(workerId, now, message);
+    this.settlement.abandonWorker(gone, now, message);
     this.pumpAndSchedule(now);
   }
 

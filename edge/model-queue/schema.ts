@@ -173,4 +173,10 @@ export const MODEL_QUEUE_MIGRATIONS = [
      updated_at INTEGER NOT NULL
    );
    CREATE INDEX breakers_updated ON breakers (updated_at);`,
+  // Admin and safety operations (issue 17): a hash of the caller key that made each job (only it reads or
+  // cancels the job), the hash of the request an Idempotency-Key was first used with, and dead letters found
+  // without a scan.
+  `ALTER TABLE jobs ADD COLUMN owner TEXT;
+   ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+   CREATE INDEX items_dead ON items (job_id) WHERE state = 'failed' AND error_code = 'max_attempts_exceeded';`,
 ] as const;

@@ -17,7 +17,8 @@ export interface Quarantine {
   reason: string;
 }
 
-type Kind = "worker" | "donor" | "network";
+export const QUARANTINE_KINDS = ["worker", "donor", "network"] as const;
+export type Kind = (typeof QUARANTINE_KINDS)[number];
 
 const cacheKey = (kind: Kind, id: string) => `${kind}\u0000${id}`;
 
@@ -86,6 +87,28 @@ export class TrustStore {
     const identity = identityOf(ref);
     this.sql.run("DELETE FROM worker_trust WHERE donor = ?", identity);
     this.standing.set(identity, 0);
+  }
+
+  /** The quarantines running now, of workers, donors and networks alike (GET /v1/models/{m}/workers). */
+  list(now: number): ({ kind: Kind; id: string } & Quarantine)[] {
+    const out: ({ kind: Kind; id: string } & Quarantine)[] = [];
+    for (const [key, q] of this.active) {
+      const [kind, id] = key.split("\u0000") as [Kind, string];
+      if (q.until > now) out.push({ kind, id, ...q });
+    }
+    return out;
+  }
+
+  /** Lifts a quarantine (an operator's call); false when there was none of that kind and id. */
+  lift(kind: Kind, id: string, now: number): boolean {
+    const gone = this.sql.all(
+      "DELETE FROM quarantine WHERE kind = ? AND id = ? AND until > ? RETURNING id",
+      kind,
+      id,
+      now,
+    );
+    const cached = this.active.delete(cacheKey(kind, id));
+    return gone.length > 0 || cached;
   }
 
   /** Workers (by id) quarantined now. */

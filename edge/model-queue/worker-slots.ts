@@ -24,6 +24,14 @@ export interface Credential {
   holder?: string;
 }
 
+/**
+ * A worker as leases are counted and lost by: the credential it came with and the id it gave itself, so a
+ * donor that names itself after a gpu worker neither makes that worker look busy nor loses its leases.
+ */
+export function workerKey(w: { worker_id: string; holder?: string | null | undefined }): string {
+  return `${w.holder ?? ""}\u0000${w.worker_id}`;
+}
+
 /** A worker as the queue leases to it: its hello (or long-poll request) plus what its credential vouched for. */
 export type LeaseHolder = WorkerInfo & {
   donor?: string | undefined;
@@ -142,6 +150,17 @@ export class WorkerSlots {
     return ready;
   }
 
+  /** Every connected worker (sockets that said hello, HTTP workers seen lately), for the operators' list. */
+  list(now: number): (SocketWorkerInfo & { transport: "socket" | "http" })[] {
+    const out: (SocketWorkerInfo & { transport: "socket" | "http" })[] = [];
+    for (const ws of this.ctx.getWebSockets()) {
+      const info = socketWorker(ws);
+      if (info) out.push({ ...info, transport: "socket" });
+    }
+    for (const info of this.recentHttpWorkers(now)) out.push({ ...info, transport: "http" });
+    return out;
+  }
+
   private recentHttpWorkers(now: number): LeaseHolder[] {
     const recent: LeaseHolder[] = [];
     for (const [id, seen] of this.httpWorkersSeen) {
@@ -155,18 +174,20 @@ export class WorkerSlots {
    * Forgets the worker on a socket that closed or failed; answers its id if its leases are now lost,
    * null if the socket had no worker or the same worker is still connected on another socket.
    */
-  forget(ws: WebSocket): string | null {
+  forget(ws: WebSocket): LeaseHolder | null {
     const info = socketWorker(ws);
     // Forget the worker on this socket first, so the batches put back after are not handed to it again
     // (and a close after an error does not count twice).
     setSocketWorker(ws, null);
     if (!info) return null;
-    // The same worker id may have reconnected on a new socket: its leases count as lost only if no
-    // other socket of it is open.
-    const elsewhere = this.ctx
-      .getWebSockets()
-      .some((other) => other !== ws && socketWorker(other)?.worker_id === info.worker_id);
-    return elsewhere ? null : info.worker_id;
+    // The same worker (id and credential) may have reconnected on a new socket: its leases count as lost
+    // only if no other socket of it is open.
+    const key = workerKey(info);
+    const elsewhere = this.ctx.getWebSockets().some((other) => {
+      const o = other === ws ? null : socketWorker(other);
+      return o !== null && workerKey(o) === key;
+    });
+    return elsewhere ? null : info;
   }
 
   /**
@@ -178,7 +199,7 @@ export class WorkerSlots {
     for (const ws of this.ctx.getWebSockets()) {
       const info = socketWorker(ws);
       if (!info || info.draining || ws.readyState !== WebSocket.READY_STATE_OPEN) continue;
-      const n = held.get(info.worker_id) ?? 0;
+      const n = held.get(workerKey(info)) ?? 0;
       if (n < info.max_concurrent_batches && mayLease(info)) sockets.push({ slot: { kind: "socket", ws, info }, n });
     }
     sockets.sort((a, b) => a.n - b.n);

@@ -1,4 +1,4 @@
-// The caller API: submit inference, read jobs, list models.
+// The caller API: submit inference, read, watch and cancel jobs (only the key that made a job may), list models.
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
 import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../shared/index.ts";
@@ -7,7 +7,7 @@ import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import type { JobEvent } from "../model-queue/job-events.ts";
 import { eachQueue, queueOfId, readJson } from "../request.ts";
-import { submitJob, succeededOrThrow } from "../submit.ts";
+import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
 
 const KEEP_ALIVE_MS = 15_000;
 
@@ -33,7 +33,7 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
  */
 async function streamJob(c: Context<HonoEnv>, id: string) {
   const { model, queue } = queueOfId(c, id, "job");
-  const lines = await queue.watchJob(model, id);
+  const lines = await queue.watchJob(model, id, await ownerOf(c));
   if (lines === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
@@ -85,11 +85,29 @@ function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
 callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {
   const id = c.req.param("id");
   const { queue } = queueOfId(c, id, "job");
-  const job = await queue.job(id);
+  const job = await queue.job(id, await ownerOf(c));
+  // Another key's job answers as one that does not exist: nothing tells a caller which ids are in use.
   if (!job)
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   const { created_at: _created, ...view } = job as JobView;
   return c.json(view);
+});
+
+/**
+ * Cancels a job: its queued inputs are dropped, workers holding only its inputs are told to stop, waiting
+ * callers get a 409 `cancelled`; answers the job as it ended. 409 `job_finished` for a job that had ended.
+ */
+callerRoutes.delete("/v1/jobs/:id", authorised, async (c) => {
+  const id = c.req.param("id");
+  const { model, queue } = queueOfId(c, id, "job");
+  const result = await queue.cancelJob(model, id, await ownerOf(c));
+  if ("job" in result) {
+    const { created_at: _created, ...view } = result.job as JobView;
+    return c.json(view);
+  }
+  const message =
+    result.status === 404 ? `no job ${id} (never accepted, or its result passed result_ttl_ms)` : result.message;
+  throw new ApiError(result.status, result.code, message);
 });
 
 callerRoutes.get("/v1/models", authorised, async (c) => {

@@ -109,6 +109,8 @@ export const QUEUE_DEFAULTS = {
   overflow_after_ms: 2_000,
   /** Items beyond what the browser pool drains within this long may go to the GPU pool. */
   latency_target_ms: 5_000,
+  /** true: a call while no worker of any pool that could run it is connected is refused at once (503, Retry-After). */
+  reject_without_workers: false,
   verification: VERIFICATION_DEFAULTS,
   circuit_breaker: BREAKER_DEFAULTS,
 } as const;
@@ -150,6 +152,7 @@ export const ModelConfig = z
     result_ttl_ms: z.int().positive().default(QUEUE_DEFAULTS.result_ttl_ms),
     overflow_after_ms: z.int().min(0).default(QUEUE_DEFAULTS.overflow_after_ms),
     latency_target_ms: z.int().positive().default(QUEUE_DEFAULTS.latency_target_ms),
+    reject_without_workers: z.boolean().default(QUEUE_DEFAULTS.reject_without_workers),
     /** Checks on browser workers' outputs; see VERIFICATION_DEFAULTS. */
     verification: Verification.prefault({}),
     /** Stops leases to a worker whose batches keep failing; see BREAKER_DEFAULTS. */

@@ -33,6 +33,14 @@ export const ErrorCode = {
   leaseStale: "lease_stale",
   tooDeep: "nested_too_deeply",
   expired: "expired",
+  /** The job was cancelled (DELETE /v1/jobs/{id}, or its caller hung up on a waiting call). */
+  cancelled: "cancelled",
+  /** An Idempotency-Key already used by this API key with a different request body. */
+  idempotencyConflict: "idempotency_key_reused",
+  /** A job that has already ended cannot be cancelled. */
+  jobFinished: "job_finished",
+  /** No worker of any pool that could run the call is connected (a model with reject_without_workers). */
+  noWorker: "no_worker_connected",
   failed: "failed",
   invalidInput: "invalid_input",
   workerError: "worker_error",

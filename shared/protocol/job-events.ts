@@ -10,10 +10,10 @@ export type ItemCounts = Record<string, number>;
 
 /**
  * One event: counts while the job waits, each input's output or error as soon as it is final, then one
- * end event (completed, failed or expired) with the whole job.
+ * end event (completed, failed, expired or cancelled) with the whole job.
  */
 export type JobEvent<T = unknown> =
   | { event: "queued" | "leased"; data: { id: string; status: JobStatus; items: ItemCounts } }
   | { event: "output"; data: { index: number; output: T } }
   | { event: "error"; data: ItemError }
-  | { event: "completed" | "failed" | "expired"; data: Job<T> };
+  | { event: "completed" | "failed" | "expired" | "cancelled"; data: Job<T> };

@@ -106,8 +106,21 @@ export interface LeaseAck {
   message?: string;
 }
 
+/**
+ * The coordinator takes a lease back because every item in it was cancelled (DELETE /v1/jobs/{id}, or the
+ * caller hung up): the worker stops the batch if it can and sends nothing more for it; whatever it still
+ * sends is answered `stale` and changes nothing.
+ */
+export const CancelFrame = z.strictObject({
+  type: z.literal("cancel"),
+  lease_id: z.string().min(1).max(256),
+  reason: z.string().max(500).optional(),
+});
+export type CancelFrame = z.infer<typeof CancelFrame>;
+
 /** Frames the coordinator sends to a worker. */
 export type CoordinatorFrame =
+  | CancelFrame
   | ({ type: "welcome"; model: string; lease_ms: number } & Pick<WorkerInfo, "worker_id">)
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)

@@ -2,7 +2,8 @@
 // package, the browser's Web Worker with its native WebSocket): hello, run each pushed batch as one
 // batched inference, extend its lease while it runs, complete it with per-item results; reconnect with
 // backoff when the socket drops; pause (take no new work, keep the socket) and resume; on drain,
-// take no new work, finish or release what it holds, then close.
+// take no new work, finish or release what it holds, then close; a lease the coordinator cancels is
+// dropped: no more extends, and its results are never sent.
 import { retryBackoffMs } from "../policy/lease.ts";
 import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
@@ -77,6 +78,8 @@ export class ModelConnection {
   private releaseWhilePaused = false;
   private welcomed = false;
   private readonly running = new Map<string, Promise<void>>();
+  /** Each running batch's extend timer, stopped when the batch ends or its lease is cancelled. */
+  private readonly extenders = new Map<string, ReturnType<typeof setInterval>>();
   private onDraining: (() => void) | undefined;
 
   constructor(private readonly opts: ConnectionOptions) {}
@@ -122,7 +125,7 @@ export class ModelConnection {
   /** Stop taking work; finish held batches within timeoutMs, release the rest, close. */
   async drain(timeoutMs: number): Promise<{ finished: number; released: number }> {
     this.stopping = true;
-    clearTimeout(this.reconnectTimer);
+    if (this.reconnectTimer !== undefined) clearTimeout(this.reconnectTimer);
     const deadline = Date.now() + timeoutMs;
     if (this.connected) {
       // Batches pushed before the coordinator saw the drain arrive before its "draining" answer, and
@@ -220,7 +223,10 @@ export class ModelConnection {
           this.send({ type: "release", lease_id: batch.lease_id, reason: "worker paused" });
           return;
         }
-        const run = this.runBatch(batch).finally(() => this.running.delete(batch.lease_id));
+        const run = this.runBatch(batch).finally(() => {
+          // Only this run's entry: a cancelled lease's entry is already gone.
+          if (this.running.get(batch.lease_id) === run) this.running.delete(batch.lease_id);
+        });
         this.running.set(batch.lease_id, run);
         return;
       }
@@ -234,6 +240,10 @@ export class ModelConnection {
       case "draining":
         this.onDraining?.();
         return;
+      case "cancel":
+        // Read by hand, not with the protocol's zod schema: the browser bundle of this loop carries no zod.
+        if (typeof frame.lease_id === "string") this.cancelled(frame.lease_id, frame.reason);
+        return;
       case "error":
         this.opts.hooks.log(`[${this.model}] coordinator error ${frame.code}: ${frame.message}`);
         return;
@@ -242,10 +252,25 @@ export class ModelConnection {
     }
   }
 
+  /**
+   * The coordinator took a lease back (its job was cancelled): the run cannot be interrupted mid-inference,
+   * so it finishes, but nothing more is sent for it (runBatch drops results of a lease no longer running).
+   */
+  private cancelled(leaseId: string, reason: string | undefined): void {
+    if (!this.running.delete(leaseId)) return;
+    const extend = this.extenders.get(leaseId);
+    if (extend !== undefined) clearInterval(extend);
+    this.extenders.delete(leaseId);
+    this.opts.hooks.log(
+      `[${this.model}] lease ${leaseId} cancelled by the coordinator (${reason ?? "no reason given"}); its results will not be sent`,
+    );
+  }
+
   private async runBatch(batch: Batch): Promise<void> {
     const started = performance.now();
     this.opts.hooks.onBatchStart?.(this.model, batch.lease_id, batch.items.length);
     const extend = setInterval(() => this.send({ type: "extend", lease_id: batch.lease_id }), batch.renew_after_ms);
+    this.extenders.set(batch.lease_id, extend);
     const run = this.opts.run ?? ((inputs: readonly unknown[]) => this.opts.model.run(inputs));
     let results: ItemResult[];
     try {
@@ -256,8 +281,9 @@ export class ModelConnection {
       results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
     } finally {
       clearInterval(extend);
+      this.extenders.delete(batch.lease_id);
     }
-    // Released meanwhile (pause with release, socket lost): the coordinator has put the items back.
+    // Released meanwhile (pause with release, socket lost) or cancelled: the coordinator has taken the items back.
     if (!this.running.has(batch.lease_id)) return;
     // Each traced input is answered with this worker's own span of its trace.
     results = results.map((r, i) => {

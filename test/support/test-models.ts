@@ -116,6 +116,16 @@ export const TEST_REGISTRY = {
       latency_target_ms: 5_000,
       verification: { enabled: false },
     },
+    // Calls refused at once while no worker is connected (test/workers/job-admin.test.ts).
+    {
+      name: "lonely",
+      task: "tensor",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      reject_without_workers: true,
+      verification: { enabled: false },
+    },
   ],
 };
 
