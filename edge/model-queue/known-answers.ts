@@ -7,8 +7,6 @@ import type { MetricsStore } from "./metrics-store.ts";
 
 /** Known answers bigger than this are not kept: they are copied into every canary. */
 const KNOWN_ANSWER_MAX_BYTES = 64 * 1024;
-/** Once the known answers are full, the chance that a trusted batch replaces the oldest. */
-const KNOWN_ANSWER_REFRESH = 1 / 16;
 
 export class KnownAnswers {
   /** Known answers stored (all of the current model hash); null until counted after a start. */
@@ -26,14 +24,19 @@ export class KnownAnswers {
     return Math.random() < cfg.verification.canary_rate ? this.pick(cfg, 1) : [];
   }
 
-  /** Up to `n` different known answers, drawn at random (a batch of canaries for a donor earning its standing). */
+  /**
+   * Up to `n` different known answers, drawn at random (a batch of canaries for a donor earning its standing).
+   * Each is used once and retired: a canary a donor could have seen before would be one it can tell apart.
+   */
   pick(cfg: ModelConfig, n: number): { input: string; output: string }[] {
     if (n <= 0 || this.knownCount === 0) return [];
     const rows = this.sql.all<{ input: string; output: string }>(
-      "SELECT input, output FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT ?",
+      `DELETE FROM known_answers WHERE id IN (SELECT id FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT ?)
+       RETURNING input, output`,
       modelSha(cfg),
       n,
     );
+    if (this.knownCount !== null) this.knownCount = Math.max(0, this.knownCount - rows.length);
     this.metrics.inc("canaries_sent", "browser", rows.length);
     return rows;
   }
@@ -45,17 +48,18 @@ export class KnownAnswers {
   }
 
   /**
-   * Learns from one trusted output (a gpu worker's, or a browser's that a trusted run agreed with): the vector length of
-   * the model, and a known answer for canaries while there is room (now and then in place of the oldest).
-   * Called for one output per batch, so the gpu path pays at most a statement or two per batch.
+   * Learns from one trusted output: the vector length of the model, and, when `asCanary` (an item no donor
+   * has run: its input is new to every donor), a known answer for canaries, in place of the oldest once
+   * full. Called for one output per batch, so the gpu path pays at most a statement or two per batch.
    */
-  learn(cfg: ModelConfig, seq: number, text: string, now: number): void {
+  learn(cfg: ModelConfig, seq: number, text: string, now: number, asCanary = true): void {
     if (cfg.task === "feature-extraction" && this.knownDimensions(cfg) === null) {
       const output: unknown = JSON.parse(text);
       if (Array.isArray(output)) this.rememberDimensions(cfg, output.length);
     }
     const { enabled, canary_rate, known_answers } = cfg.verification;
-    if (!enabled || canary_rate === 0 || known_answers === 0 || text.length > KNOWN_ANSWER_MAX_BYTES) return;
+    if (!asCanary || !enabled || canary_rate === 0 || known_answers === 0 || text.length > KNOWN_ANSWER_MAX_BYTES)
+      return;
     const sha = modelSha(cfg);
     if (this.knownCount === null) {
       // Answers of an earlier version of the model are no use as canaries.
@@ -63,7 +67,6 @@ export class KnownAnswers {
       this.knownCount = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM known_answers")?.n ?? 0;
     }
     if (this.knownCount >= known_answers) {
-      if (Math.random() >= KNOWN_ANSWER_REFRESH) return;
       this.sql.run("DELETE FROM known_answers WHERE id = (SELECT MIN(id) FROM known_answers)");
       this.knownCount--;
     }

@@ -163,19 +163,23 @@ export class LeaseSettlement {
           pending.push({ seq: item.seq, pos, output: result.output, text, nCandidates: item.n_candidates });
         } else {
           outputs[pos] = text;
-          // Learnt at once, so the batch's next outputs are checked against this one's vector length.
+          // Learnt at once, so the batch's next outputs are checked against this one's vector length; a canary
+          // only if no donor ever held the input.
           if (!learned) {
-            this.verifier.known.learn(cfg, item.seq, text, now);
+            this.verifier.known.learn(cfg, item.seq, text, now, item.donor_faults === 0);
             learned = true;
           }
         }
       }
       const dissenters = pending.length > 0 ? this.verifier.settle(cfg, lease, pending, outputs, now) : [];
       this.storeOutputs(leaseId, outputs);
-      if (checked && items.some((i) => i.state === "canary")) {
+      const canaries = checked ? items.filter((i) => i.state === "canary") : [];
+      if (canaries.length > 0) {
         this.sql.run("DELETE FROM items WHERE lease_id = ? AND state = 'canary'", leaseId);
-        // Every known answer in the batch was right (review caught nothing): evidence from a trusted run.
-        this.trust.credit(refOf(lease), now);
+        // Every known answer in the batch answered, and right (review caught nothing): evidence from a
+        // trusted run. A canary answered with a (retryable) error proves nothing.
+        if (canaries.every((i) => "output" in (body.results[i.lease_pos ?? -1] ?? {})))
+          this.trust.credit(refOf(lease), now);
       }
       this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
       this.jobs.recordCompute(touchedJobs, computeMs, pool);
@@ -230,9 +234,16 @@ export class LeaseSettlement {
       : { code: ErrorCode.invalidOutput, message: `the worker's output is not a valid ${cfg.task} output: ${problem}` };
   }
 
-  /** A worker hands work back on purpose (shutdown, pause): it does not count as an attempt. */
+  /**
+   * A worker hands work back on purpose (shutdown, pause): it does not count as an attempt. An untrusted
+   * worker's release counts as a donor fault and a failed batch, or a donor could take and hand back the
+   * same items for ever (each lease new, so never hedged); a trusted one's ends a breaker's probe well.
+   */
   release(lease: LeaseRow, now: number, reason?: string): LeaseAck {
-    this.putBack(lease, now, "released");
+    const cfg = this.config();
+    const untrusted = this.verifier.checks(cfg, lease.pool);
+    this.breakers.ended(breakerKey(lease), lease.pool, !untrusted, now, cfg);
+    this.putBack(lease, now, untrusted ? "released-untrusted" : "released");
     return { lease_id: lease.id, status: "ok", ...(reason ? { message: `released: ${reason}` } : {}) };
   }
 
@@ -249,11 +260,12 @@ export class LeaseSettlement {
     }
   }
 
-  /** Abandons the active leases of a worker whose connection is gone. */
-  abandonWorker(workerId: string, now: number, message: string): void {
+  /** Abandons the active leases of a worker (its id, under its credential) whose connection is gone. */
+  abandonWorker(worker: { worker_id: string; holder?: string | undefined }, now: number, message: string): void {
     for (const lease of this.sql.all<LeaseRow>(
-      "SELECT * FROM leases WHERE worker_id = ? AND state = 'active'",
-      workerId,
+      "SELECT * FROM leases WHERE worker_id = ? AND holder IS ? AND state = 'active'",
+      worker.worker_id,
+      worker.holder ?? null,
     )) {
       this.abandon(lease, "lost", now, ErrorCode.workerError, message);
     }
@@ -337,14 +349,21 @@ export class LeaseSettlement {
   }
 
   /** Puts a lease's items back in the queue without counting the attempt: released, or revoked by a quarantine. */
-  private putBack(lease: LeaseRow, now: number, state: "released" | "revoked"): void {
+  private putBack(lease: LeaseRow, now: number, how: "released" | "released-untrusted" | "revoked"): void {
     // A lease revoked from a worker caught lying goes to the trusted pool: no donor runs those items again.
+    // One an untrusted worker released is one donor fault: the items are the trusted pool's too from now.
+    const budget = this.config().verification.donor_fault_budget;
     const items = this.sql.all<{ job_id: string }>(
-      "UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ?, donor_faults = MAX(donor_faults, ?) WHERE lease_id = ? AND state = 'leased' RETURNING job_id",
+      `UPDATE items SET state = 'queued', attempts = attempts - 1, lease_id = NULL, lease_pos = NULL, available_at = ?,
+         donor_faults = MIN(MAX(donor_faults + ?, ?), ?) WHERE lease_id = ? AND state = 'leased' RETURNING job_id`,
       now,
-      state === "revoked" ? this.config().verification.donor_fault_budget : 0,
+      how === "released-untrusted" ? 1 : 0,
+      how === "revoked" ? budget : 0,
+      Math.max(budget, 1),
       lease.id,
     );
+    if (how === "released-untrusted") this.metrics.inc("donor_faults", "browser", items.length);
+    const state = how === "revoked" ? "revoked" : "released";
     this.sql.run("UPDATE leases SET state = ?, ended_at = ? WHERE id = ?", state, now, lease.id);
     this.metrics.inc("redelivered", lease.pool, items.length);
     this.jobs.reopen(new Set(items.map((i) => i.job_id)));

@@ -56,24 +56,36 @@ const MAX_TRACKED = 10_000;
 
 export class PoolRouter {
   private readonly rates = new Map<string, number>();
-  /** The browser pool's compute per item (ms), smoothed over its completed leases; null until one completed. */
-  private msPerItem: number | null = null;
+  /** Each browser worker's compute per item (ms), smoothed over its completed leases. */
+  private readonly msPerItem = new Map<string, number>();
 
   constructor(private readonly sql: Sql) {}
 
   /** A browser worker completed a lease: learn how fast it serves (items per second of lease time). */
   observe(lease: LeaseRow, now: number): void {
     if (lease.pool !== "browser" || lease.n_items <= 0) return;
-    this.msPerItem = smoothedMsPerItem(this.msPerItem, now - lease.created_at, lease.n_items);
+    const msPerItem = smoothedMsPerItem(
+      this.msPerItem.get(lease.worker_id) ?? null,
+      now - lease.created_at,
+      lease.n_items,
+    );
+    this.msPerItem.delete(lease.worker_id);
+    this.msPerItem.set(lease.worker_id, msPerItem);
+    if (this.msPerItem.size > MAX_TRACKED) this.msPerItem.delete(this.msPerItem.keys().next().value as string);
     const rate = smoothedRate(this.rates.get(lease.worker_id), lease.n_items, now - lease.created_at);
     this.rates.delete(lease.worker_id);
     this.rates.set(lease.worker_id, rate);
     if (this.rates.size > MAX_TRACKED) this.rates.delete(this.rates.keys().next().value as string);
   }
 
-  /** What a browser batch of `items` is expected to take, from the pool's observed leases; null before any. */
+  /**
+   * What a browser batch of `items` is expected to take: the lower quartile of the workers' observed times per
+   * item, so that no one donor, completing just before each hedge, can stretch everyone's hedge time; null
+   * before any lease completed.
+   */
   expectedBrowserMs(items: number): number | null {
-    return expectedBatchMs(this.msPerItem, items);
+    const times = [...this.msPerItem.values()].sort((a, b) => a - b);
+    return expectedBatchMs(times.length === 0 ? null : (times[Math.floor((times.length - 1) / 4)] ?? null), items);
   }
 
   /** The browser pool's rate with these workers ready, in items/s; null until one of them was observed. */

@@ -189,7 +189,8 @@ export class Verifier {
       if (!verdict.trusted) continue;
       // Only a trusted run teaches: known answers, standing, and who answered wrongly.
       if (!learned) {
-        this.known.learn(cfg, run.seq, run.text, now);
+        // Its shape only: a donor has run this input, so it would be no canary.
+        this.known.learn(cfg, run.seq, run.text, now, false);
         learned = true;
       }
       for (const c of verdict.agree) agreedLeases.set(c.lease_id, refOf(c));

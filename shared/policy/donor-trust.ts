@@ -100,9 +100,14 @@ export function judgeStrict<W>(
   };
 }
 
-/** The network key of a client address: an IPv4 address's /24, an IPv6 /64 as given (edge/client-address.ts). */
+/**
+ * The network key of a client key (edge/client-address.ts): an IPv4 address's /24; for IPv6 (keyed by its
+ * /64) the /48, since one subscriber is commonly given a /48 and could otherwise pose as 65,536 networks.
+ */
 export function networkOfKey(key: string | undefined): string | null {
   if (!key) return null;
   const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.\d{1,3}$/.exec(key);
-  return v4 ? `${v4[1]}.${v4[2]}.${v4[3]}.0/24` : key;
+  if (v4) return `${v4[1]}.${v4[2]}.${v4[3]}.0/24`;
+  const v6 = /^([0-9a-f]{1,4}):([0-9a-f]{1,4}):([0-9a-f]{1,4}):[0-9a-f]{1,4}::\/64$/.exec(key);
+  return v6 ? `${v6[1]}:${v6[2]}:${v6[3]}::/48` : key;
 }

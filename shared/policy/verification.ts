@@ -1,6 +1,6 @@
 // Trust in donated compute, as pure decisions the model queue applies: when two outputs agree (within a
-// tolerance), whether a browser worker's batch is run again elsewhere (BOINC's adaptive replication), and
-// what a set of runs of one item decides (a quorum of two, or one trusted run). Tested in Node.
+// tolerance), and whether a browser worker's batch is run again elsewhere in sampled mode (BOINC's adaptive
+// replication). What a set of runs of one item decides is donor-trust.ts (judgeStrict). Tested in Node.
 
 export interface Tolerance {
   /** Absolute slack for numbers. */
@@ -80,40 +80,9 @@ export interface SamplingPolicy {
 
 /**
  * Adaptive replication: every batch of a worker is verified until it has `trustAfter` agreeing
- * verifications; after that a `sampleRate` share of them, so a worker never knows it is unchecked.
+ * verifications; after that a `sampleRate` share of them, so a worker cannot tell which of its batches go unchecked.
  * `random` is a uniform draw in [0, 1).
  */
 export function shouldVerify(agreed: number, policy: SamplingPolicy, random: number): boolean {
   return agreed < policy.trustAfter || random < policy.sampleRate;
-}
-
-/** A run of one item whose output is not final yet: who produced it and what it said. */
-export interface Run<W> {
-  worker: W;
-  output: unknown;
-}
-
-export type Judgement<W> =
-  /** `output` is final; `agree` and `disagree` split the earlier runs by whether they matched it. */
-  | { kind: "final"; output: unknown; agree: W[]; disagree: W[]; difference: string | null }
-  /** No quorum yet: keep the new run as one more candidate and run the item again on someone else. */
-  | { kind: "undecided"; difference: string | null };
-
-/**
- * What a new run of an item decides, given the candidate runs it already has. A trusted run (the gpu
- * pool) decides alone; otherwise two runs that agree are a quorum, and with three runs that is the
- * majority. Runs out of line with the final output are in `disagree`: their workers answered wrongly.
- * `difference` is the first disagreement seen, for the quarantine message.
- */
-export function judge<W>(
-  candidates: readonly Run<W>[],
-  fresh: { output: unknown; trusted: boolean },
-  differ: (a: unknown, b: unknown) => string | null,
-): Judgement<W> {
-  const verdicts = candidates.map((c) => ({ run: c, difference: differ(c.output, fresh.output) }));
-  const difference = verdicts.find((v) => v.difference !== null)?.difference ?? null;
-  const agree = verdicts.filter((v) => v.difference === null).map((v) => v.run.worker);
-  const disagree = verdicts.filter((v) => v.difference !== null).map((v) => v.run.worker);
-  if (fresh.trusted || agree.length > 0) return { kind: "final", output: fresh.output, agree, disagree, difference };
-  return { kind: "undecided", difference };
 }

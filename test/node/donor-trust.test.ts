@@ -35,9 +35,10 @@ describe("independence and standing", () => {
     expect(donorsCanRelease([src("a", "n1"), src("b", "n2")], rule)).toBe(true);
   });
 
-  it("keys an IPv4 address by its /24 and passes an IPv6 /64 through", () => {
+  it("keys an IPv4 address by its /24 and an IPv6 one by its /48", () => {
     expect(networkOfKey("192.0.2.77")).toBe("192.0.2.0/24");
-    expect(networkOfKey("2001:db8:1:2::/64")).toBe("2001:db8:1:2::/64");
+    expect(networkOfKey("2001:db8:1:2::/64")).toBe("2001:db8:1::/48");
+    expect(networkOfKey("2001:db8:1:ffff::/64")).toBe("2001:db8:1::/48");
     expect(networkOfKey(undefined)).toBeNull();
   });
 });

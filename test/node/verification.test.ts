@@ -3,10 +3,8 @@ import { ModelConfig, VERIFICATION_DEFAULTS } from "../../shared/config/model-co
 import { outputProblem } from "../../shared/policy/output-shape.ts";
 import {
   firstDifference,
-  judge,
   numbersAgree,
   outputsDiffer,
-  type Run,
   shouldVerify,
   type Tolerance,
 } from "../../shared/policy/verification.ts";
@@ -89,45 +87,6 @@ describe("shouldVerify (adaptive replication)", () => {
   it("verifies nothing with trust_after 0 and sample_rate 0, everything with sample_rate 1", () => {
     expect(shouldVerify(0, { trustAfter: 0, sampleRate: 0 }, 0)).toBe(false);
     expect(shouldVerify(1_000, { trustAfter: 0, sampleRate: 1 }, 0.999)).toBe(true);
-  });
-});
-
-describe("judge", () => {
-  const differ = (a: unknown, b: unknown) => firstDifference(a, b, tol);
-  const run = (worker: string, output: unknown): Run<string> => ({ worker, output });
-
-  it("lets a trusted run decide alone: agreeing candidates pass, the others are out of line", () => {
-    const verdict = judge([run("a", 1), run("b", 2)], { output: 1.0001, trusted: true }, differ);
-    expect(verdict).toMatchObject({ kind: "final", output: 1.0001, agree: ["a"], disagree: ["b"] });
-    expect(verdict.difference).toBe("output: 2 vs 1.0001");
-  });
-
-  it("makes two agreeing untrusted runs a quorum", () => {
-    expect(judge([run("a", [1, 2])], { output: [1, 2], trusted: false }, differ)).toEqual({
-      kind: "final",
-      output: [1, 2],
-      agree: ["a"],
-      disagree: [],
-      difference: null,
-    });
-  });
-
-  it("stays undecided when an untrusted run disagrees with every candidate", () => {
-    expect(judge([run("a", 1)], { output: 2, trusted: false }, differ)).toEqual({
-      kind: "undecided",
-      difference: "output: 1 vs 2",
-    });
-    expect(judge([run("a", 1), run("b", 2)], { output: 3, trusted: false }, differ).kind).toBe("undecided");
-  });
-
-  it("takes the majority of three, and names the one out of line", () => {
-    const verdict = judge([run("liar", "wrong"), run("honest", "right")], { output: "right", trusted: false }, differ);
-    expect(verdict).toMatchObject({ kind: "final", output: "right", agree: ["honest"], disagree: ["liar"] });
-  });
-
-  it("decides a first, unchecked trusted run on its own", () => {
-    expect(judge([], { output: 7, trusted: true }, differ)).toMatchObject({ kind: "final", agree: [], disagree: [] });
-    expect(judge([], { output: 7, trusted: false }, differ).kind).toBe("undecided");
   });
 });
 

@@ -164,6 +164,51 @@ describe("hoarding", () => {
     expect((await finished(id)).outputs).toEqual([honest("e")]);
   });
 
+  it("a donor that hands its batches straight back cannot keep an item from the trusted pool", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const looper = await SocketWorker.connect("independent", { worker_id: "l", donor: "d-l", network: NET.a });
+    const id = await submit("independent", ["loop"], { pool: "browser" });
+    // Each release is a donor fault: the item is the trusted pool's as well after the first, and the trusted
+    // pool's only once its donor-fault budget (2) is spent, so the loop ends whoever is offered it first.
+    for (;;) {
+      const holder = await waitFor(() => (gpu.has("batch") ? gpu : looper.has("batch") ? looper : undefined));
+      if (holder === gpu) break;
+      const taken = await looper.next("batch");
+      looper.send({ type: "release", lease_id: taken.lease_id, reason: "again and again" });
+    }
+    const trusted = await gpu.next("batch");
+    expect(inputsOf(trusted)).toEqual(["loop"]);
+    gpu.complete(trusted, honest);
+    expect((await finished(id)).outputs).toEqual([honest("loop")]);
+    const faults = await metric("edgeswarm_donor_faults_total", 'model="independent",pool="browser"');
+    expect(faults).toBeGreaterThanOrEqual(1);
+    expect(faults).toBeLessThanOrEqual(2);
+  });
+
+  it("a donor that names itself after a gpu worker neither makes it look busy nor loses its leases", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu-pod-1", pool: "gpu" });
+    const mimic = await SocketWorker.connect("independent", {
+      worker_id: "gpu-pod-1",
+      donor: "d-mimic",
+      network: NET.a,
+      max_concurrent_batches: 2,
+    });
+    const pinnedId = await submit("independent", ["mine"], { pool: "browser" });
+    await mimic.next("batch"); // the donor holds a lease under the gpu worker's id
+    const routed = await submit("independent", ["routed"]);
+    const trusted = await gpu.next("batch"); // the gpu worker is not taken for busy
+    expect(inputsOf(trusted)).toEqual(["routed"]);
+    mimic.close(); // and the donor's leaving loses the donor's lease only
+    await waitFor(() => true);
+    gpu.complete(trusted, honest);
+    expect((await finished(routed)).outputs).toEqual([honest("routed")]);
+    expect(await metric("edgeswarm_items_redelivered_total", 'model="independent",pool="gpu"')).toBe(0);
+    const again = await gpu.next("batch");
+    expect(inputsOf(again)).toEqual(["mine"]);
+    gpu.complete(again, honest);
+    expect((await finished(pinnedId)).outputs).toEqual([honest("mine")]);
+  });
+
   it("refuses a donor's third socket to one queue, and a network's past network_max_sockets", async () => {
     await SocketWorker.open("independent", { donor: "d-many", network: NET.a });
     await SocketWorker.open("independent", { donor: "d-many", network: NET.a });

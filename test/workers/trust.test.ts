@@ -170,12 +170,14 @@ async function batchWith(worker: SocketWorker, input: string, answer: (x: any) =
 }
 
 describe("known-answer canaries", () => {
-  /** A gpu run of "known": a trusted output, so a known answer to draw canaries from. */
+  /** Gpu runs of "known0".."known7": trusted outputs, so known answers (each a canary once) to draw from. */
   async function warm() {
     const gpu = await SocketWorker.connect("canaried", { worker_id: "gpu", pool: "gpu" });
-    const id = await submit("canaried", ["known"], { pool: "gpu" });
-    gpu.complete(await gpu.next("batch"), vector);
-    await finished(id);
+    for (let i = 0; i < 8; i++) {
+      const id = await submit("canaried", [`known${i}`], { pool: "gpu" });
+      gpu.complete(await gpu.next("batch"), vector);
+      await finished(id);
+    }
     return gpu;
   }
 
@@ -187,7 +189,7 @@ describe("known-answer canaries", () => {
     const id = await pinned("canaried", ["one"]);
     const batch = await batchWith(sly, "one", vector);
     expect(batch.items).toHaveLength(2);
-    expect(inputsOf(batch).sort()).toEqual(["known", "one"]);
+    expect(inputsOf(batch).filter((x) => x !== "one")[0]).toMatch(/^known\d$/);
     const [x, y] = batch.items as unknown as [Record<string, unknown>, Record<string, unknown>];
     expect(Object.keys(x).sort()).toEqual(Object.keys(y).sort());
     for (const item of [x, y]) {
@@ -223,7 +225,8 @@ describe("known-answer canaries", () => {
     sometimes.complete(await batchWith(sometimes, "two", vector), (x) => vector(x).map((v) => v + 0.5)); // lies this time
     const refused = await sometimes.next("error");
     expect(refused.code).toBe("quarantined");
-    expect(refused.message).toMatch(/known-answer/);
+    // Caught by a canary, or (if the known answers ran out meanwhile) by the trusted run that checks it.
+    expect(refused.message).toMatch(/known-answer|trusted run/);
     const redo = await gpu.next("batch");
     expect(inputsOf(redo)).toEqual(["two"]);
     gpu.complete(redo, vector);
@@ -242,14 +245,14 @@ describe("known-answer canaries", () => {
     first.complete(await first.next("batch"), vector);
     second.complete(await second.next("batch"), vector);
     expect((await finished(id)).outputs).toEqual([vector("agreed")]);
-    const known = async () =>
+    const known = async (): Promise<number> =>
       runInDurableObject(
         queue("canaried"),
         (_i, state) => [...state.storage.sql.exec("SELECT COUNT(*) AS n FROM known_answers")][0]?.n as number,
       );
     expect(await known()).toBe(0);
     await warm();
-    expect(await known()).toBe(1);
+    expect(await known()).toBeGreaterThan(0);
   });
 });
 
