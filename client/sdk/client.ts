@@ -105,7 +105,7 @@ export class EdgeSwarmClient {
 
   /**
    * The job's events as they happen: queued / leased counts, each input's output (or error) as soon as it
-   * is final, then completed, failed or expired with the whole job, where the iteration ends.
+   * is final, then completed, failed, expired or cancelled with the whole job, where the iteration ends.
    */
   async *events<T = unknown>(id: string, opts: CallOptions = {}): AsyncGenerator<JobEvent<T>, void, undefined> {
     const res = await this.http.send({

@@ -28,7 +28,7 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
 
 /**
  * A job's events as Server-Sent Events (edge/model-queue/job-events.ts): `queued` / `leased` with item
- * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed` or `expired`
+ * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed`, `expired` or `cancelled`
  * with the whole job; the stream ends there. A comment line every 15 s keeps idle connections open.
  */
 async function streamJob(c: Context<HonoEnv>, id: string) {
