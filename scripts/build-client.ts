@@ -5,6 +5,7 @@
 //                                 asset limit, so the edge serves it with Content-Encoding: gzip) and loader
 //   models/                       the bundled registry and model folders
 //   demo/                         the demo page
+//   dashboard/                    the operator's dashboard (uPlot charts; edge/routes/ops.ts serves /dashboard)
 //   _headers                      CORS, CORP and cross-origin isolation headers for all of it
 // npm start, npm test (vitest's global setup) and npm run deploy run it first.
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -21,7 +22,8 @@ const ortDist = join(ROOT, "node_modules/onnxruntime-web/dist");
 const ORT_WASM = "ort-wasm-simd-threaded.jsep.wasm";
 
 export async function buildClient(): Promise<void> {
-  for (const dir of ["edgeswarm", "demo", "models"]) rmSync(join(OUT, dir), { recursive: true, force: true });
+  for (const dir of ["edgeswarm", "demo", "dashboard", "models"])
+    rmSync(join(OUT, dir), { recursive: true, force: true });
   mkdirSync(join(OUT, "ort"), { recursive: true });
   const ortBundle = join(ortDist, "ort.bundle.min.mjs");
   const common = {
@@ -42,7 +44,11 @@ export async function buildClient(): Promise<void> {
   });
   await build({
     ...common,
-    entryPoints: { "edgeswarm/donor-worker": "client/worker/donor-worker.ts", "demo/demo": "client/demo/demo.ts" },
+    entryPoints: {
+      "edgeswarm/donor-worker": "client/worker/donor-worker.ts",
+      "demo/demo": "client/demo/demo.ts",
+      "dashboard/dashboard": "client/dashboard/dashboard.ts",
+    },
     format: "esm",
     platform: "browser",
     outdir: OUT,
@@ -61,6 +67,8 @@ export async function buildClient(): Promise<void> {
   // Its loader too: given a wasmPaths prefix, onnxruntime-web imports the .mjs from there as well.
   cpSync(join(ortDist, ORT_WASM.replace(/\.wasm$/, ".mjs")), join(OUT, "ort", ORT_WASM.replace(/\.wasm$/, ".mjs")));
   cpSync(join(ROOT, "client/demo/index.html"), join(OUT, "demo/index.html"));
+  cpSync(join(ROOT, "client/dashboard/index.html"), join(OUT, "dashboard/index.html"));
+  cpSync(join(ROOT, "node_modules/uplot/dist/uPlot.min.css"), join(OUT, "dashboard/uPlot.min.css"));
   mkdirSync(join(OUT, "models"), { recursive: true });
   const registry = JSON.parse(readFileSync(join(ROOT, "models/registry.json"), "utf8")) as {
     models: { name: string; files?: { base_url?: string } }[];

@@ -1,10 +1,12 @@
-// What operators and autoscalers read: liveness, readiness, the KEDA scaling signal, Prometheus metrics.
-// /v1/scaling must stay cheap and answer even when a queue does not: KEDA scales to zero on errors.
+// What operators and autoscalers read: liveness, readiness, the KEDA scaling signal, Prometheus metrics,
+// and the dashboard's page. /v1/scaling must stay cheap and answer even when a queue does not: KEDA scales
+// to zero on errors.
 import { type Context, Hono } from "hono";
 import { ErrorCode, type Pool, rawDesiredReplicas } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { loadConfig } from "../config.ts";
+import { ApiError } from "../errors.ts";
 import { type ModelMetrics, renderPrometheus } from "../metrics/prometheus.ts";
 import type { QueueStats } from "../model-queue/model-queue.ts";
 import { eachQueue, type queueOf } from "../request.ts";
@@ -145,4 +147,17 @@ opsRoutes.get("/metrics", requireKey("metrics"), async (c) => {
     models.map((m) => m.stats),
   );
   return c.body(renderPrometheus(models, pools), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+});
+
+/**
+ * The dashboard (client/dashboard/, built into dist/public/dashboard/). The page holds no data, so it is
+ * served to anyone; everything it shows comes from /metrics and /v1/scaling, which it reads with the
+ * operator key given in its #key= fragment or form (under AUTH=open, with none).
+ */
+opsRoutes.get("/dashboard", async (c) => {
+  const page = await c.env.ASSETS?.fetch(new URL("/dashboard/", c.req.url));
+  if (!page?.ok) {
+    throw new ApiError(404, ErrorCode.notFound, "the dashboard is not built here; run `npm run build:client`");
+  }
+  return page;
 });

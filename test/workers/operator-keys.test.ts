@@ -1,7 +1,7 @@
 // The operator role (OPERATOR_KEYS) inside real workerd: who may read /metrics and /v1/scaling, what a
 // deployment without the setting keeps doing, and that admin routes (requireKey("operator")) take
 // operator keys only. Each test runs the app under its own variables with app.request.
-import { env } from "cloudflare:test";
+import { env, SELF } from "cloudflare:test";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
 import { app } from "../../edge/app.ts";
@@ -113,5 +113,17 @@ describe('admin routes: requireKey("operator")', () => {
     const res = await call(TEST_API_KEY, env);
     expect(res.status).toBe(401);
     expect(((await res.json()) as any).error.message).toMatch(/no operator keys are configured: set the OPERATOR_KEYS/);
+  });
+});
+
+describe("GET /dashboard", () => {
+  it("serves the page to anyone: it holds no data, which needs an operator key", async () => {
+    const res = await SELF.fetch("http://edge/dashboard");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("Content-Type")).toMatch(/^text\/html/);
+    const html = await res.text();
+    expect(html).toContain("<title>EdgeSwarm dashboard</title>");
+    // Its script and styles are plain assets (test/browser/dashboard.test.ts loads them in Chromium).
+    expect(html).toContain('src="/dashboard/dashboard.js"');
   });
 });
