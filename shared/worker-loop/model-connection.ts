@@ -8,31 +8,9 @@ import { retryBackoffMs } from "../policy/lease.ts";
 import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
 import type { LoadedModel } from "../runner/model-runner.ts";
+import { CLOSED, OPEN, type OpenSocket, quietTimeout, type SocketLike, sleep } from "./socket-like.ts";
 
-/** What the connection needs of a WebSocket: the standard browser API, which the `ws` package also offers. */
-export interface SocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  addEventListener(type: "open", listener: () => void): void;
-  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
-  addEventListener(type: "close", listener: (event: { code: number }) => void): void;
-  addEventListener(type: "error", listener: (event: { message?: string }) => void): void;
-}
-
-const OPEN = 1;
-const CLOSED = 3;
-
-/** Opens a socket to `url` with the worker's credential: a header where the platform allows one, else ?token=. */
-export type OpenSocket = (url: string, token: string | undefined) => SocketLike;
-
-/** A timer that does not keep a Node process alive; browsers have no unref and need none. */
-function quietTimeout(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
-  const timer = setTimeout(fn, ms);
-  (timer as { unref?: () => void }).unref?.();
-  return timer;
-}
-const sleep = (ms: number) => new Promise<void>((r) => quietTimeout(r, ms));
+export type { OpenSocket, SocketLike } from "./socket-like.ts";
 
 /** Reconnect backoff: 250 ms doubling to 10 s, with jitter so a fleet does not reconnect in step. */
 const RECONNECT = { backoffMs: 250, backoffMaxMs: 10_000, maxAttempts: Number.POSITIVE_INFINITY };
@@ -252,10 +230,7 @@ export class ModelConnection {
     }
   }
 
-  /**
-   * The coordinator took a lease back (its job was cancelled): the run cannot be interrupted mid-inference,
-   * so it finishes, but nothing more is sent for it (runBatch drops results of a lease no longer running).
-   */
+  /** A lease taken back (its job cancelled): an inference cannot be interrupted, but nothing more is sent for it. */
   private cancelled(leaseId: string, reason: string | undefined): void {
     if (!this.running.delete(leaseId)) return;
     const extend = this.extenders.get(leaseId);
