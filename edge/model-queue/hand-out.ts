@@ -89,12 +89,14 @@ export class HandOut {
   /** Hands out batches while a worker is free and one is due; answers when to look again for a partial batch. */
   pump(cfg: ModelConfig, now: number): number | null {
     const pass: Pass = { now, held: this.leases.held(), ...this.firstRunners(cfg, now) };
-    let dueAt: number | null = null;
+    // An HTTP donor that stops polling stops counting as ready: look again then, as what it held back may move.
+    let dueAt: number | null = this.slots.httpReadyEndsAt(now);
     for (;;) {
       const { sent, lookAgainAt } = this.handOutOne(cfg, pass);
       if (lookAgainAt !== null) dueAt = dueAt === null ? lookAgainAt : Math.min(dueAt, lookAgainAt);
       if (!sent) return dueAt;
       pass.held = this.leases.held();
+      pass.plan = undefined; // what the gpu pool may take changed with the batch just sent
     }
   }
 

@@ -78,7 +78,7 @@ export interface QueueStats {
 
 /**
  * A worker as the queue leases to it: what it said of itself, with what its credential vouched for in
- * place of its claims. A donor's claimed concurrency is capped at what one donor may hold.
+ * place of its claims. What a donor may hold is capped where leases are given (hand-out.ts, donor_max_leases).
  */
 function holderFrom(info: Omit<LeaseHolder, "donor" | "network" | "holder">, credential: Credential): LeaseHolder {
   const holder: LeaseHolder = { ...info, pool: credential.pool ?? info.pool };

@@ -88,9 +88,16 @@ export class PoolRouter {
     return expectedBatchMs(times.length === 0 ? null : (times[Math.floor((times.length - 1) / 4)] ?? null), items);
   }
 
-  /** The browser pool's rate with these workers ready, in items/s; null until one of them was observed. */
-  browserRate(ready: readonly LeaseHolder[]): number | null {
-    return poolRate(ready.map((w) => ({ rate: this.rates.get(w.worker_id), concurrency: w.max_concurrent_batches })));
+  /**
+   * The browser pool's rate with these workers ready, in items/s; null until one of them was observed. A
+   * donor counts at no more batches than it may hold (donor_max_leases), whatever concurrency it claims.
+   */
+  browserRate(cfg: ModelConfig, ready: readonly LeaseHolder[]): number | null {
+    const cap = (w: LeaseHolder) =>
+      w.donor !== undefined && cfg.verification.enabled
+        ? Math.min(w.max_concurrent_batches, cfg.verification.donor_max_leases)
+        : w.max_concurrent_batches;
+    return poolRate(ready.map((w) => ({ rate: this.rates.get(w.worker_id), concurrency: cap(w) })));
   }
 
   plan(cfg: ModelConfig, now: number, browserReady: readonly LeaseHolder[], inFlight: Record<Pool, number>): RoutePlan {
@@ -117,7 +124,7 @@ export class PoolRouter {
     const routed = row?.routed ?? 0;
     const overflow = gpuOverflow({
       browserWorkers: browserReady.length,
-      browserItemsPerSecond: this.browserRate(browserReady),
+      browserItemsPerSecond: this.browserRate(cfg, browserReady),
       browserInFlight: inFlight.browser,
       autoQueued: routed,
       autoOverdue: row?.overdue ?? 0,
@@ -155,7 +162,7 @@ export class PoolRouter {
         ...bindings,
         cap,
       )?.n ?? 0;
-    const rate = this.browserRate(browserReady);
+    const rate = this.browserRate(cfg, browserReady);
     const drainable =
       browserReady.length === 0 || rate === null
         ? 0

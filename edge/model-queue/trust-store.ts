@@ -138,7 +138,7 @@ export class TrustStore {
     return { identity: identityOf(ref), network: ref.network ?? null, agreed: this.agreed(ref) };
   }
 
-  /** One more agreement with a trusted run; the row lives TRUST_TTL_MS past now (or the donor's token). */
+  /** One more agreement with a trusted run; the row lives TRUST_TTL_MS past now. */
   credit(ref: WorkerRef, now: number, n = 1): void {
     const identity = identityOf(ref);
     const row = this.sql.one<{ agreed: number }>(

@@ -183,7 +183,8 @@ export class Verifier {
         held.push(run);
         continue;
       }
-      outputs[run.pos] = run.text;
+      // Agreement on a classification compares labels and scores, not their order: given out best first.
+      outputs[run.pos] = verdict.trusted ? run.text : JSON.stringify(bestFirst(cfg.task, run.output));
       resolved.push(run.seq);
       this.metrics.inc("discarded", "browser", verdict.disagree.length);
       if (!verdict.trusted) continue;
@@ -340,4 +341,11 @@ function chunksOf<T extends { text: string }>(runs: readonly T[], maxBytes: numb
   }
   if (chunk.length > 0) chunks.push(chunk);
   return chunks;
+}
+
+/** A text-classification output sorted best score first, as callers read it; other outputs as they are. */
+function bestFirst(task: string, output: unknown): unknown {
+  if (task !== "text-classification" || !Array.isArray(output)) return output;
+  const score = (x: unknown) => (typeof x === "object" && x !== null ? Number((x as { score?: unknown }).score) : 0);
+  return [...output].sort((a, b) => score(b) - score(a));
 }

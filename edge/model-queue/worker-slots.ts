@@ -53,6 +53,13 @@ export type Slot = { kind: "socket"; ws: WebSocket; info: LeaseHolder } | Poller
 
 /** HTTP workers count as connected for this long after their last lease call. */
 const HTTP_WORKER_SEEN_MS = 60_000;
+/**
+ * ...but count as ready to take work (so that, say, calls pinned to the browser pool wait for them) only
+ * while a poll is open or for this long after their last one: one poll a minute must not hold work back.
+ */
+const HTTP_WORKER_READY_MS = 5_000;
+/** HTTP workers remembered at most (keyed by credential and id, both the client's to vary); oldest go first. */
+const MAX_HTTP_WORKERS = 10_000;
 
 function attachment(ws: WebSocket): SocketAttachment {
   const raw = ws.deserializeAttachment() as SocketAttachment | SocketWorkerInfo | null;
@@ -107,7 +114,12 @@ export class WorkerSlots {
    * a batch that is ready now goes out without waiting; then the wait starts if none was handed over.
    */
   poll(info: LeaseHolder, waitMs: number, now: number, joined: () => void): Promise<string | null> {
-    this.httpWorkersSeen.set(info.worker_id, { info, at: now });
+    const key = workerKey(info);
+    this.httpWorkersSeen.delete(key);
+    this.httpWorkersSeen.set(key, { info, at: now });
+    if (this.httpWorkersSeen.size > MAX_HTTP_WORKERS) {
+      this.httpWorkersSeen.delete(this.httpWorkersSeen.keys().next().value as string);
+    }
     return new Promise<string | null>((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const poller: Poller = {
@@ -138,7 +150,7 @@ export class WorkerSlots {
 
   /**
    * The workers of `pool` that could take a batch now (or soon): sockets that said hello and are not
-   * draining, and HTTP workers seen lately; only those `mayLease` allows.
+   * draining, and HTTP workers polling now or within HTTP_WORKER_READY_MS; only those `mayLease` allows.
    */
   ready(pool: Pool, now: number, mayLease: (info: LeaseHolder) => boolean): LeaseHolder[] {
     const ready: LeaseHolder[] = [];
@@ -146,8 +158,23 @@ export class WorkerSlots {
       const info = socketWorker(ws);
       if (info && info.pool === pool && !info.draining && mayLease(info)) ready.push(info);
     }
-    for (const info of this.recentHttpWorkers(now)) if (info.pool === pool && mayLease(info)) ready.push(info);
+    const polling = new Set(this.pollers.map((p) => workerKey(p.info)));
+    for (const [key, seen] of this.httpWorkersSeen) {
+      const live = polling.has(key) || now - seen.at <= HTTP_WORKER_READY_MS;
+      if (live && seen.info.pool === pool && mayLease(seen.info)) ready.push(seen.info);
+    }
     return ready;
+  }
+
+  /** When the next HTTP worker that is ready only by its last poll stops counting as ready; null if none. */
+  httpReadyEndsAt(now: number): number | null {
+    const polling = new Set(this.pollers.map((p) => workerKey(p.info)));
+    let next: number | null = null;
+    for (const [key, seen] of this.httpWorkersSeen) {
+      const ends = seen.at + HTTP_WORKER_READY_MS;
+      if (!polling.has(key) && ends > now && (next === null || ends < next)) next = ends;
+    }
+    return next;
   }
 
   /** Every connected worker (sockets that said hello, HTTP workers seen lately), for the operators' list. */

@@ -209,6 +209,20 @@ describe("hoarding", () => {
     expect((await finished(pinnedId)).outputs).toEqual([honest("mine")]);
   });
 
+  it("an HTTP donor that polled once and went quiet holds nothing back: it stops counting as ready", async () => {
+    const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
+    const stub = queue("independent");
+    const info = { model: "independent", pool: "browser" as const, device: "cpu", max_batch_size: 4 };
+    const poll = { ...info, worker_id: "ghost", max_concurrent_batches: 1, wait_ms: 0 };
+    expect(
+      await stub.lease(poll, { pool: "browser", donor: "d-ghost", network: NET.a, holder: "donor:d-ghost" }),
+    ).toBeNull();
+    const id = await submit("independent", ["not held back"], { pool: "browser" });
+    const batch = await gpu.next("batch", 10_000); // once the ghost's last poll is 5 s old
+    gpu.complete(batch, honest);
+    expect((await finished(id)).outputs).toEqual([honest("not held back")]);
+  }, 20_000);
+
   it("refuses a donor's third socket to one queue, and a network's past network_max_sockets", async () => {
     await SocketWorker.open("independent", { donor: "d-many", network: NET.a });
     await SocketWorker.open("independent", { donor: "d-many", network: NET.a });
