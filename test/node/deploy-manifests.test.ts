@@ -512,7 +512,7 @@ describe("WebGPU workers (worker-gpu/k8s/webgpu, the image's Vulkan loader)", ()
     const patched = structuredClone(deployment) as Obj;
     for (const p of overlay.patches as Obj[]) {
       expect(p.target).toMatchObject({ kind: "Deployment", name: deployment.metadata.name });
-      for (const op of parseAllDocuments(p.patch as string)[0]?.toJS() as Obj[]) {
+      for (const op of (parseAllDocuments(p.patch as string)[0]?.toJS() ?? []) as Obj[]) {
         expect(op.op).toBe("add");
         const path = (op.path as string).split("/").slice(1);
         const list = path.slice(0, -1).reduce((o: Obj, k) => o[k], patched) as unknown[];
