@@ -145,6 +145,15 @@ describe("a tab on WASM", () => {
     expect(await page.textContent("#state")).toBe("running");
     expect(await page.textContent("#provider")).toContain("sentiment@wasm");
     expect(Number(await page.textContent("#batches"))).toBeGreaterThan(0);
+    // A page a site owner would show: the line to embed, the pools named, an answer in words.
+    expect(await page.textContent("#snippet")).toBe(
+      `<script src="${coordinator.url}/embed.js" data-site-key="demo" async></script>`,
+    );
+    expect(await page.textContent("thead")).toContain("workers (browser pool / trusted pool)");
+    await page.fill("#text", "I love this");
+    await page.click("#ask");
+    await page.waitForFunction(`document.querySelector("#answer").textContent !== ""`, undefined, { timeout: 30_000 });
+    expect(await page.textContent("#answer")).toMatch(/^POSITIVE \d{2}\.\d% — in \d+ ms$/);
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: new URL("demo-page.png", ARTIFACTS).pathname, fullPage: true });
   });
