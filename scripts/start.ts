@@ -94,5 +94,6 @@ Try:
   curl -s ${url}/v1/infer${auth} -H 'Content-Type: application/json' \\
     -d '{"model":"sentiment","inputs":["I love this","this is terrible"]}'
 Open ${url}/demo/${options.apiKey ? `#key=${options.apiKey}` : ""} and this browser tab joins the swarm too (WebGPU, else WASM).
+Charts of it all: ${url}/dashboard${options.apiKey ? `#key=${options.apiKey}` : ""}
 Then ${url}/v1/models · /v1/scaling · /metrics.  Ctrl-C stops everything.
 `);
