@@ -14,6 +14,7 @@ export * from "./policy/verification.ts";
 export * from "./protocol/caller.ts";
 export * from "./protocol/donor.ts";
 export * from "./protocol/errors.ts";
+export * from "./protocol/generation.ts";
 export * from "./protocol/ids.ts";
 export * from "./protocol/trace.ts";
 export * from "./protocol/validate.ts";

@@ -1,0 +1,65 @@
+// Text generation on the wire (issue 14): what a text-generation item holds, what its output is, and the
+// token deltas a worker streams while it generates. The edge validates items with these schemas before
+// queueing, workers parse them in the text-generation task, and the queue object parses every delta frame.
+import { z } from "zod";
+
+/** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
+export const GenerationParams = z.strictObject({
+  /** Tokens to generate at most (finish_reason "length" when reached). */
+  max_new_tokens: z.int().min(1).max(4096).default(64),
+  /** 0: greedy (argmax). Above 0: softmax(logits / temperature) sampling. */
+  temperature: z.number().min(0).max(10).default(0),
+  /** Sample only among the k most likely tokens; 0: no limit. */
+  top_k: z.int().min(0).max(1_000_000).default(0),
+  /** Sample only among the smallest set of tokens whose probabilities sum to at least top_p. */
+  top_p: z.number().gt(0).max(1).default(1),
+  /** Seeds the sampler (a counter-based PRNG keyed by seed and token position), so a resumed run is the same. */
+  seed: z
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .default(0),
+  /** Generation ends (finish_reason "stop") at the first of these strings; the string itself is not output. */
+  stop: z.array(z.string().min(1).max(64)).max(8).default([]),
+});
+export type GenerationParams = z.infer<typeof GenerationParams>;
+
+/**
+ * One text-generation item as a worker receives it: the prompt as text (a chat's messages are rendered with the
+ * model's chat template at the edge), its parameters, and, when the item is redelivered mid-generation, the
+ * tokens already accepted: the worker continues after them and never sends them again.
+ */
+export const GenerationItem = z.strictObject({
+  prompt: z.string().min(1).max(100_000),
+  params: GenerationParams.prefault({}),
+  resume: z.strictObject({ tokens: z.array(z.int().min(0)).max(4096), text: z.string() }).optional(),
+});
+export type GenerationItem = z.infer<typeof GenerationItem>;
+
+export const FinishReason = z.enum(["stop", "length"]);
+export type FinishReason = z.infer<typeof FinishReason>;
+
+/** A finished item's output: the whole generated text and token ids (resumed prefix included). */
+export const GenerationOutput = z.strictObject({
+  generated_text: z.string(),
+  tokens: z.array(z.int().min(0)),
+  finish_reason: FinishReason,
+  prompt_tokens: z.int().min(0),
+});
+export type GenerationOutput = z.infer<typeof GenerationOutput>;
+
+/**
+ * Worker → coordinator, while an item of a leased batch generates: the next tokens of the item at batch
+ * position `pos`. `offset` is how many tokens of the item were generated before these (the resumed prefix
+ * included), so the queue keeps each token once whatever is sent twice, and rejects a gap.
+ */
+export const TokensFrame = z.strictObject({
+  type: z.literal("tokens"),
+  lease_id: z.string().min(1),
+  pos: z.int().min(0),
+  offset: z.int().min(0),
+  tokens: z.array(z.int().min(0)).min(1).max(256),
+  /** The text these tokens add (a token that ends mid-character adds its bytes with the next delta). */
+  text: z.string().max(16_384),
+});
+export type TokensFrame = z.infer<typeof TokensFrame>;
