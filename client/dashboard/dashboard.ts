@@ -1,10 +1,12 @@
 // The operator's live dashboard (/dashboard): reads the coordinator's /metrics and /v1/scaling every few
-// seconds and draws each panel of metric-history.ts as a uPlot chart, with a table of the queues now.
+// seconds and draws each panel of metric-history.ts as a uPlot chart, with tables of the queues and the
+// workers now (worker-table.ts).
 // The operator key comes from the #key=... fragment (never sent in a URL) or the form, and is kept for
 // the tab's session only; #every=MS changes the refresh period.
 import uPlot from "uplot";
 import { History, PANELS, type PanelSpec, type Reading, type ScalingAnswer } from "./metric-history.ts";
 import { parsePrometheus } from "./prometheus-text.ts";
+import { showWorkers } from "./worker-table.ts";
 
 const $ = (id: string) => document.getElementById(id) as HTMLElement;
 const fragment = new URLSearchParams(location.hash.slice(1));
@@ -107,6 +109,8 @@ async function poll(): Promise<void> {
     previous = reading;
     readings += 1;
     showQueues(scaling);
+    // Its own errors stay in its own section: without OPERATOR_KEYS the roster is closed while charts are not.
+    void showWorkers(Object.keys(scaling.models), read);
     $("status").textContent = `updated ${new Date(reading.at).toLocaleTimeString()} · every ${every / 1000} s`;
     $("problem").textContent = "";
     $("key-form").hidden = true;

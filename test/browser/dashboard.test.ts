@@ -98,6 +98,12 @@ describe("the dashboard", () => {
     expect(await latest(page, "replicas", "desired")).toBeGreaterThanOrEqual(1);
     expect(await latest(page, "workers", "sentiment · gpu")).toBe(1);
     expect(await page.textContent("#queues")).toContain("sentiment");
+    // The roster: the one gpu worker, on cpu, serving both models.
+    await page.waitForFunction(`document.querySelector("#workers tr")`, undefined, { timeout: 10_000 });
+    const cells = (await page.evaluate(
+      `[...document.querySelectorAll("#workers tr")].map((tr) => [...tr.cells].map((td) => td.textContent))`,
+    )) as string[][];
+    expect(cells).toEqual([["dashboard-gpu-1", "gpu", "cpu", "sentiment, embedder", "0", "trusted"]]);
   });
 
   it("moves under load: items/s, latency and batch sizes appear, and the time axis grows", async () => {
