@@ -7,10 +7,14 @@ import { join } from "node:path";
 
 /** Debian's interpreter, where python3-torch, python3-onnx (and libopenblas0-pthread) install; PYTHON overrides it. */
 const PYTHON = process.env.PYTHON ?? "/usr/bin/python3";
-const SCRIPT = join(import.meta.dirname, "train-encoders.py");
 
 /** Writes `job` to DIR/job.json, runs the trainer (its output goes to ours), and returns DIR/train-log.json. */
-export function runPythonJob(job: Record<string, unknown>, dir: string): Record<string, unknown> {
+export function runPythonJob(
+  job: Record<string, unknown>,
+  dir: string,
+  script = "train-encoders.py",
+): Record<string, unknown> {
+  const SCRIPT = join(import.meta.dirname, script);
   const path = join(dir, "job.json");
   writeFileSync(path, JSON.stringify({ ...job, out: dir }));
   // One BLAS thread, as torch is set to one: sums in a fixed order, so a re-run gives the same weights.
