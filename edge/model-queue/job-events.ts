@@ -1,5 +1,5 @@
 // What happens to a job, as it happens, for GET /v1/jobs/{id}/events and POST /v1/infer with stream:
-// the job's item counts whenever they change (queued, leased), each input's output (or error) as soon as
+// the job's item counts whenever they change (queued, leased), a generating input's tokens, each input's output (or error) as soon as
 // it is final, then the job's end (completed, failed, expired or cancelled) with its whole view. ModelQueue calls
 // flush() after every change it makes; with no one watching, that costs nothing.
 import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
@@ -16,6 +16,8 @@ interface Watch {
   jobId: string;
   /** Indices whose output or error was sent. */
   sent: Set<number>;
+  /** Per generating index: tokens and characters of text sent in `token` events. */
+  streamed: Map<number, { tokens: number; chars: number }>;
   /** The item counts last sent, as JSON. */
   counts: string;
   controller: ReadableStreamDefaultController<Uint8Array>;
@@ -45,7 +47,7 @@ export class JobEvents {
     let watch: Watch | undefined;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
-        watch = { jobId, sent: new Set(), counts: "", controller };
+        watch = { jobId, sent: new Set(), streamed: new Map(), counts: "", controller };
         this.watches.add(watch);
         this.flushOne(watch);
       },
@@ -83,6 +85,7 @@ export class JobEvents {
         data: { id: w.jobId, status: job.status, items },
       });
     }
+    this.sendTokens(w);
     // Only outputs not sent yet are read.
     for (const item of this.sql.all<{
       idx: number;
@@ -112,6 +115,25 @@ export class JobEvents {
     if (view && view.status !== "queued" && view.status !== "running") {
       const { created_at: _created, ...rest } = view;
       this.end(w, { event: END_EVENT[view.status], data: rest });
+    }
+  }
+
+  /**
+   * The tokens of each generating input the watcher has not had yet (token-stream.ts keeps them), before its
+   * output: a reader that joins late catches up in one event per input.
+   */
+  private sendTokens(w: Watch): void {
+    for (const item of this.sql.all<{ idx: number; gen_count: number; gen_tokens: string; gen_text: string }>(
+      `SELECT idx, gen_count, gen_tokens, gen_text FROM items
+       WHERE job_id = ? AND first_token_at IS NOT NULL AND gen_count > 0 ORDER BY idx`,
+      w.jobId,
+    )) {
+      const had = w.streamed.get(item.idx) ?? { tokens: 0, chars: 0 };
+      if (item.gen_count <= had.tokens) continue;
+      const tokens = (JSON.parse(item.gen_tokens) as number[]).slice(had.tokens);
+      const text = item.gen_text.slice(had.chars);
+      w.streamed.set(item.idx, { tokens: item.gen_count, chars: item.gen_text.length });
+      this.send(w, { event: "token", data: { index: item.idx, offset: had.tokens, tokens, text } });
     }
   }
 

@@ -15,6 +15,7 @@ import {
 } from "../../shared/index.ts";
 import { NO_POOL } from "../metrics/definitions.ts";
 import type { Sql } from "../sql.ts";
+import { generationStats } from "./generation-stats.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 
 export interface SubmitInput {
@@ -215,6 +216,8 @@ export class JobStore {
     if (!job) return null;
     const status = job.status as JobStatus;
     const view: JobView = { id: job.id, model: this.model() ?? "", status, created_at: job.created_at };
+    const generation = generationStats(this.sql, id, job.created_at, job.finished_at ?? Date.now());
+    if (generation) view.generation = generation;
     if (!FINAL_STATUSES.includes(status)) return view;
     const items = this.sql.all<{
       idx: number;

@@ -13,6 +13,7 @@ import {
   modelOfId,
   type Pool,
   ProtocolError,
+  type TokensFrame,
   type WorkerFrame,
 } from "../../shared/index.ts";
 import { loadConfig } from "../config.ts";
@@ -28,6 +29,7 @@ import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
 import { PoolRouter, type RoutePlan } from "./pool-router.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
+import { GENERATION_TASK, TokenStream } from "./token-stream.ts";
 import { type Kind, type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
 import { Verifier } from "./verification.ts";
 import { type Roster, WorkerRoster } from "./worker-roster.ts";
@@ -103,6 +105,7 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly events: JobEvents;
   private readonly admin: JobAdmin;
   private readonly roster: WorkerRoster;
+  private readonly tokens: TokenStream;
   /** The session appends under way (appendToSessions), so two turns do not send the same job. */
   private appending: Promise<void> | undefined;
   private model: string | undefined;
@@ -152,6 +155,7 @@ export class ModelQueue extends DurableObject<Env> {
     this.events = new JobEvents(this.sql, this.jobs, () => this.model ?? "");
     this.admin = new JobAdmin(this.sql, this.jobs, this.slots);
     this.roster = new WorkerRoster(this.slots, this.leases, this.trust, this.breakers);
+    this.tokens = new TokenStream(this.sql, this.metrics, this.leases, config);
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
@@ -310,7 +314,12 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   private completeLease(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
+    // An untrusted lease's outputs wait for verification: its figures are not the service's.
+    const trusted = !this.verifier.checks(this.config(), lease.pool);
+    const measure =
+      trusted && this.config().task === GENERATION_TASK ? this.tokens.beforeComplete(lease, body, now) : null;
     const result = this.settlement.complete(lease, body, now);
+    if (measure && !("error" in result)) measure();
     if (!("error" in result)) this.router.observe(lease, now);
     if (!("error" in result) || result.error.code === ErrorCode.quarantined) this.pumpAndSchedule(now);
     return result;
@@ -394,12 +403,14 @@ export class ModelQueue extends DurableObject<Env> {
       this.pumpAndSchedule();
       return null;
     }
+    // Over a socket a worker acts only on its own leases, given to its own credential.
+    const holder = socketCredential(ws).holder;
+    const by = { worker: info.worker_id, holder };
+    if (frame.type === "tokens") return this.tokenDelta(frame, by);
     if (modelOfId(frame.lease_id) !== this.model) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
     }
-    // Over a socket a worker acts only on its own leases, given to its own credential.
-    const holder = socketCredential(ws).holder;
-    const result = this.onLease<CompleteResult>(frame.lease_id, { worker: info.worker_id, holder }, (lease, now) =>
+    const result = this.onLease<CompleteResult>(frame.lease_id, by, (lease, now) =>
       frame.type === "extend"
         ? this.extendLease(lease, frame.extend_ms, now)
         : frame.type === "complete"
@@ -408,6 +419,27 @@ export class ModelQueue extends DurableObject<Env> {
     );
     if ("error" in result) return { type: "error", ...result.error, lease_id: frame.lease_id };
     return { type: "ack", op: frame.type, ...result };
+  }
+
+  /**
+   * A generating worker's token delta (token-stream.ts). Kept deltas are not acknowledged (one per few
+   * tokens would double the traffic); a refused one, or one for a lease this worker does not hold, is.
+   */
+  private tokenDelta(frame: TokensFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame | null {
+    const answer =
+      modelOfId(frame.lease_id) !== this.model
+        ? notFoundAck(frame.lease_id, "lease id is not one of this model's")
+        : this.onLease(frame.lease_id, by, (lease, now) => {
+            const untrusted = this.verifier.checks(this.config(), lease.pool);
+            const refused = this.tokens.accept(lease, frame, untrusted, now);
+            // Watchers hear the delta at once; nothing else changed, so no pump.
+            this.events.flush();
+            return refused ?? { lease_id: lease.id, status: "ok" };
+          });
+    if ("error" in answer) return { type: "error", ...answer.error, lease_id: frame.lease_id };
+    if (answer.status === "ok") return null;
+    const message = answer.message ?? `lease ${frame.lease_id} is ${answer.status}`;
+    return { type: "error", code: ErrorCode.leaseNotFound, message, lease_id: frame.lease_id };
   }
 
   /**

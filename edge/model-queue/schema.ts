@@ -179,4 +179,11 @@ export const MODEL_QUEUE_MIGRATIONS = [
   `ALTER TABLE jobs ADD COLUMN owner TEXT;
    ALTER TABLE jobs ADD COLUMN request_hash TEXT;
    CREATE INDEX items_dead ON items (job_id) WHERE state = 'failed' AND error_code = 'max_attempts_exceeded';`,
+  // Text generation (issue 14, token-stream.ts): the tokens of an item accepted so far (a JSON array) and their
+  // text, kept across deliveries so a redelivered item resumes after them; when its first token came.
+  `ALTER TABLE items ADD COLUMN gen_tokens TEXT;
+   ALTER TABLE items ADD COLUMN gen_text TEXT NOT NULL DEFAULT '';
+   ALTER TABLE items ADD COLUMN gen_count INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE items ADD COLUMN first_token_at INTEGER;
+   CREATE INDEX items_generating ON items (job_id) WHERE first_token_at IS NOT NULL;`,
 ] as const;

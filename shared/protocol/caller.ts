@@ -39,6 +39,17 @@ export interface JobTrace {
   workers: { index: number; traceparent: string }[];
 }
 
+/**
+ * A text-generation job's figures (issue 14): ms from accepted to its first token at the coordinator, tokens
+ * generated and prompt tokens, and tokens per second from the first token to the end (null under two tokens).
+ */
+export interface GenerationStats {
+  ttft_ms: number;
+  tokens: number;
+  prompt_tokens: number;
+  tokens_per_s: number | null;
+}
+
 export interface JobView {
   id: string;
   model: string;
@@ -48,6 +59,8 @@ export interface JobView {
   error?: { code: string; message: string };
   timings?: Timings;
   trace?: JobTrace;
+  /** Text-generation jobs only. */
+  generation?: GenerationStats;
   created_at: number;
 }
 

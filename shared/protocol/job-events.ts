@@ -9,11 +9,16 @@ export type Job<T = unknown> = Omit<JobView, "created_at" | "outputs"> & { outpu
 export type ItemCounts = Record<string, number>;
 
 /**
- * One event: counts while the job waits, each input's output or error as soon as it is final, then one
+ * One event: counts while the job waits, a generating input's tokens as they come, each input's output or error as soon as it is final, then one
  * end event (completed, failed, expired or cancelled) with the whole job.
  */
 export type JobEvent<T = unknown> =
   | { event: "queued" | "leased"; data: { id: string; status: JobStatus; items: ItemCounts } }
+  /**
+   * A generating input's next tokens (issue 14), as the coordinator accepted them: `offset` tokens came
+   * before them, so a reader joining late gets all kept so far in one event and then each new delta.
+   */
+  | { event: "token"; data: { index: number; offset: number; tokens: number[]; text: string } }
   | { event: "output"; data: { index: number; output: T } }
   | { event: "error"; data: ItemError }
   | { event: "completed" | "failed" | "expired" | "cancelled"; data: Job<T> };

@@ -2,6 +2,7 @@
 // (`POST /v1/leases`, `/v1/leases/{id}/extend|complete|release`). Coordinator and workers import these.
 import { z } from "zod";
 import { Pool } from "./caller.ts";
+import { TokensFrame } from "./generation.ts";
 
 export const WORKER_PROTOCOL_VERSION = 1;
 
@@ -72,6 +73,12 @@ export const WorkerFrame = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("drain") }),
   /** Take batches again after a drain (a worker that paused rather than shut down). */
   z.strictObject({ type: z.literal("resume") }),
+  /**
+   * Token deltas of a generating item (generation.ts). Not acknowledged when kept (one per few tokens would
+   * double the traffic); a delta that leaves a gap, or names no item of an active lease of this worker, is
+   * answered with an `error` frame naming the lease.
+   */
+  TokensFrame,
 ]);
 export type WorkerFrame = z.infer<typeof WorkerFrame>;
 

@@ -116,6 +116,19 @@ export const TEST_REGISTRY = {
       latency_target_ms: 5_000,
       verification: { enabled: false },
     },
+    // Text generation (test/workers/generation.test.ts): SocketWorkers stream token deltas by hand; the chat
+    // template is the bundled decoder's (models/build/decoder-text.ts).
+    {
+      name: "scribe",
+      task: "text-generation",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 2_000,
+      max_attempts: 3,
+      retry_backoff_ms: 0,
+      max_sequence_length: 256,
+      verification: { enabled: false },
+    },
     // Calls refused at once while no worker is connected (test/workers/job-admin.test.ts).
     {
       name: "lonely",

@@ -4,43 +4,9 @@
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { MAX_WATCHERS } from "../../edge/model-queue/job-events.ts";
-import { CALLER, call, infer, queue, SocketWorker, wipeQueues } from "./helpers.ts";
+import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
-
-interface SseEvent {
-  event: string;
-  id: string;
-  data: any;
-}
-
-/** Reads a text/event-stream response event by event. */
-function sseReader(res: Response) {
-  const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  return {
-    async next(): Promise<SseEvent | null> {
-      for (;;) {
-        const end = buffer.indexOf("\n\n");
-        if (end >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          const fields: Record<string, string> = {};
-          for (const line of block.split("\n")) {
-            if (line.startsWith(":")) continue;
-            const colon = line.indexOf(":");
-            fields[line.slice(0, colon)] = line.slice(colon + 1).trimStart();
-          }
-          if (!fields.event) continue;
-          return { event: fields.event, id: fields.id ?? "", data: JSON.parse(fields.data ?? "null") };
-        }
-        const { value, done } = await reader.read();
-        if (done) return null;
-        buffer += value;
-      }
-    },
-  };
-}
 
 async function events(id: string) {
   const res = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });

@@ -155,6 +155,40 @@ export class SocketWorker {
   }
 }
 
+export interface SseEvent {
+  event: string;
+  id: string;
+  data: any;
+}
+
+/** Reads a text/event-stream response event by event. */
+export function sseReader(res: Response) {
+  const reader = (res.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    async next(): Promise<SseEvent | null> {
+      for (;;) {
+        const end = buffer.indexOf("\n\n");
+        if (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const fields: Record<string, string> = {};
+          for (const line of block.split("\n")) {
+            if (line.startsWith(":")) continue;
+            const colon = line.indexOf(":");
+            fields[line.slice(0, colon)] = line.slice(colon + 1).trimStart();
+          }
+          if (!fields.event) continue;
+          return { event: fields.event, id: fields.id ?? "", data: JSON.parse(fields.data ?? "null") };
+        }
+        const { value, done } = await reader.read();
+        if (done) return null;
+        buffer += value;
+      }
+    },
+  };
+}
+
 /** Wipes every queue object (storage, alarm, in-memory state) so each test starts from nothing. */
 export async function wipeQueues(models: readonly string[] = TEST_REGISTRY.models.map((m) => m.name)): Promise<void> {
   await abortAllDurableObjects();

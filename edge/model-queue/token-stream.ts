@@ -1,0 +1,125 @@
+// Token deltas of generating items (issue 14): ModelQueue hands each TokensFrame from a lease's holder to
+// accept(), which keeps the item's tokens and text once each (a repeated offset is ignored, a gap refused),
+// counts the delta as lease activity, and times the first token; JobEvents relays what is kept as `token`
+// events, LeaseTable.handOut sends it back as `resume` when the item is redelivered, and finished() records
+// the TTFT / per-token / tokens-per-second metrics once outputs are in.
+import {
+  type CompleteBody,
+  ErrorCode,
+  GenerationOutput,
+  type ModelConfig,
+  type TokensFrame,
+} from "../../shared/index.ts";
+import type { Sql } from "../sql.ts";
+import type { LeaseRow, LeaseTable } from "./lease-table.ts";
+import type { MetricsStore } from "./metrics-store.ts";
+
+/** The task whose items generate (shared/protocol/generation.ts GenerationItem). */
+export const GENERATION_TASK = "text-generation";
+
+/** The most tokens kept per item: GenerationParams.max_new_tokens' ceiling. */
+const MAX_TOKENS = 4096;
+
+type Refusal = { error: { code: string; message: string } };
+
+interface StreamRow extends Record<string, SqlStorageValue> {
+  seq: number;
+  state: string;
+  gen_count: number;
+  gen_tokens: string | null;
+  created_at: number;
+}
+
+export class TokenStream {
+  constructor(
+    private readonly sql: Sql,
+    private readonly metrics: MetricsStore,
+    private readonly leases: LeaseTable,
+    private readonly config: () => ModelConfig,
+  ) {}
+
+  /**
+   * Keeps a delta of an active lease's item; null when kept or already held, else why it was refused. An
+   * untrusted lease's deltas (a donor's, while verification is on) only keep the lease alive: they are not
+   * relayed, since its output reaches callers only once verified, nor kept to resume from, since a next
+   * worker must not build on tokens nobody checked.
+   */
+  accept(lease: LeaseRow, frame: TokensFrame, untrusted: boolean, now: number): Refusal | null {
+    this.keepAlive(lease, now);
+    if (untrusted) return null;
+    const row = this.sql.one<StreamRow>(
+      `SELECT seq, state, gen_count, gen_tokens, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+       FROM items WHERE lease_id = ? AND lease_pos = ?`,
+      lease.id,
+      frame.pos,
+    );
+    if (row?.state !== "leased") {
+      return refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${frame.pos}`);
+    }
+    const end = frame.offset + frame.tokens.length;
+    // Sent again (a worker that resends after a reconnect, or a resumed worker's first delta): kept once.
+    if (end <= row.gen_count) return null;
+    if (frame.offset !== row.gen_count) {
+      return refusal(
+        ErrorCode.validation,
+        `item ${frame.pos} of lease ${lease.id} holds ${row.gen_count} tokens; a delta at offset ${frame.offset} would ${frame.offset > row.gen_count ? "leave a gap" : "overlap them"}: send the tokens from offset ${row.gen_count}`,
+      );
+    }
+    if (end > MAX_TOKENS) {
+      return refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`);
+    }
+    const tokens = [...(row.gen_tokens ? (JSON.parse(row.gen_tokens) as number[]) : []), ...frame.tokens];
+    this.sql.run(
+      `UPDATE items SET gen_tokens = ?, gen_text = gen_text || ?, gen_count = ?, first_token_at = COALESCE(first_token_at, ?)
+       WHERE seq = ?`,
+      JSON.stringify(tokens),
+      frame.text,
+      end,
+      now,
+      row.seq,
+    );
+    if (row.gen_count === 0) this.metrics.observe("ttft", lease.pool, [(now - row.created_at) / 1000]);
+    return null;
+  }
+
+  /** A generating worker sends deltas rather than extends: each one that finds the lease half spent renews it. */
+  private keepAlive(lease: LeaseRow, now: number): void {
+    if (lease.deadline - now < this.config().lease_ms / 2) this.leases.extend(lease, undefined, now);
+  }
+
+  /**
+   * Before a trusted lease's results are recorded: when each generating item's first token came, so the
+   * metrics can be taken once they are (finished). An item that streamed nothing had its first token now.
+   */
+  beforeComplete(lease: LeaseRow, body: CompleteBody, now: number): () => void {
+    const rows = this.sql.all<{ seq: number; pos: number; first: number | null; created_at: number }>(
+      `SELECT seq, lease_pos AS pos, first_token_at AS first, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+       FROM items WHERE lease_id = ? AND state = 'leased'`,
+      lease.id,
+    );
+    return () => {
+      const pool = lease.pool;
+      for (const row of rows) {
+        const result = body.results[row.pos];
+        const parsed = result && "output" in result ? GenerationOutput.safeParse(result.output) : undefined;
+        if (!parsed?.success) continue;
+        const n = parsed.data.tokens.length;
+        this.metrics.inc("prompt_tokens", pool, parsed.data.prompt_tokens);
+        this.metrics.inc("generated_tokens", pool, n);
+        if (row.first === null) {
+          this.sql.run("UPDATE items SET first_token_at = ? WHERE seq = ?", now, row.seq);
+          this.metrics.observe("ttft", pool, [(now - row.created_at) / 1000]);
+        }
+        const decodeS = (now - (row.first ?? now)) / 1000;
+        if (n > 1 && decodeS > 0) {
+          this.metrics.observe("time_per_output_token", pool, [decodeS / (n - 1)]);
+          this.metrics.observe("tokens_per_second", pool, [(n - 1) / decodeS]);
+        }
+      }
+    };
+  }
+}
+
+function refusal(code: string, message: string): Refusal {
+  return { error: { code, message } };
+}

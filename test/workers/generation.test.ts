@@ -1,0 +1,137 @@
+// Token deltas through the queue, inside real workerd (issue 14): a SocketWorker sends TokensFrames by hand
+// for a text-generation model; the queue keeps each token once (a repeat ignored, a gap refused), relays them
+// to the job's event stream as `token` events (a late reader catching up), resumes a redelivered item after
+// the tokens already accepted, and reports TTFT, tokens and tokens/s in the job view and /metrics.
+import { SELF } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { CALLER, call, infer, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const MODEL = "scribe";
+
+async function events(id: string) {
+  const res = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
+  expect(res.status).toBe(200);
+  return sseReader(res);
+}
+
+/** Events until (and with) the first of `type`. */
+async function until(stream: Awaited<ReturnType<typeof events>>, type: string): Promise<SseEvent[]> {
+  const seen: SseEvent[] = [];
+  for (;;) {
+    const e = await stream.next();
+    if (!e) throw new Error(`stream ended before a ${type} event; saw ${seen.map((s) => s.event).join(", ")}`);
+    seen.push(e);
+    if (e.event === type) return seen;
+  }
+}
+
+const tokens = (leaseId: string, offset: number, ids: number[], text: string, pos = 0) => ({
+  type: "tokens",
+  lease_id: leaseId,
+  pos,
+  offset,
+  tokens: ids,
+  text,
+});
+
+const output = (text: string, ids: number[]) => ({
+  generated_text: text,
+  tokens: ids,
+  finish_reason: "length",
+  prompt_tokens: 3,
+});
+
+describe("token deltas", () => {
+  it("are kept once, relayed as token events (a late reader catches up), timed, and end with the output", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "The film" }], wait: false });
+    const batch = await worker.next("batch");
+    worker.send(tokens(batch.lease_id, 0, [5, 6], " was"));
+    worker.send(tokens(batch.lease_id, 2, [7], " good"));
+    // Sent again: ignored, no answer.
+    worker.send(tokens(batch.lease_id, 2, [7], " good"));
+    // A gap: refused, naming the lease and the offset to send from.
+    worker.send(tokens(batch.lease_id, 9, [8], "!"));
+    const gap = await worker.next("error");
+    expect(gap.lease_id).toBe(batch.lease_id);
+    expect(gap.message).toContain("from offset 3");
+
+    // A reader that joins now gets the three tokens kept so far in one event...
+    const stream = await events(accepted.body.id);
+    const caughtUp = (await until(stream, "token")).at(-1) as SseEvent;
+    expect(caughtUp.data).toEqual({ index: 0, offset: 0, tokens: [5, 6, 7], text: " was good" });
+    // ...then each new delta as it comes.
+    worker.send(tokens(batch.lease_id, 3, [9], "."));
+    const next = (await until(stream, "token")).at(-1) as SseEvent;
+    expect(next.data).toEqual({ index: 0, offset: 3, tokens: [9], text: "." });
+
+    worker.complete(batch, () => output(" was good.", [5, 6, 7, 9]));
+    const rest = await until(stream, "completed");
+    expect(rest.find((e) => e.event === "output")?.data.output.generated_text).toBe(" was good.");
+    const job = (await call(`/v1/jobs/${accepted.body.id}`)).body;
+    expect(job.status).toBe("succeeded");
+    expect(job.generation).toMatchObject({ tokens: 4, prompt_tokens: 3 });
+    expect(job.generation.ttft_ms).toBeGreaterThanOrEqual(0);
+
+    const metrics = await waitFor(async () => {
+      const text = (await call("/metrics")).body as string;
+      return text.includes("edgeswarm_generated_tokens_total") ? text : undefined;
+    }, 10_000);
+    expect(metrics).toMatch(/edgeswarm_time_to_first_token_seconds_count\{model="scribe",pool="gpu"\} 1/);
+    expect(metrics).toMatch(/edgeswarm_generated_tokens_total\{model="scribe",pool="gpu"\} 4/);
+    expect(metrics).toMatch(/edgeswarm_prompt_tokens_total\{model="scribe",pool="gpu"\} 3/);
+    worker.close();
+  });
+
+  it("from another worker than the lease's holder change nothing", async () => {
+    const holder = await SocketWorker.connect(MODEL, { worker_id: "holder" });
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hi" }], wait: false });
+    const batch = await holder.next("batch");
+    const other = await SocketWorker.connect(MODEL, { worker_id: "other" });
+    other.send(tokens(batch.lease_id, 0, [1], "x"));
+    expect((await other.next("error")).code).toBe("lease_not_found");
+    holder.complete(batch, () => output("ok", [2]));
+    const job = await waitFor(async () => {
+      const view = (await call(`/v1/jobs/${accepted.body.id}`)).body;
+      return view.status === "succeeded" ? view : undefined;
+    });
+    expect(job.outputs[0].generated_text).toBe("ok");
+    holder.close();
+    other.close();
+  });
+});
+
+describe("resumable generation", () => {
+  it("redelivers an item whose worker was lost with the tokens accepted, and the stream goes on without repeats", async () => {
+    const first = await SocketWorker.connect(MODEL, { worker_id: "first" });
+    const accepted = await infer({
+      model: MODEL,
+      inputs: [{ prompt: "Tell me", params: { max_new_tokens: 8 } }],
+      wait: false,
+    });
+    const stream = await events(accepted.body.id);
+    const batch = await first.next("batch");
+    first.send(tokens(batch.lease_id, 0, [10, 11], " about"));
+    await until(stream, "token");
+    first.close();
+
+    const second = await SocketWorker.connect(MODEL, { worker_id: "second" });
+    const again = await second.next("batch", 10_000);
+    expect(again.items[0]?.input).toEqual({
+      prompt: "Tell me",
+      params: { max_new_tokens: 8 },
+      resume: { tokens: [10, 11], text: " about" },
+    });
+    // The resumed worker may send its prefix again: kept once.
+    second.send(tokens(again.lease_id, 0, [10, 11], " about"));
+    second.send(tokens(again.lease_id, 2, [12], " it"));
+    second.complete(again, () => output(" about it", [10, 11, 12]));
+    const rest = await until(stream, "completed");
+    const deltas = rest.filter((e) => e.event === "token").map((e) => e.data);
+    expect(deltas).toEqual([{ index: 0, offset: 2, tokens: [12], text: " it" }]);
+    expect(rest.at(-1)?.data.outputs[0].generated_text).toBe(" about it");
+    second.close();
+  });
+});
