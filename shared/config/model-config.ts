@@ -2,6 +2,7 @@
 // The registry (models/registry.json) or the MODELS variable supplies entries; omitted fields take these.
 import { z } from "zod";
 import { MODEL_NAME } from "../protocol/caller.ts";
+import { ChatTemplate } from "../protocol/chat-template.ts";
 
 /**
  * Trust in browser workers (donated, untrusted compute). The gpu pool is trusted and never verified.
@@ -161,6 +162,8 @@ export const ModelConfig = z
     files: ModelFiles.optional(),
     /** Tokenizer truncation for text tasks. */
     max_sequence_length: z.int().positive().max(8192).default(128),
+    /** A text-generation model's chat template (its config.json's edgeswarm.chat_template); chat calls need one. */
+    chat_template: ChatTemplate.optional(),
     description: z.string().optional(),
   })
   .refine((m) => m.default_timeout_ms <= m.max_timeout_ms, "default_timeout_ms must not exceed max_timeout_ms")

@@ -1,0 +1,66 @@
+// A text-generation model's chat template as its registry entry carries it (ModelConfig.chat_template, the same
+// object as the model folder's config.json `edgeswarm.chat_template`, see models/build/decoder-text.ts): each
+// message is `prefix + content + suffix`, the prompt ends with `generation_prompt`. No Jinja: the edge renders
+// chats (edge/routes/openai-chat.ts) and reads a session's last prompt back into messages with plain strings.
+import { z } from "zod";
+
+const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max(64) });
+
+export const ChatTemplate = z.strictObject({
+  format: z.literal("edgeswarm-prefix-suffix-v1"),
+  roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap }),
+  generation_prompt: z.string().max(64),
+});
+export type ChatTemplate = z.infer<typeof ChatTemplate>;
+
+export const CHAT_ROLES = ["system", "user", "assistant"] as const;
+export type ChatRole = (typeof CHAT_ROLES)[number];
+
+export interface ChatMessage {
+  role: ChatRole;
+  content: string;
+}
+
+/** The prompt a model continues: every message wrapped in its role's markers, then the generation prompt. */
+export function renderChat(template: ChatTemplate, messages: readonly ChatMessage[]): string {
+  const body = messages.map((m) => template.roles[m.role].prefix + m.content + template.roles[m.role].suffix);
+  return body.join("") + template.generation_prompt;
+}
+
+/**
+ * The messages a prompt rendered by renderChat holds (its generation prompt dropped), or null when the text
+ * is not one. A session keeps each turn's prompt and reply (its history); the next turn reads them back.
+ */
+export function parseRenderedChat(template: ChatTemplate, prompt: string): ChatMessage[] | null {
+  if (!prompt.endsWith(template.generation_prompt)) return null;
+  let rest = prompt.slice(0, prompt.length - template.generation_prompt.length);
+  const messages: ChatMessage[] = [];
+  while (rest.length > 0) {
+    const role = CHAT_ROLES.find((r) => template.roles[r].prefix !== "" && rest.startsWith(template.roles[r].prefix));
+    if (!role) return null;
+    const { prefix, suffix } = template.roles[role];
+    const end = suffix === "" ? -1 : rest.indexOf(suffix, prefix.length);
+    if (end < 0) return null;
+    messages.push({ role, content: rest.slice(prefix.length, end) });
+    rest = rest.slice(end + suffix.length);
+  }
+  return messages;
+}
+
+/**
+ * A conversation cut to fit `maxChars` once rendered (the documented rule): system messages stay; the oldest
+ * other messages go first, one at a time, but the last message always stays. Null when even that is too long.
+ */
+export function trimChat(
+  template: ChatTemplate,
+  messages: readonly ChatMessage[],
+  maxChars: number,
+): ChatMessage[] | null {
+  const kept = [...messages];
+  for (;;) {
+    if (renderChat(template, kept).length <= maxChars) return kept;
+    const oldest = kept.findIndex((m, i) => m.role !== "system" && i < kept.length - 1);
+    if (oldest < 0) return null;
+    kept.splice(oldest, 1);
+  }
+}
