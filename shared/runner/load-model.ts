@@ -28,7 +28,8 @@ export async function loadModel(
   const files = spec.files;
   if (!files) throw new ModelFileError("no_files", `model ${spec.name} lists no files to load`);
   const folder = modelFolderUrl(spec, opts.registryUrl);
-  const text = isTextTask(spec.task);
+  // text-generation reads a tokenizer too, but its items are objects, not the text tasks' strings.
+  const text = isTextTask(spec.task) || spec.task === "text-generation";
   if (text && (!files.tokenizer || !files.tokenizer_config)) {
     throw new ModelFileError(
       "no_files",
@@ -70,7 +71,7 @@ export async function loadModel(
     task: spec.task,
     device: session.device,
     runtime: factory.runtime,
-    run: (inputs) => task.run(inputs),
+    run: (inputs, runOpts) => task.run(inputs, runOpts),
     dispose: () => {
       disposed ??= session.release();
       return disposed;

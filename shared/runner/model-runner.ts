@@ -24,6 +24,29 @@ export interface TensorMetadata {
   shape: (number | string)[] | undefined;
 }
 
+export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Int8Array | Uint8Array;
+
+/** A tensor as onnxruntime holds it (type by onnxruntime's name: "float32", "int64"...), for runs that loop. */
+export interface TypedTensor {
+  type: string;
+  dims: readonly number[];
+  data: TypedData;
+}
+
+/** Tokens an item of a running batch has just generated (text-generation), at batch position `pos`. */
+export interface TokenDelta {
+  pos: number;
+  /** Tokens of the item generated before these, any resumed prefix included. */
+  offset: number;
+  tokens: number[];
+  text: string;
+}
+
+/** What a caller can listen to while a batch runs. */
+export interface RunOptions {
+  onTokens?: (delta: TokenDelta) => void;
+}
+
 /** What a runtime must provide: one ONNX session, batched runs, and the provider that actually ran. */
 export interface InferenceSession {
   /** The execution provider in use, as reported by the runtime after creation (e.g. "cuda", "cpu", "webgpu", "wasm"). */
@@ -34,6 +57,11 @@ export interface InferenceSession {
   readonly inputMetadata?: readonly TensorMetadata[];
   readonly outputMetadata?: readonly TensorMetadata[];
   run(feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>>;
+  /**
+   * The same run on typed arrays, without the wire's JSON-ready arrays: a decode loop feeds each step's KV
+   * cache back in, megabytes a step that number[] conversion would copy twice.
+   */
+  runTyped?(feeds: Record<string, TypedTensor>): Promise<Record<string, TypedTensor>>;
   release(): Promise<void>;
 }
 
@@ -53,6 +81,6 @@ export interface LoadedModel {
   readonly device: string;
   /** The SessionFactory's runtime that runs it ("onnxruntime-node", "onnxruntime-web"); optional so test doubles need not say. */
   readonly runtime?: string;
-  run(inputs: readonly unknown[]): Promise<ItemResult[]>;
+  run(inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]>;
   dispose(): Promise<void>;
 }

@@ -1,8 +1,8 @@
 // Wraps an onnxruntime InferenceSession (node or web; both follow onnxruntime-common) as our InferenceSession:
 // wire tensors in and out, metadata in wire terms, and runs queued one at a time when the runtime needs it.
 // Used by worker-gpu/runner/ort-node-session.ts and shared/runner/ort-web-session.ts.
-import type { InferenceSession, TensorMetadata, WireTensor } from "./model-runner.ts";
-import { datatypeOf, fromTypedData, ORT_TYPE, type OrtType, type TypedData, toTypedData } from "./wire-tensor.ts";
+import type { InferenceSession, TensorMetadata, TypedData, TypedTensor, WireTensor } from "./model-runner.ts";
+import { datatypeOf, fromTypedData, ORT_TYPE, type OrtType, toTypedData } from "./wire-tensor.ts";
 
 /** The parts of an onnxruntime tensor this file uses. */
 export interface OrtTensorLike {
@@ -61,19 +61,37 @@ export function wrapOrtSession(session: OrtSessionLike, opts: WrapOptions): Infe
     return result;
   };
 
+  const runTypedNow = async (feeds: Record<string, TypedTensor>): Promise<Record<string, TypedTensor>> => {
+    const inputs: Record<string, OrtTensorLike> = {};
+    for (const [name, t] of Object.entries(feeds)) inputs[name] = opts.makeTensor(t.type as OrtType, t.data, t.dims);
+    const outputs = await session.run(inputs);
+    const result: Record<string, TypedTensor> = {};
+    try {
+      for (const [name, tensor] of Object.entries(outputs)) {
+        if (!ArrayBuffer.isView(tensor.data)) throw new Error(`output ${name} has no data on the CPU`);
+        result[name] = { type: tensor.type, dims: [...tensor.dims], data: tensor.data as TypedData };
+      }
+    } finally {
+      for (const tensor of Object.values(outputs)) tensor.dispose?.();
+    }
+    return result;
+  };
+  const queued = <T>(work: () => Promise<T>): Promise<T> => {
+    if (released) return Promise.reject(new Error("session was released"));
+    if (!opts.serialize) return work();
+    const next = queue.then(work);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+
   return {
     device: opts.device,
     inputNames: session.inputNames,
     outputNames: session.outputNames,
     inputMetadata: session.inputMetadata?.map(toMetadata),
     outputMetadata: session.outputMetadata?.map(toMetadata),
-    run(feeds) {
-      if (released) return Promise.reject(new Error("session was released"));
-      if (!opts.serialize) return runNow(feeds);
-      const next = queue.then(() => runNow(feeds));
-      queue = next.catch(() => undefined);
-      return next;
-    },
+    run: (feeds) => queued(() => runNow(feeds)),
+    runTyped: (feeds) => queued(() => runTypedNow(feeds)),
     async release() {
       if (released) return;
       released = true;

@@ -6,7 +6,7 @@ import type { ModelConfig } from "../config/model-config.ts";
 import type { ItemResult } from "../protocol/worker.ts";
 import { loadModel } from "./load-model.ts";
 import type { FetchFn, ModelFileCache } from "./model-files.ts";
-import type { LoadedModel } from "./model-runner.ts";
+import type { LoadedModel, RunOptions } from "./model-runner.ts";
 import {
   createOrtWebFactory,
   type GpuAdapterInfo,
@@ -76,14 +76,14 @@ export class FallbackModel implements LoadedModel {
     return this.current.runtime;
   }
 
-  async run(inputs: readonly unknown[]): Promise<ItemResult[]> {
+  async run(inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]> {
     if (this.current.device === "webgpu" && this.factory.gpuDeviceLost) await this.moveToWasm();
     const model = this.current;
-    if (model.device !== "webgpu") return model.run(inputs);
+    if (model.device !== "webgpu") return model.run(inputs, opts);
     // A run on a device that goes away may never settle, or fail, and outputs computed meanwhile cannot be trusted.
     const lost = Symbol("lost");
     const outcome = await Promise.race([
-      model.run(inputs).catch(async (error: Error) => {
+      model.run(inputs, opts).catch(async (error: Error) => {
         // A run can fail on a lost device a moment before the device says it is lost.
         const settled = await Promise.race([this.factory.whenGpuDeviceLost.then(() => lost), sleep(LOSS_GRACE_MS)]);
         if (settled === lost) return lost;
@@ -93,7 +93,8 @@ export class FallbackModel implements LoadedModel {
     ]);
     if (outcome !== lost && !this.factory.gpuDeviceLost) return outcome as ItemResult[];
     await this.moveToWasm();
-    return this.current.run(inputs);
+    // Deltas already sent are sent again from the start; the queue keeps each token once (by offset).
+    return this.current.run(inputs, opts);
   }
 
   private moving: Promise<void> | undefined;
@@ -147,8 +148,8 @@ export function createWebRunner(host: WebRunnerHost) {
       loaded.set(spec.name, model);
       return { name: model.name, task: model.task, device: model.device, runtime: model.runtime ?? "onnxruntime-web" };
     },
-    run(name: string, inputs: unknown[]): Promise<ItemResult[]> {
-      return modelOrThrow(name).run(inputs);
+    run(name: string, inputs: unknown[], opts?: RunOptions): Promise<ItemResult[]> {
+      return modelOrThrow(name).run(inputs, opts);
     },
     async unload(name: string): Promise<void> {
       await loaded.get(name)?.dispose();

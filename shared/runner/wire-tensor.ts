@@ -1,6 +1,6 @@
 // Conversions between the KServe v2 wire tensor ({name, shape, datatype, data} with flat JSON data) and
 // the typed arrays onnxruntime works on. Shared by both session factories and the tensor task.
-import type { Datatype, WireTensor } from "./model-runner.ts";
+import type { Datatype, TypedData, WireTensor } from "./model-runner.ts";
 
 /** onnxruntime's name for each wire datatype (onnxruntime-common Tensor.Type). */
 export const ORT_TYPE = {
@@ -14,7 +14,7 @@ export const ORT_TYPE = {
 } as const satisfies Record<Datatype, string>;
 export type OrtType = (typeof ORT_TYPE)[Datatype];
 
-export type TypedData = Float32Array | Float64Array | BigInt64Array | Int32Array | Int8Array | Uint8Array;
+export type { TypedData } from "./model-runner.ts";
 
 const DATATYPE_OF = Object.fromEntries(Object.entries(ORT_TYPE).map(([wire, ort]) => [ort, wire])) as Record<
   string,

@@ -4,11 +4,13 @@ import { createFeatureExtraction } from "./feature-extraction.ts";
 import type { Task, TaskContext } from "./task-types.ts";
 import { createTensorTask } from "./tensor-task.ts";
 import { createTextClassification } from "./text-classification.ts";
+import { createTextGeneration } from "./text-generation.ts";
 
 export const TASKS = {
   "text-classification": createTextClassification,
   "feature-extraction": createFeatureExtraction,
   tensor: createTensorTask,
+  "text-generation": createTextGeneration,
 } as const satisfies Record<string, (ctx: TaskContext) => Task>;
 export type TaskName = keyof typeof TASKS;
 

@@ -3,7 +3,7 @@
 import { z } from "zod";
 import { ErrorCode } from "../protocol/errors.ts";
 import type { ItemResult } from "../protocol/worker.ts";
-import type { InferenceSession } from "../runner/model-runner.ts";
+import type { InferenceSession, RunOptions } from "../runner/model-runner.ts";
 import type { TextTokenizer } from "./tokenizer.ts";
 
 /** The parts of a Hugging Face config.json the tasks read; anything else in it is kept and ignored. */
@@ -23,7 +23,7 @@ export interface TaskContext {
 
 export interface Task {
   /** One result per input, in order. Bad inputs get an invalid_input error and stay out of the batch. */
-  run(inputs: readonly unknown[]): Promise<ItemResult[]>;
+  run(inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]>;
 }
 
 export function invalidInput(message: string): ItemResult {

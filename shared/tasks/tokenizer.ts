@@ -15,13 +15,15 @@ interface CallOptions {
 export type TextTokenizer = ((
   texts: string[],
   options: { padding: true; truncation: true; max_length: number; return_tensor: false },
-) => Record<string, number[][]>) & { pad_token_id?: number | null };
+) => Record<string, number[][]>) & { pad_token_id?: number | null; decode?: CallableTokenizer["decode"] };
 
 /** transformers.js's call: one text gives rows of ids, a list gives a row per text; both with `return_tensor: false`. */
 export interface CallableTokenizer {
   (text: string, options: CallOptions): Record<string, number[]>;
   (texts: string[], options: CallOptions): Record<string, number[][]>;
   pad_token_id: number | null;
+  /** Text of token ids (byte-level tokens that end mid-character decode to U+FFFD until completed). */
+  decode(ids: readonly number[], options?: { skip_special_tokens?: boolean }): string;
 }
 
 /** Longest stretch of tokenising between yields to the event loop, so lease heartbeats keep flowing. */
@@ -63,7 +65,9 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
     if (typeof input !== "string") return out;
     return Object.fromEntries(Object.entries(out).map(([key, rows]) => [key, rows[0] ?? []]));
   };
-  return Object.assign(call, { pad_token_id: padId }) as CallableTokenizer;
+  const decode = (ids: readonly number[], options?: { skip_special_tokens?: boolean }) =>
+    tokenizer.decode([...ids], options);
+  return Object.assign(call, { pad_token_id: padId, decode }) as CallableTokenizer;
 }
 
 export interface EncodedBatch {

@@ -1,0 +1,48 @@
+// One text-generation item (shared/protocol/generation.ts's GenerationItem) as the task reads it, or what to fix.
+// Pure: no tokenizer, so the edge's submit path can refuse the same items before queueing. The token count
+// of the prompt is checked by the task itself (shared/tasks/text-generation.ts), which has the tokenizer.
+import { GenerationItem } from "../protocol/generation.ts";
+import type { Parsed } from "./task-types.ts";
+import { maxTextChars } from "./text-item.ts";
+
+export function parseGenerationItem(input: unknown, maxSequenceLength: number): Parsed<GenerationItem> {
+  const item = typeof input === "string" ? { prompt: input } : input;
+  const parsed = GenerationItem.safeParse(item);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? issue.path.join(".") : "input";
+    return {
+      error: `${where}: ${issue?.message ?? "not a text-generation item"} (expected {prompt, params?, resume?})`,
+    };
+  }
+  const { prompt, params, resume } = parsed.data;
+  const most = maxTextChars(maxSequenceLength);
+  if (prompt.length > most) {
+    return {
+      error: `prompt is ${prompt.length} characters; the most is ${most} (the model's context is ${maxSequenceLength} tokens): shorten it`,
+    };
+  }
+  if (params.max_new_tokens >= maxSequenceLength) {
+    return {
+      error: `params.max_new_tokens is ${params.max_new_tokens}; the model's context is ${maxSequenceLength} tokens, prompt included: ask for fewer than ${maxSequenceLength}`,
+    };
+  }
+  if (resume && resume.tokens.length > params.max_new_tokens) {
+    return {
+      error: `resume.tokens holds ${resume.tokens.length} tokens, more than params.max_new_tokens (${params.max_new_tokens})`,
+    };
+  }
+  return { value: parsed.data };
+}
+
+/**
+ * What the prompt's token count allows: the prompt and every token to generate must fit the context. Null when
+ * they fit, else the message that says what to lower.
+ */
+export function contextProblem(promptTokens: number, maxNewTokens: number, context: number): string | null {
+  if (promptTokens + maxNewTokens <= context) return null;
+  if (promptTokens >= context) {
+    return `prompt is ${promptTokens} tokens; the model's context is ${context} tokens, generated ones included: shorten the prompt`;
+  }
+  return `prompt is ${promptTokens} tokens and params.max_new_tokens ${maxNewTokens}: together over the model's context of ${context} tokens; lower max_new_tokens to at most ${context - promptTokens} or shorten the prompt`;
+}

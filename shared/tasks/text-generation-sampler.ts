@@ -1,0 +1,67 @@
+// Picks the next token from a row of logits: argmax when temperature is 0, else seeded sampling with
+// temperature, top_k and top_p. The random draw is a pure function of (seed, position), not a stream, so a
+// run resumed at any token on another worker draws the same numbers. Called by shared/tasks/text-generation.ts.
+import type { GenerationParams } from "../protocol/generation.ts";
+
+type Sampling = Pick<GenerationParams, "temperature" | "top_k" | "top_p" | "seed">;
+
+/** Index of the largest logit; the lowest index wins a tie, so every runtime picks the same. */
+export function argmax(logits: ArrayLike<number>, from = 0, to = logits.length): number {
+  let best = from;
+  for (let i = from + 1; i < to; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
+  return best - from;
+}
+
+/** A uniform number in [0, 1) from (seed, position): a counter-based generator (two rounds of a 32-bit mixer). */
+export function uniformAt(seed: number, position: number): number {
+  let h = Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul(position + 1, 0x85ebca77);
+  for (let round = 0; round < 2; round++) {
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x7feb352d);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0x846ca68b);
+    h ^= h >>> 16;
+  }
+  return (h >>> 0) / 4294967296;
+}
+
+/**
+ * The candidates sampling draws from, most likely first, with their probabilities: softmax(logits / T) over
+ * the top_k best, cut to the smallest prefix whose mass reaches top_p, renormalised. Teacher-forced checks
+ * (is this token inside the set?) can call it with the same parameters.
+ */
+export function candidates(
+  logits: ArrayLike<number>,
+  from: number,
+  to: number,
+  p: Sampling,
+): { id: number; prob: number }[] {
+  const ids = Array.from({ length: to - from }, (_, i) => i);
+  ids.sort((a, b) => (logits[from + b] as number) - (logits[from + a] as number) || a - b);
+  const kept = p.top_k > 0 ? ids.slice(0, p.top_k) : ids;
+  const max = logits[from + (kept[0] ?? 0)] as number;
+  const weights = kept.map((id) => Math.exp(((logits[from + id] as number) - max) / p.temperature));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const out: { id: number; prob: number }[] = [];
+  let mass = 0;
+  for (const [i, id] of kept.entries()) {
+    const prob = (weights[i] as number) / total;
+    out.push({ id, prob });
+    mass += prob;
+    if (mass >= p.top_p) break;
+  }
+  const kept_mass = out.reduce((a, c) => a + c.prob, 0);
+  return out.map((c) => ({ id: c.id, prob: c.prob / kept_mass }));
+}
+
+/** The token at generated-token `position` of a sequence, from its logits row [from, to). */
+export function pickToken(logits: ArrayLike<number>, from: number, to: number, p: Sampling, position: number): number {
+  if (p.temperature === 0) return argmax(logits, from, to);
+  const set = candidates(logits, from, to, p);
+  let u = uniformAt(p.seed, position);
+  for (const c of set) {
+    u -= c.prob;
+    if (u < 0) return c.id;
+  }
+  return (set[set.length - 1] as { id: number }).id;
+}
