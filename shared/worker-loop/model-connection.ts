@@ -3,11 +3,13 @@
 // batched inference, extend its lease while it runs, complete it with per-item results; reconnect with
 // backoff when the socket drops; pause (take no new work, keep the socket) and resume; on drain,
 // take no new work, finish or release what it holds, then close; a lease the coordinator cancels is
-// dropped: no more extends, and its results are never sent.
+// dropped: no more extends, and its results are never sent. A text-generation batch streams its tokens as
+// they come, one `tokens` frame per delta (shared/protocol/generation.ts's TokensFrame).
 import { retryBackoffMs } from "../policy/lease.ts";
+import type { TokensFrame } from "../protocol/generation.ts";
 import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
-import type { LoadedModel } from "../runner/model-runner.ts";
+import type { LoadedModel, RunOptions } from "../runner/model-runner.ts";
 import { CLOSED, OPEN, type OpenSocket, quietTimeout, type SocketLike, sleep } from "./socket-like.ts";
 
 export type { OpenSocket, SocketLike } from "./socket-like.ts";
@@ -41,10 +43,10 @@ export interface ConnectionOptions {
   info: WorkerInfo;
   hooks: ConnectionHooks;
   /** Runs a batch's inputs; defaults to model.run. The browser wraps it to fall back when its GPU device is lost. */
-  run?: (inputs: readonly unknown[]) => Promise<ItemResult[]>;
+  run?: (inputs: readonly unknown[], opts?: RunOptions) => Promise<ItemResult[]>;
 }
 
-type WorkerFrameOut = WorkerFrame | Record<string, unknown>;
+type WorkerFrameOut = WorkerFrame | TokensFrame | Record<string, unknown>;
 
 export class ModelConnection {
   private ws: SocketLike | undefined;
@@ -223,6 +225,7 @@ export class ModelConnection {
         if (typeof frame.lease_id === "string") this.cancelled(frame.lease_id, frame.reason);
         return;
       case "error":
+        // A coordinator that does not know a frame (an older one, sent `tokens`) answers this; work goes on.
         this.opts.hooks.log(`[${this.model}] coordinator error ${frame.code}: ${frame.message}`);
         return;
       default:
@@ -246,10 +249,17 @@ export class ModelConnection {
     this.opts.hooks.onBatchStart?.(this.model, batch.lease_id, batch.items.length);
     const extend = setInterval(() => this.send({ type: "extend", lease_id: batch.lease_id }), batch.renew_after_ms);
     this.extenders.set(batch.lease_id, extend);
-    const run = this.opts.run ?? ((inputs: readonly unknown[]) => this.opts.model.run(inputs));
+    const run = this.opts.run ?? ((inputs: readonly unknown[], opts?: RunOptions) => this.opts.model.run(inputs, opts));
+    // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now.
+    const onTokens: RunOptions["onTokens"] = (delta) => {
+      if (this.running.has(batch.lease_id)) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
+    };
     let results: ItemResult[];
     try {
-      results = await run(batch.items.map((i) => i.input));
+      results = await run(
+        batch.items.map((i) => i.input),
+        { onTokens },
+      );
     } catch (error) {
       // The whole run failed (runtime or device error): every item may succeed elsewhere, so retry them.
       const message = `inference failed on ${this.opts.info.worker_id}: ${(error as Error).message}`;
