@@ -1,6 +1,7 @@
 // The model-runner conformance cases every runner must pass, whatever runs them: onnxruntime-node in this
 // process, onnxruntime-web in a Node worker thread (--runtime web), onnxruntime-web in Chromium's Web
-// Worker. Each runner loads the same registry entries; its answers must also match onnxruntime-node's.
+// Worker, on wasm and WebGPU. Each runner loads the same registry entries; its answers must match
+// onnxruntime-node's to 1e-4 (scores, logits, embedding components), and padding must change nothing to 1e-4.
 import { existsSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
@@ -55,6 +56,17 @@ export const CONFORMANCE_SPECS = [
   bundledSpec("embedder"),
   bundledSpec("sentiment", { name: "sentiment-logits", task: "tensor" }),
   bundledSpec("sentiment", { name: "sentiment-short", max_sequence_length: 4 }),
+];
+
+const tokenizer = createTokenizer(
+  JSON.parse(readFileSync(new URL("sentiment/tokenizer.json", BUNDLED_REGISTRY_URL), "utf8")),
+  JSON.parse(readFileSync(new URL("sentiment/tokenizer_config.json", BUNDLED_REGISTRY_URL), "utf8")),
+);
+const idsOf = (text: string) => tokenizer(text, { return_tensor: false }).input_ids as number[];
+/** A tensor-task item for the classifier: INT64 ids and mask of one shape. */
+const tensorItem = (ids: number[], mask: number[], shape: number[]) => [
+  { name: "input_ids", shape, datatype: "INT64", data: ids },
+  { name: "attention_mask", shape, datatype: "INT64", data: mask },
 ];
 
 const TEXTS = ["I love this", "this is terrible", "the pizza was delicious and the crust was perfect", "okay"];
@@ -176,18 +188,34 @@ export function describeRunner(label: string, make: () => Promise<RunnerUnderTes
       }
     });
 
+    it("ignores masked padding in the model itself: a short row padded beside a long one scores as alone", async () => {
+      // Below the tokenizer: the runner is handed [PAD] ids under attention_mask 0, as any client may send.
+      const short = idsOf("okay");
+      const long = idsOf("the pizza was delicious and the crust was perfect");
+      const padded = [...short, ...long.slice(short.length).map(() => 0)];
+      const mask = [...short.map(() => 1), ...long.slice(short.length).map(() => 0), ...long.map(() => 1)];
+      const [both, alone] = await model("sentiment-logits").run([
+        tensorItem([...padded, ...long], mask, [2, long.length]),
+        tensorItem(
+          short,
+          short.map(() => 1),
+          [1, short.length],
+        ),
+      ]);
+      const [logits] = ok(both) as { data: number[] }[];
+      const [want] = ok(alone) as { data: number[] }[];
+      expect(logits?.data).toHaveLength(4);
+      expectClose((logits?.data ?? []).slice(0, 2), want?.data ?? [], 1e-4);
+    });
+
     it("round-trips raw tensors: the classifier's logits give its scores", async () => {
-      const tokenizer = createTokenizer(
-        JSON.parse(readFileSync(new URL("sentiment/tokenizer.json", BUNDLED_REGISTRY_URL), "utf8")),
-        JSON.parse(readFileSync(new URL("sentiment/tokenizer_config.json", BUNDLED_REGISTRY_URL), "utf8")),
-      );
-      const ids = tokenizer("I love this", { return_tensor: false }).input_ids as number[];
-      const input = [
-        { name: "input_ids", shape: [1, ids.length], datatype: "INT64", data: ids },
-        { name: "attention_mask", shape: [1, ids.length], datatype: "INT64", data: ids.map(() => 1) },
-      ];
+      const ids = idsOf("I love this");
       const [result, missing] = await model("sentiment-logits").run([
-        input,
+        tensorItem(
+          ids,
+          ids.map(() => 1),
+          [1, ids.length],
+        ),
         [{ name: "input_ids", shape: [1, 2], datatype: "INT64", data: [2, 3] }],
       ]);
       const [out] = ok(result) as { name: string; shape: number[]; datatype: string; data: [number, number] }[];
