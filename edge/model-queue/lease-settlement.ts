@@ -90,14 +90,12 @@ export class LeaseSettlement {
         return { error: { code: ErrorCode.quarantined, message: quarantineMessage(q) } };
       }
     }
-    // A batch that is all errors counts against the worker's breaker, as one that expires does.
-    this.breakers.ended(
-      breakerKey(lease),
-      lease.pool,
-      body.results.length === 0 || body.results.some((r) => "output" in r),
-      now,
-      cfg,
-    );
+    // A batch that is all errors counts against the worker's breaker, as one that expires does: from a donor
+    // whatever the errors, since inputs were checked at submit; from a trusted worker only when some error is
+    // its own (retryable: out of memory, device lost), as a batch of inputs its model refuses is not its fault.
+    const allErrors = body.results.length > 0 && body.results.every((r) => "error" in r);
+    const ownFault = checked || body.results.some((r) => "error" in r && r.error.retryable);
+    this.breakers.ended(breakerKey(lease), lease.pool, !(allErrors && ownFault), now, cfg);
     const pool = lease.pool;
     const touchedJobs = new Set<string>();
     const waits: number[] = [];

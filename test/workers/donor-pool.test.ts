@@ -262,6 +262,23 @@ describe("circuit breaker", () => {
   });
 });
 
+describe("circuit breaker and the input's fault", () => {
+  it("does not trip a trusted worker whose model refuses the inputs (non-retryable errors)", async () => {
+    const w = await SocketWorker.connect("flaky", { worker_id: "strict-model", pool: "gpu" });
+    for (let i = 0; i < 3; i++) {
+      const id = await submit("flaky", [i]);
+      const batch = await w.next("batch", 2_000);
+      w.send({
+        type: "complete",
+        lease_id: batch.lease_id,
+        results: batch.items.map(() => ({ error: { code: "invalid_input", message: "not for this model" } })),
+      });
+      expect((await finished(id)).status).toBe("failed");
+    }
+    expect(await metric("edgeswarm_worker_breaker_trips_total", 'model="flaky",pool="gpu"')).toBe(0);
+  });
+});
+
 describe("sessions and donors", () => {
   it("sends a session's calls, and so its state, to donors only when the session was created to allow it", async () => {
     const gpu = await SocketWorker.connect("independent", { worker_id: "gpu", pool: "gpu" });
