@@ -82,6 +82,17 @@ export const TEST_REGISTRY = {
         network_max_sockets: 3,
       },
     },
+    // Sampled mode, the explicit trade: a donor in good standing (at once here) has its outputs released
+    // unverified, except a sample_rate share (none here): test/workers/donor-pool.test.ts.
+    {
+      name: "sampled",
+      task: "text-classification",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { mode: "sampled", trust_after: 0, sample_rate: 0, canary_rate: 0 },
+    },
     // A worker whose batches keep failing trips its circuit breaker after two (test/workers/donor-pool.test.ts).
     {
       name: "flaky",
@@ -142,7 +153,7 @@ export const TEST_REGISTRY = {
   ],
 };
 
-export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried", "independent"] as const;
+export const TRUST_MODELS = ["guarded", "verified", "verified-short", "canaried", "independent", "sampled"] as const;
 
 export const TEST_API_KEY = "test-api-key";
 /** A caller key GPU_POOL_KEYS leaves out: it may not pin calls to the gpu pool. */

@@ -91,6 +91,17 @@ describe("collusion", () => {
   });
 });
 
+describe("sampled mode", () => {
+  it("releases a donor's output in good standing unverified, as the model chose, and strict mode never does", async () => {
+    const gpu = await SocketWorker.connect("sampled", { worker_id: "gpu", pool: "gpu" });
+    const donor = await SocketWorker.connect("sampled", { worker_id: "d", donor: "d-s", network: NET.a });
+    const id = await submit("sampled", ["quick"], { pool: "browser" });
+    donor.complete(await donor.next("batch"), honest);
+    expect((await finished(id)).outputs).toEqual([honest("quick")]);
+    expect(gpu.has("batch")).toBe(false); // no second run: the documented trade of sampled mode
+  });
+});
+
 describe("hoarding", () => {
   it("caps what a donor holds at donor_max_leases, whatever concurrency it claims, and extends never past the hedge time", async () => {
     // independent: leases and hedge time of 5 s, nothing expires during the test.
