@@ -12,6 +12,7 @@ import type { LoadedModel, TokenDelta } from "../../shared/runner/model-runner.t
 import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { WebThreadPool } from "../../worker-gpu/web/thread-pool.ts";
 
 const registryUrl = new URL("../../models/registry.json", import.meta.url);
 const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
@@ -47,6 +48,23 @@ describe("text-generation on the bundled decoder", () => {
     expect(fromNode[1]?.generated_text).toMatch(/film|movie|plot|acting|story|ending|cast/);
     expect(fromNode[1]?.finish_reason).toBe("stop");
   }, 60_000);
+
+  it("streams the same tokens from a --runtime web thread (deltas cross the thread through Comlink)", async () => {
+    const pool = await WebThreadPool.start(
+      { size: 1, runTimeoutMs: 60_000, registryUrl: registryUrl.href, log: () => {} },
+      [spec],
+    );
+    try {
+      const items = prompts.map((prompt) => ({ prompt, params: { max_new_tokens: 12 } }));
+      const deltas: TokenDelta[] = [];
+      const threaded = (await pool.models()[0]?.run(items, { onTokens: (d) => deltas.push(d) })) ?? [];
+      const direct = (await node.run(items)).map(output);
+      expect(threaded.map(output).map((o) => o.tokens)).toEqual(direct.map((o) => o.tokens));
+      expect(deltas.flatMap((d) => d.tokens)).toHaveLength(direct.flatMap((o) => o.tokens).length);
+    } finally {
+      await pool.close();
+    }
+  }, 120_000);
 
   it("samples reproducibly by seed, and differently for another seed", async () => {
     const item = (seed: number) => ({

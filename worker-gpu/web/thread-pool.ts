@@ -5,10 +5,10 @@
 // thread, and if that fails too the batch fails back to the coordinator as retryable: nothing is lost.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { type Remote, wrap } from "comlink";
+import { proxy, type Remote, wrap } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
 import type { ItemResult, ModelConfig } from "../../shared/index.ts";
-import type { LoadedModel } from "../../shared/runner/model-runner.ts";
+import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
 import type { GpuAdapterInfo } from "../../shared/runner/ort-web-session.ts";
 import type { LoadedInfo } from "../../shared/runner/web-runner.ts";
 import type { ThreadApi, ThreadData } from "./web-thread.ts";
@@ -105,14 +105,16 @@ export class WebThreadPool {
           return lastDevice.get(spec.name) ?? info.device;
         },
         runtime: `${info.runtime} (${this.opts.size} threads)`,
-        run: (inputs: readonly unknown[]) => this.run(spec.name, inputs),
+        run: (inputs: readonly unknown[], opts?: RunOptions) => this.run(spec.name, inputs, opts),
         dispose: async () => {},
       };
     });
   }
 
   /** Runs a batch on a free thread; on a thread that dies or hangs, once more on another. */
-  async run(model: string, inputs: readonly unknown[]): Promise<ItemResult[]> {
+  /** A generating batch's deltas come back through a Comlink proxy; a retry sends them again (the queue keeps each once). */
+  async run(model: string, inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]> {
+    const onTokens = opts?.onTokens ? proxy(opts.onTokens) : undefined;
     for (let attempt = 1; ; attempt++) {
       const thread = await this.acquire(this.opts.runTimeoutMs);
       thread.running = `${model} (${inputs.length} inputs)`;
@@ -124,7 +126,7 @@ export class WebThreadPool {
         );
       });
       const outcome = await Promise.race([
-        thread.api.run(model, [...inputs]).then(
+        thread.api.run(model, [...inputs], onTokens).then(
           ({ results, device }) => {
             this.lastDevice.set(model, device);
             return { results };

@@ -5,6 +5,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { expose } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
+import type { TokenDelta } from "../../shared/runner/model-runner.ts";
 import { createWebRunner } from "../../shared/runner/web-runner.ts";
 import { nodeFetch } from "../runner/file-fetch.ts";
 import { gpuBufferBytes, installDawn } from "./dawn-gpu.ts";
@@ -26,8 +27,13 @@ const runner = createWebRunner({ ort, fetch: nodeFetch });
 export const threadApi = {
   load: runner.load,
   /** A batch's results, and the device that ran it (wasm once this thread's WebGPU device was lost). */
-  async run(name: string, inputs: unknown[]) {
-    const results = await runner.run(name, inputs);
+  async run(name: string, inputs: unknown[], onTokens?: (delta: TokenDelta) => unknown) {
+    // onTokens is a Comlink proxy of the main thread's callback: each call posts a message; all of them are
+    // awaited before the answer, so no delta reaches the worker loop after its batch's completion.
+    const sent: unknown[] = [];
+    const opts = onTokens ? { onTokens: (d: TokenDelta) => void sent.push(onTokens(d)) } : undefined;
+    const results = await runner.run(name, inputs, opts);
+    await Promise.all(sent);
     return { results, device: runner.models().get(name)?.device ?? data.device };
   },
   gpu: runner.gpu,
