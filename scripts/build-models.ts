@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { buildBenchModel } from "../models/build/bench-model.ts";
 import { type Example, LABELS, parseDataset, splitDataset } from "../models/build/dataset.ts";
+import { buildDecoder } from "../models/build/decoder-model.ts";
 import { accuracy, argmax, cosine, embedderReport, PROBES, parseTriples, runTexts } from "../models/build/evaluate.ts";
 import { runPythonJob } from "../models/build/python-job.ts";
 import { stableJson } from "../models/build/stable-json.ts";
@@ -34,6 +35,8 @@ const EMBEDDER_SETTINGS = { seed: 7919, ...ENCODER, ...TRAINING, scale: 16, sent
 
 if (bench) {
   await buildBenchModel(OUT_DIR, parseDataset(readFileSync(join(MODELS_DIR, "data", "sentiment.tsv"), "utf8")));
+  // The benchmark-size decoder (6 x 512, random weights): models/build/decoder-model.ts.
+  buildDecoder(OUT_DIR, true);
   process.exit(0);
 }
 
@@ -196,6 +199,8 @@ for (const [name, { config, onnx }] of Object.entries(files)) {
 }
 writeFileSync(join(OUT_DIR, "registry.json"), stableJson(registry));
 console.log(`updated ${join(OUT_DIR, "registry.json")}`);
+// The bundled text generator (gpt-tiny), into the same folder and registry: models/build/decoder-model.ts.
+buildDecoder(OUT_DIR, false);
 
 function write(model: string, path: string, bytes: Uint8Array | string) {
   const full = join(OUT_DIR, model, path);
