@@ -22,6 +22,8 @@ export const app = new Hono<HonoEnv>();
 const errorShapes = [
   ["/v2", oipError],
   ["/v1/embeddings", openAiError],
+  ["/v1/chat/completions", openAiError],
+  ["/v1/completions", openAiError],
   ["/models/", hfError],
 ] as const;
 app.onError((error, c) => (errorShapes.find(([path]) => c.req.path.startsWith(path))?.[1] ?? onError)(error, c));

@@ -1,4 +1,4 @@
-// OpenAI-compatible embeddings: POST /v1/embeddings over the same queues, batching and leases as
+// OpenAI-compatible embeddings (and, mounted from openai-chat.ts, chat and text completions): POST /v1/embeddings over the same queues, batching and leases as
 // /v1/infer, for the feature-extraction models, so the official `openai` client (and anything built on
 // it) works with `baseURL: <coordinator>/v1`. Every error here answers in OpenAI's shape, through openAiError.
 import { type Context, Hono } from "hono";
@@ -20,6 +20,7 @@ import { ApiError } from "../errors.ts";
 import { readJson } from "../request.ts";
 import { checkedTexts } from "../submit.ts";
 import { embedTexts } from "../text-jobs.ts";
+import { openAiChatRoutes } from "./openai-chat.ts";
 
 /** OpenAI's codes where it has one for the same refusal; elsewhere EdgeSwarm's own (queue_full, expired...). */
 const OPENAI_CODES: Record<string, string> = {
@@ -96,6 +97,8 @@ function embeddingModel(c: Context<HonoEnv>, name: string): ModelConfig {
 export const openAiRoutes = new Hono<HonoEnv>();
 openAiRoutes.onError(openAiError);
 openAiRoutes.use("/v1/embeddings", requireKey("caller"));
+// Chat and text completions (openai-chat.ts), under this app's onError: OpenAI's error shape.
+openAiRoutes.route("/", openAiChatRoutes);
 
 openAiRoutes.post("/v1/embeddings", async (c) => {
   const request = await readRequest(c);

@@ -139,6 +139,23 @@ export const TEST_REGISTRY = {
       retry_backoff_ms: 0,
       max_sequence_length: 256,
       verification: { enabled: false },
+      chat_template: {
+        format: "edgeswarm-prefix-suffix-v1",
+        roles: {
+          system: { prefix: "<|system|>", suffix: "<|end|>" },
+          user: { prefix: "<|user|>", suffix: "<|end|>" },
+          assistant: { prefix: "<|assistant|>", suffix: "<|end|>" },
+        },
+        generation_prompt: "<|assistant|>",
+      },
+    },
+    // A generating model without a chat template: completions only.
+    {
+      name: "plain-writer",
+      task: "text-generation",
+      max_queue_delay_ms: 0,
+      max_sequence_length: 64,
+      verification: { enabled: false },
     },
     // Calls refused at once while no worker is connected (test/workers/job-admin.test.ts).
     {

@@ -1,0 +1,185 @@
+// A text-generation call made into a queue item, shared by the OpenAI routes (edge/routes/openai-chat.ts) and
+// the Hugging Face text-generation shape: the model must generate, parameters in range, chat messages in known
+// roles rendered with the model's chat template, a session's conversation read back and trimmed to the context.
+// Every refusal is a 400 naming the parameter to fix, thrown before anything is queued.
+import type { Context } from "hono";
+import {
+  ErrorCode,
+  type GenerationItem,
+  type GenerationOutput,
+  type GenerationParams,
+  type ModelConfig,
+} from "../shared/index.ts";
+import {
+  CHAT_ROLES,
+  type ChatMessage,
+  parseRenderedChat,
+  renderChat,
+  trimChat,
+} from "../shared/protocol/chat-template.ts";
+import type { HistoryEntry } from "../shared/protocol/sessions.ts";
+import { maxTextChars } from "../shared/tasks/text-item.ts";
+import type { HonoEnv } from "./app-env.ts";
+import { ApiError } from "./errors.ts";
+import { GENERATION_TASK } from "./model-queue/token-stream.ts";
+import { sessionOf } from "./sessions/session-stub.ts";
+
+/** Tokens generated when a call names no limit (GenerationParams' default). */
+const DEFAULT_MAX_NEW_TOKENS = 64;
+const MAX_STOPS = 8;
+const MAX_STOP_CHARS = 64;
+
+const refuse = (param: string, message: string) =>
+  new ApiError(400, ErrorCode.validation, message, { extra: { param } });
+
+/** The model, if it generates text: 404 for one that does not exist, 400 for one of another task. */
+export function generationModel(c: Context<HonoEnv>, name: string): ModelConfig {
+  const models = c.get("config").models;
+  const model = models.get(name);
+  const generators = [...models.values()].filter((m) => m.task === GENERATION_TASK).map((m) => m.name);
+  const served = generators.length > 0 ? `its text-generation models: ${generators.join(", ")}` : "it serves none";
+  if (!model) {
+    throw new ApiError(
+      404,
+      ErrorCode.unknownModel,
+      `the model "${name}" does not exist on this coordinator; ${served}`,
+      {
+        extra: { param: "model" },
+      },
+    );
+  }
+  if (model.task !== GENERATION_TASK) {
+    throw refuse("model", `model "${name}" is a ${model.task} model, not a text-generation one; ${served}`);
+  }
+  return model;
+}
+
+export interface SamplingAsked {
+  max_tokens?: number | null | undefined;
+  temperature?: number | null | undefined;
+  top_p?: number | null | undefined;
+  top_k?: number | null | undefined;
+  seed?: number | null | undefined;
+  stop?: string | string[] | null | undefined;
+}
+
+/**
+ * The parameters a worker gets. Greedy (temperature 0) unless asked otherwise, so an answer is reproducible
+ * and a resumed stream continues exactly; max_tokens must leave the prompt room in the context.
+ */
+export function generationParams(model: ModelConfig, asked: SamplingAsked, maxParam = "max_tokens"): GenerationParams {
+  const context = model.max_sequence_length;
+  const maxNew = asked.max_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, context - 1);
+  if (maxNew <= 0 || maxNew >= context || maxNew > 4096) {
+    throw refuse(
+      maxParam,
+      `${maxParam} is ${maxNew}; model "${model.name}" has a context of ${context} tokens, prompt included: ask for 1 to ${Math.min(context - 1, 4096)}`,
+    );
+  }
+  const stop = asked.stop == null ? [] : typeof asked.stop === "string" ? [asked.stop] : asked.stop;
+  if (stop.length > MAX_STOPS) throw refuse("stop", `stop holds ${stop.length} strings; send at most ${MAX_STOPS}`);
+  const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
+  if (bad !== undefined) throw refuse("stop", `each stop string must be 1 to ${MAX_STOP_CHARS} characters`);
+  return {
+    max_new_tokens: maxNew,
+    temperature: asked.temperature ?? 0,
+    top_k: asked.top_k ?? 0,
+    top_p: asked.top_p ?? 1,
+    seed: asked.seed ?? 0,
+    stop,
+  };
+}
+
+/** Characters a prompt may have so it and the tokens to generate fit the context (text-item.ts's estimate). */
+function promptBudget(model: ModelConfig, params: GenerationParams): number {
+  return maxTextChars(model.max_sequence_length - params.max_new_tokens);
+}
+
+/** A plain prompt's item; 400 when it cannot fit the context with the tokens asked for. */
+export function promptItem(
+  model: ModelConfig,
+  prompt: string,
+  params: GenerationParams,
+  param = "prompt",
+): GenerationItem {
+  const most = promptBudget(model, params);
+  if (prompt.length > most) {
+    throw refuse(
+      param,
+      `prompt is ${prompt.length} characters; with ${params.max_new_tokens} tokens to generate, model "${model.name}" (context ${model.max_sequence_length} tokens) takes at most ${most}: shorten it or lower max_tokens`,
+    );
+  }
+  return { prompt, params };
+}
+
+/** OpenAI's messages as the template's: known roles only, text parts joined. */
+export function chatMessages(raw: readonly { role: string; content: string | { text: string }[] }[]): ChatMessage[] {
+  return raw.map((m, i) => {
+    if (!(CHAT_ROLES as readonly string[]).includes(m.role)) {
+      throw refuse(`messages[${i}].role`, `messages[${i}].role is "${m.role}"; the roles are ${CHAT_ROLES.join(", ")}`);
+    }
+    const content = typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
+    return { role: m.role as ChatMessage["role"], content };
+  });
+}
+
+/**
+ * A chat's item: the session's conversation so far (if any) and the new messages, trimmed to the context by
+ * trimChat's rule (system messages stay, the oldest others go first), rendered with the model's template.
+ */
+export async function chatItem(
+  c: Context<HonoEnv>,
+  model: ModelConfig,
+  messages: ChatMessage[],
+  params: GenerationParams,
+  session: string | undefined,
+): Promise<GenerationItem> {
+  const template = model.chat_template;
+  if (!template) {
+    throw refuse("model", `model "${model.name}" has no chat template: send a prompt to POST /v1/completions instead`);
+  }
+  const earlier = session === undefined ? [] : await conversationOf(c, model, session);
+  const trimmed = trimChat(template, [...earlier, ...messages], promptBudget(model, params));
+  if (!trimmed) {
+    throw refuse(
+      "messages",
+      `the last message does not fit model "${model.name}"'s context (${model.max_sequence_length} tokens) with ${params.max_new_tokens} tokens to generate: shorten it or lower max_tokens`,
+    );
+  }
+  return { prompt: renderChat(template, trimmed), params };
+}
+
+/** The session's conversation: its last turn on this model (that turn's prompt read back, and its reply). */
+async function conversationOf(c: Context<HonoEnv>, model: ModelConfig, session: string): Promise<ChatMessage[]> {
+  const template = model.chat_template;
+  const view = await (await sessionOf(c, session)).attach();
+  if (!view || !template) return []; // submitJob answers 404 for a session that does not exist
+  const last = lastTurn(view.history, model.name);
+  if (!last) return [];
+  const messages = parseRenderedChat(template, last.input.prompt);
+  return messages ? [...messages, { role: "assistant", content: last.output.generated_text }] : [];
+}
+
+function lastTurn(
+  history: readonly HistoryEntry[],
+  model: string,
+): { input: GenerationItem; output: GenerationOutput } | undefined {
+  // The session's history is newest first.
+  for (const entry of history) {
+    if (entry.model !== model || !Array.isArray(entry.input) || !Array.isArray(entry.output)) continue;
+    const input = entry.input[0] as GenerationItem | undefined;
+    const output = entry.output[0] as GenerationOutput | null | undefined;
+    if (typeof input?.prompt === "string" && typeof output?.generated_text === "string") return { input, output };
+  }
+  return undefined;
+}
+
+/** Waits (briefly) until the session's history holds the job, so the caller's next turn reads this one. */
+export async function awaitSessionAppend(c: Context<HonoEnv>, session: string, jobId: string): Promise<void> {
+  const stub = await sessionOf(c, session);
+  for (let tries = 0; tries < 50; tries++) {
+    const view = await stub.attach();
+    if (!view || view.history.some((h) => h.job_id === jobId)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

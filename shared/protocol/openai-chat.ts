@@ -1,0 +1,99 @@
+// OpenAI's chat completions and (legacy) completions as EdgeSwarm serves them at POST /v1/chat/completions and
+// POST /v1/completions: request schemas, answers and stream chunks. edge/routes/openai-chat.ts validates with
+// these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
+import { z } from "zod";
+
+/** Text parts only: a model here reads text. */
+const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
+
+export const ChatRequestMessage = z.looseObject({
+  role: z.string(),
+  content: z.union([z.string(), z.array(ContentPart).min(1)], {
+    error: () => "must be a string or an array of text parts",
+  }),
+  name: z.string().optional(),
+});
+
+/** What both endpoints share: sampling, stopping and streaming, in OpenAI's names. */
+const Common = {
+  model: z.string().min(1, "must name a model"),
+  max_tokens: z.int().nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  /** EdgeSwarm's extension (as vLLM's): sample only among the k most likely tokens. */
+  top_k: z.int().min(0).nullish(),
+  seed: z
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .nullish(),
+  stop: z.union([z.string(), z.array(z.string())]).nullish(),
+  n: z.literal(1, { error: () => "only n = 1 is served" }).nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),
+  user: z.string().optional(),
+  /** EdgeSwarm's extension: the session the conversation lives in (send only the new messages). */
+  session: z.string().optional(),
+  /** EdgeSwarm's: the most a call may wait, ms. */
+  timeout_ms: z.int().positive().optional(),
+};
+
+export const ChatCompletionRequest = z.strictObject({
+  ...Common,
+  messages: z.array(ChatRequestMessage).min(1, "must hold at least one message"),
+  max_completion_tokens: z.int().nullish(),
+});
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
+
+export const CompletionRequest = z.strictObject({
+  ...Common,
+  prompt: z.string().min(1, "must be a non-empty string (arrays of prompts and token ids are not supported)"),
+});
+export type CompletionRequest = z.infer<typeof CompletionRequest>;
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export type OpenAiFinishReason = "stop" | "length";
+
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: {
+    index: 0;
+    message: { role: "assistant"; content: string };
+    finish_reason: OpenAiFinishReason;
+    logprobs: null;
+  }[];
+  usage: Usage;
+  /** EdgeSwarm's figures for the call (shared/protocol/caller.ts GenerationStats). */
+  edgeswarm?: { ttft_ms: number | null; tokens_per_s: number | null };
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: {
+    index: 0;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: OpenAiFinishReason | null;
+    logprobs: null;
+  }[];
+  usage?: Usage | null;
+}
+
+export interface TextCompletion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: { index: 0; text: string; finish_reason: OpenAiFinishReason | null; logprobs: null }[];
+  usage?: Usage | null;
+}

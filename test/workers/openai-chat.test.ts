@@ -1,0 +1,175 @@
+// OpenAI-compatible chat and text completions inside real workerd, driven by the official `openai` client: a
+// SocketWorker generates (deterministically, from the prompt it gets) and streams its tokens by hand; the
+// client reads answers with usage, streamed deltas, OpenAI-shaped errors for bad input (nothing queued), and
+// a session whose second turn, on another worker, gets the same prompt as one call holding the whole chat.
+import { SELF } from "cloudflare:test";
+import OpenAI from "openai";
+import { afterEach, describe, expect, it } from "vitest";
+import { TEST_API_KEY } from "../support/test-models.ts";
+import { call, queue, SocketWorker, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const client = new OpenAI({
+  apiKey: TEST_API_KEY,
+  baseURL: "http://edge/v1",
+  maxRetries: 0,
+  fetch: (url: RequestInfo | URL, init?: RequestInit) => SELF.fetch(url, init),
+});
+
+/** The words a worker "generates" for a prompt: a function of the prompt alone, as greedy decoding is. */
+const replyTo = (prompt: string) => [" I", " read", ` ${prompt.length}`, " chars."];
+
+/** Serves every batch of a worker: streams each item's reply word by word, then completes. */
+function serve(worker: SocketWorker, prompts: string[] = []): () => void {
+  let stopped = false;
+  void (async () => {
+    while (!stopped) {
+      const batch = await worker.next("batch", 60_000).catch(() => undefined);
+      if (!batch) return;
+      batch.items.forEach((item, pos) => {
+        const { prompt, resume } = item.input as { prompt: string; resume?: { tokens: number[] } };
+        prompts.push(prompt);
+        const words = replyTo(prompt);
+        for (let i = resume?.tokens.length ?? 0; i < words.length; i++) {
+          worker.send({ type: "tokens", lease_id: batch.lease_id, pos, offset: i, tokens: [100 + i], text: words[i] });
+        }
+      });
+      worker.complete(batch, (input) => {
+        const words = replyTo(input.prompt);
+        return {
+          generated_text: words.join(""),
+          tokens: words.map((_, i) => 100 + i),
+          finish_reason: "length",
+          prompt_tokens: 7,
+        };
+      });
+    }
+  })();
+  return () => {
+    stopped = true;
+  };
+}
+
+describe("POST /v1/chat/completions", () => {
+  it("answers a chat rendered with the model's template, with usage", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const prompts: string[] = [];
+    const stop = serve(worker, prompts);
+    const answer = await client.chat.completions.create({
+      model: "scribe",
+      messages: [
+        { role: "system", content: "Be brief." },
+        { role: "user", content: "How was the film?" },
+      ],
+      max_tokens: 4,
+    });
+    expect(prompts[0]).toBe("<|system|>Be brief.<|end|><|user|>How was the film?<|end|><|assistant|>");
+    expect(answer.object).toBe("chat.completion");
+    expect(answer.choices[0]?.message).toEqual({ role: "assistant", content: replyTo(prompts[0] ?? "").join("") });
+    expect(answer.choices[0]?.finish_reason).toBe("length");
+    expect(answer.usage).toEqual({ prompt_tokens: 7, completion_tokens: 4, total_tokens: 11 });
+    stop();
+    worker.close();
+  });
+
+  it("streams deltas as the worker's tokens come, then [DONE]", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker);
+    const stream = await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Hi" }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const deltas: string[] = [];
+    let finish: string | null = null;
+    let usage: unknown;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      const choice = chunk.choices[0];
+      if (choice?.delta.content) deltas.push(choice.delta.content);
+      if (choice?.finish_reason) finish = choice.finish_reason;
+    }
+    expect(deltas).toEqual(replyTo("<|user|>Hi<|end|><|assistant|>"));
+    expect(finish).toBe("length");
+    expect(usage).toEqual({ prompt_tokens: 7, completion_tokens: 4, total_tokens: 11 });
+    stop();
+    worker.close();
+  });
+
+  it("refuses bad input in OpenAI's shape before anything is queued", async () => {
+    const refused = async (body: Record<string, unknown>, path = "/v1/chat/completions") => {
+      const res = await call(path, { body });
+      expect(res.status).toBe(400);
+      expect(res.body.error.type).toBe("invalid_request_error");
+      return res.body.error as { message: string; param: string | null };
+    };
+    const hi = [{ role: "user", content: "Hi" }];
+    expect((await refused({ model: "scribe", messages: hi, max_tokens: 0 })).param).toBe("max_tokens");
+    expect((await refused({ model: "scribe", messages: hi, max_tokens: 9999 })).message).toContain("context of 256");
+    expect((await refused({ model: "scribe", messages: [{ role: "wizard", content: "x" }] })).param).toBe(
+      "messages[0].role",
+    );
+    expect((await refused({ model: "scribe", messages: hi, stop: Array(9).fill("x") })).param).toBe("stop");
+    expect((await refused({ model: "plain-writer", messages: hi })).message).toContain("no chat template");
+    expect((await refused({ model: "alpha", messages: hi })).message).toContain("not a text-generation");
+    expect((await refused({ model: "scribe", prompt: "x".repeat(60_000) }, "/v1/completions")).param).toBe("prompt");
+    await expect(client.chat.completions.create({ model: "nope", messages: [] })).rejects.toMatchObject({
+      status: 400,
+    });
+    expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
+
+  it("continues a session's conversation on another worker exactly as one call holding it all", async () => {
+    expect((await call("/v1/sessions/chat-a", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const prompts: string[] = [];
+    const first = await SocketWorker.connect("scribe", { worker_id: "first" });
+    const stopFirst = serve(first, prompts);
+    const turn1 = await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Hello" }],
+      // @ts-expect-error EdgeSwarm's extension
+      session: "chat-a",
+    });
+    stopFirst();
+    first.close();
+    const second = await SocketWorker.connect("scribe", { worker_id: "second" });
+    const stopSecond = serve(second, prompts);
+    const turn2 = await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "And then?" }],
+      // @ts-expect-error EdgeSwarm's extension
+      session: "chat-a",
+    });
+    // The same conversation in one call, no session.
+    const whole = await client.chat.completions.create({
+      model: "scribe",
+      messages: [
+        { role: "user", content: "Hello" },
+        { role: "assistant", content: turn1.choices[0]?.message.content ?? "" },
+        { role: "user", content: "And then?" },
+      ],
+    });
+    expect(prompts[1]).toBe(prompts[2]);
+    expect(turn2.choices[0]?.message.content).toBe(whole.choices[0]?.message.content);
+    stopSecond();
+    second.close();
+  });
+});
+
+describe("POST /v1/completions", () => {
+  it("completes a prompt, streamed and not", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker);
+    const answer = await client.completions.create({ model: "scribe", prompt: "The film" });
+    expect(answer.choices[0]?.text).toBe(replyTo("The film").join(""));
+    expect(answer.usage?.completion_tokens).toBe(4);
+    const stream = await client.completions.create({ model: "scribe", prompt: "The film", stream: true });
+    let text = "";
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";
+    expect(text).toBe(replyTo("The film").join(""));
+    stop();
+    worker.close();
+  });
+});
