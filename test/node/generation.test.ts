@@ -108,19 +108,20 @@ describe("text-generation on the bundled decoder", () => {
   }, 60_000);
 
   it("ends at a stop string (not output) with stop, and at max_new_tokens with length", async () => {
-    const [free] = (await node.run([{ prompt: "the pizza was", params: { max_new_tokens: 20 } }])).map(output);
+    const [free] = (await node.run([{ prompt: "the hotel room", params: { max_new_tokens: 20 } }])).map(output);
     const text = free?.generated_text ?? "";
     const stop = text.trim().split(" ")[1] ?? text.slice(2, 4);
     const [stopped, short] = (
       await node.run([
-        { prompt: "the pizza was", params: { max_new_tokens: 20, stop: [stop] } },
-        { prompt: "the pizza was", params: { max_new_tokens: 3 } },
+        { prompt: "the hotel room", params: { max_new_tokens: 20, stop: [stop] } },
+        { prompt: "the hotel room", params: { max_new_tokens: 2 } },
       ])
     ).map(output);
     expect(stopped?.finish_reason).toBe("stop");
     expect(stopped?.generated_text).toBe(text.slice(0, text.indexOf(stop)));
     expect(short?.finish_reason).toBe("length");
-    expect(short?.tokens).toHaveLength(3);
+    expect(free?.tokens.length).toBeGreaterThan(2);
+    expect(short?.tokens).toEqual(free?.tokens.slice(0, 2));
   }, 60_000);
 
   it("decodes a batch of prompts as each prompt alone", async () => {
