@@ -4,24 +4,29 @@
 // for SwiftShader: a correctness path, not a speed; BENCH_WEBGPU=0 skips it), and onnxruntime-web in
 // Chromium's Web Worker (the embed's donor worker). scripts/gpu-check.sh runs this on a GPU machine.
 // Each runs batches of 32 reviews back to back (as many at once as it has threads) for a measured window
-// after a warm-up; every batch's results are checked to be 32 outputs.
+// after a warm-up; every batch's results are checked to be 32 outputs. `--registry R --model M --batch N
+// --seq S` measure another registry's models (bench/bench-models.ts), e.g. the benchmark-size encoder.
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { fileURLToPath } from "node:url";
 import type { ItemResult } from "../shared/index.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import type { SessionFactory } from "../shared/runner/model-runner.ts";
 import { createOrtWebFactory, describeGpu } from "../shared/runner/ort-web-session.ts";
-import { BUNDLED_REGISTRY_URL, REVIEW_TEXTS } from "../test/support/reference-models.ts";
-import { bundledSpec } from "../test/support/runner-cases.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
 import { probeDawn } from "../worker-gpu/web/dawn-gpu.ts";
 import { WebThreadPool } from "../worker-gpu/web/thread-pool.ts";
 import { fmtRate } from "./bench-kit.ts";
+import { benchModels } from "./bench-models.ts";
 
-const RESULTS_FILE = new URL("./results/runners.md", import.meta.url);
-const MODELS = ["sentiment", "embedder"] as const;
-const BATCH = Array.from({ length: 32 }, (_, i) => `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} (${i})`);
+const BENCH = benchModels("bench:runners");
+const MODELS = BENCH.specs.map((s) => s.name);
+const SPEC = new Map(BENCH.specs.map((s) => [s.name, s]));
+const BATCH = BENCH.batch;
+const REGISTRY_URL = BENCH.registryUrl;
+const BUNDLED = MODELS.join() === "sentiment,embedder" && REGISTRY_URL.pathname.endsWith("/models/registry.json");
+const RESULTS_FILE = new URL(`./results/runners${BUNDLED ? "" : `-${MODELS.join("-")}`}.md`, import.meta.url);
 const WARMUP_MS = 1_000;
 const MEASURE_MS = Number(process.env.BENCH_MEASURE_MS ?? 5_000);
 
@@ -62,8 +67,8 @@ interface Row {
 async function inProcess(label: string, factory: SessionFactory, device: string): Promise<Row> {
   const rates: Record<string, number> = {};
   for (const name of MODELS) {
-    const model = await loadModel(bundledSpec(name), factory, {
-      registryUrl: BUNDLED_REGISTRY_URL,
+    const model = await loadModel(SPEC.get(name) as (typeof BENCH.specs)[number], factory, {
+      registryUrl: REGISTRY_URL,
       fetch: nodeFetch,
       devices: [device],
     });
@@ -75,8 +80,8 @@ async function inProcess(label: string, factory: SessionFactory, device: string)
 
 async function threadPool(threads: number, device: "wasm" | "webgpu" = "wasm", label = "wasm"): Promise<Row> {
   const pool = await WebThreadPool.start(
-    { size: threads, device, runTimeoutMs: 600_000, registryUrl: BUNDLED_REGISTRY_URL.href, log: () => {} },
-    MODELS.map((name) => bundledSpec(name)),
+    { size: threads, device, runTimeoutMs: 600_000, registryUrl: REGISTRY_URL.href, log: () => {} },
+    BENCH.specs,
   );
   const rates: Record<string, number> = {};
   try {
@@ -106,12 +111,18 @@ async function chromiumWorker(): Promise<Row> {
         body: `<!doctype html><script src="/embed.js" data-site-key="none" data-autostart="false" data-devices="wasm"></script>`,
       }),
     );
+    // Another registry's files (the benchmark model is not in the coordinator's bundle) come from disk.
+    const served = `${coordinator.url}/bench-registry/`;
+    await chromium.context.route(`${served}**`, (route) =>
+      route.fulfill({ path: fileURLToPath(new URL(route.request().url().slice(served.length), REGISTRY_URL)) }),
+    );
+    const registry = BUNDLED ? `${coordinator.url}/models/registry.json` : `${served}registry.json`;
     await page.goto(url);
     await page.waitForFunction("window.EdgeSwarm !== undefined");
     const rates: Record<string, number> = {};
     for (const name of MODELS) {
-      const spec = JSON.stringify(bundledSpec(name));
-      await page.evaluate(`window.EdgeSwarm.loadModel(${spec}, "${coordinator.url}/models/registry.json")`);
+      const spec = JSON.stringify(SPEC.get(name));
+      await page.evaluate(`window.EdgeSwarm.loadModel(${spec}, "${registry}")`);
       // Timed inside the page (page -> Web Worker through comlink, as the pool's main thread -> thread), so
       // the DevTools protocol round trip of this harness is not counted.
       rates[name] = (await page.evaluate(`(async () => {
@@ -163,12 +174,12 @@ async function main(): Promise<void> {
 
   const cpus = os.cpus();
   const lines = [
-    "# Model runners: items/s of the bundled models, no coordinator",
+    `# Model runners: items/s of ${MODELS.join(", ")}, no coordinator`,
     "",
     `- Machine: ${cpus[0]?.model.trim() ?? "unknown CPU"} × ${cpus.length}, ${os.type()} ${os.release()}, Node ${process.version}`,
-    `- Batches of ${BATCH.length} reviews, back to back (one per thread at once), ${WARMUP_MS} ms warm-up, ${MEASURE_MS} ms measured`,
+    `- Batches of ${BATCH.length} reviews${BENCH.seq ? ` of ${BENCH.seq} tokens` : ""}, back to back (one per thread at once), ${WARMUP_MS} ms warm-up, ${MEASURE_MS} ms measured`,
     `- Date: ${new Date().toISOString()}`,
-    "- Command: `npm run bench:runners`",
+    `- Command: \`${BENCH.command}\``,
     "",
     `| runner | ${MODELS.join(" items/s | ")} items/s |`,
     `| --- | ${MODELS.map(() => "---:").join(" | ")} |`,
