@@ -66,7 +66,8 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
     return Object.fromEntries(Object.entries(out).map(([key, rows]) => [key, rows[0] ?? []]));
   };
   const decode = (ids: readonly number[], options?: { skip_special_tokens?: boolean }) =>
-    tokenizer.decode([...ids], options);
+    // The library refuses an empty list; a sequence that ends at once has no text.
+    ids.length === 0 ? "" : tokenizer.decode([...ids], options);
   return Object.assign(call, { pad_token_id: padId, decode }) as CallableTokenizer;
 }
 

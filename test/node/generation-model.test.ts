@@ -96,6 +96,7 @@ describe("the bundled decoder", () => {
     const text = "the pizza was délicious, 100% — really!";
     const ids = tokenizer(text, { return_tensor: false }).input_ids as number[];
     expect(tokenizer.decode(ids)).toBe(text);
+    expect(tokenizer.decode([])).toBe("");
     const template = config.edgeswarm.chat_template;
     const marker = tokenizer(template.roles.user.prefix, { return_tensor: false }).input_ids as number[];
     expect(marker).toHaveLength(1);

@@ -1,0 +1,31 @@
+// The text-generation task's pure parts: what text a delta may carry (held back: a character whose bytes are
+// not all out, a tail that may become a stop string), where a stop string cuts, and the seeded sampler
+// (a pure function of seed and position, inside top_k / top_p). The model-level tests are generation.test.ts.
+import { describe, expect, it } from "vitest";
+import { advanceText } from "../../shared/tasks/text-generation.ts";
+import { candidates, pickToken, uniformAt } from "../../shared/tasks/text-generation-sampler.ts";
+
+describe("text-generation deltas and sampling", () => {
+  it("holds back a partial character and a possible stop string, and cuts at the first stop", () => {
+    expect(advanceText("hello wor\uFFFD", 0, [])).toEqual({ text: "hello wor" });
+    expect(advanceText("the food. Us", 4, ["User:"])).toEqual({ text: "food. " });
+    expect(advanceText("the food. User: hi", 10, ["User:", "hi"])).toEqual({
+      text: "",
+      stopped: "the food. ",
+    });
+    expect(advanceText("abc END more", 2, ["END"])).toEqual({ text: "c ", stopped: "abc " });
+  });
+
+  it("draws the same number for the same seed and position, and keeps samples inside top_k and top_p", () => {
+    expect(uniformAt(7, 12)).toBe(uniformAt(7, 12));
+    expect(uniformAt(7, 12)).not.toBe(uniformAt(7, 13));
+    expect(uniformAt(7, 12)).not.toBe(uniformAt(8, 12));
+    const logits = [0, 5, 4, 3, -2];
+    const p = { temperature: 1, top_k: 2, top_p: 1, seed: 0 };
+    expect(candidates(logits, 0, 5, p).map((c) => c.id)).toEqual([1, 2]);
+    for (let position = 0; position < 50; position++) expect([1, 2]).toContain(pickToken(logits, 0, 5, p, position));
+    const nucleus = candidates(logits, 0, 5, { temperature: 1, top_k: 0, top_p: 0.5, seed: 0 });
+    expect(nucleus.map((c) => c.id)).toEqual([1]);
+    expect(pickToken(logits, 0, 5, { temperature: 0, top_k: 0, top_p: 1, seed: 9 }, 3)).toBe(1);
+  });
+});
