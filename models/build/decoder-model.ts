@@ -119,6 +119,8 @@ export function buildDecoder(outDir: string, bench: boolean): void {
     max_batch_size: 16,
     max_queue_delay_ms: 5,
     max_sequence_length: settings.context,
+    // The edge renders chats with it (shared/protocol/chat-template.ts); the same object as config.json's.
+    chat_template: CHAT_TEMPLATE,
     files,
   };
   const at = registry.models.findIndex((m) => m.name === name);

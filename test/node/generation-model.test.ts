@@ -36,6 +36,8 @@ describe("the bundled decoder", () => {
     }
     expect(readFileSync(join(folder, "onnx", "model.onnx")).length).toBeLessThan(8_000_000);
     expect(json("generation_config.json").eos_token_id).toEqual(config.eos_token_id);
+    // The edge renders chats from the registry's copy of the template.
+    expect(entry?.chat_template).toEqual(config.edgeswarm.chat_template);
   });
 
   it("has the KV-cache inputs and outputs, and per layer a Softmax over Where-masked scores, LayerNorms and GELU", () => {
