@@ -1,7 +1,7 @@
 // The Hugging Face Inference API shape: POST /models/{name} with {inputs, parameters?, options?} over the
-// same queues as /v1/infer, answering what the transformers pipelines answer, for the text-classification
-// and feature-extraction models. `@huggingface/inference` works pointed at <coordinator>/models/{name} as
-// its endpoint URL. Every error here answers the API's {"error": "..."}, through hfError.
+// same queues as /v1/infer, answering what the transformers pipelines answer, for the text-classification,
+// feature-extraction and text-generation (hf-generation.ts) models. `@huggingface/inference` works pointed at
+// <coordinator>/models/{name} as its endpoint URL. Every error here answers the API's {"error": "..."}, through hfError.
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { ErrorCode, type ModelConfig, ProtocolError, parseWith } from "../../shared/index.ts";
@@ -10,21 +10,25 @@ import {
   HfInferenceRequest,
   type HfInferenceResponse,
   HfTextClassificationParameters,
+  HfTextGenerationParameters,
 } from "../../shared/protocol/huggingface.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { shortenVectors } from "../embedding-vectors.ts";
 import { ApiError, messageOnlyError } from "../errors.ts";
+import { GENERATION_TASK } from "../model-queue/token-stream.ts";
 import { modelOrThrow, readJson } from "../request.ts";
 import { checkedTexts } from "../submit.ts";
 import { classifyTexts, embedTexts } from "../text-jobs.ts";
+import { generateTexts } from "./hf-generation.ts";
+import { completions } from "./openai-chat.ts";
 
 /** Errors answer {"error": "..."}, with the status the native API would give. */
 export const hfError = messageOnlyError;
 
 const bad = (message: string) => new ApiError(400, ErrorCode.badRequest, message);
 
-const TASKS = ["text-classification", "feature-extraction"];
+const TASKS = ["text-classification", "feature-extraction", GENERATION_TASK];
 
 function textModel(c: Context<HonoEnv>): ModelConfig {
   const model = modelOrThrow(c, c.req.param("name") ?? "");
@@ -83,6 +87,10 @@ function classificationSettings(request: HfInferenceRequest, model: ModelConfig)
 async function infer(c: Context<HonoEnv>) {
   const model = textModel(c);
   const request = await readJson(c, HfInferenceRequest, "request body");
+  if (model.task === GENERATION_TASK) {
+    const p = parameters(HfTextGenerationParameters, request.parameters, model.task);
+    return c.json(await generateTexts(c, model, request.inputs, p));
+  }
   const texts = checkedTexts(model, typeof request.inputs === "string" ? [request.inputs] : request.inputs);
   let answer: HfInferenceResponse;
   if (model.task === "text-classification") {
@@ -101,6 +109,8 @@ export const hfRoutes = new Hono<HonoEnv>();
 hfRoutes.onError(hfError);
 hfRoutes.use("/models/*", requireKey("caller"));
 hfRoutes.post("/models/:name", infer);
+// @huggingface/inference's textGeneration posts OpenAI's completions to <endpoint>/v1/completions.
+hfRoutes.post("/models/:name/v1/completions", (c) => completions(c, c.req.param("name")));
 
 hfRoutes.all("/models/*", (c) => {
   throw new ApiError(

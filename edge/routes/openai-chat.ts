@@ -204,9 +204,15 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   });
 });
 
-openAiChatRoutes.post("/v1/completions", async (c) => {
+openAiChatRoutes.post("/v1/completions", (c) => completions(c));
+
+/**
+ * POST /v1/completions; `modelName` names the model where the path does (Hugging Face's client posts to
+ * <endpoint>/v1/completions with the endpoint's URL as `model`: edge/routes/huggingface.ts).
+ */
+export async function completions(c: Context<HonoEnv>, modelName?: string) {
   const req = await readBody(c, CompletionRequest);
-  const model = generationModel(c, req.model);
+  const model = generationModel(c, modelName ?? req.model);
   const item = promptItem(model, req.prompt, generationParams(model, req));
   const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -228,4 +234,4 @@ openAiChatRoutes.post("/v1/completions", async (c) => {
       ...(req.stream_options?.include_usage ? [{ ...completion("", null), choices: [], usage: usageOf(out) }] : []),
     ],
   });
-});
+}

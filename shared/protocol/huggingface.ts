@@ -27,6 +27,27 @@ export const HfFeatureExtractionParameters = z.strictObject({
 });
 export type HfFeatureExtractionParameters = z.infer<typeof HfFeatureExtractionParameters>;
 
+/**
+ * text-generation's parameters, as the transformers pipeline and TGI name them. return_full_text defaults to
+ * false (as TGI answers): generated_text is only the continuation unless asked.
+ */
+export const HfTextGenerationParameters = z.strictObject({
+  max_new_tokens: z.int().optional(),
+  temperature: z.number().min(0).max(10).optional(),
+  top_k: z.int().min(0).optional(),
+  top_p: z.number().gt(0).max(1).optional(),
+  seed: z
+    .int()
+    .min(0)
+    .max(2 ** 32 - 1)
+    .optional(),
+  stop: z.array(z.string()).optional(),
+  stop_sequences: z.array(z.string()).optional(),
+  do_sample: z.boolean().optional(),
+  return_full_text: z.boolean().default(false),
+});
+export type HfTextGenerationParameters = z.infer<typeof HfTextGenerationParameters>;
+
 /** The Inference API's legacy options; accepted, with nothing to do: no cache, and calls always wait. */
 const HfOptions = z.strictObject({ use_cache: z.boolean().optional(), wait_for_model: z.boolean().optional() });
 
@@ -36,7 +57,7 @@ export const HfInferenceRequest = z.strictObject({
   inputs: z.union([z.string(), z.array(z.json()).min(1, "must hold at least one string")], {
     error: (issue) => (issue.code === "invalid_union" ? "must be a string or an array of strings" : undefined),
   }),
-  /** Per task: HfTextClassificationParameters or HfFeatureExtractionParameters. */
+  /** Per task: HfTextClassificationParameters, HfFeatureExtractionParameters or HfTextGenerationParameters. */
   parameters: z.record(z.string(), z.unknown()).optional(),
   options: HfOptions.optional(),
   ...HfFeatureExtractionParameters.shape,
@@ -50,7 +71,7 @@ export type HfLabelScore = { label: string; score: number };
  * (`[[...]]`, which huggingface.js `textClassification` unwraps). feature-extraction: a vector for a
  * single string, a list of vectors for a list, as the sentence-transformers pipeline answers.
  */
-export type HfInferenceResponse = HfLabelScore[][] | number[] | number[][];
+export type HfInferenceResponse = HfLabelScore[][] | number[] | number[][] | { generated_text: string }[];
 
 /** Every error at /models/{name}: the Inference API's shape. */
 export interface HfErrorBody {

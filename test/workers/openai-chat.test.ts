@@ -6,6 +6,7 @@ import { SELF } from "cloudflare:test";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
 import { TEST_API_KEY } from "../support/test-models.ts";
+import { replyTo, serve } from "./generating-worker.ts";
 import { call, queue, SocketWorker, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
@@ -16,40 +17,6 @@ const client = new OpenAI({
   maxRetries: 0,
   fetch: (url: RequestInfo | URL, init?: RequestInit) => SELF.fetch(url, init),
 });
-
-/** The words a worker "generates" for a prompt: a function of the prompt alone, as greedy decoding is. */
-const replyTo = (prompt: string) => [" I", " read", ` ${prompt.length}`, " chars."];
-
-/** Serves every batch of a worker: streams each item's reply word by word, then completes. */
-function serve(worker: SocketWorker, prompts: string[] = []): () => void {
-  let stopped = false;
-  void (async () => {
-    while (!stopped) {
-      const batch = await worker.next("batch", 60_000).catch(() => undefined);
-      if (!batch) return;
-      batch.items.forEach((item, pos) => {
-        const { prompt, resume } = item.input as { prompt: string; resume?: { tokens: number[] } };
-        prompts.push(prompt);
-        const words = replyTo(prompt);
-        for (let i = resume?.tokens.length ?? 0; i < words.length; i++) {
-          worker.send({ type: "tokens", lease_id: batch.lease_id, pos, offset: i, tokens: [100 + i], text: words[i] });
-        }
-      });
-      worker.complete(batch, (input) => {
-        const words = replyTo(input.prompt);
-        return {
-          generated_text: words.join(""),
-          tokens: words.map((_, i) => 100 + i),
-          finish_reason: "length",
-          prompt_tokens: 7,
-        };
-      });
-    }
-  })();
-  return () => {
-    stopped = true;
-  };
-}
 
 describe("POST /v1/chat/completions", () => {
   it("answers a chat rendered with the model's template, with usage", async () => {
