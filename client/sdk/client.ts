@@ -3,6 +3,7 @@
 // Every method throws an EdgeSwarmError subclass for a refusal, after retrying 429 and 503 (transport.ts).
 import { FINAL_STATUSES } from "../../shared/protocol/job-status.ts";
 import { isFloatEmbeddings, isInferResult, isJob, isModelList, isSubmitted } from "./answer-shapes.ts";
+import { Generation } from "./generation.ts";
 import { readJobEvents } from "./job-events.ts";
 import { RETRY_DEFAULTS, sleep } from "./retry.ts";
 import { Sessions } from "./sessions.ts";
@@ -49,6 +50,8 @@ const jobPath = (id: string) => `/v1/jobs/${encodeURIComponent(id)}`;
 export class EdgeSwarmClient {
   /** Session documents: create, put, get, patch, delete. */
   readonly sessions: Sessions;
+  /** Text generation: chat (waited for) and chatStream (typed deltas as tokens come). */
+  readonly generation: Generation;
   private readonly http: Transport;
 
   constructor(opts: ClientOptions) {
@@ -61,6 +64,7 @@ export class EdgeSwarmClient {
       maxRetries: opts.maxRetries ?? RETRY_DEFAULTS.maxRetries,
     });
     this.sessions = new Sessions(this.http);
+    this.generation = new Generation(this.http);
   }
 
   /** Runs `inputs` and waits for them: one output per input, in order. Throws if any input failed. */

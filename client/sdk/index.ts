@@ -1,5 +1,5 @@
 // EdgeSwarm's SDK for callers, in browsers, Node 20+ and workers: `new EdgeSwarmClient({ baseUrl, apiKey })`,
-// then infer / submit / job / waitForJob / events / inferStream / models / embeddings / sessions.
+// then infer / submit / job / waitForJob / events / inferStream / models / embeddings / sessions / generation.
 // Protocol types are re-exported from shared/, the one place they live.
 export type {
   InferRequest,
@@ -28,6 +28,7 @@ export {
   UnauthorizedError,
   UnavailableError,
 } from "./errors.ts";
+export type { ChatCompletion, ChatDelta, ChatMessage, ChatOptions, Generation } from "./generation.ts";
 export { parseRetryAfter, RETRY_DEFAULTS, retryDelayMs } from "./retry.ts";
 export type { Sessions, WriteConditions } from "./sessions.ts";
 export type * from "./types.ts";

@@ -19,7 +19,8 @@ const MAX_EVENT_CHARS = 64 * 1024 * 1024;
 /** The event as a JobEvent; undefined for an event this SDK does not know (a newer coordinator's), to skip. */
 function toJobEvent<T>(message: EventSourceMessage, status: number): JobEvent<T> | undefined {
   const name = message.event ?? "";
-  const known = COUNT_EVENTS.has(name) || END_EVENTS.has(name) || name === "output" || name === "error";
+  const known =
+    COUNT_EVENTS.has(name) || END_EVENTS.has(name) || name === "output" || name === "error" || name === "token";
   if (!known) return undefined;
   let data: unknown;
   try {
@@ -30,6 +31,7 @@ function toJobEvent<T>(message: EventSourceMessage, status: number): JobEvent<T>
   const fits =
     (COUNT_EVENTS.has(name) && isRecord(data) && isJobStatus(data.status) && isRecord(data.items)) ||
     (name === "output" && isRecord(data) && typeof data.index === "number" && "output" in data) ||
+    (name === "token" && isRecord(data) && typeof data.offset === "number" && typeof data.text === "string") ||
     (name === "error" && isRecord(data) && typeof data.index === "number" && typeof data.code === "string") ||
     (END_EVENTS.has(name) && isJob(data));
   if (!fits) throw invalidResponse(status, `job event "${name}" does not have the shape this SDK expects`, data);

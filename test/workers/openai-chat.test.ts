@@ -5,6 +5,7 @@
 import { SELF } from "cloudflare:test";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
+import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
 import { TEST_API_KEY } from "../support/test-models.ts";
 import { replyTo, serve } from "./generating-worker.ts";
 import { call, queue, SocketWorker, wipeQueues } from "./helpers.ts";
@@ -136,6 +137,33 @@ describe("POST /v1/completions", () => {
     let text = "";
     for await (const chunk of stream) text += chunk.choices[0]?.text ?? "";
     expect(text).toBe(replyTo("The film").join(""));
+    stop();
+    worker.close();
+  });
+});
+
+describe("the SDK's generation calls", () => {
+  it("chat answers and chatStream yields typed deltas, then the end with usage", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker);
+    const sdk = new EdgeSwarmClient({
+      baseUrl: "http://edge",
+      apiKey: TEST_API_KEY,
+      fetch: (url, init) => SELF.fetch(url, init),
+    });
+    const messages = [{ role: "user" as const, content: "Hi" }];
+    const answer = await sdk.generation.chat("scribe", messages);
+    expect(answer.choices[0]?.message.content).toBe(replyTo("<|user|>Hi<|end|><|assistant|>").join(""));
+    const deltas: ChatDelta[] = [];
+    for await (const delta of sdk.generation.chatStream("scribe", messages)) deltas.push(delta);
+    expect(deltas.filter((d) => d.type === "text").map((d) => d.text)).toEqual(
+      replyTo("<|user|>Hi<|end|><|assistant|>"),
+    );
+    expect(deltas.at(-1)).toEqual({
+      type: "end",
+      finish_reason: "length",
+      usage: { prompt_tokens: 7, completion_tokens: 4, total_tokens: 11 },
+    });
     stop();
     worker.close();
   });

@@ -1,0 +1,121 @@
+// Text generation in the SDK (issue 14): OpenAI-compatible chat on a text-generation model, waited for or
+// streamed as typed deltas read from POST /v1/chat/completions with stream: true (eventsource-parser, up to
+// `data: [DONE]`). `session` keeps the conversation at the coordinator: send only the new messages. Used as
+// client.generation (client.ts).
+import { createParser, type EventSourceMessage } from "eventsource-parser";
+import type { ChatMessage } from "../../shared/protocol/chat-template.ts";
+import type {
+  ChatCompletion,
+  ChatCompletionChunk,
+  OpenAiFinishReason,
+  Usage,
+} from "../../shared/protocol/openai-chat.ts";
+import { isRecord } from "./answer-shapes.ts";
+import { ClientErrorCode, EdgeSwarmError } from "./errors.ts";
+import { callOptions, invalidResponse, type Transport } from "./transport.ts";
+import type { CallOptions } from "./types.ts";
+
+export type { ChatMessage } from "../../shared/protocol/chat-template.ts";
+export type { ChatCompletion } from "../../shared/protocol/openai-chat.ts";
+
+export interface ChatOptions extends CallOptions {
+  max_tokens?: number | undefined;
+  /** 0 (the default) is greedy: the same answer every time, and a resumed stream continues exactly. */
+  temperature?: number | undefined;
+  top_k?: number | undefined;
+  top_p?: number | undefined;
+  seed?: number | undefined;
+  stop?: string[] | undefined;
+  /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
+  session?: string | undefined;
+  timeout_ms?: number | undefined;
+}
+
+/** One piece of a streamed answer: text as it is generated, then the end with why and the token counts. */
+export type ChatDelta =
+  | { type: "text"; text: string }
+  | { type: "end"; finish_reason: OpenAiFinishReason; usage: Usage };
+
+export class Generation {
+  constructor(private readonly http: Transport) {}
+
+  /** The model's answer to `messages`, once generated. */
+  async chat(model: string, messages: ChatMessage[], opts: ChatOptions = {}): Promise<ChatCompletion> {
+    const { body } = await this.http.json<ChatCompletion>(
+      {
+        method: "POST",
+        path: "/v1/chat/completions",
+        body: chatBody(model, messages, opts, false),
+        ...callOptions(opts),
+      },
+      (b) => isRecord(b) && Array.isArray(b.choices),
+    );
+    return body;
+  }
+
+  /** The answer as it is generated; leaving the loop early hangs up, which cancels the generation. */
+  async *chatStream(model: string, messages: ChatMessage[], opts: ChatOptions = {}): AsyncGenerator<ChatDelta, void> {
+    const res = await this.http.send({
+      method: "POST",
+      path: "/v1/chat/completions",
+      body: chatBody(model, messages, opts, true),
+      accept: "text/event-stream",
+      ...callOptions(opts),
+    });
+    if (!res.body) throw invalidResponse(res.status, "the chat stream answer has no body");
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    const messagesIn: EventSourceMessage[] = [];
+    const parser = createParser({ onEvent: (m) => messagesIn.push(m) });
+    let finish: OpenAiFinishReason | undefined;
+    try {
+      for (;;) {
+        for (let m = messagesIn.shift(); m; m = messagesIn.shift()) {
+          if (m.data === "[DONE]") return;
+          const chunk = parseChunk(m.data, res.status);
+          const choice = chunk.choices[0];
+          if (choice?.delta.content) yield { type: "text", text: choice.delta.content };
+          if (choice?.finish_reason) finish = choice.finish_reason;
+          if (chunk.usage && finish) yield { type: "end", finish_reason: finish, usage: chunk.usage };
+        }
+        const { done, value } = await reader.read();
+        if (done) break;
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+      throw new EdgeSwarmError({
+        status: res.status,
+        code: ClientErrorCode.streamEnded,
+        message: "the chat stream closed before [DONE]; the answer is incomplete",
+      });
+    } finally {
+      await reader.cancel().catch(() => {});
+    }
+  }
+}
+
+function chatBody(model: string, messages: ChatMessage[], opts: ChatOptions, stream: boolean) {
+  const { signal: _s, traceparent: _t, ...fields } = opts;
+  return { model, messages, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
+}
+
+/** A data line: a chunk, or the error the coordinator streams when the job ends without its answer. */
+function parseChunk(data: string, status: number): ChatCompletionChunk {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(data);
+  } catch {
+    throw invalidResponse(status, `a chat stream chunk is not JSON: ${data.slice(0, 200)}`);
+  }
+  if (isRecord(parsed) && isRecord(parsed.error)) {
+    const e = parsed.error;
+    throw new EdgeSwarmError({
+      status,
+      code: typeof e.code === "string" ? e.code : "failed",
+      message: typeof e.message === "string" ? e.message : "the generation failed",
+    });
+  }
+  if (!isRecord(parsed) || !Array.isArray(parsed.choices)) {
+    throw invalidResponse(status, "a chat stream chunk does not have the shape this SDK expects", parsed);
+  }
+  return parsed as unknown as ChatCompletionChunk;
+}
