@@ -4,6 +4,7 @@
 import type { ModelConfig } from "../config/model-config.ts";
 import type { Parsed } from "./task-types.ts";
 import { parseSentTensors } from "./tensor-inputs.ts";
+import { parseGenerationItem } from "./text-generation-item.ts";
 import { parseText } from "./text-item.ts";
 
 export const TEXT_TASKS = ["text-classification", "feature-extraction"] as const;
@@ -30,6 +31,10 @@ export function inputProblems(
   if (model.files === undefined) return [];
   if (isTextTask(model.task)) return textProblems(inputs, model.max_sequence_length);
   if (model.task === "tensor") return problemsOf(inputs, parseSentTensors);
+  // The prompt's token count needs the tokenizer: the worker checks it (an invalid_input naming what to lower).
+  if (model.task === "text-generation") {
+    return problemsOf(inputs, (input) => parseGenerationItem(input, model.max_sequence_length));
+  }
   return [];
 }
 

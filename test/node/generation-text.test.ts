@@ -2,6 +2,7 @@
 // not all out, a tail that may become a stop string), where a stop string cuts, and the seeded sampler
 // (a pure function of seed and position, inside top_k / top_p). The model-level tests are generation.test.ts.
 import { describe, expect, it } from "vitest";
+import { inputProblems } from "../../shared/tasks/input-checks.ts";
 import { advanceText } from "../../shared/tasks/text-generation.ts";
 import { candidates, pickToken, uniformAt } from "../../shared/tasks/text-generation-sampler.ts";
 
@@ -27,5 +28,26 @@ describe("text-generation deltas and sampling", () => {
     const nucleus = candidates(logits, 0, 5, { temperature: 1, top_k: 0, top_p: 0.5, seed: 0 });
     expect(nucleus.map((c) => c.id)).toEqual([1]);
     expect(pickToken(logits, 0, 5, { temperature: 0, top_k: 0, top_p: 1, seed: 9 }, 3)).toBe(1);
+  });
+
+  it("refuses bad text-generation items at the edge, before queueing, saying what to fix", () => {
+    const model = {
+      task: "text-generation",
+      max_sequence_length: 256,
+      files: { model: { path: "m", sha256: "0".repeat(64) } },
+    };
+    const problems = inputProblems(model, [
+      { prompt: "the film" },
+      "a bare prompt",
+      { prompt: "x", params: { max_new_tokens: 0 } },
+      { prompt: "x", params: { max_new_tokens: 300 } },
+      { prompt: "x", params: { stop: Array(9).fill("a") } },
+      { text: "x" },
+    ]);
+    expect(problems.map((p) => p.index)).toEqual([2, 3, 4, 5]);
+    expect(problems[0]?.message).toMatch(/^params.max_new_tokens: /);
+    expect(problems[1]?.message).toMatch(/max_new_tokens is 300; the model's context is 256 tokens/);
+    expect(problems[2]?.message).toMatch(/^params.stop: /);
+    expect(problems[3]?.message).toMatch(/expected \{prompt, params\?, resume\?\}/);
   });
 });
