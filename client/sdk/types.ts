@@ -2,7 +2,14 @@
 // ItemError, EmbeddingsResponse, ModelConfig, JobEvent, HistoryEntry); what is here is the SDK's own call
 // options and the answers shared/ has no type for yet (written from edge/routes/caller.ts and sessions.ts).
 import type { ModelConfig } from "../../shared/config/model-config.ts";
-import type { InferRequest, JobStatus, JobTrace, Pool, Timings } from "../../shared/protocol/caller.ts";
+import type {
+  GenerationStats,
+  InferRequest,
+  JobStatus,
+  JobTrace,
+  Pool,
+  Timings,
+} from "../../shared/protocol/caller.ts";
 import type { Embedding, EmbeddingsResponse } from "../../shared/protocol/openai.ts";
 import type { HistoryEntry } from "../../shared/protocol/sessions.ts";
 
@@ -37,6 +44,8 @@ export interface InferResult<T = unknown> {
   outputs: T[];
   timings: Timings;
   trace: JobTrace;
+  /** Text-generation calls: ms to the first token, tokens generated, tokens per second. */
+  generation?: GenerationStats;
 }
 
 /** A call accepted without waiting (202, Location /v1/jobs/{id}). */

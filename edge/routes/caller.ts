@@ -79,7 +79,8 @@ function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
     return c.json({ id: job.id, status: job.status }, 202, { Location: `/v1/jobs/${encodeURIComponent(job.id)}` });
   }
   const done = succeededOrThrow(job);
-  return c.json({ id: done.id, model: done.model, outputs: done.outputs, timings: done.timings, trace: done.trace });
+  const { id, model, outputs, timings, trace, generation } = done;
+  return c.json({ id, model, outputs, timings, trace, ...(generation ? { generation } : {}) });
 }
 
 callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {

@@ -149,6 +149,14 @@ export const TEST_REGISTRY = {
         generation_prompt: "<|assistant|>",
       },
     },
+    // Generation with verification as shipped: a donor's deltas are neither relayed nor resumed from.
+    {
+      name: "scribe-guarded",
+      task: "text-generation",
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      max_sequence_length: 256,
+    },
     // A generating model without a chat template: completions only.
     {
       name: "plain-writer",

@@ -135,3 +135,38 @@ describe("resumable generation", () => {
     second.close();
   });
 });
+
+describe("a donor's deltas", () => {
+  it("are not relayed while its output awaits verification: the stream carries the trusted run's", async () => {
+    const model = "scribe-guarded";
+    const gpu = await SocketWorker.connect(model, { worker_id: "gpu", pool: "gpu" });
+    const donor = await SocketWorker.connect(model, { worker_id: "tab", donor: "donor-1", network: "198.51.100.0/24" });
+    const accepted = await infer({ model, inputs: [{ prompt: "Say" }], pool: "browser", wait: false });
+    const stream = await events(accepted.body.id);
+    const held = await donor.next("batch");
+    donor.send(tokens(held.lease_id, 0, [1], " lie"));
+    donor.complete(held, () => output(" truth", [2]));
+    // The trusted run that verifies it streams too, and its deltas are the caller's.
+    const check = await gpu.next("batch");
+    gpu.send(tokens(check.lease_id, 0, [2], " truth"));
+    gpu.complete(check, () => output(" truth", [2]));
+    const seen = await until(stream, "completed");
+    expect(seen.filter((e) => e.event === "token").map((e) => e.data.text)).toEqual([" truth"]);
+    gpu.close();
+    donor.close();
+  });
+});
+
+describe("POST /v1/infer on a generation model", () => {
+  it("answers the job's generation figures", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const answer = infer({ model: MODEL, inputs: [{ prompt: "Go" }] });
+    const batch = await worker.next("batch");
+    worker.send(tokens(batch.lease_id, 0, [1, 2], " on"));
+    worker.complete(batch, () => output(" on", [1, 2]));
+    const { body } = await answer;
+    expect(body.generation).toMatchObject({ tokens: 2, prompt_tokens: 3 });
+    expect(typeof body.generation.ttft_ms).toBe("number");
+    worker.close();
+  });
+});
