@@ -1,0 +1,133 @@
+// The bundled decoder end to end: a real coordinator (`wrangler dev`), real worker connections running gpt-tiny
+// on onnxruntime-node, and the official `openai` client. A streamed chat gives the text a direct run gives; a
+// worker whose socket dies mid-stream (torn down, as a SIGKILL leaves it) loses no token and repeats none: the
+// item goes to the next worker with the tokens already accepted, and the caller's stream goes on to the same text.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type WebSocket from "ws";
+import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
+import { ModelConfig } from "../../shared/config/model-config.ts";
+import type { GenerationOutput } from "../../shared/protocol/generation.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
+import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { openSocket } from "../../worker-gpu/worker.ts";
+
+const registryUrl = new URL("../../models/registry.json", import.meta.url);
+const registry = JSON.parse(readFileSync(registryUrl, "utf8"));
+const spec = ModelConfig.parse(registry.models.find((m: { name: string }) => m.name === "gpt-tiny"));
+const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-generation-"));
+let coordinator: Coordinator;
+let model: LoadedModel;
+let client: OpenAI;
+const open: ModelConnection[] = [];
+
+beforeAll(async () => {
+  coordinator = await startCoordinator({
+    persistTo,
+    vars: { API_KEYS: "k", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
+  });
+  model = await loadModel(spec, createOrtNodeFactory(), { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
+  client = new OpenAI({ apiKey: "k", baseURL: `${coordinator.url}/v1`, maxRetries: 0 });
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of open) await c.drain(0);
+  await coordinator?.stop();
+  await model?.dispose();
+  rmSync(persistTo, { recursive: true, force: true });
+});
+
+/** A worker connection; `run` may stand between the socket and the model (to die mid-stream). */
+function connect(workerId: string, run?: (inputs: readonly unknown[], opts?: RunOptions) => Promise<ItemResult[]>) {
+  const sockets: WebSocket[] = [];
+  const connection = new ModelConnection({
+    coordinator: coordinator.url,
+    token: () => "w",
+    openSocket: (url, token) => {
+      const ws = openSocket(url, token) as WebSocket;
+      sockets.push(ws);
+      return ws as never;
+    },
+    model,
+    ...(run ? { run } : {}),
+    info: { worker_id: workerId, pool: "gpu", device: model.device, max_batch_size: 16, max_concurrent_batches: 1 },
+    hooks: { log: () => {} },
+  });
+  open.push(connection);
+  connection.start();
+  return { connection, sockets };
+}
+
+async function streamChat(content: string, params: { max_tokens: number; temperature?: number; seed?: number }) {
+  const stream = await client.chat.completions.create({
+    model: "gpt-tiny",
+    messages: [{ role: "user", content }],
+    stream: true,
+    ...params,
+  });
+  let text = "";
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta.content ?? "";
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  return { text, finish };
+}
+
+async function direct(prompt: string, params: Record<string, number>): Promise<GenerationOutput> {
+  const [result] = await model.run([{ prompt, params }]);
+  if (!result || !("output" in result)) throw new Error(JSON.stringify(result));
+  return result.output as GenerationOutput;
+}
+
+describe("gpt-tiny through the swarm", () => {
+  it("streams a chat's tokens to the openai client, the same text as a direct run", async () => {
+    const { connection } = connect("gen-1");
+    await expect.poll(() => connection.connected, { timeout: 30_000 }).toBe(true);
+    const { text, finish } = await streamChat("how was the film?", { max_tokens: 24 });
+    const expected = await direct("<|user|>how was the film?<|end|><|assistant|>", { max_new_tokens: 24 });
+    expect(text).toBe(expected.generated_text);
+    expect(finish).toBe(expected.finish_reason);
+    await connection.drain(1_000);
+  }, 120_000);
+
+  it("goes on after its worker dies mid-stream: the next worker continues, no token lost or repeated", async () => {
+    const params = { max_new_tokens: 40, temperature: 0.9, seed: 11 };
+    const expected = await direct("<|user|>tell me about the trip.<|end|><|assistant|>", params);
+    expect(expected.tokens.length).toBeGreaterThan(4);
+    // The first worker runs the real model but lets only two deltas out, then its socket is torn down.
+    let doomed: WebSocket | undefined;
+    const first = connect("gen-dies", async (inputs, opts) => {
+      let sent = 0;
+      await model.run(inputs, {
+        onTokens: (d) => {
+          if (sent++ < 2) opts?.onTokens?.(d);
+          else doomed?.terminate();
+        },
+      });
+      return [];
+    });
+    await expect.poll(() => first.connection.connected, { timeout: 30_000 }).toBe(true);
+    doomed = first.sockets[0];
+    const streamed = streamChat("tell me about the trip.", { max_tokens: 40, temperature: 0.9, seed: 11 });
+    await expect.poll(() => doomed?.readyState, { timeout: 30_000 }).toBe(3);
+    await first.connection.drain(0);
+    // The next worker is handed the item with the two tokens the caller already has, and goes on from them.
+    const resumed: unknown[] = [];
+    connect("gen-next", (inputs, opts) => {
+      resumed.push(...inputs.map((i) => (i as { resume?: { tokens: number[] } }).resume?.tokens));
+      return model.run(inputs, opts);
+    });
+    const { text, finish } = await streamed;
+    expect(resumed).toEqual([expected.tokens.slice(0, 2)]);
+    expect(text).toBe(expected.generated_text);
+    expect(finish).toBe(expected.finish_reason);
+  }, 180_000);
+});
