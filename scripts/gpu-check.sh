@@ -5,8 +5,13 @@
 #                                     the sources and models into OUT (default dist/gpu-check.tar.xz, < 64 MiB)
 #   scripts/gpu-check.sh run          there, from the unpacked folder: unpacks the Vulkan loader if the
 #                                     machine lacks one, finds the driver's ICD, runs both; output in results/
+#   scripts/gpu-check.sh --help       this text. Each step of run ends within GPU_CHECK_STEP_TIMEOUT s (3600).
 # Tested here against SwiftShader (VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json).
 set -euo pipefail
+
+STEP_TIMEOUT="${GPU_CHECK_STEP_TIMEOUT:-3600}"
+# After bench:runners has written its table, how long its process may take to end before it is ended.
+EXIT_GRACE="${GPU_CHECK_EXIT_GRACE:-60}"
 
 pack() {
   local root out stage
@@ -72,17 +77,49 @@ run() {
   echo "Vulkan ICD: ${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-default search path}}" | tee results/environment.txt
   node --version | tee -a results/environment.txt
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null | tee -a results/environment.txt || true
-  local status=0
-  node node_modules/vitest/vitest.mjs run --config vitest.gpu-check.config.mjs test/node/runner-dawn.test.ts test/node/runner-runtimes.test.ts \
-    2>&1 | tee results/conformance.txt || status=$?
-  BENCH_CHROMIUM=0 node --import tsx bench/runners.ts 2>&1 | tee results/runners.txt || status=$?
+  local status=0 summary=()
+  step conformance "" node node_modules/vitest/vitest.mjs run --config vitest.gpu-check.config.mjs \
+    test/node/runner-dawn.test.ts test/node/runner-runtimes.test.ts || status=1
+  step runners bench/results/runners.md env BENCH_CHROMIUM=0 node --import tsx bench/runners.ts || status=1
   cp bench/results/runners.md results/ 2>/dev/null || true
+  printf '%s\n' "${summary[@]}" | tee results/summary.txt
   echo "results in $PWD/results (exit $status)"
   return "$status"
+}
+
+# step NAME DONE_FILE COMMAND...: runs COMMAND under `timeout` (STEP_TIMEOUT s), its output shown and kept in
+# results/NAME.txt, and adds a line to `summary`. Once DONE_FILE is written, the process gets EXIT_GRACE s
+# to end, then is ended: with onnxruntime-web's WebGPU build loaded, Node's exit waits for V8 to finish
+# compiling that 27 MB WASM with TurboFan in the background, which took minutes here (issue 16), and the
+# results are already on disk by then.
+step() {
+  local name="$1" done_file="$2" rc=0 began pid tailer ended=""
+  shift 2
+  began="$(date +%s)"
+  : > "results/$name.txt"
+  timeout --kill-after=30 "$STEP_TIMEOUT" "$@" > "results/$name.txt" 2>&1 &
+  pid=$!
+  tail -n +1 --pid="$pid" -f "results/$name.txt" & tailer=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ -n "$done_file" ] && [ -f "$done_file" ] && [ "$(stat -c %Y "$done_file")" -ge "$began" ]; then
+      local waited=0
+      while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$EXIT_GRACE" ]; do sleep 1; waited=$((waited + 1)); done
+      if kill -0 "$pid" 2>/dev/null; then ended=" (results written; its process had not exited ${EXIT_GRACE} s later, so it was ended)"; kill "$pid"; fi
+      break
+    fi
+    sleep 1
+  done
+  wait "$pid" || rc=$?
+  wait "$tailer" 2>/dev/null || true
+  if [ -n "$ended" ]; then rc=0; fi
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then ended=" (timed out after ${STEP_TIMEOUT} s)"; fi
+  summary+=("$name: exit $rc in $(($(date +%s) - began)) s$ended")
+  return "$rc"
 }
 
 case "${1:-}" in
   pack) shift; pack "$@" ;;
   run) run ;;
-  *) sed -n '2,8p' "$0" >&2; exit 2 ;;
+  -h | --help | help) sed -n '2,9p' "$0" ;;
+  *) sed -n '2,9p' "$0" >&2; exit 2 ;;
 esac
