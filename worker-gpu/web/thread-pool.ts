@@ -52,6 +52,8 @@ interface Thread {
 const TRIES = 2;
 /** A thread that has not loaded the models in this long is given up on. */
 const LOAD_TIMEOUT_MS = 120_000;
+/** How long a closing thread may take to release its sessions and GPU device before it is ended anyway. */
+const CLOSE_GRACE_MS = 10_000;
 
 export function defaultThreads(): number {
   return availableParallelism();
@@ -66,6 +68,7 @@ export class WebThreadPool {
   private readonly lastDevice = new Map<string, string>();
   private nextId = 1;
   private closing = false;
+  private closed: Promise<void> | undefined;
 
   private constructor(
     private readonly opts: ThreadPoolOptions & { size: number },
@@ -106,7 +109,9 @@ export class WebThreadPool {
         },
         runtime: `${info.runtime} (${this.opts.size} threads)`,
         run: (inputs: readonly unknown[], opts?: RunOptions) => this.run(spec.name, inputs, opts),
-        dispose: async () => {},
+        // The models share the threads, so they end together: the worker disposes them all when it stops,
+        // which ends the threads and their GPU devices before the process exits.
+        dispose: () => this.close(),
       };
     });
   }
@@ -182,10 +187,31 @@ export class WebThreadPool {
     return lost.filter(Boolean).length;
   }
 
-  async close(): Promise<void> {
-    this.closing = true;
-    await Promise.all([...this.threads].map((t) => t.worker.terminate()));
-    this.threads.clear();
+  /**
+   * Ends every thread, each first releasing its sessions and destroying its WebGPU device (at most
+   * CLOSE_GRACE_MS), so no GPU work outlives the pool. Safe to call more than once; the models' dispose
+   * calls it. (The process may still take minutes to exit after a WebGPU pool: V8 goes on compiling
+   * onnxruntime-web's WebGPU WASM with TurboFan in the background, and Node's exit waits for it.)
+   */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.closing = true;
+      // Forgotten first, so their exits below read as the end they are, not as threads to replace.
+      const threads = [...this.threads];
+      this.threads.clear();
+      this.idle.length = 0;
+      await Promise.all(
+        threads.map(async (t) => {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const grace = new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, CLOSE_GRACE_MS);
+          });
+          await Promise.race([t.api.close().catch(() => undefined), t.gone, grace]).finally(() => clearTimeout(timer));
+          await t.worker.terminate();
+        }),
+      );
+    })();
+    return this.closed;
   }
 
   private async spawn(): Promise<void> {

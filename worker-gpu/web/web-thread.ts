@@ -22,7 +22,12 @@ const data = workerData as ThreadData;
 if (data.device === "webgpu") installDawn();
 // Dawn first: the WebGPU build looks for navigator.gpu as it loads.
 const ort = data.device === "webgpu" ? await import("onnxruntime-web/webgpu") : undefined;
-const runner = createWebRunner({ ort, fetch: nodeFetch });
+let closing = false;
+// Once closing, the device destroyed below is no loss to report.
+const warn = (line: string) => {
+  if (!closing) console.warn(line);
+};
+const runner = createWebRunner({ ort, fetch: nodeFetch, warn });
 
 export const threadApi = {
   load: runner.load,
@@ -43,6 +48,15 @@ export const threadApi = {
    * service should not carry a way to break its own GPU, but the fallback to wasm needs a real loss to test.
    */
   loseGpuDevice: data.drills ? runner.loseGpuDevice : async () => false,
+  /**
+   * Before the pool ends this thread: releases every session, then destroys the WebGPU device, rather than
+   * leaving a live Dawn device and its driver's threads to the thread's termination.
+   */
+  async close() {
+    closing = true;
+    for (const name of [...runner.models().keys()]) await runner.unload(name);
+    await runner.loseGpuDevice();
+  },
 };
 export type ThreadApi = typeof threadApi;
 
