@@ -4,6 +4,8 @@
 // itself is PyTorch (models/build/train-encoders.py, apt-get install python3-torch python3-onnx). Seeded
 // throughout: a re-run on the same machine writes the same bytes. --out writes the folders, written.tsv and an
 // updated registry.json under DIR instead. --bench writes the MiniLM-shaped benchmark model (bench-model.ts).
+// Every 5th training sentence is kept out of training as a validation set: the trainer ships whichever of its
+// classifiers (three teachers, a student distilled from them) scores best there; the held-out set is measured after.
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -30,7 +32,16 @@ const MAX_LENGTH = 128;
 /** The two encoders' shape and training; recorded in each config.json. Small, so SwiftShader WebGPU tests stay quick. */
 const ENCODER = { hidden: 64, layers: 2, heads: 4, ffn: 256, dropout: 0.2 };
 const TRAINING = { epochs: 30, batch_size: 32, lr: 0.002, weight_decay: 0.05, word_dropout: 0.2 };
-const CLASSIFIER_SETTINGS = { seed: 20240611, ...ENCODER, ...TRAINING, label_smoothing: 0.1 };
+/** Teachers are seeds seed+1..seed+teachers; the student (seed) learns their mean at `temperature`, `distill_weight` of its loss. */
+const CLASSIFIER_SETTINGS = {
+  seed: 20240611,
+  ...ENCODER,
+  ...TRAINING,
+  label_smoothing: 0.1,
+  teachers: 3,
+  temperature: 2,
+  distill_weight: 0.5,
+};
 const EMBEDDER_SETTINGS = { seed: 7919, ...ENCODER, ...TRAINING, scale: 16, sentiment_weight: 0.3, pair_weight: 1 };
 
 if (bench) {
@@ -41,6 +52,8 @@ if (bench) {
 }
 
 const original = splitDataset(parseDataset(readFileSync(join(MODELS_DIR, "data", "sentiment.tsv"), "utf8")));
+// Validation: every 5th sentence of the training split, never trained on; its words count as unseen, as the held-out set's.
+const { train: fitted, heldOut: validation } = splitDataset(original.train);
 const written = writtenText();
 mkdirSync(join(OUT_DIR, "data"), { recursive: true });
 writeFileSync(
@@ -50,7 +63,7 @@ writeFileSync(
 // The written sentences are split as the data set is (every 5th held out), each with its paraphrase.
 const writtenPairs = written.examples.map((e, i) => ({ ...e, paraphrase: written.paraphrases[i] as string }));
 const writtenSplit = splitDataset(writtenPairs);
-const train: Example[] = [...original.train, ...writtenSplit.train];
+const train: Example[] = [...fitted, ...writtenSplit.train];
 const topics = original.topics;
 const lexicon = lexiconText();
 const triples = parseTriples(readFileSync(join(MODELS_DIR, "data", "paraphrases.tsv"), "utf8"));
@@ -77,7 +90,7 @@ for (const e of train) {
 console.log(
   `data: ${original.train.length + original.heldOut.length} sentences + ${written.examples.length} written + ` +
     `${lexicon.length} lexicon (classifier only); ` +
-    `${train.length} train / ${original.heldOut.length} + ${writtenSplit.heldOut.length} held out; vocab ${vocab.length}`,
+    `${train.length} train / ${validation.length} validation / ${original.heldOut.length} + ${writtenSplit.heldOut.length} held out; vocab ${vocab.length}`,
 );
 
 const work = mkdtempSync(join(tmpdir(), "edgeswarm-train-"));
@@ -93,6 +106,7 @@ const trainLog = runPythonJob(
     train: train.map((e) => ({ ids: encode(e.text), label: e.label, topic: topics.indexOf(e.topic) })),
     lexicon: lexicon.map((e) => ({ ids: encode(e.text), label: e.label })),
     pairs: writtenSplit.train.filter((e) => e.paraphrase !== e.text).map((e) => [encode(e.text), encode(e.paraphrase)]),
+    validation: validation.map((e) => ({ ids: encode(e.text), label: e.label })),
   },
   work,
 );
@@ -104,11 +118,12 @@ rmSync(work, { recursive: true, force: true });
 const sentiment = await ort.InferenceSession.create(sentimentOnnx);
 const figures = {
   train_accuracy: round(await accuracy(sentiment, tokenizer, train)),
+  validation_accuracy: round(await accuracy(sentiment, tokenizer, validation)),
   held_out_accuracy: round(await accuracy(sentiment, tokenizer, original.heldOut)),
   held_out_written_accuracy: round(await accuracy(sentiment, tokenizer, writtenSplit.heldOut)),
 };
 console.log(
-  `sentiment: train accuracy ${pct(figures.train_accuracy)}, held-out accuracy ${pct(figures.held_out_accuracy)} ` +
+  `sentiment: train accuracy ${pct(figures.train_accuracy)}, validation ${pct(figures.validation_accuracy)}, held-out accuracy ${pct(figures.held_out_accuracy)} ` +
     `(data set), ${pct(figures.held_out_written_accuracy)} (written negation/contrast)`,
 );
 const [pos, neg] = (await runTexts(sentiment, tokenizer, [PROBES.positive, PROBES.negative], "logits")).map(argmax);
