@@ -141,7 +141,7 @@ async function chromiumWorker(): Promise<Row> {
     }
     return { runner: "onnxruntime-web in Chromium's Web Worker (wasm, 1 thread)", rates };
   } finally {
-    await chromium.close();
+    await chromium.close().catch(() => {});
     await coordinator.stop();
     await rm(persistTo, { recursive: true, force: true });
   }
@@ -151,7 +151,10 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const step = async (what: string, row: () => Promise<Row>) => {
     process.stderr.write(`measuring ${what}…\n`);
-    rows.push(await row());
+    // One runner failing (a tab running out of memory on a large model) costs its row, not the others'.
+    rows.push(
+      await row().catch((e: unknown) => ({ runner: `${what}: failed (${String(e).split("\n")[0]})`, rates: {} })),
+    );
   };
   await step("onnxruntime-node", () =>
     inProcess("onnxruntime-node in this process (cpu)", createOrtNodeFactory(), "cpu"),
