@@ -57,6 +57,8 @@ const usageOf = (out: GenerationOutput): Usage => ({
 const streamError = (code: string, message: string) =>
   JSON.stringify({ error: { message, type: "server_error", param: null, code } });
 
+const KEEP_ALIVE_MS = 15_000;
+
 const created = () => Math.floor(Date.now() / 1000);
 
 interface Call {
@@ -104,16 +106,23 @@ async function streamTokens(
   }
   return streamSSE(c, async (sse) => {
     const gone = new AbortController();
-    sse.onAbort(() => {
+    // A comment now and then keeps an idle connection open, and finds a caller that left while nothing came.
+    const keepAlive = setInterval(() => void sse.write(": keep-alive\n\n").catch(() => {}), KEEP_ALIVE_MS);
+    // A caller that hangs up cancels its job (DELETE /v1/jobs/{id}'s path): seen as the request's signal
+    // (workerd's enable_request_signal) or as the stream's cancellation when a write finds the caller gone.
+    const hangUp = () => {
+      if (gone.signal.aborted) return;
+      clearInterval(keepAlive);
       gone.abort();
-      // A caller that hangs up cancels its job (DELETE /v1/jobs/{id}'s path).
       const cancel = queue.cancelJob(call.model, job.id, owner, "hung_up").catch(() => {});
       try {
         c.executionCtx.waitUntil(cancel);
       } catch {
         // no execution context in app.request tests
       }
-    });
+    };
+    sse.onAbort(hangUp);
+    c.req.raw.signal.addEventListener("abort", hangUp, { once: true });
     let sent = "";
     let pending = "";
     try {
@@ -143,6 +152,9 @@ async function streamTokens(
       }
     } catch (error) {
       if (!gone.signal.aborted) throw error;
+    } finally {
+      clearInterval(keepAlive);
+      c.req.raw.signal.removeEventListener("abort", hangUp);
     }
   });
 }
