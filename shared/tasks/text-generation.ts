@@ -58,7 +58,7 @@ export function createTextGeneration(ctx: TaskContext): Task {
         if (problem) results[index] = invalidInput(problem);
         else sequences.push(start(index, value, prompt));
       }
-      await generate(ctx.session, shape, context, sequences, (seq, token) => {
+      await generate(ctx.session, shape, sequences, (seq, token) => {
         if (shape.eos.includes(token)) {
           // The end-of-text token is neither output nor counted; what was held back ends the text.
           seq.finish = "stop";
@@ -145,7 +145,6 @@ export function advanceText(full: string, sent: number, stops: readonly string[]
 async function generate(
   session: InferenceSession,
   shape: DecoderShape,
-  context: number,
   sequences: Sequence[],
   accept: (seq: Sequence, token: number) => void,
 ): Promise<void> {
@@ -154,7 +153,7 @@ async function generate(
   const batch = active.length;
   const width = Math.max(...active.map((s) => s.prefix.length));
   // Left padding: every row's last prompt token sits in the last column, so each step appends one column.
-  const mask: number[][] = active.map((s) => [...new Array(width - s.prefix.length).fill(0), ...s.prefix.map(() => 1)]);
+  let mask: number[][] = active.map((s) => [...new Array(width - s.prefix.length).fill(0), ...s.prefix.map(() => 1)]);
   let ids = active.flatMap((s) => [...new Array(width - s.prefix.length).fill(shape.pad), ...s.prefix]);
   let positions = active.flatMap((s) => [...new Array(width - s.prefix.length).fill(0), ...s.prefix.map((_, i) => i)]);
   let past: Record<string, TypedTensor> = {};
@@ -164,12 +163,14 @@ async function generate(
       past[`present.${layer}.${kv}`] = empty;
     }
   }
-  for (let step = 0; active.some((s) => !s.finish); step++) {
-    const columns = ids.length / batch;
+  // A sequence that finishes leaves the batch (its rows of the cache dropped), so the rest run on fewer rows.
+  let rows = active;
+  for (let step = 0; rows.length > 0; step++) {
+    const columns = ids.length / rows.length;
     const feeds: Record<string, TypedTensor> = {
-      input_ids: int64(ids, [batch, columns]),
-      attention_mask: int64(mask.flat(), [batch, mask[0]?.length ?? 0]),
-      position_ids: int64(positions, [batch, columns]),
+      input_ids: int64(ids, [rows.length, columns]),
+      attention_mask: int64(mask.flat(), [rows.length, mask[0]?.length ?? 0]),
+      position_ids: int64(positions, [rows.length, columns]),
     };
     for (let layer = 0; layer < shape.layers; layer++) {
       for (const kv of ["key", "value"]) {
@@ -180,21 +181,40 @@ async function generate(
     const logits = out.logits;
     if (logits?.dims.length !== 3) throw new Error("the decoder gave no logits of shape [batch, sequence, vocab]");
     const vocab = logits.dims[2] as number;
-    past = out;
+    const kept: number[] = [];
     ids = [];
     positions = [];
-    active.forEach((seq, row) => {
-      if (!seq.finish) {
-        const from = (row * columns + columns - 1) * vocab;
-        accept(seq, pickToken(logits.data as Float32Array, from, from + vocab, seq.item.params, seq.generated.length));
-      }
-      // A finished row keeps feeding padding (its outputs unread) at a position the model has.
-      const position = seq.prefix.length + step;
-      ids.push(seq.finish ? shape.pad : (seq.generated[seq.generated.length - 1] as number));
-      positions.push(Math.min(position, context - 1));
+    rows.forEach((seq, row) => {
+      const from = (row * columns + columns - 1) * vocab;
+      accept(seq, pickToken(logits.data as Float32Array, from, from + vocab, seq.item.params, seq.generated.length));
+      if (seq.finish) return;
+      kept.push(row);
+      ids.push(seq.generated[seq.generated.length - 1] as number);
+      positions.push(seq.prefix.length + step);
       mask[row]?.push(1);
     });
+    past = kept.length === rows.length ? out : keepRows(out, kept, shape.layers);
+    const before = rows;
+    rows = kept.map((row) => before[row] as Sequence);
+    mask = kept.map((row) => mask[row] as number[]);
   }
+}
+
+/** The cache of the rows kept, in order: each present tensor is [batch, heads, sequence, head_dim], row-major. */
+function keepRows(out: Record<string, TypedTensor>, kept: number[], layers: number): Record<string, TypedTensor> {
+  const past: Record<string, TypedTensor> = {};
+  for (let layer = 0; layer < layers; layer++) {
+    for (const kv of ["key", "value"]) {
+      const name = `present.${layer}.${kv}`;
+      const t = out[name] as TypedTensor;
+      const size = t.data.length / (t.dims[0] as number);
+      const data = new Float32Array(kept.length * size);
+      for (const [i, row] of kept.entries())
+        data.set((t.data as Float32Array).subarray(row * size, (row + 1) * size), i * size);
+      past[name] = { type: t.type, dims: [kept.length, ...t.dims.slice(1)], data };
+    }
+  }
+  return past;
 }
 
 function encode(tokenizer: TextTokenizer, text: string): number[] {
