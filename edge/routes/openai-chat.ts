@@ -140,6 +140,8 @@ async function streamTokens(
             if (rest !== "") await sse.writeSSE({ data: JSON.stringify(chunks.delta(rest)) });
             for (const last of chunks.end(out)) await sse.writeSSE({ data: JSON.stringify(last) });
           } else if (event.event === "completed") {
+            // As a waited call: the session holds this turn before the caller can send the next.
+            if (call.session !== undefined) await awaitSessionAppend(c, call.session, job.id);
             await sse.writeSSE({ data: "[DONE]" });
           } else if (event.event === "error") {
             await sse.writeSSE({ data: streamError(event.data.code, event.data.message) });

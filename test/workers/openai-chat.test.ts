@@ -126,6 +126,33 @@ describe("POST /v1/chat/completions", () => {
   });
 });
 
+describe("a streamed turn in a session", () => {
+  it("is in the session's history by [DONE], so the next turn reads it", async () => {
+    expect((await call("/v1/sessions/chat-s", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect("scribe");
+    const prompts: string[] = [];
+    const stop = serve(worker, prompts);
+    const stream = await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "One" }],
+      stream: true,
+      // @ts-expect-error EdgeSwarm's extension
+      session: "chat-s",
+    });
+    let reply = "";
+    for await (const chunk of stream) reply += chunk.choices[0]?.delta.content ?? "";
+    await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Two" }],
+      // @ts-expect-error EdgeSwarm's extension
+      session: "chat-s",
+    });
+    expect(prompts[1]).toBe(`<|user|>One<|end|><|assistant|>${reply}<|end|><|user|>Two<|end|><|assistant|>`);
+    stop();
+    worker.close();
+  });
+});
+
 describe("POST /v1/completions", () => {
   it("completes a prompt, streamed and not", async () => {
     const worker = await SocketWorker.connect("scribe");
