@@ -316,10 +316,11 @@ export class ModelQueue extends DurableObject<Env> {
   private completeLease(lease: LeaseRow, body: CompleteBody, now: number): CompleteResult {
     // An untrusted lease's outputs wait for verification: its figures are not the service's.
     const trusted = !this.verifier.checks(this.config(), lease.pool);
-    const measure =
+    // A generating item's output must go on from the tokens already relayed (token-stream.ts).
+    const generation =
       trusted && this.config().task === GENERATION_TASK ? this.tokens.beforeComplete(lease, body, now) : null;
-    const result = this.settlement.complete(lease, body, now);
-    if (measure && !("error" in result)) measure();
+    const result = this.settlement.complete(lease, generation?.body ?? body, now);
+    if (generation && !("error" in result)) generation.measure();
     if (!("error" in result)) this.router.observe(lease, now);
     if (!("error" in result) || result.error.code === ErrorCode.quarantined) this.pumpAndSchedule(now);
     return result;

@@ -88,19 +88,52 @@ export class TokenStream {
   }
 
   /**
-   * Before a trusted lease's results are recorded: when each generating item's first token came, so the
-   * metrics can be taken once they are (finished). An item that streamed nothing had its first token now.
+   * Before a trusted lease's results are recorded: the body to record, where an output that contradicts the
+   * tokens already relayed (not starting with them) becomes a retryable error, so the item runs again from
+   * the accepted prefix and the caller's stream and answer never disagree; and, to call once recorded, the
+   * metrics of each generating item. An item that streamed nothing had its first token now.
    */
-  beforeComplete(lease: LeaseRow, body: CompleteBody, now: number): () => void {
-    const rows = this.sql.all<{ seq: number; pos: number; first: number | null; created_at: number }>(
-      `SELECT seq, lease_pos AS pos, first_token_at AS first, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+  beforeComplete(lease: LeaseRow, body: CompleteBody, now: number): { body: CompleteBody; measure: () => void } {
+    const rows = this.sql.all<{
+      seq: number;
+      pos: number;
+      first: number | null;
+      created_at: number;
+      gen_tokens: string | null;
+    }>(
+      `SELECT seq, lease_pos AS pos, first_token_at AS first, gen_tokens,
+         (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
        FROM items WHERE lease_id = ? AND state = 'leased'`,
       lease.id,
     );
+    const results = [...body.results];
+    for (const row of rows) {
+      const result = results[row.pos];
+      if (!row.gen_tokens || !result || !("output" in result)) continue;
+      const kept = JSON.parse(row.gen_tokens) as number[];
+      const parsed = GenerationOutput.safeParse(result.output);
+      if (parsed.success && kept.every((t, i) => parsed.data.tokens[i] === t)) continue;
+      results[row.pos] = {
+        error: {
+          code: ErrorCode.invalidOutput,
+          message: `the output does not start with the ${kept.length} tokens already streamed for this item; it runs again from them`,
+          retryable: true,
+        },
+      };
+    }
+    return { body: { ...body, results }, measure: this.measure(lease, rows, results, now) };
+  }
+
+  private measure(
+    lease: LeaseRow,
+    rows: readonly { seq: number; pos: number; first: number | null; created_at: number }[],
+    results: CompleteBody["results"],
+    now: number,
+  ): () => void {
     return () => {
       const pool = lease.pool;
       for (const row of rows) {
-        const result = body.results[row.pos];
+        const result = results[row.pos];
         const parsed = result && "output" in result ? GenerationOutput.safeParse(result.output) : undefined;
         if (!parsed?.success) continue;
         const n = parsed.data.tokens.length;

@@ -136,6 +136,29 @@ describe("resumable generation", () => {
   });
 });
 
+describe("an output that contradicts the tokens streamed", () => {
+  it("is not recorded: the item runs again from the accepted tokens", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hm" }], wait: false });
+    const batch = await worker.next("batch");
+    worker.send(tokens(batch.lease_id, 0, [5, 6], " ok"));
+    worker.complete(batch, () => output(" other", [9]));
+    await worker.next("ack");
+    const again = await worker.next("batch");
+    expect((again.items[0]?.input as { resume?: unknown } | undefined)?.resume).toEqual({
+      tokens: [5, 6],
+      text: " ok",
+    });
+    worker.complete(again, () => output(" ok.", [5, 6, 7]));
+    const job = await waitFor(async () => {
+      const view = (await call(`/v1/jobs/${accepted.body.id}`)).body;
+      return view.status === "succeeded" ? view : undefined;
+    }, 15_000);
+    expect(job.outputs[0].generated_text).toBe(" ok.");
+    worker.close();
+  });
+});
+
 describe("a donor's deltas", () => {
   it("are not relayed while its output awaits verification: the stream carries the trusted run's", async () => {
     const model = "scribe-guarded";

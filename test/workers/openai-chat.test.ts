@@ -41,28 +41,36 @@ describe("POST /v1/chat/completions", () => {
     worker.close();
   });
 
-  it("streams deltas as the worker's tokens come, then [DONE]", async () => {
+  it("streams a delta as each of the worker's tokens comes, then [DONE]", async () => {
     const worker = await SocketWorker.connect("scribe");
-    const stop = serve(worker);
     const stream = await client.chat.completions.create({
       model: "scribe",
       messages: [{ role: "user", content: "Hi" }],
       stream: true,
       stream_options: { include_usage: true },
     });
-    const deltas: string[] = [];
+    const batch = await worker.next("batch");
+    const words = replyTo((batch.items[0]?.input as { prompt: string } | undefined)?.prompt ?? "");
+    const chunks = stream[Symbol.asyncIterator]();
+    // Each token goes out only once the one before has reached the caller.
+    for (const [i, word] of words.entries()) {
+      worker.send({ type: "tokens", lease_id: batch.lease_id, pos: 0, offset: i, tokens: [100 + i], text: word });
+      expect((await chunks.next()).value?.choices[0]?.delta.content).toBe(word);
+    }
+    worker.complete(batch, () => ({
+      generated_text: words.join(""),
+      tokens: words.map((_, i) => 100 + i),
+      finish_reason: "length",
+      prompt_tokens: 7,
+    }));
     let finish: string | null = null;
     let usage: unknown;
-    for await (const chunk of stream) {
-      if (chunk.usage) usage = chunk.usage;
-      const choice = chunk.choices[0];
-      if (choice?.delta.content) deltas.push(choice.delta.content);
-      if (choice?.finish_reason) finish = choice.finish_reason;
+    for (let next = await chunks.next(); !next.done; next = await chunks.next()) {
+      if (next.value.usage) usage = next.value.usage;
+      finish = next.value.choices[0]?.finish_reason ?? finish;
     }
-    expect(deltas).toEqual(replyTo("<|user|>Hi<|end|><|assistant|>"));
     expect(finish).toBe("length");
     expect(usage).toEqual({ prompt_tokens: 7, completion_tokens: 4, total_tokens: 11 });
-    stop();
     worker.close();
   });
 
@@ -132,13 +140,14 @@ describe("a streamed turn in a session", () => {
     const worker = await SocketWorker.connect("scribe");
     const prompts: string[] = [];
     const stop = serve(worker, prompts);
-    const stream = await client.chat.completions.create({
+    // `session` is EdgeSwarm's extension: passed as a variable, past the client's excess-property check.
+    const turn1 = {
       model: "scribe",
-      messages: [{ role: "user", content: "One" }],
-      stream: true,
-      // @ts-expect-error EdgeSwarm's extension
+      messages: [{ role: "user" as const, content: "One" }],
+      stream: true as const,
       session: "chat-s",
-    });
+    };
+    const stream = await client.chat.completions.create(turn1);
     let reply = "";
     for await (const chunk of stream) reply += chunk.choices[0]?.delta.content ?? "";
     await client.chat.completions.create({
@@ -183,9 +192,9 @@ describe("the SDK's generation calls", () => {
     expect(answer.choices[0]?.message.content).toBe(replyTo("<|user|>Hi<|end|><|assistant|>").join(""));
     const deltas: ChatDelta[] = [];
     for await (const delta of sdk.generation.chatStream("scribe", messages)) deltas.push(delta);
-    expect(deltas.filter((d) => d.type === "text").map((d) => d.text)).toEqual(
-      replyTo("<|user|>Hi<|end|><|assistant|>"),
-    );
+    // However the deltas were cut (a reader that joins late gets the tokens so far in one), they make the text.
+    const text = deltas.flatMap((d) => (d.type === "text" ? [d.text] : [])).join("");
+    expect(text).toBe(replyTo("<|user|>Hi<|end|><|assistant|>").join(""));
     expect(deltas.at(-1)).toEqual({
       type: "end",
       finish_reason: "length",
