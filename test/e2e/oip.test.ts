@@ -7,7 +7,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { OnnxGraph } from "../../models/build/onnx-graph.ts";
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry } from "../../shared/index.ts";
@@ -15,6 +14,7 @@ import type { OipInferResponse, OipTensor } from "../../shared/protocol/oip.ts";
 import { sha256Hex } from "../../shared/runner/model-files.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { expectClose } from "../support/expect-close.ts";
+import { OnnxGraph } from "../support/onnx-graph.ts";
 import { loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(
