@@ -7,35 +7,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { ModelQueue } from "../../edge/model-queue/model-queue.ts";
 import { TRUST_MODELS } from "../support/test-models.ts";
 import { call, infer, queue, SocketWorker, WORKER, waitFor, wipeQueues, workerCall } from "./helpers.ts";
+import { finished, honest, inputsOf, lie, metric, NET, submit } from "./trust-helpers.ts";
 
 afterEach(() => wipeQueues([...TRUST_MODELS, "flaky"]));
-
-const honest = (x: unknown) => [
-  { label: `L-${String(x)}`, score: 0.75 },
-  { label: "OTHER", score: 0.25 },
-];
-const lie = (x: unknown) => [
-  { label: `L-${String(x)}`, score: 0.25 },
-  { label: "OTHER", score: 0.75 },
-];
-const NET = { a: "10.0.1.0/24", b: "10.0.2.0/24", c: "10.0.3.0/24" };
-
-const submit = async (model: string, inputs: unknown[], extra: Record<string, unknown> = {}) => {
-  const res = await infer({ model, inputs, wait: false, ...extra });
-  expect(res.status).toBe(202);
-  return res.body.id as string;
-};
-const finished = (id: string, timeoutMs = 3_000) =>
-  waitFor(async () => {
-    const j = (await call(`/v1/jobs/${id}`)).body;
-    return ["succeeded", "failed", "expired"].includes(j.status) ? j : undefined;
-  }, timeoutMs);
-const metric = async (name: string, labels: string): Promise<number> => {
-  const text = (await call("/metrics")).body as string;
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
-  return line === undefined ? 0 : Number(line.split(" ").at(-1));
-};
-const inputsOf = (batch: { items: { input: unknown }[] }) => batch.items.map((i) => i.input);
 
 describe("collusion", () => {
   it.each([2, 3])("%i colluding donors on one network get no wrong answer out, and are all quarantined", async (n) => {

@@ -5,42 +5,14 @@
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { TRUST_MODELS } from "../support/test-models.ts";
-import { call, infer, queue, SocketWorker, sleep, waitFor, wipeQueues } from "./helpers.ts";
+import { infer, queue, SocketWorker, sleep, wipeQueues } from "./helpers.ts";
+import { finished, honest, inputsOf, job, lie, metric, NET, submit } from "./trust-helpers.ts";
 
 afterEach(() => wipeQueues(TRUST_MODELS));
 
-/** What an honest text-classification worker answers for an input, and what a liar answers instead. */
-const honest = (x: unknown) => [
-  { label: `L-${String(x)}`, score: 0.75 },
-  { label: "OTHER", score: 0.25 },
-];
-const lie = (x: unknown) => [
-  { label: `L-${String(x)}`, score: 0.25 },
-  { label: "OTHER", score: 0.75 },
-];
 /** feature-extraction: a 4-dimensional vector per input. */
 const vector = (x: unknown) => [String(x).length / 10, 0.5, 0.25, 0.125];
 
-const submit = async (model: string, inputs: unknown[], extra: Record<string, unknown> = {}) => {
-  const res = await infer({ model, inputs, wait: false, ...extra });
-  expect(res.status).toBe(202);
-  return res.body.id as string;
-};
-const job = async (id: string) => (await call(`/v1/jobs/${id}`)).body;
-const finished = (id: string) =>
-  waitFor(async () => {
-    const j = await job(id);
-    return ["succeeded", "failed", "expired"].includes(j.status) ? j : undefined;
-  });
-const metrics = async () => (await call("/metrics")).body as string;
-const metric = async (name: string, labels: string): Promise<number> => {
-  const line = (await metrics()).split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
-  return line === undefined ? 0 : Number(line.split(" ").at(-1));
-};
-const inputsOf = (batch: { items: { input: unknown }[] }) => batch.items.map((i) => i.input);
-
-/** Client networks as the route derives them from a connection's address (edge/client-address.ts). */
-const NET = { a: "10.0.1.0/24", b: "10.0.2.0/24", c: "10.0.3.0/24" };
 const pinned = (model: string, inputs: unknown[]) => submit(model, inputs, { pool: "browser" });
 
 describe("redundant execution (strict: a trusted run, or an independent donor in good standing, must agree)", () => {
