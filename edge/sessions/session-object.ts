@@ -103,14 +103,6 @@ export class SessionObject extends DurableObject<Env> {
   }
 
   /**
-   * Only the state, as JSON text, for a call made in the session (its history stays here); slides the
-   * expiry. Null when there is no live session.
-   */
-  async stateText(): Promise<string | null> {
-    return (await this.callContext())?.state ?? null;
-  }
-
-  /**
    * What a call made in the session needs: its state as JSON text, and whether the session lets donors
    * (untrusted browser workers, who see the state) run its calls. Slides the expiry; null when there is none.
    */
