@@ -11,7 +11,13 @@ import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-d
 import { ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { sameOutput } from "../support/donor-answers.ts";
-import { type DonorOptions, type DonorProcess, startDonor } from "../support/donor-launcher.ts";
+import {
+  DONOR_ORIGIN,
+  type DonorOptions,
+  type DonorProcess,
+  donorCoordinatorVars,
+  startDonor,
+} from "../support/donor-launcher.ts";
 import { BUNDLED_REGISTRY_URL, loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
@@ -27,7 +33,6 @@ const registry = {
     },
   ],
 };
-const ORIGIN = "https://donor-site.example";
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-donor-pool-"));
@@ -39,13 +44,7 @@ const donors: DonorProcess[] = [];
 beforeAll(async () => {
   coordinator = await startCoordinator({
     persistTo,
-    vars: {
-      API_KEYS: "k",
-      WORKER_TOKENS: "w",
-      DONOR_TOKEN_SECRET: "e2e-donor-secret",
-      SITE_KEYS: JSON.stringify({ site: { origins: [ORIGIN] } }),
-      MODELS: JSON.stringify(registry),
-    },
+    vars: donorCoordinatorVars(registry),
   });
   gpu = startWorker(["--coordinator", coordinator.url, "--token", "w", "--worker-id", "gpu-1", "--port", "0"]);
   await gpu.waitFor(/\[sentiment\] connected/, 120_000);
@@ -62,7 +61,13 @@ afterAll(async () => {
 });
 
 async function donor(opts: Omit<DonorOptions, "coordinator" | "siteKey" | "origin" | "model">): Promise<DonorProcess> {
-  const d = startDonor({ coordinator: coordinator.url, siteKey: "site", origin: ORIGIN, model: "sentiment", ...opts });
+  const d = startDonor({
+    coordinator: coordinator.url,
+    siteKey: "site",
+    origin: DONOR_ORIGIN,
+    model: "sentiment",
+    ...opts,
+  });
   donors.push(d);
   await d.ready();
   return d;

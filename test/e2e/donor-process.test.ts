@@ -10,7 +10,13 @@ import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-d
 import { ModelRegistry } from "../../shared/index.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { sameOutput } from "../support/donor-answers.ts";
-import { type DonorOptions, type DonorProcess, startDonor } from "../support/donor-launcher.ts";
+import {
+  DONOR_ORIGIN,
+  type DonorOptions,
+  type DonorProcess,
+  donorCoordinatorVars,
+  startDonor,
+} from "../support/donor-launcher.ts";
 import { boundRequest, jsonOf } from "../support/donor-wire.ts";
 import { BUNDLED_REGISTRY_URL, loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
 
@@ -24,7 +30,6 @@ const registry = {
     { ...sentiment, name: "sentiment-hold", files, lease_ms: 1_000, verification: { enabled: false } },
   ],
 };
-const ORIGIN = "https://donor-site.example";
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-donors-"));
@@ -35,13 +40,7 @@ const started: DonorProcess[] = [];
 beforeAll(async () => {
   coordinator = await startCoordinator({
     persistTo,
-    vars: {
-      API_KEYS: "k",
-      WORKER_TOKENS: "w",
-      DONOR_TOKEN_SECRET: "e2e-donor-secret",
-      SITE_KEYS: JSON.stringify({ site: { origins: [ORIGIN] } }),
-      MODELS: JSON.stringify(registry),
-    },
+    vars: donorCoordinatorVars(registry),
   });
   reference = await loadReferenceModels({ models: [registry.models[0]] });
 }, 120_000);
@@ -54,7 +53,7 @@ afterAll(async () => {
 });
 
 async function donor(opts: Omit<DonorOptions, "coordinator" | "siteKey" | "origin">): Promise<DonorProcess> {
-  const d = startDonor({ coordinator: coordinator.url, siteKey: "site", origin: ORIGIN, ...opts });
+  const d = startDonor({ coordinator: coordinator.url, siteKey: "site", origin: DONOR_ORIGIN, ...opts });
   started.push(d);
   await d.ready();
   return d;
@@ -159,7 +158,7 @@ describe("donor processes", () => {
   it("is seen by the edge from the address it binds: 127.0.5.9's donor tokens are limited, 127.0.5.10's are not", async () => {
     const mint = (localAddress: string) =>
       boundRequest(`${coordinator.url}/v1/donors/token`, {
-        headers: { Origin: ORIGIN },
+        headers: { Origin: DONOR_ORIGIN },
         json: { site_key: "site" },
         localAddress,
       });
@@ -174,7 +173,7 @@ describe("donor processes", () => {
     const limited = startDonor({
       coordinator: coordinator.url,
       siteKey: "site",
-      origin: ORIGIN,
+      origin: DONOR_ORIGIN,
       model: "sentiment",
       mode: "honest",
       localAddress: "127.0.5.9",

@@ -6,6 +6,20 @@ import type { CanaryGuess, DonorMode, DonorReport } from "./donor-answers.ts";
 
 const ENTRY = fileURLToPath(new URL("./donor-process.ts", import.meta.url));
 
+/** The page origin the e2e suites' donors claim, for the site key "site". */
+export const DONOR_ORIGIN = "https://donor-site.example";
+
+/** A coordinator's variables for the donor suites: caller key "k", worker token "w", site "site" on DONOR_ORIGIN. */
+export function donorCoordinatorVars(registry: unknown): Record<string, string> {
+  return {
+    API_KEYS: "k",
+    WORKER_TOKENS: "w",
+    DONOR_TOKEN_SECRET: "e2e-donor-secret",
+    SITE_KEYS: JSON.stringify({ site: { origins: [DONOR_ORIGIN] } }),
+    MODELS: JSON.stringify(registry),
+  };
+}
+
 export interface DonorOptions {
   coordinator: string;
   model: string;
