@@ -31,7 +31,7 @@ app.notFound((c) =>
   c.json(
     errorBody(
       ErrorCode.notFound,
-      `no route ${c.req.method} ${new URL(c.req.url).pathname}; see the README for the API`,
+      `no route ${c.req.method} ${new URL(c.req.url).pathname}; see docs/api.md for the API`,
     ),
     404,
   ),

@@ -24,7 +24,7 @@ that gives. npm start passes only the variables .dev.vars leaves unset, or that 
 --var flags, because --var would override .dev.vars.
 
 Embedding on your own page: npm start -- --site-origin http://127.0.0.1:8099, then serve a page with the
-embed snippet on port 8099 (README, "Embedding the script").`;
+embed snippet on port 8099 (docs/embedding.md, "Trying the embed on your own page, locally").`;
 
 export class UsageError extends Error {}
 

@@ -1,4 +1,4 @@
-// Per-model queue configuration with documented defaults (the README's defaults table mirrors this).
+// Per-model queue configuration with documented defaults (docs/operations.md's defaults table mirrors this).
 // The registry (models/registry.json) or the MODELS variable supplies entries; omitted fields take these.
 import { z } from "zod";
 import { MODEL_NAME } from "../protocol/caller.ts";

@@ -1,5 +1,5 @@
 // The GPU worker's deployment files, checked against the code they deploy: worker-gpu/Dockerfile,
-// worker-gpu/k8s/ (kustomize, KEDA) and README's Kubernetes section. Nothing here builds an image or
+// worker-gpu/k8s/ (kustomize, KEDA) and the Kubernetes section of docs/deployment.md. Nothing here builds an image or
 // talks to a cluster; every number, path and port is read from where the worker or coordinator defines it.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import type { Server } from "node:http";
@@ -555,15 +555,16 @@ describe("WebGPU workers (worker-gpu/k8s/webgpu, the image's Vulkan loader)", ()
   });
 });
 
-describe("README's Kubernetes section", () => {
-  const readme = read("README.md");
-  const start = readme.indexOf("\n## Deploying the GPU workers to Kubernetes");
-  const section = readme.slice(start, readme.indexOf("\n## ", start + 1));
+describe("docs/deployment.md's Kubernetes section", () => {
+  const doc = read("docs/deployment.md");
+  const start = doc.indexOf("\n## Deploying the GPU workers to Kubernetes");
+  const end = doc.indexOf("\n## ", start + 1);
+  const section = doc.slice(start, end < 0 ? undefined : end);
 
   /** The table row whose first cell is `field`: its value cell, and the coordinator-setting cell. */
   function row(field: string): [string, string] {
     const line = section.split("\n").find((l) => l.startsWith(`| \`${field}\``));
-    if (!line) throw new Error(`README's Kubernetes table has no row for ${field}`);
+    if (!line) throw new Error(`docs/deployment.md's Kubernetes table has no row for ${field}`);
     const cells = line.split("|").map((c) => c.trim());
     return [cells[2] as string, cells[3] as string];
   }
