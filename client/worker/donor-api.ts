@@ -195,6 +195,7 @@ export function createDonorApi() {
         const registryUrl = grant.registry_url;
         await cache.retainOnly(grant.models.flatMap((m) => modelFileUrls(m, registryUrl)));
         for (const spec of grant.models) {
+          emit({ type: "log", line: `loading ${spec.name}` });
           const info = await runner.load(spec, {
             registryUrl,
             devices: cfg.devices,

@@ -16,6 +16,8 @@ export interface LoadModelOptions {
   cache?: ModelFileCache;
   /** Devices to try in order; defaults to the factory's preference table. */
   devices?: readonly string[];
+  /** A download silent this long is tried again (default model-files' STALL_MS). */
+  stallMs?: number;
 }
 
 type FileKey = "model" | "config" | "tokenizer" | "tokenizer_config";
@@ -41,7 +43,8 @@ export async function loadModel(
     const ref = files[key];
     if (!ref) return undefined;
     const url = new URL(ref.path, folder).href;
-    return fetchVerified(url, ref.sha256, { fetch: opts.fetch, cache: opts.cache, label: `${spec.name}/${ref.path}` });
+    const label = `${spec.name}/${ref.path}`;
+    return fetchVerified(url, ref.sha256, { fetch: opts.fetch, cache: opts.cache, label, stallMs: opts.stallMs });
   };
   // Tokenizer files are only worth fetching for text tasks; the four downloads run at once.
   const [model, config, tokenizer, tokenizerConfig] = await Promise.all([

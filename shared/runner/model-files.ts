@@ -3,7 +3,12 @@
 // fetch and WebCrypto only; Node callers pass a fetch that also reads file:// URLs.
 import type { ModelConfig } from "../config/model-config.ts";
 
-export type FetchFn = (url: string) => Promise<Response>;
+export type FetchFn = (url: string, init?: { signal?: AbortSignal }) => Promise<Response>;
+
+/** A download that sends no byte for this long is abandoned and tried again (a stalled connection never ends). */
+export const STALL_MS = 20_000;
+/** Downloads tried per file: a stall or network error gets a second chance; a wrong hash or HTTP error does not. */
+const DOWNLOAD_TRIES = 2;
 
 /** Where fetched files are kept between loads. A hit is hashed again before use, so a corrupt cache costs a download, never a wrong model. */
 export interface ModelFileCache {
@@ -61,6 +66,54 @@ export interface FetchFileOptions {
   cache?: ModelFileCache;
   /** How errors name the file, e.g. "sentiment/onnx/model.onnx". */
   label: string;
+  /** Default STALL_MS. */
+  stallMs?: number;
+}
+
+class HttpStatusError extends Error {}
+
+/** The body at `url`, aborted when no byte arrives for `stallMs` (from the request, then between chunks). */
+async function download(fetchFn: FetchFn, url: string, stallMs: number): Promise<Uint8Array> {
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stall: (error: Error) => void = () => {};
+  const stalled = new Promise<never>((_, reject) => {
+    stall = reject;
+  });
+  stalled.catch(() => {}); // settled by a race below, or by nobody once the download is done
+  const rearm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const error = new Error(`no data for ${stallMs / 1000} s`);
+      abort.abort(error);
+      stall(error);
+    }, stallMs);
+  };
+  rearm();
+  try {
+    const response = await Promise.race([fetchFn(url, { signal: abort.signal }), stalled]);
+    if (!response.ok) throw new HttpStatusError(`HTTP ${response.status} ${response.statusText}`.trim());
+    if (!response.body) return new Uint8Array(await Promise.race([response.arrayBuffer(), stalled]));
+    const reader = response.body.getReader();
+    const chunks: Uint8Array[] = [];
+    let length = 0;
+    for (;;) {
+      rearm();
+      const { done, value } = await Promise.race([reader.read(), stalled]);
+      if (done) break;
+      chunks.push(value);
+      length += value.byteLength;
+    }
+    const bytes = new Uint8Array(length);
+    let at = 0;
+    for (const chunk of chunks) {
+      bytes.set(chunk, at);
+      at += chunk.byteLength;
+    }
+    return bytes;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The file's bytes, from the cache or the network, after checking them against `sha256`. */
@@ -68,14 +121,20 @@ export async function fetchVerified(url: string, sha256: string, opts: FetchFile
   const cached = await opts.cache?.get(url, sha256);
   if (cached !== undefined && (await sha256Hex(cached)) === sha256) return cached;
 
-  const fetchFn = opts.fetch ?? ((u: string) => fetch(u));
-  let bytes: Uint8Array;
-  try {
-    const response = await fetchFn(url);
-    if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
-    bytes = new Uint8Array(await response.arrayBuffer());
-  } catch (error) {
-    throw new ModelFileError("fetch_failed", `could not fetch ${opts.label} from ${url}: ${(error as Error).message}`);
+  const fetchFn = opts.fetch ?? ((u: string, init?: { signal?: AbortSignal }) => fetch(u, init));
+  let bytes: Uint8Array | undefined;
+  for (let tryNo = 1; bytes === undefined; tryNo++) {
+    try {
+      bytes = await download(fetchFn, url, opts.stallMs ?? STALL_MS);
+    } catch (error) {
+      const retry = !(error instanceof HttpStatusError) && tryNo < DOWNLOAD_TRIES;
+      if (!retry) {
+        throw new ModelFileError(
+          "fetch_failed",
+          `could not fetch ${opts.label} from ${url}: ${(error as Error).message}`,
+        );
+      }
+    }
   }
   const actual = await sha256Hex(bytes);
   if (actual !== sha256) {

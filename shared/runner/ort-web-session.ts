@@ -10,6 +10,12 @@ import { wrapOrtSession } from "./ort-session.ts";
 export const WEB_DEVICES = Object.freeze(["webgpu", "wasm"] as const);
 export type WebDevice = (typeof WEB_DEVICES)[number];
 const FALLBACK: WebDevice = "wasm";
+/**
+ * A WebGPU start that has not finished by now will not: a GPU process that hung or restarts under load
+ * leaves requestAdapter unanswered, and the donor would sit in "starting" for good. Generous, since a
+ * software adapter compiles its shaders slowly.
+ */
+export const GPU_START_MS = 30_000;
 
 /** The onnxruntime-web module the host loaded: `import * as ort from "onnxruntime-web"` or its webgpu build. */
 export type OrtWebModule = Pick<typeof OrtWeb, "env" | "InferenceSession" | "Tensor">;
@@ -22,6 +28,8 @@ export interface OrtWebOptions {
   /** Where onnxruntime-web fetches its .wasm/.mjs files from, when the bundler does not serve them beside the script. */
   wasmPaths?: string;
   warn?: (message: string) => void;
+  /** How long a WebGPU session may take to start before wasm is tried instead (default GPU_START_MS). */
+  gpuStartMs?: number;
   /**
    * Whether wasm is tried after the devices asked for (default true). Off, a device that cannot start fails
    * the session with the reason (edgeswarm-worker --device webgpu); asking for wasm itself still works.
@@ -148,10 +156,12 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
       const order = webDeviceOrder(wanted, warn, opts.fallback ?? true);
       for (const [i, device] of order.entries()) {
         try {
-          const session = await ort.InferenceSession.create(model, {
+          const creating = ort.InferenceSession.create(model, {
             executionProviders: [device],
             graphOptimizationLevel: "all",
           });
+          const session =
+            device === "webgpu" ? await withinTime(creating, opts.gpuStartMs ?? GPU_START_MS) : await creating;
           if (device === "webgpu") await watchGpuDevice();
           return wrapOrtSession(session, {
             device,
@@ -173,4 +183,20 @@ export function createOrtWebFactory(opts: OrtWebOptions = {}): OrtWebFactory {
       );
     },
   };
+}
+
+/** The session `creating` gives, unless it takes over `ms`: then an error, and a late session is released. */
+async function withinTime<S extends { release(): Promise<void> }>(creating: Promise<S>, ms: number): Promise<S> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(new Error(`no session after ${ms / 1000} s`));
+      void creating.then((s) => s.release()).catch(() => {});
+    }, ms);
+  });
+  try {
+    return await Promise.race([creating, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

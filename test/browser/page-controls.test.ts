@@ -57,7 +57,9 @@ async function embedPage(attrs: string, init?: string, browser = chromium): Prom
 <script src="/embed.js" data-site-key="demo" ${attrs}></script>
 <script>
   window.__batches = [];
+  window.__logs = [];
   window.EdgeSwarm.addEventListener("batch", (e) => window.__batches.push(e.detail));
+  window.EdgeSwarm.addEventListener("log", (e) => window.__logs.push(e.detail.line));
 </script>`,
     }),
   );

@@ -19,6 +19,8 @@ let origin: string;
 const requests: string[] = [];
 /** Paths the server answers with altered bytes, as a compromised mirror would. */
 const tampered = new Set<string>();
+/** Paths and how many more requests for them get half the body and then nothing, as a stalled connection does. */
+const stalls = new Map<string, number>();
 
 beforeAll(async () => {
   server = createServer(async (req, res) => {
@@ -27,6 +29,12 @@ beforeAll(async () => {
     try {
       const bytes = await readFile(new URL(`.${path.replace(/^\/models/, "")}`, modelsDir));
       if (tampered.has(path)) bytes.writeUInt8((bytes.at(-1) ?? 0) ^ 1, bytes.length - 1);
+      const stallsLeft = stalls.get(path) ?? 0;
+      if (stallsLeft > 0) {
+        stalls.set(path, stallsLeft - 1);
+        res.writeHead(200, { "Content-Length": bytes.length }).write(bytes.subarray(0, bytes.length >> 1));
+        return; // the rest never comes; the client gives up on the connection
+      }
       res.writeHead(200).end(bytes);
     } catch {
       res.writeHead(404).end();
@@ -98,6 +106,23 @@ describe("loadModel over HTTP", () => {
     expect(error.message).toMatch(
       new RegExp(`could not fetch sentiment/\\S+ from ${origin}/models/nowhere/\\S+: HTTP 404`),
     );
+  });
+
+  it("gives up on a download that stalls and fetches it again; says so when it stalls twice", async () => {
+    const spec = await sentiment();
+    const registryUrl = `${origin}/models/registry.json`;
+    const configPath = "/models/sentiment/config.json";
+    stalls.set(configPath, 1);
+    const before = requests.length;
+    const model = await loadModel(spec, cpu(), { registryUrl, stallMs: 1_000 });
+    expect(requests.slice(before).filter((p) => p === configPath)).toHaveLength(2);
+    await model.dispose();
+
+    stalls.set(configPath, 2);
+    const error = await loadModel(spec, cpu(), { registryUrl, stallMs: 1_000 }).catch((e) => e);
+    expect(error).toBeInstanceOf(ModelFileError);
+    expect(error.code).toBe("fetch_failed");
+    expect(error.message).toMatch(/sentiment\/config\.json .*no data for 1 s/);
   });
 
   it("refuses bytes that do not match the registry's sha256", async () => {

@@ -81,7 +81,9 @@ export async function waitForStatus(
     if (last && ready(last)) return last;
     await sleep(100);
   }
-  throw new Error(`donor status not reached in time; last: ${JSON.stringify(last)}`);
+  // The tab's own log lines (where its page records them in window.__logs) say which step it was stuck in.
+  const logs = await page.evaluate("(window.__logs ?? []).slice(-20)").catch(() => []);
+  throw new Error(`donor status not reached in time; last: ${JSON.stringify(last)}; log: ${JSON.stringify(logs)}`);
 }
 
 export const itemsDone = (s: DonorStatus) => s.models.reduce((n, m) => n + m.items, 0);
