@@ -24,29 +24,57 @@ export const GenerationParams = z.strictObject({
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 
-/**
- * One text-generation item as a worker receives it: the prompt as text (a chat's messages are rendered with the
- * model's chat template at the edge), its parameters, and, when the item is redelivered mid-generation, the
- * tokens already accepted: the worker continues after them and never sends them again.
- */
-export const GenerationItem = z.strictObject({
-  prompt: z.string().min(1).max(100_000),
-  params: GenerationParams.prefault({}),
-  resume: z.strictObject({ tokens: z.array(z.int().min(0)).max(4096), text: z.string() }).optional(),
-});
-export type GenerationItem = z.infer<typeof GenerationItem>;
-
 export const FinishReason = z.enum(["stop", "length"]);
 export type FinishReason = z.infer<typeof FinishReason>;
 
 /** A finished item's output: the whole generated text and token ids (resumed prefix included). */
 export const GenerationOutput = z.strictObject({
   generated_text: z.string(),
-  tokens: z.array(z.int().min(0)),
+  tokens: z.array(z.int().min(0)).max(4096),
   finish_reason: FinishReason,
   prompt_tokens: z.int().min(0),
 });
 export type GenerationOutput = z.infer<typeof GenerationOutput>;
+
+/**
+ * A donor's output for the item, set by the queue (never by a caller) on the run that verifies it: the worker
+ * checks it with one teacher-forced pass instead of generating (shared/tasks/text-generation-check.ts) and
+ * answers a GenerationVerdict. `tolerance` is the logit slack of that check (the model's verification.tolerance.abs).
+ */
+export const GenerationClaim = GenerationOutput.extend({ tolerance: z.number().min(0).max(10) });
+export type GenerationClaim = z.infer<typeof GenerationClaim>;
+
+/**
+ * One text-generation item as a worker receives it: the prompt as text (a chat's messages are rendered with the
+ * model's chat template at the edge), its parameters, and, when the item is redelivered mid-generation, the
+ * tokens already accepted: the worker continues after them and never sends them again. With `verify`, the
+ * worker checks that claim rather than generating.
+ */
+export const GenerationItem = z.strictObject({
+  prompt: z.string().min(1).max(100_000),
+  params: GenerationParams.prefault({}),
+  resume: z.strictObject({ tokens: z.array(z.int().min(0)).max(4096), text: z.string() }).optional(),
+  verify: GenerationClaim.optional(),
+});
+export type GenerationItem = z.infer<typeof GenerationItem>;
+
+/**
+ * What a verifying run answers for an item with `verify`: `agreed` when every claimed token is one the model
+ * allows at its place (and the claim ends, and reads, as the model's run would), else the first place that is
+ * not: an index into the claim's tokens, or their count when the end is wrong (end-of-text not allowed there,
+ * finish_reason, generated_text or prompt_tokens not the model's). `checked`: the token places the pass read.
+ */
+export const GenerationVerdict = z
+  .strictObject({
+    verdict: z.enum(["agreed", "mismatch"]),
+    checked: z.int().min(0),
+    first_mismatch: z.int().min(0).nullable(),
+    reason: z.string().max(500).nullable(),
+  })
+  .refine((v) => (v.verdict === "agreed") === (v.first_mismatch === null), {
+    message: "first_mismatch is null exactly when the verdict is agreed",
+  });
+export type GenerationVerdict = z.infer<typeof GenerationVerdict>;
 
 /**
  * Worker → coordinator, while an item of a leased batch generates: the next tokens of the item at batch

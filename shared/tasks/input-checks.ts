@@ -28,6 +28,15 @@ export function inputProblems(
   model: Pick<ModelConfig, "task" | "files" | "max_sequence_length">,
   inputs: readonly unknown[],
 ): InputProblem[] {
+  if (model.task === "text-generation") {
+    // `verify` is the queue's own: it turns the item into a check of a donor's output (verification.ts).
+    const own = problemsOf(inputs, (input) =>
+      typeof input === "object" && input !== null && "verify" in input
+        ? { error: "verify is set by the queue on the runs that check a donor's output; leave it out" }
+        : { value: input },
+    );
+    if (own.length > 0 || model.files === undefined) return own;
+  }
   if (model.files === undefined) return [];
   if (isTextTask(model.task)) return textProblems(inputs, model.max_sequence_length);
   if (model.task === "tensor") return problemsOf(inputs, parseSentTensors);

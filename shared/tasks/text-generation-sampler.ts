@@ -65,3 +65,37 @@ export function pickToken(logits: ArrayLike<number>, from: number, to: number, p
   }
   return (set[set.length - 1] as { id: number }).id;
 }
+
+/**
+ * Whether a run whose every logit differs from these by at most `tol` could have picked `token` at generated
+ * position `position`: the teacher-forced check of a claimed token (text-generation-check.ts). Greedy: its
+ * logit is within 2 tol of the best (two such runs may order a near tie either way). Sampling, under the same
+ * seed rule: the seeded draw lands in the token's interval, widened by eps = e^(4 tol / T) - 1 (how far such
+ * logits can move any cumulative probability), with the top_p cut taken either side of its edge when the edge
+ * is that close, and a token whose logit ties (within 2 tol) one in the set standing in for it (a top_k edge).
+ */
+export function tokenAllowed(
+  logits: ArrayLike<number>,
+  from: number,
+  to: number,
+  p: Sampling,
+  position: number,
+  token: number,
+  tol: number,
+): boolean {
+  if (!Number.isInteger(token) || token < 0 || token >= to - from) return false;
+  const logit = (id: number) => logits[from + id] as number;
+  if (p.temperature === 0) return logit(token) >= logit(argmax(logits, from, to)) - 2 * tol;
+  const eps = Math.min(1, Math.expm1((4 * tol) / p.temperature));
+  const u = uniformAt(p.seed, position);
+  const cuts = new Set([p.top_p, Math.max(1e-9, p.top_p - eps), Math.min(1, p.top_p + eps)]);
+  for (const top_p of cuts) {
+    let lo = 0;
+    for (const c of candidates(logits, from, to, { ...p, top_p })) {
+      const hi = lo + c.prob;
+      if (u >= lo - eps && u < hi + eps && Math.abs(logit(c.id) - logit(token)) <= 2 * tol) return true;
+      lo = hi;
+    }
+  }
+  return false;
+}

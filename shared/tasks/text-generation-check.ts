@@ -1,0 +1,104 @@
+// The teacher-forced check of a claimed generation (issue 14, point 8): an item with `verify` (a donor's output,
+// set by the queue) is not generated again. Its prompt and the claimed tokens go through the decoder in one
+// prefill, and each claimed token must be one the model allows at its place (tokenAllowed: the argmax when
+// greedy, the seeded draw when sampling, within the claim's logit tolerance); the claim must end where the
+// model's run would (end-of-text, a stop string, max_new_tokens: replayed with the decode loop's own takeToken)
+// and read as it would. The claims of a batch share one prefill. Called by text-generation.ts; the queue
+// compares the verdict instead of a second output (edge/model-queue/verification.ts).
+import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
+import type { InferenceSession } from "../runner/model-runner.ts";
+import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
+import { pickToken, tokenAllowed } from "./text-generation-sampler.ts";
+import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
+
+export interface ClaimToCheck {
+  item: GenerationItem;
+  claim: GenerationClaim;
+  /** The prompt's tokens, as the worker's tokenizer gives them. */
+  prompt: number[];
+}
+
+/** One verdict per claim, in order, from a single prefill of every prompt followed by its claimed tokens. */
+export async function checkClaims(
+  session: InferenceSession,
+  shape: DecoderShape,
+  decode: Decode,
+  claims: readonly ClaimToCheck[],
+): Promise<GenerationVerdict[]> {
+  if (claims.length === 0) return [];
+  // Never more than max_new_tokens are read: the prompt and those fit the context (checked before).
+  const read = claims.map((c) => c.claim.tokens.slice(0, c.item.params.max_new_tokens));
+  const batch = leftPadded(
+    claims.map((c, i) => [...c.prompt, ...(read[i] as number[])]),
+    shape.pad,
+  );
+  const { logits, vocab, columns } = await decoderStep(
+    session,
+    shape,
+    { ids: batch.ids, mask: batch.mask, positions: batch.positions, rows: claims.length },
+    emptyCache(shape, claims.length),
+  );
+  const data = logits.data as Float32Array;
+  return claims.map((c, row) => {
+    // The logits that choose generated token i sit at the column of the token before it.
+    const first = row * columns + (batch.pads[row] as number) + c.prompt.length - 1;
+    const at = (i: number) => ({ from: (first + i) * vocab, to: (first + i + 1) * vocab });
+    return judge(c, read[row] as number[], at, data, shape, decode);
+  });
+}
+
+function judge(
+  c: ClaimToCheck,
+  read: readonly number[],
+  at: (i: number) => { from: number; to: number },
+  logits: Float32Array,
+  shape: DecoderShape,
+  decode: Decode,
+): GenerationVerdict {
+  const { claim, item } = c;
+  const params = item.params;
+  const n = claim.tokens.length;
+  const mismatch = (i: number, checked: number, reason: string): GenerationVerdict => ({
+    verdict: "mismatch",
+    checked,
+    first_mismatch: i,
+    reason,
+  });
+  const modelPick = (i: number) => {
+    const { from, to } = at(i);
+    return pickToken(logits, from, to, params, i);
+  };
+  const resumed = item.resume?.tokens ?? [];
+  const off = resumed.findIndex((t, i) => claim.tokens[i] !== t);
+  if (off >= 0) return mismatch(off, 0, `the claim does not start with the ${resumed.length} tokens already accepted`);
+  const seq = startSequence(0, { ...item, resume: undefined }, c.prompt, decode);
+  for (const [i, token] of read.entries()) {
+    if (seq.finish) return mismatch(i, i, `the run ends before token ${i} (finish_reason ${seq.finish})`);
+    const { from, to } = at(i);
+    if (shape.eos.includes(token)) return mismatch(i, i + 1, `token ${i} is an end-of-text token inside the output`);
+    if (!tokenAllowed(logits, from, to, params, i, token, claim.tolerance)) {
+      return mismatch(i, i + 1, `token ${i} is ${token}; the model picks ${modelPick(i)} there`);
+    }
+    takeToken(seq, token, shape.eos, decode);
+  }
+  let checked = read.length;
+  if (n > read.length) return mismatch(read.length, checked, `${n} tokens, more than max_new_tokens (${read.length})`);
+  if (!seq.finish) {
+    // Ended by end-of-text: the model must allow one right after the last token.
+    const { from, to } = at(n);
+    checked++;
+    const eos = shape.eos.find((e) => tokenAllowed(logits, from, to, params, n, e, claim.tolerance));
+    if (eos === undefined) {
+      return mismatch(n, checked, `the output ends after ${n} tokens; the model goes on with ${modelPick(n)}`);
+    }
+    takeToken(seq, eos, shape.eos, decode);
+  }
+  if (claim.finish_reason !== seq.finish) {
+    return mismatch(n, checked, `finish_reason is ${claim.finish_reason}; these tokens end with ${seq.finish}`);
+  }
+  if (claim.generated_text !== seq.text) return mismatch(n, checked, "generated_text is not the text of its tokens");
+  if (claim.prompt_tokens !== c.prompt.length) {
+    return mismatch(n, checked, `prompt_tokens is ${claim.prompt_tokens}; the prompt is ${c.prompt.length} tokens`);
+  }
+  return { verdict: "agreed", checked, first_mismatch: null, reason: null };
+}

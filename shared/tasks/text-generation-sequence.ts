@@ -1,0 +1,94 @@
+// One sequence of a text-generation batch as its tokens come: the tokens generated, the text sent so far, and
+// where it ends (an end-of-text token, a stop string, max_new_tokens). The decode loop (text-generation.ts) and
+// the teacher-forced check of a donor's claim (text-generation-check.ts) take tokens through the same takeToken,
+// so a claim is held to the very rules that end the model's own run.
+
+import type { FinishReason, GenerationItem } from "../protocol/generation.ts";
+import type { CallableTokenizer } from "./tokenizer.ts";
+
+export type Decode = CallableTokenizer["decode"];
+
+export interface Sequence {
+  pos: number;
+  item: GenerationItem;
+  promptTokens: number;
+  /** Prompt, then the resumed tokens: what the prefill reads. */
+  prefix: number[];
+  /** Generated tokens, the resumed ones first. */
+  generated: number[];
+  /** Characters of the generated text already sent (the resumed text included). */
+  sent: number;
+  text: string;
+  finish?: FinishReason;
+}
+
+/** A sequence about to generate after `prompt` (and the item's resumed tokens, if any). */
+export function startSequence(pos: number, item: GenerationItem, prompt: number[], decode: Decode): Sequence {
+  const resumed = item.resume?.tokens ?? [];
+  const seq: Sequence = {
+    pos,
+    item,
+    promptTokens: prompt.length,
+    prefix: [...prompt, ...resumed],
+    generated: [...resumed],
+    sent: item.resume?.text.length ?? 0,
+    text: item.resume?.text ?? "",
+  };
+  if (resumed.length >= item.params.max_new_tokens) {
+    seq.finish = "length";
+    seq.text = decode(resumed, { skip_special_tokens: true });
+  }
+  return seq;
+}
+
+/**
+ * Takes a sequence's next token, ending it at an end-of-text token, a stop string or max_new_tokens; answers
+ * the text it adds to what was sent, or null for an end-of-text token (neither output nor counted: what was
+ * held back ends the text).
+ */
+export function takeToken(seq: Sequence, token: number, eos: readonly number[], decode: Decode): string | null {
+  if (eos.includes(token)) {
+    seq.finish = "stop";
+    seq.text = decode(seq.generated, { skip_special_tokens: true });
+    return null;
+  }
+  seq.generated.push(token);
+  const full = decode(seq.generated, { skip_special_tokens: true });
+  const { text, stopped } = advanceText(full, seq.sent, seq.item.params.stop);
+  if (stopped !== undefined) {
+    seq.finish = "stop";
+    seq.text = stopped;
+  } else if (seq.generated.length >= seq.item.params.max_new_tokens) {
+    seq.finish = "length";
+    seq.text = full;
+  }
+  const delta = seq.finish ? seq.text.slice(seq.sent) : text;
+  seq.sent += delta.length;
+  return delta;
+}
+
+/**
+ * The text safe to send after `sent` characters, and where a stop string cut it: held back are a trailing
+ * U+FFFD (a character whose bytes are not all out yet) and any tail that could still become a stop string.
+ */
+export function advanceText(full: string, sent: number, stops: readonly string[]): { text: string; stopped?: string } {
+  const longest = Math.max(0, ...stops.map((s) => s.length));
+  const from = Math.max(0, sent - longest + 1);
+  let cut = -1;
+  for (const stop of stops) {
+    const at = full.indexOf(stop, from);
+    if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+  }
+  if (cut >= 0) return { text: full.slice(sent, Math.max(sent, cut)), stopped: full.slice(0, Math.max(sent, cut)) };
+  let safe = full.length;
+  while (safe > sent && full[safe - 1] === "\uFFFD") safe--;
+  for (const stop of stops) {
+    for (let n = Math.min(stop.length - 1, safe - sent); n > 0; n--) {
+      if (full.slice(safe - n, safe) === stop.slice(0, n)) {
+        safe -= n;
+        break;
+      }
+    }
+  }
+  return { text: full.slice(sent, Math.max(sent, safe)) };
+}

@@ -1,0 +1,204 @@
+// The teacher-forced check of a claimed generation (issue 14, point 8) on the bundled decoder (models/gpt-tiny)
+// through onnxruntime-node, and onnxruntime-web's claims checked by it: an honest output (greedy, sampled,
+// stopped by a string, cut by max_new_tokens) is agreed in one prefill; a substituted token, a claim cut short,
+// a wrong finish_reason or text is a mismatch at the right index; claims share a batch with generating items
+// without changing them; the tolerance rule itself on synthetic logits.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
+import { type GenerationItem, type GenerationOutput, GenerationVerdict } from "../../shared/protocol/generation.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/runner/model-runner.ts";
+import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
+import { inputProblems } from "../../shared/tasks/input-checks.ts";
+import { pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+
+const registryUrl = new URL("../../models/registry.json", import.meta.url);
+const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
+const spec = ModelConfig.parse(registry.models.find((m) => m.name === "gpt-tiny"));
+const TOL = 1e-3;
+
+const output = (r: ItemResult | undefined): GenerationOutput => {
+  if (!r || !("output" in r)) throw new Error(`expected an output, got ${JSON.stringify(r)}`);
+  return r.output as GenerationOutput;
+};
+const verdict = (r: ItemResult | undefined): GenerationVerdict => {
+  if (!r || !("output" in r)) throw new Error(`expected a verdict, got ${JSON.stringify(r)}`);
+  return GenerationVerdict.parse(r.output);
+};
+
+let node: LoadedModel;
+let web: LoadedModel;
+/** Every session run the node model makes, counted: a check is one run, however many tokens it reads. */
+let runs = 0;
+beforeAll(async () => {
+  const factory = createOrtNodeFactory();
+  const counting = {
+    ...factory,
+    async create(...args: Parameters<typeof factory.create>): Promise<InferenceSession> {
+      const session = await factory.create(...args);
+      const runTyped = session.runTyped?.bind(session);
+      return Object.assign(Object.create(session), {
+        run: (feeds: Parameters<InferenceSession["run"]>[0]) => {
+          runs++;
+          return session.run(feeds);
+        },
+        ...(runTyped
+          ? {
+              runTyped: (feeds: Record<string, TypedTensor>) => {
+                runs++;
+                return runTyped(feeds);
+              },
+            }
+          : {}),
+      }) as InferenceSession;
+    },
+  };
+  node = await loadModel(spec, counting, { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
+  web = await loadModel(spec, createOrtWebFactory(), { registryUrl, fetch: nodeFetch, devices: ["wasm"] });
+}, 60_000);
+afterAll(async () => {
+  await node?.dispose();
+  await web?.dispose();
+});
+
+type Params = Partial<GenerationItem["params"]>;
+const generate = async (prompt: string, params: Params, on = node) => output((await on.run([{ prompt, params }]))[0]);
+const check = async (prompt: string, params: Params, claim: GenerationOutput, tolerance = TOL) =>
+  verdict((await node.run([{ prompt, params, verify: { ...claim, tolerance } }]))[0]);
+
+const CHAT = "<|user|>how was the film?<|end|><|assistant|>";
+
+describe("the teacher-forced check on gpt-tiny", () => {
+  it("agrees with an honest greedy output in one run of the decoder, from onnxruntime-node and -web alike", async () => {
+    const params = { max_new_tokens: 32 };
+    const claim = await generate(CHAT, params);
+    expect(claim.finish_reason).toBe("stop"); // ended by end-of-text: the check reads one place past the tokens
+    const before = runs;
+    const v = await check(CHAT, params, claim);
+    expect(runs - before).toBe(1);
+    expect(v).toEqual({ verdict: "agreed", checked: claim.tokens.length + 1, first_mismatch: null, reason: null });
+    const fromWeb = await generate(CHAT, params, web);
+    expect((await check(CHAT, params, fromWeb)).verdict).toBe("agreed");
+  }, 60_000);
+
+  it("agrees with seeded samples, outputs cut by max_new_tokens, and ones ended by a stop string", async () => {
+    const sampled = { max_new_tokens: 30, temperature: 0.9, top_k: 40, top_p: 0.95, seed: 5 };
+    expect((await check("the pizza was", sampled, await generate("the pizza was", sampled))).verdict).toBe("agreed");
+    const short = { max_new_tokens: 3 };
+    const cut = await generate("the hotel room", short);
+    expect(cut.finish_reason).toBe("length");
+    expect(await check("the hotel room", short, cut)).toMatchObject({ verdict: "agreed", checked: 3 });
+    const free = await generate("the hotel room", { max_new_tokens: 20 });
+    const stop = free.generated_text.trim().split(" ")[1] ?? "";
+    const stopped = await generate("the hotel room", { max_new_tokens: 20, stop: [stop] });
+    expect(stopped.finish_reason).toBe("stop");
+    expect((await check("the hotel room", { max_new_tokens: 20, stop: [stop] }, stopped)).verdict).toBe("agreed");
+  }, 60_000);
+
+  it("finds a substituted token, even when the rest is the model's own continuation after it", async () => {
+    const params = { max_new_tokens: 24 };
+    const honest = await generate("the hotel room", params);
+    expect(honest.tokens.length).toBeGreaterThan(4);
+    const k = 2;
+    const swapped = ((honest.tokens[k] as number) + 1) % 1024;
+    // A liar that generates on from its substitution: a self-consistent output, text and all.
+    const lie = output(
+      (
+        await node.run([
+          { prompt: "the hotel room", params, resume: { tokens: [...honest.tokens.slice(0, k), swapped], text: "" } },
+        ])
+      )[0],
+    );
+    expect(lie.tokens[k]).toBe(swapped);
+    const v = await check("the hotel room", params, lie);
+    expect(v).toMatchObject({ verdict: "mismatch", first_mismatch: k, checked: k + 1 });
+    expect(v.reason).toContain(`the model picks ${honest.tokens[k]}`);
+  }, 60_000);
+
+  it("finds a claim cut short, a wrong finish_reason, a text that is not its tokens', a wrong prompt count", async () => {
+    const params = { max_new_tokens: 32 };
+    const honest = await generate(CHAT, params);
+    const n = honest.tokens.length;
+    const cutShort = { ...honest, tokens: honest.tokens.slice(0, n - 2), generated_text: "" };
+    expect(await check(CHAT, params, cutShort)).toMatchObject({ verdict: "mismatch", first_mismatch: n - 2 });
+    expect(await check(CHAT, params, { ...honest, finish_reason: "length" })).toMatchObject({
+      verdict: "mismatch",
+      first_mismatch: n,
+      reason: "finish_reason is length; these tokens end with stop",
+    });
+    expect(await check(CHAT, params, { ...honest, generated_text: `${honest.generated_text}!` })).toMatchObject({
+      first_mismatch: n,
+      reason: "generated_text is not the text of its tokens",
+    });
+    expect(await check(CHAT, params, { ...honest, prompt_tokens: honest.prompt_tokens + 1 })).toMatchObject({
+      first_mismatch: n,
+    });
+    // More tokens than were asked for: the run would have ended at max_new_tokens.
+    const long = await generate("the hotel room", { max_new_tokens: 6 });
+    expect(await check("the hotel room", { max_new_tokens: 5 }, long)).toMatchObject({ first_mismatch: 5 });
+  }, 60_000);
+
+  it("checks claims in a batch with generating items, which come out as they do alone", async () => {
+    const params = { max_new_tokens: 12 };
+    const a = await generate("the pizza was", params);
+    const b = await generate("the hotel room", params);
+    const lie = { ...b, tokens: [...b.tokens.slice(0, 2), ((b.tokens[2] as number) + 7) % 1024, ...b.tokens.slice(3)] };
+    const results = await node.run([
+      { prompt: "the hotel room", params },
+      { prompt: "the pizza was", params, verify: { ...a, tolerance: TOL } },
+      { prompt: "the hotel room", params, verify: { ...lie, tolerance: TOL } },
+      { prompt: "the pizza was", params },
+    ]);
+    expect(output(results[0])).toEqual(b);
+    expect(verdict(results[1]).verdict).toBe("agreed");
+    expect(verdict(results[2]).first_mismatch).toBe(2);
+    expect(output(results[3])).toEqual(a);
+  }, 60_000);
+
+  it("is the queue's own field: a caller's item with verify is refused at submit", () => {
+    const problems = inputProblems({ task: "text-generation", max_sequence_length: 64 }, [
+      { prompt: "x" },
+      {
+        prompt: "x",
+        verify: { tokens: [], generated_text: "", finish_reason: "stop", prompt_tokens: 1, tolerance: 0 },
+      },
+    ]);
+    expect(problems).toEqual([{ index: 1, message: expect.stringMatching(/^verify is set by the queue/) }]);
+  });
+});
+
+describe("tokenAllowed, the rule per token", () => {
+  const greedy = { temperature: 0, top_k: 0, top_p: 1, seed: 0 };
+  it("greedy: the argmax, or a token within twice the tolerance of it", () => {
+    const logits = [1, 3, 2.999, 0];
+    expect(tokenAllowed(logits, 0, 4, greedy, 0, 1, 0)).toBe(true);
+    expect(tokenAllowed(logits, 0, 4, greedy, 0, 2, 0)).toBe(false);
+    expect(tokenAllowed(logits, 0, 4, greedy, 0, 2, 1e-3)).toBe(true);
+    expect(tokenAllowed(logits, 0, 4, greedy, 0, 0, 1e-3)).toBe(false);
+    expect(tokenAllowed(logits, 0, 4, greedy, 0, 7, 1)).toBe(false); // not in the vocabulary
+  });
+
+  it("sampling: the seeded draw's token; another only where the draw lies within the tolerance of its interval", () => {
+    const logits = [2, 1, 0.5, -1, -3];
+    const p = { temperature: 1, top_k: 3, top_p: 1, seed: 4 };
+    for (let position = 0; position < 40; position++) {
+      const drawn = pickToken(logits, 0, 5, p, position);
+      expect(tokenAllowed(logits, 0, 5, p, position, drawn, 0)).toBe(true);
+      for (let other = 0; other < 5; other++) {
+        if (other !== drawn) expect(tokenAllowed(logits, 0, 5, p, position, other, 0)).toBe(false);
+      }
+      // Outside top_k, whatever the draw.
+      expect(tokenAllowed(logits, 0, 5, p, position, 4, 1e-3)).toBe(false);
+    }
+    // A token that ties the k-th best within the tolerance stands in for it (a top_k edge two runtimes may order apart).
+    const tie = [2, 1, 0.5, 0.4995, -3];
+    const edge = Array.from({ length: 60 }, (_, pos) => pos).find((pos) => pickToken(tie, 0, 5, p, pos) === 2);
+    expect(edge).toBeDefined();
+    expect(tokenAllowed(tie, 0, 5, p, edge as number, 3, 1e-3)).toBe(true);
+    expect(tokenAllowed(tie, 0, 5, p, edge as number, 3, 1e-5)).toBe(false);
+  });
+});
