@@ -3,6 +3,7 @@ export * from "./config/model-config.ts";
 export * from "./config/scaling-config.ts";
 export * from "./policy/batching.ts";
 export * from "./policy/donor-trust.ts";
+export * from "./policy/generation-verdict.ts";
 export * from "./policy/hold-and-breaker.ts";
 export * from "./policy/job-outcome.ts";
 export * from "./policy/lease.ts";

@@ -41,10 +41,13 @@ export class KnownAnswers {
     return rows;
   }
 
-  /** What is wrong with an output's shape, or null. Only models with files have one: their workers run shared/tasks. */
-  shapeProblem(cfg: ModelConfig, output: unknown): string | null {
+  /**
+   * What is wrong with an output's shape, or null. Only models with files have one: their workers run shared/tasks.
+   * `verifying`: the run was sent a held output to check (a text-generation verdict, verification.ts).
+   */
+  shapeProblem(cfg: ModelConfig, output: unknown, verifying = false): string | null {
     if (!cfg.files) return null;
-    return outputProblem(cfg.task, output, { dimensions: this.knownDimensions(cfg) ?? undefined });
+    return outputProblem(cfg.task, output, { dimensions: this.knownDimensions(cfg) ?? undefined, verifying });
   }
 
   /**

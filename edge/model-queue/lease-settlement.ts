@@ -152,7 +152,7 @@ export class LeaseSettlement {
               }
             : checked
               ? null // review has checked the shape
-              : this.invalidOutput(cfg, result.output);
+              : this.invalidOutput(cfg, result.output, item.n_candidates > 0);
         if (problem) {
           if (checked) retryItem(item, problem.code, problem.message);
           else failItem(item.seq, problem.code, problem.message);
@@ -225,8 +225,12 @@ export class LeaseSettlement {
   }
 
   /** The error a shape check answers for a trusted worker's output, or null. */
-  private invalidOutput(cfg: ModelConfig, output: unknown): { code: string; message: string } | null {
-    const problem = this.verifier.known.shapeProblem(cfg, output);
+  private invalidOutput(
+    cfg: ModelConfig,
+    output: unknown,
+    verifying: boolean,
+  ): { code: string; message: string } | null {
+    const problem = this.verifier.known.shapeProblem(cfg, output, verifying);
     return problem === null
       ? null
       : { code: ErrorCode.invalidOutput, message: `the worker's output is not a valid ${cfg.task} output: ${problem}` };

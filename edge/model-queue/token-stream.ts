@@ -9,6 +9,7 @@ import {
   GenerationOutput,
   type ModelConfig,
   type TokensFrame,
+  verdictOf,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import type { LeaseRow, LeaseTable } from "./lease-table.ts";
@@ -110,6 +111,8 @@ export class TokenStream {
     for (const row of rows) {
       const result = results[row.pos];
       if (!row.gen_tokens || !result || !("output" in result)) continue;
+      // A verdict on a held output carries no tokens; the check it ran was sent these as resume (generation-verdict.ts).
+      if (verdictOf(result.output)) continue;
       const kept = JSON.parse(row.gen_tokens) as number[];
       const parsed = GenerationOutput.safeParse(result.output);
       if (parsed.success && kept.every((t, i) => parsed.data.tokens[i] === t)) continue;

@@ -1,10 +1,13 @@
 // The shape each task's output must have before the model queue accepts it from any worker: a worker's
 // output is untrusted input, parsed once here. Pure; edge/model-queue calls it for every output it stores.
 import { DATATYPES } from "../runner/model-runner.ts";
+import { generationProblem } from "./generation-verdict.ts";
 
 export interface ShapeExpectations {
   /** feature-extraction: the vector length every output of the model has, once known. */
   dimensions?: number | undefined;
+  /** text-generation: the run was sent `verify` (a held output to check), so it answers a verdict (generation-verdict.ts). */
+  verifying?: boolean | undefined;
 }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -71,7 +74,7 @@ function tensors(output: unknown): string | null {
 
 /**
  * What is wrong with an output of this task, or null when it has the task's shape. Tasks other than the
- * three shared/tasks produces (text-classification, feature-extraction, tensor) have no known shape.
+ * four shared/tasks produces (text-classification, feature-extraction, tensor, text-generation) have no known shape.
  */
 export function outputProblem(task: string, output: unknown, expect: ShapeExpectations = {}): string | null {
   switch (task) {
@@ -81,6 +84,8 @@ export function outputProblem(task: string, output: unknown, expect: ShapeExpect
       return vector(output, expect);
     case "tensor":
       return tensors(output);
+    case "text-generation":
+      return generationProblem(output, expect.verifying === true);
     default:
       return null;
   }
