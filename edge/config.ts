@@ -3,7 +3,14 @@
 
 import { z } from "zod";
 import bundledRegistry from "../models/registry.json";
-import { describeIssues, type ModelConfig, ModelRegistry, ScalingConfig } from "../shared/index.ts";
+import {
+  describeIssues,
+  type ModelConfig,
+  ModelRegistry,
+  type OtlpExport,
+  otlpExport,
+  ScalingConfig,
+} from "../shared/index.ts";
 import type { Env } from "./env.ts";
 
 function originOf(text: string): string | undefined {
@@ -62,6 +69,8 @@ export interface EdgeConfig {
   maxBodyBytes: number;
   donors: DonorConfig;
   sessions: SessionConfig;
+  /** Where each call's spans are exported (OTLP/HTTP); null: tracing off (edge/telemetry/call-trace.ts). */
+  tracing: OtlpExport | null;
 }
 
 export class ConfigError extends Error {
@@ -136,6 +145,10 @@ const CONFIG_VARS = [
   "SESSION_TTL_MS",
   "SESSION_MAX_BYTES",
   "SESSION_HISTORY_LIMIT",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_HEADERS",
+  "OTEL_SERVICE_NAME",
 ] as const satisfies readonly (keyof Env)[];
 
 export function loadConfig(env: Env): EdgeConfig {
@@ -159,6 +172,12 @@ export function loadConfig(env: Env): EdgeConfig {
   if (!Number.isInteger(tokenTtlMs) || tokenTtlMs < 60_000)
     throw new ConfigError("DONOR_TOKEN_TTL_MS must be an integer of at least 60000");
   const sessions = loadSessionConfig(env);
+  let tracing: OtlpExport | null;
+  try {
+    tracing = otlpExport(env, "edgeswarm-coordinator");
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
 
   const config: EdgeConfig = {
     models: new Map(registry.data.models.map((m) => [m.name, m])),
@@ -176,6 +195,7 @@ export function loadConfig(env: Env): EdgeConfig {
       registryUrl: env.MODEL_REGISTRY_URL || undefined,
     },
     sessions,
+    tracing,
   };
   cached = { key, config };
   return config;

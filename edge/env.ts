@@ -42,4 +42,12 @@ export interface Env {
   SESSION_MAX_BYTES?: string;
   /** History entries kept per session, the oldest dropped first (default 50). */
   SESSION_HISTORY_LIMIT?: string;
+  /** OpenTelemetry's collector base URL: each call's spans go to <it>/v1/traces as OTLP/HTTP protobuf. Unset: no traces. */
+  OTEL_EXPORTER_OTLP_ENDPOINT?: string;
+  /** The traces URL itself; wins over OTEL_EXPORTER_OTLP_ENDPOINT. */
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?: string;
+  /** Headers for the collector, `key=value,key2=value2` (a secret when it holds a vendor's key). */
+  OTEL_EXPORTER_OTLP_HEADERS?: string;
+  /** service.name of the coordinator's spans (default edgeswarm-coordinator). */
+  OTEL_SERVICE_NAME?: string;
 }

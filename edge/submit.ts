@@ -21,6 +21,7 @@ import { ApiError } from "./errors.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
 import { modelOrThrow, queueOf } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
+import { beginCallTrace } from "./telemetry/call-trace.ts";
 
 /** Extra time a waiting call gives the queue past the job's own deadline, so expiry is reported, not raced. */
 const WAIT_GRACE_MS = 2_000;
@@ -111,13 +112,33 @@ function refuse(problems: readonly InputProblem[], total: number, noun: ItemNoun
 
 /**
  * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
- * as accepted. Throws an ApiError for a call the model or the queue refuses.
+ * as accepted. Throws an ApiError for a call the model or the queue refuses. With tracing on, the call's
+ * spans are recorded and exported (edge/telemetry/call-trace.ts).
  */
 export async function submitJob(
   c: Context<HonoEnv>,
   call: SubmitCall,
   opts: { noun?: ItemNoun } = {},
 ): Promise<JobView> {
+  const trace = beginCallTrace(c, call.model);
+  try {
+    const { job, replayed } = await queueCall(c, call, opts, trace?.traceparent);
+    trace?.end({ job, replayed });
+    return job;
+  } catch (error) {
+    const refusal = error instanceof ApiError ? error : new ApiError(500, ErrorCode.internal, String(error));
+    trace?.end({ error: { status: refusal.status, code: refusal.code, message: refusal.message } });
+    throw error;
+  }
+}
+
+/** submitJob without its trace: `traceparent` is the call's span when tracing is on. */
+async function queueCall(
+  c: Context<HonoEnv>,
+  call: SubmitCall,
+  opts: { noun?: ItemNoun },
+  traceparent: string | undefined,
+): Promise<{ job: JobView; replayed: boolean }> {
   const model = modelOrThrow(c, call.model);
   if (call.inputs.length > model.max_inputs_per_request) {
     throw new ApiError(
@@ -174,8 +195,9 @@ export async function submitJob(
     timeout_ms: call.timeout_ms,
     session: call.session,
     pool,
-    // Carried to the worker and kept in the job's record; a call without one starts a trace.
-    traceparent: traceparentOrNew(c.req.header("traceparent")),
+    // Carried to the worker and kept in the job's record; a call without one starts a trace. With tracing
+    // on it names the coordinator's span of the call, so the workers' spans nest under it.
+    traceparent: traceparent ?? traceparentOrNew(c.req.header("traceparent")),
     session_link: session,
   };
   let result: SubmitResult | undefined;
@@ -214,7 +236,7 @@ export async function submitJob(
   }
   // Said as Stripe and the IETF Idempotency-Key draft's implementations do: this answer is the first call's job.
   if (result.replayed) c.header("Idempotent-Replayed", "true");
-  return result.job;
+  return { job: result.job, replayed: result.replayed === true };
 }
 
 /**

@@ -1,5 +1,6 @@
 // The one place the EdgeSwarm protocol and its pure policies live; edge/, client/ and worker-gpu/ import from here.
 export * from "./config/model-config.ts";
+export * from "./config/otlp-config.ts";
 export * from "./config/scaling-config.ts";
 export * from "./policy/batching.ts";
 export * from "./policy/donor-trust.ts";

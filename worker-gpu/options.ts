@@ -2,7 +2,7 @@
 // Every option also reads an EDGESWARM_* environment variable, so a container sets them in its manifest.
 import { availableParallelism, hostname } from "node:os";
 import { parseArgs } from "node:util";
-import { Pool } from "../shared/index.ts";
+import { type OtlpExport, otlpExport, Pool } from "../shared/index.ts";
 
 export interface WorkerOptions {
   coordinator: string;
@@ -28,6 +28,8 @@ export interface WorkerOptions {
   workerId: string;
   drainTimeoutMs: number;
   statusIntervalMs: number;
+  /** Where compute spans are exported (OTLP/HTTP); null: tracing off (worker-gpu/tracing.ts). */
+  tracing: OtlpExport | null;
 }
 
 export const DEVICES = ["auto", "cuda", "webgpu", "cpu", "wasm"] as const;
@@ -71,6 +73,9 @@ Usage: edgeswarm-worker [options]
   --worker-id ID         name shown to the coordinator   (EDGESWARM_WORKER_ID, default <hostname>-<pid>)
   --drain-timeout-ms N   on SIGTERM, time to finish held batches before releasing them (default 25000)
   --status-interval-ms N status line period; 0 = off     (default 10000)
+  --otlp-endpoint URL    export a span per item run to this OpenTelemetry collector (OTLP/HTTP protobuf,
+                         to URL/v1/traces)                (EDGESWARM_OTLP_ENDPOINT, else OpenTelemetry's own
+                         OTEL_EXPORTER_OTLP_ENDPOINT, _TRACES_ENDPOINT, _HEADERS; default off)
   -h, --help             this text
 `;
 
@@ -104,6 +109,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
       "worker-id": { type: "string" },
       "drain-timeout-ms": { type: "string" },
       "status-interval-ms": { type: "string" },
+      "otlp-endpoint": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -133,6 +139,17 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
   if (!/^[a-z]+:\/\//.test(modelBase))
     modelBase = new URL(`file://${modelBase.startsWith("/") ? "" : `${process.cwd()}/`}${modelBase}`).href;
   if (!modelBase.endsWith("/")) modelBase += "/";
+  const otlpEndpoint = pick("otlp-endpoint", "EDGESWARM_OTLP_ENDPOINT", "");
+  // The flag (or its EDGESWARM_ variable) wins over OpenTelemetry's variables, as every flag wins over the environment.
+  const vars = otlpEndpoint
+    ? { ...env, OTEL_EXPORTER_OTLP_ENDPOINT: otlpEndpoint, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: undefined }
+    : env;
+  let tracing: OtlpExport | null;
+  try {
+    tracing = otlpExport(vars, "edgeswarm-worker");
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
 
   return {
     coordinator,
@@ -162,6 +179,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
       pick("status-interval-ms", "EDGESWARM_STATUS_INTERVAL_MS", "10000"),
       0,
     ),
+    tracing,
   };
 }
 

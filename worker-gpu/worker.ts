@@ -9,6 +9,7 @@ import { describeGpu, type GpuAdapterInfo } from "../shared/runner/ort-web-sessi
 import { ModelConnection, type OpenSocket } from "../shared/worker-loop/model-connection.ts";
 import { type HealthSource, startHealthServer } from "./health-server.ts";
 import type { WorkerOptions } from "./options.ts";
+import { startTracing } from "./tracing.ts";
 import { WorkerMetrics } from "./worker-metrics.ts";
 
 /** The GPU a WebGPU worker runs on: the adapter, threads whose device was lost, GPU buffer bytes held. */
@@ -86,6 +87,8 @@ export async function runWorker(
   };
 
   const metrics = new WorkerMetrics(loaded.gpu);
+  const tracing = opts.tracing && startTracing(opts.tracing, opts.workerId, opts.pool);
+  if (opts.tracing) log(`tracing: a span per item to ${opts.tracing.url}`);
   const connections = models.map(
     (model) =>
       new ModelConnection({
@@ -97,6 +100,7 @@ export async function runWorker(
           log,
           onConnected: (name, up) => metrics.connected.set({ model: name }, up ? 1 : 0),
           onBatch: (r) => metrics.recordBatch(r.model, r.device, r.ok, r.failed, r.ms),
+          ...(tracing ? { traceItem: tracing.traceItem } : {}),
         },
         info: {
           worker_id: opts.workerId,
@@ -150,6 +154,7 @@ export async function runWorker(
       log(`stopped: ${finished} held batches finished, ${released} released`);
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       await Promise.all(models.map((m) => m.dispose()));
+      await tracing?.shutdown().catch((error: Error) => log(`trace export at shutdown failed: ${error.message}`));
     })();
     return stopped;
   };

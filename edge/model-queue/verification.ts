@@ -2,16 +2,23 @@
 // as candidates until a trusted run or an independent donor in good standing agrees, and the hand-out
 // restriction that gives a donor only the items its run can help with. LeaseSettlement calls it when a lease
 // completes, HandOut when it hands one out; the decisions are shared/policy/donor-trust.ts and
-// verification.ts, known answers known-answers.ts.
+// verification.ts, known answers known-answers.ts. A held text-generation output is checked by a verdict
+// rather than a second output (generation-claims.ts, shared/policy/generation-verdict.ts).
 import {
   type Candidate,
+  CLAIM_TASK,
+  checksClaim,
+  claimDiffers,
+  generationProblem,
   inGoodStanding,
   judgeStrict,
   type ModelConfig,
   outputsDiffer,
   shouldVerify,
+  verdictOf,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
+import { GenerationClaims } from "./generation-claims.ts";
 import { IN_SET } from "./job-store.ts";
 import { KnownAnswers } from "./known-answers.ts";
 import type { ItemFilter, LeaseRow } from "./lease-table.ts";
@@ -41,6 +48,8 @@ export interface LeaseItem {
   lease_pos: number | null;
   /** A canary's known output (JSON text); null for a real item. */
   expected: string | null;
+  /** Earlier runs held as candidates: a text-generation item that holds one was sent a claim to check. */
+  n_candidates: number;
 }
 
 interface CandidateRow extends Record<string, SqlStorageValue> {
@@ -58,6 +67,7 @@ export interface Caught {
 
 export class Verifier {
   readonly known: KnownAnswers;
+  private readonly claims: GenerationClaims;
 
   constructor(
     private readonly sql: Sql,
@@ -65,6 +75,7 @@ export class Verifier {
     private readonly trust: TrustStore,
   ) {
     this.known = new KnownAnswers(sql, metrics);
+    this.claims = new GenerationClaims(sql);
   }
 
   /** Whether a lease's outputs are untrusted: from the browser pool, of a model with verification on. */
@@ -123,7 +134,12 @@ export class Verifier {
           return { reason: `wrong answer to a known-answer item (${wrong})` };
         }
       } else if (item.state === "leased" && "output" in result) {
-        const problem = this.known.shapeProblem(cfg, result.output);
+        // A generation's shape is checked whatever the model: the queue reads it to build the claim it sends out,
+        // and a donor sent a claim must answer the verdict of the check it was sent.
+        const problem =
+          cfg.task === CLAIM_TASK
+            ? generationProblem(result.output, checksClaim(cfg.task, item.n_candidates), false)
+            : this.known.shapeProblem(cfg, result.output);
         if (problem !== null) {
           this.metrics.inc("invalid_outputs", "browser");
           return { reason: `output ${item.lease_pos} is not a valid ${cfg.task} output: ${problem}` };
@@ -138,7 +154,10 @@ export class Verifier {
    * against them (judgeStrict): a trusted run decides alone, and catches whoever disagreed; a donor's run
    * decides only with an independent donor in good standing. Fresh runs of an untrusted lease are held as
    * candidates (in sampled mode, a donor in good standing has only a sample of them held). Final outputs
-   * are written into `outputs` by batch position; held items go back to the queue. Answers the workers caught.
+   * are written into `outputs` by batch position; held items go back to the queue. A run of a held text-generation
+   * item is a verdict on the one candidate: agreed releases the candidate's own output; a trusted mismatch catches
+   * its producer and the item generates afresh on the trusted pool; a donor's check that does not decide sends the
+   * item, claim and all, to the trusted pool. Answers the workers caught.
    */
   settle(
     cfg: ModelConfig,
@@ -153,10 +172,16 @@ export class Verifier {
     const freshSource = trusted ? null : this.trust.source(producer);
     const held: PendingRun[] = [];
     const resolved: number[] = [];
+    // Generation checks that decided nothing (to the trusted pool), and claims a trusted check refused (afresh).
+    const disputed: number[] = [];
+    const refused: number[] = [];
+    const generation = cfg.task === CLAIM_TASK;
     const dissenters = new Map<string, { ref: WorkerRef; reason: string }>();
     const agreedLeases = new Map<string, WorkerRef>();
     const bySeq = this.candidatesOf(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
-    const differ = (a: unknown, b: unknown) => outputsDiffer(cfg.task, a, b, cfg.verification.tolerance);
+    const tol = cfg.verification.tolerance;
+    const differ = (a: unknown, b: unknown) =>
+      generation ? claimDiffers(a, b, tol) : outputsDiffer(cfg.task, a, b, tol);
     const refOf = (c: CandidateRow): WorkerRef => ({ worker_id: c.worker_id, donor: c.donor, network: c.network });
     let learned = false;
     for (const run of runs) {
@@ -179,19 +204,28 @@ export class Verifier {
         verdict.difference === null ? "verification_agreements" : "verification_disagreements",
         lease.pool,
       );
+      const checked = generation && verdictOf(run.output) !== null;
       if (verdict.kind === "undecided") {
-        held.push(run);
+        if (checked) disputed.push(run.seq);
+        else held.push(run);
         continue;
       }
-      // Agreement on a classification compares labels and scores, not their order: given out best first.
-      outputs[run.pos] = verdict.trusted ? run.text : JSON.stringify(bestFirst(cfg.task, run.output));
       resolved.push(run.seq);
+      if (checked) {
+        // A verdict releases the candidate it agreed with; a trusted one that agreed with none: generate afresh.
+        const released = verdict.agree[0]?.output;
+        if (released === undefined) refused.push(run.seq);
+        else outputs[run.pos] = released;
+      } else {
+        // Agreement on a classification compares labels and scores, not their order: given out best first.
+        outputs[run.pos] = verdict.trusted ? run.text : JSON.stringify(bestFirst(cfg.task, run.output));
+      }
       this.metrics.inc("discarded", "browser", verdict.disagree.length);
       if (!verdict.trusted) continue;
       // Only a trusted run teaches: known answers, standing, and who answered wrongly.
-      if (!learned) {
+      if (!learned && outputs[run.pos] !== undefined) {
         // Its shape only: a donor has run this input, so it would be no canary.
-        this.known.learn(cfg, run.seq, run.text, now, false);
+        this.known.learn(cfg, run.seq, outputs[run.pos] as string, now, false);
         learned = true;
       }
       for (const c of verdict.agree) agreedLeases.set(c.lease_id, refOf(c));
@@ -217,7 +251,11 @@ export class Verifier {
       }
     }
     this.forgetCandidates(resolved);
+    const budget = cfg.verification.donor_fault_budget;
+    this.claims.detach(refused, budget);
+    this.claims.toTrustedPool(disputed, budget, now);
     this.hold(producer, lease.id, held, now);
+    if (generation) this.claims.attach(cfg, held);
     // A worker earns standing for a batch a trusted run agreed with once none of its candidates is left undecided.
     for (const [leaseId, ref] of agreedLeases) {
       if (!this.sql.one("SELECT 1 AS left FROM candidates WHERE lease_id = ? LIMIT 1", leaseId))
@@ -245,6 +283,11 @@ export class Verifier {
         JSON.stringify(rows.map((r) => r.item_seq)),
       );
       this.recount(rows.map((r) => r.item_seq));
+      // A text-generation item whose candidate this was no longer has a claim to check.
+      this.claims.detach(
+        rows.map((r) => r.item_seq),
+        budget,
+      );
     }
     return rows.length;
   }

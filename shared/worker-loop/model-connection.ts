@@ -32,6 +32,24 @@ export interface ConnectionHooks {
   onBatchStart?(model: string, leaseId: string, items: number): void;
   /** A batch has run; called just before its completion is sent, so a pause it makes is read first. */
   onBatch?(report: BatchReport): void;
+  /**
+   * The span a traced item is answered with (a traceparent in its trace), given the item's traceparent and
+   * how its batch ran; default: a new span id in that trace. worker-gpu records it with OpenTelemetry.
+   */
+  traceItem?(parent: string, run: ItemRun): string | null;
+}
+
+/** How one item of a batch ran, for its compute span: times in ms since the epoch. */
+export interface ItemRun {
+  model: string;
+  device: string;
+  leaseId: string;
+  /** The item's place in its batch, and the batch's size. */
+  index: number;
+  batchSize: number;
+  startedAt: number;
+  endedAt: number;
+  error?: { code: string; message: string };
 }
 
 export interface ConnectionOptions {
@@ -270,12 +288,25 @@ export class ModelConnection {
     }
     // Released meanwhile (pause with release, socket lost) or cancelled: the coordinator has taken the items back.
     if (!this.running.has(batch.lease_id)) return;
+    const ms = performance.now() - started;
     // Each traced input is answered with this worker's own span of its trace.
+    const startedAt = performance.timeOrigin + started;
+    const traceItem = this.opts.hooks.traceItem ?? childTraceparent;
     results = results.map((r, i) => {
-      const span = childTraceparent(batch.items[i]?.traceparent ?? "");
+      const parent = batch.items[i]?.traceparent;
+      const run: ItemRun = {
+        model: this.model,
+        device: this.opts.model.device,
+        leaseId: batch.lease_id,
+        index: i,
+        batchSize: batch.items.length,
+        startedAt,
+        endedAt: startedAt + ms,
+        ...("error" in r ? { error: r.error } : {}),
+      };
+      const span = parent ? traceItem(parent, run) : null;
       return span ? { ...r, traceparent: span } : r;
     });
-    const ms = performance.now() - started;
     const failed = results.filter((r) => "error" in r).length;
     // Told before the completion goes out: a hook that pauses (a duty-cycle rest) has its drain read
     // first, so the coordinator does not hand over the next batch in answer to this completion.

@@ -78,4 +78,28 @@ describe("edgeswarm-worker options", () => {
     expect(() => parse(["--coordinator", "ftp://x"])).toThrow(/http\(s\) URL/);
     expect(() => parse(["--bogus"])).toThrow(/bogus/);
   });
+
+  it("exports traces only when asked: --otlp-endpoint, else OpenTelemetry's own variables", () => {
+    expect(parse([]).tracing).toBeNull();
+    const otel = {
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://collector:4318/custom",
+      OTEL_EXPORTER_OTLP_HEADERS: "api-key=s%3Dcret",
+    };
+    expect(parse([], otel).tracing).toEqual({
+      url: "http://collector:4318/custom",
+      headers: { "api-key": "s=cret" },
+      serviceName: "edgeswarm-worker",
+    });
+    expect(parse(["--otlp-endpoint", "http://127.0.0.1:4318/"], otel).tracing).toMatchObject({
+      url: "http://127.0.0.1:4318/v1/traces",
+      headers: { "api-key": "s=cret" },
+    });
+    expect(parse([], { EDGESWARM_OTLP_ENDPOINT: "https://otel.example" }).tracing?.url).toBe(
+      "https://otel.example/v1/traces",
+    );
+    expect(() => parse(["--otlp-endpoint", "collector:4318"])).toThrow(UsageError);
+    expect(() => parse(["--otlp-endpoint", "collector:4318"])).toThrow(
+      /OTEL_EXPORTER_OTLP_ENDPOINT must be an http\(s\) URL/,
+    );
+  });
 });

@@ -157,6 +157,18 @@ export const TEST_REGISTRY = {
       lease_ms: 5_000,
       max_sequence_length: 256,
     },
+    // Donated generation checked by verdicts (test/workers/generation-verify.test.ts): donors in good standing at
+    // once and no canaries, so who checks a held output turns on independence alone; files make the shapes checked.
+    {
+      name: "scribe-verified",
+      task: "text-generation",
+      files: FAKE_FILES,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      max_sequence_length: 256,
+      verification: { trust_after: 0, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000, hedge_min_ms: 5_000 },
+    },
     // A generating model without a chat template: completions only.
     {
       name: "plain-writer",
