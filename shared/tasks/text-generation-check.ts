@@ -87,9 +87,12 @@ function judge(
     // Ended by end-of-text: the model must allow one right after the last token.
     const { from, to } = at(n);
     checked++;
-    const eos = shape.eos.find((e) => tokenAllowed(logits, from, to, params, n, e, claim.tolerance));
+    const drawn = modelPick(n);
+    const eos = shape.eos.includes(drawn)
+      ? drawn
+      : shape.eos.find((e) => tokenAllowed(logits, from, to, params, n, e, claim.tolerance));
     if (eos === undefined) {
-      return mismatch(n, checked, `the output ends after ${n} tokens; the model goes on with ${modelPick(n)}`);
+      return mismatch(n, checked, `the output ends after ${n} tokens; the model goes on with ${drawn}`);
     }
     takeToken(seq, eos, shape.eos, decode);
   }

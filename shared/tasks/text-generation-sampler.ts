@@ -86,6 +86,8 @@ export function tokenAllowed(
   if (!Number.isInteger(token) || token < 0 || token >= to - from) return false;
   const logit = (id: number) => logits[from + id] as number;
   if (p.temperature === 0) return logit(token) >= logit(argmax(logits, from, to)) - 2 * tol;
+  // The draw itself, as an honest run of the same runtime gives it: one pass over the set.
+  if (pickToken(logits, from, to, p, position) === token) return true;
   const eps = Math.min(1, Math.expm1((4 * tol) / p.temperature));
   const u = uniformAt(p.seed, position);
   const cuts = new Set([p.top_p, Math.max(1e-9, p.top_p - eps), Math.min(1, p.top_p + eps)]);
