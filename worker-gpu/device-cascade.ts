@@ -5,6 +5,7 @@ import { loadModel } from "../shared/runner/load-model.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
 import { describeGpu } from "../shared/runner/ort-web-session.ts";
 import { defaultThreads, type WorkerOptions } from "./options.ts";
+import { cudaUnavailable } from "./runner/cuda-probe.ts";
 import { nodeFetch } from "./runner/file-fetch.ts";
 import { createOrtNodeFactory, DeviceUnavailableError } from "./runner/ort-node-session.ts";
 import type { DawnAdapter } from "./web/dawn-gpu.ts";
@@ -29,8 +30,12 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
   const auto = options.device === "auto";
   const order = auto ? AUTO_ORDER[options.runtime] : [options.device as Concrete];
   let started: Started | undefined;
+  const fallsBackTo = `; --device auto would fall back to ${AUTO_ORDER.node.slice(1).join(", then ")}`;
 
   const onNode = async (configs: Parameters<LoadModels>[0], device: "cuda" | "cpu"): Promise<Started> => {
+    // Said in one line before any model loads, rather than by onnxruntime's native loader on stderr.
+    const noCuda = device === "cuda" ? cudaUnavailable() : null;
+    if (noCuda !== null) throw new Unavailable(auto ? noCuda : `${noCuda}${fallsBackTo}`);
     // One provider, no fallback inside: the walk here decides what comes next, and says so.
     const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`), fallback: false });
     const models: LoadedModel[] = [];
@@ -40,8 +45,7 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
         const model = await loadModel(config, factory, { registryUrl, fetch: nodeFetch, devices: [device] }).catch(
           (error: Error) => {
             if (!(error instanceof DeviceUnavailableError)) throw error;
-            const next = auto ? "" : `; --device auto would fall back to ${AUTO_ORDER.node.slice(1).join(", then ")}`;
-            throw new Unavailable(`model ${config.name}: ${error.message}${next}`);
+            throw new Unavailable(`model ${config.name}: ${error.message}${auto ? "" : fallsBackTo}`);
           },
         );
         log(`loaded ${config.name} (${config.task}) on ${model.device} in ${Math.round(performance.now() - began)} ms`);

@@ -4,6 +4,7 @@
 import * as ort from "onnxruntime-node";
 import type { InferenceSession, SessionFactory } from "../../shared/runner/model-runner.ts";
 import { wrapOrtSession } from "../../shared/runner/ort-session.ts";
+import { cudaUnavailable } from "./cuda-probe.ts";
 
 /** Preference order; cpu is always the last resort and is always bundled with onnxruntime-node. */
 export const NODE_DEVICES = Object.freeze(["cuda", "cpu"] as const);
@@ -25,6 +26,8 @@ export interface OrtNodeOptions {
    * the session with the reason: a worker told to use the GPU stops rather than serve on the CPU.
    */
   fallback?: boolean;
+  /** Why cuda cannot start here, or null to try it (default: cuda-probe.ts, asked once per factory). */
+  probeCuda?: () => string | null;
 }
 
 /** The devices to try for `wanted`: known ones in the caller's order, then cpu if the caller left it out. */
@@ -50,6 +53,10 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
   // A provider that failed to start (its library missing, no GPU) fails the same way for the next model:
   // remember why and skip it, rather than have onnxruntime log the same native error once per model.
   const unavailable = new Map<NodeDevice, string>();
+  // Asked before onnxruntime is: where its CUDA provider cannot load, onnxruntime's own attempt prints a
+  // native error to stderr; the probe's reason is the one line said instead.
+  let probed = false;
+  const probeCuda = opts.probeCuda ?? (() => cudaUnavailable());
   return {
     runtime: "onnxruntime-node",
     devices: NODE_DEVICES,
@@ -59,10 +66,15 @@ export function createOrtNodeFactory(opts: OrtNodeOptions = {}): SessionFactory 
       const order = nodeDeviceOrder(devices, warn, fallback);
       for (const [i, device] of order.entries()) {
         const next = order[i + 1];
+        if (device === "cuda" && !probed) {
+          probed = true;
+          const reason = probeCuda();
+          if (reason !== null) unavailable.set(device, reason);
+        }
         const known = unavailable.get(device);
-        if (known !== undefined && next) {
+        if (known !== undefined) {
           failures.push(`${device}: ${known}`);
-          warn(`onnxruntime-node: ${device} is unavailable (${known}); using ${next}`);
+          if (next) warn(`onnxruntime-node: ${device} is unavailable (${known}); using ${next}`);
           continue;
         }
         try {
