@@ -8,6 +8,7 @@ import {
   COLLUSION_SALT,
   guessedCanary,
   sameOutput,
+  substitutedItem,
   wrongOutput,
 } from "../support/donor-answers.ts";
 
@@ -81,5 +82,19 @@ describe("answerBatch", () => {
       lies: 0,
       results: [failed, failed, failed],
     });
+  });
+});
+
+describe("substitute", () => {
+  it("reruns a generated item from its middle token swapped for the next id, and answers a check honestly", () => {
+    const output = { generated_text: " a b c d", tokens: [5, 6, 1023, 8], finish_reason: "stop", prompt_tokens: 2 };
+    const input = { prompt: "x", params: { max_new_tokens: 8 } };
+    expect(substitutedItem(input, output)).toEqual({
+      item: { ...input, resume: { tokens: [5, 6, 0], text: "" } },
+      at: 2,
+    });
+    expect(substitutedItem({ ...input, verify: output }, output)).toBeNull();
+    expect(substitutedItem(input, { ...output, tokens: [] })).toBeNull();
+    expect(substitutedItem("a text", labels)).toBeNull();
   });
 });

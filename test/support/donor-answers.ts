@@ -12,6 +12,7 @@ export const DONOR_MODES = [
   "collude",
   "canary-aware",
   "honest-then-lie",
+  "substitute",
 ] as const;
 export type DonorMode = (typeof DONOR_MODES)[number];
 
@@ -131,6 +132,22 @@ export function answerBatch(policy: AnswerPolicy, batch: Batch, honest: ItemResu
     return { ...result, output };
   });
   return { results, lies, guessedCanaries };
+}
+
+/**
+ * substitute: the item a text-generation liar runs instead of the one it was given, or null to answer this one
+ * honestly (a check it was sent, an output with no token). The middle token of the honest output is swapped for
+ * the next id and the model continues from there (resume), so the lie is the model's own text after one
+ * substitution: well-shaped, self-consistent, wrong at one index. Ids stay below 1024, the bundled decoder's
+ * byte-level tokens.
+ */
+export function substitutedItem(input: unknown, output: unknown): { item: unknown; at: number } | null {
+  const tokens = (output as { tokens?: unknown })?.tokens;
+  if (typeof input !== "object" || input === null || "verify" in input || !Array.isArray(tokens)) return null;
+  if (tokens.length === 0) return null;
+  const at = Math.floor(tokens.length / 2);
+  const swapped = ((tokens[at] as number) + 1) % 1024;
+  return { item: { ...input, resume: { tokens: [...tokens.slice(0, at), swapped], text: "" } }, at };
 }
 
 /** What a donor process did, printed as one JSON line (`{"donor_report": …}`) when it ends. */

@@ -10,6 +10,7 @@ import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { createWebRunner } from "../../shared/runner/web-runner.ts";
 import { ModelConnection, type SocketLike } from "../../shared/worker-loop/model-connection.ts";
 import {
+  type Answered,
   type AnswerPolicy,
   answerBatch,
   CANARY_GUESSES,
@@ -17,6 +18,7 @@ import {
   DONOR_MODES,
   type DonorMode,
   emptyReport,
+  substitutedItem,
   TODAYS_CANARY_GUESS,
 } from "./donor-answers.ts";
 import { hoardOverHttp } from "./donor-http-hoarder.ts";
@@ -134,6 +136,22 @@ async function loadWebModel(spec: ModelConfig): Promise<LoadedModel> {
   return runner.models().get(spec.name) as LoadedModel;
 }
 
+/** substitute: each generated output rerun from a swapped middle token (donor-answers.ts substitutedItem). */
+async function substitute(model: LoadedModel, inputs: readonly unknown[], honest: ItemResult[]): Promise<Answered> {
+  const results = [...honest];
+  let lies = 0;
+  for (const [i, result] of honest.entries()) {
+    const lie = "output" in result ? substitutedItem(inputs[i], result.output) : null;
+    if (!lie) continue;
+    const [rerun] = await model.run([lie.item]);
+    if (rerun && "output" in rerun) {
+      results[i] = rerun;
+      lies++;
+    }
+  }
+  return { results, lies, guessedCanaries: 0 };
+}
+
 /** A hoarder loads nothing: its runs never end on their own. */
 function holdingModel(spec: ModelConfig): LoadedModel {
   return {
@@ -189,7 +207,11 @@ function serveOverSocket(model: LoadedModel): void {
     if (mode === "hoard-ws") {
       return new Promise((_resolve, reject) => holds.set(batch.lease_id, reject));
     }
-    const answered = answerBatch(policy, batch, await model.run(inputs), ++batchNumber);
+    const honest = await model.run(inputs);
+    const answered =
+      mode === "substitute"
+        ? await substitute(model, inputs, honest)
+        : answerBatch(policy, batch, honest, ++batchNumber);
     report.answered += answered.results.length;
     report.lies += answered.lies;
     report.honest += answered.results.length - answered.lies;
