@@ -9,6 +9,7 @@ import { cudaUnavailable } from "./runner/cuda-probe.ts";
 import { nodeFetch } from "./runner/file-fetch.ts";
 import { createOrtNodeFactory, DeviceUnavailableError } from "./runner/ort-node-session.ts";
 import type { DawnAdapter } from "./web/dawn-gpu.ts";
+import { noGpuDevice } from "./web/gpu-device-nodes.ts";
 import { WebThreadPool } from "./web/thread-pool.ts";
 import type { LoadedModels, LoadModels } from "./worker.ts";
 
@@ -61,6 +62,9 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
   const onWeb = async (configs: Parameters<LoadModels>[0], device: "webgpu" | "wasm"): Promise<Started> => {
     let adapter: DawnAdapter | undefined;
     if (device === "webgpu") {
+      // With no GPU device, Dawn would find only software drivers, which print their own complaints.
+      const noGpu = auto ? noGpuDevice() : null;
+      if (noGpu !== null) throw new Unavailable(noGpu);
       // Loaded only here: a cuda or cpu worker never maps Dawn's 21 MB library.
       const { probeDawn } = await import("./web/dawn-gpu.ts");
       const probed = await probeDawn();

@@ -8,6 +8,8 @@ const BIN = fileURLToPath(new URL("../../worker-gpu/bin/edgeswarm-worker.mjs", i
 export interface WorkerProcess {
   child: ChildProcess;
   output(): string;
+  /** What it wrote to stderr alone (a native library's complaints land there). */
+  stderr(): string;
   /** Resolves when the process has printed a line matching `pattern`. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
   exited: Promise<number | null>;
@@ -24,13 +26,17 @@ export function startNodeProcess(nodeArgs: readonly string[], env: Record<string
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
+  let stderr = "";
   const listeners = new Set<() => void>();
   const collect = (d: Buffer) => {
     output += d;
     for (const l of listeners) l();
   };
   child.stdout?.on("data", collect);
-  child.stderr?.on("data", collect);
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d;
+    collect(d);
+  });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   const waitFor = (pattern: RegExp, timeoutMs = 30_000) =>
     new Promise<void>((resolve, reject) => {
@@ -52,5 +58,5 @@ export function startNodeProcess(nodeArgs: readonly string[], env: Record<string
       });
       check();
     });
-  return { child, output: () => output, waitFor, exited };
+  return { child, output: () => output, stderr: () => stderr, waitFor, exited };
 }

@@ -1,6 +1,8 @@
 // A newcomer's second worker, for real: `edgeswarm-worker` started as the README shows while another
 // process holds its health port ends with one line that says to pass --port (exit 1, no stack trace),
-// and a worker started with no --host serves its health port on loopback.
+// and a worker started with no --host serves its health port on loopback; with --device auto (the default)
+// on a machine without CUDA or a GPU, each device it passes over is one line of its own, and no native
+// library (onnxruntime's CUDA loader, Vulkan drivers) writes to its stderr.
 
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -25,9 +27,9 @@ afterAll(async () => {
   rmSync(persistTo, { recursive: true, force: true });
 });
 
-const worker = (port: number) => {
+const worker = (port: number, device = "cpu") => {
   const w = startWorker([
-    ...["--coordinator", coordinator.url, "--models", "sentiment", "--device", "cpu"],
+    ...["--coordinator", coordinator.url, "--models", "sentiment", "--device", device],
     ...["--port", String(port), "--status-interval-ms", "0"],
   ]);
   workers.push(w);
@@ -57,5 +59,23 @@ describe("a worker's first run", () => {
     } finally {
       blocker.close();
     }
+  });
+
+  it("with --device auto and no CUDA or GPU here, says why in a line per device and nothing on stderr", async () => {
+    const w = worker(0, "auto");
+    await w.waitFor(/\[sentiment\] connected/, 60_000);
+    w.child.kill("SIGTERM");
+    expect(await w.exited).toBe(0);
+    const loaded = w.output().match(/loaded sentiment \(text-classification\) on (\w+)/)?.[1];
+    if (loaded !== "cpu") return; // a machine with CUDA or a GPU: it ran there
+    const passed = w
+      .output()
+      .split("\n")
+      .filter((l) => l.includes("device auto:"));
+    expect(passed.map((l) => l.match(/device auto: (\w+) could not start \(.+\); trying (\w+)$/)?.slice(1))).toEqual([
+      ["cuda", "webgpu"],
+      ["webgpu", "cpu"],
+    ]);
+    expect(w.stderr()).toBe("");
   });
 });

@@ -30,15 +30,16 @@ const LINUX_LIBRARIES = ["libcuda.so.1", "libcudart.so.12", "libcublas.so.12", "
 const DEFAULT_DIRS = ["/lib", "/usr/lib", "/lib64", "/usr/lib64", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"];
 
 const INSTALL_HINT =
-  "npm install does not fetch it; on a machine with an NVIDIA GPU: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install";
+  "npm install skips its download; with an NVIDIA GPU: ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install";
 
 /** null when the CUDA provider can be tried; otherwise why not, in one line. */
 export function cudaUnavailable(host: CudaHost = thisMachine()): string | null {
   const files = PROVIDER_FILES[`${host.platform}/${host.arch}`];
   if (!files) return `onnxruntime-node ships no CUDA provider for ${host.platform}/${host.arch}`;
   const missing = files.filter((f) => !host.exists(join(host.bindingDir, f)));
+  if (missing.length === files.length) return `onnxruntime-node's CUDA provider is not installed (${INSTALL_HINT})`;
   if (missing.length > 0)
-    return `onnxruntime-node's CUDA provider is not installed (${missing.join(", ")}): ${INSTALL_HINT}`;
+    return `onnxruntime-node's CUDA provider is incomplete (${missing.join(", ")} missing; ${INSTALL_HINT})`;
   if (host.platform !== "linux") return null;
   const found = host.loadable();
   if (!found) return null; // the loader's view is unknown: let onnxruntime try
