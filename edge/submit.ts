@@ -113,17 +113,20 @@ function refuse(problems: readonly InputProblem[], total: number, noun: ItemNoun
 /**
  * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
  * as accepted. Throws an ApiError for a call the model or the queue refuses. With tracing on, the call's
- * spans are recorded and exported (edge/telemetry/call-trace.ts).
+ * spans are recorded and exported (edge/telemetry/call-trace.ts); `streamed`: the route streams the job
+ * and ends its trace when the stream ends.
  */
 export async function submitJob(
   c: Context<HonoEnv>,
   call: SubmitCall,
-  opts: { noun?: ItemNoun } = {},
+  opts: { noun?: ItemNoun; streamed?: boolean } = {},
 ): Promise<JobView> {
   const trace = beginCallTrace(c, call.model);
   try {
     const { job, replayed } = await queueCall(c, call, opts, trace?.traceparent);
-    trace?.end({ job, replayed });
+    // A streamed call is answered when its stream ends: the route ends the trace then (traceStreamEvent).
+    if (opts.streamed && trace) c.set("callTrace", { trace, accepted: job, replayed });
+    else trace?.end({ job, replayed });
     return job;
   } catch (error) {
     const refusal = error instanceof ApiError ? error : new ApiError(500, ErrorCode.internal, String(error));

@@ -8,6 +8,7 @@ import { ApiError } from "../errors.ts";
 import type { JobEvent } from "../model-queue/job-events.ts";
 import { eachQueue, queueOfId, readJson } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
+import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
 
 const KEEP_ALIVE_MS = 15_000;
 
@@ -17,7 +18,7 @@ const authorised = requireKey("caller");
 callerRoutes.post("/v1/infer", authorised, async (c) => {
   const { stream, ...body } = await readJson(c, InferRequest, "request body");
   if (stream) {
-    const job = await submitJob(c, { ...body, wait: false });
+    const job = await submitJob(c, { ...body, wait: false }, { streamed: true });
     return streamJob(c, job.id);
   }
   const job = await submitJob(c, body);
@@ -60,9 +61,10 @@ async function streamJob(c: Context<HonoEnv>, id: string) {
         pending += chunk;
         let nl = pending.indexOf("\n");
         while (nl >= 0) {
-          const { event, data } = JSON.parse(pending.slice(0, nl)) as JobEvent;
+          const e = JSON.parse(pending.slice(0, nl)) as JobEvent;
           pending = pending.slice(nl + 1);
-          await sse.writeSSE({ event, data: JSON.stringify(data), id: String(++seq) });
+          await sse.writeSSE({ event: e.event, data: JSON.stringify(e.data), id: String(++seq) });
+          traceStreamEvent(c, e);
           nl = pending.indexOf("\n");
         }
       }
@@ -70,6 +72,7 @@ async function streamJob(c: Context<HonoEnv>, id: string) {
       if (!gone.signal.aborted) throw error;
     } finally {
       clearInterval(keepAlive);
+      streamClosed(c);
     }
   });
 }

@@ -34,6 +34,7 @@ import {
 } from "../generation-calls.ts";
 import { queueOf, readJson } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
+import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
 
 /** The body against a schema, or a 400 naming the first field at fault as `param`. */
 async function readBody<T extends z.ZodType>(c: Context<HonoEnv>, schema: T): Promise<z.infer<T>> {
@@ -97,7 +98,7 @@ async function streamTokens(
   call: Call,
   chunks: { delta(text: string): unknown; end(output: GenerationOutput): unknown[] },
 ) {
-  const job = await submitJob(c, { ...callOf(call), wait: false });
+  const job = await submitJob(c, { ...callOf(call), wait: false }, { streamed: true });
   const owner = await ownerOf(c);
   const queue = queueOf(c, call.model);
   const lines = await queue.watchJob(call.model, job.id, owner);
@@ -150,6 +151,7 @@ async function streamTokens(
             const e = event.data.error ?? { code: event.event, message: `the job ${event.event}` };
             await sse.writeSSE({ data: streamError(e.code, e.message) });
           }
+          traceStreamEvent(c, event);
         }
       }
     } catch (error) {
@@ -157,6 +159,7 @@ async function streamTokens(
     } finally {
       clearInterval(keepAlive);
       c.req.raw.signal.removeEventListener("abort", hangUp);
+      streamClosed(c);
     }
   });
 }

@@ -25,6 +25,7 @@ import {
   type OtlpExport,
   parseTraceparent,
 } from "../../shared/index.ts";
+import type { Job, JobEvent } from "../../shared/protocol/job-events.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { callPhases } from "./call-phases.ts";
 
@@ -41,8 +42,37 @@ export interface CallOutcome {
 export interface CallTrace {
   /** What the job carries to its workers: the caller's trace (or a new one), this call's span. */
   readonly traceparent: string;
-  /** Ends the call's spans and exports them after the answer (ctx.waitUntil). */
+  /** Ends the call's spans and exports them after the answer (ctx.waitUntil); only the first end counts. */
   end(outcome: CallOutcome): void;
+}
+
+/** A streamed call's trace, kept open on the request's context until its stream ends. */
+export interface HeldCallTrace {
+  trace: CallTrace;
+  /** The job as accepted: its creation time, which end events leave out. */
+  accepted: JobView;
+  replayed: boolean;
+}
+
+const END_EVENTS: ReadonlySet<string> = new Set(["completed", "failed", "expired", "cancelled"]);
+
+/** Ends a streamed call's trace (submitJob with `stream`) with the job's end event, or as accepted if none came. */
+function endHeld(c: Context<HonoEnv>, end?: Job): void {
+  const held = c.get("callTrace");
+  if (!held) return;
+  c.set("callTrace", undefined);
+  const job = end ? ({ ...end, created_at: held.accepted.created_at } as JobView) : held.accepted;
+  held.trace.end({ job, replayed: held.replayed });
+}
+
+/** Each event a stream relays: the job's end event ends the call's trace. */
+export function traceStreamEvent(c: Context<HonoEnv>, e: JobEvent<unknown>): void {
+  if (END_EVENTS.has(e.event)) endHeld(c, e.data as Job);
+}
+
+/** The stream has closed: a trace no end event ended (the caller left first) ends with the job as accepted. */
+export function streamClosed(c: Context<HonoEnv>): void {
+  endHeld(c);
 }
 
 const ms = (t: number): TimeInput => new Date(t);
@@ -105,6 +135,7 @@ export function beginCallTrace(c: Context<HonoEnv>, model: string, receivedAt = 
   );
   const own = call.spanContext();
   const inCall = trace.setSpan(ROOT_CONTEXT, call);
+  let ended = false;
   return {
     traceparent: formatTraceparent({
       traceId: own.traceId,
@@ -112,6 +143,8 @@ export function beginCallTrace(c: Context<HonoEnv>, model: string, receivedAt = 
       flags: own.traceFlags.toString(16).padStart(2, "0"),
     }),
     end({ job, replayed = false, error }) {
+      if (ended) return;
+      ended = true;
       const answeredAt = Date.now();
       if (job) {
         call.setAttributes({
@@ -123,6 +156,12 @@ export function beginCallTrace(c: Context<HonoEnv>, model: string, receivedAt = 
           tracer
             .startSpan(phase.name, { kind: SpanKind.INTERNAL, startTime: ms(phase.start) }, inCall)
             .end(ms(phase.end));
+        }
+        if (job.generation) {
+          call.setAttributes({
+            "edgeswarm.generation.ttft_ms": job.generation.ttft_ms,
+            "edgeswarm.generation.tokens": job.generation.tokens,
+          });
         }
         if (FINAL_STATUSES.includes(job.status) && job.status !== "succeeded")
           call.setStatus({ code: SpanStatusCode.ERROR, message: job.error?.message ?? job.status });

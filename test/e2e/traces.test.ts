@@ -117,6 +117,30 @@ describe("traces exported over OTLP/HTTP", () => {
     expect(spans.find((s) => s.name === "compute sentiment")?.parentSpanId).toBe(call?.spanId);
   });
 
+  it("keeps a streamed call's span open until its stream ends, with every phase", async () => {
+    const traceId = randomHex(16);
+    const res = await fetch(`${coordinator.url}/v1/infer`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", traceparent: `00-${traceId}-${randomHex(8)}-01` },
+      body: JSON.stringify({ model: "sentiment", inputs: ["what a film"], stream: true }),
+    });
+    expect(await res.text()).toContain("event: completed");
+    const spans = inTrace(traceId)(
+      await receiver.waitFor((all) => {
+        const names = inTrace(traceId)(all).map((s) => s.name);
+        return names.includes("POST /v1/infer") && names.includes("compute sentiment");
+      }),
+    );
+    const call = spans.find((s) => s.name === "POST /v1/infer") as ReceivedSpan;
+    expect(call.attributes["edgeswarm.job.status"]).toBe("succeeded");
+    expect(
+      spans
+        .filter((s) => s.parentSpanId === call.spanId)
+        .map((s) => s.name)
+        .sort(),
+    ).toEqual(["accept", "answer", "compute sentiment", "lease", "queue wait"]);
+  });
+
   it("marks a refused call's span with the error it answered", async () => {
     const traceId = randomHex(16);
     const refused = await infer(
