@@ -14,8 +14,9 @@ import { type Coordinator, freePort, startCoordinator } from "../../scripts/lib/
 import { type DonorStatus, ModelRegistry } from "../../shared/index.ts";
 import type { GenerationOutput } from "../../shared/protocol/generation.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
-import { API, waitForStatus } from "../support/browser-swarm.ts";
+import { waitForStatus } from "../support/browser-swarm.ts";
 import { type Chromium, launchChromium } from "../support/chromium.ts";
+import { counterOf, directGenerations, pinnedGenerations } from "../support/generation-calls.ts";
 import { loadReferenceModels } from "../support/reference-models.ts";
 
 const REGISTRY_URL = new URL("../../models/registry.json", import.meta.url);
@@ -77,36 +78,13 @@ afterAll(async () => {
   rmSync(persistTo, { recursive: true, force: true });
 });
 
-/** One call per prompt, pinned to the browser pool: the tab runs them. */
-async function generate(model: string): Promise<GenerationOutput[]> {
-  return Promise.all(
-    PROMPTS.map(async (prompt) => {
-      const res = await fetch(`${coordinator.url}/v1/infer`, {
-        method: "POST",
-        headers: API,
-        body: JSON.stringify({ model, inputs: [{ prompt, params: PARAMS }], pool: "browser", timeout_ms: 60_000 }),
-      });
-      const body = (await res.json()) as { outputs?: GenerationOutput[] };
-      expect(res.status, JSON.stringify(body)).toBe(200);
-      return body.outputs?.[0] as GenerationOutput;
-    }),
-  );
-}
-
-async function expected(): Promise<GenerationOutput[]> {
-  const results = await reference.run(PROMPTS.map((prompt) => ({ prompt, params: PARAMS })));
-  return results.map((r) => ("output" in r ? (r.output as GenerationOutput) : ({} as GenerationOutput)));
-}
+const generate = (model: string) => pinnedGenerations(coordinator.url, model, PROMPTS, PARAMS);
+const expected = () => directGenerations(reference, PROMPTS, PARAMS);
 
 const itemsOf = async (model: string) =>
   ((await page.evaluate("window.EdgeSwarm.status()")) as DonorStatus).models.find((m) => m.name === model)?.items ?? 0;
 
-/** A counter of the coordinator's for `model` and `pool` (0 when absent). */
-async function counter(name: string, model: string, pool: string): Promise<number> {
-  const text = await (await fetch(`${coordinator.url}/metrics`, { headers: API })).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{model="${model}",pool="${pool}"}`));
-  return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
-}
+const counter = (name: string, model: string, pool: string) => counterOf(coordinator.url, name, { model, pool });
 
 describe("a tab generating with gpt-tiny on wasm", () => {
   it("writes onnxruntime-node's greedy text, token for token", async () => {
@@ -138,9 +116,13 @@ describe("a tab generating with gpt-tiny on wasm", () => {
     await checker.waitFor(/\[gpt-tiny-verified\] connected/, 60_000);
     expect(await generate("gpt-tiny-verified")).toEqual(await expected());
     expect(await itemsOf("gpt-tiny-verified")).toBeGreaterThanOrEqual(PROMPTS.length);
-    await expect
-      .poll(() => counter("edgeswarm_verification_agreements_total", "gpt-tiny-verified", "gpu"), { timeout: 10_000 })
-      .toBeGreaterThanOrEqual(PROMPTS.length);
+    const agreed = counterOf(
+      coordinator.url,
+      "edgeswarm_verification_agreements_total",
+      { model: "gpt-tiny-verified", pool: "gpu" },
+      PROMPTS.length - 1,
+    );
+    expect(await agreed).toBeGreaterThanOrEqual(PROMPTS.length);
     expect(await counter("edgeswarm_generated_tokens_total", "gpt-tiny-verified", "gpu")).toBe(0);
     expect(await counter("edgeswarm_workers_quarantined_total", "gpt-tiny-verified", "browser")).toBe(0);
   }, 120_000);

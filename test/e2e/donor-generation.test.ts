@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { ModelRegistry } from "../../shared/index.ts";
-import type { GenerationOutput } from "../../shared/protocol/generation.ts";
 import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import {
   DONOR_ORIGIN,
@@ -20,13 +19,13 @@ import {
   donorCoordinatorVars,
   startDonor,
 } from "../support/donor-launcher.ts";
+import { counterOf, directGenerations, pinnedGenerations } from "../support/generation-calls.ts";
 import { BUNDLED_REGISTRY_URL, loadReferenceModels } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
 const gptTiny = bundled.models.find((m) => m.name === "gpt-tiny");
 // No canaries (a generation canary would compare whole outputs, not what is tested here); a caught donor stays so.
 const registry = { models: [{ ...gptTiny, verification: { canary_rate: 0, quarantine_ms: 600_000 } }] };
-const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
 const PROMPTS = ["the hotel room", "<|user|>how was the film?<|end|><|assistant|>", "the pizza was", "the concert"];
 const PARAMS = { max_new_tokens: 24 };
 
@@ -66,46 +65,10 @@ async function donor(opts: Pick<DonorOptions, "mode" | "localAddress">): Promise
   return d;
 }
 
-/** One call per prompt, pinned to the browser pool so the donor runs it first; each answer's output. */
-async function generate(): Promise<GenerationOutput[]> {
-  const answers = await Promise.all(
-    PROMPTS.map(async (prompt) => {
-      const res = await fetch(`${coordinator.url}/v1/infer`, {
-        method: "POST",
-        headers: API,
-        body: JSON.stringify({
-          model: "gpt-tiny",
-          inputs: [{ prompt, params: PARAMS }],
-          pool: "browser",
-          timeout_ms: 60_000,
-        }),
-      });
-      const body = (await res.json()) as { outputs?: GenerationOutput[] };
-      expect(res.status, JSON.stringify(body)).toBe(200);
-      return body.outputs?.[0] as GenerationOutput;
-    }),
-  );
-  return answers;
-}
-
-/** onnxruntime-node's greedy outputs for the prompts, run directly. */
-async function expected(): Promise<GenerationOutput[]> {
-  const results = await reference.run(PROMPTS.map((prompt) => ({ prompt, params: PARAMS })));
-  return results.map((r) => ("output" in r ? (r.output as GenerationOutput) : ({} as GenerationOutput)));
-}
-
-/** A counter of the coordinator's for gpt-tiny, once it exceeds `above` (counters are written about once a second). */
-async function counter(name: string, pool: string, above = -1): Promise<number> {
-  let n = 0;
-  for (let i = 0; i < 30; i++) {
-    const text = await (await fetch(`${coordinator.url}/metrics`, { headers: API })).text();
-    const line = text.split("\n").find((l) => l.startsWith(`${name}{model="gpt-tiny",pool="${pool}"}`));
-    n = line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
-    if (n > above) return n;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return n;
-}
+const generate = () => pinnedGenerations(coordinator.url, "gpt-tiny", PROMPTS, PARAMS);
+const expected = () => directGenerations(reference, PROMPTS, PARAMS);
+const counter = (name: string, pool: string, above = -1) =>
+  counterOf(coordinator.url, name, { model: "gpt-tiny", pool }, above);
 
 describe("donated generation, checked by one teacher-forced pass on the gpu worker", () => {
   it("an honest donor's outputs reach the caller once the check agrees: onnxruntime-node's greedy text", async () => {
