@@ -1,5 +1,6 @@
 // Helpers every route shares: parse a JSON body once into a typed value (or a 400 that says what to
-// fix), resolve a model or an id to its queue object, and fan a call out to every queue.
+// fix), resolve a model or an id to its queue object, fan a call out to every queue, and keep work going
+// after the answer.
 import type { Context } from "hono";
 import type { z } from "zod";
 import { ErrorCode, type ModelConfig, modelOfId, ProtocolError, parseJsonText, parseWith } from "../shared/index.ts";
@@ -69,4 +70,13 @@ export async function eachQueue<T>(
     }
   });
   return { results, failed };
+}
+
+/** Work that runs on after the answer (ctx.waitUntil): a cancellation, a trace export. */
+export function afterAnswer(c: Context<HonoEnv>, work: Promise<unknown>): void {
+  try {
+    c.executionCtx.waitUntil(work);
+  } catch {
+    // no execution context (app.request in a test): the promise runs on its own
+  }
 }

@@ -19,7 +19,7 @@ import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
-import { modelOrThrow, queueOf } from "./request.ts";
+import { afterAnswer, modelOrThrow, queueOf } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
 import { beginCallTrace } from "./telemetry/call-trace.ts";
 
@@ -211,11 +211,7 @@ async function queueCall(
     const cancel = queue.cancelJob(model.name, submit.id, owner, "hung_up").catch((error) => {
       console.error(`cancelling ${submit.id} after its caller hung up failed`, error);
     });
-    try {
-      c.executionCtx.waitUntil(cancel);
-    } catch {
-      // no execution context (app.request in a test): the promise runs on its own
-    }
+    afterAnswer(c, cancel);
   };
   if (waitMs > 0) signal.addEventListener("abort", hangUp, { once: true });
   for (let attempt = 1; !result; attempt++) {

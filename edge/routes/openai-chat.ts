@@ -32,7 +32,7 @@ import {
   generationParams,
   promptItem,
 } from "../generation-calls.ts";
-import { queueOf, readJson } from "../request.ts";
+import { afterAnswer, queueOf, readJson } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
 import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
 
@@ -116,11 +116,7 @@ async function streamTokens(
       clearInterval(keepAlive);
       gone.abort();
       const cancel = queue.cancelJob(call.model, job.id, owner, "hung_up").catch(() => {});
-      try {
-        c.executionCtx.waitUntil(cancel);
-      } catch {
-        // no execution context in app.request tests
-      }
+      afterAnswer(c, cancel);
     };
     sse.onAbort(hangUp);
     c.req.raw.signal.addEventListener("abort", hangUp, { once: true });

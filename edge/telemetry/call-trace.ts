@@ -27,6 +27,7 @@ import {
 } from "../../shared/index.ts";
 import type { Job, JobEvent } from "../../shared/protocol/job-events.ts";
 import type { HonoEnv } from "../app-env.ts";
+import { afterAnswer } from "../request.ts";
 import { callPhases } from "./call-phases.ts";
 
 const SCOPE = "edgeswarm-coordinator";
@@ -93,14 +94,6 @@ async function send(exp: OtlpExport, memory: InMemorySpanExporter, provider: Bas
     else await res.body?.cancel();
   } catch (error) {
     console.warn(`trace export to ${exp.url} failed: ${(error as Error).message}`);
-  }
-}
-
-function waitUntil(c: Context<HonoEnv>, promise: Promise<void>): void {
-  try {
-    c.executionCtx.waitUntil(promise);
-  } catch {
-    // no execution context (app.request in a test): the promise runs on its own
   }
 }
 
@@ -171,7 +164,7 @@ export function beginCallTrace(c: Context<HonoEnv>, model: string, receivedAt = 
         call.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
       }
       call.end(ms(answeredAt));
-      waitUntil(c, send(exp, memory, provider));
+      afterAnswer(c, send(exp, memory, provider));
     },
   };
 }
