@@ -7,15 +7,17 @@
 import {
   type Candidate,
   CLAIM_TASK,
+  type ClaimReading,
+  candidateDiffers,
   checksClaim,
-  claimDiffers,
   generationProblem,
+  heldOutputOf,
   inGoodStanding,
   judgeStrict,
   type ModelConfig,
   outputsDiffer,
+  readClaimRun,
   shouldVerify,
-  verdictOf,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import { GenerationClaims } from "./generation-claims.ts";
@@ -155,9 +157,10 @@ export class Verifier {
    * decides only with an independent donor in good standing. Fresh runs of an untrusted lease are held as
    * candidates (in sampled mode, a donor in good standing has only a sample of them held). Final outputs
    * are written into `outputs` by batch position; held items go back to the queue. A run of a held text-generation
-   * item is a verdict on the one candidate: agreed releases the candidate's own output; a trusted mismatch catches
-   * its producer and the item generates afresh on the trusted pool; a donor's check that does not decide sends the
-   * item, claim and all, to the trusted pool. Answers the workers caught.
+   * item is a verdict on its one held output: agreed releases that output as its donor wrote it; a trusted mismatch
+   * catches its producer and the item generates afresh on the trusted pool; a donor's check that does not decide is
+   * held beside it (so the trusted verdict judges that donor too) and the item goes to the trusted pool only.
+   * Answers the workers caught.
    */
   settle(
     cfg: ModelConfig,
@@ -172,7 +175,7 @@ export class Verifier {
     const freshSource = trusted ? null : this.trust.source(producer);
     const held: PendingRun[] = [];
     const resolved: number[] = [];
-    // Generation checks that decided nothing (to the trusted pool), and claims a trusted check refused (afresh).
+    // Generation items a donor's check left undecided (trusted pool only), and claims a trusted check refused (afresh).
     const disputed: number[] = [];
     const refused: number[] = [];
     const generation = cfg.task === CLAIM_TASK;
@@ -180,13 +183,17 @@ export class Verifier {
     const agreedLeases = new Map<string, WorkerRef>();
     const bySeq = this.candidatesOf(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
     const tol = cfg.verification.tolerance;
-    const differ = (a: unknown, b: unknown) =>
-      generation ? claimDiffers(a, b, tol) : outputsDiffer(cfg.task, a, b, tol);
     const refOf = (c: CandidateRow): WorkerRef => ({ worker_id: c.worker_id, donor: c.donor, network: c.network });
     let learned = false;
     for (const run of runs) {
       const candidates = bySeq.get(run.seq);
       if (!candidates) continue;
+      const heldOutput = generation ? heldOutputOf(candidates) : undefined;
+      const reading: ClaimReading | null = generation
+        ? readClaimRun(heldOutput ? JSON.parse(heldOutput.output) : null, run.output, tol)
+        : null;
+      const differ = (a: unknown, b: unknown) =>
+        reading ? candidateDiffers(a, reading) : outputsDiffer(cfg.task, a, b, tol);
       const verdict = judgeStrict<CandidateRow>(
         candidates.map(
           (c): Candidate<CandidateRow> => ({
@@ -204,18 +211,16 @@ export class Verifier {
         verdict.difference === null ? "verification_agreements" : "verification_disagreements",
         lease.pool,
       );
-      const checked = generation && verdictOf(run.output) !== null;
       if (verdict.kind === "undecided") {
-        if (checked) disputed.push(run.seq);
-        else held.push(run);
+        held.push(run);
+        if (reading) disputed.push(run.seq);
         continue;
       }
       resolved.push(run.seq);
-      if (checked) {
-        // A verdict releases the candidate it agreed with; a trusted one that agreed with none: generate afresh.
-        const released = verdict.agree[0]?.output;
-        if (released === undefined) refused.push(run.seq);
-        else outputs[run.pos] = released;
+      if (reading && !reading.generated) {
+        // A verdict releases the held output it agreed with; a trusted one that did not: generate afresh.
+        if (reading.agreed && heldOutput) outputs[run.pos] = heldOutput.output;
+        else refused.push(run.seq);
       } else {
         // Agreement on a classification compares labels and scores, not their order: given out best first.
         outputs[run.pos] = verdict.trusted ? run.text : JSON.stringify(bestFirst(cfg.task, run.output));
@@ -253,9 +258,9 @@ export class Verifier {
     this.forgetCandidates(resolved);
     const budget = cfg.verification.donor_fault_budget;
     this.claims.detach(refused, budget);
-    this.claims.toTrustedPool(disputed, budget, now);
     this.hold(producer, lease.id, held, now);
     if (generation) this.claims.attach(cfg, held);
+    this.claims.toTrustedPool(disputed, budget);
     // A worker earns standing for a batch a trusted run agreed with once none of its candidates is left undecided.
     for (const [leaseId, ref] of agreedLeases) {
       if (!this.sql.one("SELECT 1 AS left FROM candidates WHERE lease_id = ? LIMIT 1", leaseId))

@@ -26,14 +26,48 @@ export function verdictOf(output: unknown): GenerationVerdict | null {
   return parsed.success ? parsed.data : null;
 }
 
+/** What a run of a held generation item says of the held output. */
+export interface ClaimReading {
+  agreed: boolean;
+  /** Why not, when not. */
+  reason: string | null;
+  /** The run generated in full (a trusted worker that did not run the check): its own output is the answer. */
+  generated: boolean;
+}
+
 /**
- * Where a verifying run and the held output it checked differ, or null when they agree. A verdict says it
- * itself; a full output (a trusted worker that generated after all) is compared with the held one whole.
+ * What a run of a held generation item says of the held output: its verdict says it itself; a full output
+ * (a trusted worker that generated after all) says it by agreeing with the held output, or not.
  */
-export function claimDiffers(held: unknown, run: unknown, tol: Tolerance): string | null {
+export function readClaimRun(held: unknown, run: unknown, tol: Tolerance): ClaimReading {
   const verdict = verdictOf(run);
-  if (verdict === null) return outputsDiffer(CLAIM_TASK, held, run, tol);
-  return verdict.verdict === "agreed" ? null : `token ${verdict.first_mismatch}: ${verdict.reason ?? "mismatch"}`;
+  if (verdict === null) {
+    const difference = outputsDiffer(CLAIM_TASK, held, run, tol);
+    return { agreed: difference === null, reason: difference, generated: true };
+  }
+  const agreed = verdict.verdict === "agreed";
+  return {
+    agreed,
+    reason: agreed ? null : `token ${verdict.first_mismatch}: ${verdict.reason ?? "mismatch"}`,
+    generated: false,
+  };
+}
+
+/**
+ * Where a candidate of a held generation item parts from what a run says (null: it does not). The held
+ * output parts when the run says it is wrong; a donor's verdict held beside it (a check that did not decide)
+ * parts when it said otherwise than the run, so a donor that disputes honest outputs is caught like a liar.
+ */
+export function candidateDiffers(candidate: unknown, reading: ClaimReading): string | null {
+  const dispute = verdictOf(candidate);
+  if (dispute === null) return reading.agreed ? null : reading.reason;
+  if ((dispute.verdict === "agreed") === reading.agreed) return null;
+  return `its check said ${dispute.verdict}, and ${reading.agreed ? "the output is the model's" : reading.reason}`;
+}
+
+/** The held output among a generation item's candidates (the others are donors' verdicts on it), or undefined. */
+export function heldOutputOf<C extends { output: string }>(candidates: readonly C[]): C | undefined {
+  return candidates.find((c) => verdictOf(JSON.parse(c.output)) === null);
 }
 
 /**

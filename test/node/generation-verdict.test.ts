@@ -3,10 +3,12 @@
 // accepted from a first run, a donor's check and a trusted worker's check.
 import { describe, expect, it } from "vitest";
 import {
+  candidateDiffers,
   checksClaim,
-  claimDiffers,
   claimOf,
   generationProblem,
+  heldOutputOf,
+  readClaimRun,
   verdictOf,
 } from "../../shared/policy/generation-verdict.ts";
 import { outputProblem } from "../../shared/policy/output-shape.ts";
@@ -29,15 +31,32 @@ describe("generation verdicts", () => {
     expect(claimOf(held, tol)).toEqual({ ...held, tolerance: 1e-3 });
   });
 
-  it("reads agreement from the verdict, and a full output compared whole", () => {
-    expect(claimDiffers(held, agreed, tol)).toBeNull();
-    expect(claimDiffers(held, mismatch, tol)).toBe("token 1: token 1 is 9; the model picks 8 there");
-    expect(claimDiffers(held, held, tol)).toBeNull();
-    expect(claimDiffers(held, { ...held, tokens: [7, 8] }, tol)).toMatch(/tokens\[1\]: 9 vs 8/);
+  it("reads agreement from the verdict, and a full output (a trusted worker that generated) compared whole", () => {
+    expect(readClaimRun(held, agreed, tol)).toEqual({ agreed: true, reason: null, generated: false });
+    expect(readClaimRun(held, mismatch, tol)).toEqual({
+      agreed: false,
+      reason: "token 1: token 1 is 9; the model picks 8 there",
+      generated: false,
+    });
+    expect(readClaimRun(held, held, tol)).toEqual({ agreed: true, reason: null, generated: true });
+    expect(readClaimRun(held, { ...held, tokens: [7, 8] }, tol).reason).toMatch(/tokens\[1\]: 9 vs 8/);
     expect(verdictOf(held)).toBeNull();
     // agreed with a mismatch index, or a mismatch without one, is no verdict
     expect(verdictOf({ ...agreed, first_mismatch: 0 })).toBeNull();
     expect(verdictOf({ ...mismatch, first_mismatch: null })).toBeNull();
+  });
+
+  it("judges the held output by what the run says, and a donor's verdict held beside it by whether it said the same", () => {
+    const says = readClaimRun(held, agreed, tol);
+    const refutes = readClaimRun(held, mismatch, tol);
+    expect(candidateDiffers(held, says)).toBeNull();
+    expect(candidateDiffers(held, refutes)).toBe("token 1: token 1 is 9; the model picks 8 there");
+    expect(candidateDiffers(mismatch, says)).toBe("its check said mismatch, and the output is the model's");
+    expect(candidateDiffers(mismatch, refutes)).toBeNull();
+    expect(candidateDiffers(agreed, refutes)).toMatch(/^its check said agreed, and token 1: /);
+    const rows = [{ output: JSON.stringify(mismatch) }, { output: JSON.stringify(held) }];
+    expect(heldOutputOf(rows)).toBe(rows[1]);
+    expect(heldOutputOf([rows[0] as { output: string }])).toBeUndefined();
   });
 
   it("wants an output from a first run, a verdict from a donor's check, either from a trusted worker's check", () => {

@@ -85,7 +85,7 @@ describe("a donor's generation, checked by a verdict", () => {
     expect(gpu.has("batch")).toBe(false);
   });
 
-  it("disputed by a donor's check goes, claim and all, to the trusted pool, whose verdict decides", async () => {
+  it("disputed by a donor's check goes, claim and all, to the trusted pool, whose verdict catches the donor that lied", async () => {
     const gpu = await SocketWorker.connect(MODEL, { worker_id: "gpu", pool: "gpu" });
     const a = await SocketWorker.connect(MODEL, { worker_id: "a", donor: "d-a", network: NET.a });
     const b = await SocketWorker.connect(MODEL, { worker_id: "b", donor: "d-b", network: NET.b });
@@ -100,6 +100,8 @@ describe("a donor's generation, checked by a verdict", () => {
     expect(check.items[0]?.attempt).toBe(1);
     answer(gpu, check, [agreed]);
     expect((await finished(id)).outputs).toEqual([honest("tea")]);
+    // The dispute was held beside the output: the trusted verdict shows it false, and its donor is caught.
+    expect((await checker.next("error")).code).toBe("quarantined");
     expect(producer.has("error")).toBe(false);
     expect(a.has("batch") || b.has("batch")).toBe(false);
   });
