@@ -3,7 +3,8 @@
 // restriction that gives a donor only the items its run can help with. LeaseSettlement calls it when a lease
 // completes, HandOut when it hands one out; the decisions are shared/policy/donor-trust.ts and
 // verification.ts, known answers known-answers.ts. A held text-generation output is checked by a verdict
-// rather than a second output (generation-claims.ts, shared/policy/generation-verdict.ts).
+// rather than a second output (generation-claims.ts, shared/policy/generation-verdict.ts); candidates are
+// stored by candidate-store.ts.
 import {
   type Candidate,
   CLAIM_TASK,
@@ -20,6 +21,7 @@ import {
   shouldVerify,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
+import { type CandidateRow, CandidateStore } from "./candidate-store.ts";
 import { GenerationClaims } from "./generation-claims.ts";
 import { IN_SET } from "./job-store.ts";
 import { KnownAnswers } from "./known-answers.ts";
@@ -27,11 +29,6 @@ import type { ItemFilter, LeaseRow } from "./lease-table.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 import type { TrustStore, WorkerRef } from "./trust-store.ts";
 import type { LeaseHolder } from "./worker-slots.ts";
-
-/** An item's count of candidates, as items.n_candidates keeps it. */
-const CANDIDATES_OF_ITEM = "(SELECT COUNT(*) FROM candidates WHERE candidates.item_seq = items.seq)";
-/** Candidate outputs are written in runs of about this many bytes per statement. */
-const CANDIDATE_CHUNK_BYTES = 512 * 1024;
 
 /** One output of a completed lease that is not final yet, or checks one that is held. */
 export interface PendingRun {
@@ -54,21 +51,13 @@ export interface LeaseItem {
   n_candidates: number;
 }
 
-interface CandidateRow extends Record<string, SqlStorageValue> {
-  item_seq: number;
-  worker_id: string;
-  donor: string | null;
-  network: string | null;
-  lease_id: string;
-  output: string;
-}
-
 export interface Caught {
   reason: string;
 }
 
 export class Verifier {
   readonly known: KnownAnswers;
+  private readonly candidates: CandidateStore;
   private readonly claims: GenerationClaims;
 
   constructor(
@@ -77,6 +66,7 @@ export class Verifier {
     private readonly trust: TrustStore,
   ) {
     this.known = new KnownAnswers(sql, metrics);
+    this.candidates = new CandidateStore(sql);
     this.claims = new GenerationClaims(sql);
   }
 
@@ -181,7 +171,7 @@ export class Verifier {
     const generation = cfg.task === CLAIM_TASK;
     const dissenters = new Map<string, { ref: WorkerRef; reason: string }>();
     const agreedLeases = new Map<string, WorkerRef>();
-    const bySeq = this.candidatesOf(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
+    const bySeq = this.candidates.of(runs.filter((r) => r.nCandidates > 0).map((r) => r.seq));
     const tol = cfg.verification.tolerance;
     const refOf = (c: CandidateRow): WorkerRef => ({ worker_id: c.worker_id, donor: c.donor, network: c.network });
     let learned = false;
@@ -255,10 +245,10 @@ export class Verifier {
         else outputs[run.pos] = run.text;
       }
     }
-    this.forgetCandidates(resolved);
+    this.candidates.forget(resolved);
     const budget = cfg.verification.donor_fault_budget;
     this.claims.detach(refused, budget);
-    this.hold(producer, lease.id, held, now);
+    this.candidates.hold(producer, lease.id, held, now);
     if (generation) this.claims.attach(cfg, held);
     this.claims.toTrustedPool(disputed, budget);
     // A worker earns standing for a batch a trusted run agreed with once none of its candidates is left undecided.
@@ -271,125 +261,36 @@ export class Verifier {
 
   /**
    * Drops the candidates a quarantined worker, donor or network produced (none of them released: a released
-   * output's candidates are gone); their items are then run afresh. Answers how many.
+   * output's candidates are gone); their items are then run afresh, on the trusted pool. Answers how many.
    */
   discard(ref: WorkerRef, budget: number): number {
-    const rows = this.sql.all<{ item_seq: number }>(
-      "DELETE FROM candidates WHERE worker_id = ? OR donor = ? OR network = ? RETURNING item_seq",
-      ref.worker_id,
-      ref.donor,
-      ref.network ?? null,
-    );
-    if (rows.length > 0) {
-      // Run afresh on the trusted pool: a caught donor's items are not handed to donors again.
+    const seqs = this.candidates.dropBy(ref);
+    if (seqs.length > 0) {
+      // A caught donor's items are not handed to donors again.
       this.sql.run(
         `UPDATE items SET donor_faults = MAX(donor_faults, ?) WHERE seq IN ${IN_SET}`,
         budget,
-        JSON.stringify(rows.map((r) => r.item_seq)),
+        JSON.stringify(seqs),
       );
-      this.recount(rows.map((r) => r.item_seq));
-      // A text-generation item whose candidate this was no longer has a claim to check.
-      this.claims.detach(
-        rows.map((r) => r.item_seq),
-        budget,
-      );
+      // A text-generation item whose held output this was no longer has a claim to check.
+      this.claims.detach(seqs, budget);
     }
-    return rows.length;
+    return seqs.length;
   }
 
   /** Forgets candidates of items no longer open, and canaries of leases that ended. */
   collectGarbage(): void {
-    this.sql.run(
-      "DELETE FROM candidates WHERE NOT EXISTS (SELECT 1 FROM items WHERE items.seq = candidates.item_seq AND items.state IN ('queued', 'leased'))",
-    );
-    this.sql.run(
-      "DELETE FROM items WHERE state = 'canary' AND NOT EXISTS (SELECT 1 FROM leases WHERE leases.id = items.lease_id AND leases.state = 'active')",
-    );
+    this.candidates.collectGarbage();
   }
 
   /** Items held for verification now (their jobs still open). */
   awaiting(): number {
-    return (
-      this.sql.one<{ n: number }>(
-        "SELECT COUNT(*) AS n FROM items WHERE state IN ('queued', 'leased') AND n_candidates > 0",
-      )?.n ?? 0
-    );
-  }
-
-  // ---- internals --------------------------------------------------------------------------------
-
-  private candidatesOf(seqs: readonly number[]): Map<number, CandidateRow[]> {
-    const bySeq = new Map<number, CandidateRow[]>();
-    if (seqs.length === 0) return bySeq;
-    for (const row of this.sql.all<CandidateRow>(
-      `SELECT item_seq, worker_id, donor, network, lease_id, output FROM candidates WHERE item_seq IN ${IN_SET} ORDER BY id`,
-      JSON.stringify(seqs),
-    )) {
-      bySeq.set(row.item_seq, [...(bySeq.get(row.item_seq) ?? []), row]);
-    }
-    return bySeq;
-  }
-
-  private forgetCandidates(seqs: readonly number[]): void {
-    if (seqs.length === 0) return;
-    this.sql.run(`DELETE FROM candidates WHERE item_seq IN ${IN_SET}`, JSON.stringify(seqs));
-    this.sql.run(`UPDATE items SET n_candidates = 0 WHERE seq IN ${IN_SET}`, JSON.stringify(seqs));
-  }
-
-  /**
-   * Keeps runs as candidates and puts their items back in the queue, for a worker other than this one.
-   * The run succeeded, so it does not count as one of the item's attempts.
-   */
-  private hold(producer: WorkerRef, leaseId: string, runs: readonly PendingRun[], now: number): void {
-    if (runs.length === 0) return;
-    for (const chunk of chunksOf(runs, CANDIDATE_CHUNK_BYTES)) {
-      this.sql.run(
-        `INSERT INTO candidates (item_seq, worker_id, donor, network, lease_id, output)
-         SELECT json_extract(value, '$[0]'), ?, ?, ?, ?, json_extract(value, '$[1]') FROM json_each(?)`,
-        producer.worker_id,
-        producer.donor,
-        producer.network ?? null,
-        leaseId,
-        JSON.stringify(chunk.map((r) => [r.seq, r.text])),
-      );
-    }
-    this.sql.run(
-      `UPDATE items SET state = 'queued', lease_id = NULL, lease_pos = NULL, attempts = attempts - 1, available_at = ?,
-         n_candidates = ${CANDIDATES_OF_ITEM}
-       WHERE seq IN ${IN_SET}`,
-      now,
-      JSON.stringify(runs.map((r) => r.seq)),
-    );
-  }
-
-  private recount(seqs: readonly number[]): void {
-    this.sql.run(
-      `UPDATE items SET n_candidates = ${CANDIDATES_OF_ITEM} WHERE seq IN ${IN_SET}`,
-      JSON.stringify([...new Set(seqs)]),
-    );
+    return this.candidates.awaiting();
   }
 }
 
 /** The result shapes review reads (ItemResult, as parsed from a completion). */
 type ResultLike = { output: unknown } | { error: { code: string; retryable: boolean } };
-
-/** Splits runs into chunks of about maxBytes of output text each (at least one run per chunk). */
-function chunksOf<T extends { text: string }>(runs: readonly T[], maxBytes: number): T[][] {
-  const chunks: T[][] = [];
-  let chunk: T[] = [];
-  let bytes = 0;
-  for (const run of runs) {
-    if (chunk.length > 0 && bytes + run.text.length > maxBytes) {
-      chunks.push(chunk);
-      chunk = [];
-      bytes = 0;
-    }
-    chunk.push(run);
-    bytes += run.text.length;
-  }
-  if (chunk.length > 0) chunks.push(chunk);
-  return chunks;
-}
 
 /** A text-classification output sorted best score first, as callers read it; other outputs as they are. */
 function bestFirst(task: string, output: unknown): unknown {
