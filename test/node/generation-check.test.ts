@@ -142,6 +142,22 @@ describe("the teacher-forced check on gpt-tiny", () => {
     expect(await check("the hotel room", { max_new_tokens: 5 }, long)).toMatchObject({ first_mismatch: 5 });
   }, 60_000);
 
+  it("holds a claim redelivered mid-stream to the tokens already accepted (resume)", async () => {
+    const params = { max_new_tokens: 24 };
+    const honest = await generate("the hotel room", params);
+    const accepted = honest.tokens.slice(0, 2);
+    const withResume = (tokens: number[]) =>
+      node.run([
+        { prompt: "the hotel room", params, resume: { tokens, text: "" }, verify: { ...honest, tolerance: TOL } },
+      ]);
+    expect(verdict((await withResume(accepted))[0]).verdict).toBe("agreed");
+    const other = [accepted[0] as number, ((accepted[1] as number) + 1) % 1024];
+    expect(verdict((await withResume(other))[0])).toMatchObject({
+      first_mismatch: 1,
+      reason: "the claim does not start with the 2 tokens already accepted",
+    });
+  }, 60_000);
+
   it("checks claims in a batch with generating items, which come out as they do alone", async () => {
     const params = { max_new_tokens: 12 };
     const a = await generate("the pizza was", params);
