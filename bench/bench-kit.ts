@@ -235,6 +235,13 @@ export const fmt = (n: number | undefined, digits = 1) =>
   n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : "n/a";
 export const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
 
+/** "1.23, 1.10, 0.98": the 1, 5 and 15 minute load averages, for the reports of a shared machine. */
+export const loadAverage = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(", ");
+
 // Processes from /proc (Linux; elsewhere empty), for the benches' CPU shares.
 
 export interface ProcStat {

@@ -1,19 +1,25 @@
 // Which models a bench measures, read from its command line: the bundled ones by default, or any registry's
 // (`--registry models/bench/registry.json --model minilm-l6-h384`, after `npm run build:models -- --bench`),
-// with `--batch N` items per batch and `--seq N` tokens per item. Used by bench/runners.ts and bench/swarm.ts.
+// with `--batch N[,N…]` items per batch and `--seq N` tokens per item. `--bench` is the benchmark-size encoder
+// as the README quotes it: fp32 and int8, seq 128, batches of 8 and 32. Used by bench/runners.ts.
 import { readFileSync } from "node:fs";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { ModelConfig, ModelRegistry } from "../shared/config/model-config.ts";
 import { BUNDLED_REGISTRY_URL, REVIEW_TEXTS } from "../test/support/reference-models.ts";
 import { bundledSpec } from "../test/support/runner-cases.ts";
 
+/** Where `npm run build:models -- --bench` writes the benchmark models (git-ignored). */
+const BENCH_REGISTRY = fileURLToPath(new URL("../models/bench/registry.json", import.meta.url));
+
 export interface BenchModels {
   /** The registry the specs' base_url are relative to. */
   registryUrl: URL;
   specs: ModelConfig[];
-  /** One batch of inputs, `--batch` long (32 unless told). */
-  batch: string[];
+  /** One batch of inputs per size `--batch` names (32 unless told), smallest first. */
+  batches: string[][];
+  /** The benchmark-size encoder's preset (`--bench`), or models named by hand. */
+  preset: boolean;
   /** Tokens per item when `--seq` was given (texts long enough to be truncated there), else undefined. */
   seq: number | undefined;
   /** How the command was run, for the results file. */
@@ -26,19 +32,25 @@ export function benchModels(script: string, argv = process.argv.slice(2)): Bench
     options: {
       registry: { type: "string" },
       model: { type: "string", multiple: true },
-      batch: { type: "string", default: "32" },
+      batch: { type: "string" },
       seq: { type: "string" },
+      bench: { type: "boolean" },
     },
     strict: false,
   });
-  const size = Number(values.batch);
-  const seq = values.seq === undefined ? undefined : Number(values.seq);
-  if (!Number.isInteger(size) || size < 1)
-    throw new Error(`--batch wants a whole number of items, got ${values.batch}`);
+  const preset = values.bench === true;
+  const batchArg = String(values.batch ?? (preset ? "8,32" : "32"));
+  const sizes = batchArg.split(",").map(Number);
+  const seqArg = values.seq ?? (preset ? "128" : undefined);
+  const seq = seqArg === undefined ? undefined : Number(seqArg);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1))
+    throw new Error(`--batch wants whole numbers of items, comma-separated, got ${batchArg}`);
   if (seq !== undefined && (!Number.isInteger(seq) || seq < 3)) throw new Error(`--seq wants at least 3, got ${seq}`);
-  const registryUrl =
-    typeof values.registry === "string" ? pathToFileURL(values.registry as string) : BUNDLED_REGISTRY_URL;
-  const names = (values.model as string[] | undefined) ?? ["sentiment", "embedder"];
+  const registryArg = values.registry ?? (preset ? BENCH_REGISTRY : undefined);
+  const registryUrl = typeof registryArg === "string" ? pathToFileURL(registryArg) : BUNDLED_REGISTRY_URL;
+  const names =
+    (values.model as string[] | undefined) ??
+    (preset ? ["minilm-l6-h384", "minilm-l6-h384-int8"] : ["sentiment", "embedder"]);
   const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
   const specs = names.map((name) => {
     const entry =
@@ -52,7 +64,7 @@ export function benchModels(script: string, argv = process.argv.slice(2)): Bench
     const review = `${REVIEW_TEXTS[i % REVIEW_TEXTS.length]} (${i})`;
     return seq === undefined ? review : `${review} ${"and the rest was much the same ".repeat(Math.ceil(seq / 6))}`;
   };
-  const batch = Array.from({ length: size }, (_, i) => text(i));
+  const batches = [...sizes].sort((a, b) => a - b).map((size) => Array.from({ length: size }, (_, i) => text(i)));
   const command = `npm run ${script}${argv.length > 0 ? ` -- ${argv.join(" ")}` : ""}`;
-  return { registryUrl, specs, batch, seq, command };
+  return { registryUrl, specs, batches, preset, seq, command };
 }
