@@ -1,12 +1,14 @@
 // The swarm benchmark (`node --import tsx bench/swarm.ts`): the bundled sentiment classifier run directly in
 // onnxruntime-node against the same model served through the real coordinator (`wrangler dev`) and one real
 // local worker (`edgeswarm-worker`), then single-input callers with and without dynamic batching. Prints
-// Markdown (also written to bench/results/swarm.md). Not a test.
+// Markdown (also written to bench/results/swarm.md). `-- --model bench`: the benchmark-size encoder instead
+// (bench/swarm-bench-model.ts). Not a test.
 
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
+import { parseArgs } from "node:util";
 import { startWorker, type WorkerProcess } from "../scripts/lib/worker-process.ts";
 import { type Coordinator, freePort } from "../scripts/lib/wrangler-dev.ts";
 import { type ModelConfig, ModelRegistry, type Timings } from "../shared/index.ts";
@@ -563,4 +565,9 @@ async function main(): Promise<number> {
   });
 }
 
-process.exitCode = await main();
+// `-- --model bench` (or another models/bench entry): the benchmark-size model instead (bench/swarm-bench-model.ts).
+const { values: args } = parseArgs({ options: { model: { type: "string" } }, strict: true });
+process.exitCode =
+  typeof args.model === "string"
+    ? await (await import("./swarm-bench-model.ts")).benchModelSwarm(args.model)
+    : await main();
