@@ -1,91 +1,265 @@
-// `npm run bench:generate`: time to first token (TTFT) and tokens/s of the text-generation task straight on
-// onnxruntime-node, no coordinator: 1 prompt, and 16 prompts decoded as one batch, on the bundled decoder
-// (models/gpt-tiny) and the benchmark decoder (models/bench/gpt-bench: `npm run build:models -- --bench`; skipped
-// when absent). Writes bench/results/generate.md. The rows through the swarm come with the coordinator's side.
+// `npm run bench:generate`: time to first token (TTFT) and tokens/s of the text-generation task at 1 prompt and 16
+// at once, on the bundled decoder (models/gpt-tiny) and the benchmark decoder (models/bench/gpt-bench: `npm run
+// build:models -- --bench`; skipped when absent): straight on onnxruntime-node (16 prompts decoded as one batch),
+// and through the swarm (bench/generate-swarm.ts: the real coordinator, one real edgeswarm-worker, each prompt its
+// own streamed call), direct and swarm rounds alternating so a shared machine's drifting load falls on both; then
+// gpt-tiny with a Chromium tab (the demo page's donor worker) as the only worker, on wasm and on WebGPU
+// (SwiftShader here: software). BENCH_SWARM=0, BENCH_CHROMIUM=0, BENCH_WEBGPU=0 drop those rows.
+// Writes bench/results/generate.md.
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
+import { fileURLToPath } from "node:url";
+import type { WorkerProcess } from "../scripts/lib/worker-process.ts";
 import { ModelConfig, ModelRegistry } from "../shared/config/model-config.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
+import { fmt, loadAverage, newestSourceMtime } from "./bench-kit.ts";
+import {
+  batchCounts,
+  donatingTab,
+  generationCoordinator,
+  generationWorker,
+  type Streamed,
+  stopProcess,
+  streamOne,
+} from "./generate-swarm.ts";
 
 const RESULTS_FILE = new URL("./results/generate.md", import.meta.url);
 const MODELS = [
-  { name: "gpt-tiny", registry: new URL("../models/registry.json", import.meta.url) },
-  { name: "gpt-bench", registry: new URL("../models/bench/registry.json", import.meta.url) },
+  { name: "gpt-tiny", base: new URL("../models/", import.meta.url) },
+  { name: "gpt-bench", base: new URL("../models/bench/", import.meta.url) },
 ];
 const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 64);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+/** A tab is slower (one wasm thread; software WebGPU): fewer rounds there. */
+const TAB_ROUNDS = { wasm: Number(process.env.BENCH_TAB_ROUNDS ?? 3), webgpu: 1 };
+const SWARM = process.env.BENCH_SWARM !== "0";
 const PROMPTS = ["the pizza was", "the film", "how was the trip", "the new phone", "the weather today"];
 
 interface Row {
   model: string;
+  path: string;
   concurrent: number;
+  /** Per round (direct: the batch's first token; through the swarm: every call's). */
   ttft: number[];
   perSequence: number[];
+  /** Per round, tokens of all its sequences over its wall time: the rounds of a direct row and its swarm row pair up. */
   aggregate: number[];
+  rounds: number;
+  /** Streamed calls that failed (not in the figures). */
+  errors: number;
+  /** Through the swarm: tokens and the `token` events they came in; batches leased and their items (warm-up included). */
+  tokens: number;
+  events: number;
+  batches: number;
+  batchItems: number;
+  /** The direct row this one is compared with. */
+  against?: Row;
+}
+
+function newRow(model: string, path: string, concurrent: number, against?: Row): Row {
+  const row: Row = {
+    model,
+    path,
+    concurrent,
+    ttft: [],
+    perSequence: [],
+    aggregate: [],
+    rounds: 0,
+    errors: 0,
+    tokens: 0,
+    events: 0,
+    batches: 0,
+    batchItems: 0,
+  };
+  return against ? { ...row, against } : row;
 }
 
 const pct = (xs: number[], p: number) =>
-  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? 0;
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? Number.NaN;
 
-const rows: Row[] = [];
-const device = (process.env.BENCH_DEVICE ?? "cpu") as "cpu" | "cuda";
-for (const { name, registry } of MODELS) {
-  if (!existsSync(registry)) {
-    console.log(`${name}: no ${registry.pathname}; skipped`);
-    continue;
-  }
-  const entry = ModelRegistry.parse(JSON.parse(await readFile(registry, "utf8"))).models.find((m) => m.name === name);
-  if (!entry) continue;
-  const model = await loadModel(ModelConfig.parse(entry), createOrtNodeFactory(), {
-    registryUrl: registry,
-    fetch: nodeFetch,
-    devices: [device],
-  });
-  for (const concurrent of [1, 16]) {
-    const row: Row = { model: `${name} (${model.device})`, concurrent, ttft: [], perSequence: [], aggregate: [] };
-    // Seeded sampling: every round draws the same tokens, so rounds compare.
-    const items = Array.from({ length: concurrent }, (_, i) => ({
-      prompt: `${PROMPTS[i % PROMPTS.length]} (${i})`,
-      params: { max_new_tokens: NEW_TOKENS, temperature: 1, seed: i + 1 },
-    }));
-    for (let round = 0; round <= ROUNDS; round++) {
-      const started = performance.now();
-      let first = 0;
-      let tokens = 0;
-      await model.run(items, {
-        onTokens: (d) => {
-          first ||= performance.now() - started;
-          tokens += d.tokens.length;
-        },
-      });
-      const seconds = (performance.now() - started) / 1000;
-      if (round === 0) continue; // warm-up
-      row.ttft.push(first);
-      row.aggregate.push(tokens / seconds);
-      row.perSequence.push(tokens / concurrent / (seconds - first / 1000));
-    }
-    rows.push(row);
-    console.log(
-      `${row.model} x${concurrent}: TTFT p50 ${pct(row.ttft, 0.5).toFixed(1)} ms, ` +
-        `${pct(row.perSequence, 0.5).toFixed(0)} tok/s per sequence, ${pct(row.aggregate, 0.5).toFixed(0)} tok/s in all`,
-    );
-  }
-  await model.dispose();
+/** Seeded sampling: every round draws the same tokens, directly and through the swarm, so rounds compare. */
+const itemsFor = (concurrent: number) =>
+  Array.from({ length: concurrent }, (_, i) => ({
+    prompt: `${PROMPTS[i % PROMPTS.length]} (${i})`,
+    params: { max_new_tokens: NEW_TOKENS, temperature: 1, seed: i + 1 },
+  }));
+
+/** `concurrent` streamed calls at once; one round's figures into `row`. */
+async function swarmRound(base: string, model: string, concurrent: number, row: Row | undefined): Promise<void> {
+  const answers = await Promise.all(itemsFor(concurrent).map((item) => streamOne(base, model, item)));
+  const calls = answers.filter((a): a is Streamed => !("error" in a));
+  for (const a of answers) if ("error" in a) console.error(`${model}: a streamed call failed: ${a.error}`);
+  if (!row) return;
+  row.errors += answers.length - calls.length;
+  row.tokens += calls.reduce((t, c) => t + c.tokens, 0);
+  row.events += calls.reduce((t, c) => t + c.events, 0);
+  if (calls.length === 0) return;
+  const tokens = calls.reduce((t, c) => t + c.tokens, 0);
+  const wall = (Math.max(...calls.map((c) => c.end)) - Math.min(...calls.map((c) => c.sent))) / 1000;
+  row.ttft.push(...calls.map((c) => c.first - c.sent));
+  row.perSequence.push(calls.reduce((t, c) => t + c.tokens / ((c.end - c.first) / 1000), 0) / concurrent);
+  row.aggregate.push(tokens / wall);
+  row.rounds++;
 }
 
+/** The batches the coordinator leased for the row's model since `from`. */
+async function countBatches(base: string, row: Row, from: { items: number; batches: number }): Promise<void> {
+  const to = await batchCounts(base, row.model);
+  row.batches = to.batches - from.batches;
+  row.batchItems = to.items - from.items;
+}
+
+const rows: Row[] = [];
+const loadAtStart = loadAverage();
+const started = performance.now();
+const sourcesBefore = newestSourceMtime();
+const entries: ModelConfig[] = [];
+for (const { name, base } of MODELS) {
+  const registry = new URL("registry.json", base);
+  if (!existsSync(registry)) continue;
+  const entry = ModelRegistry.parse(JSON.parse(await readFile(registry, "utf8"))).models.find((m) => m.name === name);
+  if (entry) entries.push(ModelConfig.parse(entry));
+}
+const coordinator = SWARM ? await generationCoordinator(entries) : undefined;
+try {
+  for (const spec of entries) {
+    const base = (MODELS.find((m) => m.name === spec.name) as (typeof MODELS)[number]).base;
+    const device = (process.env.BENCH_DEVICE ?? "cpu") as "cpu" | "cuda";
+    const model = await loadModel(spec, createOrtNodeFactory(), {
+      registryUrl: new URL("registry.json", base),
+      fetch: nodeFetch,
+      devices: [device],
+    });
+    let worker: WorkerProcess | undefined;
+    if (coordinator) worker = await generationWorker(coordinator, spec.name, fileURLToPath(base));
+    for (const concurrent of [1, 16]) {
+      const row = newRow(spec.name, `direct onnxruntime-node (${model.device})`, concurrent);
+      const swarm = coordinator
+        ? newRow(spec.name, "swarm: coordinator + edgeswarm-worker (cpu), SSE", concurrent, row)
+        : undefined;
+      const items = itemsFor(concurrent);
+      const leased = coordinator ? await batchCounts(coordinator.url, spec.name) : undefined;
+      for (let round = 0; round <= ROUNDS; round++) {
+        const t0 = performance.now();
+        let first = 0;
+        let tokens = 0;
+        await model.run(items, {
+          onTokens: (d) => {
+            first ||= performance.now() - t0;
+            tokens += d.tokens.length;
+          },
+        });
+        const seconds = (performance.now() - t0) / 1000;
+        if (coordinator) await swarmRound(coordinator.url, spec.name, concurrent, round === 0 ? undefined : swarm);
+        if (round === 0) continue; // warm-up
+        row.ttft.push(first);
+        row.aggregate.push(tokens / seconds);
+        row.perSequence.push(tokens / concurrent / (seconds - first / 1000));
+        row.rounds++;
+      }
+      if (coordinator && swarm && leased) await countBatches(coordinator.url, swarm, leased);
+      rows.push(row, ...(swarm ? [swarm] : []));
+      for (const r of [row, swarm]) {
+        if (r)
+          console.log(
+            `${r.model} ${r.path} x${concurrent}: TTFT p50 ${fmt(pct(r.ttft, 0.5))} ms, ${fmt(pct(r.aggregate, 0.5), 0)} tok/s in all`,
+          );
+      }
+    }
+    if (worker) await stopProcess(worker);
+    await model.dispose();
+  }
+} finally {
+  await coordinator?.cleanup();
+}
+
+// A tab as the only worker of gpt-tiny: verification off (it would wait for a trusted worker to check each answer).
+const tiny = entries.find((e) => e.name === "gpt-tiny");
+const tabNotes: string[] = [];
+if (tiny && process.env.BENCH_CHROMIUM !== "0") {
+  const tabCoordinator = await generationCoordinator([{ ...tiny, verification: { enabled: false } }]);
+  try {
+    for (const webgpu of process.env.BENCH_WEBGPU === "0" ? [false] : [false, true]) {
+      const tab = await donatingTab(tabCoordinator, tiny.name, webgpu).catch((e: unknown) => String(e));
+      if (typeof tab === "string") {
+        tabNotes.push(`Chromium tab (${webgpu ? "webgpu" : "wasm"}): ${tab.split("\n")[0]}`);
+        continue;
+      }
+      try {
+        for (const concurrent of [1, 16]) {
+          const against = rows.find(
+            (r) => r.model === tiny.name && r.concurrent === concurrent && r.path.startsWith("direct"),
+          );
+          const path = `swarm: a Chromium tab (${tab.device}${webgpu ? ", SwiftShader" : ", 1 thread"}), SSE`;
+          const row = newRow(tiny.name, path, concurrent, against);
+          const rounds = webgpu ? TAB_ROUNDS.webgpu : TAB_ROUNDS.wasm;
+          const leased = await batchCounts(tabCoordinator.url, tiny.name);
+          for (let round = 0; round <= rounds; round++)
+            await swarmRound(tabCoordinator.url, tiny.name, concurrent, round === 0 ? undefined : row);
+          await countBatches(tabCoordinator.url, row, leased);
+          rows.push(row);
+          console.log(
+            `${row.path} x${concurrent}: TTFT p50 ${fmt(pct(row.ttft, 0.5))} ms, ${fmt(pct(row.aggregate, 0.5), 0)} tok/s in all`,
+          );
+        }
+      } finally {
+        await tab.close();
+      }
+    }
+  } finally {
+    await tabCoordinator.cleanup();
+  }
+}
+
+/** Through the swarm: tokens/s in all over the direct row's, the median of round-by-round ratios where rounds alternated. */
+function versus(r: Row): string {
+  if (!r.against) return "—";
+  const d = r.against;
+  const paired =
+    r.aggregate.length === d.aggregate.length &&
+    r.against.path.startsWith("direct") &&
+    r.path.includes("edgeswarm-worker");
+  const ratio = paired
+    ? pct(
+        r.aggregate.map((a, i) => a / (d.aggregate[i] as number)),
+        0.5,
+      )
+    : pct(r.aggregate, 0.5) / pct(d.aggregate, 0.5);
+  return `${fmt(ratio, 2)}×, TTFT +${fmt(pct(r.ttft, 0.5) - pct(d.ttft, 0.5))} ms`;
+}
+
+const cpu = os.cpus();
 const table = rows.map(
   (r) =>
-    `| ${r.model} | ${r.concurrent} | ${pct(r.ttft, 0.5).toFixed(1)} | ${pct(r.ttft, 0.99).toFixed(1)} | ${pct(r.perSequence, 0.5).toFixed(0)} | ${pct(r.aggregate, 0.5).toFixed(0)} |`,
+    `| ${r.model} | ${r.path} | ${r.concurrent} | ${r.rounds} | ${fmt(pct(r.ttft, 0.5))} | ${fmt(pct(r.ttft, 0.99))} | ${fmt(pct(r.perSequence, 0.5), 0)} | ${fmt(pct(r.aggregate, 0.5), 0)} | ${versus(r)} | ${r.batches ? `${fmt(r.batchItems / r.batches)} · ${fmt(r.tokens / r.events)}` : "—"} | ${r.errors} |`,
 );
-await writeFile(
-  RESULTS_FILE,
-  `# Text generation, direct onnxruntime-node\n\n` +
-    `${os.cpus()[0]?.model ?? "unknown CPU"}, ${os.cpus().length} cores, Node ${process.version}; ` +
-    `${NEW_TOKENS} new tokens a sequence, seeded sampling, ${ROUNDS} rounds after a warm-up (p50 / p99 over rounds).\n\n` +
-    `| model | concurrent prompts | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s per sequence | tokens/s in all |\n|---|---|---|---|---|---|\n` +
-    `${table.join("\n")}\n`,
-);
-console.log(`wrote ${RESULTS_FILE.pathname}`);
+const text = [
+  "# Text generation: direct onnxruntime-node, through the swarm, and a Chromium tab",
+  "",
+  `- Machine: ${cpu[0]?.model.trim() ?? "unknown CPU"} × ${cpu.length}, Node ${process.version}; load average (1, 5, 15 min) ${loadAtStart} at the start, ${loadAverage()} at the end (others' work shares these cores)`,
+  `- Date: ${new Date().toISOString()}; the run took ${fmt((performance.now() - started) / 60_000)} min`,
+  "- Command: `npm run bench:generate`",
+  `- ${NEW_TOKENS} new tokens a sequence (fewer where one samples its end), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
+  "- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own `POST /v1/infer` with `stream: true` at once, read as Server-Sent Events, TTFT from sending to the first `token` event; the coordinator batches them (the registry's max_batch_size 16, max_queue_delay_ms 5), one `edgeswarm-worker --device cpu --max-batch-size 16 --concurrency 1` runs them; a direct round and a swarm round alternate",
+  "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
+  "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",
+  "- vs direct: tokens/s in all over the direct row's at the same concurrency (rows that alternated: the median of round-by-round ratios), and TTFT p50 added",
+  "",
+  "| model | path | concurrent prompts | rounds | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s per sequence | tokens/s in all | vs direct | items a batch · tokens an event | failed calls |",
+  "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+  ...table,
+  "",
+  ...tabNotes.map((n) => `- ${n}`),
+  ...(newestSourceMtime() === sourcesBefore
+    ? []
+    : [
+        "- **edge/ or shared/ changed during the run (others editing): wrangler dev may have reloaded the coordinator mid-run, closing streams (failed calls)**",
+      ]),
+  "",
+].join("\n");
+await writeFile(RESULTS_FILE, text);
+process.stdout.write(text);
+process.exit(0);
