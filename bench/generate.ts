@@ -123,7 +123,10 @@ for (const { name, base } of MODELS) {
   const entry = ModelRegistry.parse(JSON.parse(await readFile(registry, "utf8"))).models.find((m) => m.name === name);
   if (entry) entries.push(ModelConfig.parse(entry));
 }
-const coordinator = SWARM ? await generationCoordinator(entries) : undefined;
+// BENCH_MAX_QUEUE_DELAY_MS: the swarm's entries wait this long to fill a batch instead of the registry's delay.
+const delay = process.env.BENCH_MAX_QUEUE_DELAY_MS;
+const served = delay ? entries.map((e) => ({ ...e, max_queue_delay_ms: Number(delay) })) : entries;
+const coordinator = SWARM ? await generationCoordinator(served) : undefined;
 try {
   for (const spec of entries) {
     const base = (MODELS.find((m) => m.name === spec.name) as (typeof MODELS)[number]).base;
@@ -241,9 +244,9 @@ const text = [
   "",
   `- Machine: ${cpu[0]?.model.trim() ?? "unknown CPU"} × ${cpu.length}, Node ${process.version}; load average (1, 5, 15 min) ${loadAtStart} at the start, ${loadAverage()} at the end (others' work shares these cores)`,
   `- Date: ${new Date().toISOString()}; the run took ${fmt((performance.now() - started) / 60_000)} min`,
-  "- Command: `npm run bench:generate`",
+  `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}npm run bench:generate\``,
   `- ${NEW_TOKENS} new tokens a sequence (fewer where one samples its end), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
-  "- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own `POST /v1/infer` with `stream: true` at once, read as Server-Sent Events, TTFT from sending to the first `token` event; the coordinator batches them (the registry's max_batch_size 16, max_queue_delay_ms 5), one `edgeswarm-worker --device cpu --max-batch-size 16 --concurrency 1` runs them; a direct round and a swarm round alternate",
+  `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size 16 --concurrency 1\` runs them; a direct round and a swarm round alternate`,
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
   "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",
   "- vs direct: tokens/s in all over the direct row's at the same concurrency (rows that alternated: the median of round-by-round ratios), and TTFT p50 added",
