@@ -8,23 +8,39 @@
 //   dashboard/                    the operator's dashboard (uPlot charts; edge/routes/ops.ts serves /dashboard)
 //   _headers                      CORS, CORP and cross-origin isolation headers for all of it
 // npm start, npm test (vitest's global setup) and npm run deploy run it first.
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+// It builds into a staging folder and then copies only the files whose bytes changed: every `wrangler dev`
+// watching dist/public reloads its worker on a change, and a reload answers the POSTs in flight with
+// 503 "Your worker restarted mid-request" (npm start's build, run again by a test beside running
+// coordinators, did just that).
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { build } from "esbuild";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const OUT = join(ROOT, "dist/public");
+/** Outside OUT, so that writing it disturbs no watcher; the same depth, so sourcemaps' relative paths hold. */
+const STAGE = join(ROOT, "dist/.public-staging");
 const ortDist = join(ROOT, "node_modules/onnxruntime-web/dist");
 
 /** The one onnxruntime-web both our runner and transformers.js's tokenizer code import (else two copies ship). */
 const ORT_WASM = "ort-wasm-simd-threaded.jsep.wasm";
 
-export async function buildClient(): Promise<void> {
-  for (const dir of ["edgeswarm", "demo", "dashboard", "models"])
-    rmSync(join(OUT, dir), { recursive: true, force: true });
-  mkdirSync(join(OUT, "ort"), { recursive: true });
+/** Builds dist/public; returns how many of its files were written or removed (0 when nothing changed). */
+export async function buildClient(): Promise<number> {
+  rmSync(STAGE, { recursive: true, force: true });
+  mkdirSync(join(STAGE, "ort"), { recursive: true });
   const ortBundle = join(ortDist, "ort.bundle.min.mjs");
   const common = {
     bundle: true,
@@ -40,7 +56,7 @@ export async function buildClient(): Promise<void> {
     entryPoints: { embed: "client/embed/embed.ts" },
     format: "iife",
     platform: "browser",
-    outdir: OUT,
+    outdir: STAGE,
   });
   await build({
     ...common,
@@ -51,7 +67,7 @@ export async function buildClient(): Promise<void> {
     },
     format: "esm",
     platform: "browser",
-    outdir: OUT,
+    outdir: STAGE,
     // transformers.js brings its own onnxruntime-web build; point it at ours so one runtime (and one WASM) ships.
     alias: {
       "onnxruntime-web/webgpu": ortBundle,
@@ -59,26 +75,61 @@ export async function buildClient(): Promise<void> {
       "onnxruntime-common": join(ROOT, "node_modules/onnxruntime-common"),
     },
   });
-  // Compressing 28 MB takes seconds: only when onnxruntime-web's file is newer than ours.
-  const wasmGz = join(OUT, "ort", `${ORT_WASM}.gz`);
-  if (!existsSync(wasmGz) || statSync(wasmGz).mtimeMs < statSync(join(ortDist, ORT_WASM)).mtimeMs) {
-    writeFileSync(wasmGz, gzipSync(readFileSync(join(ortDist, ORT_WASM)), { level: 9 }));
-  }
   // Its loader too: given a wasmPaths prefix, onnxruntime-web imports the .mjs from there as well.
-  cpSync(join(ortDist, ORT_WASM.replace(/\.wasm$/, ".mjs")), join(OUT, "ort", ORT_WASM.replace(/\.wasm$/, ".mjs")));
-  cpSync(join(ROOT, "client/demo/index.html"), join(OUT, "demo/index.html"));
-  cpSync(join(ROOT, "client/dashboard/index.html"), join(OUT, "dashboard/index.html"));
-  cpSync(join(ROOT, "node_modules/uplot/dist/uPlot.min.css"), join(OUT, "dashboard/uPlot.min.css"));
-  mkdirSync(join(OUT, "models"), { recursive: true });
+  cpSync(join(ortDist, ORT_WASM.replace(/\.wasm$/, ".mjs")), join(STAGE, "ort", ORT_WASM.replace(/\.wasm$/, ".mjs")));
+  cpSync(join(ROOT, "client/demo/index.html"), join(STAGE, "demo/index.html"));
+  cpSync(join(ROOT, "client/dashboard/index.html"), join(STAGE, "dashboard/index.html"));
+  cpSync(join(ROOT, "node_modules/uplot/dist/uPlot.min.css"), join(STAGE, "dashboard/uPlot.min.css"));
+  mkdirSync(join(STAGE, "models"), { recursive: true });
   const registry = JSON.parse(readFileSync(join(ROOT, "models/registry.json"), "utf8")) as {
     models: { name: string; files?: { base_url?: string } }[];
   };
-  cpSync(join(ROOT, "models/registry.json"), join(OUT, "models/registry.json"));
+  cpSync(join(ROOT, "models/registry.json"), join(STAGE, "models/registry.json"));
   for (const model of registry.models) {
     if (!model.files || model.files.base_url) continue;
-    cpSync(join(ROOT, "models", model.name), join(OUT, "models", model.name), { recursive: true });
+    cpSync(join(ROOT, "models", model.name), join(STAGE, "models", model.name), { recursive: true });
   }
-  writeFileSync(join(OUT, "_headers"), HEADERS);
+  writeFileSync(join(STAGE, "_headers"), HEADERS);
+  // Compressing 28 MB takes seconds: straight into OUT, and only when onnxruntime-web's file is newer than ours.
+  const wasmGzPath = `ort/${ORT_WASM}.gz`;
+  const wasmGz = join(OUT, wasmGzPath);
+  let changed = 0;
+  if (!existsSync(wasmGz) || statSync(wasmGz).mtimeMs < statSync(join(ortDist, ORT_WASM)).mtimeMs) {
+    mkdirSync(dirname(wasmGz), { recursive: true });
+    writeFileSync(wasmGz, gzipSync(readFileSync(join(ortDist, ORT_WASM)), { level: 9 }));
+    changed++;
+  }
+  changed += syncTree(STAGE, OUT, new Set([wasmGzPath]));
+  rmSync(STAGE, { recursive: true, force: true });
+  return changed;
+}
+
+/** Files under `dir`, as paths relative to it. */
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => relative(dir, join(e.parentPath, e.name)));
+}
+
+/** Makes `to` hold exactly `from`'s files (and those in `keep`), writing only the ones whose bytes differ. */
+export function syncTree(from: string, to: string, keep: ReadonlySet<string> = new Set()): number {
+  let changed = 0;
+  const wanted = new Set(filesUnder(from));
+  for (const file of wanted) {
+    const src = join(from, file);
+    const dest = join(to, file);
+    if (existsSync(dest) && readFileSync(dest).equals(readFileSync(src))) continue;
+    mkdirSync(dirname(dest), { recursive: true });
+    copyFileSync(src, dest);
+    changed++;
+  }
+  for (const file of filesUnder(to)) {
+    if (wanted.has(file) || keep.has(file)) continue;
+    rmSync(join(to, file));
+    changed++;
+  }
+  return changed;
 }
 
 // Any page may embed the script and load the worker, models and WASM (CORS + CORP cross-origin, so a
@@ -95,6 +146,8 @@ const HEADERS = `/*
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const started = performance.now();
-  await buildClient();
-  console.log(`client built into dist/public in ${Math.round(performance.now() - started)} ms`);
+  const changed = await buildClient();
+  console.log(
+    `client built into dist/public in ${Math.round(performance.now() - started)} ms (${changed} files changed)`,
+  );
 }

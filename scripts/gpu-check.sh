@@ -66,7 +66,8 @@ run() {
   cd "$(dirname "$0")/.."
   export PATH="$PWD/bin:$PATH" WRANGLER_SEND_METRICS=false
   # The Vulkan loader: the machine's own, else the packed .deb unpacked here (no root needed).
-  if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1'; then
+  # grep without -q: under pipefail, -q's early exit can end ldconfig with SIGPIPE and the test reads "absent".
+  if ! ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null; then
     mkdir -p vulkan && for deb in debs/*.deb; do dpkg-deb -x "$deb" vulkan 2>/dev/null || (cd vulkan && ar p "../$deb" data.tar.xz | tar -xJ); done
     export LD_LIBRARY_PATH="$PWD/vulkan/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
