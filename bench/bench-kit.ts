@@ -244,9 +244,14 @@ export const loadAverage = () =>
 
 // Processes from /proc (Linux; elsewhere empty), for the benches' CPU shares.
 
+/** /proc counts CPU time in USER_HZ ticks, 100 on every Linux build Node supports. */
+export const TICKS_PER_S = 100;
+
 export interface ProcStat {
   ppid: number;
   ticks: number;
+  /** The command name, as /proc/<pid>/stat gives it ("workerd", "node", "redis-server"). */
+  name: string;
 }
 
 /** ppid and user+system ticks of every process /proc shows now. */
@@ -264,7 +269,12 @@ export function readProcs(): Map<number, ProcStat> {
       const stat = readFileSync(`/proc/${name}/stat`, "utf8");
       // The command name may hold spaces and parentheses: fields start after the last ")".
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      procs.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+      const command = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      procs.set(Number(name), {
+        ppid: Number(fields[1]),
+        ticks: Number(fields[11]) + Number(fields[12]),
+        name: command,
+      });
     } catch {
       // exited while we looked
     }
@@ -285,4 +295,29 @@ export function processTree(procs: Map<number, ProcStat>, root: number): Set<num
     }
   }
   return out;
+}
+
+/** CPU seconds used so far by this process's descendants, summed by `group` (given each one's pid and command
+ * name, e.g. "workerd", "redis-server"). */
+export function descendantCpuBy(group: (pid: number, name: string) => string): Map<string, number> {
+  const procs = readProcs();
+  const tree = processTree(procs, process.pid);
+  tree.delete(process.pid);
+  const sums = new Map<string, number>();
+  for (const pid of tree) {
+    const p = procs.get(pid);
+    if (!p) continue;
+    const key = group(pid, p.name);
+    sums.set(key, (sums.get(key) ?? 0) + p.ticks / TICKS_PER_S);
+  }
+  return sums;
+}
+
+/** A process's command line, arguments joined by spaces ("" once it has exited). */
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
+  } catch {
+    return "";
+  }
 }

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
 import type { Pool } from "../shared/index.ts";
-import { type HttpClient, processTree, readProcs } from "./bench-kit.ts";
+import { type HttpClient, processTree, readProcs, TICKS_PER_S } from "./bench-kit.ts";
 
 export interface ScalingView {
   /** pools.*.queue_length, raw and desired gpu replicas. */
@@ -144,8 +144,7 @@ export async function accountJobs(
   return { ...tally, lostBecause: [...lostBecause].map(([kind, r]) => ({ kind, ...r })) };
 }
 
-// CPU from /proc (Linux; elsewhere n/a). USER_HZ is 100 on every Linux build Node supports.
-const TICKS_PER_S = 100;
+// CPU from /proc (Linux; elsewhere n/a).
 
 /** CPU seconds so far of the whole machine (busy, steal excluded) and of this process and all below it. */
 function cpuSeconds(): { machine: number; ours: number } | undefined {

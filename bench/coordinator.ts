@@ -1,12 +1,26 @@
 // The coordinator benchmark (`npm run bench:coordinator`): runs the real coordinator under `wrangler dev`
 // on loopback with echo workers that answer at once, drives one model queue with keep-alive callers, and
-// prints items/s and the added latency as Markdown (also written to bench/results/coordinator.md). Not a test.
+// prints items/s, the added latency and the coordinator's CPU per item and per call (from /proc) as Markdown
+// (also written to bench/results/coordinator.md), next to BullMQ on Redis doing the same work in the same run
+// (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out. Not a test.
 
+import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { isDeepStrictEqual } from "node:util";
 import { WebSocket } from "ws";
 import type { CoordinatorFrame, ItemResult, ModelConfig, Timings, WorkerFrame } from "../shared/index.ts";
-import { BenchRow, BenchSession, closedLoop, fmt, fmtRate, HttpClient, percentile } from "./bench-kit.ts";
+import {
+  BenchRow,
+  BenchSession,
+  closedLoop,
+  commandLine,
+  descendantCpuBy,
+  fmt,
+  fmtRate,
+  HttpClient,
+  percentile,
+} from "./bench-kit.ts";
+import { BULLMQ_CONCURRENCY, BULLMQ_WORKERS, BullmqPeer, type RedisServer, startRedis } from "./bullmq-peer.ts";
 
 const MODEL = {
   name: "echo",
@@ -36,6 +50,35 @@ class Row extends BenchRow {
   /** Batches the echo workers got in the window, and the items in them. */
   batches = 0;
   batchItems = 0;
+  /** CPU seconds the server used in the window: workerd (the queue object and the edge) or redis-server. */
+  serverCpuS = Number.NaN;
+  /** CPU seconds of wrangler's dev proxy (its node and proxy workerd) in the window: a hop a deployed coordinator does not have. */
+  proxyCpuS = Number.NaN;
+
+  constructor(
+    readonly system: "EdgeSwarm" | "BullMQ",
+    scenario: string,
+    callers: number,
+    inputsPerCall: number,
+  ) {
+    super(scenario, callers, inputsPerCall, 0);
+  }
+
+  /** Server CPU µs per answered item and per answered call. */
+  cpuPerItemUs(): number {
+    return (this.serverCpuS * 1e6) / (this.latencies.length * this.inputsPerCall);
+  }
+  cpuPerCallUs(): number {
+    return (this.serverCpuS * 1e6) / this.latencies.length;
+  }
+}
+
+/** Where a row's calls go and how its batches and CPU are counted. */
+interface System {
+  call(inputs: unknown[]): Promise<CallResult>;
+  batches(): { batches: number; items: number };
+  /** The server's (and proxy's) CPU seconds so far. */
+  cpu(): { server: number; proxy: number };
 }
 
 /** A worker in this process that answers each batch at once with its inputs: the queue's cost, not a model's. */
@@ -153,74 +196,112 @@ function workerTotals(workers: EchoWorker[]): { batches: number; items: number }
   });
 }
 
-/** `row.callers` callers in a closed loop (see closedLoop), with the workers' batches counted over the window. */
-async function loaded(base: URL, workers: EchoWorker[], row: Row): Promise<Row> {
-  let before = workerTotals(workers);
-  let after = before;
+/** What a row measures over its window: batches handed out and server CPU. */
+function windowEnd(system: System): () => { batches: number; items: number; cpu: number; proxy: number } {
+  const batches = system.batches();
+  const cpu = system.cpu();
+  return () => {
+    const b = system.batches();
+    const c = system.cpu();
+    return {
+      batches: b.batches - batches.batches,
+      items: b.items - batches.items,
+      cpu: c.server - cpu.server,
+      proxy: c.proxy - cpu.proxy,
+    };
+  };
+}
+
+/** `row.callers` callers in a closed loop (see closedLoop), with batches and CPU counted over the window. */
+async function loaded(system: System, row: Row): Promise<Row> {
+  let end: (() => { batches: number; items: number; cpu: number; proxy: number }) | undefined;
+  let measured = { batches: 0, items: 0, cpu: Number.NaN, proxy: Number.NaN };
   await closedLoop({
     callers: row.callers,
     ...WINDOW,
-    call: () => infer(base, makeInputs(row.inputsPerCall)),
+    call: () => system.call(makeInputs(row.inputsPerCall)),
     record: (result, latencyMs) => record(row, result, latencyMs),
     atStart: () => {
-      before = workerTotals(workers);
+      end = windowEnd(system);
     },
     atEnd: () => {
-      after = workerTotals(workers);
+      if (end) measured = end();
     },
   });
   row.seconds = WINDOW.measureMs / 1000;
-  row.batches = after.batches - before.batches;
-  row.batchItems = after.items - before.items;
+  fill(row, measured);
   return row;
 }
 
-/** One caller, one call at a time: with workers that compute nothing, the round trip is the coordinator's cost. */
-async function lowLoad(base: URL, workers: EchoWorker[], row: Row): Promise<Row> {
+/** One caller, one call at a time: with workers that compute nothing, the round trip is the server's cost. */
+async function lowLoad(system: System, row: Row): Promise<Row> {
   const deadline = performance.now() + LOW_LOAD_MAX_MS;
-  for (let i = 0; i < LOW_LOAD_WARMUP_CALLS && performance.now() < deadline; i++) await infer(base, makeInputs(1));
-  const before = workerTotals(workers);
+  for (let i = 0; i < LOW_LOAD_WARMUP_CALLS && performance.now() < deadline; i++) {
+    await system.call(makeInputs(1));
+  }
+  const end = windowEnd(system);
   const started = performance.now();
   for (let i = 0; i < LOW_LOAD_CALLS && performance.now() < deadline; i++) {
     const t0 = performance.now();
-    const result = await infer(base, makeInputs(1));
+    const result = await system.call(makeInputs(1));
     record(row, result, performance.now() - t0);
   }
   row.seconds = (performance.now() - started) / 1000;
-  const after = workerTotals(workers);
-  row.batches = after.batches - before.batches;
-  row.batchItems = after.items - before.items;
+  fill(row, end());
   return row;
 }
 
-function report(rows: Row[], problems: string[], session: BenchSession): string {
+function fill(row: Row, m: { batches: number; items: number; cpu: number; proxy: number }): void {
+  row.batches = m.batches;
+  row.batchItems = m.items;
+  row.serverCpuS = m.cpu;
+  row.proxyCpuS = m.proxy;
+}
+
+function report(rows: Row[], problems: string[], session: BenchSession, redis: RedisServer | undefined): string {
   const lines = [
     ...session.reportHeader(
       "Coordinator benchmark",
-      "",
+      redis ? `, Redis ${redis.version} + bullmq ${BULLMQ_VERSION}` : "",
       "`npm run bench:coordinator` (`node --import tsx bench/coordinator.ts`)",
     ),
     `- Model: \`${JSON.stringify(MODEL)}\``,
-    `- Workers: ${WORKERS} echo workers in the bench process (WebSocket, pool gpu, max_batch_size ${WORKER_MAX_BATCH}, max_concurrent_batches ${WORKER_CONCURRENT_BATCHES}), answering at once`,
-    `- Callers: node:http with keep-alive, \`wait: true\`; ${WINDOW.warmupMs / 1000} s warm-up then ${WINDOW.measureMs / 1000} s measured (low load: ${LOW_LOAD_CALLS} sequential calls)`,
+    `- EdgeSwarm: ${WORKERS} echo workers in the bench process (WebSocket, pool gpu, max_batch_size ${WORKER_MAX_BATCH}, max_concurrent_batches ${WORKER_CONCURRENT_BATCHES}), answering at once`,
+    redis
+      ? `- BullMQ: one job per input (\`add\`, or \`addBulk\` for a call of several), ${BULLMQ_WORKERS} workers in the bench process with concurrency ${BULLMQ_CONCURRENCY} answering at once, each call awaiting its jobs (\`waitUntilFinished\`); Redis with \`appendonly yes\`, \`appendfsync everysec\``
+      : "- BullMQ peer: not run (`--no-peer`)",
+    `- Callers: keep-alive, waiting for the answer; ${WINDOW.warmupMs / 1000} s warm-up then ${WINDOW.measureMs / 1000} s measured (low load: ${LOW_LOAD_CALLS} sequential calls)`,
+    "- Server CPU: from /proc, workerd running the coordinator for EdgeSwarm (wrangler's dev proxy, its own workerd and node: a hop deployed Workers do not have, apart) and redis-server for BullMQ, over each measured window",
     "",
-    "| scenario | concurrency | calls/s | items/s | p50 ms | p99 ms | errors |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| system | scenario | concurrency | calls/s | items/s | p50 ms | p99 ms | server CPU µs/item | µs/call | errors |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.scenario} | ${r.callers} | ${fmtRate(r.latencies.length / r.seconds)} | ${fmtRate(r.itemsPerS())} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${r.errorCount()} |`,
+      `| ${r.system} | ${r.scenario} | ${r.callers} | ${fmtRate(r.latencies.length / r.seconds)} | ${fmtRate(r.itemsPerS())} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${fmt(r.cpuPerItemUs(), 0)} | ${fmt(r.cpuPerCallUs(), 0)} | ${r.errorCount()} |`,
     );
   }
   lines.push("");
+  for (const r of rows.filter((r) => r.system === "EdgeSwarm")) {
+    const peer = rows.find((p) => p.system === "BullMQ" && p.scenario === r.scenario);
+    if (peer) {
+      lines.push(
+        `- ${r.scenario}: EdgeSwarm / BullMQ items/s ${fmt(r.itemsPerS() / peer.itemsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(peer.latencies, 50), 2)}×, server CPU per item ${fmt(r.cpuPerItemUs() / peer.cpuPerItemUs(), 2)}×`,
+      );
+    }
+  }
   for (const r of rows) {
     const meanBatch = r.batches > 0 ? r.batchItems / r.batches : Number.NaN;
     const errors = r.errorList();
+    const detail =
+      r.system === "EdgeSwarm"
+        ? `median \`timings.queued_ms\` ${fmt(percentile(r.queuedMs, 50))} ms; ${r.batches} batches, mean ${fmt(meanBatch)} items; dev proxy CPU ${fmt((r.proxyCpuS * 1e6) / r.latencies.length, 0)} µs/call`
+        : "";
     lines.push(
-      `- ${r.scenario}: ${r.latencies.length} calls answered in ${fmt(r.seconds)} s; median \`timings.queued_ms\` ${fmt(percentile(r.queuedMs, 50))} ms; ${r.batches} batches, mean ${fmt(meanBatch)} items${errors ? `; errors: ${errors}` : ""}`,
+      `- ${r.system}, ${r.scenario}: ${r.latencies.length} calls answered in ${fmt(r.seconds)} s${detail ? `; ${detail}` : ""}${errors ? `; errors: ${errors}` : ""}`,
     );
   }
-  const low = rows.find((r) => r.callers === 1);
+  const low = rows.find((r) => r.system === "EdgeSwarm" && r.callers === 1);
   if (low) {
     lines.push(
       `- Added latency at low load (round trip; the workers compute nothing): p50 ${fmt(percentile(low.latencies, 50))} ms, p99 ${fmt(percentile(low.latencies, 99))} ms, of which max_queue_delay_ms is ${MODEL.max_queue_delay_ms} ms by configuration`,
@@ -232,12 +313,41 @@ function report(rows: Row[], problems: string[], session: BenchSession): string 
   return `${lines.join("\n")}\n`;
 }
 
+const SCENARIOS = [
+  { scenario: "single-input calls", callers: 32, inputs: 1 },
+  { scenario: "batched calls of 64", callers: 8, inputs: 64 },
+] as const;
+const LOW_LOAD = "low load, sequential single-input";
+
+/** The three rows on one system: loaded single and batched calls, then sequential calls. */
+async function measure(system: System, name: Row["system"]): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const s of SCENARIOS) {
+    console.error(`${name}: ${s.scenario}…`);
+    rows.push(await loaded(system, new Row(name, s.scenario, s.callers, s.inputs)));
+  }
+  console.error(`${name}: low load…`);
+  rows.push(await lowLoad(system, new Row(name, LOW_LOAD, 1, 1)));
+  return rows;
+}
+
+const BULLMQ_VERSION = (
+  JSON.parse(readFileSync(new URL("../node_modules/bullmq/package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
+
 async function main(): Promise<number> {
+  const withPeer = !process.argv.includes("--no-peer");
   let workers: EchoWorker[] = [];
-  const closeWorkers = () => {
+  let redis: RedisServer | undefined;
+  let peer: BullmqPeer | undefined;
+  const stopAll = async () => {
     for (const w of workers) w.close();
+    await peer?.close();
+    await redis?.stop();
   };
-  return BenchSession.run("edgeswarm-bench-", client, closeWorkers, async (session) => {
+  return BenchSession.run("edgeswarm-bench-", client, stopAll, async (session) => {
     const coordinator = await session.startCoordinator([MODEL], async (c) => {
       workers = await Promise.all(
         Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(c.url, `bench-echo-${i}`)),
@@ -246,17 +356,38 @@ async function main(): Promise<number> {
     if (!coordinator) return 1;
     const base = new URL(coordinator.url);
     console.error(`coordinator at ${base}; ${WORKERS} echo workers connected`);
-    const rows: Row[] = [];
-    console.error("single-input calls…");
-    rows.push(await loaded(base, workers, new Row("single-input calls", 32, 1, 0)));
-    console.error("batched calls of 64…");
-    rows.push(await loaded(base, workers, new Row("batched calls of 64", 8, 64, 0)));
-    console.error("low load…");
-    rows.push(await lowLoad(base, workers, new Row("low load, sequential single-input", 1, 1, 0)));
+    const edgeswarm: System = {
+      call: (inputs) => infer(base, inputs),
+      batches: () => workerTotals(workers),
+      // wrangler dev runs two workerd: its proxy worker on the public port (the hop) and ours behind it.
+      cpu: () => {
+        const proxyEntry = `entry=127.0.0.1:${base.port} `;
+        const sums = descendantCpuBy((pid, name) =>
+          name === "workerd" && !`${commandLine(pid)} `.includes(proxyEntry) ? "server" : "proxy",
+        );
+        return { server: sums.get("server") ?? 0, proxy: sums.get("proxy") ?? 0 };
+      },
+    };
+    const rows = await measure(edgeswarm, "EdgeSwarm");
+    if (withPeer) {
+      redis = await startRedis();
+      peer = await BullmqPeer.start(redis, CALL_TIMEOUT_MS);
+      const bullmq: System = {
+        call: (inputs) =>
+          (peer as BullmqPeer).call(inputs).then((r) => (r.ok ? { ok: true, queuedMs: Number.NaN } : r)),
+        batches: () => ({ batches: 0, items: 0 }),
+        cpu: () => ({
+          server: descendantCpuBy((_pid, name) => name).get("redis-server") ?? 0,
+          proxy: Number.NaN,
+        }),
+      };
+      rows.push(...(await measure(bullmq, "BullMQ")));
+    }
     const text = report(
       rows,
       workers.flatMap((w) => w.problems),
       session,
+      redis,
     );
     await session.publish(text, RESULTS_FILE);
     return 0;

@@ -27,6 +27,7 @@ import {
   percentile,
   processTree,
   readProcs,
+  TICKS_PER_S,
 } from "./bench-kit.ts";
 import { type CpuProfile, startCpuProfile, topSelfTime, writeCpuProfile } from "./cpu-profile.ts";
 
@@ -194,8 +195,7 @@ async function scrape(base: URL): Promise<string> {
 }
 
 // CPU accounting from /proc (Linux only; elsewhere the shares read n/a): on two cores, which process burns
-// them is the bottleneck question. USER_HZ is 100 on every Linux build Node supports.
-const TICKS_PER_S = 100;
+// them is the bottleneck question.
 
 interface CpuSample {
   at: number;
