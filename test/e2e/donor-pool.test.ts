@@ -34,6 +34,7 @@ const registry = {
   ],
 };
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
+const OPERATOR = { Authorization: "Bearer op" };
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-donor-pool-"));
 let coordinator: Coordinator;
@@ -44,7 +45,7 @@ const donors: DonorProcess[] = [];
 beforeAll(async () => {
   coordinator = await startCoordinator({
     persistTo,
-    vars: donorCoordinatorVars(registry),
+    vars: { ...donorCoordinatorVars(registry), OPERATOR_KEYS: "op" },
   });
   gpu = startWorker(["--coordinator", coordinator.url, "--token", "w", "--worker-id", "gpu-1", "--port", "0"]);
   await gpu.waitFor(/\[sentiment\] connected/, 120_000);
@@ -108,7 +109,7 @@ async function wrongAnswers(calls: number): Promise<number> {
 async function quarantined(above = -1): Promise<number> {
   let n = 0;
   for (let i = 0; i < 30; i++) {
-    const text = await (await fetch(`${coordinator.url}/metrics`, { headers: API })).text();
+    const text = await (await fetch(`${coordinator.url}/metrics`, { headers: OPERATOR })).text();
     const line = text.split("\n").find((l) => l.startsWith('edgeswarm_workers_quarantined_total{model="sentiment"'));
     n = line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : 0;
     if (n > above) return n;
@@ -132,6 +133,44 @@ describe("hostile donor processes against strict verification", () => {
     // They ran pinned work and lied on it, and were caught doing so.
     expect(reports.reduce((n, r) => n + r.lies, 0)).toBeGreaterThan(0);
     expect(await quarantined(before)).toBeGreaterThan(before);
+  });
+
+  it("an operator sees the gpu worker and the colluders' quarantines, and lifts them; a caller key may not", async () => {
+    const roster = async (headers: Record<string, string> = OPERATOR) => {
+      const res = await fetch(`${coordinator.url}/v1/models/sentiment/workers`, { headers });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    expect((await roster(API)).status).toBe(403);
+    const listed = await roster();
+    expect(listed.status).toBe(200);
+    expect(listed.body.workers.find((w: { worker_id: string }) => w.worker_id === "gpu-1")).toMatchObject({
+      pool: "gpu",
+      transport: "socket",
+      quarantine: null,
+    });
+    const quarantines = listed.body.quarantines as { kind: string; id: string; reason: string }[];
+    // The tests above caught colluders from 127.0.20.1 and from 127.0.21.0/24: their networks among them.
+    expect(quarantines.filter((q) => q.kind === "network").map((q) => q.id)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^127\.0\.20\./), expect.stringMatching(/^127\.0\.21\./)]),
+    );
+    for (const q of quarantines) {
+      expect(q.reason).not.toBe("");
+      const lift = await fetch(`${coordinator.url}/v1/models/sentiment/quarantine/${q.kind}/${q.id}`, {
+        method: "DELETE",
+        headers: OPERATOR,
+      });
+      expect({ status: lift.status, body: await lift.json() }).toEqual({
+        status: 200,
+        body: { model: "sentiment", kind: q.kind, id: q.id, lifted: true },
+      });
+    }
+    expect((await roster()).body.quarantines).toEqual([]);
+    const again = quarantines[0] as { kind: string; id: string };
+    const gone = await fetch(`${coordinator.url}/v1/models/sentiment/quarantine/${again.kind}/${again.id}`, {
+      method: "DELETE",
+      headers: OPERATOR,
+    });
+    expect(gone.status).toBe(404);
   });
 
   it("a donor that guesses canaries the way they once could be told apart, and one honest until trusted, deliver no wrong answer", async () => {
