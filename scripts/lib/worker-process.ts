@@ -60,3 +60,11 @@ export function startNodeProcess(nodeArgs: readonly string[], env: Record<string
     });
   return { child, output: () => output, stderr: () => stderr, waitFor, exited };
 }
+
+/** Ends each process still running (SIGTERM) and waits until all have exited. */
+export async function stopAll(processes: readonly WorkerProcess[]): Promise<void> {
+  for (const p of processes) {
+    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGTERM");
+  }
+  await Promise.all(processes.map((p) => p.exited));
+}

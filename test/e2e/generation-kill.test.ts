@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EdgeSwarmClient } from "../../client/sdk/index.ts";
-import { startNodeProcess, startWorker, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
+import { startNodeProcess, startWorker, stopAll, type WorkerProcess } from "../../scripts/lib/worker-process.ts";
 import { type Coordinator, startCoordinator } from "../../scripts/lib/wrangler-dev.ts";
 import { ModelConfig } from "../../shared/config/model-config.ts";
 import type { GenerationOutput } from "../../shared/protocol/generation.ts";
@@ -37,10 +37,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
-  for (const p of processes) {
-    if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGTERM");
-    await p.exited;
-  }
+  await stopAll(processes);
   await coordinator?.stop();
   await model?.dispose();
   rmSync(persistTo, { recursive: true, force: true });
