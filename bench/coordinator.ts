@@ -2,7 +2,8 @@
 // on loopback with echo workers that answer at once, drives one model queue with keep-alive callers, and
 // prints items/s, the added latency and the coordinator's CPU per item and per call (from /proc) as Markdown
 // (also written to bench/results/coordinator.md), next to BullMQ on Redis doing the same work in the same run
-// (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out. Not a test.
+// (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out; `-- --profile FILE` writes the coordinator's CPU
+// profile over EdgeSwarm's scenarios (bench/cpu-profile.ts). Not a test.
 
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -21,6 +22,7 @@ import {
   percentile,
 } from "./bench-kit.ts";
 import { BULLMQ_CONCURRENCY, BULLMQ_WORKERS, BullmqPeer, type RedisServer, startRedis } from "./bullmq-peer.ts";
+import { startCpuProfile, topSelfTime, writeCpuProfile } from "./cpu-profile.ts";
 
 const MODEL = {
   name: "echo",
@@ -42,6 +44,8 @@ const CALL_TIMEOUT_MS = 10_000;
 /** Low load (warm-up included) stops early past this, whatever the count. */
 const LOW_LOAD_MAX_MS = 20_000;
 const RESULTS_FILE = new URL("./results/coordinator.md", import.meta.url);
+/** `-- --profile FILE`: a CPU profile of the coordinator over EdgeSwarm's scenarios (its hot spots printed). */
+const PROFILE_FILE = ((i) => (i >= 0 ? process.argv[i + 1] : undefined))(process.argv.indexOf("--profile"));
 
 type Output = Extract<ItemResult, { output: unknown }>["output"];
 type CallResult = { ok: true; queuedMs: number } | { ok: false; error: string };
@@ -368,7 +372,13 @@ async function main(): Promise<number> {
         return { server: sums.get("server") ?? 0, proxy: sums.get("proxy") ?? 0 };
       },
     };
+    const profiling = PROFILE_FILE ? await startCpuProfile(coordinator.inspectorPort) : undefined;
     const rows = await measure(edgeswarm, "EdgeSwarm");
+    if (profiling && PROFILE_FILE) {
+      const profile = await profiling();
+      await writeCpuProfile(PROFILE_FILE, profile);
+      console.error([`coordinator CPU profile: ${PROFILE_FILE}; most self time:`, ...topSelfTime(profile)].join("\n"));
+    }
     if (withPeer) {
       redis = await startRedis();
       peer = await BullmqPeer.start(redis, CALL_TIMEOUT_MS);
