@@ -127,7 +127,7 @@ async function threadPool(threads: number, device: "wasm" | "webgpu" = "wasm"): 
 }
 
 async function dawnRow(): Promise<Row | string> {
-  // A machine with no GPU: SwiftShader, where Debian's chromium package puts it (see README).
+  // A machine with no GPU: SwiftShader, where Debian's chromium package puts it (docs/workers.md).
   const swiftShader = "/usr/lib/chromium/vk_swiftshader_icd.json";
   if (!process.env.VK_ICD_FILENAMES && !process.env.VK_DRIVER_FILES) process.env.VK_ICD_FILENAMES = swiftShader;
   const adapter = await probeDawn();
