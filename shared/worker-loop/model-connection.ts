@@ -11,6 +11,7 @@ import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
 import type { LoadedModel, RunOptions } from "../runner/model-runner.ts";
 import { CLOSED, OPEN, type OpenSocket, quietTimeout, type SocketLike, sleep } from "./socket-like.ts";
+import { TokenCoalescer } from "./token-coalescer.ts";
 
 export type { OpenSocket, SocketLike } from "./socket-like.ts";
 
@@ -269,9 +270,10 @@ export class ModelConnection {
     this.extenders.set(batch.lease_id, extend);
     const run = this.opts.run ?? ((inputs: readonly unknown[], opts?: RunOptions) => this.opts.model.run(inputs, opts));
     // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now.
-    const onTokens: RunOptions["onTokens"] = (delta) => {
+    const tokens = new TokenCoalescer((delta) => {
       if (this.running.has(batch.lease_id)) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
-    };
+    });
+    const onTokens: RunOptions["onTokens"] = (delta) => tokens.add(delta);
     let results: ItemResult[];
     try {
       results = await run(
@@ -283,6 +285,7 @@ export class ModelConnection {
       const message = `inference failed on ${this.opts.info.worker_id}: ${(error as Error).message}`;
       results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
     } finally {
+      tokens.flush(); // every delta before the completion
       clearInterval(extend);
       this.extenders.delete(batch.lease_id);
     }

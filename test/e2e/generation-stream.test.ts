@@ -15,6 +15,7 @@ import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
 import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import { TOKEN_WINDOW_MS } from "../../shared/worker-loop/token-coalescer.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 import { openSocket } from "../../worker-gpu/worker.ts";
@@ -102,16 +103,18 @@ describe("gpt-tiny through the swarm", () => {
     const params = { max_new_tokens: 40, temperature: 0.9, seed: 11 };
     const expected = await direct("<|user|>tell me about the trip.<|end|><|assistant|>", params);
     expect(expected.tokens.length).toBeGreaterThan(4);
-    // The first worker runs the real model but lets only two deltas out, then its socket is torn down.
+    // The first worker runs the real model but lets only two deltas out; once its coalescing window has sent
+    // them (shared/worker-loop/token-coalescer.ts), its socket is torn down before it can complete.
     let doomed: WebSocket | undefined;
     const first = connect("gen-dies", async (inputs, opts) => {
       let sent = 0;
       await model.run(inputs, {
         onTokens: (d) => {
           if (sent++ < 2) opts?.onTokens?.(d);
-          else doomed?.terminate();
         },
       });
+      await new Promise((r) => setTimeout(r, TOKEN_WINDOW_MS * 3));
+      doomed?.terminate();
       return [];
     });
     await expect.poll(() => first.connection.connected, { timeout: 30_000 }).toBe(true);

@@ -1,0 +1,63 @@
+// Token deltas of a batch, coalesced per item before they go on the socket: an item's first delta goes at once
+// (time to first token), later ones wait at most `windowMs` and leave as one frame. At a few ms per decode
+// step a frame per token meant a frame, a stored write and an SSE event per token at the coordinator, which
+// cost more than the step (docs/performance.md, "Text generation"); vLLM's `stream_interval` does the same.
+// Deltas held here when the worker dies were never accepted, so the next worker generates them again.
+import type { TokenDelta } from "../runner/model-runner.ts";
+
+/** How long a delta may wait for the next ones: small beside a reader's eye, ~10 decode steps of gpt-tiny. */
+export const TOKEN_WINDOW_MS = 20;
+/** The most tokens one frame may carry (shared/protocol/generation.ts, TokensFrame). */
+const MAX_FRAME_TOKENS = 256;
+
+export class TokenCoalescer {
+  private readonly held = new Map<number, TokenDelta>();
+  private readonly sentFirst = new Set<number>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly emit: (delta: TokenDelta) => void,
+    private readonly windowMs = TOKEN_WINDOW_MS,
+  ) {}
+
+  add(delta: TokenDelta): void {
+    if (!this.sentFirst.has(delta.pos)) {
+      this.sentFirst.add(delta.pos);
+      this.emit(delta);
+      return;
+    }
+    const held = this.held.get(delta.pos);
+    if (
+      held &&
+      held.offset + held.tokens.length === delta.offset &&
+      held.tokens.length + delta.tokens.length <= MAX_FRAME_TOKENS
+    ) {
+      held.tokens.push(...delta.tokens);
+      held.text += delta.text;
+      return;
+    }
+    if (held) this.emitHeld(delta.pos);
+    this.held.set(delta.pos, { ...delta, tokens: [...delta.tokens] });
+    this.timer ??= setTimeout(() => this.flush(), this.windowMs);
+  }
+
+  /** Sends everything held (before the batch's completion, so no delta comes after it). */
+  flush(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const pos of [...this.held.keys()]) this.emitHeld(pos);
+  }
+
+  /** Drops what is held (the lease went elsewhere) and stops the timer. */
+  discard(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.held.clear();
+  }
+
+  private emitHeld(pos: number): void {
+    const delta = this.held.get(pos);
+    this.held.delete(pos);
+    if (delta) this.emit(delta);
+  }
+}
