@@ -252,6 +252,8 @@ describe("losing workers", () => {
 
   it("reconnects with backoff when the coordinator goes away, and serves again when it is back", async () => {
     const patient = await spawnWorker("patient");
+    // spawnWorker waits for the first model's socket only: this test loses sentiment's.
+    await patient.waitFor(/\[sentiment\] connected/, 30_000);
     for (const w of workers) if (w !== patient && w.child.exitCode === null) w.child.kill("SIGTERM");
     const port = coordinator.port;
     await coordinator.stop();
