@@ -200,8 +200,10 @@ function workerTotals(workers: EchoWorker[]): { batches: number; items: number }
   });
 }
 
-/** What a row measures over its window: batches handed out and server CPU. */
-function windowEnd(system: System): () => { batches: number; items: number; cpu: number; proxy: number } {
+/** What a row measures over its window: batches handed out (and their items), server and proxy CPU seconds. */
+type WindowTotals = { batches: number; items: number; cpu: number; proxy: number };
+
+function windowEnd(system: System): () => WindowTotals {
   const batches = system.batches();
   const cpu = system.cpu();
   return () => {
@@ -218,8 +220,8 @@ function windowEnd(system: System): () => { batches: number; items: number; cpu:
 
 /** `row.callers` callers in a closed loop (see closedLoop), with batches and CPU counted over the window. */
 async function loaded(system: System, row: Row): Promise<Row> {
-  let end: (() => { batches: number; items: number; cpu: number; proxy: number }) | undefined;
-  let measured = { batches: 0, items: 0, cpu: Number.NaN, proxy: Number.NaN };
+  let end: (() => WindowTotals) | undefined;
+  let measured: WindowTotals = { batches: 0, items: 0, cpu: Number.NaN, proxy: Number.NaN };
   await closedLoop({
     callers: row.callers,
     ...WINDOW,
@@ -255,7 +257,7 @@ async function lowLoad(system: System, row: Row): Promise<Row> {
   return row;
 }
 
-function fill(row: Row, m: { batches: number; items: number; cpu: number; proxy: number }): void {
+function fill(row: Row, m: WindowTotals): void {
   row.batches = m.batches;
   row.batchItems = m.items;
   row.serverCpuS = m.cpu;

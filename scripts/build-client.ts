@@ -17,6 +17,7 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
+  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
@@ -30,8 +31,9 @@ import { build } from "esbuild";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const OUT = join(ROOT, "dist/public");
-/** Outside OUT, so that writing it disturbs no watcher; the same depth, so sourcemaps' relative paths hold. */
-const STAGE = join(ROOT, "dist/.public-staging");
+/** Staging folders go beside OUT: outside it, so writing them disturbs no watcher; at its depth, so sourcemaps'
+ * relative paths hold. One each build, so two builds at once do not write into each other's. */
+const STAGE_PREFIX = join(ROOT, "dist/.public-staging-");
 const ortDist = join(ROOT, "node_modules/onnxruntime-web/dist");
 
 /** The one onnxruntime-web both our runner and transformers.js's tokenizer code import (else two copies ship). */
@@ -39,8 +41,17 @@ const ORT_WASM = "ort-wasm-simd-threaded.jsep.wasm";
 
 /** Builds dist/public; returns how many of its files were written or removed (0 when nothing changed). */
 export async function buildClient(): Promise<number> {
-  rmSync(STAGE, { recursive: true, force: true });
-  mkdirSync(join(STAGE, "ort"), { recursive: true });
+  mkdirSync(dirname(STAGE_PREFIX), { recursive: true });
+  const stage = mkdtempSync(STAGE_PREFIX);
+  try {
+    return await buildInto(stage);
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+}
+
+async function buildInto(stage: string): Promise<number> {
+  mkdirSync(join(stage, "ort"), { recursive: true });
   const ortBundle = join(ortDist, "ort.bundle.min.mjs");
   const common = {
     bundle: true,
@@ -56,7 +67,7 @@ export async function buildClient(): Promise<number> {
     entryPoints: { embed: "client/embed/embed.ts" },
     format: "iife",
     platform: "browser",
-    outdir: STAGE,
+    outdir: stage,
   });
   await build({
     ...common,
@@ -67,7 +78,7 @@ export async function buildClient(): Promise<number> {
     },
     format: "esm",
     platform: "browser",
-    outdir: STAGE,
+    outdir: stage,
     // transformers.js brings its own onnxruntime-web build; point it at ours so one runtime (and one WASM) ships.
     alias: {
       "onnxruntime-web/webgpu": ortBundle,
@@ -76,20 +87,20 @@ export async function buildClient(): Promise<number> {
     },
   });
   // Its loader too: given a wasmPaths prefix, onnxruntime-web imports the .mjs from there as well.
-  cpSync(join(ortDist, ORT_WASM.replace(/\.wasm$/, ".mjs")), join(STAGE, "ort", ORT_WASM.replace(/\.wasm$/, ".mjs")));
-  cpSync(join(ROOT, "client/demo/index.html"), join(STAGE, "demo/index.html"));
-  cpSync(join(ROOT, "client/dashboard/index.html"), join(STAGE, "dashboard/index.html"));
-  cpSync(join(ROOT, "node_modules/uplot/dist/uPlot.min.css"), join(STAGE, "dashboard/uPlot.min.css"));
-  mkdirSync(join(STAGE, "models"), { recursive: true });
+  cpSync(join(ortDist, ORT_WASM.replace(/\.wasm$/, ".mjs")), join(stage, "ort", ORT_WASM.replace(/\.wasm$/, ".mjs")));
+  cpSync(join(ROOT, "client/demo/index.html"), join(stage, "demo/index.html"));
+  cpSync(join(ROOT, "client/dashboard/index.html"), join(stage, "dashboard/index.html"));
+  cpSync(join(ROOT, "node_modules/uplot/dist/uPlot.min.css"), join(stage, "dashboard/uPlot.min.css"));
+  mkdirSync(join(stage, "models"), { recursive: true });
   const registry = JSON.parse(readFileSync(join(ROOT, "models/registry.json"), "utf8")) as {
     models: { name: string; files?: { base_url?: string } }[];
   };
-  cpSync(join(ROOT, "models/registry.json"), join(STAGE, "models/registry.json"));
+  cpSync(join(ROOT, "models/registry.json"), join(stage, "models/registry.json"));
   for (const model of registry.models) {
     if (!model.files || model.files.base_url) continue;
-    cpSync(join(ROOT, "models", model.name), join(STAGE, "models", model.name), { recursive: true });
+    cpSync(join(ROOT, "models", model.name), join(stage, "models", model.name), { recursive: true });
   }
-  writeFileSync(join(STAGE, "_headers"), HEADERS);
+  writeFileSync(join(stage, "_headers"), HEADERS);
   // Compressing 28 MB takes seconds: straight into OUT, and only when onnxruntime-web's file is newer than ours.
   const wasmGzPath = `ort/${ORT_WASM}.gz`;
   const wasmGz = join(OUT, wasmGzPath);
@@ -99,9 +110,7 @@ export async function buildClient(): Promise<number> {
     writeFileSync(wasmGz, gzipSync(readFileSync(join(ortDist, ORT_WASM)), { level: 9 }));
     changed++;
   }
-  changed += syncTree(STAGE, OUT, new Set([wasmGzPath]));
-  rmSync(STAGE, { recursive: true, force: true });
-  return changed;
+  return changed + syncTree(stage, OUT, new Set([wasmGzPath]));
 }
 
 /** Files under `dir`, as paths relative to it. */

@@ -81,13 +81,17 @@ export type GenerationVerdict = z.infer<typeof GenerationVerdict>;
  * position `pos`. `offset` is how many tokens of the item were generated before these (the resumed prefix
  * included), so the queue keeps each token once whatever is sent twice, and rejects a gap.
  */
+/** The most tokens, and characters of text, one `tokens` frame may carry. */
+export const MAX_FRAME_TOKENS = 256;
+export const MAX_FRAME_TEXT = 16_384;
+
 export const TokensFrame = z.strictObject({
   type: z.literal("tokens"),
   lease_id: z.string().min(1),
   pos: z.int().min(0),
   offset: z.int().min(0),
-  tokens: z.array(z.int().min(0)).min(1).max(256),
+  tokens: z.array(z.int().min(0)).min(1).max(MAX_FRAME_TOKENS),
   /** The text these tokens add (a token that ends mid-character adds its bytes with the next delta). */
-  text: z.string().max(16_384),
+  text: z.string().max(MAX_FRAME_TEXT),
 });
 export type TokensFrame = z.infer<typeof TokensFrame>;

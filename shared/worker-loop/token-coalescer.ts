@@ -1,14 +1,13 @@
-// Token deltas of a batch, coalesced per item before they go on the socket: an item's first delta goes at once
+// Token deltas of a batch, coalesced per item before they go on the socket (within TokensFrame's limits): an item's first delta goes at once
 // (time to first token), later ones wait at most `windowMs` and leave as one frame. At a few ms per decode
 // step a frame per token meant a frame, a stored write and an SSE event per token at the coordinator, which
 // cost more than the step (docs/performance.md, "Text generation"); vLLM's `stream_interval` does the same.
 // Deltas held here when the worker dies were never accepted, so the next worker generates them again.
+import { MAX_FRAME_TEXT, MAX_FRAME_TOKENS } from "../protocol/generation.ts";
 import type { TokenDelta } from "../runner/model-runner.ts";
 
 /** How long a delta may wait for the next ones: small beside a reader's eye, ~10 decode steps of gpt-tiny. */
 export const TOKEN_WINDOW_MS = 20;
-/** The most tokens one frame may carry (shared/protocol/generation.ts, TokensFrame). */
-const MAX_FRAME_TOKENS = 256;
 
 export class TokenCoalescer {
   private readonly held = new Map<number, TokenDelta>();
@@ -30,7 +29,8 @@ export class TokenCoalescer {
     if (
       held &&
       held.offset + held.tokens.length === delta.offset &&
-      held.tokens.length + delta.tokens.length <= MAX_FRAME_TOKENS
+      held.tokens.length + delta.tokens.length <= MAX_FRAME_TOKENS &&
+      held.text.length + delta.text.length <= MAX_FRAME_TEXT
     ) {
       held.tokens.push(...delta.tokens);
       held.text += delta.text;
@@ -46,13 +46,6 @@ export class TokenCoalescer {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
     for (const pos of [...this.held.keys()]) this.emitHeld(pos);
-  }
-
-  /** Drops what is held (the lease went elsewhere) and stops the timer. */
-  discard(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.held.clear();
   }
 
   private emitHeld(pos: number): void {

@@ -1,5 +1,5 @@
 // shared/worker-loop/token-coalescer.ts: an item's first delta goes at once, later contiguous ones leave
-// together within the window or at flush, and nothing is lost, reordered or sent after discard.
+// together within the window or at flush, within a frame's limits, and nothing is lost or reordered.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenDelta } from "../../shared/runner/model-runner.ts";
 import { TokenCoalescer } from "../../shared/worker-loop/token-coalescer.ts";
@@ -41,18 +41,16 @@ describe("TokenCoalescer", () => {
     expect(item0.map((d) => d.text).join("")).toBe("<1><2><3><4>");
   });
 
-  it("sends what it holds at flush, before the completion, and nothing after discard", () => {
+  it("sends what it holds at flush, before the completion, and nothing after it", () => {
     c.add(delta(0, 0, [1]));
     c.add(delta(0, 1, [2]));
     c.flush();
     expect(sent).toEqual([delta(0, 0, [1]), delta(0, 1, [2])]);
-    c.add(delta(0, 2, [3]));
-    c.discard();
     vi.advanceTimersByTime(100);
     expect(sent).toHaveLength(2);
   });
 
-  it("never joins deltas that are not contiguous, nor past a frame's 256 tokens", () => {
+  it("never joins deltas that are not contiguous, nor past a frame's 256 tokens or 16,384 characters", () => {
     c.add(delta(0, 0, [1]));
     c.add(delta(0, 1, [2]));
     c.add(delta(0, 5, [6]));
@@ -71,6 +69,14 @@ describe("TokenCoalescer", () => {
       [1, 1],
       [5, 256],
       [261, 1],
+    ]);
+    const long = "x".repeat(10_000);
+    c.add({ pos: 0, offset: 262, tokens: [1], text: long });
+    c.add({ pos: 0, offset: 263, tokens: [2], text: long });
+    c.flush();
+    expect(sent.slice(4).map((d) => [d.offset, d.text.length])).toEqual([
+      [262, 10_000],
+      [263, 10_000],
     ]);
   });
 });
