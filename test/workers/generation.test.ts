@@ -1,7 +1,8 @@
 // Token deltas through the queue, inside real workerd (issue 14): a SocketWorker sends TokensFrames by hand
 // for a text-generation model; the queue keeps each token once (a repeat ignored, a gap refused), relays them
 // to the job's event stream as `token` events (a late reader catching up), resumes a redelivered item after
-// the tokens already accepted, and reports TTFT, tokens and tokens/s in the job view and /metrics.
+// the tokens already accepted, and reports TTFT, tokens and tokens/s in the job view and /metrics. A delta whose
+// order matters goes by sendTokens, which waits until the queue holds it (see SocketWorker.sendTokens).
 import { SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { CALLER, call, infer, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
@@ -48,8 +49,8 @@ describe("token deltas", () => {
     const worker = await SocketWorker.connect(MODEL);
     const accepted = await infer({ model: MODEL, inputs: [{ prompt: "The film" }], wait: false });
     const batch = await worker.next("batch");
-    worker.send(tokens(batch.lease_id, 0, [5, 6], " was"));
-    worker.send(tokens(batch.lease_id, 2, [7], " good"));
+    await worker.sendTokens(tokens(batch.lease_id, 0, [5, 6], " was"));
+    await worker.sendTokens(tokens(batch.lease_id, 2, [7], " good"));
     // Sent again: ignored, no answer.
     worker.send(tokens(batch.lease_id, 2, [7], " good"));
     // A gap: refused, naming the lease and the offset to send from.
@@ -63,7 +64,7 @@ describe("token deltas", () => {
     const caughtUp = (await until(stream, "token")).at(-1) as SseEvent;
     expect(caughtUp.data).toEqual({ index: 0, offset: 0, tokens: [5, 6, 7], text: " was good" });
     // ...then each new delta as it comes.
-    worker.send(tokens(batch.lease_id, 3, [9], "."));
+    await worker.sendTokens(tokens(batch.lease_id, 3, [9], "."));
     const next = (await until(stream, "token")).at(-1) as SseEvent;
     expect(next.data).toEqual({ index: 0, offset: 3, tokens: [9], text: "." });
 
@@ -113,7 +114,7 @@ describe("resumable generation", () => {
     });
     const stream = await events(accepted.body.id);
     const batch = await first.next("batch");
-    first.send(tokens(batch.lease_id, 0, [10, 11], " about"));
+    await first.sendTokens(tokens(batch.lease_id, 0, [10, 11], " about"));
     await until(stream, "token");
     first.close();
 
@@ -126,7 +127,7 @@ describe("resumable generation", () => {
     });
     // The resumed worker may send its prefix again: kept once.
     second.send(tokens(again.lease_id, 0, [10, 11], " about"));
-    second.send(tokens(again.lease_id, 2, [12], " it"));
+    await second.sendTokens(tokens(again.lease_id, 2, [12], " it"));
     second.complete(again, () => output(" about it", [10, 11, 12]));
     const rest = await until(stream, "completed");
     const deltas = rest.filter((e) => e.event === "token").map((e) => e.data);
@@ -141,7 +142,7 @@ describe("an output that contradicts the tokens streamed", () => {
     const worker = await SocketWorker.connect(MODEL);
     const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hm" }], wait: false });
     const batch = await worker.next("batch");
-    worker.send(tokens(batch.lease_id, 0, [5, 6], " ok"));
+    await worker.sendTokens(tokens(batch.lease_id, 0, [5, 6], " ok"));
     worker.complete(batch, () => output(" other", [9]));
     await worker.next("ack");
     const again = await worker.next("batch");
@@ -171,7 +172,7 @@ describe("a donor's deltas", () => {
     donor.complete(held, () => output(" truth", [2]));
     // The trusted run that verifies it streams too, and its deltas are the caller's.
     const check = await gpu.next("batch");
-    gpu.send(tokens(check.lease_id, 0, [2], " truth"));
+    await gpu.sendTokens(tokens(check.lease_id, 0, [2], " truth"));
     gpu.complete(check, () => output(" truth", [2]));
     const seen = await until(stream, "completed");
     expect(seen.filter((e) => e.event === "token").map((e) => e.data.text)).toEqual([" truth"]);
@@ -185,7 +186,7 @@ describe("POST /v1/infer on a generation model", () => {
     const worker = await SocketWorker.connect(MODEL);
     const answer = infer({ model: MODEL, inputs: [{ prompt: "Go" }] });
     const batch = await worker.next("batch");
-    worker.send(tokens(batch.lease_id, 0, [1, 2], " on"));
+    await worker.sendTokens(tokens(batch.lease_id, 0, [1, 2], " on"));
     worker.complete(batch, () => output(" on", [1, 2]));
     const { body } = await answer;
     expect(body.generation).toMatchObject({ tokens: 2, prompt_tokens: 3 });
