@@ -49,22 +49,22 @@ export class JobAdmin {
     return row !== undefined && (row.owner === null || owner === undefined || row.owner === owner);
   }
 
-  /**
-   * Why a submit is refused before it is accepted: an Idempotency-Key (the job id is made from it) reused
-   * with another request, or, for a model with reject_without_workers, no worker that could run it.
-   */
-  refusal(cfg: ModelConfig, req: SubmitInput, connected: Record<Pool, number>): Refusal | null {
+  /** A repeated Idempotency-Key (the job id is made from it) sent with another request than the first: refused. */
+  idempotencyConflict(req: SubmitInput): Refusal | null {
+    if (req.request_hash === undefined) return null;
     const prior = this.sql.one<{ request_hash: string | null }>("SELECT request_hash FROM jobs WHERE id = ?", req.id);
-    if (prior) {
-      if (req.request_hash === undefined || prior.request_hash === req.request_hash) return null;
-      return {
-        ok: false,
-        code: ErrorCode.idempotencyConflict,
-        message: `this Idempotency-Key was first used with a different request (job ${req.id}); use a new key for a new request`,
-      };
-    }
+    if (!prior || prior.request_hash === req.request_hash) return null;
+    return {
+      ok: false,
+      code: ErrorCode.idempotencyConflict,
+      message: `this Idempotency-Key was first used with a different request (job ${req.id}); use a new key for a new request`,
+    };
+  }
+
+  /** For a model with reject_without_workers: the refusal of a new job when no worker that could run it is connected. */
+  withoutWorkers(cfg: ModelConfig, req: SubmitInput, connected: () => Record<Pool, number>): Refusal | null {
     if (!cfg.reject_without_workers) return null;
-    const reason = noWorkerReason(cfg.name, poolsThatCanRun(req.pool), connected);
+    const reason = noWorkerReason(cfg.name, poolsThatCanRun(req.pool), connected());
     if (reason === null) return null;
     return {
       ok: false,

@@ -101,12 +101,18 @@ export class JobStore {
     const priority = req.priority ?? cfg.default_priority;
     const timeout = req.timeout_ms ?? cfg.default_timeout_ms;
     const refusal = this.refusal(cfg, req, priority, timeout);
-    if (refusal) {
-      if (this.exists(req.id)) return "exists";
-      if (refusal.code === ErrorCode.queueFull) this.metrics.inc("rejected", NO_POOL);
-      return refusal;
-    }
-    return this.insert(req, priority, timeout, now) ? "accepted" : "exists";
+    if (refusal) return this.exists(req.id) ? "exists" : refusal;
+    if (this.insert(req, priority, timeout, now, cfg.max_queue_size)) return "accepted";
+    // Nothing written: a job of this id exists already, or the queue has no room for these items.
+    if (this.exists(req.id)) return "exists";
+    this.metrics.inc("rejected", NO_POOL);
+    const queued = this.queuedCount();
+    return {
+      ok: false,
+      code: ErrorCode.queueFull,
+      message: `queue for model "${cfg.name}" is full (${queued} of ${cfg.max_queue_size} items waiting); retry later`,
+      retryAfterS: 1,
+    };
   }
 
   /** Why the model's limits or a full queue refuse this request; null when they take it. */
@@ -129,22 +135,19 @@ export class JobStore {
         `${req.inputs.length} inputs sent; model "${cfg.name}" takes at most ${cfg.max_inputs_per_request} per request`,
       );
     }
-    const queued = this.queuedCount();
-    if (queued + req.inputs.length > cfg.max_queue_size) {
-      return {
-        ok: false,
-        code: ErrorCode.queueFull,
-        message: `queue for model "${cfg.name}" is full (${queued} of ${cfg.max_queue_size} items waiting); retry later`,
-        retryAfterS: 1,
-      };
-    }
     return null;
   }
 
-  /** Queues the job's items; false, and nothing written, when a job of this id exists already. */
-  private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number): boolean {
+  /**
+   * Queues the job's items; false, and nothing written, when a job of this id exists already or the queue
+   * has no room for them (one statement checks both, as a submit's common case needs neither answered).
+   */
+  private insert(req: SubmitInput, priority: number, timeoutMs: number, now: number, maxQueued: number): boolean {
     const inserted = this.sql.run(
-      "INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state, owner, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+      `INSERT INTO jobs (id, created_at, deadline, priority, session, n_items, n_open, status, traceparent, session_ref, session_state, owner, request_hash)
+       SELECT ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?
+       WHERE (SELECT COUNT(*) FROM items WHERE state = 'queued') + ? <= ?
+       ON CONFLICT (id) DO NOTHING`,
       req.id,
       now,
       now + timeoutMs,
@@ -157,6 +160,8 @@ export class JobStore {
       req.session_link?.state ?? null,
       req.owner ?? null,
       req.request_hash ?? null,
+      req.inputs.length,
+      maxQueued,
     );
     if (inserted === 0) return false;
     // One statement for all inputs: each element is the input's JSON text, its array index the item's idx.

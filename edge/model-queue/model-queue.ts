@@ -23,7 +23,7 @@ import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
 import { JobEvents } from "./job-events.ts";
-import { JobStore, OPEN, type SubmitInput, type SubmitResult } from "./job-store.ts";
+import { JobStore, OPEN, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
@@ -114,6 +114,8 @@ export class ModelQueue extends DurableObject<Env> {
   private batchDueAt: number | null = null;
   /** Wakes pump() when a partial batch falls due. Only a nudge: the alarm is armed for the same time. */
   private batchTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The pump that submits arriving together share (pumpSoon). */
+  private pumpTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -170,15 +172,21 @@ export class ModelQueue extends DurableObject<Env> {
   submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
     const cfg = this.bind(model);
     const now = Date.now();
-    const refused = this.admin.refusal(cfg, req, this.slots.countByPool(now));
-    if (refused) return refused;
-    const unverifiable = req.pool === "browser" && !this.jobs.exists(req.id) ? this.noVerifier(cfg, now) : null;
-    if (unverifiable) return { ok: false, ...unverifiable, retryAfterS: 5 };
-    const accepted = this.jobs.accept(cfg, req, now);
-    if (accepted === "exists") return this.answerAgain(req, waitMs);
+    // Who is connected decides for a new job only: a retry of an accepted one is answered as it stands.
+    const refused =
+      this.admin.withoutWorkers(cfg, req, () => this.slots.countByPool(now)) ??
+      (req.pool === "browser" ? this.noVerifier(cfg, now) : null);
+    const accepted = refused ? (this.jobs.exists(req.id) ? "exists" : refused) : this.jobs.accept(cfg, req, now);
+    if (accepted === "exists") return this.admin.idempotencyConflict(req) ?? this.answerAgain(req, waitMs);
     if (accepted !== "accepted") return accepted;
-    // What a submit adds to the deadlines: its own, and a lease or a batch delay if the pump starts one.
-    this.pumpAndSchedule(now, Math.min(now + (req.timeout_ms ?? cfg.default_timeout_ms), now + cfg.lease_ms));
+    // What a submit adds to the deadlines: its own, and a lease if the pump starts one.
+    const addedNoEarlierThan = Math.min(now + (req.timeout_ms ?? cfg.default_timeout_ms), now + cfg.lease_ms);
+    // A call that fills a batch alone goes out now; smaller ones share the pump of the submits around them.
+    if (req.inputs.length >= cfg.max_batch_size) this.pumpAndSchedule(now, addedNoEarlierThan);
+    else {
+      this.schedule(now, addedNoEarlierThan);
+      this.pumpSoon();
+    }
     return this.jobs.answer(req.id, waitMs, true);
   }
 
@@ -186,10 +194,12 @@ export class ModelQueue extends DurableObject<Env> {
    * Why a call pinned to the browser pool could not end now, or null: a donor's output is given out only once
    * a trusted run or an independent donor in good standing agrees, and nothing connected could be either.
    */
-  private noVerifier(cfg: ModelConfig, now: number): { code: string; message: string } | null {
+  private noVerifier(cfg: ModelConfig, now: number): Refusal | null {
     if (!cfg.verification.enabled || this.slots.countByPool(now).gpu > 0) return null;
     if (this.handOut.firstRunners(cfg, now).donorsRelease) return null;
     return {
+      ok: false,
+      retryAfterS: 5,
       code: ErrorCode.noVerifier,
       message: `a browser worker's output for "${cfg.name}" is given out only once a trusted (gpu-pool) run or an independent donor in good standing agrees, and neither is connected; leave out "pool" (the queue routes the call) or retry when a gpu worker is connected`,
     };
@@ -600,6 +610,23 @@ export class ModelQueue extends DurableObject<Env> {
       this.schedule(Date.now());
     });
     this.ctx.waitUntil(this.appending);
+  }
+
+  /**
+   * One pump for the submits that arrive together, in the task after the first: each would otherwise read
+   * the queue's head and the leases again to find, most often, that the batch is still forming. A runtime
+   * that dies before it runs loses nothing: the items are stored, and a worker's reconnect or the alarm pumps.
+   */
+  private pumpSoon(): void {
+    if (this.pumpTimer !== undefined) return;
+    this.pumpTimer = setTimeout(() => {
+      this.pumpTimer = undefined;
+      try {
+        this.pumpAndSchedule();
+      } catch (error) {
+        console.error("pump after submit failed", error);
+      }
+    }, 0);
   }
 
   /** Hands out batches while a worker is free and Triton's rule says a batch is due (hand-out.ts). */

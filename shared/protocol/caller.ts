@@ -2,6 +2,7 @@
 // The edge validates with these schemas; the SDK and tests use the same types.
 import { z } from "zod";
 import { type JobStatus, Pool } from "./job-status.ts";
+import { ParsedJson } from "./validate.ts";
 
 export { FINAL_STATUSES, JobStatus, Pool } from "./job-status.ts";
 
@@ -9,7 +10,7 @@ export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export const InferRequest = z.strictObject({
   model: z.string().regex(MODEL_NAME, "must be a model name such as 'sentiment' (letters, digits, . _ -)"),
-  inputs: z.array(z.json()).min(1, "must hold at least one input"),
+  inputs: z.array(ParsedJson).min(1, "must hold at least one input"),
   priority: z.int().min(0).optional(),
   timeout_ms: z.int().positive().optional(),
   session: z.string().min(1).max(128).optional(),

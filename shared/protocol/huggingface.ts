@@ -2,6 +2,7 @@
 // `@huggingface/inference` (given an endpoint URL) and plain HF-style callers send, and what the
 // transformers pipelines answer. edge/routes/huggingface.ts validates with these; tests use the types.
 import { z } from "zod";
+import { ParsedJson } from "./validate.ts";
 
 /** The text-classification pipeline's parameters (huggingface.js `TextClassificationParameters`). */
 export const HfTextClassificationParameters = z.strictObject({
@@ -54,7 +55,7 @@ const HfOptions = z.strictObject({ use_cache: z.boolean().optional(), wait_for_m
 export const HfInferenceRequest = z.strictObject({
   // Each item is parsed as the model's workers parse it (shared/tasks/text-item.ts), so an empty, non-string
   // or over-long one is a 422 that names its index, as on every API shape.
-  inputs: z.union([z.string(), z.array(z.json()).min(1, "must hold at least one string")], {
+  inputs: z.union([z.string(), z.array(ParsedJson).min(1, "must hold at least one string")], {
     error: (issue) => (issue.code === "invalid_union" ? "must be a string or an array of strings" : undefined),
   }),
   /** Per task: HfTextClassificationParameters, HfFeatureExtractionParameters or HfTextGenerationParameters. */

@@ -2,13 +2,14 @@
 // and error shapes. edge/routes/openai.ts validates with these; callers and tests use the types.
 // Reference: platform.openai.com/docs/api-reference/embeddings (what the official `openai` client sends).
 import { z } from "zod";
+import { ParsedJson } from "./validate.ts";
 
 // Strict: OpenAI refuses an argument it does not know, and so does this, naming it.
 export const EmbeddingsRequest = z.strictObject({
   model: z.string().min(1, "must name a model"),
   // Each item is parsed as the model's workers parse it (shared/tasks/text-item.ts), so an empty, non-string
   // or over-long one is a 422 that names its index, as on every API shape.
-  input: z.union([z.string(), z.array(z.json()).min(1, "must hold at least one string")], {
+  input: z.union([z.string(), z.array(ParsedJson).min(1, "must hold at least one string")], {
     error: (issue) =>
       issue.code === "invalid_union"
         ? "must be a string or an array of strings (token-id arrays are not supported: send text)"

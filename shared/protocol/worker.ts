@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { Pool } from "./caller.ts";
 import { TokensFrame } from "./generation.ts";
+import { ParsedJson } from "./validate.ts";
 
 export const WORKER_PROTOCOL_VERSION = 1;
 
@@ -34,7 +35,7 @@ export type WorkerInfo = z.infer<typeof WorkerInfo>;
 const WorkerSpan = z.string().max(128).optional();
 
 export const ItemResult = z.union([
-  z.strictObject({ output: z.json(), traceparent: WorkerSpan }),
+  z.strictObject({ output: ParsedJson, traceparent: WorkerSpan }),
   z.strictObject({
     traceparent: WorkerSpan,
     error: z.strictObject({

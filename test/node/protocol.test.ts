@@ -90,9 +90,10 @@ describe("ItemResult and CompleteBody", () => {
     });
   });
 
-  it("rejects an output that is not JSON", () => {
-    expect(ItemResult.safeParse({ output: () => 1 }).success).toBe(false);
+  it("rejects a result without its output (frames are JSON.parse'd, so an output present is JSON)", () => {
     expect(ItemResult.safeParse({ output: undefined }).success).toBe(false);
+    expect(ItemResult.safeParse({}).success).toBe(false);
+    expect(ItemResult.safeParse(JSON.parse('{"output":{"label":"ok","score":[1,null]}}')).success).toBe(true);
   });
 
   it("accepts an empty results list (the edge checks the count against the batch)", () => {

@@ -37,6 +37,21 @@ describe("dynamic batching", () => {
     expect(batch.items.map((i) => i.input)).toEqual(["a", "b"]);
   });
 
+  it("hands out a call that fills a batch before answering it, and pumps once for smaller calls after", async () => {
+    const worker = await SocketWorker.connect("charlie", { max_batch_size: 4 });
+    // Four inputs fill charlie's batch: leased within the submit, so the answer already says running.
+    const full = await infer({ model: "charlie", inputs: [1, 2, 3, 4], wait: false });
+    expect(full.body.status).toBe("running");
+    worker.complete(await worker.next("batch"));
+    await worker.next("ack");
+    // Two calls of two are answered queued; the pump after them (in the task after a submit, not within it)
+    // finds a full batch and sends it without waiting for charlie's minute of delay.
+    const halves = await Promise.all([1, 2].map((n) => infer({ model: "charlie", inputs: [n, n], wait: false })));
+    expect(halves.map((r) => r.body.status)).toEqual(["queued", "queued"]);
+    const batch = await worker.next("batch");
+    expect(batch.items.map((i) => i.input).sort()).toEqual([1, 1, 2, 2]);
+  });
+
   it("caps a batch at the worker's own capacity", async () => {
     const worker = await SocketWorker.connect("alpha", { max_batch_size: 2 });
     await submit([1, 2, 3]);
