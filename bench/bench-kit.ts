@@ -3,11 +3,17 @@
 // and a measured window, and result rows with percentiles and number formats. Not a test.
 
 import { readdirSync, readFileSync, statSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
-import { type Coordinator, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
+import {
+  type Coordinator,
+  type Server,
+  type ServerOptions,
+  type StartServer,
+  startCoordinator,
+} from "../scripts/lib/wrangler-dev.ts";
 
 export type HttpAnswer = { status: number; text: string } | { error: string };
 
@@ -55,11 +61,12 @@ export class HttpClient {
 }
 
 /**
- * One bench run: a temporary state folder and, once started, the coordinator (`run` stops and removes both,
- * Ctrl-C included), with what the report says of the machine and where it is written.
+ * One bench run: a temporary state folder and the servers it starts (`run` stops and removes them, Ctrl-C
+ * included), with what the report says of the machine and where it is written.
  */
 export class BenchSession {
-  coordinator: Coordinator | undefined;
+  /** The stop of each server started and not stopped yet. */
+  private readonly running = new Set<() => Promise<void>>();
   private constructor(
     readonly persistTo: string,
     readonly wranglerVersion: string,
@@ -67,7 +74,7 @@ export class BenchSession {
 
   /**
    * Runs `body` in a fresh session; afterwards (or on SIGINT or SIGTERM) `stopFirst` (the bench's workers), then the
-   * client's sockets, the coordinator and the state folder go. Resolves with `body`'s exit code.
+   * client's sockets, the servers still running and the state folder go. Resolves with `body`'s exit code.
    */
   static async run(
     tmpPrefix: string,
@@ -75,14 +82,11 @@ export class BenchSession {
     stopFirst: () => unknown,
     body: (session: BenchSession) => Promise<number>,
   ): Promise<number> {
-    const wranglerPkg = JSON.parse(
-      await readFile(new URL("../node_modules/wrangler/package.json", import.meta.url), "utf8"),
-    ) as { version: string };
-    const session = new BenchSession(await mkdtemp(`${os.tmpdir()}/${tmpPrefix}`), wranglerPkg.version);
+    const session = new BenchSession(await mkdtemp(`${os.tmpdir()}/${tmpPrefix}`), packageVersion("wrangler"));
     const cleanup = async () => {
       await stopFirst();
       client.destroy();
-      await session.coordinator?.stop();
+      for (const stop of [...session.running]) await stop();
       await rm(session.persistTo, { recursive: true, force: true });
     };
     for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -96,23 +100,41 @@ export class BenchSession {
   }
 
   /**
-   * Starts the coordinator with open auth and `models` (and `vars`, SCALING say), then `ready` (connecting
-   * workers, say). On a failure of either, says so on stderr and resolves undefined.
+   * Starts the coordinator under wrangler dev with open auth and `models` (and `vars`, SCALING say), then `ready`
+   * (connecting workers, say). On a failure of either, says so on stderr and resolves undefined.
    */
-  async startCoordinator(
+  startCoordinator(
     models: readonly unknown[],
     ready?: (coordinator: Coordinator) => Promise<void>,
     vars: Record<string, string> = {},
   ): Promise<Coordinator | undefined> {
+    return this.startServer(startCoordinator, { vars: { ...vars, ...coordinatorVars(models) } }, ready);
+  }
+
+  /**
+   * Starts a Worker with `start` (wrangler dev, or workerd through Miniflare), its state in a folder of its own,
+   * then `ready`; it stops with the session if it is still running. On a failure of either, says so on stderr
+   * and resolves undefined.
+   */
+  async startServer<S extends Server>(
+    start: StartServer<S>,
+    opts: Omit<ServerOptions, "persistTo">,
+    ready?: (server: S) => Promise<void>,
+  ): Promise<S | undefined> {
     try {
-      this.coordinator = await startCoordinator({
-        persistTo: this.persistTo,
-        vars: { ...vars, AUTH: "open", MODELS: JSON.stringify({ models }) },
-      });
-      await ready?.(this.coordinator);
-      return this.coordinator;
+      const server = await start({ ...opts, persistTo: await mkdtemp(`${this.persistTo}/server-`) });
+      const stop = async () => {
+        this.running.delete(stop);
+        await server.stop();
+      };
+      this.running.add(stop);
+      const tracked = { ...server, stop };
+      await ready?.(tracked);
+      return tracked;
     } catch (error) {
-      console.error(`the coordinator did not start: ${String(error)}`);
+      console.error(
+        `${opts.config ? `the Worker of ${opts.config}` : "the coordinator"} did not start: ${String(error)}`,
+      );
       return undefined;
     }
   }
@@ -235,6 +257,17 @@ export const fmt = (n: number | undefined, digits = 1) =>
   n !== undefined && Number.isFinite(n) ? n.toFixed(digits) : "n/a";
 export const fmtRate = (n: number) => Math.round(n).toLocaleString("en-US");
 
+/** The coordinator's vars for a bench: open auth and these models. */
+export function coordinatorVars(models: readonly unknown[]): Record<string, string> {
+  return { AUTH: "open", MODELS: JSON.stringify({ models }) };
+}
+
+/** The version of a package installed in node_modules ("4.86.0"), for the reports' headers. */
+export function packageVersion(name: string): string {
+  const file = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+  return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+}
+
 /** "1.23, 1.10, 0.98": the 1, 5 and 15 minute load averages, for the reports of a shared machine. */
 export const loadAverage = () =>
   os
@@ -250,6 +283,8 @@ export const TICKS_PER_S = 100;
 export interface ProcStat {
   ppid: number;
   ticks: number;
+  /** User+system ticks of its children that exited and were waited for (a fork like Redis's AOF rewrite). */
+  reapedTicks: number;
   /** The command name, as /proc/<pid>/stat gives it ("workerd", "node", "redis-server"). */
   name: string;
 }
@@ -273,6 +308,7 @@ export function readProcs(): Map<number, ProcStat> {
       procs.set(Number(name), {
         ppid: Number(fields[1]),
         ticks: Number(fields[11]) + Number(fields[12]),
+        reapedTicks: Number(fields[13]) + Number(fields[14]),
         name: command,
       });
     } catch {
@@ -298,7 +334,8 @@ export function processTree(procs: Map<number, ProcStat>, root: number): Set<num
 }
 
 /** CPU seconds used so far by this process's descendants, summed by `group` (given each one's pid and command
- * name, e.g. "workerd", "redis-server"). */
+ * name, e.g. "workerd", "redis-server"). A descendant's children that exited count with it, so a fork that ends
+ * inside a window does not take its time out of the window's difference. */
 export function descendantCpuBy(group: (pid: number, name: string) => string): Map<string, number> {
   const procs = readProcs();
   const tree = processTree(procs, process.pid);
@@ -308,7 +345,7 @@ export function descendantCpuBy(group: (pid: number, name: string) => string): M
     const p = procs.get(pid);
     if (!p) continue;
     const key = group(pid, p.name);
-    sums.set(key, (sums.get(key) ?? 0) + p.ticks / TICKS_PER_S);
+    sums.set(key, (sums.get(key) ?? 0) + (p.ticks + p.reapedTicks) / TICKS_PER_S);
   }
   return sums;
 }

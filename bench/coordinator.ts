@@ -1,28 +1,37 @@
-// The coordinator benchmark (`npm run bench:coordinator`): runs the real coordinator under `wrangler dev`
-// on loopback with echo workers that answer at once, drives one model queue with keep-alive callers, and
-// prints items/s, the added latency and the coordinator's CPU per item and per call (from /proc) as Markdown
-// (also written to bench/results/coordinator.md), next to BullMQ on Redis doing the same work in the same run
-// (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out; `-- --profile FILE` writes the coordinator's CPU
-// profile over EdgeSwarm's scenarios (bench/cpu-profile.ts). Not a test.
+// The coordinator benchmark (`npm run bench:coordinator`): runs the real coordinator on loopback with echo
+// workers that answer at once (bench/echo-worker.ts), drives one model queue with keep-alive callers, and prints
+// calls/s, items/s, the added latency and the coordinator's CPU per item and per call (from /proc) as Markdown
+// (also written to bench/results/coordinator.md). It does so on two paths, `wrangler dev` and workerd run through
+// Miniflare's API without wrangler's dev proxy (bench/miniflare-server.ts), each next to the runtime's ceiling on
+// that path (bench/ceiling-worker.js: one Durable Object, one SQLite write a call), and then BullMQ on Redis doing
+// the same work in the same run (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out, `-- --no-miniflare`
+// the Miniflare path; `-- --profile FILE` writes the coordinator's CPU profile over EdgeSwarm's scenarios under
+// wrangler dev (bench/cpu-profile.ts). Not a test.
 
-import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
-import { WebSocket } from "ws";
-import type { CoordinatorFrame, ItemResult, ModelConfig, Timings, WorkerFrame } from "../shared/index.ts";
+import { unstable_readConfig } from "wrangler";
+import { type Server, type StartServer, startCoordinator, WRANGLER } from "../scripts/lib/wrangler-dev.ts";
+import type { ModelConfig, Timings } from "../shared/index.ts";
 import {
   BenchRow,
   BenchSession,
   closedLoop,
   commandLine,
+  coordinatorVars,
   descendantCpuBy,
   fmt,
   fmtRate,
   HttpClient,
+  packageVersion,
   percentile,
 } from "./bench-kit.ts";
 import { BULLMQ_CONCURRENCY, BULLMQ_WORKERS, BullmqPeer, type RedisServer, startRedis } from "./bullmq-peer.ts";
 import { startCpuProfile, topSelfTime, writeCpuProfile } from "./cpu-profile.ts";
+import { EchoWorker, WORKER_CONCURRENT_BATCHES, WORKER_MAX_BATCH, workerTotals } from "./echo-worker.ts";
+import { entryArg, startMiniflare } from "./miniflare-server.ts";
 
 const MODEL = {
   name: "echo",
@@ -33,8 +42,6 @@ const MODEL = {
   max_inputs_per_request: 64,
 } satisfies Partial<ModelConfig>;
 const WORKERS = 2;
-const WORKER_MAX_BATCH = 64;
-const WORKER_CONCURRENT_BATCHES = 4;
 /** Each closed loop: a warm-up, then the measured window. */
 const WINDOW = { warmupMs: 2_000, measureMs: 8_000 };
 const LOW_LOAD_WARMUP_CALLS = 20;
@@ -44,28 +51,61 @@ const CALL_TIMEOUT_MS = 10_000;
 /** Low load (warm-up included) stops early past this, whatever the count. */
 const LOW_LOAD_MAX_MS = 20_000;
 const RESULTS_FILE = new URL("./results/coordinator.md", import.meta.url);
+const CEILING_SCRIPT = fileURLToPath(new URL("./ceiling-worker.js", import.meta.url));
 /** `-- --profile FILE`: a CPU profile of the coordinator over EdgeSwarm's scenarios (its hot spots printed). */
 const PROFILE_FILE = ((i) => (i >= 0 ? process.argv[i + 1] : undefined))(process.argv.indexOf("--profile"));
 
-type Output = Extract<ItemResult, { output: unknown }>["output"];
 type CallResult = { ok: true; queuedMs: number } | { ok: false; error: string };
+
+/** How a Worker is run, and which workerd that /proc shows runs it (the path's other processes are its proxy). */
+interface Path {
+  name: "wrangler dev" | "workerd (Miniflare)";
+  /** What it is, for the report. */
+  about: string;
+  start: StartServer<Server>;
+  runsWorker(commandLine: string, port: number): boolean;
+}
+
+const PATHS: readonly Path[] = [
+  {
+    name: "wrangler dev",
+    about:
+      "`wrangler dev --local`, whose proxy (its own workerd and node) sits in front of the workerd running the Worker",
+    start: startCoordinator,
+    // wrangler dev runs two workerd: its proxy worker on the public port (the hop) and ours behind it.
+    runsWorker: (commandLine, port) => !commandLine.includes(entryArg(port)),
+  },
+  {
+    name: "workerd (Miniflare)",
+    about:
+      "the Worker bundled by `wrangler deploy --dry-run` and run by workerd through Miniflare's API with wrangler.toml's bindings: no proxy, as deployed",
+    start: startMiniflare,
+    runsWorker: (commandLine, port) => commandLine.includes(entryArg(port)),
+  },
+];
 
 class Row extends BenchRow {
   /** Batches the echo workers got in the window, and the items in them. */
   batches = 0;
   batchItems = 0;
-  /** CPU seconds the server used in the window: workerd (the queue object and the edge) or redis-server. */
+  /** CPU seconds the server used in the window: the workerd running the Worker, or redis-server. */
   serverCpuS = Number.NaN;
   /** CPU seconds of wrangler's dev proxy (its node and proxy workerd) in the window: a hop a deployed coordinator does not have. */
   proxyCpuS = Number.NaN;
 
   constructor(
-    readonly system: "EdgeSwarm" | "BullMQ",
+    readonly system: "EdgeSwarm" | "DO ceiling" | "BullMQ",
+    /** Where the calls go: a Path's name, or Redis. */
+    readonly path: string,
     scenario: string,
     callers: number,
     inputsPerCall: number,
   ) {
     super(scenario, callers, inputsPerCall, 0);
+  }
+
+  callsPerS(): number {
+    return this.latencies.length / this.seconds;
   }
 
   /** Server CPU µs per answered item and per answered call. */
@@ -83,72 +123,6 @@ interface System {
   batches(): { batches: number; items: number };
   /** The server's (and proxy's) CPU seconds so far. */
   cpu(): { server: number; proxy: number };
-}
-
-/** A worker in this process that answers each batch at once with its inputs: the queue's cost, not a model's. */
-class EchoWorker {
-  batches = 0;
-  items = 0;
-  readonly problems: string[] = [];
-  closing = false;
-  private constructor(private readonly ws: WebSocket) {}
-
-  static connect(base: string, workerId: string): Promise<EchoWorker> {
-    const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/workers/connect?model=${MODEL.name}`);
-    const worker = new EchoWorker(ws);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${workerId}: no welcome within 10 s`)), 10_000);
-      ws.on("error", (error) => reject(error));
-      // A closed socket mid-run (wrangler dev reloads the worker when a source file changes) must show in the report.
-      ws.on("close", (code) => {
-        if (!worker.closing) worker.problems.push(`socket closed by the coordinator (code ${code})`);
-      });
-      ws.on("open", () => {
-        const hello: WorkerFrame = {
-          type: "hello",
-          worker_id: workerId,
-          pool: "gpu",
-          device: "cpu",
-          max_batch_size: WORKER_MAX_BATCH,
-          max_concurrent_batches: WORKER_CONCURRENT_BATCHES,
-        };
-        ws.send(JSON.stringify(hello));
-      });
-      ws.on("message", (data) => {
-        // The coordinator is the process under test, not an untrusted peer; a malformed frame would show as errors.
-        const frame = JSON.parse(data.toString()) as CoordinatorFrame;
-        if (frame.type === "welcome") {
-          clearTimeout(timer);
-          resolve(worker);
-        } else worker.onFrame(frame);
-      });
-    });
-  }
-
-  private onFrame(frame: CoordinatorFrame): void {
-    if (frame.type === "batch") {
-      const started = performance.now();
-      const results: ItemResult[] = frame.items.map((item) => ({ output: item.input as Output }));
-      const complete: WorkerFrame = {
-        type: "complete",
-        lease_id: frame.lease_id,
-        results,
-        compute_ms: performance.now() - started,
-      };
-      this.ws.send(JSON.stringify(complete));
-      this.batches++;
-      this.items += frame.items.length;
-    } else if (frame.type === "ack" && frame.status !== "ok") {
-      this.problems.push(`${frame.op} ${frame.status}: ${frame.message ?? ""}`);
-    } else if (frame.type === "error") {
-      this.problems.push(`${frame.code}: ${frame.message}`);
-    }
-  }
-
-  close(): void {
-    this.closing = true;
-    this.ws.close(1000, "benchmark done");
-  }
 }
 
 const client = new HttpClient(CALL_TIMEOUT_MS);
@@ -191,13 +165,6 @@ function record(row: Row, result: CallResult, latencyMs: number): void {
     row.latencies.push(latencyMs);
     row.queuedMs.push(result.queuedMs);
   } else row.recordError(result.error);
-}
-
-function workerTotals(workers: EchoWorker[]): { batches: number; items: number } {
-  return workers.reduce((t, w) => ({ batches: t.batches + w.batches, items: t.items + w.items }), {
-    batches: 0,
-    items: 0,
-  });
 }
 
 /** What a row measures over its window: batches handed out (and their items), server and proxy CPU seconds. */
@@ -264,123 +231,201 @@ function fill(row: Row, m: WindowTotals): void {
   row.proxyCpuS = m.proxy;
 }
 
-function report(rows: Row[], problems: string[], session: BenchSession, redis: RedisServer | undefined): string {
+function report(
+  rows: Row[],
+  notes: string[],
+  session: BenchSession,
+  paths: readonly Path[],
+  redis: RedisServer | undefined,
+): string {
+  const miniflare = paths.some((p) => p.name === "workerd (Miniflare)");
   const lines = [
     ...session.reportHeader(
       "Coordinator benchmark",
-      redis ? `, Redis ${redis.version} + bullmq ${BULLMQ_VERSION}` : "",
+      (miniflare ? `, Miniflare ${packageVersion("miniflare")} (workerd ${packageVersion("workerd")})` : "") +
+        (redis ? `, Redis ${redis.version} + bullmq ${packageVersion("bullmq")}` : ""),
       "`npm run bench:coordinator` (`node --import tsx bench/coordinator.ts`)",
     ),
     `- Model: \`${JSON.stringify(MODEL)}\``,
     `- EdgeSwarm: ${WORKERS} echo workers in the bench process (WebSocket, pool gpu, max_batch_size ${WORKER_MAX_BATCH}, max_concurrent_batches ${WORKER_CONCURRENT_BATCHES}), answering at once`,
+    `- Paths: ${paths.map((p) => `\`${p.name}\`, ${p.about}`).join("; ")}`,
+    "- DO ceiling: `bench/ceiling-worker.js`, a Worker answering `POST /v1/infer` after one RPC to one Durable Object doing one SQLite insert: what one object's calls can reach on that path",
     redis
       ? `- BullMQ: one job per input (\`add\`, or \`addBulk\` for a call of several), ${BULLMQ_WORKERS} workers in the bench process with concurrency ${BULLMQ_CONCURRENCY} answering at once, each call awaiting its jobs (\`waitUntilFinished\`); Redis with \`appendonly yes\`, \`appendfsync everysec\``
       : "- BullMQ peer: not run (`--no-peer`)",
     `- Callers: keep-alive, waiting for the answer; ${WINDOW.warmupMs / 1000} s warm-up then ${WINDOW.measureMs / 1000} s measured (low load: ${LOW_LOAD_CALLS} sequential calls)`,
-    "- Server CPU: from /proc, workerd running the coordinator for EdgeSwarm (wrangler's dev proxy, its own workerd and node: a hop deployed Workers do not have, apart) and redis-server for BullMQ, over each measured window",
+    "- Server CPU: from /proc over each measured window, the workerd running the Worker (wrangler dev's proxy apart) and redis-server for BullMQ",
     "",
-    "| system | scenario | concurrency | calls/s | items/s | p50 ms | p99 ms | server CPU µs/item | µs/call | errors |",
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| system | path | scenario | concurrency | calls/s | items/s | p50 ms | p99 ms | server CPU µs/item | µs/call | errors |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.system} | ${r.scenario} | ${r.callers} | ${fmtRate(r.latencies.length / r.seconds)} | ${fmtRate(r.itemsPerS())} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${fmt(r.cpuPerItemUs(), 0)} | ${fmt(r.cpuPerCallUs(), 0)} | ${r.errorCount()} |`,
+      `| ${r.system} | ${r.path} | ${r.scenario} | ${r.callers} | ${fmtRate(r.callsPerS())} | ${fmtRate(r.itemsPerS())} | ${fmt(percentile(r.latencies, 50))} | ${fmt(percentile(r.latencies, 99))} | ${fmt(r.cpuPerItemUs(), 0)} | ${fmt(r.cpuPerCallUs(), 0)} | ${r.errorCount()} |`,
     );
   }
   lines.push("");
-  for (const r of rows.filter((r) => r.system === "EdgeSwarm")) {
+  const edgeswarm = rows.filter((r) => r.system === "EdgeSwarm");
+  for (const r of edgeswarm) {
+    const ceiling = rows.find((c) => c.system === "DO ceiling" && c.path === r.path && c.scenario === r.scenario);
+    if (ceiling) {
+      lines.push(
+        `- ${r.path}, ${r.scenario}: EdgeSwarm / DO ceiling calls/s ${fmt(r.callsPerS() / ceiling.callsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(ceiling.latencies, 50), 2)}×, server CPU per call ${fmt(r.cpuPerCallUs() / ceiling.cpuPerCallUs(), 2)}×`,
+      );
+    }
+  }
+  for (const r of edgeswarm) {
     const peer = rows.find((p) => p.system === "BullMQ" && p.scenario === r.scenario);
     if (peer) {
       lines.push(
-        `- ${r.scenario}: EdgeSwarm / BullMQ items/s ${fmt(r.itemsPerS() / peer.itemsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(peer.latencies, 50), 2)}×, server CPU per item ${fmt(r.cpuPerItemUs() / peer.cpuPerItemUs(), 2)}×`,
+        `- ${r.path}, ${r.scenario}: EdgeSwarm / BullMQ items/s ${fmt(r.itemsPerS() / peer.itemsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(peer.latencies, 50), 2)}×, server CPU per item ${fmt(r.cpuPerItemUs() / peer.cpuPerItemUs(), 2)}×`,
       );
     }
   }
   for (const r of rows) {
-    const meanBatch = r.batches > 0 ? r.batchItems / r.batches : Number.NaN;
-    const errors = r.errorList();
-    const detail =
-      r.system === "EdgeSwarm"
-        ? `median \`timings.queued_ms\` ${fmt(percentile(r.queuedMs, 50))} ms; ${r.batches} batches, mean ${fmt(meanBatch)} items; dev proxy CPU ${fmt((r.proxyCpuS * 1e6) / r.latencies.length, 0)} µs/call`
-        : "";
-    lines.push(
-      `- ${r.system}, ${r.scenario}: ${r.latencies.length} calls answered in ${fmt(r.seconds)} s${detail ? `; ${detail}` : ""}${errors ? `; errors: ${errors}` : ""}`,
-    );
+    const details = [`${r.latencies.length} calls answered in ${fmt(r.seconds)} s`];
+    if (r.system === "EdgeSwarm") {
+      const meanBatch = r.batches > 0 ? r.batchItems / r.batches : Number.NaN;
+      details.push(`median \`timings.queued_ms\` ${fmt(percentile(r.queuedMs, 50))} ms`);
+      details.push(`${r.batches} batches, mean ${fmt(meanBatch)} items`);
+    }
+    if (r.path === "wrangler dev")
+      details.push(`dev proxy CPU ${fmt((r.proxyCpuS * 1e6) / r.latencies.length, 0)} µs/call`);
+    if (r.errorCount() > 0) details.push(`errors: ${r.errorList()}`);
+    lines.push(`- ${r.system}, ${r.path}, ${r.scenario}: ${details.join("; ")}`);
   }
-  const low = rows.find((r) => r.system === "EdgeSwarm" && r.callers === 1);
-  if (low) {
+  for (const low of edgeswarm.filter((r) => r.scenario === LOW_LOAD.scenario)) {
     lines.push(
-      `- Added latency at low load (round trip; the workers compute nothing): p50 ${fmt(percentile(low.latencies, 50))} ms, p99 ${fmt(percentile(low.latencies, 99))} ms, of which max_queue_delay_ms is ${MODEL.max_queue_delay_ms} ms by configuration`,
+      `- Added latency at low load, ${low.path} (round trip; the workers compute nothing): p50 ${fmt(percentile(low.latencies, 50))} ms, p99 ${fmt(percentile(low.latencies, 99))} ms, of which max_queue_delay_ms is ${MODEL.max_queue_delay_ms} ms by configuration`,
     );
   }
   const grouped = new Map<string, number>();
-  for (const p of problems) grouped.set(p, (grouped.get(p) ?? 0) + 1);
-  for (const [problem, n] of grouped) lines.push(`- Worker side: ${n} × ${problem}`);
+  for (const n of notes) grouped.set(n, (grouped.get(n) ?? 0) + 1);
+  for (const [note, n] of grouped) lines.push(`- ${n} × ${note}`);
   return `${lines.join("\n")}\n`;
 }
 
-const SCENARIOS = [
-  { scenario: "single-input calls", callers: 32, inputs: 1 },
-  { scenario: "batched calls of 64", callers: 8, inputs: 64 },
-] as const;
-const LOW_LOAD = "low load, sequential single-input";
+/** A Worker on `path` as a System: `POST /v1/infer` calls, the batches `workers` got, and its workerd's CPU. */
+function workerSystem(server: Server, path: Path, workers: readonly EchoWorker[] = []): System {
+  const base = new URL(server.url);
+  return {
+    call: (inputs) => infer(base, inputs),
+    batches: () => workerTotals([...workers]),
+    cpu: () => {
+      const sums = descendantCpuBy((pid, name) =>
+        name === "workerd" && path.runsWorker(`${commandLine(pid)} `, server.port) ? "server" : "proxy",
+      );
+      return { server: sums.get("server") ?? 0, proxy: sums.get("proxy") ?? 0 };
+    },
+  };
+}
 
-/** The three rows on one system: loaded single and batched calls, then sequential calls. */
-async function measure(system: System, name: Row["system"]): Promise<Row[]> {
+interface Scenario {
+  scenario: string;
+  callers: number;
+  inputs: number;
+}
+const SINGLE: Scenario = { scenario: "single-input calls", callers: 32, inputs: 1 };
+const BATCHED: Scenario = { scenario: "batched calls of 64", callers: 8, inputs: 64 };
+/** One caller, one call at a time (lowLoad), not a closed loop. */
+const LOW_LOAD: Scenario = { scenario: "low load, sequential single-input", callers: 1, inputs: 1 };
+
+/** `system`'s rows, one per scenario. */
+async function measure(system: System, name: Row["system"], path: string, scenarios: Scenario[]): Promise<Row[]> {
   const rows: Row[] = [];
-  for (const s of SCENARIOS) {
-    console.error(`${name}: ${s.scenario}…`);
-    rows.push(await loaded(system, new Row(name, s.scenario, s.callers, s.inputs)));
+  for (const s of scenarios) {
+    console.error(`${name}, ${path}: ${s.scenario}…`);
+    const row = new Row(name, path, s.scenario, s.callers, s.inputs);
+    rows.push(await (s === LOW_LOAD ? lowLoad(system, row) : loaded(system, row)));
   }
-  console.error(`${name}: low load…`);
-  rows.push(await lowLoad(system, new Row(name, LOW_LOAD, 1, 1)));
   return rows;
 }
 
-const BULLMQ_VERSION = (
-  JSON.parse(readFileSync(new URL("../node_modules/bullmq/package.json", import.meta.url), "utf8")) as {
-    version: string;
+/** The ceiling worker's wrangler config, written in `dir`: one SQLite-backed Durable Object, wrangler.toml's
+ * compatibility date and flags. */
+async function writeCeilingConfig(dir: string): Promise<string> {
+  const { compatibility_date, compatibility_flags } = unstable_readConfig({ config: WRANGLER.config });
+  const config = {
+    name: "edgeswarm-bench-ceiling",
+    main: CEILING_SCRIPT,
+    compatibility_date,
+    compatibility_flags,
+    durable_objects: { bindings: [{ name: "CEILING", class_name: "CeilingObject" }] },
+    migrations: [{ tag: "v1", new_sqlite_classes: ["CeilingObject"] }],
+  };
+  const file = `${dir}/ceiling-wrangler.json`;
+  await writeFile(file, JSON.stringify(config, null, 2));
+  return file;
+}
+
+/** The echo workers connected now (stopped with the session) and what went wrong on every path so far. */
+interface Echo {
+  workers: EchoWorker[];
+  notes: string[];
+}
+
+/**
+ * EdgeSwarm's rows on `path`, then the ceiling's. Each server stops before the next starts, so none idles beside
+ * another's window. A server that does not start leaves a note (its error is on stderr) and fewer rows.
+ */
+async function onPath(session: BenchSession, path: Path, ceilingConfig: string, echo: Echo): Promise<Row[]> {
+  const coordinator = await session.startServer(path.start, { vars: coordinatorVars([MODEL]) }, async (c) => {
+    echo.workers = await Promise.all(
+      Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(c.url, MODEL.name, `bench-echo-${i}`)),
+    );
+  });
+  if (!coordinator) {
+    echo.notes.push(`${path.name}: the coordinator did not start (the error is on stderr)`);
+    return [];
   }
-).version;
+  console.error(`${path.name}: coordinator at ${coordinator.url}; ${WORKERS} echo workers connected`);
+  // Only wrangler dev's coordinator has an inspector: the Miniflare path runs without one, as deployed.
+  const profiling =
+    PROFILE_FILE && coordinator.inspectorPort !== undefined
+      ? await startCpuProfile(coordinator.inspectorPort)
+      : undefined;
+  const rows = await measure(workerSystem(coordinator, path, echo.workers), "EdgeSwarm", path.name, [
+    SINGLE,
+    BATCHED,
+    LOW_LOAD,
+  ]);
+  if (profiling && PROFILE_FILE) {
+    const profile = await profiling();
+    await writeCpuProfile(PROFILE_FILE, profile);
+    console.error([`coordinator CPU profile: ${PROFILE_FILE}; most self time:`, ...topSelfTime(profile)].join("\n"));
+  }
+  for (const w of echo.workers) {
+    w.close();
+    echo.notes.push(...w.problems.map((p) => `${path.name}, worker side: ${p}`));
+  }
+  echo.workers = [];
+  await coordinator.stop();
+  const ceiling = await session.startServer(path.start, { config: ceilingConfig });
+  if (!ceiling) {
+    echo.notes.push(`${path.name}: the ceiling worker did not start (the error is on stderr)`);
+    return rows;
+  }
+  rows.push(...(await measure(workerSystem(ceiling, path), "DO ceiling", path.name, [SINGLE, LOW_LOAD])));
+  await ceiling.stop();
+  return rows;
+}
 
 async function main(): Promise<number> {
   const withPeer = !process.argv.includes("--no-peer");
-  let workers: EchoWorker[] = [];
+  const paths = PATHS.filter((p) => p.name !== "workerd (Miniflare)" || !process.argv.includes("--no-miniflare"));
+  const echo: Echo = { workers: [], notes: [] };
   let redis: RedisServer | undefined;
   let peer: BullmqPeer | undefined;
   const stopAll = async () => {
-    for (const w of workers) w.close();
+    for (const w of echo.workers) w.close();
     await peer?.close();
     await redis?.stop();
   };
   return BenchSession.run("edgeswarm-bench-", client, stopAll, async (session) => {
-    const coordinator = await session.startCoordinator([MODEL], async (c) => {
-      workers = await Promise.all(
-        Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(c.url, `bench-echo-${i}`)),
-      );
-    });
-    if (!coordinator) return 1;
-    const base = new URL(coordinator.url);
-    console.error(`coordinator at ${base}; ${WORKERS} echo workers connected`);
-    const edgeswarm: System = {
-      call: (inputs) => infer(base, inputs),
-      batches: () => workerTotals(workers),
-      // wrangler dev runs two workerd: its proxy worker on the public port (the hop) and ours behind it.
-      cpu: () => {
-        const proxyEntry = `entry=127.0.0.1:${base.port} `;
-        const sums = descendantCpuBy((pid, name) =>
-          name === "workerd" && !`${commandLine(pid)} `.includes(proxyEntry) ? "server" : "proxy",
-        );
-        return { server: sums.get("server") ?? 0, proxy: sums.get("proxy") ?? 0 };
-      },
-    };
-    const profiling = PROFILE_FILE ? await startCpuProfile(coordinator.inspectorPort) : undefined;
-    const rows = await measure(edgeswarm, "EdgeSwarm");
-    if (profiling && PROFILE_FILE) {
-      const profile = await profiling();
-      await writeCpuProfile(PROFILE_FILE, profile);
-      console.error([`coordinator CPU profile: ${PROFILE_FILE}; most self time:`, ...topSelfTime(profile)].join("\n"));
-    }
+    const ceilingConfig = await writeCeilingConfig(session.persistTo);
+    const rows: Row[] = [];
+    for (const path of paths) rows.push(...(await onPath(session, path, ceilingConfig, echo)));
+    if (!rows.some((r) => r.system === "EdgeSwarm")) return 1;
     if (withPeer) {
       redis = await startRedis();
       peer = await BullmqPeer.start(redis, CALL_TIMEOUT_MS);
@@ -393,14 +438,9 @@ async function main(): Promise<number> {
           proxy: Number.NaN,
         }),
       };
-      rows.push(...(await measure(bullmq, "BullMQ")));
+      rows.push(...(await measure(bullmq, "BullMQ", "Redis", [SINGLE, BATCHED, LOW_LOAD])));
     }
-    const text = report(
-      rows,
-      workers.flatMap((w) => w.problems),
-      session,
-      redis,
-    );
+    const text = report(rows, echo.notes, session, paths, redis);
     await session.publish(text, RESULTS_FILE);
     return 0;
   });

@@ -7,13 +7,39 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
-export interface Coordinator {
+/** How these scripts run wrangler: its CLI from node_modules, in the repo, without metrics, prompts or `cf` fetches. */
+export const WRANGLER = {
+  bin: `${ROOT}/node_modules/wrangler/bin/wrangler.js`,
+  cwd: ROOT,
+  /** The coordinator's config; a bench's own Worker (bench/ceiling-worker.js) comes with a config of its own. */
+  config: `${ROOT}wrangler.toml`,
+  env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
+};
+
+/** A Worker serving on a loopback port: the coordinator, or a bench's own Worker. */
+export interface Server {
   url: string;
   port: number;
-  /** wrangler's DevTools inspector for the coordinator's worker (CPU profiles: bench/cpu-profile.ts). */
-  inspectorPort: number;
+  /** A DevTools inspector for the Worker (CPU profiles: bench/cpu-profile.ts), where it runs with one. */
+  inspectorPort?: number;
   stop(): Promise<void>;
 }
+
+export interface Coordinator extends Server {
+  /** wrangler's DevTools inspector for the coordinator's worker. */
+  inspectorPort: number;
+}
+
+export interface ServerOptions {
+  /** State persists here (Durable Objects' SQLite). */
+  persistTo: string;
+  vars?: Record<string, string>;
+  /** A wrangler config other than the coordinator's (WRANGLER.config). */
+  config?: string;
+}
+
+/** Starts a Worker the way the benches compare: this file's wrangler dev, or bench/miniflare-server.ts. */
+export type StartServer<S extends Server> = (opts: ServerOptions) => Promise<S>;
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -35,14 +61,14 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-export async function startCoordinator(opts: {
-  persistTo: string;
-  vars?: Record<string, string>;
-  port?: number;
-  timeoutMs?: number;
-  /** Print wrangler's own output as it comes (npm start), instead of keeping it for error reports. */
-  echo?: boolean;
-}): Promise<Coordinator> {
+export async function startCoordinator(
+  opts: ServerOptions & {
+    port?: number;
+    timeoutMs?: number;
+    /** Print wrangler's own output as it comes (npm start), instead of keeping it for error reports. */
+    echo?: boolean;
+  },
+): Promise<Coordinator> {
   if (opts.port !== undefined && !(await portIsFree(opts.port))) {
     throw new Error(
       `port ${opts.port} is already in use (another coordinator running?); stop it or choose another port`,
@@ -54,8 +80,9 @@ export async function startCoordinator(opts: {
   const child = spawn(
     process.execPath,
     [
-      `${ROOT}/node_modules/wrangler/bin/wrangler.js`,
+      WRANGLER.bin,
       "dev",
+      ...(opts.config ? ["--config", opts.config] : []),
       "--local",
       "--ip",
       "127.0.0.1",
@@ -71,8 +98,8 @@ export async function startCoordinator(opts: {
       ...vars,
     ],
     {
-      cwd: ROOT,
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CLOUDFLARE_CF_FETCH_ENABLED: "false", CI: "true" },
+      cwd: WRANGLER.cwd,
+      env: WRANGLER.env,
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
     },
