@@ -22,7 +22,23 @@ export async function startMiniflare(opts: ServerOptions): Promise<Server> {
   const { workerOptions, main } = unstable_getMiniflareWorkerOptions(config);
   // The bundle is named after the entry (edge/index.ts: index.js).
   const scriptPath = `${outdir}/${parse(main ?? "index").name}.js`;
-  const port = await freePort();
+  // A port found free can be taken before workerd binds it (wrangler dev's processes wind down meanwhile): try another.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await serve(opts, workerOptions, outdir, scriptPath, await freePort());
+    } catch (error) {
+      if (attempt >= 3 || (error as { code?: string }).code !== "ERR_ADDRESS_IN_USE") throw error;
+    }
+  }
+}
+
+async function serve(
+  opts: ServerOptions,
+  workerOptions: ReturnType<typeof unstable_getMiniflareWorkerOptions>["workerOptions"],
+  outdir: string,
+  scriptPath: string,
+  port: number,
+): Promise<Server> {
   const mf = new Miniflare({
     host: "127.0.0.1",
     port,
