@@ -115,7 +115,7 @@ export class JobStore {
     };
   }
 
-  /** Why the model's limits or a full queue refuse this request; null when they take it. */
+  /** Why the model's limits refuse this request (a full queue is found by insert); null when they take it. */
   private refusal(cfg: ModelConfig, req: SubmitInput, priority: number, timeout: number): Refusal | null {
     if (priority >= cfg.priority_levels) {
       return refuse(

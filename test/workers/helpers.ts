@@ -3,6 +3,7 @@
 import { abortAllDurableObjects, env, runInDurableObject, SELF } from "cloudflare:test";
 import { DONOR_HEADER, HOLDER_HEADER, NETWORK_HEADER, POOL_HEADER } from "../../edge/model-queue/model-queue.ts";
 import type { CoordinatorFrame } from "../../shared/index.ts";
+import { modelOfId } from "../../shared/protocol/ids.ts";
 import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
 
 export const CALLER = { Authorization: `Bearer ${TEST_API_KEY}` };
@@ -130,7 +131,7 @@ export class SocketWorker {
   async sendTokens(frame: { lease_id: string; pos: number; offset: number; tokens: number[] }): Promise<void> {
     this.send({ type: "tokens", text: "", ...frame });
     const end = frame.offset + frame.tokens.length;
-    const model = frame.lease_id.slice(0, frame.lease_id.indexOf(":"));
+    const model = modelOfId(frame.lease_id) ?? "";
     await waitFor(() =>
       runInDurableObject(queue(model), (_instance, state) => {
         const row = state.storage.sql
