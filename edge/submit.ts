@@ -12,6 +12,7 @@ import {
   type JobView,
   type ModelConfig,
   newId,
+  queueOfId,
   traceparentOrNew,
 } from "../shared/index.ts";
 import { type InputProblem, inputProblems, textProblems } from "../shared/tasks/input-checks.ts";
@@ -19,7 +20,7 @@ import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
-import { afterAnswer, modelOrThrow, queueOf } from "./request.ts";
+import { afterAnswer, modelOrThrow, queueOf, shardFor } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
 import { beginCallTrace } from "./telemetry/call-trace.ts";
 
@@ -53,22 +54,25 @@ export async function ownerOf(c: Context<HonoEnv>): Promise<string | undefined> 
 }
 
 /**
- * With an Idempotency-Key: the job id the key names (the same for the same API key, model and key, so a
- * repeat finds the first job in its queue for as long as the queue keeps it), and a hash of the request.
+ * The job's id, which names the queue (the shard) it goes to. With an Idempotency-Key: the id the key names
+ * (the same for the same API key, model and key, in the same shard, so a repeat finds the first job for as
+ * long as its queue keeps it), and a hash of the request. A session's calls share a shard (request.ts shardFor).
  */
-async function idempotency(
+async function jobId(
   c: Context<HonoEnv>,
-  model: string,
+  model: ModelConfig,
   owner: string | undefined,
   call: SubmitCall,
 ): Promise<{ id: string; request_hash?: string }> {
   const key = c.req.header("Idempotency-Key");
-  if (key === undefined) return { id: newId(model) };
+  const affinity = call.session === undefined ? undefined : `session\n${owner ?? "open"}\n${call.session}`;
+  if (key === undefined) return { id: newId(shardFor(model, affinity)) };
   const problem = idempotencyKeyProblem(key);
   if (problem) throw new ApiError(400, ErrorCode.validation, problem);
   const { wait: _wait, ...request } = call;
+  const named = await sha256Hex(`${owner ?? "open"}\n${key}`, 16);
   return {
-    id: `${model}:${await sha256Hex(`${owner ?? "open"}\n${key}`, 16)}`,
+    id: `${shardFor(model, affinity ?? named)}:${named}`,
     request_hash: await sha256Hex(JSON.stringify(request)),
   };
 }
@@ -160,7 +164,6 @@ async function queueCall(
   }
   const timeout = call.timeout_ms ?? model.default_timeout_ms;
   const waitMs = call.wait ? timeout + WAIT_GRACE_MS : 0;
-  const queue = queueOf(c, model.name);
   // A call in a session carries the session's state to the worker; its inputs and outputs go to the
   // session's history once it succeeds (ModelQueue appends them), so the conversation outlives any worker.
   // Donors see what they run, so a session's calls run on the trusted pool unless it was created with
@@ -191,7 +194,7 @@ async function queueCall(
   }
   const owner = await ownerOf(c);
   const submit: SubmitInput = {
-    ...(await idempotency(c, model.name, owner, call)),
+    ...(await jobId(c, model, owner, call)),
     owner,
     inputs: call.inputs,
     priority: call.priority,
@@ -203,12 +206,14 @@ async function queueCall(
     traceparent: traceparent ?? traceparentOrNew(c.req.header("traceparent")),
     session_link: session,
   };
+  const shard = queueOfId(submit.id) ?? model.name;
+  const queue = queueOf(c, shard);
   let result: SubmitResult | undefined;
   // A caller that hangs up on a waiting call cancels it (the request's signal needs workerd's
   // enable_request_signal flag), so no worker runs what nobody will read.
   const signal = c.req.raw.signal;
   const hangUp = () => {
-    const cancel = queue.cancelJob(model.name, submit.id, owner, "hung_up").catch((error) => {
+    const cancel = queue.cancelJob(shard, submit.id, owner, "hung_up").catch((error) => {
       console.error(`cancelling ${submit.id} after its caller hung up failed`, error);
     });
     afterAnswer(c, cancel);
@@ -216,7 +221,7 @@ async function queueCall(
   if (waitMs > 0) signal.addEventListener("abort", hangUp, { once: true });
   for (let attempt = 1; !result; attempt++) {
     try {
-      result = await queue.submit(model.name, submit, waitMs);
+      result = await queue.submit(shard, submit, waitMs);
     } catch (error) {
       if (attempt >= SUBMIT_TRIES) {
         throw new ApiError(

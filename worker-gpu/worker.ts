@@ -6,7 +6,8 @@ import WebSocket from "ws";
 import type { ModelConfig } from "../shared/index.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
 import { describeGpu, type GpuAdapterInfo } from "../shared/runner/ort-web-session.ts";
-import { ModelConnection, type OpenSocket } from "../shared/worker-loop/model-connection.ts";
+import type { OpenSocket } from "../shared/worker-loop/model-connection.ts";
+import { ShardedConnection } from "../shared/worker-loop/sharded-connection.ts";
 import { type HealthSource, startHealthServer } from "./health-server.ts";
 import type { WorkerOptions } from "./options.ts";
 import { startTracing } from "./tracing.ts";
@@ -31,7 +32,7 @@ export type LoadModels = (configs: readonly ModelConfig[]) => Promise<LoadedMode
 
 export interface RunningWorker {
   models: LoadedModel[];
-  connections: ModelConnection[];
+  connections: ShardedConnection[];
   /** The health server's port; absent with --port 0. */
   port: number | undefined;
   stop(reason: string): Promise<void>;
@@ -91,7 +92,7 @@ export async function runWorker(
   if (opts.tracing) log(`tracing: a span per item to ${opts.tracing.url}`);
   const connections = models.map(
     (model) =>
-      new ModelConnection({
+      new ShardedConnection({
         coordinator: opts.coordinator,
         token: () => opts.token,
         openSocket,

@@ -10,7 +10,8 @@ import type { DonorStatus, DonorTokenResponse } from "../../shared/index.ts";
 import type { DonorState } from "../../shared/protocol/donor.ts";
 import { modelFileUrls } from "../../shared/runner/model-files.ts";
 import { createWebRunner, type LoadedInfo, type RunnerOptions } from "../../shared/runner/web-runner.ts";
-import { type BatchReport, ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import type { BatchReport } from "../../shared/worker-loop/model-connection.ts";
+import { ShardedConnection } from "../../shared/worker-loop/sharded-connection.ts";
 import { IdbModelCache } from "./model-cache.ts";
 
 export type { LoadedInfo, RunnerOptions };
@@ -61,7 +62,7 @@ export function createDonorApi() {
   const cache = new IdbModelCache("edgeswarm-models", (m) => emit({ type: "log", line: m }));
   const runner = createWebRunner({ cache, warn: (line) => emit({ type: "log", line }) });
   const listeners = new Set<Listener>();
-  const connections: ModelConnection[] = [];
+  const connections: ShardedConnection[] = [];
   const counts = new Map<string, { batches: number; items: number }>();
   const pausedFor = new Set<string>();
   let state: DonorState = "idle";
@@ -133,7 +134,7 @@ export function createDonorApi() {
   }
 
   /** Pauses or resumes one connection as `pausedFor` says; only a duty-cycle rest keeps held batches. */
-  function applyPauseTo(c: ModelConnection) {
+  function applyPauseTo(c: ShardedConnection) {
     if (pausedFor.size > 0) c.pause(!pausedFor.has("duty cycle"));
     else c.resume();
   }
@@ -205,7 +206,7 @@ export function createDonorApi() {
           emit({ type: "log", line: `loaded ${info.name} on ${info.device}` });
         }
         for (const model of runner.models().values()) {
-          const connection = new ModelConnection({
+          const connection = new ShardedConnection({
             coordinator: cfg.coordinator,
             token: currentToken,
             openSocket: (url, token) => new WebSocket(token ? `${url}&token=${encodeURIComponent(token)}` : url),

@@ -102,7 +102,9 @@ export class JobStore {
     const timeout = req.timeout_ms ?? cfg.default_timeout_ms;
     const refusal = this.refusal(cfg, req, priority, timeout);
     if (refusal) return this.exists(req.id) ? "exists" : refusal;
-    if (this.insert(req, priority, timeout, now, cfg.max_queue_size)) return "accepted";
+    // A sharded queue shares the model's room out between its shards.
+    const room = Math.ceil(cfg.max_queue_size / cfg.shards);
+    if (this.insert(req, priority, timeout, now, room)) return "accepted";
     // Nothing written: a job of this id exists already, or the queue has no room for these items.
     if (this.exists(req.id)) return "exists";
     this.metrics.inc("rejected", NO_POOL);
@@ -110,7 +112,7 @@ export class JobStore {
     return {
       ok: false,
       code: ErrorCode.queueFull,
-      message: `queue for model "${cfg.name}" is full (${queued} of ${cfg.max_queue_size} items waiting); retry later`,
+      message: `queue for model "${cfg.name}" is full (${queued} of ${room} items waiting${cfg.shards > 1 ? " in this shard" : ""}); retry later`,
       retryAfterS: 1,
     };
   }
@@ -175,6 +177,11 @@ export class JobStore {
       JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
     );
     return true;
+  }
+
+  /** Jobs queued or running. */
+  openCount(): number {
+    return this.sql.one<{ n: number }>(`SELECT COUNT(*) AS n FROM jobs WHERE status IN ${OPEN}`)?.n ?? 0;
   }
 
   queuedCount(): number {

@@ -5,6 +5,7 @@ import {
   type LeaseAck,
   leaseDeadline,
   type ModelConfig,
+  newId,
   type Pool,
   randomHex,
   renewAfterMs,
@@ -69,6 +70,8 @@ export class LeaseTable {
     private readonly metrics: MetricsStore,
     private readonly jobs: JobStore,
     private readonly config: () => ModelConfig,
+    /** The queue this object is (shared/protocol/ids.ts queueName): lease ids name it, so they route back here. */
+    private readonly queue: () => string,
   ) {}
 
   /** The lease if it is still active; else not_found, or duplicate/stale for one that already ended. */
@@ -140,7 +143,7 @@ export class LeaseTable {
             ...filter.bindings,
             size,
           );
-    const leaseId = `${cfg.name}:${crypto.randomUUID().replaceAll("-", "")}`;
+    const leaseId = newId(this.queue());
     const deadline =
       hedgeAt === null ? leaseDeadline(now, cfg.lease_ms) : Math.min(hedgeAt, leaseDeadline(now, cfg.lease_ms));
     // Canaries of one batch look like one call of their own: one trace for all of them.

@@ -10,9 +10,11 @@ import {
   type LeaseAck,
   type LeaseRequest,
   type ModelConfig,
-  modelOfId,
   type Pool,
   ProtocolError,
+  parseQueueName,
+  queueName,
+  queueOfId,
   type TokensFrame,
   type WorkerFrame,
 } from "../../shared/index.ts";
@@ -29,6 +31,7 @@ import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
 import { PoolRouter, type RoutePlan } from "./pool-router.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
+import { ShardRecord } from "./shard-record.ts";
 import { GENERATION_TASK, TokenStream } from "./token-stream.ts";
 import { type Kind, type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
 import { Verifier } from "./verification.ts";
@@ -64,6 +67,8 @@ export type { Roster } from "./worker-roster.ts";
 
 export interface QueueStats {
   model: string;
+  /** Which of the model's queue objects answered (0 unless its queue is sharded). */
+  shard: number;
   queued: number;
   /** Queued items each pool may lease now: the browser pool all routed ones, the GPU pool its overflow. */
   eligible: Record<Pool, number>;
@@ -76,6 +81,8 @@ export interface QueueStats {
   awaiting_verification: number;
   /** Workers whose circuit breaker keeps leases from them now (open, or half-open with its probe out). */
   breaker_open: Record<Pool, number>;
+  /** Shard 0 of a sharded queue: how many shards workers serve (more than configured while dropped ones drain). */
+  served_shards?: number;
 }
 
 /**
@@ -108,7 +115,14 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly tokens: TokenStream;
   /** The session appends under way (appendToSessions), so two turns do not send the same job. */
   private appending: Promise<void> | undefined;
+  /** The model this object serves, and its queue name (the model, or `<model>~<shard>`: ids.ts queueName). */
   private model: string | undefined;
+  private queue: string | undefined;
+  private shard = 0;
+  /** Shard 0's record of the model's other shards (shard-record.ts). */
+  private readonly shards: ShardRecord;
+  /** A shard other than 0 has told shard 0 it exists (once per start), so a shrink never strands its work. */
+  private shardNoted: Promise<void> | true | undefined;
   /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
   private alarmAt: number | null | undefined;
   private batchDueAt: number | null = null;
@@ -128,7 +142,7 @@ export class ModelQueue extends DurableObject<Env> {
       (jobId) => this.admin.noWorker(this.config(), jobId, this.slots.countByPool(Date.now())),
     );
     const config = () => this.config();
-    this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config);
+    this.leases = new LeaseTable(this.sql, this.metrics, this.jobs, config, () => this.queue ?? "");
     this.trust = new TrustStore(this.sql);
     this.breakers = new BreakerStore(this.sql, this.metrics);
     this.verifier = new Verifier(this.sql, this.metrics, this.trust);
@@ -158,10 +172,16 @@ export class ModelQueue extends DurableObject<Env> {
     this.admin = new JobAdmin(this.sql, this.jobs, this.slots);
     this.roster = new WorkerRoster(this.slots, this.leases, this.trust, this.breakers);
     this.tokens = new TokenStream(this.sql, this.metrics, this.leases, config);
+    this.shards = new ShardRecord(
+      this.sql,
+      (k) => ({ queue: queueName(this.model ?? "", k), probe: this.sibling(k) }),
+      (work) => ctx.waitUntil(work),
+    );
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
-      this.model = this.sql.getMeta("model");
+      const stored = this.sql.getMeta("model");
+      if (stored !== undefined) this.adopt(stored);
       this.alarmAt = await ctx.storage.getAlarm();
     });
   }
@@ -169,8 +189,23 @@ export class ModelQueue extends DurableObject<Env> {
   // ---- caller side -------------------------------------------------------------------------
 
   /** Accepts a request (its id made by the edge, so a retry after a lost reply can find it). */
-  submit(model: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
-    const cfg = this.bind(model);
+  submit(queue: string, req: SubmitInput, waitMs = 0): Promise<SubmitResult> | SubmitResult {
+    const cfg = this.bind(queue);
+    if (this.shard > 0 && this.shardNoted !== true) {
+      // This shard's first call since it started: shard 0 records it before anything is accepted here.
+      this.shardNoted ??= this.sibling(0)
+        .noteShard(queueName(cfg.name, 0), this.shard)
+        .then(
+          () => {
+            this.shardNoted = true;
+          },
+          (error: unknown) => {
+            this.shardNoted = undefined;
+            throw error;
+          },
+        );
+      return this.shardNoted.then(() => this.submit(queue, req, waitMs));
+    }
     const now = Date.now();
     // Who is connected decides for a new job only: a retry of an accepted one is answered as it stands.
     const refused =
@@ -217,8 +252,8 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /** Cancels a job of this key's (job-admin.ts); `hung_up`: its caller went away from a waiting call. */
-  cancelJob(model: string, id: string, owner: string | undefined, by: "caller" | "hung_up" = "caller"): CancelResult {
-    this.bind(model);
+  cancelJob(queue: string, id: string, owner: string | undefined, by: "caller" | "hung_up" = "caller"): CancelResult {
+    this.bind(queue);
     const now = Date.now();
     const result = this.admin.cancel(id, owner, by, now);
     // The workers freed take other work; watchers of the job hear its end.
@@ -226,27 +261,27 @@ export class ModelQueue extends DurableObject<Env> {
     return result;
   }
 
-  deadLetters(model: string, limit: number): { total: number; dead_letters: DeadLetter[] } {
-    this.bind(model);
+  deadLetters(queue: string, limit: number): { total: number; dead_letters: DeadLetter[] } {
+    this.bind(queue);
     return this.admin.deadLetters(limit);
   }
 
-  replayDeadLetters(model: string, jobIds: readonly string[] | null): { items: number; jobs: string[] } {
-    this.bind(model);
+  replayDeadLetters(queue: string, jobIds: readonly string[] | null): { items: number; jobs: string[] } {
+    this.bind(queue);
     const now = Date.now();
     const replayed = this.admin.replay(jobIds, now);
     if (replayed.items > 0) this.pumpAndSchedule(now);
     return replayed;
   }
 
-  workers(model: string): Roster {
-    const cfg = this.bind(model);
+  workers(queue: string): Roster {
+    const cfg = this.bind(queue);
     return this.roster.list(cfg, Date.now());
   }
 
   /** Lifts a quarantine (an operator's call); false when none of that kind and id is running. */
-  liftQuarantine(model: string, kind: Kind, id: string): boolean {
-    this.bind(model);
+  liftQuarantine(queue: string, kind: Kind, id: string): boolean {
+    this.bind(queue);
     const now = Date.now();
     const lifted = this.roster.lift(kind, id, now);
     if (lifted) this.pumpAndSchedule(now);
@@ -257,8 +292,8 @@ export class ModelQueue extends DurableObject<Env> {
    * The job's events as JSON lines (job-events.ts), until it ends; "not_found" for a job this queue does
    * not have, "busy" when it serves as many event streams as it will.
    */
-  watchJob(model: string, id: string, owner?: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
-    this.bind(model);
+  watchJob(queue: string, id: string, owner?: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
+    this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
     return this.events.full ? "busy" : this.events.watch(id);
   }
@@ -268,14 +303,17 @@ export class ModelQueue extends DurableObject<Env> {
     return this.jobs.wait(id, waitMs);
   }
 
-  stats(model: string): QueueStats {
-    this.bind(model);
+  stats(queue: string): QueueStats {
+    const cfg = this.bind(queue);
     const now = Date.now();
     const workers = this.slots.countByPool(now);
     const { leases, inFlight } = this.leases.activeByPool();
-    const plan = this.routePlan(this.config(), now, inFlight);
+    const plan = this.routePlan(cfg, now, inFlight);
+    const served = this.shard === 0 ? this.shards.served(cfg, now) : 1;
     return {
-      model,
+      model: this.model ?? "",
+      shard: this.shard,
+      ...(served > 1 ? { served_shards: served } : {}),
       queued: this.jobs.queuedCount(),
       eligible: { browser: plan.browser, gpu: plan.gpu },
       in_flight: inFlight,
@@ -287,8 +325,26 @@ export class ModelQueue extends DurableObject<Env> {
     };
   }
 
-  metricsSnapshot(model: string): MetricsSnapshot {
-    this.bind(model);
+  /** Shard 0 hears that shard `shard` of its model is taking calls (submit, on that shard's first). */
+  noteShard(queue: string, shard: number): void {
+    this.bind(queue);
+    this.shards.note(shard + 1);
+  }
+
+  /** Shard 0: how many shards workers serve now (shard-record.ts); more than configured while dropped ones drain. */
+  servedShards(queue: string): number {
+    const cfg = this.bind(queue);
+    return this.shard === 0 ? this.shards.served(cfg, Date.now()) : cfg.shards;
+  }
+
+  /** Jobs not ended yet: what a shard dropped from its model's `shards` still owes (shard-record.ts). */
+  openWork(queue: string): number {
+    this.bind(queue);
+    return this.jobs.openCount();
+  }
+
+  metricsSnapshot(queue: string): MetricsSnapshot {
+    this.bind(queue);
     return this.metrics.snapshot();
   }
 
@@ -298,10 +354,16 @@ export class ModelQueue extends DurableObject<Env> {
    * HTTP long-poll lease: a batch as JSON text, or null when none formed within wait_ms. The route passes
    * what a browser donor token vouched for: the pool it is pinned to, and the donor id quarantine is keyed by.
    */
-  async lease(req: LeaseRequest, credential: Credential = {}): Promise<string | null> {
-    this.bind(req.model);
+  async lease(queue: string, req: LeaseRequest, credential: Credential = {}): Promise<string | null> {
+    this.bind(queue);
     const { model: _model, wait_ms, ...info } = req;
     return this.slots.poll(holderFrom(info, credential), wait_ms, Date.now(), () => this.pumpAndSchedule());
+  }
+
+  /** Ends a worker's waiting long-polls here with no batch: it was given one by another shard (routes/workers.ts). */
+  endPolls(queue: string, workerId: string, credential: Credential = {}): void {
+    this.bind(queue);
+    this.slots.endPolls({ worker_id: workerId, holder: credential.holder });
   }
 
   /** `holder`: the credential the route saw (workers.ts holderOf); only the one a lease was given to may act on it. */
@@ -348,8 +410,8 @@ export class ModelQueue extends DurableObject<Env> {
     if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
       return new Response("expected a WebSocket upgrade", { status: 426 });
     }
-    const model = new URL(request.url).searchParams.get("model") ?? "";
-    const cfg = this.bind(model);
+    const params = new URL(request.url).searchParams;
+    const cfg = this.bind(queueName(params.get("model") ?? "", Number(params.get("shard") ?? 0)));
     // Only the route sets these (it strips them from what a client sent), so they can be trusted here.
     const credential: Credential = request.headers.get(POOL_HEADER) === "browser" ? { pool: "browser" } : {};
     const donor = request.headers.get(DONOR_HEADER);
@@ -418,7 +480,7 @@ export class ModelQueue extends DurableObject<Env> {
     const holder = socketCredential(ws).holder;
     const by = { worker: info.worker_id, holder };
     if (frame.type === "tokens") return this.tokenDelta(frame, by);
-    if (modelOfId(frame.lease_id) !== this.model) {
+    if (queueOfId(frame.lease_id) !== this.queue) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
     }
     const result = this.onLease<CompleteResult>(frame.lease_id, by, (lease, now) =>
@@ -438,7 +500,7 @@ export class ModelQueue extends DurableObject<Env> {
    */
   private tokenDelta(frame: TokensFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame | null {
     const answer =
-      modelOfId(frame.lease_id) !== this.model
+      queueOfId(frame.lease_id) !== this.queue
         ? notFoundAck(frame.lease_id, "lease id is not one of this model's")
         : this.onLease(frame.lease_id, by, (lease, now) => {
             const untrusted = this.verifier.checks(this.config(), lease.pool);
@@ -474,7 +536,9 @@ export class ModelQueue extends DurableObject<Env> {
     const holder = holderFrom(hello, credential);
     setSocketWorker(ws, holder);
     const cfg = this.config();
-    sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms });
+    // Shard 0 tells the worker how many shards to serve: the model's, or more while shards it had drain.
+    const shards = this.shard === 0 ? this.shards.served(cfg, Date.now()) : cfg.shards;
+    sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms, shards });
     const now = Date.now();
     const q = holder.pool === "browser" ? this.trust.quarantinedUntil(holder, now) : null;
     if (q) sendFrame(ws, { type: "error", code: ErrorCode.quarantined, message: quarantineMessage(q) });
@@ -534,14 +598,29 @@ export class ModelQueue extends DurableObject<Env> {
 
   // ---- internals ------------------------------------------------------------------------------
 
-  private bind(model: string): ModelConfig {
-    if (this.model === undefined) {
-      this.model = model;
-      this.sql.setMeta("model", model);
-    } else if (this.model !== model) {
-      throw new Error(`queue object of "${this.model}" was asked about "${model}"`);
+  /** Binds this object to the queue it is (a model, or one shard of it) on first use; it never serves another. */
+  private bind(queue: string): ModelConfig {
+    if (this.queue === undefined) {
+      this.adopt(queue);
+      this.sql.setMeta("model", queue);
+    } else if (this.queue !== queue) {
+      throw new Error(`queue object of "${this.queue}" was asked about "${queue}"`);
     }
     return this.config();
+  }
+
+  private adopt(queue: string): void {
+    const parsed = parseQueueName(queue);
+    if (!parsed) throw new Error(`"${queue}" names no model queue`);
+    this.queue = queue;
+    this.model = parsed.model;
+    this.shard = parsed.shard;
+  }
+
+  /** Another shard of this object's model (or this one): shard 0 keeps the record of the others. */
+  private sibling(shard: number): DurableObjectStub<ModelQueue> {
+    const name = queueName(this.model ?? "", shard);
+    return this.env.MODEL_QUEUE.get(this.env.MODEL_QUEUE.idFromName(name));
   }
 
   /**
@@ -553,9 +632,9 @@ export class ModelQueue extends DurableObject<Env> {
     by: { worker?: string; holder?: string | undefined },
     act: (lease: LeaseRow, now: number) => T,
   ): T | LeaseAck {
-    const model = modelOfId(leaseId);
-    if (!model) throw new Error(`"${leaseId}" is not an EdgeSwarm id`);
-    this.bind(model);
+    const queue = queueOfId(leaseId);
+    if (!queue) throw new Error(`"${leaseId}" is not an EdgeSwarm id`);
+    this.bind(queue);
     const found = this.leases.lookup(leaseId);
     if ("ack" in found) return found.ack;
     // The same answer as for a lease that does not exist: nothing tells another worker whose lease it is.

@@ -137,6 +137,12 @@ export class WorkerSlots {
     });
   }
 
+  /** Ends this worker's waiting polls with no batch (it took one from another shard of the model). */
+  endPolls(worker: { worker_id: string; holder?: string | undefined }): void {
+    const key = workerKey(worker);
+    for (const poller of this.pollers.filter((p) => workerKey(p.info) === key)) poller.resolve(null);
+  }
+
   /** Connected workers by pool: sockets that said hello, and HTTP workers seen lately. */
   countByPool(now: number): Record<Pool, number> {
     const workers: Record<Pool, number> = { browser: 0, gpu: 0 };

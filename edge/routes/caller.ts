@@ -5,8 +5,9 @@ import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../sha
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import { byModel, sumStats } from "../metrics/shard-sum.ts";
 import type { JobEvent } from "../model-queue/job-events.ts";
-import { eachQueue, queueOfId, readJson } from "../request.ts";
+import { eachQueue, readJson, stubOfId } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
 import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
 
@@ -33,8 +34,8 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
  * with the whole job; the stream ends there. A comment line every 15 s keeps idle connections open.
  */
 async function streamJob(c: Context<HonoEnv>, id: string) {
-  const { model, queue } = queueOfId(c, id, "job");
-  const lines = await queue.watchJob(model, id, await ownerOf(c));
+  const { model, name, queue } = stubOfId(c, id, "job");
+  const lines = await queue.watchJob(name, id, await ownerOf(c));
   if (lines === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
@@ -88,7 +89,7 @@ function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
 
 callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {
   const id = c.req.param("id");
-  const { queue } = queueOfId(c, id, "job");
+  const { queue } = stubOfId(c, id, "job");
   const job = await queue.job(id, await ownerOf(c));
   // Another key's job answers as one that does not exist: nothing tells a caller which ids are in use.
   if (!job)
@@ -103,8 +104,8 @@ callerRoutes.get("/v1/jobs/:id", authorised, async (c) => {
  */
 callerRoutes.delete("/v1/jobs/:id", authorised, async (c) => {
   const id = c.req.param("id");
-  const { model, queue } = queueOfId(c, id, "job");
-  const result = await queue.cancelJob(model, id, await ownerOf(c));
+  const { name, queue } = stubOfId(c, id, "job");
+  const result = await queue.cancelJob(name, id, await ownerOf(c));
   if ("job" in result) {
     const { created_at: _created, ...view } = result.job as JobView;
     return c.json(view);
@@ -115,8 +116,8 @@ callerRoutes.delete("/v1/jobs/:id", authorised, async (c) => {
 });
 
 callerRoutes.get("/v1/models", authorised, async (c) => {
-  const { results, failed } = await eachQueue(c, (queue, m) => queue.stats(m.name));
-  const stats = new Map(results.map((r) => [r.model.name, r.value]));
+  const { results, failed } = await eachQueue(c, (queue, name) => queue.stats(name));
+  const stats = new Map([...byModel(results)].map(([model, shards]) => [model, sumStats(shards)]));
   const models = [...c.get("config").models.values()].map(({ files: _files, ...config }) => {
     const s = stats.get(config.name);
     return {

@@ -32,7 +32,7 @@ import {
   generationParams,
   promptItem,
 } from "../generation-calls.ts";
-import { afterAnswer, queueOf, readJson } from "../request.ts";
+import { afterAnswer, readJson, stubOfId } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
 import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
 
@@ -100,8 +100,8 @@ async function streamTokens(
 ) {
   const job = await submitJob(c, { ...callOf(call), wait: false }, { streamed: true });
   const owner = await ownerOf(c);
-  const queue = queueOf(c, call.model);
-  const lines = await queue.watchJob(call.model, job.id, owner);
+  const { name, queue } = stubOfId(c, job.id, "job");
+  const lines = await queue.watchJob(name, job.id, owner);
   if (typeof lines === "string") {
     throw new ApiError(429, ErrorCode.queueFull, `the queue of "${call.model}" serves no more streams now; retry`);
   }
@@ -115,7 +115,7 @@ async function streamTokens(
       if (gone.signal.aborted) return;
       clearInterval(keepAlive);
       gone.abort();
-      const cancel = queue.cancelJob(call.model, job.id, owner, "hung_up").catch(() => {});
+      const cancel = queue.cancelJob(name, job.id, owner, "hung_up").catch(() => {});
       afterAnswer(c, cancel);
     };
     sse.onAbort(hangUp);

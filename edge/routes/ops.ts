@@ -8,8 +8,9 @@ import { requireKey } from "../auth.ts";
 import { loadConfig } from "../config.ts";
 import { ApiError } from "../errors.ts";
 import { type ModelMetrics, renderPrometheus } from "../metrics/prometheus.ts";
+import { byModel, sumSnapshots, sumStats } from "../metrics/shard-sum.ts";
 import type { QueueStats } from "../model-queue/model-queue.ts";
-import { eachQueue, type queueOf } from "../request.ts";
+import { eachQueue, type QueueStub, shardQueues } from "../request.ts";
 import type { PoolSignal } from "../scaling/scaling-window.ts";
 
 export const healthRoutes = new Hono<HonoEnv>();
@@ -84,18 +85,21 @@ async function within<T>(promise: Promise<T>, ms: number): Promise<T | typeof LA
 }
 
 /**
- * `read` on every queue within QUEUE_WAIT_MS: fresh, else what this isolate last read (those models are
- * named in `stale`); a queue that fails, or is slow and was never read, is left out (`failed`).
+ * `read` on every queue within QUEUE_WAIT_MS: fresh, else what this isolate last read (those queues are
+ * named in `stale`); a queue that fails, or is slow and was never read, is left out (`failed`). Every shard
+ * of a sharded model is read, and the shards it dropped but still drains (their count is in shard 0's
+ * `served`) after them.
  */
 async function readQueues<T>(
   c: Context<HonoEnv>,
   what: string,
-  read: (queue: ReturnType<typeof queueOf>, model: string) => Promise<T>,
-): Promise<{ values: T[]; failed: string[]; stale: string[] }> {
+  read: (queue: QueueStub, name: string) => Promise<T>,
+  served: (value: T) => number | undefined,
+): Promise<{ values: { model: { name: string }; value: T }[]; failed: string[]; stale: string[] }> {
   const stale: string[] = [];
-  const { results, failed } = await eachQueue(c, async (queue, m) => {
-    const key = `${what}/${m.name}`;
-    const fresh = read(queue, m.name).then((value) => {
+  const readOne = async (queue: QueueStub, name: string): Promise<T> => {
+    const key = `${what}/${name}`;
+    const fresh = read(queue, name).then((value) => {
       lastSeen.set(key, { value, at: Date.now() });
       return value;
     });
@@ -103,19 +107,40 @@ async function readQueues<T>(
     if (first !== LATE) return first;
     const seen = lastSeen.get(key);
     if (seen && Date.now() - seen.at <= LAST_SEEN_MAX_AGE_MS) {
-      stale.push(m.name);
+      stale.push(name);
       return seen.value as T;
     }
     // Never read here (a new isolate), or long ago: a little longer, then it counts as unavailable.
     const second = await within(fresh, FIRST_READ_WAIT_MS);
     if (second !== LATE) return second;
-    throw new Error(`the queue of ${m.name} did not answer within ${QUEUE_WAIT_MS + FIRST_READ_WAIT_MS} ms`);
-  });
-  return { values: results.map((r) => r.value), failed, stale };
+    throw new Error(`the queue ${name} did not answer within ${QUEUE_WAIT_MS + FIRST_READ_WAIT_MS} ms`);
+  };
+  const configured = await eachQueue(c, readOne);
+  const draining = new Map<string, number>();
+  for (const r of configured.results) {
+    const count = served(r.value) ?? 0;
+    if (count > r.model.shards) draining.set(r.model.name, count);
+  }
+  const dropped =
+    draining.size === 0
+      ? { results: [], failed: [] }
+      : await eachQueue(c, readOne, (m) => shardQueues(m, draining.get(m.name) ?? 0).slice(m.shards));
+  return {
+    values: [...configured.results, ...dropped.results],
+    failed: [...configured.failed, ...dropped.failed],
+    stale,
+  };
 }
 
 opsRoutes.get("/v1/scaling", requireKey("metrics"), async (c) => {
-  const { values: stats, failed, stale } = await readQueues(c, "scaling", (queue, model) => queue.stats(model));
+  const read = await readQueues(
+    c,
+    "scaling",
+    (queue, name) => queue.stats(name),
+    (s) => s.served_shards,
+  );
+  const { failed, stale } = read;
+  const stats = [...byModel(read.values).values()].map(sumStats);
   const pools = await scalingSignal(c, stats);
   const config = c.get("config").scaling;
   return c.json({
@@ -134,14 +159,19 @@ opsRoutes.get("/v1/scaling", requireKey("metrics"), async (c) => {
 });
 
 opsRoutes.get("/metrics", requireKey("metrics"), async (c) => {
-  const { values: models } = await readQueues(
+  const read = await readQueues(
     c,
     "metrics",
-    async (queue, model): Promise<ModelMetrics> => ({
-      stats: await queue.stats(model),
-      snapshot: await queue.metricsSnapshot(model),
+    async (queue, name): Promise<ModelMetrics> => ({
+      stats: await queue.stats(name),
+      snapshot: await queue.metricsSnapshot(name),
     }),
+    (m) => m.stats.served_shards,
   );
+  const models = [...byModel(read.values).values()].map((shards) => ({
+    stats: sumStats(shards.map((s) => s.stats)),
+    snapshot: sumSnapshots(shards.map((s) => s.snapshot)),
+  }));
   const pools = await scalingSignal(
     c,
     models.map((m) => m.stats),

@@ -4,12 +4,13 @@
 // worker-roster.ts).
 import { Hono } from "hono";
 import { z } from "zod";
-import { ErrorCode, modelOfId } from "../../shared/index.ts";
+import { ErrorCode, modelOfId, queueOfId } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import { mergeDeadLetters, mergeRosters } from "../metrics/shard-sum.ts";
 import { isQuarantineKind } from "../model-queue/worker-roster.ts";
-import { modelOrThrow, queueOf, readJson } from "../request.ts";
+import { modelOrThrow, onQueues, readJson, servedQueues } from "../request.ts";
 
 export const queueAdminRoutes = new Hono<HonoEnv>();
 const operator = requireKey("operator");
@@ -29,8 +30,8 @@ queueAdminRoutes.get("/v1/models/:model/dead-letters", operator, async (c) => {
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST) {
     throw new ApiError(400, ErrorCode.validation, `limit must be a whole number from 1 to ${MAX_LIST}, not "${raw}"`);
   }
-  const listed = await queueOf(c, model.name).deadLetters(model.name, limit);
-  return c.json({ model: model.name, ...listed });
+  const shards = await onQueues(c, await servedQueues(c, model), (queue, name) => queue.deadLetters(name, limit));
+  return c.json({ model: model.name, ...mergeDeadLetters(shards, limit) });
 });
 
 queueAdminRoutes.post("/v1/models/:model/dead-letters/replay", operator, async (c) => {
@@ -44,13 +45,22 @@ queueAdminRoutes.post("/v1/models/:model/dead-letters/replay", operator, async (
       `not job ids of model "${model.name}": ${foreign.slice(0, 5).join(", ")}; job ids look like "${model.name}:<32 hex digits>"`,
     );
   }
-  const replayed = await queueOf(c, model.name).replayDeadLetters(model.name, body.job_ids ?? null);
-  return c.json({ model: model.name, replayed: replayed.items, jobs: replayed.jobs });
+  // Named jobs are replayed in the shards their ids name; otherwise every shard's dead letters.
+  const ids = body.job_ids;
+  const names = ids ? [...new Set(ids.map((id) => queueOfId(id) ?? model.name))] : await servedQueues(c, model);
+  const shards = await onQueues(c, names, (queue, name) =>
+    queue.replayDeadLetters(name, ids ? ids.filter((id) => queueOfId(id) === name) : null),
+  );
+  return c.json({
+    model: model.name,
+    replayed: shards.reduce((n, s) => n + s.items, 0),
+    jobs: shards.flatMap((s) => s.jobs),
+  });
 });
 
 queueAdminRoutes.get("/v1/models/:model/workers", operator, async (c) => {
   const model = modelOrThrow(c, c.req.param("model"));
-  return c.json(await queueOf(c, model.name).workers(model.name));
+  return c.json(mergeRosters(await onQueues(c, await servedQueues(c, model), (queue, name) => queue.workers(name))));
 });
 
 // A network id holds a slash ("203.0.113.0/24"): the id is the rest of the path.
@@ -61,7 +71,8 @@ queueAdminRoutes.delete("/v1/models/:model/quarantine/:kind/:id{.+}", operator, 
   if (!isQuarantineKind(kind)) {
     throw new ApiError(400, ErrorCode.validation, `quarantine kind must be worker, donor or network, not "${kind}"`);
   }
-  if (!(await queueOf(c, model.name).liftQuarantine(model.name, kind, id))) {
+  const lifted = await onQueues(c, await servedQueues(c, model), (queue, name) => queue.liftQuarantine(name, kind, id));
+  if (!lifted.includes(true)) {
     throw new ApiError(
       404,
       ErrorCode.notFound,

@@ -7,7 +7,9 @@ import {
   ExtendBody,
   type LeaseAck,
   LeaseRequest,
+  MAX_SHARDS,
   MODEL_NAME,
+  queueName,
   ReleaseBody,
 } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
@@ -22,7 +24,7 @@ import {
   POOL_HEADER,
 } from "../model-queue/model-queue.ts";
 import type { Credential } from "../model-queue/worker-slots.ts";
-import { modelOrThrow, queueOf, queueOfId, readJson } from "../request.ts";
+import { afterAnswer, modelOrThrow, queueOf, readJson, shardQueues, stubOfId } from "../request.ts";
 
 export const workerRoutes = new Hono<HonoEnv>();
 
@@ -73,39 +75,69 @@ async function credentialOf(c: Context<HonoEnv>): Promise<Credential> {
   return credential;
 }
 
+/**
+ * A long-poll for a batch of the model, from whichever of its shards has one first: every shard is asked at
+ * once; when one answers with a batch the others' polls are ended, and a batch that still came from another
+ * (handed out meanwhile) goes straight back, as does the batch of a worker that gave up waiting.
+ */
 workerRoutes.post("/v1/leases", authorised, async (c) => {
   const req = await readJson(c, LeaseRequest, "lease request");
-  modelOrThrow(c, req.model);
+  const model = modelOrThrow(c, req.model);
   checkDonor(c, req.model, req.pool);
-  const queue = queueOf(c, req.model);
-  const batch = await queue.lease(req, await credentialOf(c));
-  if (batch === null) return c.body(null, 204);
-  if (c.req.raw.signal.aborted) {
-    // The worker gave up on the long-poll before the batch came: hand it straight back.
-    const { lease_id } = JSON.parse(batch) as { lease_id: string };
-    await queue.release(lease_id, "long-poll abandoned by the worker", await holderOf(c));
-    return c.body(null, 204);
+  const credential = await credentialOf(c);
+  const polls = shardQueues(model).map((name) => {
+    const queue = queueOf(c, name);
+    return { name, queue, batch: queue.lease(name, req, credential) };
+  });
+  const first = await firstBatch(polls.map((p) => p.batch));
+  const gaveUp = c.req.raw.signal.aborted;
+  const handBack = polls.filter((_, i) => i !== first?.index || gaveUp);
+  if (first && polls.length > 1) {
+    for (const p of handBack) afterAnswer(c, p.queue.endPolls(p.name, req.worker_id, credential));
   }
-  return c.body(batch, 200, { "Content-Type": "application/json" });
+  for (const p of handBack) {
+    afterAnswer(
+      c,
+      p.batch.then(async (batch) => {
+        if (batch === null) return;
+        const { lease_id } = JSON.parse(batch) as { lease_id: string };
+        await p.queue.release(lease_id, gaveUp ? "long-poll abandoned by the worker" : "taken from another shard");
+      }),
+    );
+  }
+  if (!first || gaveUp) return c.body(null, 204);
+  return c.body(first.batch, 200, { "Content-Type": "application/json" });
 });
+
+/** The first of the polls to answer with a batch, and which it was; null when every one answered none. */
+async function firstBatch(polls: readonly Promise<string | null>[]): Promise<{ index: number; batch: string } | null> {
+  const found = polls.map((poll, index) =>
+    poll.then((batch) => (batch === null ? Promise.reject(null) : { index, batch })),
+  );
+  try {
+    return await Promise.any(found);
+  } catch {
+    return null;
+  }
+}
 
 workerRoutes.post("/v1/leases/:id/extend", authorised, async (c) => {
   const id = c.req.param("id");
-  const { queue } = queueOfId(c, id, "lease");
+  const { queue } = stubOfId(c, id, "lease");
   const body = await readJson(c, ExtendBody, "extend body", { emptyAs: {} });
   return answerAck(await queue.extend(id, body.extend_ms, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/complete", authorised, async (c) => {
   const id = c.req.param("id");
-  const { queue } = queueOfId(c, id, "lease");
+  const { queue } = stubOfId(c, id, "lease");
   const body = await readJson(c, CompleteBody, "completion");
   return answerAck(await queue.complete(id, body, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {
   const id = c.req.param("id");
-  const { queue } = queueOfId(c, id, "lease");
+  const { queue } = stubOfId(c, id, "lease");
   const body = await readJson(c, ReleaseBody, "release body", { emptyAs: {} });
   return answerAck(await queue.release(id, body.reason, await holderOf(c)));
 });
@@ -113,11 +145,22 @@ workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {
 /** The registry as workers need it: every model with its files and hashes, so workers load what the queue serves. */
 workerRoutes.get("/v1/workers/models", authorised, (c) => c.json({ models: [...c.get("config").models.values()] }));
 
-/** One socket per model served: `GET /v1/workers/connect?model=NAME` with Upgrade: websocket. */
+/**
+ * One socket per model served, and per shard of a sharded model's queue: `GET /v1/workers/connect?model=NAME`
+ * (`&shard=K` for shard K; the welcome on shard 0 says how many to serve) with Upgrade: websocket.
+ */
 workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
   const name = c.req.query("model") ?? "";
   if (!MODEL_NAME.test(name)) throw new ApiError(400, ErrorCode.validation, "pass the model to serve as ?model=NAME");
   modelOrThrow(c, name);
+  const shard = c.req.query("shard") ?? "0";
+  if (!/^(0|[1-9][0-9]?)$/.test(shard) || Number(shard) >= MAX_SHARDS) {
+    throw new ApiError(
+      400,
+      ErrorCode.validation,
+      `shard must be a whole number from 0 to ${MAX_SHARDS - 1}, not "${shard}"`,
+    );
+  }
   checkDonor(c, name);
   if (c.req.header("Upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError(
@@ -134,5 +177,5 @@ workerRoutes.get("/v1/workers/connect", authorised, async (c) => {
   if (credential.donor) forwarded.headers.set(DONOR_HEADER, credential.donor);
   if (credential.network) forwarded.headers.set(NETWORK_HEADER, credential.network);
   if (credential.holder) forwarded.headers.set(HOLDER_HEADER, credential.holder);
-  return queueOf(c, name).fetch(forwarded);
+  return queueOf(c, queueName(name, Number(shard))).fetch(forwarded);
 });

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { MODEL_NAME } from "../protocol/caller.ts";
 import { ChatTemplate } from "../protocol/chat-template.ts";
+import { MAX_SHARDS } from "../protocol/ids.ts";
 
 /**
  * Trust in browser workers (donated, untrusted compute). The gpu pool is trusted and never verified.
@@ -89,6 +90,8 @@ export const QUEUE_DEFAULTS = {
   max_queue_delay_ms: 5,
   /** Queued items (not calls) the model accepts before answering 429. */
   max_queue_size: 10_000,
+  /** Queue objects (Durable Objects) the model's queue is spread over; docs/operations.md, "Sharded queues". */
+  shards: 1,
   /** Most inputs in one call. */
   max_inputs_per_request: 256,
   /** How long a worker holds a batch before it must extend; an expired lease puts its items back. */
@@ -141,6 +144,8 @@ export const ModelConfig = z
     max_batch_size: z.int().positive().max(4096).default(QUEUE_DEFAULTS.max_batch_size),
     max_queue_delay_ms: z.int().min(0).max(60_000).default(QUEUE_DEFAULTS.max_queue_delay_ms),
     max_queue_size: z.int().positive().default(QUEUE_DEFAULTS.max_queue_size),
+    /** Calls are spread over the shards, every worker serves them all, max_queue_size is shared out between them. */
+    shards: z.int().min(1).max(MAX_SHARDS).default(QUEUE_DEFAULTS.shards),
     max_inputs_per_request: z.int().positive().max(4096).default(QUEUE_DEFAULTS.max_inputs_per_request),
     lease_ms: z.int().positive().default(QUEUE_DEFAULTS.lease_ms),
     max_attempts: z.int().positive().max(100).default(QUEUE_DEFAULTS.max_attempts),

@@ -129,7 +129,8 @@ export type CancelFrame = z.infer<typeof CancelFrame>;
 /** Frames the coordinator sends to a worker. */
 export type CoordinatorFrame =
   | CancelFrame
-  | ({ type: "welcome"; model: string; lease_ms: number } & Pick<WorkerInfo, "worker_id">)
+  /** `shards`: the model's queue shards a worker serves, 0..shards-1, each over its own socket (absent: 1). */
+  | ({ type: "welcome"; model: string; lease_ms: number; shards?: number } & Pick<WorkerInfo, "worker_id">)
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
   | { type: "draining"; leases_held: number }

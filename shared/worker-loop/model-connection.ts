@@ -63,6 +63,12 @@ export interface ConnectionOptions {
   hooks: ConnectionHooks;
   /** Runs a batch's inputs; defaults to model.run. The browser wraps it to fall back when its GPU device is lost. */
   run?: (inputs: readonly unknown[], opts?: RunOptions) => Promise<ItemResult[]>;
+  /** Which shard of the model's queue this socket serves (sharded-connection.ts); 0 by default. */
+  shard?: number;
+  /** The coordinator welcomed this socket and said how many shards the model's queue has. */
+  onWelcome?: (shards: number) => void;
+  /** The batches held changed (one came, ended, was cancelled or released, or the socket dropped them). */
+  onBusy?: () => void;
 }
 
 type WorkerFrameOut = WorkerFrame | TokensFrame | Record<string, unknown>;
@@ -89,6 +95,11 @@ export class ModelConnection {
 
   get model(): string {
     return this.opts.model.name;
+  }
+
+  /** The model, and the shard for a shard other than 0, as logs name this connection. */
+  private get label(): string {
+    return this.opts.shard ? `${this.model}~${this.opts.shard}` : this.model;
   }
 
   /** Batches this connection is running now. */
@@ -155,6 +166,7 @@ export class ModelConnection {
       this.running.delete(leaseId);
       released++;
     }
+    if (released > 0) this.opts.onBusy?.();
     return released;
   }
 
@@ -163,12 +175,13 @@ export class ModelConnection {
     try {
       token = await this.opts.token();
     } catch (error) {
-      this.opts.hooks.log(`[${this.model}] no credential: ${(error as Error).message}`);
+      this.opts.hooks.log(`[${this.label}] no credential: ${(error as Error).message}`);
       this.scheduleReconnect();
       return;
     }
     if (this.stopping) return;
-    const url = `${this.opts.coordinator.replace(/^http/, "ws")}/v1/workers/connect?model=${encodeURIComponent(this.model)}`;
+    const shard = this.opts.shard ? `&shard=${this.opts.shard}` : "";
+    const url = `${this.opts.coordinator.replace(/^http/, "ws")}/v1/workers/connect?model=${encodeURIComponent(this.model)}${shard}`;
     const ws = this.opts.openSocket(url, token);
     this.ws = ws;
     ws.addEventListener("open", () => {
@@ -177,7 +190,7 @@ export class ModelConnection {
     });
     ws.addEventListener("message", (event) => this.onFrame(String(event.data)));
     ws.addEventListener("error", (event) => {
-      if (!this.stopping) this.opts.hooks.log(`[${this.model}] connection error: ${event.message ?? "socket error"}`);
+      if (!this.stopping) this.opts.hooks.log(`[${this.label}] connection error: ${event.message ?? "socket error"}`);
     });
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
@@ -186,9 +199,10 @@ export class ModelConnection {
       this.opts.hooks.onConnected?.(this.model, false);
       // Leases held on a closed socket are put back by the coordinator; results for them would be stale.
       this.running.clear();
+      this.opts.onBusy?.();
       this.onDraining?.();
       if (this.stopping) return;
-      if (wasConnected) this.opts.hooks.log(`[${this.model}] disconnected (${event.code}); reconnecting`);
+      if (wasConnected) this.opts.hooks.log(`[${this.label}] disconnected (${event.code}); reconnecting`);
       this.scheduleReconnect();
     });
   }
@@ -203,7 +217,7 @@ export class ModelConnection {
     try {
       frame = JSON.parse(text) as CoordinatorFrame;
     } catch {
-      this.opts.hooks.log(`[${this.model}] unreadable frame from the coordinator`);
+      this.opts.hooks.log(`[${this.label}] unreadable frame from the coordinator`);
       return;
     }
     switch (frame.type) {
@@ -211,8 +225,9 @@ export class ModelConnection {
         this.welcomed = true;
         this.attempt = 0;
         this.opts.hooks.onConnected?.(this.model, true);
+        this.opts.onWelcome?.(frame.shards ?? 1);
         this.opts.hooks.log(
-          `[${this.model}] connected to ${this.opts.coordinator} as ${frame.worker_id} (${this.opts.model.device})`,
+          `[${this.label}] connected to ${this.opts.coordinator} as ${frame.worker_id} (${this.opts.model.device})`,
         );
         return;
       case "batch": {
@@ -225,14 +240,16 @@ export class ModelConnection {
         const run = this.runBatch(batch).finally(() => {
           // Only this run's entry: a cancelled lease's entry is already gone.
           if (this.running.get(batch.lease_id) === run) this.running.delete(batch.lease_id);
+          this.opts.onBusy?.();
         });
         this.running.set(batch.lease_id, run);
+        this.opts.onBusy?.();
         return;
       }
       case "ack":
         if (frame.status === "stale" || frame.status === "not_found") {
           this.opts.hooks.log(
-            `[${this.model}] ${frame.op} of ${frame.lease_id} was ${frame.status}: ${frame.message ?? ""}`,
+            `[${this.label}] ${frame.op} of ${frame.lease_id} was ${frame.status}: ${frame.message ?? ""}`,
           );
         }
         return;
@@ -245,7 +262,7 @@ export class ModelConnection {
         return;
       case "error":
         // A coordinator that does not know a frame (an older one, sent `tokens`) answers this; work goes on.
-        this.opts.hooks.log(`[${this.model}] coordinator error ${frame.code}: ${frame.message}`);
+        this.opts.hooks.log(`[${this.label}] coordinator error ${frame.code}: ${frame.message}`);
         return;
       default:
         return;
@@ -255,11 +272,12 @@ export class ModelConnection {
   /** A lease taken back (its job cancelled): an inference cannot be interrupted, but nothing more is sent for it. */
   private cancelled(leaseId: string, reason: string | undefined): void {
     if (!this.running.delete(leaseId)) return;
+    this.opts.onBusy?.();
     const extend = this.extenders.get(leaseId);
     if (extend !== undefined) clearInterval(extend);
     this.extenders.delete(leaseId);
     this.opts.hooks.log(
-      `[${this.model}] lease ${leaseId} cancelled by the coordinator (${reason ?? "no reason given"}); its results will not be sent`,
+      `[${this.label}] lease ${leaseId} cancelled by the coordinator (${reason ?? "no reason given"}); its results will not be sent`,
     );
   }
 
@@ -324,7 +342,7 @@ export class ModelConnection {
       });
     } catch (error) {
       // A hook that throws must not cost the batch its results.
-      this.opts.hooks.log(`[${this.model}] onBatch hook failed: ${(error as Error).message}`);
+      this.opts.hooks.log(`[${this.label}] onBatch hook failed: ${(error as Error).message}`);
     }
     this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { modelOfId, newId } from "../../shared/protocol/ids.ts";
+import { MAX_SHARDS, modelOfId, newId, parseQueueName, queueName, queueOfId } from "../../shared/protocol/ids.ts";
 
 const HEX32 = "0123456789abcdef0123456789abcdef";
 
@@ -41,5 +41,37 @@ describe("newId / modelOfId", () => {
     ["trailing newline", `alpha:${HEX32}\n`],
   ])("rejects %s", (_label, id) => {
     expect(modelOfId(id)).toBeNull();
+  });
+});
+
+describe("sharded queues: queueName / parseQueueName / queueOfId", () => {
+  it("names shard 0 after the model alone, so unsharded ids stay as they were", () => {
+    expect(queueName("sentiment", 0)).toBe("sentiment");
+    expect(queueName("sentiment")).toBe("sentiment");
+    expect(queueName("sentiment", 3)).toBe("sentiment~3");
+  });
+
+  it("round-trips model and shard through a queue name and an id", () => {
+    for (const shard of [0, 1, 9, 10, MAX_SHARDS - 1]) {
+      const queue = queueName("bge-small.en_v1.5", shard);
+      expect(parseQueueName(queue)).toEqual({ model: "bge-small.en_v1.5", shard });
+      const id = newId(queue);
+      expect(queueOfId(id)).toBe(queue);
+      expect(modelOfId(id)).toBe("bge-small.en_v1.5");
+    }
+  });
+
+  it.each([
+    ["shard 0 spelt out", "alpha~0"],
+    ["a leading zero", "alpha~01"],
+    ["a shard past the limit", `alpha~${MAX_SHARDS}`],
+    ["an empty shard", "alpha~"],
+    ["a negative shard", "alpha~-1"],
+    ["two tildes", "alpha~1~2"],
+    ["no model", "~1"],
+  ])("refuses %s", (_label, queue) => {
+    expect(parseQueueName(queue)).toBeNull();
+    expect(queueOfId(`${queue}:${HEX32}`)).toBeNull();
+    expect(modelOfId(`${queue}:${HEX32}`)).toBeNull();
   });
 });

@@ -177,6 +177,17 @@ export const TEST_REGISTRY = {
       max_sequence_length: 64,
       verification: { enabled: false },
     },
+    // A queue spread over 4 objects (test/workers/shards.test.ts); room for 40 items, 10 in each shard.
+    {
+      name: "sharded",
+      task: "tensor",
+      shards: 4,
+      max_batch_size: 8,
+      max_queue_delay_ms: 0,
+      max_queue_size: 40,
+      lease_ms: 5_000,
+      verification: { enabled: false },
+    },
     // Calls refused at once while no worker is connected (test/workers/job-admin.test.ts).
     {
       name: "lonely",

@@ -200,7 +200,12 @@ describe("hoarding", () => {
     const info = { model: "independent", pool: "browser" as const, device: "cpu", max_batch_size: 4 };
     const poll = { ...info, worker_id: "ghost", max_concurrent_batches: 1, wait_ms: 0 };
     expect(
-      await stub.lease(poll, { pool: "browser", donor: "d-ghost", network: NET.a, holder: "donor:d-ghost" }),
+      await stub.lease("independent", poll, {
+        pool: "browser",
+        donor: "d-ghost",
+        network: NET.a,
+        holder: "donor:d-ghost",
+      }),
     ).toBeNull();
     const id = await submit("independent", ["not held back"], { pool: "browser" });
     const batch = await gpu.next("batch", 10_000); // once the ghost's last poll is 5 s old

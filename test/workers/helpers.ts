@@ -3,7 +3,7 @@
 import { abortAllDurableObjects, env, runInDurableObject, SELF } from "cloudflare:test";
 import { DONOR_HEADER, HOLDER_HEADER, NETWORK_HEADER, POOL_HEADER } from "../../edge/model-queue/model-queue.ts";
 import type { CoordinatorFrame } from "../../shared/index.ts";
-import { modelOfId } from "../../shared/protocol/ids.ts";
+import { queueName, queueOfId } from "../../shared/protocol/ids.ts";
 import { TEST_API_KEY, TEST_REGISTRY, TEST_WORKER_TOKEN } from "../support/test-models.ts";
 
 export const CALLER = { Authorization: `Bearer ${TEST_API_KEY}` };
@@ -71,10 +71,14 @@ export class SocketWorker {
    * Opens a socket without saying hello. With `donor`, the socket is opened on the queue object as the
    * route forwards one a browser donor token opened: pinned to the browser pool, named by its donor id.
    */
-  static async open(model: string, opts: { donor?: string; network?: string } = {}): Promise<SocketWorker> {
+  static async open(
+    model: string,
+    opts: { donor?: string; network?: string; shard?: number } = {},
+  ): Promise<SocketWorker> {
+    const shard = opts.shard ? `&shard=${opts.shard}` : "";
     const res =
       opts.donor === undefined
-        ? await SELF.fetch(`http://edge/v1/workers/connect?model=${model}`, {
+        ? await SELF.fetch(`http://edge/v1/workers/connect?model=${model}${shard}`, {
             headers: { Upgrade: "websocket", ...WORKER },
           })
         : await queue(model).fetch(`http://queue/v1/workers/connect?model=${model}`, {
@@ -101,11 +105,15 @@ export class SocketWorker {
       donor?: string;
       /** The donor's client network, as the route derives it from the connection's address. */
       network?: string;
+      /** The shard of a sharded model's queue to serve (0 by default). */
+      shard?: number;
     } = {},
   ): Promise<SocketWorker> {
     const worker = await SocketWorker.open(
       model,
-      info.donor === undefined ? {} : { donor: info.donor, ...(info.network ? { network: info.network } : {}) },
+      info.donor === undefined
+        ? { shard: info.shard ?? 0 }
+        : { donor: info.donor, ...(info.network ? { network: info.network } : {}) },
     );
     worker.send({
       type: "hello",
@@ -131,9 +139,9 @@ export class SocketWorker {
   async sendTokens(frame: { lease_id: string; pos: number; offset: number; tokens: number[] }): Promise<void> {
     this.send({ type: "tokens", text: "", ...frame });
     const end = frame.offset + frame.tokens.length;
-    const model = modelOfId(frame.lease_id) ?? "";
+    const name = queueOfId(frame.lease_id) ?? "";
     await waitFor(() =>
-      runInDurableObject(queue(model), (_instance, state) => {
+      runInDurableObject(queue(name), (_instance, state) => {
         const row = state.storage.sql
           .exec<{ n: number }>(
             "SELECT gen_count AS n FROM items WHERE lease_id = ? AND lease_pos = ?",
@@ -213,8 +221,15 @@ export function sseReader(res: Response) {
   };
 }
 
+/** Every queue object of the test registry: each model's, and each shard's of a sharded one. */
+function everyQueue(): string[] {
+  return TEST_REGISTRY.models.flatMap((m) =>
+    Array.from({ length: ("shards" in m ? m.shards : undefined) ?? 1 }, (_, k) => queueName(m.name, k)),
+  );
+}
+
 /** Wipes every queue object (storage, alarm, in-memory state) so each test starts from nothing. */
-export async function wipeQueues(models: readonly string[] = TEST_REGISTRY.models.map((m) => m.name)): Promise<void> {
+export async function wipeQueues(models: readonly string[] = everyQueue()): Promise<void> {
   await abortAllDurableObjects();
   for (const model of models) {
     await runInDurableObject(queue(model), async (instance, state) => {

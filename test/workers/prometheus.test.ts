@@ -195,6 +195,7 @@ function model(name: string, over: Partial<ModelMetrics["snapshot"]> = {}): Mode
   return {
     stats: {
       model: name,
+      shard: 0,
       queued: 7,
       eligible: { browser: 7, gpu: 7 },
       in_flight: { browser: 3, gpu: 64 },

@@ -295,6 +295,7 @@ describe("browser donor credentials", () => {
     const id = await submit("verified", ["h"], { pool: "browser" });
     const stub = queue("verified");
     const batch = await stub.lease(
+      "verified",
       {
         model: "verified",
         worker_id: "http-w",
