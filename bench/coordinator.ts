@@ -41,6 +41,9 @@ const MODEL = {
   max_queue_size: 100_000,
   max_inputs_per_request: 64,
 } satisfies Partial<ModelConfig>;
+/** The same queue spread over shards (docs/operations.md, "Sharded queues"), driven by the same scenarios. */
+const SHARDS = 4;
+const SHARDED = { ...MODEL, name: "echo-sharded", shards: SHARDS } satisfies Partial<ModelConfig>;
 const WORKERS = 2;
 /** Each closed loop: a warm-up, then the measured window. */
 const WINDOW = { warmupMs: 2_000, measureMs: 8_000 };
@@ -128,13 +131,8 @@ interface System {
 const client = new HttpClient(CALL_TIMEOUT_MS);
 
 /** One `POST /v1/infer` with wait: true, checked: 200 and every output equal to its input. */
-async function infer(base: URL, inputs: unknown[]): Promise<CallResult> {
-  const res = await client.request(
-    base,
-    "POST",
-    "/v1/infer",
-    JSON.stringify({ model: MODEL.name, inputs, wait: true }),
-  );
+async function infer(base: URL, model: string, inputs: unknown[]): Promise<CallResult> {
+  const res = await client.request(base, "POST", "/v1/infer", JSON.stringify({ model, inputs, wait: true }));
   return "error" in res ? { ok: false, error: res.error } : checkAnswer(res.status, res.text, inputs);
 }
 
@@ -247,6 +245,7 @@ function report(
       "`npm run bench:coordinator` (`node --import tsx bench/coordinator.ts`)",
     ),
     `- Model: \`${JSON.stringify(MODEL)}\``,
+    `- Sharded rows: the same model as \`${SHARDED.name}\` with \`shards: ${SHARDS}\`, each echo worker connected to every shard (a socket each); all shards run in the one local workerd process`,
     `- EdgeSwarm: ${WORKERS} echo workers in the bench process (WebSocket, pool gpu, max_batch_size ${WORKER_MAX_BATCH}, max_concurrent_batches ${WORKER_CONCURRENT_BATCHES}), answering at once`,
     `- Paths: ${paths.map((p) => `\`${p.name}\`, ${p.about}`).join("; ")}`,
     "- DO ceiling: `bench/ceiling-worker.js`, a Worker answering `POST /v1/infer` after one RPC to one Durable Object doing one SQLite insert: what one object's calls can reach on that path",
@@ -271,6 +270,16 @@ function report(
     if (ceiling) {
       lines.push(
         `- ${r.path}, ${r.scenario}: EdgeSwarm / DO ceiling calls/s ${fmt(r.callsPerS() / ceiling.callsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(ceiling.latencies, 50), 2)}×, server CPU per call ${fmt(r.cpuPerCallUs() / ceiling.cpuPerCallUs(), 2)}×`,
+      );
+    }
+  }
+  for (const r of edgeswarm) {
+    const one = rows.find(
+      (o) => o.system === "EdgeSwarm" && o.path === r.path && `${o.scenario}, ${SHARDS} shards` === r.scenario,
+    );
+    if (one) {
+      lines.push(
+        `- ${r.path}, ${r.scenario}: ${SHARDS} shards / 1 shard items/s ${fmt(r.itemsPerS() / one.itemsPerS(), 2)}×, p50 ${fmt(percentile(r.latencies, 50) / percentile(one.latencies, 50), 2)}×, server CPU per item ${fmt(r.cpuPerItemUs() / one.cpuPerItemUs(), 2)}×`,
       );
     }
   }
@@ -305,11 +314,11 @@ function report(
   return `${lines.join("\n")}\n`;
 }
 
-/** A Worker on `path` as a System: `POST /v1/infer` calls, the batches `workers` got, and its workerd's CPU. */
-function workerSystem(server: Server, path: Path, workers: readonly EchoWorker[] = []): System {
+/** A Worker on `path` as a System: `POST /v1/infer` calls of `model`, the batches `workers` got, and its workerd's CPU. */
+function workerSystem(server: Server, path: Path, model: string, workers: readonly EchoWorker[] = []): System {
   const base = new URL(server.url);
   return {
-    call: (inputs) => infer(base, inputs),
+    call: (inputs) => infer(base, model, inputs),
     batches: () => workerTotals([...workers]),
     cpu: () => {
       const sums = descendantCpuBy((pid, name) =>
@@ -330,12 +339,18 @@ const BATCHED: Scenario = { scenario: "batched calls of 64", callers: 8, inputs:
 /** One caller, one call at a time (lowLoad), not a closed loop. */
 const LOW_LOAD: Scenario = { scenario: "low load, sequential single-input", callers: 1, inputs: 1 };
 
-/** `system`'s rows, one per scenario. */
-async function measure(system: System, name: Row["system"], path: string, scenarios: Scenario[]): Promise<Row[]> {
+/** `system`'s rows, one per scenario (its name followed by `suffix`). */
+async function measure(
+  system: System,
+  name: Row["system"],
+  path: string,
+  scenarios: Scenario[],
+  suffix = "",
+): Promise<Row[]> {
   const rows: Row[] = [];
   for (const s of scenarios) {
-    console.error(`${name}, ${path}: ${s.scenario}…`);
-    const row = new Row(name, path, s.scenario, s.callers, s.inputs);
+    console.error(`${name}, ${path}: ${s.scenario}${suffix}…`);
+    const row = new Row(name, path, `${s.scenario}${suffix}`, s.callers, s.inputs);
     rows.push(await (s === LOW_LOAD ? lowLoad(system, row) : loaded(system, row)));
   }
   return rows;
@@ -369,10 +384,19 @@ interface Echo {
  * another's window. A server that does not start leaves a note (its error is on stderr) and fewer rows.
  */
 async function onPath(session: BenchSession, path: Path, ceilingConfig: string, echo: Echo): Promise<Row[]> {
-  const coordinator = await session.startServer(path.start, { vars: coordinatorVars([MODEL]) }, async (c) => {
-    echo.workers = await Promise.all(
+  let plain: EchoWorker[] = [];
+  let sharded: EchoWorker[] = [];
+  const coordinator = await session.startServer(path.start, { vars: coordinatorVars([MODEL, SHARDED]) }, async (c) => {
+    plain = await Promise.all(
       Array.from({ length: WORKERS }, (_, i) => EchoWorker.connect(c.url, MODEL.name, `bench-echo-${i}`)),
     );
+    // Each worker on every shard, a socket each, as a real worker serves a sharded model.
+    sharded = await Promise.all(
+      Array.from({ length: WORKERS * SHARDS }, (_, i) =>
+        EchoWorker.connect(c.url, SHARDED.name, `bench-echo-${i % WORKERS}`, Math.floor(i / WORKERS)),
+      ),
+    );
+    echo.workers = [...plain, ...sharded];
   });
   if (!coordinator) {
     echo.notes.push(`${path.name}: the coordinator did not start (the error is on stderr)`);
@@ -384,11 +408,20 @@ async function onPath(session: BenchSession, path: Path, ceilingConfig: string, 
     PROFILE_FILE && coordinator.inspectorPort !== undefined
       ? await startCpuProfile(coordinator.inspectorPort)
       : undefined;
-  const rows = await measure(workerSystem(coordinator, path, echo.workers), "EdgeSwarm", path.name, [
+  const rows = await measure(workerSystem(coordinator, path, MODEL.name, plain), "EdgeSwarm", path.name, [
     SINGLE,
     BATCHED,
     LOW_LOAD,
   ]);
+  rows.push(
+    ...(await measure(
+      workerSystem(coordinator, path, SHARDED.name, sharded),
+      "EdgeSwarm",
+      path.name,
+      [SINGLE, BATCHED],
+      `, ${SHARDS} shards`,
+    )),
+  );
   if (profiling && PROFILE_FILE) {
     const profile = await profiling();
     await writeCpuProfile(PROFILE_FILE, profile);
@@ -405,7 +438,7 @@ async function onPath(session: BenchSession, path: Path, ceilingConfig: string, 
     echo.notes.push(`${path.name}: the ceiling worker did not start (the error is on stderr)`);
     return rows;
   }
-  rows.push(...(await measure(workerSystem(ceiling, path), "DO ceiling", path.name, [SINGLE, LOW_LOAD])));
+  rows.push(...(await measure(workerSystem(ceiling, path, MODEL.name), "DO ceiling", path.name, [SINGLE, LOW_LOAD])));
   await ceiling.stop();
   return rows;
 }

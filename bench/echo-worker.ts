@@ -19,8 +19,9 @@ export class EchoWorker {
   closing = false;
   private constructor(private readonly ws: WebSocket) {}
 
-  static connect(base: string, model: string, workerId: string): Promise<EchoWorker> {
-    const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/workers/connect?model=${model}`);
+  /** Connects to `model`'s queue, or to one shard of it. */
+  static connect(base: string, model: string, workerId: string, shard = 0): Promise<EchoWorker> {
+    const ws = new WebSocket(`${base.replace(/^http/, "ws")}/v1/workers/connect?model=${model}&shard=${shard}`);
     const worker = new EchoWorker(ws);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${workerId}: no welcome within 10 s`)), 10_000);
