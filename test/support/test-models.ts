@@ -188,6 +188,17 @@ export const TEST_REGISTRY = {
       lease_ms: 5_000,
       verification: { enabled: false },
     },
+    // Donors checked as "verified" is, over 2 shards (test/workers/shards.test.ts).
+    {
+      name: "sharded-verified",
+      task: "text-classification",
+      files: FAKE_FILES,
+      shards: 2,
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 5_000,
+      verification: { trust_after: 2, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000 },
+    },
     // Calls refused at once while no worker is connected (test/workers/job-admin.test.ts).
     {
       name: "lonely",

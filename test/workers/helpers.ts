@@ -81,15 +81,18 @@ export class SocketWorker {
         ? await SELF.fetch(`http://edge/v1/workers/connect?model=${model}${shard}`, {
             headers: { Upgrade: "websocket", ...WORKER },
           })
-        : await queue(model).fetch(`http://queue/v1/workers/connect?model=${model}`, {
-            headers: {
-              Upgrade: "websocket",
-              [POOL_HEADER]: "browser",
-              [DONOR_HEADER]: opts.donor,
-              [HOLDER_HEADER]: `donor:${opts.donor}`,
-              ...(opts.network ? { [NETWORK_HEADER]: opts.network } : {}),
+        : await queue(queueName(model, opts.shard ?? 0)).fetch(
+            `http://queue/v1/workers/connect?model=${model}${shard}`,
+            {
+              headers: {
+                Upgrade: "websocket",
+                [POOL_HEADER]: "browser",
+                [DONOR_HEADER]: opts.donor,
+                [HOLDER_HEADER]: `donor:${opts.donor}`,
+                ...(opts.network ? { [NETWORK_HEADER]: opts.network } : {}),
+              },
             },
-          });
+          );
     if (!res.webSocket) throw new Error(`no websocket: ${res.status} ${await res.text()}`);
     res.webSocket.accept();
     return new SocketWorker(res.webSocket);
@@ -113,7 +116,7 @@ export class SocketWorker {
       model,
       info.donor === undefined
         ? { shard: info.shard ?? 0 }
-        : { donor: info.donor, ...(info.network ? { network: info.network } : {}) },
+        : { donor: info.donor, shard: info.shard ?? 0, ...(info.network ? { network: info.network } : {}) },
     );
     worker.send({
       type: "hello",

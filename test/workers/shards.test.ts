@@ -1,7 +1,8 @@
 // A model's queue spread over several objects (`shards`, docs/operations.md "Sharded queues"), in workerd:
 // calls spread over the shards and found again by the shard their id names, workers on every shard (over a
 // socket each, or one HTTP long-poll for all), the model's room shared out, /v1/scaling, /metrics and the
-// operators' views summed, and a lowered `shards` keeping the dropped shards served until they drain.
+// operators' views summed, priorities, timeouts and donor verification working in each shard, and a lowered
+// `shards` keeping the dropped shards served until they drain.
 import { env, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { app } from "../../edge/app.ts";
@@ -9,21 +10,30 @@ import type { ModelQueue } from "../../edge/model-queue/model-queue.ts";
 import { parseQueueName, queueName, queueOfId } from "../../shared/protocol/ids.ts";
 import { TEST_API_KEY } from "../support/test-models.ts";
 import { call, infer, queue, SocketWorker, sleep, WORKER, wipeQueues, workerCall } from "./helpers.ts";
-import { finished, submit } from "./trust-helpers.ts";
+import { finished, honest, NET, submit } from "./trust-helpers.ts";
 
 const MODEL = "sharded";
 const SHARDS = 4;
 /** A shard past the configured four, as a model configured with six before would have left behind. */
 const DROPPED = queueName(MODEL, 5);
+/** Donors checked over 2 shards. */
+const VERIFIED = "sharded-verified";
 
-afterEach(() => wipeQueues([...Array.from({ length: SHARDS }, (_, k) => queueName(MODEL, k)), DROPPED]));
+afterEach(() =>
+  wipeQueues([
+    ...Array.from({ length: SHARDS }, (_, k) => queueName(MODEL, k)),
+    DROPPED,
+    queueName(VERIFIED, 0),
+    queueName(VERIFIED, 1),
+  ]),
+);
 
 const shardOf = (id: string) => parseQueueName(queueOfId(id) ?? "")?.shard;
 
 /** An operators' route, with this suite's caller key made an operator key (as test/workers/queue-admin.test.ts). */
-async function admin(path: string) {
+async function admin(path: string, method = "GET") {
   const headers = { Authorization: `Bearer ${TEST_API_KEY}` };
-  const res = await app.request(path, { headers }, { ...env, OPERATOR_KEYS: TEST_API_KEY });
+  const res = await app.request(path, { method, headers }, { ...env, OPERATOR_KEYS: TEST_API_KEY });
   return { status: res.status, body: (await res.json()) as any };
 }
 
@@ -102,6 +112,93 @@ describe("sharded queues", () => {
     const again = await keyed([7]);
     expect(again.body.id).toBe(first.body.id);
     expect(again.headers.get("Idempotent-Replayed")).toBe("true");
+  });
+
+  it("serves higher priorities first and FIFO within a priority, in each shard", async () => {
+    // 12 items over 4 shards: a shard's room of 10 is never reached.
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) ids.push(await submit(MODEL, [i], { priority: 0 }));
+    for (let i = 0; i < 6; i++) ids.push(await submit(MODEL, [100 + i], { priority: 2 }));
+    const order = new Map<number, number[]>();
+    const workers = await Promise.all(
+      Array.from({ length: SHARDS }, (_, shard) => SocketWorker.connect(MODEL, { shard, max_batch_size: 1 })),
+    );
+    let done = false;
+    const serving = workers.map(async (w, shard) => {
+      for (;;) {
+        const batch = await w.next("batch", 300).catch(() => null);
+        if (batch) {
+          order.set(shard, [...(order.get(shard) ?? []), ...batch.items.map((i) => i.input as number)]);
+          w.complete(batch, (x: number) => x);
+        } else if (done) return;
+      }
+    });
+    await Promise.all(ids.map((id) => finished(id, 5_000)));
+    done = true;
+    await Promise.all(serving);
+    expect([...order.values()].flat().sort((a, b) => a - b)).toEqual([0, 1, 2, 3, 4, 5, 100, 101, 102, 103, 104, 105]);
+    for (const [shard, inputs] of order) {
+      const high = inputs.filter((x) => x >= 100);
+      const low = inputs.filter((x) => x < 100);
+      expect(inputs, `shard ${shard}`).toEqual([...high.sort((a, b) => a - b), ...low.sort((a, b) => a - b)]);
+    }
+  });
+
+  it("expires calls at their timeout in whichever shard holds them", async () => {
+    const waited = await infer({ model: MODEL, inputs: [1], timeout_ms: 100 });
+    expect(waited.status).toBe(504);
+    expect(waited.body.error.code).toBe("expired");
+    const ids = await Promise.all(Array.from({ length: 8 }, (_, i) => submit(MODEL, [i], { timeout_ms: 100 })));
+    expect(new Set(ids.map(shardOf)).size).toBeGreaterThan(1); // all 8 in one shard: once in 4^7
+    for (const id of [waited.body.id as string, ...ids]) expect((await finished(id)).status).toBe("expired");
+  });
+
+  it("verifies donors within the shard that holds the item, quarantines per shard, and lifts on every shard", async () => {
+    const donors = await Promise.all(
+      [0, 1].map((shard) => SocketWorker.connect(VERIFIED, { worker_id: "tab", donor: "d", network: NET.a, shard })),
+    );
+    const gpus = await Promise.all([0, 1].map((shard) => SocketWorker.connect(VERIFIED, { pool: "gpu", shard })));
+    // A call pinned to the browser pool in each shard; any second one in a shard is cancelled at once.
+    const pinned = new Map<number, string>();
+    for (let i = 0; pinned.size < 2; i++) {
+      const id = await submit(VERIFIED, [`x${i}`], { pool: "browser" });
+      const shard = shardOf(id) ?? -1;
+      if (pinned.has(shard)) expect((await call(`/v1/jobs/${id}`, { method: "DELETE" })).status).toBe(200);
+      else pinned.set(shard, id);
+    }
+    const [d0, d1] = donors as [SocketWorker, SocketWorker];
+    const [g0, g1] = gpus as [SocketWorker, SocketWorker];
+    // Shard 0: the donor's output is held until the gpu worker's run of the same input agrees.
+    const held = await d0.next("batch");
+    d0.complete(held, honest);
+    await d0.next("ack");
+    expect((await call(`/v1/jobs/${pinned.get(0)}`)).body.status).not.toBe("succeeded");
+    const check = await g0.next("batch");
+    expect(check.items.map((i) => i.input)).toEqual(held.items.map((i) => i.input));
+    g0.complete(check, honest);
+    expect((await finished(pinned.get(0) as string)).outputs).toEqual(held.items.map((i) => honest(i.input)));
+    // Shard 1: a malformed output quarantines the donor there, and the gpu worker redoes the item.
+    const bad = await d1.next("batch");
+    d1.complete(bad, () => [{ label: "L", score: 7 }]);
+    expect((await d1.next("error")).code).toBe("quarantined");
+    g1.complete(await g1.next("batch"), honest);
+    const redone = await finished(pinned.get(1) as string);
+    expect(redone).toMatchObject({ status: "succeeded", outputs: bad.items.map((i) => honest(i.input)) });
+    expect(d0.frames.some((f) => f.type === "error")).toBe(false); // shard 0 has its own trust
+
+    const listed = await admin(`/v1/models/${VERIFIED}/workers`);
+    const kinds = listed.body.quarantines.map((q: { kind: string; id: string }) => `${q.kind}:${q.id}`).sort();
+    expect(kinds).toEqual(["donor:d", `network:${NET.a}`, "worker:tab"]);
+    for (const [kind, id] of [
+      ["worker", "tab"],
+      ["donor", "d"],
+      ["network", NET.a],
+    ]) {
+      expect(
+        (await admin(`/v1/models/${VERIFIED}/quarantine/${kind}/${encodeURIComponent(id as string)}`, "DELETE")).status,
+      ).toBe(200);
+    }
+    expect((await admin(`/v1/models/${VERIFIED}/workers`)).body.quarantines).toEqual([]);
   });
 
   it("cancels a job in the shard its id names", async () => {
