@@ -15,6 +15,7 @@ import {
   parseQueueName,
   queueName,
   queueOfId,
+  type TokensBody,
   type TokensFrame,
   type WorkerFrame,
 } from "../../shared/index.ts";
@@ -377,6 +378,20 @@ export class ModelQueue extends DurableObject<Env> {
 
   release(leaseId: string, reason?: string, holder?: string): LeaseAck {
     return this.onLease(leaseId, { holder }, (lease, now) => this.releaseLease(lease, now, reason));
+  }
+
+  /** An HTTP worker's token deltas (POST /v1/leases/{id}/tokens), kept as a socket's frames are; a refused one ends the rest. */
+  acceptTokens(leaseId: string, body: TokensBody, holder?: string): CompleteResult {
+    return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => {
+      const untrusted = this.verifier.checks(this.config(), lease.pool);
+      let refused: CompleteResult | null = null;
+      for (const delta of body.deltas) {
+        refused = this.tokens.accept(lease, { type: "tokens", lease_id: leaseId, ...delta }, untrusted, now);
+        if (refused) break;
+      }
+      this.events.flush();
+      return refused ?? { lease_id: lease.id, status: "ok" };
+    });
   }
 
   private extendLease(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {

@@ -11,6 +11,7 @@ import {
   MODEL_NAME,
   queueName,
   ReleaseBody,
+  TokensBody,
 } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
@@ -133,6 +134,14 @@ workerRoutes.post("/v1/leases/:id/complete", authorised, async (c) => {
   const { queue } = stubOfId(c, id, "lease");
   const body = await readJson(c, CompleteBody, "completion");
   return answerAck(await queue.complete(id, body, await holderOf(c)));
+});
+
+/** A generating item's next tokens, as the socket's `tokens` frames: relayed to the caller's stream at once. */
+workerRoutes.post("/v1/leases/:id/tokens", authorised, async (c) => {
+  const id = c.req.param("id");
+  const { queue } = stubOfId(c, id, "lease");
+  const body = await readJson(c, TokensBody, "token deltas");
+  return answerAck(await queue.acceptTokens(id, body, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {

@@ -95,3 +95,18 @@ export const TokensFrame = z.strictObject({
   text: z.string().max(MAX_FRAME_TEXT),
 });
 export type TokensFrame = z.infer<typeof TokensFrame>;
+
+/** The most deltas one `POST /v1/leases/{id}/tokens` carries: one per item of the largest batch a frame may hold. */
+export const MAX_HTTP_DELTAS = 256;
+
+/**
+ * An HTTP worker's token deltas (`POST /v1/leases/{id}/tokens`): the `tokens` frame's fields without the
+ * lease (in the path), several items' deltas at once, kept in order as if sent frame by frame.
+ */
+export const TokensBody = z.strictObject({
+  deltas: z
+    .array(TokensFrame.omit({ type: true, lease_id: true }))
+    .min(1)
+    .max(MAX_HTTP_DELTAS),
+});
+export type TokensBody = z.infer<typeof TokensBody>;

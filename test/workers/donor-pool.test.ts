@@ -6,7 +6,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import type { ModelQueue } from "../../edge/model-queue/model-queue.ts";
 import { TRUST_MODELS } from "../support/test-models.ts";
-import { call, infer, queue, SocketWorker, WORKER, waitFor, wipeQueues, workerCall } from "./helpers.ts";
+import { call, infer, leaseOverHttp, queue, SocketWorker, WORKER, waitFor, wipeQueues } from "./helpers.ts";
 import { finished, honest, inputsOf, lie, metric, NET, submit } from "./trust-helpers.ts";
 
 afterEach(() => wipeQueues([...TRUST_MODELS, "flaky"]));
@@ -304,14 +304,7 @@ describe("sessions and donors", () => {
 describe("lease binding and bounded tables", () => {
   it("refuses extend, complete and release over HTTP from any credential but the one that took the lease", async () => {
     const id = await submit("verified", ["b"], { pool: "gpu" });
-    const leased = await workerCall("/v1/leases", {
-      model: "verified",
-      worker_id: "w-http",
-      pool: "gpu",
-      device: "cpu",
-      max_batch_size: 4,
-      wait_ms: 2_000,
-    });
+    const leased = await leaseOverHttp("verified", "w-http");
     expect(leased.status).toBe(200);
     const leaseId = leased.body.lease_id as string;
     const token = await call("/v1/donors/token", {

@@ -1,11 +1,22 @@
 // Token deltas through the queue, inside real workerd (issue 14): a SocketWorker sends TokensFrames by hand
 // for a text-generation model; the queue keeps each token once (a repeat ignored, a gap refused), relays them
 // to the job's event stream as `token` events (a late reader catching up), resumes a redelivered item after
-// the tokens already accepted, and reports TTFT, tokens and tokens/s in the job view and /metrics. A delta whose
+// the tokens already accepted (deltas over HTTP too), and reports TTFT, tokens and tokens/s in the job view and /metrics. A delta whose
 // order matters goes by sendTokens, which waits until the queue holds it (see SocketWorker.sendTokens).
 import { SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { CALLER, call, infer, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
+import {
+  CALLER,
+  call,
+  infer,
+  leaseOverHttp,
+  SocketWorker,
+  type SseEvent,
+  sseReader,
+  waitFor,
+  wipeQueues,
+  workerCall,
+} from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -101,6 +112,46 @@ describe("token deltas", () => {
     expect(job.outputs[0].generated_text).toBe("ok");
     holder.close();
     other.close();
+  });
+});
+
+describe("an HTTP worker's deltas (POST /v1/leases/{id}/tokens)", () => {
+  it("are kept once and relayed like a socket's; a gap, a stranger or a bad body is told what to fix", async () => {
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "The film" }], wait: false });
+    const leased = await leaseOverHttp(MODEL, "http-gen");
+    expect(leased.status).toBe(200);
+    const leaseId = leased.body.lease_id as string;
+    const post = (body: unknown) => workerCall(`/v1/leases/${leaseId}/tokens`, body);
+    const delta = (offset: number, ids: number[], text: string) => ({ pos: 0, offset, tokens: ids, text });
+
+    expect((await post({ deltas: [delta(0, [5, 6], " was"), delta(2, [7], " good")] })).body).toEqual({
+      lease_id: leaseId,
+      status: "ok",
+    });
+    expect((await post({ deltas: [delta(2, [7], " good")] })).status).toBe(200); // sent again: kept once
+    const gap = await post({ deltas: [delta(9, [8], "!")] });
+    expect(gap.status).toBe(400);
+    expect(gap.body.error.message).toContain("from offset 3");
+    const stranger = await workerCall(`/v1/leases/${MODEL}:${"0".repeat(32)}/tokens`, { deltas: [delta(0, [1], "x")] });
+    expect(stranger.status).toBe(404);
+    const bad = await post({ deltas: [] });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/deltas/);
+
+    const stream = await events(accepted.body.id);
+    expect((await until(stream, "token")).at(-1)?.data).toEqual({
+      index: 0,
+      offset: 0,
+      tokens: [5, 6, 7],
+      text: " was good",
+    });
+    const done = await workerCall(`/v1/leases/${leaseId}/complete`, {
+      results: [{ output: output(" was good", [5, 6, 7]) }],
+    });
+    expect(done.status).toBe(200);
+    await until(stream, "completed");
+    const job = (await call(`/v1/jobs/${accepted.body.id}`)).body;
+    expect(job).toMatchObject({ status: "succeeded", generation: { tokens: 3 } });
   });
 });
 

@@ -38,6 +38,17 @@ export async function call(
 export const infer = (body: Record<string, unknown>) => call("/v1/infer", { body });
 export const workerCall = (path: string, body?: unknown) => call(path, { body: body ?? {}, headers: WORKER });
 
+/** `POST /v1/leases` as a gpu-pool HTTP worker with a worker token, waiting up to 2 s for a batch. */
+export const leaseOverHttp = (model: string, workerId: string) =>
+  workerCall("/v1/leases", {
+    model,
+    worker_id: workerId,
+    pool: "gpu",
+    device: "cpu",
+    max_batch_size: 4,
+    wait_ms: 2_000,
+  });
+
 export function queue(model: string) {
   return env.MODEL_QUEUE.get(env.MODEL_QUEUE.idFromName(model));
 }
