@@ -12,6 +12,7 @@ import {
   verdictOf,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
+import { countGeneration, type GeneratedItem } from "./generation-stats.ts";
 import type { LeaseRow, LeaseTable } from "./lease-table.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 
@@ -129,28 +130,14 @@ export class TokenStream {
 
   private measure(
     lease: LeaseRow,
-    rows: readonly { seq: number; pos: number; first: number | null; created_at: number }[],
+    rows: readonly (GeneratedItem & { pos: number })[],
     results: CompleteBody["results"],
     now: number,
   ): () => void {
     return () => {
-      const pool = lease.pool;
       for (const row of rows) {
         const result = results[row.pos];
-        const parsed = result && "output" in result ? GenerationOutput.safeParse(result.output) : undefined;
-        if (!parsed?.success) continue;
-        const n = parsed.data.tokens.length;
-        this.metrics.inc("prompt_tokens", pool, parsed.data.prompt_tokens);
-        this.metrics.inc("generated_tokens", pool, n);
-        if (row.first === null) {
-          this.sql.run("UPDATE items SET first_token_at = ? WHERE seq = ?", now, row.seq);
-          this.metrics.observe("ttft", pool, [(now - row.created_at) / 1000]);
-        }
-        const decodeS = (now - (row.first ?? now)) / 1000;
-        if (n > 1 && decodeS > 0) {
-          this.metrics.observe("time_per_output_token", pool, [decodeS / (n - 1)]);
-          this.metrics.observe("tokens_per_second", pool, [(n - 1) / decodeS]);
-        }
+        if (result && "output" in result) countGeneration(this.sql, this.metrics, lease.pool, row, result.output, now);
       }
     };
   }

@@ -23,6 +23,7 @@ import {
 import type { Sql } from "../sql.ts";
 import { type CandidateRow, CandidateStore } from "./candidate-store.ts";
 import { GenerationClaims } from "./generation-claims.ts";
+import { countGeneration, generatedItem } from "./generation-stats.ts";
 import { IN_SET } from "./job-store.ts";
 import { KnownAnswers } from "./known-answers.ts";
 import type { ItemFilter, LeaseRow } from "./lease-table.ts";
@@ -168,6 +169,8 @@ export class Verifier {
     // Generation items a donor's check left undecided (trusted pool only), and claims a trusted check refused (afresh).
     const disputed: number[] = [];
     const refused: number[] = [];
+    // Donors' generations that reach callers now: released by a verdict, or taken unchecked (sampled mode).
+    const released: { seq: number; output: string }[] = [];
     const generation = cfg.task === CLAIM_TASK;
     const dissenters = new Map<string, { ref: WorkerRef; reason: string }>();
     const agreedLeases = new Map<string, WorkerRef>();
@@ -209,8 +212,10 @@ export class Verifier {
       resolved.push(run.seq);
       if (reading && !reading.generated) {
         // A verdict releases the held output it agreed with; a trusted one that did not: generate afresh.
-        if (reading.agreed && heldOutput) outputs[run.pos] = heldOutput.output;
-        else refused.push(run.seq);
+        if (reading.agreed && heldOutput) {
+          outputs[run.pos] = heldOutput.output;
+          released.push({ seq: run.seq, output: heldOutput.output });
+        } else refused.push(run.seq);
       } else {
         // Agreement on a classification compares labels and scores, not their order: given out best first.
         outputs[run.pos] = verdict.trusted ? run.text : JSON.stringify(bestFirst(cfg.task, run.output));
@@ -242,8 +247,15 @@ export class Verifier {
           ));
       for (const run of fresh) {
         if (verify) held.push(run);
-        else outputs[run.pos] = run.text;
+        else {
+          outputs[run.pos] = run.text;
+          if (generation) released.push({ seq: run.seq, output: run.text });
+        }
       }
+    }
+    for (const r of released) {
+      const item = generatedItem(this.sql, r.seq);
+      if (item) countGeneration(this.sql, this.metrics, "browser", item, JSON.parse(r.output), now);
     }
     this.candidates.forget(resolved);
     const budget = cfg.verification.donor_fault_budget;

@@ -47,9 +47,19 @@ describe("a donor's generation, checked by a verdict", () => {
     expect(claimOf(check)).toEqual({ ...honest("soup"), tolerance: 1e-3 });
     expect((await job(id)).status).not.toBe("succeeded");
     answer(gpu, check, [agreed]);
-    expect((await finished(id)).outputs).toEqual([honest("soup")]);
+    const done = await finished(id);
+    expect(done.outputs).toEqual([honest("soup")]);
     expect(await metric("edgeswarm_verification_agreements_total", `model="${MODEL}",pool="gpu"`)).toBe(1);
     expect(donor.has("error")).toBe(false);
+    // Released, the donor's generation counts as the browser pool's: its tokens, and its first token (the output,
+    // since nothing unverified was relayed) in the TTFT histogram and the job's view. The check's verdict counts none.
+    const labels = `model="${MODEL}",pool="browser"`;
+    expect(await metric("edgeswarm_generated_tokens_total", labels)).toBe(3);
+    expect(await metric("edgeswarm_prompt_tokens_total", labels)).toBe(2);
+    expect(await metric("edgeswarm_time_to_first_token_seconds_count", labels)).toBe(1);
+    expect(await metric("edgeswarm_generated_tokens_total", `model="${MODEL}",pool="gpu"`)).toBe(0);
+    expect(done.generation).toMatchObject({ tokens: 3, prompt_tokens: 2 });
+    expect(done.generation.ttft_ms).toBeGreaterThanOrEqual(0);
   });
 
   it("with a substituted token is never delivered: the donor is quarantined and the item generates afresh on the trusted pool", async () => {
