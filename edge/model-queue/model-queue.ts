@@ -1,4 +1,4 @@
-// One Durable Object per model, called by edge/routes: jobs, leases and metrics in SQLite, so a restart
+// One Durable Object per model queue (or shard of one), called by edge/routes: jobs, leases and metrics in SQLite, so a restart
 // loses nothing accepted, and every deadline in a table driving the one alarm. It wires JobStore,
 // LeaseTable, LeaseSettlement, WorkerSlots and the trust in browser workers (Verifier, TrustStore);
 // decisions come from the pure policies in shared/.
@@ -26,12 +26,14 @@ import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
 import { JobEvents } from "./job-events.ts";
-import { JobStore, OPEN, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
+import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
 import { type MetricsSnapshot, MetricsStore } from "./metrics-store.ts";
 import { PoolRouter, type RoutePlan } from "./pool-router.ts";
+import { QueueClock } from "./queue-clock.ts";
 import { MODEL_QUEUE_MIGRATIONS } from "./schema.ts";
+import { SessionAppender } from "./session-appender.ts";
 import { ShardRecord } from "./shard-record.ts";
 import { GENERATION_TASK, TokenStream } from "./token-stream.ts";
 import { type Kind, type Quarantine, TrustStore, type WorkerRef } from "./trust-store.ts";
@@ -49,9 +51,6 @@ import {
   socketWorker,
   WorkerSlots,
 } from "./worker-slots.ts";
-
-/** A session append that failed is tried again after this long (by the alarm, if nothing happens sooner). */
-const SESSION_RETRY_MS = 5_000;
 
 /** Headers edge/routes/workers.ts sets on a worker's socket from its credential (and strips from what a client sent). */
 export const POOL_HEADER = "X-EdgeSwarm-Pool";
@@ -114,8 +113,8 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly admin: JobAdmin;
   private readonly roster: WorkerRoster;
   private readonly tokens: TokenStream;
-  /** The session appends under way (appendToSessions), so two turns do not send the same job. */
-  private appending: Promise<void> | undefined;
+  private readonly sessions: SessionAppender;
+  private readonly clock: QueueClock;
   /** The model this object serves, and its queue name (the model, or `<model>~<shard>`: ids.ts queueName). */
   private model: string | undefined;
   private queue: string | undefined;
@@ -124,13 +123,6 @@ export class ModelQueue extends DurableObject<Env> {
   private readonly shards: ShardRecord;
   /** A shard other than 0 has told shard 0 it exists (once per start), so a shrink never strands its work. */
   private shardNoted: Promise<void> | true | undefined;
-  /** The alarm time last set, to skip redundant setAlarm calls; re-read from storage after a restart. */
-  private alarmAt: number | null | undefined;
-  private batchDueAt: number | null = null;
-  /** Wakes pump() when a partial batch falls due. Only a nudge: the alarm is armed for the same time. */
-  private batchTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The pump that submits arriving together share (pumpSoon). */
-  private pumpTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -178,12 +170,25 @@ export class ModelQueue extends DurableObject<Env> {
       (k) => ({ queue: queueName(this.model ?? "", k), probe: this.sibling(k) }),
       (work) => ctx.waitUntil(work),
     );
+    this.sessions = new SessionAppender(
+      this.jobs,
+      (ref, entry) => env.SESSION.get(env.SESSION.idFromString(ref)).append(entry),
+      (work) => ctx.waitUntil(work),
+      () => this.clock.schedule(Date.now()),
+    );
+    this.clock = new QueueClock(
+      this.sql,
+      ctx.storage,
+      config,
+      (now) => [this.sessions.retryAt(now), this.breakers.nextProbeAt(now)],
+      () => this.pumpAndSchedule(),
+    );
     ctx.blockConcurrencyWhile(async () => {
       this.sql.migrate(MODEL_QUEUE_MIGRATIONS);
       this.trust.load(Date.now());
       const stored = this.sql.getMeta("model");
       if (stored !== undefined) this.adopt(stored);
-      this.alarmAt = await ctx.storage.getAlarm();
+      await this.clock.load();
     });
   }
 
@@ -220,8 +225,8 @@ export class ModelQueue extends DurableObject<Env> {
     // A call that fills a batch alone goes out now; smaller ones share the pump of the submits around them.
     if (req.inputs.length >= cfg.max_batch_size) this.pumpAndSchedule(now, addedNoEarlierThan);
     else {
-      this.schedule(now, addedNoEarlierThan);
-      this.pumpSoon();
+      this.clock.schedule(now, addedNoEarlierThan);
+      this.clock.pumpSoon();
     }
     return this.jobs.answer(req.id, waitMs, true);
   }
@@ -396,7 +401,7 @@ export class ModelQueue extends DurableObject<Env> {
 
   private extendLease(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
     const ack = this.leases.extend(lease, extendMs, now);
-    this.schedule(now);
+    this.clock.schedule(now);
     return ack;
   }
 
@@ -596,7 +601,7 @@ export class ModelQueue extends DurableObject<Env> {
   // ---- alarm: every deadline ------------------------------------------------------------------
 
   override async alarm(): Promise<void> {
-    this.alarmAt = null;
+    this.clock.alarmFired();
     if (!this.model) return;
     const now = Date.now();
     this.metrics.flush();
@@ -672,125 +677,20 @@ export class ModelQueue extends DurableObject<Env> {
    */
   private pumpAndSchedule(now = Date.now(), addedNoEarlierThan?: number): void {
     this.pump(now);
-    this.schedule(now, addedNoEarlierThan);
+    this.clock.schedule(now, addedNoEarlierThan);
     this.events.flush();
-    this.appendToSessions();
-  }
-
-  /**
-   * Appends succeeded session jobs' inputs and outputs to their sessions' histories. A job stays marked
-   * until its session answered (appended, or gone, or a duplicate: append keeps each job once), so one
-   * that fails now is tried again after the next change or alarm.
-   */
-  private appendToSessions(): void {
-    if (this.appending || !this.jobs.hasSessionAppends()) return;
-    this.appending = (async () => {
-      // Until none is left (jobs that finish meanwhile included), or a pass appends nothing: then the
-      // alarm (schedule) tries again in SESSION_RETRY_MS.
-      for (let progress = true; progress; ) {
-        progress = false;
-        for (const { ref, entry } of this.jobs.sessionAppends(16)) {
-          try {
-            await this.env.SESSION.get(this.env.SESSION.idFromString(ref)).append(entry);
-            this.jobs.sessionAppended(entry.job_id);
-            progress = true;
-          } catch (error) {
-            console.error(`appending job ${entry.job_id} to its session failed; will retry`, error);
-          }
-        }
-      }
-    })().finally(() => {
-      this.appending = undefined;
-      this.schedule(Date.now());
-    });
-    this.ctx.waitUntil(this.appending);
-  }
-
-  /**
-   * One pump for the submits that arrive together, in the task after the first: each would otherwise read
-   * the queue's head and the leases again to find, most often, that the batch is still forming. A runtime
-   * that dies before it runs loses nothing: the items are stored, and a worker's reconnect or the alarm pumps.
-   */
-  private pumpSoon(): void {
-    if (this.pumpTimer !== undefined) return;
-    this.pumpTimer = setTimeout(() => {
-      this.pumpTimer = undefined;
-      try {
-        this.pumpAndSchedule();
-      } catch (error) {
-        console.error("pump after submit failed", error);
-      }
-    }, 0);
+    this.sessions.run();
   }
 
   /** Hands out batches while a worker is free and Triton's rule says a batch is due (hand-out.ts). */
   private pump(now: number): void {
-    this.batchDueAt = null;
+    this.clock.pumping();
     const lookAgainAt = this.handOut.pump(this.config(), now);
-    if (lookAgainAt !== null) this.armBatchTimer(lookAgainAt, now);
+    if (lookAgainAt !== null) this.clock.armBatchTimer(lookAgainAt, now);
   }
 
   /** What each pool may take from the queue now (pool-router.ts). */
   private routePlan(cfg: ModelConfig, now: number, inFlight = this.leases.activeByPool().inFlight): RoutePlan {
     return this.router.plan(cfg, now, this.handOut.firstRunners(cfg, now).firstRunners, inFlight);
-  }
-
-  /**
-   * A batch delay is a few milliseconds; an alarm round trip costs more than that. The alarm set by
-   * schedule() stays the durable backstop; this timer only lets the batch go out on time.
-   */
-  private armBatchTimer(until: number, now: number): void {
-    if (this.batchDueAt !== null && this.batchDueAt <= until) return;
-    this.batchDueAt = until;
-    if (this.batchTimer !== undefined) clearTimeout(this.batchTimer);
-    this.batchTimer = setTimeout(
-      () => {
-        this.batchTimer = undefined;
-        try {
-          this.pumpAndSchedule();
-        } catch (error) {
-          // The alarm armed for the same moment retries; a failed nudge must not be an uncaught exception.
-          console.error("batch timer: pump failed", error);
-        }
-      },
-      Math.max(0, until - now),
-    );
-  }
-
-  /**
-   * Re-arms the one alarm at the earliest deadline in storage (and the batch delay, if one is due). When
-   * the change only added deadlines no earlier than `addedNoEarlierThan` and the alarm is already set in
-   * the future before them, it stays as it is without reading storage.
-   */
-  private schedule(now: number, addedNoEarlierThan?: number): void {
-    if (
-      addedNoEarlierThan !== undefined &&
-      this.alarmAt != null &&
-      this.alarmAt > now &&
-      this.alarmAt <= Math.min(addedNoEarlierThan, this.batchDueAt ?? Number.POSITIVE_INFINITY)
-    ) {
-      return;
-    }
-    const ttl = this.config().result_ttl_ms;
-    const row = this.sql.one<{ lease: number | null; job: number | null; backoff: number | null; gc: number | null }>(
-      `SELECT
-        (SELECT MIN(deadline) FROM leases WHERE state = 'active') AS lease,
-        (SELECT MIN(deadline) FROM jobs WHERE status IN ${OPEN}) AS job,
-        (SELECT MIN(available_at) FROM items WHERE state = 'queued' AND available_at > enqueued_at AND available_at > ?) AS backoff,
-        (SELECT MIN(finished_at) FROM jobs WHERE finished_at IS NOT NULL) + ? AS gc`,
-      now,
-      ttl,
-    );
-    const sessions = this.jobs.hasSessionAppends() ? now + SESSION_RETRY_MS : null;
-    const breakerProbe = this.breakers.nextProbeAt(now);
-    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, sessions, breakerProbe].filter(
-      (t): t is number => typeof t === "number",
-    );
-    const next = times.length > 0 ? Math.min(...times) : null;
-    // Only ever move the alarm earlier: one that fires early finds nothing due and re-arms itself,
-    // which is far cheaper than rewriting the alarm on every call.
-    if (next === null || (this.alarmAt != null && this.alarmAt <= next && this.alarmAt > now)) return;
-    this.alarmAt = next;
-    void this.ctx.storage.setAlarm(next);
   }
 }
