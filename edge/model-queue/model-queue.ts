@@ -1,7 +1,7 @@
-// One Durable Object per model queue (or shard of one), called by edge/routes: jobs, leases and metrics in SQLite, so a restart
-// loses nothing accepted, and every deadline in a table driving the one alarm. It wires JobStore,
-// LeaseTable, LeaseSettlement, WorkerSlots and the trust in browser workers (Verifier, TrustStore);
-// decisions come from the pure policies in shared/.
+// One Durable Object per model queue (or shard of one), called by edge/routes: jobs, leases and metrics in
+// SQLite, so a restart loses nothing accepted, and every deadline in a table driving the one alarm
+// (queue-clock.ts). It wires JobStore, LeaseTable, LeaseSettlement, WorkerSlots and the trust in browser
+// workers (Verifier, TrustStore); decisions come from the pure policies in shared/.
 import { DurableObject } from "cloudflare:workers";
 import {
   type CompleteBody,
