@@ -5,8 +5,9 @@
 // Miniflare's API without wrangler's dev proxy (bench/miniflare-server.ts), each next to the runtime's ceiling on
 // that path (bench/ceiling-worker.js: one Durable Object, one SQLite write a call), and then BullMQ on Redis doing
 // the same work in the same run (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out, `-- --no-miniflare`
-// the Miniflare path; `-- --profile FILE` writes the coordinator's CPU profile over EdgeSwarm's scenarios under
-// wrangler dev (bench/cpu-profile.ts). Not a test.
+// the Miniflare path; `-- --only TEXT` runs only the scenarios whose name holds TEXT ("single", "4 shards");
+// `-- --profile FILE` writes the coordinator's CPU profile over EdgeSwarm's scenarios under wrangler dev
+// (bench/cpu-profile.ts). Not a test.
 
 import { writeFile } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
@@ -56,7 +57,10 @@ const LOW_LOAD_MAX_MS = 20_000;
 const RESULTS_FILE = new URL("./results/coordinator.md", import.meta.url);
 const CEILING_SCRIPT = fileURLToPath(new URL("./ceiling-worker.js", import.meta.url));
 /** `-- --profile FILE`: a CPU profile of the coordinator over EdgeSwarm's scenarios (its hot spots printed). */
-const PROFILE_FILE = ((i) => (i >= 0 ? process.argv[i + 1] : undefined))(process.argv.indexOf("--profile"));
+const argValue = (flag: string) => ((i) => (i >= 0 ? process.argv[i + 1] : undefined))(process.argv.indexOf(flag));
+const PROFILE_FILE = argValue("--profile");
+/** `-- --only TEXT`: only the scenarios whose name contains TEXT (e.g. "single"), to profile or compare one. */
+const ONLY = argValue("--only");
 
 type CallResult = { ok: true; queuedMs: number } | { ok: false; error: string };
 
@@ -349,6 +353,7 @@ async function measure(
 ): Promise<Row[]> {
   const rows: Row[] = [];
   for (const s of scenarios) {
+    if (ONLY !== undefined && !`${s.scenario}${suffix}`.includes(ONLY)) continue;
     console.error(`${name}, ${path}: ${s.scenario}${suffix}…`);
     const row = new Row(name, path, `${s.scenario}${suffix}`, s.callers, s.inputs);
     rows.push(await (s === LOW_LOAD ? lowLoad(system, row) : loaded(system, row)));
