@@ -67,6 +67,16 @@ export function shardFor(model: ModelConfig, affinity?: string): string {
   return queueName(model.name, shard);
 }
 
+/** Up to `count` of the model's shards other than `except`, drawn at random. */
+export function otherShards(model: ModelConfig, except: string, count: number): string[] {
+  const others = shardQueues(model).filter((q) => q !== except);
+  for (let i = others.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [others[i], others[j]] = [others[j] as string, others[i] as string];
+  }
+  return others.slice(0, count);
+}
+
 /**
  * The queue an id (job or lease) belongs to: its model, its queue's name and object; 400 for something that
  * is not one of our ids. An id names its shard, so a shard the model no longer spreads calls over is still

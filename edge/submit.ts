@@ -20,7 +20,7 @@ import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
-import { afterAnswer, modelOrThrow, queueOf, shardFor } from "./request.ts";
+import { afterAnswer, modelOrThrow, otherShards, queueOf, shardFor } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
 import { beginCallTrace } from "./telemetry/call-trace.ts";
 
@@ -28,6 +28,8 @@ import { beginCallTrace } from "./telemetry/call-trace.ts";
 const WAIT_GRACE_MS = 2_000;
 /** A queue object that restarts mid-call is asked again (the job id makes that idempotent). */
 const SUBMIT_TRIES = 3;
+/** Other shards a call refused by a full shard is offered to before the model answers 429. */
+const FULL_SHARD_PASSES = 2;
 
 const REFUSAL_STATUS: Record<string, 400 | 409 | 429 | 503> = {
   [ErrorCode.queueFull]: 429,
@@ -206,30 +208,26 @@ async function queueCall(
     traceparent: traceparent ?? traceparentOrNew(c.req.header("traceparent")),
     session_link: session,
   };
-  const shard = queueOfId(submit.id) ?? model.name;
-  const queue = queueOf(c, shard);
-  let result: SubmitResult | undefined;
   // A caller that hangs up on a waiting call cancels it (the request's signal needs workerd's
   // enable_request_signal flag), so no worker runs what nobody will read.
+  let target = submit;
   const signal = c.req.raw.signal;
   const hangUp = () => {
-    const cancel = queue.cancelJob(shard, submit.id, owner, "hung_up").catch((error) => {
-      console.error(`cancelling ${submit.id} after its caller hung up failed`, error);
-    });
+    const shard = queueOfId(target.id) ?? model.name;
+    const cancel = queueOf(c, shard)
+      .cancelJob(shard, target.id, owner, "hung_up")
+      .catch((error) => console.error(`cancelling ${target.id} after its caller hung up failed`, error));
     afterAnswer(c, cancel);
   };
   if (waitMs > 0) signal.addEventListener("abort", hangUp, { once: true });
-  for (let attempt = 1; !result; attempt++) {
-    try {
-      result = await queue.submit(shard, submit, waitMs);
-    } catch (error) {
-      if (attempt >= SUBMIT_TRIES) {
-        throw new ApiError(
-          503,
-          ErrorCode.upstream,
-          `the queue of "${model.name}" is unavailable (${String(error)}); retry the call`,
-        );
-      }
+  let result = await submitTo(c, model, target, waitMs);
+  // A call that may run in any shard (no session, no Idempotency-Key) is passed on by a full shard to up to
+  // two others, so the model refuses it only when they are all full (the power of two choices, on room).
+  if (!result.ok && result.code === ErrorCode.queueFull && call.session === undefined && !submit.request_hash) {
+    for (const other of otherShards(model, queueOfId(submit.id) ?? model.name, FULL_SHARD_PASSES)) {
+      target = { ...submit, id: newId(other) };
+      result = await submitTo(c, model, target, waitMs);
+      if (result.ok || result.code !== ErrorCode.queueFull) break;
     }
   }
   signal.removeEventListener("abort", hangUp);
@@ -241,6 +239,30 @@ async function queueCall(
   // Said as Stripe and the IETF Idempotency-Key draft's implementations do: this answer is the first call's job.
   if (result.replayed) c.header("Idempotent-Replayed", "true");
   return { job: result.job, replayed: result.replayed === true };
+}
+
+/** One job handed to the queue its id names, asked again (the id makes that idempotent) if the object restarts. */
+async function submitTo(
+  c: Context<HonoEnv>,
+  model: ModelConfig,
+  submit: SubmitInput,
+  waitMs: number,
+): Promise<SubmitResult> {
+  const shard = queueOfId(submit.id) ?? model.name;
+  const queue = queueOf(c, shard);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await queue.submit(shard, submit, waitMs);
+    } catch (error) {
+      if (attempt >= SUBMIT_TRIES) {
+        throw new ApiError(
+          503,
+          ErrorCode.upstream,
+          `the queue of "${model.name}" is unavailable (${String(error)}); retry the call`,
+        );
+      }
+    }
+  }
 }
 
 /**

@@ -220,6 +220,27 @@ describe("sharded queues", () => {
     expect(Math.max(...perShard.values())).toBeLessThanOrEqual(10);
   });
 
+  it("passes a call a full shard refuses to other shards, unless its session or Idempotency-Key binds it", async () => {
+    // A session's calls all go to one shard: fill it.
+    expect((await call("/v1/sessions/filler", { method: "PUT", body: {} })).status).toBe(201);
+    let full: number | undefined;
+    for (let i = 0; i < 10; i++) {
+      const res = await infer({ model: MODEL, inputs: [i], session: "filler", wait: false });
+      expect(res.status).toBe(202);
+      full = shardOf(res.body.id);
+    }
+    const bound = await infer({ model: MODEL, inputs: [10], session: "filler", wait: false });
+    expect(bound.status).toBe(429);
+    expect(bound.body.error.message).toMatch(/10 of 10 items waiting in this shard/);
+    // Free calls land on the full shard a quarter of the time, and are taken by another: none is refused,
+    // and none is in the full shard. (Without passing on, 20 calls all missing it: 0.3%.)
+    for (let i = 0; i < 20; i++) {
+      const res = await infer({ model: MODEL, inputs: [i], wait: false });
+      expect(res.status).toBe(202);
+      expect(shardOf(res.body.id)).not.toBe(full);
+    }
+  });
+
   it("hands an HTTP long-poll a batch from whichever shard has one, and the batch completes there", async () => {
     const ids = await Promise.all(Array.from({ length: 6 }, (_, i) => submit(MODEL, [i])));
     const seen: number[] = [];
