@@ -101,6 +101,7 @@ export class DecodeEngine {
   /** Step boundaries until no sequence is left: take out the cancelled, let newcomers in, decode one step. */
   private async run(): Promise<void> {
     while (this.rows.length > 0 || this.waiting.length > 0) {
+      await yieldToEvents();
       this.dropSettled();
       const newcomers = this.waiting.splice(0, Math.max(0, this.maxRows - this.rows.length));
       try {
@@ -209,6 +210,26 @@ export class DecodeEngine {
     this.counters.runs++;
     return decoderStep(this.session, this.shape, step, past);
   }
+}
+
+/**
+ * Lets the event loop run what came meanwhile (a new run, a cancel): onnxruntime-web's wasm runs settle as
+ * microtasks, so without this a message would wait for the whole decode. setImmediate in Node, a
+ * MessageChannel round trip elsewhere (a zero timeout would be clamped to 4 ms after a few steps in a browser).
+ */
+function yieldToEvents(): Promise<void> {
+  const immediate = (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate;
+  if (immediate) return new Promise((resolve) => immediate(resolve));
+  // Browser ports (Node has setImmediate, and ports of another shape in its types).
+  type Port = { onmessage: (() => void) | null; postMessage(m: null): void; close(): void };
+  const { port1, port2 } = new MessageChannel() as unknown as { port1: Port; port2: Port };
+  return new Promise((resolve) => {
+    port1.onmessage = () => {
+      port1.close();
+      resolve();
+    };
+    port2.postMessage(null);
+  });
 }
 
 /** A row's attention mask: `length` real tokens, right-aligned in `width` columns after masked padding. */
