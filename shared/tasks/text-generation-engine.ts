@@ -166,7 +166,12 @@ export class DecodeEngine {
     for (let i = from; i < this.rows.length; i++) {
       const { seq, group } = this.rows[i] as Row;
       const at = ((i - from) * columns + columns - 1) * vocab;
-      if (!group.settled) group.accept(seq, pickToken(data, at, at + vocab, seq.item.params, seq.generated.length));
+      try {
+        if (!group.settled) group.accept(seq, pickToken(data, at, at + vocab, seq.item.params, seq.generated.length));
+      } catch (error) {
+        // A run whose token listener throws fails alone; the others in the batch decode on.
+        group.fail(error);
+      }
     }
     this.keep((row) => !row.seq.finish && !row.group.settled);
   }

@@ -175,6 +175,29 @@ describe("the decode engine", () => {
     expect(b.generated).toEqual(soloB.generated);
   }, 60_000);
 
+  it("fails only the run whose token listener throws; the rest of the batch decodes on", async () => {
+    const engine = new DecodeEngine(session, shape, 16);
+    const a = sequence(0, 10);
+    const b = sequence(1, 8, [7, 8]);
+    let second: Promise<unknown> | undefined;
+    await engine.generate([a], (seq, token) => {
+      take(seq, token);
+      if (seq.generated.length !== 2) return;
+      second = engine
+        .generate([b], (other, t) => {
+          take(other, t);
+          if (other.generated.length === 3) throw new Error("listener broke");
+        })
+        .catch((error: Error) => error.message);
+    });
+    expect(await second).toBe("listener broke");
+    const solo = sequence(0, 10);
+    await new DecodeEngine(session, shape, 16).generate([solo], take);
+    expect(a.generated).toEqual(solo.generated);
+    expect(b.generated).toHaveLength(3);
+    expect(engine.state).toMatchObject({ rows: 0, waiting: 0 });
+  }, 60_000);
+
   it("keeps newcomers beyond the row cap waiting until a row frees, with the same tokens", async () => {
     const engine = new DecodeEngine(session, shape, 1);
     const a = sequence(0, 6);
