@@ -96,15 +96,20 @@ export async function generationCoordinator(
   };
 }
 
-/** One edgeswarm-worker serving `model` from `modelBase` (a folder with registry.json), connected. */
+/**
+ * One edgeswarm-worker serving `model` from `modelBase` (a folder with registry.json), connected; with
+ * `concurrency`, that --concurrency, else the worker's default.
+ */
 export async function generationWorker(
   coordinator: Coordinator,
   model: string,
   modelBase: string,
+  concurrency?: number,
 ): Promise<WorkerProcess> {
   const worker = startWorker([
     ...["--coordinator", coordinator.url, "--models", model, "--model-base", modelBase, "--device", "cpu"],
-    ...["--worker-id", `bench-${model}`, "--max-batch-size", "16", "--concurrency", "1", "--port", "0"],
+    ...["--worker-id", `bench-${model}`, "--max-batch-size", "16", "--port", "0"],
+    ...(concurrency === undefined ? [] : ["--concurrency", String(concurrency)]),
     ...["--status-interval-ms", "0"],
   ]);
   await worker.waitFor(new RegExp(`\\[${model}\\] connected`), 120_000);

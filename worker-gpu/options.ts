@@ -19,7 +19,10 @@ export interface WorkerOptions {
   /** A web-runtime batch running longer than this is taken for hung: its thread is replaced. */
   runTimeoutMs: number;
   maxBatchSize: number;
-  /** Batches at once per model; undefined: 1 on onnxruntime-node, the thread count on the web runtime. */
+  /**
+   * Batches at once per model; undefined: 1 on onnxruntime-node (GENERATION_CONCURRENCY for a text-generation
+   * model, whose batches join the one generating), the thread count on the web runtime.
+   */
   concurrency: number | undefined;
   /** EDGESWARM_GPU_DRILLS=1: POST /drills/lose-gpu-device on the health port destroys the WebGPU devices (tests). */
   gpuDrills: boolean;
@@ -43,6 +46,13 @@ const RUNTIME_OF: Record<Exclude<Device, "auto">, "node" | "web"> = {
 };
 
 const DEFAULT_MODEL_BASE = new URL("../models/", import.meta.url).href;
+/**
+ * Batches a text-generation model takes at once on onnxruntime-node by default: each one that comes while
+ * another generates joins its decode loop (shared/tasks/text-generation-engine.ts) rather than waiting for it
+ * to end. A few, not many: batches beyond the model's max_batch_size rows wait in the worker holding their
+ * leases, where another worker could have taken them.
+ */
+export const GENERATION_CONCURRENCY = 4;
 
 export const HELP = `edgeswarm-worker — runs EdgeSwarm models for a coordinator: onnxruntime-node (cuda, cpu) or
 onnxruntime-web (webgpu through Dawn on any vendor's GPU, wasm)
@@ -66,7 +76,8 @@ Usage: edgeswarm-worker [options]
   --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
                                                          (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
-  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1; web: --threads)
+  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1, text-generation 4:
+                         a batch that comes while one generates joins its decode; web: --threads)
   --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
   --host H               address for that server         (EDGESWARM_HOST, default 127.0.0.1: this machine only;
                          0.0.0.0 to be reached from others, as the container image and k8s manifests set)

@@ -24,6 +24,8 @@ export interface LoadedModels {
   models: LoadedModel[];
   /** Batches at once per model when --concurrency is not given (the web runtime: one per thread). */
   concurrency: number;
+  /** The same for a text-generation model, where a batch that comes while one generates joins it; absent: concurrency. */
+  generationConcurrency?: number;
   /** On webgpu: what the status line, the hello and /metrics say about the GPU. */
   gpu?: () => Promise<GpuReport>;
 }
@@ -108,7 +110,7 @@ export async function runWorker(
           pool: opts.pool,
           device: model.device,
           max_batch_size: opts.maxBatchSize,
-          max_concurrent_batches: opts.concurrency ?? loaded.concurrency,
+          max_concurrent_batches: batchesAtOnce(model.task, opts.concurrency, loaded),
           ...(adapter ? { gpu: adapter } : {}),
         },
       }),
@@ -160,6 +162,15 @@ export async function runWorker(
     return stopped;
   };
   return { models, connections, port: (server?.address() as AddressInfo | null)?.port, stop };
+}
+
+/** Batches a model takes at once: --concurrency, else the runtime's default for its task. */
+export function batchesAtOnce(
+  task: string,
+  given: number | undefined,
+  loaded: Pick<LoadedModels, "concurrency" | "generationConcurrency">,
+): number {
+  return given ?? (task === "text-generation" ? loaded.generationConcurrency : undefined) ?? loaded.concurrency;
 }
 
 /** "gpu google swiftshader (SwiftShader driver 5.0.0, vulkan, software) · gpu buffers 12.3 MB", and any loss. */

@@ -58,6 +58,7 @@ export async function loadModel(
     config: config ? parseConfig(spec.name, config) : undefined,
     tokenizer: tokenizer && tokenizerConfig ? buildTokenizer(spec.name, tokenizer, tokenizerConfig) : undefined,
     maxSequenceLength: spec.max_sequence_length,
+    maxBatchSize: spec.max_batch_size,
   };
   const session = await factory.create(model, opts.devices ?? factory.devices);
   let task: ReturnType<typeof createTask>;

@@ -45,6 +45,12 @@ export interface TokenDelta {
 /** What a caller can listen to while a batch runs. */
 export interface RunOptions {
   onTokens?: (delta: TokenDelta) => void;
+  /**
+   * Aborted when the run's results are no longer wanted (its lease cancelled or released): a generating run
+   * takes its sequences out of the running batch at the next step and answers `cancelled` for them. Tasks
+   * that run once ignore it.
+   */
+  signal?: AbortSignal;
 }
 
 /** What a runtime must provide: one ONNX session, batched runs, and the provider that actually ran. */

@@ -19,6 +19,8 @@ export interface TaskContext {
   config?: ModelJsonConfig;
   /** Tokens kept per text; longer texts are truncated (ModelConfig.max_sequence_length). */
   maxSequenceLength: number;
+  /** The most items the model's batches hold (ModelConfig.max_batch_size): text-generation decodes no more rows at once. */
+  maxBatchSize?: number;
 }
 
 export interface Task {

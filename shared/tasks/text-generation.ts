@@ -1,26 +1,28 @@
-// text-generation: a batch of prompts decoded together on a GPT-style decoder with a KV cache (the Optimum
-// layout: input_ids, attention_mask, position_ids, past_key_values.{i}.key|value -> logits, present.*): one
-// prefill of every prompt, left-padded, then one step per token, each sequence stopping on its own. Tokens go to
-// opts.onTokens as they come (the worker loop sends them as TokensFrames). An item with `verify` is a donor's
+// text-generation: a batch of prompts decoded on a GPT-style decoder with a KV cache (the Optimum layout:
+// input_ids, attention_mask, position_ids, past_key_values.{i}.key|value -> logits, present.*): one prefill of
+// its prompts, left-padded, then one step per token, each sequence stopping on its own; a run that comes while
+// another decodes joins its batch (text-generation-engine.ts), and opts.signal takes a run's sequences out.
+// Tokens go to opts.onTokens as they come (the worker loop sends them as TokensFrames). An item with `verify` is a donor's
 // claim to check, not to generate: text-generation-check.ts answers its verdict. Run by every runner via loadModel.
+
+import { ErrorCode } from "../protocol/errors.ts";
 import type { GenerationOutput } from "../protocol/generation.ts";
 import type { ItemResult } from "../protocol/worker.ts";
-import type { InferenceSession, TypedTensor } from "../runner/model-runner.ts";
 import { invalidInput, merge, partition, type Task, type TaskContext } from "./task-types.ts";
 import { type ClaimToCheck, checkClaims } from "./text-generation-check.ts";
-import {
-  type DecoderShape,
-  decoderShape,
-  decoderStep,
-  emptyCache,
-  encode,
-  leftPadded,
-} from "./text-generation-decoder.ts";
+import { decoderShape, encode } from "./text-generation-decoder.ts";
+import { DecodeEngine } from "./text-generation-engine.ts";
 import { contextProblem, parseGenerationItem } from "./text-generation-item.ts";
-import { pickToken } from "./text-generation-sampler.ts";
 import { type Sequence, startSequence, takeToken } from "./text-generation-sequence.ts";
 
 export { advanceText } from "./text-generation-sequence.ts";
+
+/** Sequences decoded at once when the model's entry gives no max_batch_size (a task made by hand). */
+const DEFAULT_MAX_ROWS = 16;
+
+const CANCELLED: ItemResult = {
+  error: { code: ErrorCode.cancelled, message: "the run was cancelled while generating", retryable: false },
+};
 
 export function createTextGeneration(ctx: TaskContext): Task {
   const tokenizer = ctx.tokenizer;
@@ -36,6 +38,8 @@ export function createTextGeneration(ctx: TaskContext): Task {
     );
   }
   const context = ctx.maxSequenceLength;
+  // One decode loop for the model: the sequences of concurrent runs decode together (continuous batching).
+  const engine = new DecodeEngine(ctx.session, shape, ctx.maxBatchSize ?? DEFAULT_MAX_ROWS);
   return {
     async run(inputs, opts) {
       const { results, good } = partition(inputs, (input) => parseGenerationItem(input, context));
@@ -49,13 +53,18 @@ export function createTextGeneration(ctx: TaskContext): Task {
         else sequences.push(startSequence(index, value, prompt, decode));
       }
       const verdicts = await checkClaims(ctx.session, shape, decode, claims);
-      await generate(ctx.session, shape, sequences, (seq, token) => {
-        const delta = takeToken(seq, token, shape.eos, decode);
-        if (delta !== null) {
-          opts?.onTokens?.({ pos: seq.pos, offset: seq.generated.length - 1, tokens: [token], text: delta });
-        }
-      });
+      const outcome = await engine.generate(
+        sequences,
+        (seq, token) => {
+          const delta = takeToken(seq, token, shape.eos, decode);
+          if (delta !== null) {
+            opts?.onTokens?.({ pos: seq.pos, offset: seq.generated.length - 1, tokens: [token], text: delta });
+          }
+        },
+        opts?.signal,
+      );
       const outputs = sequences.map((seq): ItemResult => {
+        if (outcome === "cancelled") return CANCELLED;
         const output: GenerationOutput = {
           generated_text: seq.text,
           tokens: seq.generated,
@@ -71,63 +80,4 @@ export function createTextGeneration(ctx: TaskContext): Task {
       );
     },
   };
-}
-
-/** Prefill then decode until every sequence has finished; `accept` is told each sequence's next token. */
-async function generate(
-  session: InferenceSession,
-  shape: DecoderShape,
-  sequences: Sequence[],
-  accept: (seq: Sequence, token: number) => void,
-): Promise<void> {
-  const active = sequences.filter((s) => !s.finish);
-  if (active.length === 0) return;
-  let { ids, mask, positions } = leftPadded(
-    active.map((s) => s.prefix),
-    shape.pad,
-  );
-  let past = emptyCache(shape, active.length);
-  // A sequence that finishes leaves the batch (its rows of the cache dropped), so the rest run on fewer rows.
-  let rows = active;
-  for (let step = 0; rows.length > 0; step++) {
-    const { out, logits, vocab, columns } = await decoderStep(
-      session,
-      shape,
-      { ids, mask, positions, rows: rows.length },
-      past,
-    );
-    const kept: number[] = [];
-    ids = [];
-    positions = [];
-    rows.forEach((seq, row) => {
-      const from = (row * columns + columns - 1) * vocab;
-      accept(seq, pickToken(logits.data as Float32Array, from, from + vocab, seq.item.params, seq.generated.length));
-      if (seq.finish) return;
-      kept.push(row);
-      ids.push(seq.generated[seq.generated.length - 1] as number);
-      positions.push(seq.prefix.length + step);
-      mask[row]?.push(1);
-    });
-    past = kept.length === rows.length ? out : keepRows(out, kept, shape.layers);
-    const before = rows;
-    rows = kept.map((row) => before[row] as Sequence);
-    mask = kept.map((row) => mask[row] as number[]);
-  }
-}
-
-/** The cache of the rows kept, in order: each present tensor is [batch, heads, sequence, head_dim], row-major. */
-function keepRows(out: Record<string, TypedTensor>, kept: number[], layers: number): Record<string, TypedTensor> {
-  const past: Record<string, TypedTensor> = {};
-  for (let layer = 0; layer < layers; layer++) {
-    for (const kv of ["key", "value"]) {
-      const name = `present.${layer}.${kv}`;
-      const t = out[name] as TypedTensor;
-      const size = t.data.length / (t.dims[0] as number);
-      const data = new Float32Array(kept.length * size);
-      for (const [i, row] of kept.entries())
-        data.set((t.data as Float32Array).subarray(row * size, (row + 1) * size), i * size);
-      past[name] = { type: t.type, dims: [kept.length, ...t.dims.slice(1)], data };
-    }
-  }
-  return past;
 }

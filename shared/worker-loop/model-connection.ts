@@ -3,7 +3,8 @@
 // batched inference, extend its lease while it runs, complete it with per-item results; reconnect with
 // backoff when the socket drops; pause (take no new work, keep the socket) and resume; on drain,
 // take no new work, finish or release what it holds, then close; a lease the coordinator cancels is
-// dropped: no more extends, and its results are never sent. A text-generation batch streams its tokens as
+// dropped: no more extends, its results are never sent, and its run's signal is aborted (a generating run
+// takes its sequences out of the running batch), as for a lease released or lost with the socket. A text-generation batch streams its tokens as
 // they come, one `tokens` frame per delta (shared/protocol/generation.ts's TokensFrame).
 import { retryBackoffMs } from "../policy/lease.ts";
 import type { TokensFrame } from "../protocol/generation.ts";
@@ -85,6 +86,8 @@ export class ModelConnection {
   private readonly running = new Map<string, Promise<void>>();
   /** Each running batch's extend timer, stopped when the batch ends or its lease is cancelled. */
   private readonly extenders = new Map<string, ReturnType<typeof setInterval>>();
+  /** Each running batch's abort: its results are no longer wanted (cancelled, released, or the socket lost). */
+  private readonly aborts = new Map<string, AbortController>();
   private onDraining: (() => void) | undefined;
 
   constructor(private readonly opts: ConnectionOptions) {}
@@ -164,6 +167,7 @@ export class ModelConnection {
     for (const leaseId of this.running.keys()) {
       this.send({ type: "release", lease_id: leaseId, reason });
       this.running.delete(leaseId);
+      this.aborts.get(leaseId)?.abort();
       released++;
     }
     if (released > 0) this.opts.onBusy?.();
@@ -199,6 +203,7 @@ export class ModelConnection {
       this.opts.hooks.onConnected?.(this.model, false);
       // Leases held on a closed socket are put back by the coordinator; results for them would be stale.
       this.running.clear();
+      for (const abort of this.aborts.values()) abort.abort();
       this.opts.onBusy?.();
       this.onDraining?.();
       if (this.stopping) return;
@@ -269,9 +274,13 @@ export class ModelConnection {
     }
   }
 
-  /** A lease taken back (its job cancelled): an inference cannot be interrupted, but nothing more is sent for it. */
+  /**
+   * A lease taken back (its job cancelled): nothing more is sent for it, and its run is told to stop (a
+   * generating run leaves the running batch at its next step; a one-shot inference runs to its end).
+   */
   private cancelled(leaseId: string, reason: string | undefined): void {
     if (!this.running.delete(leaseId)) return;
+    this.aborts.get(leaseId)?.abort();
     this.opts.onBusy?.();
     const extend = this.extenders.get(leaseId);
     if (extend !== undefined) clearInterval(extend);
@@ -292,11 +301,13 @@ export class ModelConnection {
       if (this.running.has(batch.lease_id)) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
     });
     const onTokens: RunOptions["onTokens"] = (delta) => tokens.add(delta);
+    const abort = new AbortController();
+    this.aborts.set(batch.lease_id, abort);
     let results: ItemResult[];
     try {
       results = await run(
         batch.items.map((i) => i.input),
-        { onTokens },
+        { onTokens, signal: abort.signal },
       );
     } catch (error) {
       // The whole run failed (runtime or device error): every item may succeed elsewhere, so retry them.
@@ -306,6 +317,7 @@ export class ModelConnection {
       tokens.flush(); // every delta before the completion
       clearInterval(extend);
       this.extenders.delete(batch.lease_id);
+      this.aborts.delete(batch.lease_id);
     }
     // Released meanwhile (pause with release, socket lost) or cancelled: the coordinator has taken the items back.
     if (!this.running.has(batch.lease_id)) return;

@@ -49,7 +49,7 @@ describe("text-generation on the bundled decoder", () => {
     expect(fromNode[1]?.finish_reason).toBe("stop");
   }, 60_000);
 
-  it("streams the same tokens from a --runtime web thread (deltas cross the thread through Comlink)", async () => {
+  it("streams the same tokens from a --runtime web thread (deltas cross the thread through Comlink), and cancels there", async () => {
     const pool = await WebThreadPool.start(
       { size: 1, runTimeoutMs: 60_000, registryUrl: registryUrl.href, log: () => {} },
       [spec],
@@ -61,6 +61,19 @@ describe("text-generation on the bundled decoder", () => {
       const direct = (await node.run(items)).map(output);
       expect(threaded.map(output).map((o) => o.tokens)).toEqual(direct.map((o) => o.tokens));
       expect(deltas.flatMap((d) => d.tokens)).toHaveLength(direct.flatMap((o) => o.tokens).length);
+      // A signal aborted on this side reaches the run in the thread: it stops at its next step, cancelled.
+      const abort = new AbortController();
+      let seen = 0;
+      const long = [{ prompt: "the", params: { max_new_tokens: 40 } }];
+      const [cancelled] =
+        (await pool.models()[0]?.run(long, {
+          signal: abort.signal,
+          onTokens: () => {
+            if (++seen === 2) abort.abort();
+          },
+        })) ?? [];
+      expect(cancelled && "error" in cancelled ? cancelled.error.code : cancelled).toBe("cancelled");
+      expect(seen).toBeLessThan(40);
     } finally {
       await pool.close();
     }

@@ -1,6 +1,7 @@
 // edgeswarm-worker's command line: defaults, environment fallbacks, and refusals that say what to fix.
 import { describe, expect, it } from "vitest";
-import { parseOptions, UsageError, type WorkerOptions } from "../../worker-gpu/options.ts";
+import { GENERATION_CONCURRENCY, parseOptions, UsageError, type WorkerOptions } from "../../worker-gpu/options.ts";
+import { batchesAtOnce } from "../../worker-gpu/worker.ts";
 
 const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseOptions(argv, env) as WorkerOptions;
 
@@ -41,6 +42,16 @@ describe("edgeswarm-worker options", () => {
     ).toMatchObject({ pool: "gpu", threads: 2, concurrency: 1 });
     expect(() => parse(["--runtime", "deno"])).toThrow(/--runtime must be node or web/);
     expect(() => parse(["--runtime", "web", "--threads", "0"])).toThrow(/--threads/);
+  });
+
+  it("takes more than one batch at once of a text-generation model on onnxruntime-node, so the next joins its decode", () => {
+    const node = { concurrency: 1, generationConcurrency: GENERATION_CONCURRENCY };
+    expect(GENERATION_CONCURRENCY).toBeGreaterThan(1);
+    expect(batchesAtOnce("text-generation", undefined, node)).toBe(GENERATION_CONCURRENCY);
+    expect(batchesAtOnce("text-classification", undefined, node)).toBe(1);
+    // --concurrency wins; the web runtime's threads each run one batch (its runs do not join across threads).
+    expect(batchesAtOnce("text-generation", 1, node)).toBe(1);
+    expect(batchesAtOnce("text-generation", undefined, { concurrency: 3 })).toBe(3);
   });
 
   it("takes webgpu and wasm to the web runtime, cuda and cpu to the node one, and refuses a mismatch", () => {

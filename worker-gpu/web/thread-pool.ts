@@ -67,6 +67,7 @@ export class WebThreadPool {
   /** Each model's device in its latest batch: webgpu until a thread's device is lost, then wasm there. */
   private readonly lastDevice = new Map<string, string>();
   private nextId = 1;
+  private nextRun = 1;
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -116,13 +117,23 @@ export class WebThreadPool {
     });
   }
 
-  /** Runs a batch on a free thread; on a thread that dies or hangs, once more on another. */
-  /** A generating batch's deltas come back through a Comlink proxy; a retry sends them again (the queue keeps each once). */
+  /**
+   * Runs a batch on a free thread; on a thread that dies or hangs, once more on another. A generating batch's
+   * deltas come back through a Comlink proxy; a retry sends them again (the queue keeps each once). An
+   * AbortSignal cannot cross to the thread: its abort goes there as a cancel of the run by id.
+   */
   async run(model: string, inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]> {
     const onTokens = opts?.onTokens ? proxy(opts.onTokens) : undefined;
+    const signal = opts?.signal;
     for (let attempt = 1; ; attempt++) {
       const thread = await this.acquire(this.opts.runTimeoutMs);
       thread.running = `${model} (${inputs.length} inputs)`;
+      const runId = this.nextRun++;
+      const ran = thread.api.run(model, [...inputs], onTokens, signal ? runId : undefined);
+      // Posted after the run, so the thread knows the id; a signal aborted while waiting for a thread, at once.
+      const cancel = () => void thread.api.cancel(runId).catch(() => undefined);
+      if (signal?.aborted) cancel();
+      else signal?.addEventListener("abort", cancel, { once: true });
       let timer: ReturnType<typeof setTimeout> | undefined;
       const hung = new Promise<{ lost: string }>((resolve) => {
         timer = setTimeout(
@@ -131,7 +142,7 @@ export class WebThreadPool {
         );
       });
       const outcome = await Promise.race([
-        thread.api.run(model, [...inputs], onTokens).then(
+        ran.then(
           ({ results, device }) => {
             this.lastDevice.set(model, device);
             return { results };
@@ -140,7 +151,10 @@ export class WebThreadPool {
         ),
         thread.gone.then((why) => ({ lost: why })),
         hung,
-      ]).finally(() => clearTimeout(timer));
+      ]).finally(() => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", cancel);
+      });
       if (!("lost" in outcome)) {
         this.release(thread);
         if ("error" in outcome) throw outcome.error;

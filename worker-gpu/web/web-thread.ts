@@ -28,18 +28,33 @@ const warn = (line: string) => {
   if (!closing) console.warn(line);
 };
 const runner = createWebRunner({ ort, fetch: nodeFetch, warn });
+/** Runs the pool may cancel, by the id it gave them (its AbortSignal stays on the main thread). */
+const cancellable = new Map<number, AbortController>();
 
 export const threadApi = {
   load: runner.load,
   /** A batch's results, and the device that ran it (wasm once this thread's WebGPU device was lost). */
-  async run(name: string, inputs: unknown[], onTokens?: (delta: TokenDelta) => unknown) {
+  async run(name: string, inputs: unknown[], onTokens?: (delta: TokenDelta) => unknown, runId?: number) {
     // onTokens is a Comlink proxy of the main thread's callback: each call posts a message; all of them are
     // awaited before the answer, so no delta reaches the worker loop after its batch's completion.
     const sent: unknown[] = [];
-    const opts = onTokens ? { onTokens: (d: TokenDelta) => void sent.push(onTokens(d)) } : undefined;
-    const results = await runner.run(name, inputs, opts);
-    await Promise.all(sent);
-    return { results, device: runner.models().get(name)?.device ?? data.device };
+    const abort = runId === undefined ? undefined : new AbortController();
+    if (abort) cancellable.set(runId as number, abort);
+    const opts = {
+      ...(onTokens ? { onTokens: (d: TokenDelta) => void sent.push(onTokens(d)) } : {}),
+      ...(abort ? { signal: abort.signal } : {}),
+    };
+    try {
+      const results = await runner.run(name, inputs, opts);
+      await Promise.all(sent);
+      return { results, device: runner.models().get(name)?.device ?? data.device };
+    } finally {
+      if (runId !== undefined) cancellable.delete(runId);
+    }
+  },
+  /** The pool's caller gave up on run `runId`: a generating run leaves its decode at the next step. */
+  cancel(runId: number) {
+    cancellable.get(runId)?.abort();
   },
   gpu: runner.gpu,
   gpuBufferBytes,

@@ -1,0 +1,130 @@
+// The worker loop (shared/worker-loop/model-connection.ts) with continuous batching, on the bundled decoder
+// (models/gpt-tiny, onnxruntime-node cpu) behind a socket the test plays the coordinator on: batches pushed
+// while one generates join it and complete on their own with the tokens each gets alone, and a lease the
+// coordinator cancels leaves the running batch (its run's signal aborted) with nothing more sent for it.
+import { readFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
+import type { GenerationOutput } from "../../shared/protocol/generation.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import { loadModel } from "../../shared/runner/load-model.ts";
+import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
+import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import type { SocketLike } from "../../shared/worker-loop/socket-like.ts";
+import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
+import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+
+const registryUrl = new URL("../../models/registry.json", import.meta.url);
+const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
+const spec = ModelConfig.parse(registry.models.find((m) => m.name === "gpt-tiny"));
+
+let model: LoadedModel;
+beforeAll(async () => {
+  model = await loadModel(spec, createOrtNodeFactory(), { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
+}, 60_000);
+afterAll(async () => {
+  await model?.dispose();
+});
+
+type Frame = { type: string; lease_id?: string; results?: ItemResult[]; tokens?: number[] };
+
+/** The coordinator's end of the worker's socket: what the worker sent, and frames pushed to it. */
+class CoordinatorEnd implements SocketLike {
+  readyState = 1;
+  readonly sent: Frame[] = [];
+  private readonly listeners = new Map<string, ((event: never) => void)[]>();
+  send(data: string): void {
+    this.sent.push(JSON.parse(data));
+  }
+  close(): void {
+    this.readyState = 3;
+  }
+  addEventListener(type: string, listener: (event: never) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+  push(frame: object): void {
+    for (const l of this.listeners.get("message") ?? []) l({ data: JSON.stringify(frame) } as never);
+  }
+  open(): void {
+    for (const l of this.listeners.get("open") ?? []) (l as () => void)();
+  }
+}
+
+const batch = (lease: string, inputs: unknown[]) => ({
+  type: "batch",
+  lease_id: lease,
+  model: "gpt-tiny",
+  deadline: Date.now() + 60_000,
+  renew_after_ms: 30_000,
+  items: inputs.map((input, i) => ({ id: `${lease}-${i}`, input })),
+});
+const LONG = { prompt: "the", params: { max_new_tokens: 40 } };
+const SHORT = {
+  prompt: "<|user|>how was the film?<|end|><|assistant|>",
+  params: { max_new_tokens: 12, temperature: 1.5, top_k: 50, seed: 3 },
+};
+const tokensOf = (frame: Frame | undefined) =>
+  (frame?.results ?? []).map((r) => ("output" in r ? (r.output as GenerationOutput).tokens : r.error.code));
+
+describe("the worker loop with continuous batching", () => {
+  it("runs batches pushed mid-generation in the running batch, completes each alone-equal, drops a cancelled one", async () => {
+    const alone = {
+      a: (await model.run([LONG])).map((r) => ("output" in r ? (r.output as GenerationOutput).tokens : r)),
+      b: (await model.run([SHORT])).map((r) => ("output" in r ? (r.output as GenerationOutput).tokens : r)),
+    };
+    const socket = new CoordinatorEnd();
+    const signals: AbortSignal[] = [];
+    const deltas = { a: 0, b: 0, c: 0 };
+    const leases = ["a", "b", "c"] as const;
+    // The model's run, watched: b and c are pushed from inside a's third token, c cancelled at its second.
+    const run = (inputs: readonly unknown[], opts?: RunOptions) => {
+      const lease = leases[signals.length] as (typeof leases)[number];
+      if (opts?.signal) signals.push(opts.signal);
+      return model.run(inputs, {
+        ...opts,
+        onTokens: (d) => {
+          opts?.onTokens?.(d);
+          deltas[lease]++;
+          if (lease === "a" && deltas.a === 3) {
+            socket.push(batch("b", [SHORT]));
+            socket.push(batch("c", [LONG]));
+          }
+          if (lease === "c" && deltas.c === 2) socket.push({ type: "cancel", lease_id: "c", reason: "caller left" });
+        },
+      });
+    };
+    let opened = false;
+    const connection = new ModelConnection({
+      coordinator: "http://coordinator.test",
+      token: () => undefined,
+      openSocket: () => {
+        opened = true;
+        return socket;
+      },
+      model,
+      run,
+      info: { worker_id: "w", pool: "gpu", device: "cpu", max_batch_size: 16, max_concurrent_batches: 4 },
+      hooks: { log: () => {} },
+    });
+    connection.start();
+    await vi.waitFor(() => expect(opened).toBe(true));
+    socket.open();
+    socket.push({ type: "welcome", model: "gpt-tiny", lease_ms: 60_000, worker_id: "w" });
+    socket.push(batch("a", [LONG]));
+    const completions = () => socket.sent.filter((f) => f.type === "complete");
+    await vi.waitFor(() => expect(completions()).toHaveLength(2), { timeout: 30_000, interval: 5 });
+    expect(connection.busy).toBe(0);
+
+    const [first, second] = completions();
+    // b, pushed while a generated, finished first (it joined); each has the tokens it gets alone.
+    expect(first?.lease_id).toBe("b");
+    expect(tokensOf(first)).toEqual(alone.b);
+    expect(second?.lease_id).toBe("a");
+    expect(tokensOf(second)).toEqual(alone.a);
+    // c: its run was told to stop and stopped at the next step; nothing of it went out after the cancel.
+    expect(signals[2]?.aborted).toBe(true);
+    expect(deltas.c).toBe(2);
+    expect(socket.sent.filter((f) => f.lease_id === "c" && f.type !== "tokens")).toEqual([]);
+    expect(signals[0]?.aborted).toBe(false);
+  }, 60_000);
+});
