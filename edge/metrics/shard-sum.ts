@@ -88,6 +88,7 @@ export function mergeRosters(shards: readonly Roster[]): Roster {
         continue;
       }
       seen.leases_held += w.leases_held;
+      seen.items_held += w.items_held;
       seen.draining ||= w.draining;
       if (BREAKER_RANK[w.breaker.state] > BREAKER_RANK[seen.breaker.state]) seen.breaker = w.breaker;
       if (w.quarantine && (!seen.quarantine || w.quarantine.until > seen.quarantine.until))

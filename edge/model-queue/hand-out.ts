@@ -109,19 +109,16 @@ export class HandOut {
     };
     // Kinds of worker that found nothing due: every other of the same kind would find the same.
     const foundNone = new Set<string>();
-    const free = this.slots.free(pass.held.byWorker, this.mayLease(cfg, now, pass.held));
+    const free = this.slots.free(pass.held, this.mayLease(cfg, now, pass.held));
     // Donors first when they can release work among themselves: a verifying run then goes to one of them.
-    if (untrusted && pass.donorsRelease) free.sort((a, b) => rank(a) - rank(b));
-    for (const slot of free) {
+    if (untrusted && pass.donorsRelease) free.sort((a, b) => rank(a.slot) - rank(b.slot));
+    for (const { slot, room } of free) {
       const info = slot.info;
       const breaker = this.breakers.allows(breakerKey(info), now);
-      const maxBatchSize = Math.min(
-        cfg.max_batch_size,
-        info.max_batch_size,
-        breaker.maxItems ?? Number.MAX_SAFE_INTEGER,
-      );
+      const maxBatchSize = Math.min(cfg.max_batch_size, room, breaker.maxItems ?? Number.MAX_SAFE_INTEGER);
       let filter: ItemFilter;
-      let kind: string | null = info.pool;
+      // Workers of a pool with the same room would find the same batch, or none.
+      let kind: string | null = `${info.pool} ${maxBatchSize}`;
       let standing = false;
       if (info.pool === "gpu") {
         pass.plan ??= this.router.handOutPlan(

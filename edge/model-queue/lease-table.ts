@@ -238,10 +238,16 @@ export class LeaseTable {
 
   /**
    * Active leases by worker (workerKey: its credential and its id, since an id alone is the client's to
-   * choose), by donor and by client network (the caps on what donors hold read the last two).
+   * choose), with the items they hold; by donor and by client network (the caps on what donors hold read those).
    */
-  held(): { byWorker: Map<string, number>; byDonor: Map<string, number>; byNetwork: Map<string, number> } {
+  held(): {
+    byWorker: Map<string, number>;
+    itemsByWorker: Map<string, number>;
+    byDonor: Map<string, number>;
+    byNetwork: Map<string, number>;
+  } {
     const byWorker = new Map<string, number>();
+    const itemsByWorker = new Map<string, number>();
     const byDonor = new Map<string, number>();
     const byNetwork = new Map<string, number>();
     const add = (m: Map<string, number>, k: string | null, n: number) => {
@@ -253,14 +259,16 @@ export class LeaseTable {
       donor: string | null;
       network: string | null;
       n: number;
+      items: number;
     }>(
-      "SELECT worker_id, holder, donor, network, COUNT(*) AS n FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
+      "SELECT worker_id, holder, donor, network, COUNT(*) AS n, SUM(n_items) AS items FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
     )) {
       add(byWorker, workerKey(r), r.n);
+      add(itemsByWorker, workerKey(r), r.items);
       add(byDonor, r.donor, r.n);
       if (r.donor !== null) add(byNetwork, r.network, r.n);
     }
-    return { byWorker, byDonor, byNetwork };
+    return { byWorker, itemsByWorker, byDonor, byNetwork };
   }
 
   heldBy(workerId: string): number {

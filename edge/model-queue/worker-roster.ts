@@ -16,11 +16,15 @@ export interface RosterEntry {
   gpu?: Record<string, string | undefined>;
   max_batch_size: number;
   max_concurrent_batches: number;
+  /** Set by a worker whose batches join one run: the most items it holds at once. */
+  max_items_in_flight?: number;
   draining: boolean;
   /** The donor a browser token named, and the client network it connected from. */
   donor?: string;
   network?: string;
   leases_held: number;
+  /** The items those leases hold. */
+  items_held: number;
   /** Browser workers under verification: agreements with trusted runs, and whether that is good standing. */
   standing?: { agreed: number; in_good_standing: boolean };
   quarantine: { until: number; reason: string } | null;
@@ -47,7 +51,7 @@ export class WorkerRoster {
   ) {}
 
   list(cfg: ModelConfig, now: number): Roster {
-    const held = this.leases.held().byWorker;
+    const held = this.leases.held();
     const rule = { trustAfter: cfg.verification.trust_after };
     const workers = this.slots.list(now).map((w): RosterEntry => {
       const b = this.breakers.describe(breakerKey(w));
@@ -59,11 +63,13 @@ export class WorkerRoster {
         max_batch_size: w.max_batch_size,
         max_concurrent_batches: w.max_concurrent_batches,
         draining: w.draining ?? false,
-        leases_held: held.get(workerKey(w)) ?? 0,
+        leases_held: held.byWorker.get(workerKey(w)) ?? 0,
+        items_held: held.itemsByWorker.get(workerKey(w)) ?? 0,
         quarantine: w.pool === "browser" ? this.trust.quarantinedUntil(w, now) : null,
         breaker: { state: b.state, failures: b.failures, ...(b.state === "open" ? { until: b.until } : {}) },
       };
       if (w.gpu) entry.gpu = w.gpu;
+      if (w.max_items_in_flight !== undefined) entry.max_items_in_flight = w.max_items_in_flight;
       if (w.donor !== undefined) entry.donor = w.donor;
       if (w.network !== undefined) entry.network = w.network;
       if (w.pool === "browser" && cfg.verification.enabled) {

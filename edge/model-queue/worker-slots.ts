@@ -9,6 +9,7 @@ import {
   parseWith,
   WorkerFrame,
   type WorkerInfo,
+  workerRoom,
 } from "../../shared/index.ts";
 
 /**
@@ -50,6 +51,12 @@ interface SocketAttachment {
 type Poller = { kind: "poll"; info: LeaseHolder; resolve: (batchJson: string | null) => void };
 
 export type Slot = { kind: "socket"; ws: WebSocket; info: LeaseHolder } | Poller;
+
+/** A slot with room for a batch, and the most items that batch may hold for its worker (workerRoom). */
+export interface FreeSlot {
+  slot: Slot;
+  room: number;
+}
 
 /** HTTP workers count as connected for this long after their last lease call. */
 const HTTP_WORKER_SEEN_MS = 60_000;
@@ -224,19 +231,28 @@ export class WorkerSlots {
   }
 
   /**
-   * The free workers that `mayLease` allows, fewest batches in hand first; sockets, then long-poll
-   * requests. `held` is each worker's count of active leases.
+   * The workers with room for a batch (workerRoom) that `mayLease` allows, fewest batches in hand first;
+   * sockets, then long-poll requests (one batch a poll, so only their items in flight limit them). `held`:
+   * each worker's active leases and the items they hold.
    */
-  free(held: ReadonlyMap<string, number>, mayLease: (info: LeaseHolder) => boolean): Slot[] {
-    const sockets: { slot: Slot; n: number }[] = [];
+  free(
+    held: { byWorker: ReadonlyMap<string, number>; itemsByWorker: ReadonlyMap<string, number> },
+    mayLease: (info: LeaseHolder) => boolean,
+  ): FreeSlot[] {
+    const items = (info: LeaseHolder) => held.itemsByWorker.get(workerKey(info)) ?? 0;
+    const sockets: (FreeSlot & { n: number })[] = [];
     for (const ws of this.ctx.getWebSockets()) {
       const info = socketWorker(ws);
       if (!info || info.draining || ws.readyState !== WebSocket.READY_STATE_OPEN) continue;
-      const n = held.get(workerKey(info)) ?? 0;
-      if (n < info.max_concurrent_batches && mayLease(info)) sockets.push({ slot: { kind: "socket", ws, info }, n });
+      const n = held.byWorker.get(workerKey(info)) ?? 0;
+      const room = workerRoom(info, n, items(info));
+      if (room > 0 && mayLease(info)) sockets.push({ slot: { kind: "socket", ws, info }, room, n });
     }
     sockets.sort((a, b) => a.n - b.n);
-    return [...sockets.map((s) => s.slot), ...this.pollers.filter((p) => mayLease(p.info))];
+    const pollers = this.pollers
+      .map((slot) => ({ slot, room: workerRoom(slot.info, 0, items(slot.info)) }))
+      .filter((p) => p.room > 0 && mayLease(p.slot.info));
+    return [...sockets.map(({ slot, room }) => ({ slot, room })), ...pollers];
   }
 
   /** Open sockets whose credential matches, counted for the per-donor and per-network socket caps. */

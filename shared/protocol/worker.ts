@@ -15,6 +15,13 @@ export const WorkerInfo = z.object({
   max_batch_size: z.int().positive().max(4096),
   /** Batches this worker runs at once. */
   max_concurrent_batches: z.int().positive().max(64).default(1),
+  /**
+   * Most items this worker holds across its batches at once (a text-generation worker whose batches join one
+   * decode: that decode's rows); the coordinator sends a batch no larger than what is left of it, so items the
+   * worker could only keep waiting stay queued, for other workers and for scaling. Absent: max_batch_size ×
+   * max_concurrent_batches.
+   */
+  max_items_in_flight: z.int().positive().max(262_144).optional(),
   /** The GPU under a WebGPU worker, as its adapter reports it (Dawn in Node adds the backend), for operators. */
   gpu: z
     .strictObject({

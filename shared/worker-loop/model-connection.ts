@@ -84,6 +84,8 @@ export class ModelConnection {
   private releaseWhilePaused = false;
   private welcomed = false;
   private readonly running = new Map<string, Promise<void>>();
+  /** Each batch's item count, read for the running ones (busyItems). */
+  private readonly sizes = new Map<string, number>();
   /** Each running batch's extend timer, stopped when the batch ends or its lease is cancelled. */
   private readonly extenders = new Map<string, ReturnType<typeof setInterval>>();
   /** Each running batch's abort: its results are no longer wanted (cancelled, released, or the socket lost). */
@@ -108,6 +110,13 @@ export class ModelConnection {
   /** Batches this connection is running now. */
   get busy(): number {
     return this.running.size;
+  }
+
+  /** Items in the batches this connection is running now. */
+  get busyItems(): number {
+    let n = 0;
+    for (const leaseId of this.running.keys()) n += this.sizes.get(leaseId) ?? 0;
+    return n;
   }
 
   start(): void {
@@ -245,9 +254,11 @@ export class ModelConnection {
         const run = this.runBatch(batch).finally(() => {
           // Only this run's entry: a cancelled lease's entry is already gone.
           if (this.running.get(batch.lease_id) === run) this.running.delete(batch.lease_id);
+          this.sizes.delete(batch.lease_id);
           this.opts.onBusy?.();
         });
         this.running.set(batch.lease_id, run);
+        this.sizes.set(batch.lease_id, batch.items.length);
         this.opts.onBusy?.();
         return;
       }

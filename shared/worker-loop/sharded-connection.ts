@@ -1,8 +1,8 @@
 // A worker's connection to one model, however many shards its queue is spread over (docs/operations.md,
 // "Sharded queues"): a ModelConnection per shard, shard 0 first, whose welcome says how many there are; the
 // others are opened (or, when the count falls, drained and closed) to match. Every shard hands out batches
-// on its own, so the shards share the worker's capacity: once the batches held reach max_concurrent_batches,
-// every shard is asked to hold off (the pause frame, `drain`) until one ends. A batch a shard sent before it
+// on its own, so the shards share the worker's capacity: once the batches held reach max_concurrent_batches
+// (or their items max_items_in_flight), every shard is asked to hold off (the pause frame, `drain`) until one ends. A batch a shard sent before it
 // read that is still run, so a worker may briefly hold one more per shard. With one shard (the default) this
 // is the ModelConnection alone, frame for frame.
 
@@ -102,7 +102,10 @@ export class ShardedConnection {
   /** Holds every shard off while the worker's batches fill its capacity, and lets them go once they do not. */
   private balance(): void {
     if (this.shards.length < 2 && !this.full) return;
-    const full = this.busy >= this.opts.info.max_concurrent_batches;
+    const { max_concurrent_batches, max_items_in_flight } = this.opts.info;
+    const items = max_items_in_flight === undefined ? 0 : this.shards.reduce((n, s) => n + s.busyItems, 0);
+    const full =
+      this.busy >= max_concurrent_batches || (max_items_in_flight !== undefined && items >= max_items_in_flight);
     if (full === this.full) return;
     this.full = full;
     if (this.paused || this.stopping) return;

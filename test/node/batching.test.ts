@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type BatchState, decideBatch } from "../../shared/policy/batching.ts";
+import { type BatchState, decideBatch, workerRoom } from "../../shared/policy/batching.ts";
 
 const state = (over: Partial<BatchState>): BatchState => ({
   eligible: 1,
@@ -79,5 +79,25 @@ describe("decideBatch (Triton's dynamic batching rule)", () => {
       size: 1,
       reason: "full",
     });
+  });
+});
+
+describe("workerRoom", () => {
+  const worker = { max_batch_size: 8, max_concurrent_batches: 4 };
+
+  it("is the worker's max_batch_size until it holds max_concurrent_batches, then none", () => {
+    expect(workerRoom(worker, 0, 0)).toBe(8);
+    expect(workerRoom(worker, 3, 24)).toBe(8);
+    expect(workerRoom(worker, 4, 4)).toBe(0);
+  });
+
+  it("is what is left of max_items_in_flight when that is less, and none once it is reached or passed", () => {
+    const rows = { ...worker, max_items_in_flight: 10 };
+    expect(workerRoom(rows, 0, 0)).toBe(8);
+    expect(workerRoom(rows, 1, 6)).toBe(4);
+    expect(workerRoom(rows, 2, 10)).toBe(0);
+    // A batch a shard sent before the worker paused it can leave it over its limit for a while.
+    expect(workerRoom(rows, 2, 13)).toBe(0);
+    expect(workerRoom(rows, 4, 0)).toBe(0);
   });
 });

@@ -10,6 +10,7 @@ import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
 import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
+import { ShardedConnection } from "../../shared/worker-loop/sharded-connection.ts";
 import type { SocketLike } from "../../shared/worker-loop/socket-like.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
@@ -126,5 +127,63 @@ describe("the worker loop with continuous batching", () => {
     expect(deltas.c).toBe(2);
     expect(socket.sent.filter((f) => f.lease_id === "c" && f.type !== "tokens")).toEqual([]);
     expect(signals[0]?.aborted).toBe(false);
+  }, 60_000);
+});
+
+describe("a worker whose batches join one decode, on a queue of two shards", () => {
+  it("says its decode's rows as max_items_in_flight and holds both shards off while its items fill them", async () => {
+    expect(model.rowsInFlight).toBe(spec.max_batch_size);
+    const sockets: CoordinatorEnd[] = [];
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const connection = new ShardedConnection({
+      coordinator: "http://coordinator.test",
+      token: () => undefined,
+      openSocket: () => {
+        const socket = new CoordinatorEnd();
+        sockets.push(socket);
+        return socket;
+      },
+      model,
+      run: async (inputs, opts) => {
+        await gate;
+        return model.run(inputs, opts);
+      },
+      info: {
+        worker_id: "w",
+        pool: "gpu",
+        device: "cpu",
+        max_batch_size: 16,
+        max_concurrent_batches: 4,
+        max_items_in_flight: 3,
+      },
+      hooks: { log: () => {} },
+    });
+    connection.start();
+    const welcome = { type: "welcome", model: "gpt-tiny", lease_ms: 60_000, worker_id: "w" };
+    const shard = async (k: number) => {
+      const socket = await vi.waitFor(() => sockets[k] ?? Promise.reject(new Error(`shard ${k} not opened`)));
+      socket.open();
+      socket.push({ ...welcome, shards: 2 });
+      return socket;
+    };
+    const [s0, s1] = [await shard(0), await shard(1)];
+    expect(s0.sent[0]).toMatchObject({ type: "hello", max_items_in_flight: 3, max_concurrent_batches: 4 });
+    const drains = () => [s0, s1].map((s) => s.sent.filter((f) => f.type === "drain").length);
+
+    s0.push(batch("a", [SHORT, SHORT]));
+    expect(drains()).toEqual([0, 0]); // 2 of 3 items, 1 of 4 batches: room left
+    s1.push(batch("b", [SHORT]));
+    expect(drains()).toEqual([1, 1]); // 3 of 3 items: every shard holds off
+    release();
+    await vi.waitFor(() => expect(connection.busy).toBe(0), { timeout: 30_000, interval: 5 });
+    for (const s of [s0, s1]) expect(s.sent.filter((f) => f.type === "resume")).toHaveLength(1);
+    expect([s0, s1].map((s) => s.sent.filter((f) => f.type === "complete").map((f) => f.lease_id))).toEqual([
+      ["a"],
+      ["b"],
+    ]);
+    await connection.drain(1_000);
   }, 60_000);
 });

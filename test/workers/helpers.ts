@@ -116,6 +116,7 @@ export class SocketWorker {
       pool?: "gpu" | "browser";
       max_batch_size?: number;
       max_concurrent_batches?: number;
+      max_items_in_flight?: number;
       donor?: string;
       /** The donor's client network, as the route derives it from the connection's address. */
       network?: string;
@@ -136,6 +137,7 @@ export class SocketWorker {
       device: "cpu",
       max_batch_size: info.max_batch_size ?? 64,
       max_concurrent_batches: info.max_concurrent_batches ?? 1,
+      ...(info.max_items_in_flight === undefined ? {} : { max_items_in_flight: info.max_items_in_flight }),
     });
     await worker.next("welcome");
     return worker;

@@ -58,6 +58,41 @@ describe("dynamic batching", () => {
     expect((await worker.next("batch")).items).toHaveLength(2);
   });
 
+  it("sends a worker no more items than its max_items_in_flight leaves room for; the rest stays queued", async () => {
+    // A worker whose batches join one decode of 10 rows, taking up to 4 batches of 8.
+    const opts = { max_batch_size: 8, max_concurrent_batches: 4, max_items_in_flight: 10 };
+    const worker = await SocketWorker.connect("bravo", opts);
+    await submitBravo([1, 2, 3, 4, 5, 6]);
+    const first = await worker.next("batch");
+    expect(first.items.map((i) => i.input)).toEqual([1, 2, 3, 4, 5, 6]);
+    await submitBravo([7, 8, 9, 10, 11, 12]);
+    const second = await worker.next("batch");
+    expect(second.items.map((i) => i.input)).toEqual([7, 8, 9, 10]);
+    // Full at 10 items with two of its four batches: the last two wait in the queue, counted there.
+    expect(await queue("bravo").stats("bravo")).toMatchObject({ queued: 2, in_flight: { gpu: 10 } });
+    expect(worker.has("batch")).toBe(false);
+    worker.complete(first);
+    expect((await worker.next("batch")).items.map((i) => i.input)).toEqual([11, 12]);
+  });
+
+  it("gives a long-polling HTTP worker no more than its max_items_in_flight over its leases", async () => {
+    await submitBravo([1, 2, 3, 4, 5, 6, 7, 8]);
+    const poll = (wait_ms: number) =>
+      workerCall("/v1/leases", {
+        model: "bravo",
+        worker_id: "rows-5",
+        pool: "gpu",
+        device: "cpu",
+        max_batch_size: 4,
+        max_items_in_flight: 5,
+        wait_ms,
+      });
+    expect((await poll(2_000)).body.items).toHaveLength(4);
+    expect((await poll(2_000)).body.items).toHaveLength(1);
+    expect((await poll(0)).status).toBe(204);
+    expect(await queue("bravo").stats("bravo")).toMatchObject({ queued: 3, in_flight: { gpu: 5 } });
+  });
+
   it("answers a waiting call with one output per input, in order, and its timings", async () => {
     const worker = await SocketWorker.connect("alpha");
     const answer = infer({ model: "alpha", inputs: [1, 2, 3] });
