@@ -48,7 +48,12 @@ class Exposition {
 
 const POOLS: readonly Pool[] = ["browser", "gpu"];
 
-export function renderPrometheus(models: readonly ModelMetrics[], scaling: Record<Pool, PoolSignal> | null): string {
+export function renderPrometheus(
+  models: readonly ModelMetrics[],
+  scaling: Record<Pool, PoolSignal> | null,
+  /** Queue objects (model, or model~shard) slow to answer this scrape: shown as last seen, or left out. */
+  reads: { stale: readonly string[]; unavailable: readonly string[] } = { stale: [], unavailable: [] },
+): string {
   const out = new Exposition();
   out.family("edgeswarm_queue_depth", "gauge", "Items waiting in the queue.");
   for (const m of models) out.sample("edgeswarm_queue_depth", { model: m.stats.model }, m.stats.queued);
@@ -104,6 +109,18 @@ export function renderPrometheus(models: readonly ModelMetrics[], scaling: Recor
       }
     }
   }
+  out.family(
+    "edgeswarm_queue_stale",
+    "gauge",
+    "1 for a queue object that did not answer this scrape in time: its samples are the last ones read.",
+  );
+  for (const queue of reads.stale) out.sample("edgeswarm_queue_stale", { queue }, 1);
+  out.family(
+    "edgeswarm_queue_unavailable",
+    "gauge",
+    "1 for a queue object that did not answer this scrape and has no recent samples: its model is left out.",
+  );
+  for (const queue of reads.unavailable) out.sample("edgeswarm_queue_unavailable", { queue }, 1);
   if (scaling) {
     out.family("edgeswarm_pool_queue_length", "gauge", "Queued plus in-flight items the pool's autoscaler reads.");
     for (const pool of POOLS) out.sample("edgeswarm_pool_queue_length", { pool }, scaling[pool].queue_length);

@@ -176,7 +176,10 @@ opsRoutes.get("/metrics", requireKey("metrics"), async (c) => {
     c,
     models.map((m) => m.stats),
   );
-  return c.body(renderPrometheus(models, pools), 200, { "Content-Type": "text/plain; version=0.0.4; charset=utf-8" });
+  const reads = { stale: read.stale, unavailable: read.failed };
+  return c.body(renderPrometheus(models, pools, reads), 200, {
+    "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+  });
 });
 
 /**

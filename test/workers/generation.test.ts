@@ -12,6 +12,7 @@ import {
   leaseOverHttp,
   SocketWorker,
   type SseEvent,
+  scrape,
   sseReader,
   waitFor,
   wipeQueues,
@@ -88,7 +89,7 @@ describe("token deltas", () => {
     expect(job.generation.ttft_ms).toBeGreaterThanOrEqual(0);
 
     const metrics = await waitFor(async () => {
-      const text = (await call("/metrics")).body as string;
+      const text = (await scrape()).body as string;
       return text.includes("edgeswarm_generated_tokens_total") ? text : undefined;
     }, 10_000);
     expect(metrics).toMatch(/edgeswarm_time_to_first_token_seconds_count\{model="scribe",pool="gpu"\} 1/);

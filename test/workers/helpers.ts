@@ -65,6 +65,18 @@ export async function waitFor<T>(probe: () => Promise<T | undefined> | T | undef
   }
 }
 
+/**
+ * GET /metrics once every queue object answered it in time. On a slow or loaded machine one can answer late,
+ * and the scrape then shows that queue's last-seen samples (edgeswarm_queue_stale) or leaves it out
+ * (edgeswarm_queue_unavailable), which a test must not read as the state now: it scrapes again.
+ */
+export async function scrape(): Promise<Answer> {
+  return waitFor(async () => {
+    const res = await call("/metrics");
+    return /^edgeswarm_queue_(stale|unavailable)\{/m.test(res.body as string) ? undefined : res;
+  }, 30_000);
+}
+
 type Frame<T extends CoordinatorFrame["type"]> = Extract<CoordinatorFrame, { type: T }>;
 
 /** A worker over the real WebSocket endpoint; it does exactly what the test tells it to. */

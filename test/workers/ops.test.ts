@@ -3,7 +3,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { app } from "../../edge/app.ts";
 import { TEST_REGISTRY } from "../support/test-models.ts";
-import { call, infer, queue, SocketWorker, sleep, WORKER, waitFor, wipeQueues } from "./helpers.ts";
+import { call, infer, queue, SocketWorker, scrape, sleep, WORKER, waitFor, wipeQueues } from "./helpers.ts";
 
 const MODEL_NAMES = TEST_REGISTRY.models.map((m) => m.name);
 
@@ -119,13 +119,15 @@ describe("GET /v1/scaling", () => {
 
   it("serves /metrics in time too while a queue is busy, with that queue as last seen", async () => {
     await infer({ model: "bravo", inputs: new Array(3).fill(0), wait: false });
-    expect((await call("/metrics")).body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
+    expect((await scrape()).body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
     const busy = holdQueue("bravo", 3_000);
     await sleep(100);
     const res = await call("/metrics");
     expect(busy.held).toBe(true); // answered without waiting for the object, whatever this machine's speed
     expect(res.status).toBe(200);
     expect(res.body).toMatch(/edgeswarm_queue_depth\{model="bravo"\} 3/);
+    expect(res.body).toMatch(/^edgeswarm_queue_stale\{queue="bravo"\} 1$/m);
+    expect(res.body).not.toMatch(/^edgeswarm_queue_stale\{queue="alpha"\}/m);
     await busy.done;
   });
 
@@ -146,11 +148,11 @@ describe("GET /metrics", () => {
     const answer = infer({ model: "alpha", inputs: [1, 2] });
     worker.complete(await worker.next("batch"));
     expect((await answer).status).toBe(200);
-    expect((await call("/metrics")).body).toMatch(/edgeswarm_workers\{model="alpha",pool="gpu"\} 1/);
+    expect((await scrape()).body).toMatch(/edgeswarm_workers\{model="alpha",pool="gpu"\} 1/);
     worker.close(); // so the next request stays queued
-    await waitFor(async () => /edgeswarm_workers\{model="alpha",pool="gpu"\} 0/.test((await call("/metrics")).body));
+    await waitFor(async () => /edgeswarm_workers\{model="alpha",pool="gpu"\} 0/.test((await scrape()).body));
     await infer({ model: "alpha", inputs: [3], wait: false });
-    const res = await call("/metrics");
+    const res = await scrape();
     expect(res.headers.get("Content-Type")).toMatch(/^text\/plain; version=0.0.4/);
     const text = res.body as string;
     expect(text).toContain('edgeswarm_queue_depth{model="alpha"} 1');

@@ -4,7 +4,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { METRICS_FLUSH_MS, MetricsStore } from "../../edge/model-queue/metrics-store.ts";
 import { Sql } from "../../edge/sql.ts";
-import { call, infer, queue, SocketWorker, waitFor, wipeQueues } from "./helpers.ts";
+import { infer, queue, SocketWorker, scrape, waitFor, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -37,7 +37,7 @@ describe("metrics", () => {
     const answer = infer({ model: "bravo", inputs: [1, 2] });
     worker.complete(await worker.next("batch"));
     expect((await answer).status).toBe(200);
-    const text = (await call("/metrics")).body as string;
+    const text = (await scrape()).body as string;
     expect(text).toMatch(/edgeswarm_items_completed_total\{model="bravo",pool="gpu"\} 2\b/);
     expect(text).toMatch(/edgeswarm_batch_size_count\{model="bravo",pool="gpu"\} 1\b/);
     // Reading wrote them, so a restart keeps them.

@@ -2,7 +2,7 @@
 // timeouts, backpressure, and a restart of the object with work in flight.
 import { abortAllDurableObjects, runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { call, infer, queue, SocketWorker, sleep, waitFor, wipeQueues, workerCall } from "./helpers.ts";
+import { call, infer, queue, SocketWorker, scrape, sleep, waitFor, wipeQueues, workerCall } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -223,7 +223,7 @@ describe("leases", () => {
     const spare = held === quitter ? other : quitter;
     held.close();
     const again = await spare.next("batch", 4_000);
-    const metrics: string = (await call("/metrics")).body;
+    const metrics: string = (await scrape()).body;
     expect(metrics).toContain("# TYPE edgeswarm_leases_expired_total counter");
     const expired = metrics.split("\n").filter((l) => l.startsWith('edgeswarm_leases_expired_total{model="bravo"'));
     expect(expired.reduce((sum, l) => sum + Number(l.split(" ").pop()), 0)).toBe(0);
@@ -304,7 +304,7 @@ describe("timeouts and backpressure", () => {
     expect(res.status).toBe(504);
     expect(res.body.error.code).toBe("expired");
     expect(res.body.error.message).toMatch(/timeout of 100 ms \(0 of 1 inputs done\)/);
-    const metrics = (await call("/metrics")).body as string;
+    const metrics = (await scrape()).body as string;
     expect(metrics).toContain('edgeswarm_items_expired_total{model="alpha",pool="none"} 1');
     expect((await job(res.body.id)).status).toBe("expired");
     // An expired item is never handed out afterwards.

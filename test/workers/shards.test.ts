@@ -9,7 +9,7 @@ import { app } from "../../edge/app.ts";
 import type { ModelQueue } from "../../edge/model-queue/model-queue.ts";
 import { parseQueueName, queueName, queueOfId } from "../../shared/protocol/ids.ts";
 import { TEST_API_KEY } from "../support/test-models.ts";
-import { call, infer, queue, SocketWorker, sleep, WORKER, wipeQueues, workerCall } from "./helpers.ts";
+import { call, infer, queue, SocketWorker, scrape, sleep, WORKER, wipeQueues, workerCall } from "./helpers.ts";
 import { finished, honest, NET, submit } from "./trust-helpers.ts";
 
 const MODEL = "sharded";
@@ -277,7 +277,7 @@ describe("sharded queues", () => {
     expect(new Set(ids.map(shardOf)).size).toBeGreaterThan(0);
     const scaling = await call("/v1/scaling");
     expect(scaling.body.models[MODEL].queued).toBe(6);
-    const metrics = (await call("/metrics")).body as string;
+    const metrics = (await scrape()).body as string;
     const depth = metrics.split("\n").filter((l) => l.startsWith(`edgeswarm_queue_depth{model="${MODEL}"}`));
     expect(depth).toEqual([`edgeswarm_queue_depth{model="${MODEL}"} 6`]);
     const models = await call("/v1/models");
@@ -294,7 +294,7 @@ describe("sharded queues", () => {
     expect(listed.body.workers[0]).toMatchObject({ worker_id: "one-worker", leases_held: 0 });
     // Counters summed over the shards the items ran in (written to storage within a second).
     await sleep(1_100);
-    const after = (await call("/metrics")).body as string;
+    const after = (await scrape()).body as string;
     expect(after).toContain(`edgeswarm_items_completed_total{model="${MODEL}",pool="gpu"} 6`);
   });
 

@@ -1,7 +1,7 @@
 // What the trust suites (trust.test.ts, donor-pool.test.ts) share: honest and lying classification
 // answers, donors' client networks, submitting a call without waiting, a job once ended, a metric's value.
 import { expect } from "vitest";
-import { call, infer, waitFor } from "./helpers.ts";
+import { call, infer, scrape, waitFor } from "./helpers.ts";
 
 /** What an honest text-classification worker answers for an input, and what a liar answers instead. */
 export const honest = (x: unknown) => [
@@ -34,7 +34,7 @@ export const finished = (id: string, timeoutMs = 3_000) =>
 
 /** A sample's value in /metrics (0 when absent). */
 export async function metric(name: string, labels: string): Promise<number> {
-  const text = (await call("/metrics")).body as string;
+  const text = (await scrape()).body as string;
   const line = text.split("\n").find((l) => l.startsWith(`${name}{${labels}} `));
   return line === undefined ? 0 : Number(line.split(" ").at(-1));
 }
