@@ -1,13 +1,20 @@
-// bench:generate's swarm side: the same prompts as the direct rows sent through the real coordinator
-// (`wrangler dev`) as `POST /v1/infer` with `stream: true`, read as Server-Sent Events, with one real
+// bench:generate's swarm side: the same prompts as the direct rows sent through the real coordinator (workerd
+// through Miniflare's API, as deployed: bench/miniflare-server.ts; BENCH_COORDINATOR=wrangler: `wrangler dev`) as `POST /v1/infer` with `stream: true`, read as Server-Sent Events, with one real
 // `edgeswarm-worker` (onnxruntime-node) or one Chromium tab (the demo page's donor worker, wasm or WebGPU) as
 // the only worker. TTFT is the caller's: request sent → first `token` event. Used by bench/generate.ts.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import { createParser } from "eventsource-parser";
 import { startWorker, type WorkerProcess } from "../scripts/lib/worker-process.ts";
-import { type Coordinator, freePort, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
+import { type Server, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { DonorStatus } from "../shared/index.ts";
+import { startMiniflare } from "./miniflare-server.ts";
+
+/**
+ * How the coordinator runs: workerd through Miniflare's API, no dev proxy in front (as deployed; the default), or
+ * `wrangler dev` (BENCH_COORDINATOR=wrangler), whose proxy relays every streamed event once more.
+ */
+export const COORDINATOR_PATH = process.env.BENCH_COORDINATOR === "wrangler" ? "wrangler dev" : "workerd (Miniflare)";
 
 /** One streamed request, times in ms from performance.now(). */
 export interface Streamed {
@@ -72,19 +79,21 @@ export async function batchCounts(base: string, model: string): Promise<{ items:
   return { items: sum("edgeswarm_batch_size_sum"), batches: sum("edgeswarm_batch_size_count") };
 }
 
-/** A coordinator serving `models` with open auth and the demo page allowed to donate, in a temporary folder. */
+/**
+ * A coordinator (COORDINATOR_PATH) serving `models` with open auth and any page allowed to donate (its own demo
+ * page's origin is known only once it serves), in a temporary folder.
+ */
 export async function generationCoordinator(
   models: readonly unknown[],
-): Promise<Coordinator & { cleanup(): Promise<void> }> {
+): Promise<Server & { cleanup(): Promise<void> }> {
   const persistTo = await mkdtemp(`${os.tmpdir()}/edgeswarm-bench-generate-`);
-  const port = await freePort();
-  const coordinator = await startCoordinator({
+  const start = COORDINATOR_PATH === "wrangler dev" ? startCoordinator : startMiniflare;
+  const coordinator = await start({
     persistTo,
-    port,
     vars: {
       AUTH: "open",
       MODELS: JSON.stringify({ models }),
-      SITE_KEYS: JSON.stringify({ demo: { origins: [`http://127.0.0.1:${port}`] } }),
+      SITE_KEYS: JSON.stringify({ demo: { origins: ["*"] } }),
     },
   });
   return {
@@ -101,7 +110,7 @@ export async function generationCoordinator(
  * `concurrency`, that --concurrency, else the worker's default.
  */
 export async function generationWorker(
-  coordinator: Coordinator,
+  coordinator: Server,
   model: string,
   modelBase: string,
   concurrency?: number,
@@ -124,7 +133,7 @@ export async function stopProcess(worker: WorkerProcess): Promise<void> {
 
 /** The demo page in a fresh Chromium (WebGPU: SwiftShader here) until it donates `model`; resolves its device. */
 export async function donatingTab(
-  coordinator: Coordinator,
+  coordinator: Server,
   model: string,
   webgpu: boolean,
 ): Promise<{ device: string; close(): Promise<void> }> {

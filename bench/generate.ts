@@ -5,7 +5,8 @@
 // own streamed call), direct and swarm rounds alternating so a shared machine's drifting load falls on both; then
 // gpt-tiny with a Chromium tab (the demo page's donor worker) as the only worker, on wasm and on WebGPU
 // (SwiftShader here: software). BENCH_SWARM=0, BENCH_CHROMIUM=0, BENCH_WEBGPU=0 drop those rows;
-// BENCH_CONCURRENCY=N runs the worker with --concurrency N (default: the worker's own default).
+// BENCH_CONCURRENCY=N runs the worker with --concurrency N (default: the worker's own default); the coordinator
+// runs on workerd through Miniflare's API, as deployed (BENCH_COORDINATOR=wrangler: under `wrangler dev`).
 // Writes bench/results/generate.md.
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
@@ -19,6 +20,7 @@ import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
 import { fmt, loadAverage, newestSourceMtime } from "./bench-kit.ts";
 import {
   batchCounts,
+  COORDINATOR_PATH,
   donatingTab,
   generationCoordinator,
   generationWorker,
@@ -246,7 +248,8 @@ const text = [
   "",
   `- Machine: ${cpu[0]?.model.trim() ?? "unknown CPU"} × ${cpu.length}, Node ${process.version}; load average (1, 5, 15 min) ${loadAtStart} at the start, ${loadAverage()} at the end (others' work shares these cores)`,
   `- Date: ${new Date().toISOString()}; the run took ${fmt((performance.now() - started) / 60_000)} min`,
-  `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}npm run bench:generate\``,
+  `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}${COORDINATOR_PATH === "wrangler dev" ? "BENCH_COORDINATOR=wrangler " : ""}npm run bench:generate\``,
+  `- Coordinator: ${COORDINATOR_PATH === "wrangler dev" ? "`wrangler dev` (its dev proxy relays every streamed event once more)" : "the Worker bundled by `wrangler deploy --dry-run`, on workerd through Miniflare's API with wrangler.toml's bindings: no dev proxy, as deployed"}`,
   `- ${NEW_TOKENS} new tokens a sequence (fewer where one samples its end), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
   `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size 16 ${CONCURRENCY ? `--concurrency ${CONCURRENCY}` : "(--concurrency: its default, 4 for text-generation)"}\` runs them, a batch that comes while one generates joining its decode (continuous batching) where it takes more than one; a direct round and a swarm round alternate`,
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
@@ -258,7 +261,7 @@ const text = [
   ...table,
   "",
   ...tabNotes.map((n) => `- ${n}`),
-  ...(newestSourceMtime() === sourcesBefore
+  ...(newestSourceMtime() === sourcesBefore || COORDINATOR_PATH !== "wrangler dev"
     ? []
     : [
         "- **edge/ or shared/ changed during the run (others editing): wrangler dev may have reloaded the coordinator mid-run, closing streams (failed calls)**",
