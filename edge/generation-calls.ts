@@ -56,6 +56,8 @@ export function generationModel(c: Context<HonoEnv>, name: string): ModelConfig 
 
 export interface SamplingAsked {
   max_tokens?: number | null | undefined;
+  /** Tokens before an end-of-text token may end the text (vLLM's min_tokens). */
+  min_tokens?: number | null | undefined;
   temperature?: number | null | undefined;
   top_p?: number | null | undefined;
   top_k?: number | null | undefined;
@@ -67,7 +69,12 @@ export interface SamplingAsked {
  * The parameters a worker gets. Greedy (temperature 0) unless asked otherwise, so an answer is reproducible
  * and a resumed stream continues exactly; max_tokens must leave the prompt room in the context.
  */
-export function generationParams(model: ModelConfig, asked: SamplingAsked, maxParam = "max_tokens"): GenerationParams {
+export function generationParams(
+  model: ModelConfig,
+  asked: SamplingAsked,
+  maxParam = "max_tokens",
+  minParam = "min_tokens",
+): GenerationParams {
   const context = model.max_sequence_length;
   const maxNew = asked.max_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, context - 1);
   if (maxNew <= 0 || maxNew >= context || maxNew > 4096) {
@@ -76,12 +83,17 @@ export function generationParams(model: ModelConfig, asked: SamplingAsked, maxPa
       `${maxParam} is ${maxNew}; model "${model.name}" has a context of ${context} tokens, prompt included: ask for 1 to ${Math.min(context - 1, 4096)}`,
     );
   }
+  const minNew = asked.min_tokens ?? 0;
+  if (minNew < 0 || minNew > maxNew) {
+    throw refuse(minParam, `${minParam} is ${minNew}; ask for 0 to ${maxParam} (${maxNew})`);
+  }
   const stop = asked.stop == null ? [] : typeof asked.stop === "string" ? [asked.stop] : asked.stop;
   if (stop.length > MAX_STOPS) throw refuse("stop", `stop holds ${stop.length} strings; send at most ${MAX_STOPS}`);
   const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
   if (bad !== undefined) throw refuse("stop", `each stop string must be 1 to ${MAX_STOP_CHARS} characters`);
   return {
     max_new_tokens: maxNew,
+    min_new_tokens: minNew,
     temperature: asked.temperature ?? 0,
     top_k: asked.top_k ?? 0,
     top_p: asked.top_p ?? 1,

@@ -20,6 +20,8 @@ export type { ChatCompletion } from "../../shared/protocol/openai-chat.ts";
 
 export interface ChatOptions extends CallOptions {
   max_tokens?: number | undefined;
+  /** Tokens to generate before an end-of-text token may end the reply (a stop string still does). */
+  min_tokens?: number | undefined;
   /** 0 (the default) is greedy: the same answer every time, and a resumed stream continues exactly. */
   temperature?: number | undefined;
   top_k?: number | undefined;

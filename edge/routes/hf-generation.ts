@@ -20,6 +20,7 @@ export async function generateTexts(
     model,
     {
       max_tokens: p.max_new_tokens,
+      min_tokens: p.min_new_tokens,
       // do_sample false is greedy whatever the temperature (the pipeline's rule).
       temperature: p.do_sample === false ? 0 : p.temperature,
       top_k: p.top_k,
@@ -28,6 +29,7 @@ export async function generateTexts(
       stop: p.stop ?? p.stop_sequences,
     },
     "parameters.max_new_tokens",
+    "parameters.min_new_tokens",
   );
   const items = prompts.map((prompt, i) => {
     if (typeof prompt !== "string" || prompt === "") {

@@ -4,24 +4,34 @@
 import { z } from "zod";
 
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
-export const GenerationParams = z.strictObject({
-  /** Tokens to generate at most (finish_reason "length" when reached). */
-  max_new_tokens: z.int().min(1).max(4096).default(64),
-  /** 0: greedy (argmax). Above 0: softmax(logits / temperature) sampling. */
-  temperature: z.number().min(0).max(10).default(0),
-  /** Sample only among the k most likely tokens; 0: no limit. */
-  top_k: z.int().min(0).max(1_000_000).default(0),
-  /** Sample only among the smallest set of tokens whose probabilities sum to at least top_p. */
-  top_p: z.number().gt(0).max(1).default(1),
-  /** Seeds the sampler (a counter-based PRNG keyed by seed and token position), so a resumed run is the same. */
-  seed: z
-    .int()
-    .min(0)
-    .max(2 ** 32 - 1)
-    .default(0),
-  /** Generation ends (finish_reason "stop") at the first of these strings; the string itself is not output. */
-  stop: z.array(z.string().min(1).max(64)).max(8).default([]),
-});
+export const GenerationParams = z
+  .strictObject({
+    /** Tokens to generate at most (finish_reason "length" when reached). */
+    max_new_tokens: z.int().min(1).max(4096).default(64),
+    /**
+     * Tokens to generate before an end-of-text token may end the text (transformers' min_new_tokens, vLLM's
+     * min_tokens): until then it is never picked. A stop string still ends it.
+     */
+    min_new_tokens: z.int().min(0).max(4096).default(0),
+    /** 0: greedy (argmax). Above 0: softmax(logits / temperature) sampling. */
+    temperature: z.number().min(0).max(10).default(0),
+    /** Sample only among the k most likely tokens; 0: no limit. */
+    top_k: z.int().min(0).max(1_000_000).default(0),
+    /** Sample only among the smallest set of tokens whose probabilities sum to at least top_p. */
+    top_p: z.number().gt(0).max(1).default(1),
+    /** Seeds the sampler (a counter-based PRNG keyed by seed and token position), so a resumed run is the same. */
+    seed: z
+      .int()
+      .min(0)
+      .max(2 ** 32 - 1)
+      .default(0),
+    /** Generation ends (finish_reason "stop") at the first of these strings; the string itself is not output. */
+    stop: z.array(z.string().min(1).max(64)).max(8).default([]),
+  })
+  .refine((p) => p.min_new_tokens <= p.max_new_tokens, {
+    message: "min_new_tokens must be at most max_new_tokens",
+    path: ["min_new_tokens"],
+  });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 
 export const FinishReason = z.enum(["stop", "length"]);

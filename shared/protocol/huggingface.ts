@@ -34,6 +34,7 @@ export type HfFeatureExtractionParameters = z.infer<typeof HfFeatureExtractionPa
  */
 export const HfTextGenerationParameters = z.strictObject({
   max_new_tokens: z.int().optional(),
+  min_new_tokens: z.int().optional(),
   temperature: z.number().min(0).max(10).optional(),
   top_k: z.int().min(0).optional(),
   top_p: z.number().gt(0).max(1).optional(),

@@ -18,6 +18,8 @@ export const ChatRequestMessage = z.looseObject({
 const Common = {
   model: z.string().min(1, "must name a model"),
   max_tokens: z.int().nullish(),
+  /** vLLM's extension: tokens to generate before an end-of-text token may end the reply (stop strings still do). */
+  min_tokens: z.int().nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   /** EdgeSwarm's extension (as vLLM's): sample only among the k most likely tokens. */

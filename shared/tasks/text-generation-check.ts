@@ -8,7 +8,7 @@
 import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
-import { pickToken, tokenAllowed } from "./text-generation-sampler.ts";
+import { holdEnd, pickToken, tokenAllowed } from "./text-generation-sampler.ts";
 import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
 
 export interface ClaimToCheck {
@@ -64,6 +64,12 @@ function judge(
     first_mismatch: i,
     reason,
   });
+  // Each row is read for one position; before min_new_tokens its end-of-text tokens are held back, as in a run.
+  const row = (i: number) => {
+    const { from, to } = at(i);
+    holdEnd(logits, from, shape.eos, params, i);
+    return { from, to };
+  };
   const modelPick = (i: number) => {
     const { from, to } = at(i);
     return pickToken(logits, from, to, params, i);
@@ -74,7 +80,7 @@ function judge(
   const seq = startSequence(0, { ...item, resume: undefined }, c.prompt, decode);
   for (const [i, token] of read.entries()) {
     if (seq.finish) return mismatch(i, i, `the run ends before token ${i} (finish_reason ${seq.finish})`);
-    const { from, to } = at(i);
+    const { from, to } = row(i);
     if (shape.eos.includes(token)) return mismatch(i, i + 1, `token ${i} is an end-of-text token inside the output`);
     if (!tokenAllowed(logits, from, to, params, i, token, claim.tolerance)) {
       return mismatch(i, i + 1, `token ${i} is ${token}; the model picks ${modelPick(i)} there`);
@@ -84,8 +90,8 @@ function judge(
   let checked = read.length;
   if (n > read.length) return mismatch(read.length, checked, `${n} tokens, more than max_new_tokens (${read.length})`);
   if (!seq.finish) {
-    // Ended by end-of-text: the model must allow one right after the last token.
-    const { from, to } = at(n);
+    // Ended by end-of-text: the model must allow one right after the last token (and min_new_tokens there).
+    const { from, to } = row(n);
     checked++;
     const drawn = modelPick(n);
     const eos = shape.eos.includes(drawn)

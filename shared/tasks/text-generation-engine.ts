@@ -7,7 +7,7 @@
 // sequences are done. Created by text-generation.ts, once per model, so every runner has it.
 import type { InferenceSession, TypedTensor } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
-import { pickToken } from "./text-generation-sampler.ts";
+import { holdEnd, pickToken } from "./text-generation-sampler.ts";
 import type { Sequence } from "./text-generation-sequence.ts";
 
 /** What generate() ends with: every sequence finished, or the caller's signal took them out. */
@@ -167,7 +167,10 @@ export class DecodeEngine {
       const { seq, group } = this.rows[i] as Row;
       const at = ((i - from) * columns + columns - 1) * vocab;
       try {
-        if (!group.settled) group.accept(seq, pickToken(data, at, at + vocab, seq.item.params, seq.generated.length));
+        if (group.settled) continue;
+        const { params } = seq.item;
+        holdEnd(data, at, this.shape.eos, params, seq.generated.length);
+        group.accept(seq, pickToken(data, at, at + vocab, params, seq.generated.length));
       } catch (error) {
         // A run whose token listener throws fails alone; the others in the batch decode on.
         group.fail(error);

@@ -54,6 +54,22 @@ export function candidates(
   return out.map((c) => ({ id: c.id, prob: c.prob / kept_mass }));
 }
 
+/**
+ * Before generated-token `position` reaches min_new_tokens, an end-of-text token may not be picked: its
+ * logits in the row starting at `from` become -Infinity (in place; each row is read for one position only).
+ * The decode loop and the teacher-forced check both call this, so a claim is held to the same rule.
+ */
+export function holdEnd(
+  logits: Float32Array,
+  from: number,
+  eos: readonly number[],
+  p: Pick<GenerationParams, "min_new_tokens">,
+  position: number,
+): void {
+  if (position >= p.min_new_tokens) return;
+  for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
+}
+
 /** The token at generated-token `position` of a sequence, from its logits row [from, to). */
 export function pickToken(logits: ArrayLike<number>, from: number, to: number, p: Sampling, position: number): number {
   if (p.temperature === 0) return argmax(logits, from, to);

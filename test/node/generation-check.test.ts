@@ -142,6 +142,21 @@ describe("the teacher-forced check on gpt-tiny", () => {
     expect(await check("the hotel room", { max_new_tokens: 5 }, long)).toMatchObject({ first_mismatch: 5 });
   }, 60_000);
 
+  it("holds end-of-text back until min_new_tokens on both runtimes, and holds a claim to the same rule", async () => {
+    const free = await generate(CHAT, { max_new_tokens: 32 });
+    expect(free.finish_reason).toBe("stop");
+    const k = free.tokens.length;
+    expect(k).toBeLessThan(24);
+    const params = { max_new_tokens: 32, min_new_tokens: k + 4 };
+    const held = await generate(CHAT, params);
+    expect(held.tokens.length).toBeGreaterThanOrEqual(k + 4);
+    expect(held.tokens.slice(0, k)).toEqual(free.tokens);
+    expect(await generate(CHAT, params, web)).toEqual(held);
+    expect((await check(CHAT, params, held)).verdict).toBe("agreed");
+    // The reply that ends at k is not the model's under min_new_tokens: its end is the mismatch.
+    expect(await check(CHAT, params, free)).toMatchObject({ verdict: "mismatch", first_mismatch: k });
+  });
+
   it("holds a claim redelivered mid-stream to the tokens already accepted (resume)", async () => {
     const params = { max_new_tokens: 24 };
     const honest = await generate("the hotel room", params);

@@ -137,7 +137,10 @@ describe("the decode engine", () => {
   /** A sequence that ends after `n` tokens, taking tokens as they come. */
   const sequence = (pos: number, n: number, prefix = prompt): Sequence => ({
     pos,
-    item: { prompt: "", params: { max_new_tokens: n, temperature: 0, top_k: 0, top_p: 1, seed: 0, stop: [] } },
+    item: {
+      prompt: "",
+      params: { max_new_tokens: n, min_new_tokens: 0, temperature: 0, top_k: 0, top_p: 1, seed: 0, stop: [] },
+    },
     promptTokens: prefix.length,
     prefix,
     generated: [],

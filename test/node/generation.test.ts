@@ -154,6 +154,7 @@ describe("text-generation on the bundled decoder", () => {
       { prompt: "hi", params: { max_new_tokens: 5000 } },
       { prompt: "" },
       { prompt: "the", params: { max_new_tokens: 2 } },
+      { prompt: "hi", params: { max_new_tokens: 4, min_new_tokens: 5 } },
     ]);
     const message = (r: ItemResult | undefined) => (r && "error" in r ? `${r.error.code}: ${r.error.message}` : "ok");
     expect(message(results[0])).toMatch(/invalid_input: prompt is \d+ tokens; the model's context is 256/);
@@ -161,5 +162,8 @@ describe("text-generation on the bundled decoder", () => {
     expect(message(results[2])).toMatch(/invalid_input: params.max_new_tokens/);
     expect(message(results[3])).toMatch(/invalid_input: prompt/);
     expect(output(results[4]).tokens.length).toBeLessThanOrEqual(2);
+    expect(message(results[5])).toMatch(
+      /invalid_input: params.min_new_tokens: min_new_tokens must be at most max_new_tokens/,
+    );
   }, 60_000);
 });

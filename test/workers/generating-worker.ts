@@ -7,7 +7,7 @@ import type { SocketWorker } from "./helpers.ts";
 export const replyTo = (prompt: string) => [" I", " read", ` ${prompt.length}`, " chars."];
 
 /** Serves every batch of a worker: streams each item's reply word by word, then completes. */
-export function serve(worker: SocketWorker, prompts: string[] = []): () => void {
+export function serve(worker: SocketWorker, prompts: string[] = [], params: unknown[] = []): () => void {
   let stopped = false;
   void (async () => {
     while (!stopped) {
@@ -16,6 +16,7 @@ export function serve(worker: SocketWorker, prompts: string[] = []): () => void 
       batch.items.forEach((item, pos) => {
         const { prompt, resume } = item.input as { prompt: string; resume?: { tokens: number[] } };
         prompts.push(prompt);
+        params.push((item.input as { params?: unknown }).params);
         const words = replyTo(prompt);
         for (let i = resume?.tokens.length ?? 0; i < words.length; i++) {
           worker.send({ type: "tokens", lease_id: batch.lease_id, pos, offset: i, tokens: [100 + i], text: words[i] });

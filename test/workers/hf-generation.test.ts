@@ -36,6 +36,10 @@ describe("text-generation on /models/{name}", () => {
     const res = await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 0 } } });
     expect(res.status).toBe(400);
     expect(res.body.error).toContain("parameters.max_new_tokens is 0");
+    const over = { inputs: "x", parameters: { max_new_tokens: 4, min_new_tokens: 5 } };
+    const min = await call("/models/scribe", { body: over });
+    expect(min.status).toBe(400);
+    expect(min.body.error).toContain("parameters.min_new_tokens is 5; ask for 0 to parameters.max_new_tokens (4)");
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
   });
 });

@@ -23,7 +23,8 @@ describe("POST /v1/chat/completions", () => {
   it("answers a chat rendered with the model's template, with usage", async () => {
     const worker = await SocketWorker.connect("scribe");
     const prompts: string[] = [];
-    const stop = serve(worker, prompts);
+    const params: unknown[] = [];
+    const stop = serve(worker, prompts, params);
     const answer = await client.chat.completions.create({
       model: "scribe",
       messages: [
@@ -31,7 +32,10 @@ describe("POST /v1/chat/completions", () => {
         { role: "user", content: "How was the film?" },
       ],
       max_tokens: 4,
+      // @ts-expect-error vLLM's extension, which the openai client passes through
+      min_tokens: 2,
     });
+    expect(params[0]).toMatchObject({ max_new_tokens: 4, min_new_tokens: 2 });
     expect(prompts[0]).toBe("<|system|>Be brief.<|end|><|user|>How was the film?<|end|><|assistant|>");
     expect(answer.object).toBe("chat.completion");
     expect(answer.choices[0]?.message).toEqual({ role: "assistant", content: replyTo(prompts[0] ?? "").join("") });
@@ -84,6 +88,8 @@ describe("POST /v1/chat/completions", () => {
     const hi = [{ role: "user", content: "Hi" }];
     expect((await refused({ model: "scribe", messages: hi, max_tokens: 0 })).param).toBe("max_tokens");
     expect((await refused({ model: "scribe", messages: hi, max_tokens: 9999 })).message).toContain("context of 256");
+    const tooMany = await refused({ model: "scribe", messages: hi, max_tokens: 8, min_tokens: 9 });
+    expect(tooMany).toMatchObject({ param: "min_tokens", message: expect.stringContaining("0 to max_tokens (8)") });
     expect((await refused({ model: "scribe", messages: [{ role: "wizard", content: "x" }] })).param).toBe(
       "messages[0].role",
     );
