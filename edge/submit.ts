@@ -220,15 +220,16 @@ async function queueCall(
     afterAnswer(c, cancel);
   };
   if (waitMs > 0) signal.addEventListener("abort", hangUp, { once: true });
-  let result = await submitTo(c, model, target, waitMs);
   // A call that may run in any shard (no session, no Idempotency-Key) is passed on by a full shard to up to
-  // two others, so the model refuses it only when they are all full (the power of two choices, on room).
-  if (!result.ok && result.code === ErrorCode.queueFull && call.session === undefined && !submit.request_hash) {
-    for (const other of otherShards(model, queueOfId(submit.id) ?? model.name, FULL_SHARD_PASSES)) {
-      target = { ...submit, id: newId(other) };
-      result = await submitTo(c, model, target, waitMs);
-      if (result.ok || result.code !== ErrorCode.queueFull) break;
-    }
+  // two others, so the model refuses it only when they are all full (the power of two choices, on room); only
+  // the last refusal counts as rejected.
+  const free = call.session === undefined && !submit.request_hash;
+  const others = free ? otherShards(model, queueOfId(submit.id) ?? model.name, FULL_SHARD_PASSES) : [];
+  let result = await submitTo(c, model, { ...target, passed_on_if_full: others.length > 0 }, waitMs);
+  for (const [i, other] of others.entries()) {
+    if (result.ok || result.code !== ErrorCode.queueFull || signal.aborted) break;
+    target = { ...submit, id: newId(other) };
+    result = await submitTo(c, model, { ...target, passed_on_if_full: i < others.length - 1 }, waitMs);
   }
   signal.removeEventListener("abort", hangUp);
   if (!result.ok) {

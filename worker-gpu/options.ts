@@ -24,6 +24,8 @@ export interface WorkerOptions {
    * model, whose batches join the one generating), the thread count on the web runtime.
    */
   concurrency: number | undefined;
+  /** The most items held over all of a model's batches at once (the hello's max_items_in_flight); undefined: no limit. */
+  maxItemsInFlight: number | undefined;
   /** EDGESWARM_GPU_DRILLS=1: POST /drills/lose-gpu-device on the health port destroys the WebGPU devices (tests). */
   gpuDrills: boolean;
   port: number;
@@ -78,6 +80,11 @@ Usage: edgeswarm-worker [options]
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
   --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1, text-generation 4:
                          a batch that comes while one generates joins its decode; web: --threads)
+  --max-items-in-flight N
+                         most items held over all of a model's batches (EDGESWARM_MAX_ITEMS_IN_FLIGHT, default
+                         no limit); for text-generation, its decode's rows keep the rest queued for other
+                         workers and scaling, but a batch counts until its last reply ends, so rows that
+                         shorter replies free stay idle until then
   --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
   --host H               address for that server         (EDGESWARM_HOST, default 127.0.0.1: this machine only;
                          0.0.0.0 to be reached from others, as the container image and k8s manifests set)
@@ -114,6 +121,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
       threads: { type: "string" },
       "run-timeout-ms": { type: "string" },
       "max-batch-size": { type: "string" },
+      "max-items-in-flight": { type: "string" },
       concurrency: { type: "string" },
       port: { type: "string" },
       host: { type: "string" },
@@ -142,6 +150,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
   const threads = threadsRaw === "" ? undefined : positiveInt("threads", threadsRaw);
   if (!Pool.includes(pool as Pool)) throw new UsageError(`--pool must be one of ${Pool.join(", ")}, got "${pool}"`);
   const concurrencyRaw = pick("concurrency", "EDGESWARM_CONCURRENCY", "");
+  const inFlightRaw = pick("max-items-in-flight", "EDGESWARM_MAX_ITEMS_IN_FLIGHT", "");
   const coordinator = pick("coordinator", "EDGESWARM_COORDINATOR", "http://127.0.0.1:8787").replace(/\/+$/, "");
   if (!/^https?:\/\//.test(coordinator))
     throw new UsageError(`--coordinator must be an http(s) URL, got "${coordinator}"`);
@@ -179,6 +188,7 @@ export function parseOptions(argv: readonly string[], env: NodeJS.ProcessEnv = p
     runTimeoutMs: positiveInt("run-timeout-ms", pick("run-timeout-ms", "EDGESWARM_RUN_TIMEOUT_MS", "120000")),
     maxBatchSize: positiveInt("max-batch-size", pick("max-batch-size", "EDGESWARM_MAX_BATCH_SIZE", "64")),
     concurrency: concurrencyRaw === "" ? undefined : positiveInt("concurrency", concurrencyRaw),
+    maxItemsInFlight: inFlightRaw === "" ? undefined : positiveInt("max-items-in-flight", inFlightRaw),
     gpuDrills: env.EDGESWARM_GPU_DRILLS === "1",
     port: positiveInt("port", pick("port", "EDGESWARM_PORT", "9464"), 0),
     // Loopback unless told: /metrics and the drills are for this machine's operator, not its network.

@@ -111,8 +111,7 @@ export async function runWorker(
           device: model.device,
           max_batch_size: opts.maxBatchSize,
           max_concurrent_batches: batchesAtOnce(model.task, opts.concurrency, loaded),
-          // Batches that join one decode: no more items than it has rows, so the rest stays queued for others.
-          ...(model.rowsInFlight === undefined ? {} : { max_items_in_flight: model.rowsInFlight }),
+          ...(opts.maxItemsInFlight === undefined ? {} : { max_items_in_flight: opts.maxItemsInFlight }),
           ...(adapter ? { gpu: adapter } : {}),
         },
       }),

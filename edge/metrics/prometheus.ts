@@ -118,7 +118,7 @@ export function renderPrometheus(
   out.family(
     "edgeswarm_queue_unavailable",
     "gauge",
-    "1 for a queue object that did not answer this scrape and has no recent samples: its model is left out.",
+    "1 for a queue object whose read failed, or was slow with no recent samples to show: its samples are left out.",
   );
   for (const queue of reads.unavailable) out.sample("edgeswarm_queue_unavailable", { queue }, 1);
   if (scaling) {

@@ -34,6 +34,8 @@ export interface SubmitInput {
   owner?: string | undefined;
   /** With an Idempotency-Key: a hash of the request, so the key reused with another body is refused. */
   request_hash?: string | undefined;
+  /** A full queue's refusal is not the call's end (edge/submit.ts offers it to another shard): not counted as rejected. */
+  passed_on_if_full?: boolean | undefined;
 }
 
 export type SubmitResult =
@@ -107,7 +109,7 @@ export class JobStore {
     if (this.insert(req, priority, timeout, now, room)) return "accepted";
     // Nothing written: a job of this id exists already, or the queue has no room for these items.
     if (this.exists(req.id)) return "exists";
-    this.metrics.inc("rejected", NO_POOL);
+    if (!req.passed_on_if_full) this.metrics.inc("rejected", NO_POOL);
     const queued = this.queuedCount();
     return {
       ok: false,

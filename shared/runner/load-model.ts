@@ -75,7 +75,6 @@ export async function loadModel(
     task: spec.task,
     device: session.device,
     runtime: factory.runtime,
-    ...(task.rowsInFlight === undefined ? {} : { rowsInFlight: task.rowsInFlight }),
     run: (inputs, runOpts) => task.run(inputs, runOpts),
     dispose: () => {
       disposed ??= session.release();

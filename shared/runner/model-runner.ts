@@ -87,11 +87,6 @@ export interface LoadedModel {
   readonly device: string;
   /** The SessionFactory's runtime that runs it ("onnxruntime-node", "onnxruntime-web"); optional so test doubles need not say. */
   readonly runtime?: string;
-  /**
-   * The most items it runs at once over all its calls, where its calls share one run (a text-generation
-   * model's decode rows: a call that comes while another decodes joins it); absent: each call runs on its own.
-   */
-  readonly rowsInFlight?: number;
   run(inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]>;
   dispose(): Promise<void>;
 }

@@ -26,8 +26,6 @@ export interface TaskContext {
 export interface Task {
   /** One result per input, in order. Bad inputs get an invalid_input error and stay out of the batch. */
   run(inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]>;
-  /** Where concurrent runs share one run (text-generation's decode), the most items it holds at once (LoadedModel's). */
-  readonly rowsInFlight?: number;
 }
 
 export function invalidInput(message: string): ItemResult {

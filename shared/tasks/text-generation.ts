@@ -39,10 +39,8 @@ export function createTextGeneration(ctx: TaskContext): Task {
   }
   const context = ctx.maxSequenceLength;
   // One decode loop for the model: the sequences of concurrent runs decode together (continuous batching).
-  const rows = ctx.maxBatchSize ?? DEFAULT_MAX_ROWS;
-  const engine = new DecodeEngine(ctx.session, shape, rows);
+  const engine = new DecodeEngine(ctx.session, shape, ctx.maxBatchSize ?? DEFAULT_MAX_ROWS);
   return {
-    rowsInFlight: rows,
     async run(inputs, opts) {
       const { results, good } = partition(inputs, (input) => parseGenerationItem(input, context));
       const sequences: Sequence[] = [];

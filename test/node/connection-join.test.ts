@@ -131,8 +131,7 @@ describe("the worker loop with continuous batching", () => {
 });
 
 describe("a worker whose batches join one decode, on a queue of two shards", () => {
-  it("says its decode's rows as max_items_in_flight and holds both shards off while its items fill them", async () => {
-    expect(model.rowsInFlight).toBe(spec.max_batch_size);
+  it("says its max_items_in_flight in its hello and holds both shards off while its items fill it", async () => {
     const sockets: CoordinatorEnd[] = [];
     let release = () => {};
     const gate = new Promise<void>((r) => {

@@ -30,7 +30,9 @@ describe("edgeswarm-worker options", () => {
   it("runs onnxruntime-node by default; --runtime web joins the browser pool with a batch per thread", () => {
     expect(parse([])).toMatchObject({ runtime: "node", pool: "gpu", device: "auto" });
     // Threads and batches at once are left to the device chosen: cores on wasm, one on webgpu (worker-gpu/device-cascade.ts).
-    expect(parse([])).toMatchObject({ threads: undefined, concurrency: undefined });
+    expect(parse([])).toMatchObject({ threads: undefined, concurrency: undefined, maxItemsInFlight: undefined });
+    expect(parse(["--max-items-in-flight", "16"]).maxItemsInFlight).toBe(16);
+    expect(parse([], { EDGESWARM_MAX_ITEMS_IN_FLIGHT: "8" }).maxItemsInFlight).toBe(8);
     expect(parse(["--runtime", "web", "--threads", "3"])).toMatchObject({
       runtime: "web",
       pool: "browser",

@@ -239,6 +239,9 @@ describe("sharded queues", () => {
       expect(res.status).toBe(202);
       expect(shardOf(res.body.id)).not.toBe(full);
     }
+    // Only the bound call was refused: a full shard's refusal of a call it passed on is not a rejection.
+    const rejected = `edgeswarm_requests_rejected_total{model="${MODEL}",pool="none"}`;
+    expect((await scrape()).body).toContain(`${rejected} 1\n`);
   });
 
   it("hands an HTTP long-poll a batch from whichever shard has one, and the batch completes there", async () => {
