@@ -93,7 +93,8 @@ export function generationParams(
   if (bad !== undefined) throw refuse("stop", `each stop string must be 1 to ${MAX_STOP_CHARS} characters`);
   return {
     max_new_tokens: maxNew,
-    min_new_tokens: minNew,
+    // Only when asked: an item without it reads to workers and donor scripts older than it.
+    ...(minNew > 0 ? { min_new_tokens: minNew } : {}),
     temperature: asked.temperature ?? 0,
     top_k: asked.top_k ?? 0,
     top_p: asked.top_p ?? 1,

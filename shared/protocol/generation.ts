@@ -10,9 +10,10 @@ export const GenerationParams = z
     max_new_tokens: z.int().min(1).max(4096).default(64),
     /**
      * Tokens to generate before an end-of-text token may end the text (transformers' min_new_tokens, vLLM's
-     * min_tokens): until then it is never picked. A stop string still ends it.
+     * min_tokens): until then it is never picked. A stop string still ends it. Left out when not asked for
+     * (no default filled in), so an item without it still reads to a worker or donor script that predates it.
      */
-    min_new_tokens: z.int().min(0).max(4096).default(0),
+    min_new_tokens: z.int().min(0).max(4096).optional(),
     /** 0: greedy (argmax). Above 0: softmax(logits / temperature) sampling. */
     temperature: z.number().min(0).max(10).default(0),
     /** Sample only among the k most likely tokens; 0: no limit. */
@@ -28,7 +29,7 @@ export const GenerationParams = z
     /** Generation ends (finish_reason "stop") at the first of these strings; the string itself is not output. */
     stop: z.array(z.string().min(1).max(64)).max(8).default([]),
   })
-  .refine((p) => p.min_new_tokens <= p.max_new_tokens, {
+  .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",
     path: ["min_new_tokens"],
   });

@@ -66,7 +66,7 @@ export function holdEnd(
   p: Pick<GenerationParams, "min_new_tokens">,
   position: number,
 ): void {
-  if (position >= p.min_new_tokens) return;
+  if (position >= (p.min_new_tokens ?? 0)) return;
   for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
 }
 
