@@ -88,7 +88,8 @@ const pct = (xs: number[], p: number) =>
 const itemsFor = (concurrent: number) =>
   Array.from({ length: concurrent }, (_, i) => ({
     prompt: `${PROMPTS[i % PROMPTS.length]} (${i})`,
-    params: { max_new_tokens: NEW_TOKENS, temperature: 1, seed: i + 1 },
+    // Every reply NEW_TOKENS long (min_new_tokens, as vLLM's benchmark sets ignore_eos): tokens/s is then streaming's.
+    params: { max_new_tokens: NEW_TOKENS, min_new_tokens: NEW_TOKENS, temperature: 1, seed: i + 1 },
   }));
 
 /** `concurrent` streamed calls at once; one round's figures into `row`. */
@@ -250,7 +251,7 @@ const text = [
   `- Date: ${new Date().toISOString()}; the run took ${fmt((performance.now() - started) / 60_000)} min`,
   `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}${COORDINATOR_PATH === "wrangler dev" ? "BENCH_COORDINATOR=wrangler " : ""}npm run bench:generate\``,
   `- Coordinator: ${COORDINATOR_PATH === "wrangler dev" ? "`wrangler dev` (its dev proxy relays every streamed event once more)" : "the Worker bundled by `wrangler deploy --dry-run`, on workerd through Miniflare's API with wrangler.toml's bindings: no dev proxy, as deployed"}`,
-  `- ${NEW_TOKENS} new tokens a sequence (fewer where one samples its end), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
+  `- ${NEW_TOKENS} new tokens a sequence (min_new_tokens and max_new_tokens both ${NEW_TOKENS}: no reply ends early), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
   `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size 16 ${CONCURRENCY ? `--concurrency ${CONCURRENCY}` : "(--concurrency: its default, 4 for text-generation)"}\` runs them, a batch that comes while one generates joining its decode (continuous batching) where it takes more than one; a direct round and a swarm round alternate`,
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
   "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",
