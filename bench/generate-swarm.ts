@@ -10,6 +10,9 @@ import { type Server, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { DonorStatus } from "../shared/index.ts";
 import { startMiniflare } from "./miniflare-server.ts";
 
+/** The worker's --max-batch-size (BENCH_MAX_BATCH_SIZE; 16, the models' own). */
+export const WORKER_BATCH = Number(process.env.BENCH_MAX_BATCH_SIZE ?? 16);
+
 /**
  * How the coordinator runs: workerd through Miniflare's API, no dev proxy in front (as deployed; the default), or
  * `wrangler dev` (BENCH_COORDINATOR=wrangler), whose proxy relays every streamed event once more.
@@ -117,7 +120,7 @@ export async function generationWorker(
 ): Promise<WorkerProcess> {
   const worker = startWorker([
     ...["--coordinator", coordinator.url, "--models", model, "--model-base", modelBase, "--device", "cpu"],
-    ...["--worker-id", `bench-${model}`, "--max-batch-size", "16", "--port", "0"],
+    ...["--worker-id", `bench-${model}`, "--max-batch-size", String(WORKER_BATCH), "--port", "0"],
     ...(concurrency === undefined ? [] : ["--concurrency", String(concurrency)]),
     ...["--status-interval-ms", "0"],
   ]);
