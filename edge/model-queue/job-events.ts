@@ -57,9 +57,12 @@ export class JobEvents {
     });
   }
 
-  /** Sends every watcher what changed since it was last told. */
-  flush(): void {
-    for (const watch of this.watches) this.flushOne(watch);
+  /**
+   * Sends every watcher what changed since it was last told; with `jobs`, only the watchers of those jobs (a
+   * token delta changes its own job alone, and each watcher told costs a few reads).
+   */
+  flush(jobs?: readonly string[]): void {
+    for (const watch of this.watches) if (!jobs || jobs.includes(watch.jobId)) this.flushOne(watch);
   }
 
   private flushOne(w: Watch): void {

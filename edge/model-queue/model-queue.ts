@@ -390,11 +390,14 @@ export class ModelQueue extends DurableObject<Env> {
     return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => {
       const untrusted = this.verifier.checks(this.config(), lease.pool);
       let refused: CompleteResult | null = null;
+      const jobs: string[] = [];
       for (const delta of body.deltas) {
-        refused = this.tokens.accept(lease, { type: "tokens", lease_id: leaseId, ...delta }, untrusted, now);
+        const kept = this.tokens.accept(lease, { type: "tokens", lease_id: leaseId, ...delta }, untrusted, now);
+        if (kept.job !== null) jobs.push(kept.job);
+        refused = kept.refused;
         if (refused) break;
       }
-      this.events.flush();
+      this.events.flush(jobs);
       return refused ?? { lease_id: lease.id, status: "ok" };
     });
   }
@@ -524,9 +527,9 @@ export class ModelQueue extends DurableObject<Env> {
         ? notFoundAck(frame.lease_id, "lease id is not one of this model's")
         : this.onLease(frame.lease_id, by, (lease, now) => {
             const untrusted = this.verifier.checks(this.config(), lease.pool);
-            const refused = this.tokens.accept(lease, frame, untrusted, now);
-            // Watchers hear the delta at once; nothing else changed, so no pump.
-            this.events.flush();
+            const { refused, job } = this.tokens.accept(lease, frame, untrusted, now);
+            // The job's watchers hear the delta at once; nothing else changed, so no pump and no other watcher.
+            if (job !== null) this.events.flush([job]);
             return refused ?? { lease_id: lease.id, status: "ok" };
           });
     if ("error" in answer) return { type: "error", ...answer.error, lease_id: frame.lease_id };

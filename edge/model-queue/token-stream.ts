@@ -26,6 +26,7 @@ type Refusal = { error: { code: string; message: string } };
 
 interface StreamRow extends Record<string, SqlStorageValue> {
   seq: number;
+  job_id: string;
   state: string;
   gen_count: number;
   gen_tokens: string | null;
@@ -41,34 +42,46 @@ export class TokenStream {
   ) {}
 
   /**
-   * Keeps a delta of an active lease's item; null when kept or already held, else why it was refused. An
-   * untrusted lease's deltas (a donor's, while verification is on) only keep the lease alive: they are not
-   * relayed, since its output reaches callers only once verified, nor kept to resume from, since a next
-   * worker must not build on tokens nobody checked.
+   * Keeps a delta of an active lease's item: `refused` says why not (null when kept or already held), `job` is
+   * the job whose tokens grew (null when none did). An untrusted lease's deltas (a donor's, while verification
+   * is on) only keep the lease alive: they are not relayed, since its output reaches callers only once
+   * verified, nor kept to resume from, since a next worker must not build on tokens nobody checked.
    */
-  accept(lease: LeaseRow, frame: TokensFrame, untrusted: boolean, now: number): Refusal | null {
+  accept(
+    lease: LeaseRow,
+    frame: TokensFrame,
+    untrusted: boolean,
+    now: number,
+  ): { refused: Refusal | null; job: string | null } {
     this.keepAlive(lease, now);
-    if (untrusted) return null;
+    if (untrusted) return { refused: null, job: null };
+    const refused = (r: Refusal) => ({ refused: r, job: null });
     const row = this.sql.one<StreamRow>(
-      `SELECT seq, state, gen_count, gen_tokens, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+      `SELECT seq, job_id, state, gen_count, gen_tokens, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
        FROM items WHERE lease_id = ? AND lease_pos = ?`,
       lease.id,
       frame.pos,
     );
     if (row?.state !== "leased") {
-      return refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${frame.pos}`);
+      return refused(
+        refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${frame.pos}`),
+      );
     }
     const end = frame.offset + frame.tokens.length;
     // Sent again (a worker that resends after a reconnect, or a resumed worker's first delta): kept once.
-    if (end <= row.gen_count) return null;
+    if (end <= row.gen_count) return { refused: null, job: null };
     if (frame.offset !== row.gen_count) {
-      return refusal(
-        ErrorCode.validation,
-        `item ${frame.pos} of lease ${lease.id} holds ${row.gen_count} tokens; a delta at offset ${frame.offset} would ${frame.offset > row.gen_count ? "leave a gap" : "overlap them"}: send the tokens from offset ${row.gen_count}`,
+      return refused(
+        refusal(
+          ErrorCode.validation,
+          `item ${frame.pos} of lease ${lease.id} holds ${row.gen_count} tokens; a delta at offset ${frame.offset} would ${frame.offset > row.gen_count ? "leave a gap" : "overlap them"}: send the tokens from offset ${row.gen_count}`,
+        ),
       );
     }
     if (end > MAX_TOKENS) {
-      return refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`);
+      return refused(
+        refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`),
+      );
     }
     const tokens = [...(row.gen_tokens ? (JSON.parse(row.gen_tokens) as number[]) : []), ...frame.tokens];
     this.sql.run(
@@ -81,7 +94,7 @@ export class TokenStream {
       row.seq,
     );
     if (row.gen_count === 0) this.metrics.observe("ttft", lease.pool, [(now - row.created_at) / 1000]);
-    return null;
+    return { refused: null, job: row.job_id };
   }
 
   /** A generating worker sends deltas rather than extends: each one that finds the lease half spent renews it. */
