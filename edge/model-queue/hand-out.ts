@@ -191,7 +191,7 @@ export class HandOut {
     now: number,
   ): number {
     const info = slot.info;
-    const untrustedSlot = cfg.verification.enabled && info.pool === "browser";
+    const untrustedSlot = this.verifier.checks(cfg, info.pool);
     const hedge = untrustedSlot
       ? hedgeAt(now, this.router.expectedBrowserMs(size + canaries.length), {
           factor: cfg.verification.hedge_factor,
@@ -199,7 +199,13 @@ export class HandOut {
           maxMs: cfg.lease_ms,
         })
       : null;
-    const { leaseId, batchJson, items } = this.leases.handOut(info, size, now, cfg, filter, canaries, hedge);
+    const { leaseId, batchJson, items } = this.leases.handOut(info, size, now, cfg, {
+      filter,
+      canaries,
+      hedgeAt: hedge,
+      // A trusted worker's items settle as they end; an untrusted one's batch is reviewed whole.
+      itemResults: !untrustedSlot,
+    });
     this.breakers.leased(breakerKey(info), info.pool, now);
     if (!this.slots.deliver(slot, batchJson)) this.deliverFailed(leaseId);
     return items;

@@ -7,6 +7,8 @@ import {
   type CompleteBody,
   chargeFor,
   ErrorCode,
+  type ItemResult,
+  type ItemResultsBody,
   type LeaseAck,
   type ModelConfig,
   parseTraceparent,
@@ -96,6 +98,69 @@ export class LeaseSettlement {
     const allErrors = body.results.length > 0 && body.results.every((r) => "error" in r);
     const ownFault = checked || body.results.some((r) => "error" in r && r.error.retryable);
     this.breakers.ended(breakerKey(lease), lease.pool, !(allErrors && ownFault), now, cfg);
+    return this.record(lease, items, body.results, now, { computeMs });
+  }
+
+  /**
+   * The results of some items of a lease that goes on (ItemResultsBody), by batch position, or why they
+   * cannot be taken: a position the lease lacks or named twice, or an untrusted lease, whose results wait
+   * for its completion, where the batch is reviewed whole.
+   */
+  earlyResults(lease: LeaseRow, body: ItemResultsBody): (ItemResult | undefined)[] | CompleteResult {
+    if (this.verifier.checks(this.config(), lease.pool)) {
+      return {
+        error: {
+          code: ErrorCode.badRequest,
+          message: `lease ${lease.id} was not given with item_results: send its results with its completion`,
+        },
+      };
+    }
+    const results: (ItemResult | undefined)[] = [];
+    for (const { pos, result } of body.results) {
+      if (pos >= lease.n_items || results[pos] !== undefined) {
+        return {
+          error: {
+            code: ErrorCode.wrongResultCount,
+            message: `lease ${lease.id} holds items at positions 0..${lease.n_items - 1}; position ${pos} is ${pos >= lease.n_items ? "not one of them" : "named twice"}`,
+          },
+        };
+      }
+      results[pos] = result;
+    }
+    return results;
+  }
+
+  /**
+   * Records the results of some items of a trusted lease that goes on (earlyResults): each is settled as at
+   * completion and leaves the lease, freeing its room; the lease's completion skips it.
+   */
+  settleEarly(lease: LeaseRow, results: readonly (ItemResult | undefined)[], now: number): CompleteResult {
+    const positions = results.flatMap((r, pos) => (r === undefined ? [] : [pos]));
+    const items = this.sql.all<ItemRow>(
+      `SELECT seq, job_id, enqueued_at, leased_at, attempts, state, lease_pos, n_candidates, donor_faults, NULL AS expected
+       FROM items WHERE lease_id = ? AND state = 'leased' AND lease_pos IN (SELECT value FROM json_each(?))`,
+      lease.id,
+      JSON.stringify(positions),
+    );
+    return this.record(lease, items, results, now, null);
+  }
+
+  /**
+   * Settles `items` of the lease from their results (by batch position; an item with none is left as it is):
+   * outputs stored or held for verification, errors retried or failed. `end`: the lease completes with it;
+   * null: the items leave a lease that goes on.
+   */
+  private record(
+    lease: LeaseRow,
+    items: readonly ItemRow[],
+    results: readonly (ItemResult | undefined)[],
+    now: number,
+    end: { computeMs: number } | null,
+  ): CompleteResult {
+    const leaseId = lease.id;
+    const cfg = this.config();
+    const checked = this.verifier.checks(cfg, lease.pool);
+    const computeMs = end?.computeMs ?? now - lease.created_at;
     const pool = lease.pool;
     const touchedJobs = new Set<string>();
     const waits: number[] = [];
@@ -122,7 +187,7 @@ export class LeaseSettlement {
     let learned = false;
     // All of it or none of it: a completion that throws half way must not leave items half settled.
     this.atomically(() => {
-      const spans = body.results.map((r) => (parseTraceparent(r.traceparent) ? r.traceparent : null));
+      const spans = Array.from(results, (r) => (r && parseTraceparent(r.traceparent) ? r.traceparent : null));
       if (spans.some((s) => s !== null)) {
         this.sql.run(
           `UPDATE items SET worker_traceparent = j.value FROM json_each(?2) AS j
@@ -133,7 +198,7 @@ export class LeaseSettlement {
       }
       for (const item of items) {
         const pos = item.lease_pos;
-        const result = pos === null ? undefined : body.results[pos];
+        const result = pos === null ? undefined : results[pos];
         // Expired with its job meanwhile (or a canary, checked by review): nothing to record.
         if (item.state !== "leased" || pos === null || !result) continue;
         waits.push(((item.leased_at ?? now) - item.enqueued_at) / 1000);
@@ -176,18 +241,20 @@ export class LeaseSettlement {
         this.sql.run("DELETE FROM items WHERE lease_id = ? AND state = 'canary'", leaseId);
         // Every known answer in the batch answered, and right (review caught nothing): evidence from a
         // trusted run. A canary answered with a (retryable) error proves nothing.
-        if (canaries.every((i) => "output" in (body.results[i.lease_pos ?? -1] ?? {})))
-          this.trust.credit(refOf(lease), now);
+        if (canaries.every((i) => "output" in (results[i.lease_pos ?? -1] ?? {}))) this.trust.credit(refOf(lease), now);
       }
-      this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
+      if (end) this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
+      else this.sql.run("UPDATE leases SET n_settled = n_settled + ? WHERE id = ?", waits.length, leaseId);
       this.jobs.recordCompute(touchedJobs, computeMs, pool);
       this.metrics.inc("completed", pool, outputs.filter((o) => o !== undefined).length);
       this.metrics.inc("failed", pool, tally.failed);
       this.metrics.inc("redelivered", pool, tally.redelivered);
       this.metrics.inc("invalid_outputs", pool, tally.invalid);
       this.metrics.observe("queue_wait", pool, waits);
-      this.metrics.observe("compute", pool, [computeMs / 1000]);
-      this.metrics.observe("batch_size", pool, [lease.n_items]);
+      if (end) {
+        this.metrics.observe("compute", pool, [computeMs / 1000]);
+        this.metrics.observe("batch_size", pool, [lease.n_items]);
+      }
       for (const d of dissenters) this.quarantine(d.ref, d.reason, now);
     });
     // Only an item sent back to the queue (to be tried again, or held for a second run) can leave its job

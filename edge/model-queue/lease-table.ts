@@ -116,15 +116,24 @@ export class LeaseTable {
    * answers (canaries) ride along at random positions, each an item like any other on the wire: an opaque
    * id, attempt 1 as almost every item has, a trace context of its own, a real input seen before. An
    * untrusted lease ends at `hedgeAt` at the latest (its items then go back, for the trusted pool too).
+   * `itemResults`: the worker may settle items before the lease completes (Batch.item_results).
    */
   handOut(
     worker: LeaseHolder,
     size: number,
     now: number,
     cfg: ModelConfig,
-    filter: ItemFilter = NO_FILTER,
-    canaries: readonly { input: string; output: string }[] = [],
-    hedgeAt: number | null = null,
+    {
+      filter = NO_FILTER,
+      canaries = [],
+      hedgeAt = null,
+      itemResults = false,
+    }: {
+      filter?: ItemFilter;
+      canaries?: readonly { input: string; output: string }[];
+      hedgeAt?: number | null;
+      itemResults?: boolean;
+    } = {},
   ): { leaseId: string; batchJson: string; items: number } {
     const rows: HandOutRow[] =
       size <= 0
@@ -214,6 +223,7 @@ export class LeaseTable {
       model: cfg.name,
       deadline,
       renew_after_ms: renewAfterMs(Math.max(1, deadline - now)),
+      ...(itemResults ? { item_results: true } : {}),
     });
     const sessionsJson = states.length > 0 ? `,"sessions":{${states.join(",")}}` : "";
     return {
@@ -261,7 +271,7 @@ export class LeaseTable {
       n: number;
       items: number;
     }>(
-      "SELECT worker_id, holder, donor, network, COUNT(*) AS n, SUM(n_items) AS items FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
+      "SELECT worker_id, holder, donor, network, COUNT(*) AS n, SUM(n_items - n_settled) AS items FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
     )) {
       add(byWorker, workerKey(r), r.n);
       add(itemsByWorker, workerKey(r), r.items);

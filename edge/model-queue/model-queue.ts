@@ -6,6 +6,7 @@ import { DurableObject } from "cloudflare:workers";
 import {
   type CompleteBody,
   ErrorCode,
+  type ItemResultsBody,
   type JobView,
   type LeaseAck,
   type LeaseRequest,
@@ -381,6 +382,11 @@ export class ModelQueue extends DurableObject<Env> {
     return this.onLease(leaseId, { holder }, (lease, now) => this.completeLease(lease, body, now));
   }
 
+  /** An HTTP worker's results of some items ahead of its lease's completion (POST /v1/leases/{id}/results). */
+  itemResults(leaseId: string, body: ItemResultsBody, holder?: string): CompleteResult {
+    return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => this.settleItems(lease, body, now));
+  }
+
   release(leaseId: string, reason?: string, holder?: string): LeaseAck {
     return this.onLease(leaseId, { holder }, (lease, now) => this.releaseLease(lease, now, reason));
   }
@@ -413,11 +419,24 @@ export class ModelQueue extends DurableObject<Env> {
     const trusted = !this.verifier.checks(this.config(), lease.pool);
     // A generating item's output must go on from the tokens already relayed (token-stream.ts).
     const generation =
-      trusted && this.config().task === GENERATION_TASK ? this.tokens.beforeComplete(lease, body, now) : null;
-    const result = this.settlement.complete(lease, generation?.body ?? body, now);
+      trusted && this.config().task === GENERATION_TASK ? this.tokens.beforeSettle(lease, body.results, now) : null;
+    // beforeSettle answers a result for each one it was given.
+    const results = (generation?.results ?? body.results) as CompleteBody["results"];
+    const result = this.settlement.complete(lease, { ...body, results }, now);
     if (generation && !("error" in result)) generation.measure();
     if (!("error" in result)) this.router.observe(lease, now);
     if (!("error" in result) || result.error.code === ErrorCode.quarantined) this.pumpAndSchedule(now);
+    return result;
+  }
+
+  /** Some items of a trusted lease settled before it completes: their jobs may end, and the worker has room. */
+  private settleItems(lease: LeaseRow, body: ItemResultsBody, now: number): CompleteResult {
+    const given = this.settlement.earlyResults(lease, body);
+    if (!Array.isArray(given)) return given;
+    const generation = this.config().task === GENERATION_TASK ? this.tokens.beforeSettle(lease, given, now) : null;
+    const result = this.settlement.settleEarly(lease, generation?.results ?? given, now);
+    if (generation && !("error" in result)) generation.measure();
+    if (!("error" in result)) this.pumpAndSchedule(now);
     return result;
   }
 
@@ -503,6 +522,7 @@ export class ModelQueue extends DurableObject<Env> {
     const holder = socketCredential(ws).holder;
     const by = { worker: info.worker_id, holder };
     if (frame.type === "tokens") return this.tokenDelta(frame, by);
+    if (frame.type === "results") return this.resultsFrame(frame, by);
     if (queueOfId(frame.lease_id) !== this.queue) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
     }
@@ -522,20 +542,37 @@ export class ModelQueue extends DurableObject<Env> {
    * tokens would double the traffic); a refused one, or one for a lease this worker does not hold, is.
    */
   private tokenDelta(frame: TokensFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame | null {
+    return this.answeredIfRefused(frame.lease_id, by, (lease, now) => {
+      const untrusted = this.verifier.checks(this.config(), lease.pool);
+      const { refused, job } = this.tokens.accept(lease, frame, untrusted, now);
+      // The job's watchers hear the delta at once; nothing else changed, so no pump and no other watcher.
+      if (job !== null) this.events.flush([job]);
+      return refused ?? { lease_id: lease.id, status: "ok" };
+    });
+  }
+
+  /** Some items' results ahead of the lease's completion: answered only when refused, as token deltas are. */
+  private resultsFrame(
+    frame: Extract<WorkerFrame, { type: "results" }>,
+    by: { worker: string; holder: string | undefined },
+  ): OutgoingFrame | null {
+    return this.answeredIfRefused(frame.lease_id, by, (lease, now) => this.settleItems(lease, frame, now));
+  }
+
+  /** Acts on a lease of this worker's for a frame that is answered only when refused: an `error` frame, or none. */
+  private answeredIfRefused(
+    leaseId: string,
+    by: { worker: string; holder: string | undefined },
+    act: (lease: LeaseRow, now: number) => CompleteResult,
+  ): OutgoingFrame | null {
     const answer =
-      queueOfId(frame.lease_id) !== this.queue
-        ? notFoundAck(frame.lease_id, "lease id is not one of this model's")
-        : this.onLease(frame.lease_id, by, (lease, now) => {
-            const untrusted = this.verifier.checks(this.config(), lease.pool);
-            const { refused, job } = this.tokens.accept(lease, frame, untrusted, now);
-            // The job's watchers hear the delta at once; nothing else changed, so no pump and no other watcher.
-            if (job !== null) this.events.flush([job]);
-            return refused ?? { lease_id: lease.id, status: "ok" };
-          });
-    if ("error" in answer) return { type: "error", ...answer.error, lease_id: frame.lease_id };
+      queueOfId(leaseId) !== this.queue
+        ? notFoundAck(leaseId, "lease id is not one of this model's")
+        : this.onLease<CompleteResult>(leaseId, by, act);
+    if ("error" in answer) return { type: "error", ...answer.error, lease_id: leaseId };
     if (answer.status === "ok") return null;
-    const message = answer.message ?? `lease ${frame.lease_id} is ${answer.status}`;
-    return { type: "error", code: ErrorCode.leaseNotFound, message, lease_id: frame.lease_id };
+    const message = answer.message ?? `lease ${leaseId} is ${answer.status}`;
+    return { type: "error", code: ErrorCode.leaseNotFound, message, lease_id: leaseId };
   }
 
   /**

@@ -4,9 +4,9 @@
 // events, LeaseTable.handOut sends it back as `resume` when the item is redelivered, and finished() records
 // the TTFT / per-token / tokens-per-second metrics once outputs are in.
 import {
-  type CompleteBody,
   ErrorCode,
   GenerationOutput,
+  type ItemResult,
   type ModelConfig,
   type TokensFrame,
   verdictOf,
@@ -103,12 +103,17 @@ export class TokenStream {
   }
 
   /**
-   * Before a trusted lease's results are recorded: the body to record, where an output that contradicts the
+   * Before a trusted lease's results are recorded (at its completion, or some items' ahead of it: a position
+   * with no result is left as it is): the results to record, where an output that contradicts the
    * tokens already relayed (not starting with them) becomes a retryable error, so the item runs again from
    * the accepted prefix and the caller's stream and answer never disagree; and, to call once recorded, the
    * metrics of each generating item. An item that streamed nothing had its first token now.
    */
-  beforeComplete(lease: LeaseRow, body: CompleteBody, now: number): { body: CompleteBody; measure: () => void } {
+  beforeSettle(
+    lease: LeaseRow,
+    given: readonly (ItemResult | undefined)[],
+    now: number,
+  ): { results: (ItemResult | undefined)[]; measure: () => void } {
     const rows = this.sql.all<{
       seq: number;
       pos: number;
@@ -121,7 +126,7 @@ export class TokenStream {
        FROM items WHERE lease_id = ? AND state = 'leased'`,
       lease.id,
     );
-    const results = [...body.results];
+    const results = [...given];
     for (const row of rows) {
       const result = results[row.pos];
       if (!row.gen_tokens || !result || !("output" in result)) continue;
@@ -138,13 +143,13 @@ export class TokenStream {
         },
       };
     }
-    return { body: { ...body, results }, measure: this.measure(lease, rows, results, now) };
+    return { results, measure: this.measure(lease, rows, results, now) };
   }
 
   private measure(
     lease: LeaseRow,
     rows: readonly (GeneratedItem & { pos: number })[],
-    results: CompleteBody["results"],
+    results: readonly (ItemResult | undefined)[],
     now: number,
   ): () => void {
     return () => {

@@ -5,6 +5,7 @@ import {
   CompleteBody,
   ErrorCode,
   ExtendBody,
+  ItemResultsBody,
   type LeaseAck,
   LeaseRequest,
   MAX_SHARDS,
@@ -142,6 +143,14 @@ workerRoutes.post("/v1/leases/:id/tokens", authorised, async (c) => {
   const { queue } = stubOfId(c, id, "lease");
   const body = await readJson(c, TokensBody, "token deltas");
   return answerAck(await queue.acceptTokens(id, body, await holderOf(c)));
+});
+
+/** Some items' results before the lease completes (the socket's `results` frame); for a batch given item_results. */
+workerRoutes.post("/v1/leases/:id/results", authorised, async (c) => {
+  const id = c.req.param("id");
+  const { queue } = stubOfId(c, id, "lease");
+  const body = await readJson(c, ItemResultsBody, "item results");
+  return answerAck(await queue.itemResults(id, body, await holderOf(c)));
 });
 
 workerRoutes.post("/v1/leases/:id/release", authorised, async (c) => {

@@ -6,6 +6,8 @@ import { TokensFrame } from "./generation.ts";
 import { ParsedJson } from "./validate.ts";
 
 export const WORKER_PROTOCOL_VERSION = 1;
+/** The most batches a worker may run at once per model (WorkerInfo.max_concurrent_batches). */
+export const MAX_CONCURRENT_BATCHES = 64;
 
 export const WorkerInfo = z.object({
   worker_id: z.string().min(1).max(128),
@@ -14,7 +16,7 @@ export const WorkerInfo = z.object({
   /** Most items this worker runs in one batch; the coordinator sends min(this, the model's max_batch_size). */
   max_batch_size: z.int().positive().max(4096),
   /** Batches this worker runs at once. */
-  max_concurrent_batches: z.int().positive().max(64).default(1),
+  max_concurrent_batches: z.int().positive().max(MAX_CONCURRENT_BATCHES).default(1),
   /**
    * Most items this worker holds across its batches at once (a text-generation worker whose batches join one
    * decode: that decode's rows); the coordinator sends a batch no larger than what is left of it, so items the
@@ -61,6 +63,20 @@ export const CompleteBody = z.strictObject({
 });
 export type CompleteBody = z.infer<typeof CompleteBody>;
 
+/**
+ * Results of some of a lease's items, sent as each is ready while the rest run on (a generated reply that
+ * ended while longer ones decode): those items are settled at once, so their callers have their answers and
+ * the worker's room is free again. Only to a batch that asked for it (Batch.item_results); the lease still
+ * ends with `complete`, whose results for items settled here are not read again.
+ */
+export const ItemResultsBody = z.strictObject({
+  results: z
+    .array(z.strictObject({ pos: z.int().min(0), result: ItemResult }))
+    .min(1)
+    .max(4096),
+});
+export type ItemResultsBody = z.infer<typeof ItemResultsBody>;
+
 export const ExtendBody = z.strictObject({ extend_ms: z.int().positive().optional() });
 export const ReleaseBody = z.strictObject({ reason: z.string().max(500).optional() });
 
@@ -77,6 +93,7 @@ export const WorkerFrame = z.discriminatedUnion("type", [
   ExtendBody.extend({ type: z.literal("extend"), lease_id: z.string().min(1) }),
   CompleteBody.extend({ type: z.literal("complete"), lease_id: z.string().min(1) }),
   ReleaseBody.extend({ type: z.literal("release"), lease_id: z.string().min(1) }),
+  ItemResultsBody.extend({ type: z.literal("results"), lease_id: z.string().min(1) }),
   /** Stop sending this socket batches (shutdown): it finishes or releases what it holds, then closes. */
   z.strictObject({ type: z.literal("drain") }),
   /** Take batches again after a drain (a worker that paused rather than shut down). */
@@ -108,6 +125,11 @@ export interface Batch {
   renew_after_ms: number;
   /** The state of each session the batch's items run in, as it was when the call was made. */
   sessions?: Record<string, unknown>;
+  /**
+   * Send each item's result in a `results` frame as soon as it is ready (ItemResultsBody), before the lease
+   * completes. Set for trusted workers; an untrusted one's results are reviewed as a batch.
+   */
+  item_results?: boolean;
   items: BatchItem[];
 }
 

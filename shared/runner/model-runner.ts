@@ -46,6 +46,12 @@ export interface TokenDelta {
 export interface RunOptions {
   onTokens?: (delta: TokenDelta) => void;
   /**
+   * An item's result while the run goes on for others (a generated reply that ended before the batch's
+   * longest), so it can be settled at once; the run's answer holds it too. Tasks that answer all at once
+   * do not call it.
+   */
+  onResult?: (pos: number, result: ItemResult) => void;
+  /**
    * Aborted when the run's results are no longer wanted (its lease cancelled or released): a generating run
    * takes its sequences out of the running batch at the next step and answers `cancelled` for them. Tasks
    * that run once ignore it.

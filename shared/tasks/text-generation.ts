@@ -60,24 +60,29 @@ export function createTextGeneration(ctx: TaskContext): Task {
           if (delta !== null) {
             opts?.onTokens?.({ pos: seq.pos, offset: seq.generated.length - 1, tokens: [token], text: delta });
           }
+          // Ended while others decode on: its caller need not wait for them.
+          if (seq.finish) opts?.onResult?.(seq.pos, { output: outputOf(seq) });
         },
         opts?.signal,
       );
-      const outputs = sequences.map((seq): ItemResult => {
-        if (outcome === "cancelled") return CANCELLED;
-        const output: GenerationOutput = {
-          generated_text: seq.text,
-          tokens: seq.generated,
-          finish_reason: seq.finish ?? "length",
-          prompt_tokens: seq.promptTokens,
-        };
-        return { output };
-      });
+      const outputs = sequences.map(
+        (seq): ItemResult => (outcome === "cancelled" ? CANCELLED : { output: outputOf(seq) }),
+      );
       return merge(
         results,
         [...sequences.map((s) => s.pos), ...claims.map((c) => c.pos)],
         [...outputs, ...verdicts.map((output): ItemResult => ({ output }))],
       );
     },
+  };
+}
+
+/** A sequence's output as it stands (a sequence that never ended stopped at its length). */
+function outputOf(seq: Sequence): GenerationOutput {
+  return {
+    generated_text: seq.text,
+    tokens: seq.generated,
+    finish_reason: seq.finish ?? "length",
+    prompt_tokens: seq.promptTokens,
   };
 }

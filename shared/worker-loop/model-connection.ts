@@ -314,11 +314,40 @@ export class ModelConnection {
     const onTokens: RunOptions["onTokens"] = (delta) => tokens.add(delta);
     const abort = new AbortController();
     this.aborts.set(batch.lease_id, abort);
+    // Each traced input is answered with this worker's own span of its trace.
+    const startedAt = performance.timeOrigin + started;
+    const traced = (r: ItemResult, index: number): ItemResult => {
+      const parent = batch.items[index]?.traceparent;
+      if (!parent) return r;
+      const span = (this.opts.hooks.traceItem ?? childTraceparent)(parent, {
+        model: this.model,
+        device: this.opts.model.device,
+        leaseId: batch.lease_id,
+        index,
+        batchSize: batch.items.length,
+        startedAt,
+        endedAt: performance.timeOrigin + performance.now(),
+        ...("error" in r ? { error: r.error } : {}),
+      });
+      return span ? { ...r, traceparent: span } : r;
+    };
+    // An item that ends before the rest (a short reply) is settled at once, its tokens first: its caller does
+    // not wait for the batch's longest, and its room is free for the next. The last one goes with the completion.
+    const settled = new Map<number, ItemResult>();
+    const onResult: RunOptions["onResult"] = (pos, result) => {
+      if (!this.running.has(batch.lease_id) || settled.has(pos)) return;
+      if (settled.size >= batch.items.length - 1) return;
+      tokens.flushItem(pos);
+      settled.set(pos, traced(result, pos));
+      this.send({ type: "results", lease_id: batch.lease_id, results: [{ pos, result: settled.get(pos) }] });
+      this.sizes.set(batch.lease_id, Math.max(0, (this.sizes.get(batch.lease_id) ?? 1) - 1));
+      this.opts.onBusy?.();
+    };
     let results: ItemResult[];
     try {
       results = await run(
         batch.items.map((i) => i.input),
-        { onTokens, signal: abort.signal },
+        { onTokens, signal: abort.signal, ...(batch.item_results ? { onResult } : {}) },
       );
     } catch (error) {
       // The whole run failed (runtime or device error): every item may succeed elsewhere, so retry them.
@@ -333,24 +362,8 @@ export class ModelConnection {
     // Released meanwhile (pause with release, socket lost) or cancelled: the coordinator has taken the items back.
     if (!this.running.has(batch.lease_id)) return;
     const ms = performance.now() - started;
-    // Each traced input is answered with this worker's own span of its trace.
-    const startedAt = performance.timeOrigin + started;
-    const traceItem = this.opts.hooks.traceItem ?? childTraceparent;
-    results = results.map((r, i) => {
-      const parent = batch.items[i]?.traceparent;
-      const run: ItemRun = {
-        model: this.model,
-        device: this.opts.model.device,
-        leaseId: batch.lease_id,
-        index: i,
-        batchSize: batch.items.length,
-        startedAt,
-        endedAt: startedAt + ms,
-        ...("error" in r ? { error: r.error } : {}),
-      };
-      const span = parent ? traceItem(parent, run) : null;
-      return span ? { ...r, traceparent: span } : r;
-    });
+    // An item settled early keeps the span it was sent with.
+    results = results.map((r, i) => settled.get(i) ?? traced(r, i));
     const failed = results.filter((r) => "error" in r).length;
     // Told before the completion goes out: a hook that pauses (a duty-cycle rest) has its drain read
     // first, so the coordinator does not hand over the next batch in answer to this completion.

@@ -48,6 +48,11 @@ export class TokenCoalescer {
     for (const pos of [...this.held.keys()]) this.emitHeld(pos);
   }
 
+  /** Sends what is held of one item (before that item's own result). */
+  flushItem(pos: number): void {
+    this.emitHeld(pos);
+  }
+
   private emitHeld(pos: number): void {
     const delta = this.held.get(pos);
     this.held.delete(pos);

@@ -99,6 +99,40 @@ describe("gpt-tiny through the swarm", () => {
     await connection.drain(1_000);
   }, 120_000);
 
+  it("answers a short reply batched with a long one as soon as it ends, not when the batch does", async () => {
+    const post = async (input: unknown) => {
+      const res = await fetch(`${coordinator.url}/v1/infer`, {
+        method: "POST",
+        headers: { Authorization: "Bearer k", "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "gpt-tiny", inputs: [input], wait: false }),
+      });
+      expect(res.status).toBe(202);
+      return ((await res.json()) as { id: string }).id;
+    };
+    // Queued before any worker is there, so one batch holds both.
+    const short = await post({ prompt: "the", params: { max_new_tokens: 2 } });
+    const long = await post({ prompt: "the", params: { max_new_tokens: 160, min_new_tokens: 160 } });
+    const batches: number[] = [];
+    const { connection } = connect("gen-mixed", (inputs, opts) => {
+      batches.push(inputs.length);
+      return model.run(inputs, opts);
+    });
+    const view = async (id: string) => {
+      const res = await fetch(`${coordinator.url}/v1/jobs/${id}`, { headers: { Authorization: "Bearer k" } });
+      return (await res.json()) as { status: string; timings: { total_ms: number } };
+    };
+    const done = async (id: string) => {
+      await expect.poll(async () => (await view(id)).status, { timeout: 60_000, interval: 20 }).toBe("succeeded");
+      return (await view(id)).timings.total_ms;
+    };
+    const [shortTook, longTook] = [await done(short), await done(long)];
+    expect(batches).toEqual([2]);
+    // The long call came after the short one: settled by one completion, it would have taken no longer. The
+    // short one was settled by its own frame, 158 decode steps before the batch's completion.
+    expect(shortTook).toBeLessThan(longTook);
+    await connection.drain(1_000);
+  }, 120_000);
+
   it("goes on after its worker dies mid-stream: the next worker continues, no token lost or repeated", async () => {
     const params = { max_new_tokens: 40, temperature: 0.9, seed: 11 };
     const expected = await direct("<|user|>tell me about the trip.<|end|><|assistant|>", params);

@@ -49,6 +49,9 @@ class CoordinatorEnd implements SocketLike {
   open(): void {
     for (const l of this.listeners.get("open") ?? []) (l as () => void)();
   }
+  listening(type: string): boolean {
+    return (this.listeners.get(type) ?? []).length > 0;
+  }
 }
 
 const batch = (lease: string, inputs: unknown[]) => ({
@@ -127,6 +130,62 @@ describe("the worker loop with continuous batching", () => {
     expect(deltas.c).toBe(2);
     expect(socket.sent.filter((f) => f.lease_id === "c" && f.type !== "tokens")).toEqual([]);
     expect(signals[0]?.aborted).toBe(false);
+    // No batch asked for its items' results ahead of its completion.
+    expect(socket.sent.filter((f) => f.type === "results")).toEqual([]);
+  }, 60_000);
+
+  it("settles a batch's short reply as soon as it ends when the batch asks (item_results), its tokens first", async () => {
+    const socket = new CoordinatorEnd();
+    // Items held as each change was told, and whether the lease's completion had gone out by then.
+    const busy: { items: number; completed: boolean }[] = [];
+    const connection: ModelConnection = new ModelConnection({
+      coordinator: "http://coordinator.test",
+      token: () => undefined,
+      openSocket: () => socket,
+      model,
+      info: { worker_id: "w", pool: "gpu", device: "cpu", max_batch_size: 16, max_concurrent_batches: 4 },
+      hooks: { log: () => {} },
+      onBusy: () =>
+        busy.push({ items: connection.busyItems, completed: socket.sent.some((f) => f.type === "complete") }),
+    });
+    connection.start();
+    await vi.waitFor(() => expect(socket.listening("open")).toBe(true));
+    socket.open();
+    socket.push({ type: "welcome", model: "gpt-tiny", lease_ms: 60_000, worker_id: "w" });
+    const brief = { prompt: "the", params: { max_new_tokens: 2 } };
+    const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const pushed = batch("a", [brief, LONG]);
+    socket.push({ ...pushed, item_results: true, items: pushed.items.map((i) => ({ ...i, traceparent })) });
+    await vi.waitFor(() => expect(socket.sent.some((f) => f.type === "complete")).toBe(true), {
+      timeout: 30_000,
+      interval: 5,
+    });
+    const kinds = socket.sent.map((f) => `${f.type}${"pos" in f ? (f as { pos: number }).pos : ""}`);
+    const early = socket.sent.filter((f) => f.type === "results");
+    expect(early).toHaveLength(1);
+    const at = kinds.indexOf("results");
+    // Sent while the long reply still decoded (its later tokens came after), and every token of its own before it.
+    expect(kinds.slice(at + 1)).toContain("tokens1");
+    expect(kinds.slice(at + 1)).not.toContain("tokens0");
+    // Its row was free at once: one item held, before the completion went out.
+    expect(busy).toContainEqual({ items: 1, completed: false });
+    const settled = (early[0] as unknown as { results: { pos: number; result: ItemResult }[] }).results;
+    expect(settled.map((r) => r.pos)).toEqual([0]);
+    const first = settled[0] as { pos: number; result: ItemResult & { output: GenerationOutput } };
+    const shortOutput = first.result.output;
+    expect(shortOutput).toMatchObject({ finish_reason: "length", prompt_tokens: 1 });
+    expect(shortOutput.tokens).toHaveLength(2);
+    const streamed = socket.sent
+      .slice(0, at)
+      .filter((f) => f.type === "tokens" && (f as { pos?: number }).pos === 0)
+      .flatMap((f) => f.tokens ?? []);
+    expect(streamed).toEqual(shortOutput.tokens);
+    // The completion still holds every result; the early one as it was sent, with the same span.
+    const complete = socket.sent.find((f) => f.type === "complete");
+    expect(complete?.results?.[0]).toEqual(first.result);
+    expect(first.result.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-/);
+    expect(tokensOf(complete)[1]).toHaveLength(40);
+    await connection.drain(1_000);
   }, 60_000);
 });
 

@@ -10,6 +10,7 @@ import {
   call,
   infer,
   leaseOverHttp,
+  queue,
   SocketWorker,
   type SseEvent,
   scrape,
@@ -186,6 +187,139 @@ describe("resumable generation", () => {
     expect(deltas).toEqual([{ index: 0, offset: 2, tokens: [12], text: " it" }]);
     expect(rest.at(-1)?.data.outputs[0].generated_text).toBe(" about it");
     second.close();
+  });
+});
+
+describe("items settled before their lease completes (a `results` frame)", () => {
+  const settledView = async (id: string) =>
+    waitFor(async () => {
+      const view = (await call(`/v1/jobs/${id}`)).body;
+      return view.status === "succeeded" ? view : undefined;
+    });
+
+  it("end a short reply's job while the batch decodes on, and free the worker's room at once", async () => {
+    const short = await infer({ model: MODEL, inputs: [{ prompt: "Hi" }], wait: false });
+    const long = await infer({ model: MODEL, inputs: [{ prompt: "Tell me more" }], wait: false });
+    const worker = await SocketWorker.connect(MODEL, {
+      max_batch_size: 4,
+      max_concurrent_batches: 4,
+      max_items_in_flight: 2,
+    });
+    const batch = await worker.next("batch");
+    expect(batch.item_results).toBe(true);
+    expect(batch.items).toHaveLength(2);
+    const stream = await events(short.body.id);
+    await worker.sendTokens(tokens(batch.lease_id, 0, [5, 6], " Hello"));
+    worker.send({
+      type: "results",
+      lease_id: batch.lease_id,
+      results: [{ pos: 0, result: { output: output(" Hello", [5, 6]) } }],
+    });
+
+    // The short reply's caller has its answer, and its stream its end, while the lease goes on.
+    const done = await until(stream, "completed");
+    expect(done.at(-1)?.data.outputs[0].generated_text).toBe(" Hello");
+    expect((await call(`/v1/jobs/${long.body.id}`)).body.status).toBe("running");
+    // Its row is free: the worker full at 2 items is sent the next call's item at once.
+    expect(await queue(MODEL).stats(MODEL)).toMatchObject({ in_flight: { gpu: 1 } });
+    const next = await infer({ model: MODEL, inputs: [{ prompt: "Next" }], wait: false });
+    const more = await worker.next("batch");
+    expect(more.items.map((i) => i.input)).toEqual([{ prompt: "Next" }]);
+
+    // Settled once: a results frame again, or the completion's result for it, changes nothing.
+    worker.send({
+      type: "results",
+      lease_id: batch.lease_id,
+      results: [{ pos: 0, result: { output: output(" No", [9]) } }],
+    });
+    worker.send({
+      type: "complete",
+      lease_id: batch.lease_id,
+      results: [{ output: output(" Other", [7]) }, { output: output(" More and more", [1, 2, 3]) }],
+    });
+    expect((await worker.next("ack")).status).toBe("ok");
+    expect((await settledView(long.body.id)).outputs[0].generated_text).toBe(" More and more");
+    expect((await settledView(short.body.id)).outputs[0]).toMatchObject({ generated_text: " Hello", tokens: [5, 6] });
+    worker.complete(more, () => output(" ok", [4]));
+    expect((await settledView(next.body.id)).outputs[0].generated_text).toBe(" ok");
+    expect(worker.has("error")).toBe(false);
+    worker.close();
+  });
+
+  it("hold an output that contradicts the streamed tokens to the same rule: the item runs again from them", async () => {
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hm" }], wait: false });
+    const worker = await SocketWorker.connect(MODEL, { max_concurrent_batches: 2 });
+    const batch = await worker.next("batch");
+    await worker.sendTokens(tokens(batch.lease_id, 0, [5, 6], " ok"));
+    worker.send({
+      type: "results",
+      lease_id: batch.lease_id,
+      results: [{ pos: 0, result: { output: output(" x", [9]) } }],
+    });
+    const again = await worker.next("batch");
+    expect(again.items[0]?.input).toMatchObject({ prompt: "Hm", resume: { tokens: [5, 6], text: " ok" } });
+    worker.complete(again, () => output(" ok!", [5, 6, 7]));
+    expect((await settledView(accepted.body.id)).outputs[0].generated_text).toBe(" ok!");
+    worker.close();
+  });
+
+  it("name a position the lease holds, once; an HTTP worker posts them to /v1/leases/{id}/results", async () => {
+    await infer({ model: MODEL, inputs: [{ prompt: "A" }], wait: false });
+    const worker = await SocketWorker.connect(MODEL);
+    const batch = await worker.next("batch");
+    const result = { output: output(" a", [1]) };
+    worker.send({ type: "results", lease_id: batch.lease_id, results: [{ pos: 3, result }] });
+    expect(await worker.next("error")).toMatchObject({ code: "wrong_result_count", lease_id: batch.lease_id });
+    worker.send({
+      type: "results",
+      lease_id: batch.lease_id,
+      results: [
+        { pos: 0, result },
+        { pos: 0, result },
+      ],
+    });
+    expect((await worker.next("error")).message).toContain("named twice");
+    worker.complete(batch, () => output(" a", [1]));
+    await worker.next("ack");
+    worker.close();
+
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "B" }, { prompt: "C" }], wait: false });
+    const leased = await leaseOverHttp(MODEL, "http-results");
+    expect(leased.body.item_results).toBe(true);
+    const leaseId = leased.body.lease_id as string;
+    const bad = await workerCall(`/v1/leases/${leaseId}/results`, { results: [{ pos: 0 }] });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/result/);
+    const posted = await workerCall(`/v1/leases/${leaseId}/results`, {
+      results: [{ pos: 1, result: { output: output(" c", [3]) } }],
+    });
+    expect(posted.body).toEqual({ lease_id: leaseId, status: "ok" });
+    expect((await call(`/v1/jobs/${accepted.body.id}`)).body.status).toBe("running");
+    // The completion's result for the item settled already is not read again.
+    const done = await workerCall(`/v1/leases/${leaseId}/complete`, {
+      results: [{ output: output(" b", [2]) }, { output: output(" later", [8]) }],
+    });
+    expect(done.body).toEqual({ lease_id: leaseId, status: "ok" });
+    const outputs = (await settledView(accepted.body.id)).outputs;
+    expect(outputs.map((o: { generated_text: string }) => o.generated_text)).toEqual([" b", " c"]);
+  });
+
+  it("are not taken from an untrusted lease, whose batch is reviewed whole at its completion", async () => {
+    // A trusted worker to verify with, so a call may be pinned to the browser pool.
+    const gpu = await SocketWorker.connect("scribe-verified");
+    const donor = await SocketWorker.connect("scribe-verified", { donor: "donor-early", network: "198.51.100.0/24" });
+    const accepted = await infer({ model: "scribe-verified", inputs: [{ prompt: "D" }], wait: false, pool: "browser" });
+    expect(accepted.status).toBe(202);
+    const batch = await donor.next("batch");
+    expect(batch.item_results).toBeUndefined();
+    donor.send({
+      type: "results",
+      lease_id: batch.lease_id,
+      results: [{ pos: 0, result: { output: output(" d", [1]) } }],
+    });
+    expect((await donor.next("error")).message).toContain("send its results with its completion");
+    donor.close();
+    gpu.close();
   });
 });
 

@@ -124,12 +124,13 @@ export class WebThreadPool {
    */
   async run(model: string, inputs: readonly unknown[], opts?: RunOptions): Promise<ItemResult[]> {
     const onTokens = opts?.onTokens ? proxy(opts.onTokens) : undefined;
+    const onResult = opts?.onResult ? proxy(opts.onResult) : undefined;
     const signal = opts?.signal;
     for (let attempt = 1; ; attempt++) {
       const thread = await this.acquire(this.opts.runTimeoutMs);
       thread.running = `${model} (${inputs.length} inputs)`;
       const runId = this.nextRun++;
-      const ran = thread.api.run(model, [...inputs], onTokens, signal ? runId : undefined);
+      const ran = thread.api.run(model, [...inputs], onTokens, signal ? runId : undefined, onResult);
       // Posted after the run, so the thread knows the id; a signal aborted while waiting for a thread, at once.
       const cancel = () => void thread.api.cancel(runId).catch(() => undefined);
       if (signal?.aborted) cancel();

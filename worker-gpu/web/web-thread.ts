@@ -5,7 +5,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { expose } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import type { TokenDelta } from "../../shared/runner/model-runner.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import type { RunOptions, TokenDelta } from "../../shared/runner/model-runner.ts";
 import { createWebRunner } from "../../shared/runner/web-runner.ts";
 import { nodeFetch } from "../runner/file-fetch.ts";
 import { gpuBufferBytes, installDawn } from "./dawn-gpu.ts";
@@ -34,14 +35,21 @@ const cancellable = new Map<number, AbortController>();
 export const threadApi = {
   load: runner.load,
   /** A batch's results, and the device that ran it (wasm once this thread's WebGPU device was lost). */
-  async run(name: string, inputs: unknown[], onTokens?: (delta: TokenDelta) => unknown, runId?: number) {
-    // onTokens is a Comlink proxy of the main thread's callback: each call posts a message; all of them are
-    // awaited before the answer, so no delta reaches the worker loop after its batch's completion.
+  async run(
+    name: string,
+    inputs: unknown[],
+    onTokens?: (delta: TokenDelta) => unknown,
+    runId?: number,
+    onResult?: (pos: number, result: ItemResult) => unknown,
+  ) {
+    // onTokens and onResult are Comlink proxies of the main thread's callbacks: each call posts a message; all
+    // of them are awaited before the answer, so none reaches the worker loop after its batch's completion.
     const sent: unknown[] = [];
     const abort = runId === undefined ? undefined : new AbortController();
     if (abort) cancellable.set(runId as number, abort);
-    const opts = {
+    const opts: RunOptions = {
       ...(onTokens ? { onTokens: (d: TokenDelta) => void sent.push(onTokens(d)) } : {}),
+      ...(onResult ? { onResult: (pos: number, r: ItemResult) => void sent.push(onResult(pos, r)) } : {}),
       ...(abort ? { signal: abort.signal } : {}),
     };
     try {
