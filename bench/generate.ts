@@ -94,6 +94,35 @@ const itemsFor = (concurrent: number) =>
     params: { max_new_tokens: NEW_TOKENS, min_new_tokens: NEW_TOKENS, temperature: 1, seed: i + 1 },
   }));
 
+/** Mixed lengths: 16 prompts at once, the even ones asking for SHORT_TOKENS tokens, the odd ones for NEW_TOKENS. */
+const SHORT_TOKENS = 8;
+const mixedItems = () =>
+  itemsFor(16).map((item, i) =>
+    i % 2 === 0
+      ? { ...item, params: { ...item.params, max_new_tokens: SHORT_TOKENS, min_new_tokens: SHORT_TOKENS } }
+      : item,
+  );
+
+/** When each reply of a mixed round ended (ms from the start): short ones, and long ones. */
+interface MixedRow {
+  model: string;
+  path: string;
+  short: number[];
+  long: number[];
+}
+const mixedRows: MixedRow[] = [];
+
+/** One mixed round through the swarm: each prompt its own streamed call, timed to its job's end. */
+async function mixedSwarmRound(base: string, model: string, row: MixedRow | undefined): Promise<void> {
+  const answers = await Promise.all(mixedItems().map((item) => streamOne(base, model, item)));
+  for (const a of answers) if ("error" in a) console.error(`${model}: a streamed call failed: ${a.error}`);
+  if (!row) return;
+  const start = Math.min(...answers.flatMap((a) => ("error" in a ? [] : [a.sent])));
+  answers.forEach((a, i) => {
+    if (!("error" in a)) (i % 2 === 0 ? row.short : row.long).push(a.end - start);
+  });
+}
+
 /** `concurrent` streamed calls at once; one round's figures into `row`. */
 async function swarmRound(base: string, model: string, concurrent: number, row: Row | undefined): Promise<void> {
   const answers = await Promise.all(itemsFor(concurrent).map((item) => streamOne(base, model, item)));
@@ -179,6 +208,36 @@ try {
           );
       }
     }
+    // Mixed lengths: when each reply ends, straight (one batch, each sequence's own end) and through the swarm.
+    const direct: MixedRow = {
+      model: spec.name,
+      path: `direct onnxruntime-node (${model.device})`,
+      short: [],
+      long: [],
+    };
+    const swarmMixed: MixedRow = {
+      model: spec.name,
+      path: "swarm: coordinator + edgeswarm-worker (cpu), SSE",
+      short: [],
+      long: [],
+    };
+    for (let round = 0; round <= ROUNDS; round++) {
+      const t0 = performance.now();
+      const ended: number[] = [];
+      const results = await model.run(mixedItems(), {
+        onResult: (pos) => {
+          ended[pos] = performance.now() - t0;
+        },
+      });
+      const last = performance.now() - t0;
+      if (coordinator) await mixedSwarmRound(coordinator.url, spec.name, round === 0 ? undefined : swarmMixed);
+      if (round === 0) continue; // warm-up
+      // A sequence the run answered without calling onResult ended with the run.
+      results.forEach((_, i) => {
+        (i % 2 === 0 ? direct.short : direct.long).push(ended[i] ?? last);
+      });
+    }
+    mixedRows.push(direct, ...(coordinator ? [swarmMixed] : []));
     if (worker) await stopProcess(worker);
     await model.dispose();
   }
@@ -254,7 +313,7 @@ const text = [
   `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}${WORKER_BATCH !== 16 ? `BENCH_MAX_BATCH_SIZE=${WORKER_BATCH} ` : ""}${COORDINATOR_PATH === "wrangler dev" ? "BENCH_COORDINATOR=wrangler " : ""}npm run bench:generate\``,
   `- Coordinator: ${COORDINATOR_PATH === "wrangler dev" ? "`wrangler dev` (its dev proxy relays every streamed event once more)" : "the Worker bundled by `wrangler deploy --dry-run`, on workerd through Miniflare's API with wrangler.toml's bindings: no dev proxy, as deployed"}`,
   `- ${NEW_TOKENS} new tokens a sequence (min_new_tokens and max_new_tokens both ${NEW_TOKENS}: no reply ends early), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
-  `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size ${WORKER_BATCH} ${CONCURRENCY ? `--concurrency ${CONCURRENCY}` : "(--concurrency: its default, 4 for text-generation)"}\` runs them, a batch that comes while one generates joining its decode (continuous batching) where it takes more than one; a direct round and a swarm round alternate`,
+  `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size ${WORKER_BATCH} ${CONCURRENCY ? `--concurrency ${CONCURRENCY}` : "(--concurrency and --max-items-in-flight: their defaults, the decode's rows for text-generation)"}\` runs them, a batch that comes while one generates joining its decode (continuous batching) where it takes more than one; a direct round and a swarm round alternate`,
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
   "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",
   "- vs direct: tokens/s in all over the direct row's at the same concurrency (rows that alternated: the median of round-by-round ratios), and TTFT p50 added",
@@ -264,6 +323,14 @@ const text = [
   ...table,
   "",
   ...tabNotes.map((n) => `- ${n}`),
+  "",
+  `Replies of mixed lengths: 16 prompts at once, 8 asking for ${SHORT_TOKENS} tokens and 8 for ${NEW_TOKENS}; when a reply has ended (its caller's answer, the stream's \`completed\` event), in ms from the round's first call, p50 over the rounds' replies. Direct: one batch, each sequence's own end.`,
+  "",
+  `| model | path | rounds | ${SHORT_TOKENS}-token replies end p50 (ms) | ${NEW_TOKENS}-token replies end p50 (ms) |`,
+  "|---|---|---:|---:|---:|",
+  ...mixedRows.map(
+    (r) => `| ${r.model} | ${r.path} | ${ROUNDS} | ${fmt(pct(r.short, 0.5))} | ${fmt(pct(r.long, 0.5))} |`,
+  ),
   ...(newestSourceMtime() === sourcesBefore || COORDINATOR_PATH !== "wrangler dev"
     ? []
     : [

@@ -4,7 +4,7 @@
 import { loadModel } from "../shared/runner/load-model.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
 import { describeGpu } from "../shared/runner/ort-web-session.ts";
-import { defaultThreads, GENERATION_CONCURRENCY, type WorkerOptions } from "./options.ts";
+import { defaultThreads, type WorkerOptions } from "./options.ts";
 import { cudaUnavailable } from "./runner/cuda-probe.ts";
 import { nodeFetch } from "./runner/file-fetch.ts";
 import { createOrtNodeFactory, DeviceUnavailableError } from "./runner/ort-node-session.ts";
@@ -56,7 +56,7 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
       await Promise.all(models.map((m) => m.dispose()));
       throw error;
     }
-    return { models, concurrency: 1, generationConcurrency: GENERATION_CONCURRENCY };
+    return { models, concurrency: 1, joinsDecode: true };
   };
 
   const onWeb = async (configs: Parameters<LoadModels>[0], device: "webgpu" | "wasm"): Promise<Started> => {

@@ -20,11 +20,14 @@ export interface WorkerOptions {
   runTimeoutMs: number;
   maxBatchSize: number;
   /**
-   * Batches at once per model; undefined: 1 on onnxruntime-node (GENERATION_CONCURRENCY for a text-generation
-   * model, whose batches join the one generating), the thread count on the web runtime.
+   * Batches at once per model; undefined: 1 on onnxruntime-node (for a text-generation model, the rows of its
+   * decode, which the batches join: worker.ts workAtOnce), the thread count on the web runtime.
    */
   concurrency: number | undefined;
-  /** The most items held over all of a model's batches at once (the hello's max_items_in_flight); undefined: no limit. */
+  /**
+   * The most items held over all of a model's batches at once (the hello's max_items_in_flight); undefined: the
+   * decode's rows for a text-generation model on onnxruntime-node, else no limit.
+   */
   maxItemsInFlight: number | undefined;
   /** EDGESWARM_GPU_DRILLS=1: POST /drills/lose-gpu-device on the health port destroys the WebGPU devices (tests). */
   gpuDrills: boolean;
@@ -48,14 +51,6 @@ const RUNTIME_OF: Record<Exclude<Device, "auto">, "node" | "web"> = {
 };
 
 const DEFAULT_MODEL_BASE = new URL("../models/", import.meta.url).href;
-/**
- * Batches a text-generation model takes at once on onnxruntime-node by default: each one that comes while
- * another generates joins its decode loop (shared/tasks/text-generation-engine.ts) rather than waiting for it
- * to end. A few, not many: batches beyond the model's max_batch_size rows wait in the worker holding their
- * leases, where another worker could have taken them.
- */
-export const GENERATION_CONCURRENCY = 4;
-
 export const HELP = `edgeswarm-worker — runs EdgeSwarm models for a coordinator: onnxruntime-node (cuda, cpu) or
 onnxruntime-web (webgpu through Dawn on any vendor's GPU, wasm)
 
@@ -78,13 +73,13 @@ Usage: edgeswarm-worker [options]
   --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
                                                          (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)
-  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1, text-generation 4:
-                         a batch that comes while one generates joins its decode; web: --threads)
+  --concurrency N        batches run at once per model   (EDGESWARM_CONCURRENCY, default 1; text-generation: the
+                         model's max_batch_size, as a batch that comes while one generates joins its decode;
+                         web: --threads)
   --max-items-in-flight N
                          most items held over all of a model's batches (EDGESWARM_MAX_ITEMS_IN_FLIGHT, default
-                         no limit); for text-generation, its decode's rows keep the rest queued for other
-                         workers and scaling, but a batch counts until its last reply ends, so rows that
-                         shorter replies free stay idle until then
+                         no limit; text-generation: the decode's rows, so the rest stay queued for other
+                         workers and scaling, and each reply that ends frees its row at once)
   --port N               /healthz, /readyz, /metrics; 0 = off (EDGESWARM_PORT, default 9464)
   --host H               address for that server         (EDGESWARM_HOST, default 127.0.0.1: this machine only;
                          0.0.0.0 to be reached from others, as the container image and k8s manifests set)

@@ -3,7 +3,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import WebSocket from "ws";
-import type { ModelConfig } from "../shared/index.ts";
+import { MAX_CONCURRENT_BATCHES, type ModelConfig } from "../shared/index.ts";
 import type { LoadedModel } from "../shared/runner/model-runner.ts";
 import { describeGpu, type GpuAdapterInfo } from "../shared/runner/ort-web-session.ts";
 import type { OpenSocket } from "../shared/worker-loop/model-connection.ts";
@@ -24,8 +24,11 @@ export interface LoadedModels {
   models: LoadedModel[];
   /** Batches at once per model when --concurrency is not given (the web runtime: one per thread). */
   concurrency: number;
-  /** The same for a text-generation model, where a batch that comes while one generates joins it; absent: concurrency. */
-  generationConcurrency?: number;
+  /**
+   * A text-generation model's batches join one decode (onnxruntime-node, shared/tasks/text-generation-engine.ts):
+   * it takes as many batches, and items over them, as the decode has rows (workAtOnce).
+   */
+  joinsDecode?: boolean;
   /** On webgpu: what the status line, the hello and /metrics say about the GPU. */
   gpu?: () => Promise<GpuReport>;
 }
@@ -78,7 +81,9 @@ export async function runWorker(
       `the coordinator does not serve ${unknown.join(", ")}; it serves ${registry.map((m) => m.name).join(", ")}`,
     );
   }
-  const loaded = await loadModels(wanted.map((name) => registry.find((m) => m.name === name) as ModelConfig));
+  const configs = wanted.map((name) => registry.find((m) => m.name === name) as ModelConfig);
+  const loaded = await loadModels(configs);
+  const rowsOf = (name: string) => configs.find((c) => c.name === name)?.max_batch_size ?? opts.maxBatchSize;
   const { models } = loaded;
   const gpu = await loaded.gpu?.();
   const adapter = gpu && {
@@ -110,8 +115,7 @@ export async function runWorker(
           pool: opts.pool,
           device: model.device,
           max_batch_size: opts.maxBatchSize,
-          max_concurrent_batches: batchesAtOnce(model.task, opts.concurrency, loaded),
-          ...(opts.maxItemsInFlight === undefined ? {} : { max_items_in_flight: opts.maxItemsInFlight }),
+          ...workAtOnce(model.task, rowsOf(model.name), opts, loaded),
           ...(adapter ? { gpu: adapter } : {}),
         },
       }),
@@ -165,13 +169,25 @@ export async function runWorker(
   return { models, connections, port: (server?.address() as AddressInfo | null)?.port, stop };
 }
 
-/** Batches a model takes at once: --concurrency, else the runtime's default for its task. */
-export function batchesAtOnce(
+/**
+ * The batches a model takes at once, and the items over them: --concurrency and --max-items-in-flight, else the
+ * runtime's default. A text-generation model whose batches join one decode of `rows` rows (its registry entry's
+ * max_batch_size) takes up to that many batches and items: a one-item lease per row, none waiting in the worker
+ * (its items stay queued, for other workers and for scaling), and a reply that ends frees its row at once (its
+ * result goes ahead of its batch's, Batch.item_results). Anything else: `loaded.concurrency` batches, no item cap.
+ */
+export function workAtOnce(
   task: string,
-  given: number | undefined,
-  loaded: Pick<LoadedModels, "concurrency" | "generationConcurrency">,
-): number {
-  return given ?? (task === "text-generation" ? loaded.generationConcurrency : undefined) ?? loaded.concurrency;
+  rows: number,
+  given: Pick<WorkerOptions, "concurrency" | "maxItemsInFlight">,
+  loaded: Pick<LoadedModels, "concurrency" | "joinsDecode">,
+): { max_concurrent_batches: number; max_items_in_flight?: number } {
+  const joins = task === "text-generation" && loaded.joinsDecode === true;
+  const items = given.maxItemsInFlight ?? (joins ? rows : undefined);
+  return {
+    max_concurrent_batches: given.concurrency ?? (joins ? Math.min(MAX_CONCURRENT_BATCHES, rows) : loaded.concurrency),
+    ...(items === undefined ? {} : { max_items_in_flight: items }),
+  };
 }
 
 /** "gpu google swiftshader (SwiftShader driver 5.0.0, vulkan, software) · gpu buffers 12.3 MB", and any loss. */

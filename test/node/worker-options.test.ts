@@ -1,7 +1,8 @@
 // edgeswarm-worker's command line: defaults, environment fallbacks, and refusals that say what to fix.
 import { describe, expect, it } from "vitest";
-import { GENERATION_CONCURRENCY, parseOptions, UsageError, type WorkerOptions } from "../../worker-gpu/options.ts";
-import { batchesAtOnce } from "../../worker-gpu/worker.ts";
+import { MAX_CONCURRENT_BATCHES } from "../../shared/protocol/worker.ts";
+import { parseOptions, UsageError, type WorkerOptions } from "../../worker-gpu/options.ts";
+import { workAtOnce } from "../../worker-gpu/worker.ts";
 
 const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseOptions(argv, env) as WorkerOptions;
 
@@ -46,14 +47,25 @@ describe("edgeswarm-worker options", () => {
     expect(() => parse(["--runtime", "web", "--threads", "0"])).toThrow(/--threads/);
   });
 
-  it("takes more than one batch at once of a text-generation model on onnxruntime-node, so the next joins its decode", () => {
-    const node = { concurrency: 1, generationConcurrency: GENERATION_CONCURRENCY };
-    expect(GENERATION_CONCURRENCY).toBeGreaterThan(1);
-    expect(batchesAtOnce("text-generation", undefined, node)).toBe(GENERATION_CONCURRENCY);
-    expect(batchesAtOnce("text-classification", undefined, node)).toBe(1);
-    // --concurrency wins; the web runtime's threads each run one batch (its runs do not join across threads).
-    expect(batchesAtOnce("text-generation", 1, node)).toBe(1);
-    expect(batchesAtOnce("text-generation", undefined, { concurrency: 3 })).toBe(3);
+  it("takes a text-generation model's batches and items on onnxruntime-node up to its decode's rows", () => {
+    const node = { concurrency: 1, joinsDecode: true };
+    const none = { concurrency: undefined, maxItemsInFlight: undefined };
+    // A one-item lease per row, and no item waiting in the worker beyond them.
+    expect(workAtOnce("text-generation", 16, none, node)).toEqual({
+      max_concurrent_batches: 16,
+      max_items_in_flight: 16,
+    });
+    expect(workAtOnce("text-generation", 512, none, node)).toEqual({
+      max_concurrent_batches: MAX_CONCURRENT_BATCHES,
+      max_items_in_flight: 512,
+    });
+    expect(workAtOnce("text-classification", 16, none, node)).toEqual({ max_concurrent_batches: 1 });
+    // The flags win; the web runtime's threads each run one batch (its runs do not join across threads).
+    expect(workAtOnce("text-generation", 16, { concurrency: 1, maxItemsInFlight: 4 }, node)).toEqual({
+      max_concurrent_batches: 1,
+      max_items_in_flight: 4,
+    });
+    expect(workAtOnce("text-generation", 16, none, { concurrency: 3 })).toEqual({ max_concurrent_batches: 3 });
   });
 
   it("takes webgpu and wasm to the web runtime, cuda and cpu to the node one, and refuses a mismatch", () => {
