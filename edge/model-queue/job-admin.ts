@@ -112,10 +112,7 @@ export class JobAdmin {
         "SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state IN ('succeeded', 'failed')",
         id,
       )?.n ?? 0;
-    this.sql.run(
-      "UPDATE items SET state = 'cancelled', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
-      id,
-    );
+    this.jobs.endOpenItems(id, "cancelled");
     const stopped = this.sql.all<{ id: string; worker_id: string; holder: string | null }>(
       `UPDATE leases SET state = 'cancelled', ended_at = ? WHERE state = 'active' AND id IN ${IN_SET}
        RETURNING id, worker_id, holder`,

@@ -343,6 +343,23 @@ export class JobStore {
     this.wake(jobId);
   }
 
+  /**
+   * Ends a job's open items (cancelled or expired). A lease that goes on with other jobs' items counts them
+   * done (leases.n_done), so its worker's room (max_items_in_flight) is free again as its worker drops them.
+   */
+  endOpenItems(jobId: string, state: "cancelled" | "expired"): void {
+    this.sql.run(
+      `UPDATE leases SET n_done = n_done + (SELECT COUNT(*) FROM items WHERE items.lease_id = leases.id AND items.job_id = ?1)
+       WHERE state = 'active' AND id IN (SELECT lease_id FROM items WHERE job_id = ?1 AND state = 'leased')`,
+      jobId,
+    );
+    this.sql.run(
+      "UPDATE items SET state = ?, lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
+      state,
+      jobId,
+    );
+  }
+
   /** Ends every open job past its deadline: its open items expire, what is done stays readable. */
   expire(now: number): void {
     for (const job of this.sql.all<JobRow>(
@@ -353,10 +370,7 @@ export class JobStore {
         "SELECT COUNT(*) AS open, SUM(n_candidates > 0) AS held FROM items WHERE job_id = ? AND state IN ('queued', 'leased')",
         job.id,
       ) ?? { open: 0, held: 0 };
-      this.sql.run(
-        "UPDATE items SET state = 'expired', lease_id = NULL WHERE job_id = ? AND state IN ('queued', 'leased')",
-        job.id,
-      );
+      this.endOpenItems(job.id, "expired");
       const expired = expiredJobMessage(job.deadline - job.created_at, job.n_items - open, job.n_items);
       // A job no worker ever took, with none connected that could run it, says so: that is the cause to fix.
       const noWorker = job.last_leased_at === null ? this.noWorker(job.id) : null;

@@ -92,12 +92,7 @@ export class LeaseSettlement {
         return { error: { code: ErrorCode.quarantined, message: quarantineMessage(q) } };
       }
     }
-    // A batch that is all errors counts against the worker's breaker, as one that expires does: from a donor
-    // whatever the errors, since inputs were checked at submit; from a trusted worker only when some error is
-    // its own (retryable: out of memory, device lost), as a batch of inputs its model refuses is not its fault.
-    const allErrors = body.results.length > 0 && body.results.every((r) => "error" in r);
-    const ownFault = checked || body.results.some((r) => "error" in r && r.error.retryable);
-    this.breakers.ended(breakerKey(lease), lease.pool, !(allErrors && ownFault), now, cfg);
+    this.breakers.ended(breakerKey(lease), lease.pool, wentWell(body.results, checked), now, cfg);
     return this.record(lease, items, body.results, now, { computeMs });
   }
 
@@ -107,7 +102,8 @@ export class LeaseSettlement {
    * for its completion, where the batch is reviewed whole.
    */
   earlyResults(lease: LeaseRow, body: ItemResultsBody): (ItemResult | undefined)[] | CompleteResult {
-    if (this.verifier.checks(this.config(), lease.pool)) {
+    // As it was given: a change of the model's verification since does not change what this lease may do.
+    if (lease.item_results !== 1) {
       return {
         error: {
           code: ErrorCode.badRequest,
@@ -132,7 +128,8 @@ export class LeaseSettlement {
 
   /**
    * Records the results of some items of a trusted lease that goes on (earlyResults): each is settled as at
-   * completion and leaves the lease, freeing its room; the lease's completion skips it.
+   * completion and leaves the lease, freeing its room; the lease's completion skips it. Results for every item
+   * the lease still holds complete it: a completion sent after is answered `duplicate`.
    */
   settleEarly(lease: LeaseRow, results: readonly (ItemResult | undefined)[], now: number): CompleteResult {
     const positions = results.flatMap((r, pos) => (r === undefined ? [] : [pos]));
@@ -142,7 +139,11 @@ export class LeaseSettlement {
       lease.id,
       JSON.stringify(positions),
     );
-    return this.record(lease, items, results, now, null);
+    const held = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM items WHERE lease_id = ?", lease.id)?.n ?? 0;
+    if (items.length === 0 || items.length < held) return this.record(lease, items, results, now, null);
+    const given = results.filter((r): r is ItemResult => r !== undefined);
+    this.breakers.ended(breakerKey(lease), lease.pool, wentWell(given, false), now, this.config());
+    return this.record(lease, items, results, now, { computeMs: now - lease.created_at });
   }
 
   /**
@@ -183,7 +184,7 @@ export class LeaseSettlement {
     const outputs: (string | undefined)[] = [];
     // Runs that verification settles: items that hold candidates, and fresh runs of an untrusted lease.
     const pending: PendingRun[] = [];
-    // One trusted output per batch is learnt from (verification.ts: known answers, vector length).
+    // One trusted output per settlement is learnt from (verification.ts: known answers, vector length).
     let learned = false;
     // All of it or none of it: a completion that throws half way must not leave items half settled.
     this.atomically(() => {
@@ -244,7 +245,7 @@ export class LeaseSettlement {
         if (canaries.every((i) => "output" in (results[i.lease_pos ?? -1] ?? {}))) this.trust.credit(refOf(lease), now);
       }
       if (end) this.sql.run("UPDATE leases SET state = 'completed', ended_at = ? WHERE id = ?", now, leaseId);
-      else this.sql.run("UPDATE leases SET n_settled = n_settled + ? WHERE id = ?", waits.length, leaseId);
+      else this.sql.run("UPDATE leases SET n_done = n_done + ? WHERE id = ?", waits.length, leaseId);
       this.jobs.recordCompute(touchedJobs, computeMs, pool);
       this.metrics.inc("completed", pool, outputs.filter((o) => o !== undefined).length);
       this.metrics.inc("failed", pool, tally.failed);
@@ -460,6 +461,18 @@ export class LeaseSettlement {
     for (const jobId of jobs) this.jobs.settleIfDone(jobId, now);
     this.jobs.reopen(jobs);
   }
+}
+
+/**
+ * Whether a batch's results count for its worker's breaker: a batch that is all errors counts against it, as
+ * one that expires does: from a donor (`checked`) whatever the errors, since inputs were checked at submit;
+ * from a trusted worker only when some error is its own (retryable: out of memory, device lost), as a batch of
+ * inputs its model refuses is not its fault.
+ */
+function wentWell(results: readonly ItemResult[], checked: boolean): boolean {
+  const allErrors = results.length > 0 && results.every((r) => "error" in r);
+  const ownFault = checked || results.some((r) => "error" in r && r.error.retryable);
+  return !(allErrors && ownFault);
 }
 
 /** The worker a lease names, as trust is keyed. */

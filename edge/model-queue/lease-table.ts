@@ -32,6 +32,10 @@ export interface LeaseRow extends Record<string, SqlStorageValue> {
   holder: string | null;
   /** An untrusted lease's hedge time: it is never extended past it. */
   hedge_at: number | null;
+  /** Items done with before the lease ends (settled ahead, cancelled, expired). */
+  n_done: number;
+  /** 1: given with Batch.item_results, so its items may be settled ahead of its completion. */
+  item_results: number;
 }
 
 interface HandOutRow extends Record<string, SqlStorageValue> {
@@ -180,7 +184,7 @@ export class LeaseTable {
       }
     }
     this.sql.run(
-      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items, donor, network, holder, hedge_at) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+      "INSERT INTO leases (id, worker_id, pool, created_at, deadline, state, n_items, donor, network, holder, hedge_at, item_results) VALUES (?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
       leaseId,
       worker.worker_id,
       worker.pool,
@@ -191,6 +195,7 @@ export class LeaseTable {
       worker.network ?? null,
       worker.holder ?? null,
       hedgeAt,
+      itemResults ? 1 : 0,
     );
     // One statement for the whole batch (canaries' positions included): json_each's key is each item's position.
     this.sql.run(
@@ -271,7 +276,7 @@ export class LeaseTable {
       n: number;
       items: number;
     }>(
-      "SELECT worker_id, holder, donor, network, COUNT(*) AS n, SUM(n_items - n_settled) AS items FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
+      "SELECT worker_id, holder, donor, network, COUNT(*) AS n, SUM(n_items - n_done) AS items FROM leases WHERE state = 'active' GROUP BY worker_id, holder, donor, network",
     )) {
       add(byWorker, workerKey(r), r.n);
       add(itemsByWorker, workerKey(r), r.items);

@@ -186,7 +186,9 @@ export const MODEL_QUEUE_MIGRATIONS = [
    ALTER TABLE items ADD COLUMN gen_count INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE items ADD COLUMN first_token_at INTEGER;
    CREATE INDEX items_generating ON items (job_id) WHERE first_token_at IS NOT NULL;`,
-  // Items a lease's worker settled before completing it (a `results` frame, lease-settlement.ts settleEarly):
-  // what the lease still holds is n_items - n_settled, the room the worker's max_items_in_flight counts.
-  `ALTER TABLE leases ADD COLUMN n_settled INTEGER NOT NULL DEFAULT 0;`,
+  // Items of a lease done with before it ends (settled ahead by a `results` frame, lease-settlement.ts
+  // settleEarly; cancelled or expired with their job): it still holds n_items - n_done, the room the worker's
+  // max_items_in_flight counts. item_results: the batch was given with Batch.item_results (a trusted worker).
+  `ALTER TABLE leases ADD COLUMN n_done INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE leases ADD COLUMN item_results INTEGER NOT NULL DEFAULT 0;`,
 ] as const;

@@ -311,7 +311,12 @@ export class ModelConnection {
     const tokens = new TokenCoalescer((delta) => {
       if (this.running.has(batch.lease_id)) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
     });
-    const onTokens: RunOptions["onTokens"] = (delta) => tokens.add(delta);
+    /** Items settled ahead of the lease's completion, with the result each was sent with. */
+    const settled = new Map<number, ItemResult>();
+    // A run retried on another thread (--runtime web) goes over items settled already: their deltas are not sent.
+    const onTokens: RunOptions["onTokens"] = (delta) => {
+      if (!settled.has(delta.pos)) tokens.add(delta);
+    };
     const abort = new AbortController();
     this.aborts.set(batch.lease_id, abort);
     // Each traced input is answered with this worker's own span of its trace.
@@ -333,7 +338,6 @@ export class ModelConnection {
     };
     // An item that ends before the rest (a short reply) is settled at once, its tokens first: its caller does
     // not wait for the batch's longest, and its room is free for the next. The last one goes with the completion.
-    const settled = new Map<number, ItemResult>();
     const onResult: RunOptions["onResult"] = (pos, result) => {
       if (!this.running.has(batch.lease_id) || settled.has(pos)) return;
       if (settled.size >= batch.items.length - 1) return;

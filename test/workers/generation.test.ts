@@ -246,6 +246,32 @@ describe("items settled before their lease completes (a `results` frame)", () =>
     worker.close();
   });
 
+  it("free the room of an item whose job is cancelled while its lease runs on", async () => {
+    const gone = await infer({ model: MODEL, inputs: [{ prompt: "Bye" }], wait: false });
+    await infer({ model: MODEL, inputs: [{ prompt: "Stay" }], wait: false });
+    const worker = await SocketWorker.connect(MODEL, { max_concurrent_batches: 4, max_items_in_flight: 2 });
+    const batch = await worker.next("batch");
+    expect(batch.items).toHaveLength(2);
+    expect((await call(`/v1/jobs/${gone.body.id}`, { method: "DELETE" })).status).toBe(200);
+    // The worker drops the cancelled row; the queue counts it free, so the next call goes to the worker.
+    await infer({ model: MODEL, inputs: [{ prompt: "Next" }], wait: false });
+    expect((await worker.next("batch")).items.map((i) => i.input)).toEqual([{ prompt: "Next" }]);
+    worker.close();
+  });
+
+  it("complete the lease when they settle every item it holds: a completion after is a duplicate", async () => {
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Only" }], wait: false });
+    const worker = await SocketWorker.connect(MODEL);
+    const batch = await worker.next("batch");
+    const result = { output: output(" one", [1]) };
+    worker.send({ type: "results", lease_id: batch.lease_id, results: [{ pos: 0, result }] });
+    expect((await settledView(accepted.body.id)).outputs[0].generated_text).toBe(" one");
+    expect(await queue(MODEL).stats(MODEL)).toMatchObject({ in_flight: { gpu: 0 } });
+    worker.send({ type: "complete", lease_id: batch.lease_id, results: [result] });
+    expect((await worker.next("ack")).status).toBe("duplicate");
+    worker.close();
+  });
+
   it("hold an output that contradicts the streamed tokens to the same rule: the item runs again from them", async () => {
     const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hm" }], wait: false });
     const worker = await SocketWorker.connect(MODEL, { max_concurrent_batches: 2 });

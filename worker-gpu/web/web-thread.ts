@@ -49,7 +49,14 @@ export const threadApi = {
     if (abort) cancellable.set(runId as number, abort);
     const opts: RunOptions = {
       ...(onTokens ? { onTokens: (d: TokenDelta) => void sent.push(onTokens(d)) } : {}),
-      ...(onResult ? { onResult: (pos: number, r: ItemResult) => void sent.push(onResult(pos, r)) } : {}),
+      // Each proxy has a port of its own, and two ports keep no order between them: an item's result goes once
+      // every delta before it has been taken, so its last tokens are never behind it.
+      ...(onResult
+        ? {
+            onResult: (pos: number, r: ItemResult) =>
+              void sent.push(Promise.allSettled(sent).then(() => onResult(pos, r))),
+          }
+        : {}),
       ...(abort ? { signal: abort.signal } : {}),
     };
     try {
