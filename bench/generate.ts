@@ -18,7 +18,7 @@ import { ModelConfig, ModelRegistry } from "../shared/config/model-config.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
-import { fmt, loadAverage, newestSourceMtime } from "./bench-kit.ts";
+import { descendantCpuBy, fmt, loadAverage, newestSourceMtime } from "./bench-kit.ts";
 import {
   batchCounts,
   COORDINATOR_PATH,
@@ -61,6 +61,8 @@ interface Row {
   events: number;
   batches: number;
   batchItems: number;
+  /** Through the swarm (the edgeswarm-worker rows): CPU seconds of the coordinator's workerd and of the worker over the rounds. */
+  cpu?: { coordinator: number; worker: number };
   /** The direct row this one is compared with. */
   against?: Row;
 }
@@ -141,6 +143,14 @@ async function swarmRound(base: string, model: string, concurrent: number, row: 
   row.rounds++;
 }
 
+/** CPU seconds so far of the coordinator (this process's workerd) and of the worker process (/proc; Linux). */
+function swarmCpu(worker: WorkerProcess | undefined): { coordinator: number; worker: number } {
+  const sums = descendantCpuBy((pid, name) =>
+    name === "workerd" ? "coordinator" : pid === worker?.child.pid ? "worker" : "other",
+  );
+  return { coordinator: sums.get("coordinator") ?? 0, worker: sums.get("worker") ?? 0 };
+}
+
 /** The batches the coordinator leased for the row's model since `from`. */
 async function countBatches(base: string, row: Row, from: { items: number; batches: number }): Promise<void> {
   const to = await batchCounts(base, row.model);
@@ -192,7 +202,16 @@ try {
           },
         });
         const seconds = (performance.now() - t0) / 1000;
-        if (coordinator) await swarmRound(coordinator.url, spec.name, concurrent, round === 0 ? undefined : swarm);
+        if (coordinator) {
+          const before = swarmCpu(worker);
+          await swarmRound(coordinator.url, spec.name, concurrent, round === 0 ? undefined : swarm);
+          const after = swarmCpu(worker);
+          if (swarm && round > 0) {
+            swarm.cpu ??= { coordinator: 0, worker: 0 };
+            swarm.cpu.coordinator += after.coordinator - before.coordinator;
+            swarm.cpu.worker += after.worker - before.worker;
+          }
+        }
         if (round === 0) continue; // warm-up
         row.ttft.push(first);
         row.aggregate.push(tokens / seconds);
@@ -303,7 +322,7 @@ function versus(r: Row): string {
 const cpu = os.cpus();
 const table = rows.map(
   (r) =>
-    `| ${r.model} | ${r.path} | ${r.concurrent} | ${r.rounds} | ${fmt(pct(r.ttft, 0.5))} | ${fmt(pct(r.ttft, 0.99))} | ${fmt(pct(r.perSequence, 0.5), 0)} | ${fmt(pct(r.aggregate, 0.5), 0)} | ${versus(r)} | ${r.batches ? `${fmt(r.batchItems / r.batches)} · ${fmt(r.tokens / r.events)}` : "—"} | ${r.errors} |`,
+    `| ${r.model} | ${r.path} | ${r.concurrent} | ${r.rounds} | ${fmt(pct(r.ttft, 0.5))} | ${fmt(pct(r.ttft, 0.99))} | ${fmt(pct(r.perSequence, 0.5), 0)} | ${fmt(pct(r.aggregate, 0.5), 0)} | ${versus(r)} | ${r.batches ? `${fmt(r.batchItems / r.batches)} · ${fmt(r.tokens / r.events)}` : "—"} | ${r.cpu && r.tokens > 0 ? `${fmt((r.cpu.coordinator * 1e6) / r.tokens, 0)} · ${fmt((r.cpu.worker * 1e6) / r.tokens, 0)}` : "—"} | ${r.errors} |`,
 );
 const text = [
   "# Text generation: direct onnxruntime-node, through the swarm, and a Chromium tab",
@@ -317,9 +336,10 @@ const text = [
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
   "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",
   "- vs direct: tokens/s in all over the direct row's at the same concurrency (rows that alternated: the median of round-by-round ratios), and TTFT p50 added",
+  "- CPU a token (edgeswarm-worker rows): CPU time over the measured swarm rounds (from /proc) of the coordinator's workerd and of the worker process, over the tokens streamed",
   "",
-  "| model | path | concurrent prompts | rounds | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s per sequence | tokens/s in all | vs direct | items a batch · tokens an event | failed calls |",
-  "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+  "| model | path | concurrent prompts | rounds | TTFT p50 (ms) | TTFT p99 (ms) | tokens/s per sequence | tokens/s in all | vs direct | items a batch · tokens an event | CPU µs a token: coordinator · worker | failed calls |",
+  "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
   ...table,
   "",
   ...tabNotes.map((n) => `- ${n}`),

@@ -57,12 +57,17 @@ export class JobEvents {
     });
   }
 
+  /** Sends every watcher what changed since it was last told (each watcher told costs a few reads). */
+  flush(): void {
+    for (const watch of this.watches) this.flushOne(watch);
+  }
+
   /**
-   * Sends every watcher what changed since it was last told; with `jobs`, only the watchers of those jobs (a
-   * token delta changes its own job alone, and each watcher told costs a few reads).
+   * Sends the watchers of `jobs` their new tokens: all a token delta changes is its own job's tokens, so the
+   * job's status, counts and outputs are not read again (one read a watcher, not four).
    */
-  flush(jobs?: readonly string[]): void {
-    for (const watch of this.watches) if (!jobs || jobs.includes(watch.jobId)) this.flushOne(watch);
+  flushTokens(jobs: readonly string[]): void {
+    for (const watch of this.watches) if (jobs.includes(watch.jobId)) this.sendTokens(watch);
   }
 
   private flushOne(w: Watch): void {

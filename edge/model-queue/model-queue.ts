@@ -5,6 +5,7 @@
 import { DurableObject } from "cloudflare:workers";
 import {
   type CompleteBody,
+  type DeltasFrame,
   ErrorCode,
   type ItemResultsBody,
   type JobView,
@@ -393,19 +394,26 @@ export class ModelQueue extends DurableObject<Env> {
 
   /** An HTTP worker's token deltas (POST /v1/leases/{id}/tokens), kept as a socket's frames are; a refused one ends the rest. */
   acceptTokens(leaseId: string, body: TokensBody, holder?: string): CompleteResult {
-    return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => {
-      const untrusted = this.verifier.checks(this.config(), lease.pool);
-      let refused: CompleteResult | null = null;
-      const jobs: string[] = [];
-      for (const delta of body.deltas) {
-        const kept = this.tokens.accept(lease, { type: "tokens", lease_id: leaseId, ...delta }, untrusted, now);
-        if (kept.job !== null) jobs.push(kept.job);
-        refused = kept.refused;
-        if (refused) break;
-      }
-      this.events.flush(jobs);
-      return refused ?? { lease_id: lease.id, status: "ok" };
-    });
+    return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => this.keepDeltas(lease, body, now));
+  }
+
+  /**
+   * Keeps several token deltas of a lease in order (token-stream.ts), up to the first refused, and tells
+   * their jobs' watchers once. Answers the refusal, if any.
+   */
+  private keepDeltas(lease: LeaseRow, body: TokensBody, now: number): CompleteResult {
+    const untrusted = this.verifier.checks(this.config(), lease.pool);
+    let refused: CompleteResult | null = null;
+    const jobs: string[] = [];
+    for (const delta of body.deltas) {
+      const kept = this.tokens.accept(lease, { type: "tokens", lease_id: lease.id, ...delta }, untrusted, now);
+      if (kept.job !== null) jobs.push(kept.job);
+      refused = kept.refused;
+      if (refused) break;
+    }
+    // The jobs' watchers hear the deltas at once; nothing else changed, so no pump and no other watcher.
+    this.events.flushTokens(jobs);
+    return refused ?? { lease_id: lease.id, status: "ok" };
   }
 
   private extendLease(lease: LeaseRow, extendMs: number | undefined, now: number): LeaseAck {
@@ -521,7 +529,7 @@ export class ModelQueue extends DurableObject<Env> {
     // Over a socket a worker acts only on its own leases, given to its own credential.
     const holder = socketCredential(ws).holder;
     const by = { worker: info.worker_id, holder };
-    if (frame.type === "tokens") return this.tokenDelta(frame, by);
+    if (frame.type === "tokens" || frame.type === "deltas") return this.tokenDelta(frame, by);
     if (frame.type === "results") return this.resultsFrame(frame, by);
     if (queueOfId(frame.lease_id) !== this.queue) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
@@ -538,17 +546,17 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /**
-   * A generating worker's token delta (token-stream.ts). Kept deltas are not acknowledged (one per few
-   * tokens would double the traffic); a refused one, or one for a lease this worker does not hold, is.
+   * A generating worker's token delta, or several (a `deltas` frame; token-stream.ts). Kept deltas are not
+   * acknowledged (one per few tokens would double the traffic); a refused one, or one for a lease this worker
+   * does not hold, is.
    */
-  private tokenDelta(frame: TokensFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame | null {
-    return this.answeredIfRefused(frame.lease_id, by, (lease, now) => {
-      const untrusted = this.verifier.checks(this.config(), lease.pool);
-      const { refused, job } = this.tokens.accept(lease, frame, untrusted, now);
-      // The job's watchers hear the delta at once; nothing else changed, so no pump and no other watcher.
-      if (job !== null) this.events.flush([job]);
-      return refused ?? { lease_id: lease.id, status: "ok" };
-    });
+  private tokenDelta(
+    frame: TokensFrame | DeltasFrame,
+    by: { worker: string; holder: string | undefined },
+  ): OutgoingFrame | null {
+    const { type: _type, lease_id, ...delta } = frame;
+    const body = "deltas" in delta ? delta : { deltas: [delta] };
+    return this.answeredIfRefused(lease_id, by, (lease, now) => this.keepDeltas(lease, body, now));
   }
 
   /** Some items' results ahead of the lease's completion: answered only when refused, as token deltas are. */
@@ -598,7 +606,14 @@ export class ModelQueue extends DurableObject<Env> {
     const cfg = this.config();
     // Shard 0 tells the worker how many shards to serve: the model's, or more while shards it had drain.
     const shards = this.shard === 0 ? this.shards.served(cfg, Date.now()) : cfg.shards;
-    sendFrame(ws, { type: "welcome", model: cfg.name, worker_id: hello.worker_id, lease_ms: cfg.lease_ms, shards });
+    sendFrame(ws, {
+      type: "welcome",
+      model: cfg.name,
+      worker_id: hello.worker_id,
+      lease_ms: cfg.lease_ms,
+      shards,
+      deltas: true,
+    });
     const now = Date.now();
     const q = holder.pool === "browser" ? this.trust.quarantinedUntil(holder, now) : null;
     if (q) sendFrame(ws, { type: "error", code: ErrorCode.quarantined, message: quarantineMessage(q) });

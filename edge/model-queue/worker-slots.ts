@@ -68,11 +68,26 @@ const HTTP_WORKER_READY_MS = 5_000;
 /** HTTP workers remembered at most (keyed by credential and id, both the client's to vary); oldest go first. */
 const MAX_HTTP_WORKERS = 10_000;
 
+/**
+ * Each socket's attachment as last read or written: every frame and every hand-out pass reads it, and
+ * deserializeAttachment copies it each time. Empty after hibernation, when the attachment is read once more.
+ */
+const attachments = new WeakMap<WebSocket, SocketAttachment>();
+
 function attachment(ws: WebSocket): SocketAttachment {
+  const known = attachments.get(ws);
+  if (known) return known;
   const raw = ws.deserializeAttachment() as SocketAttachment | SocketWorkerInfo | null;
-  if (raw === null) return { worker: null, credential: {} };
   // A socket hibernated by an earlier version holds the hello itself.
-  return "worker_id" in raw ? { worker: raw, credential: {} } : raw;
+  const read =
+    raw === null ? { worker: null, credential: {} } : "worker_id" in raw ? { worker: raw, credential: {} } : raw;
+  attachments.set(ws, read);
+  return read;
+}
+
+function attach(ws: WebSocket, value: SocketAttachment): void {
+  ws.serializeAttachment(value);
+  attachments.set(ws, value);
 }
 
 /** The worker on this socket; null before its hello, or once it is gone. */
@@ -87,12 +102,12 @@ export function socketCredential(ws: WebSocket): Credential {
 
 /** Records the credential a socket was opened with, before its hello. */
 export function setSocketCredential(ws: WebSocket, credential: Credential): void {
-  ws.serializeAttachment({ worker: null, credential } satisfies SocketAttachment);
+  attach(ws, { worker: null, credential });
 }
 
 /** Records the worker on this socket; null forgets it, so it is handed no more batches. */
 export function setSocketWorker(ws: WebSocket, info: SocketWorkerInfo | null): void {
-  ws.serializeAttachment({ ...attachment(ws), worker: info } satisfies SocketAttachment);
+  attach(ws, { ...attachment(ws), worker: info });
 }
 
 /** Reads one frame from a worker's socket: the typed frame, or the protocol error to answer it with. */

@@ -107,12 +107,13 @@ export const TokensFrame = z.strictObject({
 });
 export type TokensFrame = z.infer<typeof TokensFrame>;
 
-/** The most deltas one `POST /v1/leases/{id}/tokens` carries: one per item of the largest batch a frame may hold. */
+/** The most deltas one `POST /v1/leases/{id}/tokens`, or one `deltas` frame, carries. */
 export const MAX_HTTP_DELTAS = 256;
 
 /**
- * An HTTP worker's token deltas (`POST /v1/leases/{id}/tokens`): the `tokens` frame's fields without the
- * lease (in the path), several items' deltas at once, kept in order as if sent frame by frame.
+ * Several token deltas of one lease's items at once, each with the `tokens` frame's fields less the lease,
+ * kept in order as if sent frame by frame: an HTTP worker's `POST /v1/leases/{id}/tokens`, and a socket's
+ * `deltas` frame (DeltasFrame).
  */
 export const TokensBody = z.strictObject({
   deltas: z
@@ -121,3 +122,11 @@ export const TokensBody = z.strictObject({
     .max(MAX_HTTP_DELTAS),
 });
 export type TokensBody = z.infer<typeof TokensBody>;
+
+/**
+ * Worker → coordinator: the deltas a worker's coalescing window gathered over a lease's items, in one frame
+ * rather than one `tokens` frame each (each frame costs the queue object a dispatch, a lease lookup and a
+ * transaction). Sent only to a coordinator whose welcome says `deltas: true`.
+ */
+export const DeltasFrame = TokensBody.extend({ type: z.literal("deltas"), lease_id: z.string().min(1) });
+export type DeltasFrame = z.infer<typeof DeltasFrame>;

@@ -2,7 +2,7 @@
 // (`POST /v1/leases`, `/v1/leases/{id}/extend|complete|release`). Coordinator and workers import these.
 import { z } from "zod";
 import { Pool } from "./caller.ts";
-import { TokensFrame } from "./generation.ts";
+import { DeltasFrame, TokensFrame } from "./generation.ts";
 import { ParsedJson } from "./validate.ts";
 
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -104,6 +104,8 @@ export const WorkerFrame = z.discriminatedUnion("type", [
    * answered with an `error` frame naming the lease.
    */
   TokensFrame,
+  /** Several items' token deltas of one lease (generation.ts), to a coordinator whose welcome says `deltas`. */
+  DeltasFrame,
 ]);
 export type WorkerFrame = z.infer<typeof WorkerFrame>;
 
@@ -158,8 +160,14 @@ export type CancelFrame = z.infer<typeof CancelFrame>;
 /** Frames the coordinator sends to a worker. */
 export type CoordinatorFrame =
   | CancelFrame
-  /** `shards`: the model's queue shards a worker serves, 0..shards-1, each over its own socket (absent: 1). */
-  | ({ type: "welcome"; model: string; lease_ms: number; shards?: number } & Pick<WorkerInfo, "worker_id">)
+  /**
+   * `shards`: the model's queue shards a worker serves, 0..shards-1, each over its own socket (absent: 1);
+   * `deltas`: the coordinator takes `deltas` frames (absent: send each delta as its own `tokens` frame).
+   */
+  | ({ type: "welcome"; model: string; lease_ms: number; shards?: number; deltas?: boolean } & Pick<
+      WorkerInfo,
+      "worker_id"
+    >)
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
   | { type: "draining"; leases_held: number }

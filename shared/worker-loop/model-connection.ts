@@ -7,10 +7,10 @@
 // takes its sequences out of the running batch), as for a lease released or lost with the socket. A text-generation batch streams its tokens as
 // they come, one `tokens` frame per delta (shared/protocol/generation.ts's TokensFrame).
 import { retryBackoffMs } from "../policy/lease.ts";
-import type { TokensFrame } from "../protocol/generation.ts";
+import { type DeltasFrame, MAX_HTTP_DELTAS, type TokensFrame } from "../protocol/generation.ts";
 import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
-import type { LoadedModel, RunOptions } from "../runner/model-runner.ts";
+import type { LoadedModel, RunOptions, TokenDelta } from "../runner/model-runner.ts";
 import { CLOSED, OPEN, type OpenSocket, quietTimeout, type SocketLike, sleep } from "./socket-like.ts";
 import { TokenCoalescer } from "./token-coalescer.ts";
 
@@ -72,7 +72,7 @@ export interface ConnectionOptions {
   onBusy?: () => void;
 }
 
-type WorkerFrameOut = WorkerFrame | TokensFrame | Record<string, unknown>;
+type WorkerFrameOut = WorkerFrame | TokensFrame | DeltasFrame | Record<string, unknown>;
 
 export class ModelConnection {
   private ws: SocketLike | undefined;
@@ -83,6 +83,8 @@ export class ModelConnection {
   /** Paused with release: a batch that still arrives (pushed before the coordinator saw the drain) goes straight back. */
   private releaseWhilePaused = false;
   private welcomed = false;
+  /** The coordinator takes `deltas` frames (its welcome said so). */
+  private deltaFrames = false;
   private readonly running = new Map<string, Promise<void>>();
   /** Each batch's item count, read for the running ones (busyItems). */
   private readonly sizes = new Map<string, number>();
@@ -237,6 +239,7 @@ export class ModelConnection {
     switch (frame.type) {
       case "welcome":
         this.welcomed = true;
+        this.deltaFrames = frame.deltas === true;
         this.attempt = 0;
         this.opts.hooks.onConnected?.(this.model, true);
         this.opts.onWelcome?.(frame.shards ?? 1);
@@ -307,9 +310,21 @@ export class ModelConnection {
     const extend = setInterval(() => this.send({ type: "extend", lease_id: batch.lease_id }), batch.renew_after_ms);
     this.extenders.set(batch.lease_id, extend);
     const run = this.opts.run ?? ((inputs: readonly unknown[], opts?: RunOptions) => this.opts.model.run(inputs, opts));
-    // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now.
+    // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now. Those
+    // that leave together (the window's, or one decode step's first tokens) go as one `deltas` frame when the
+    // coordinator takes them: gathered until the current task ends, and sent before any result or completion.
+    const outbox: TokenDelta[] = [];
+    const sendOutbox = () => {
+      const deltas = outbox.splice(0);
+      if (deltas.length === 0 || !this.running.has(batch.lease_id)) return;
+      if (this.deltaFrames) {
+        for (let i = 0; i < deltas.length; i += MAX_HTTP_DELTAS) {
+          this.send({ type: "deltas", lease_id: batch.lease_id, deltas: deltas.slice(i, i + MAX_HTTP_DELTAS) });
+        }
+      } else for (const delta of deltas) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
+    };
     const tokens = new TokenCoalescer((delta) => {
-      if (this.running.has(batch.lease_id)) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
+      if (outbox.push(delta) === 1) queueMicrotask(sendOutbox);
     });
     /** Items settled ahead of the lease's completion, with the result each was sent with. */
     const settled = new Map<number, ItemResult>();
@@ -342,6 +357,7 @@ export class ModelConnection {
       if (!this.running.has(batch.lease_id) || settled.has(pos)) return;
       if (settled.size >= batch.items.length - 1) return;
       tokens.flushItem(pos);
+      sendOutbox();
       settled.set(pos, traced(result, pos));
       this.send({ type: "results", lease_id: batch.lease_id, results: [{ pos, result: settled.get(pos) }] });
       this.sizes.set(batch.lease_id, Math.max(0, (this.sizes.get(batch.lease_id) ?? 1) - 1));
@@ -359,6 +375,7 @@ export class ModelConnection {
       results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
     } finally {
       tokens.flush(); // every delta before the completion
+      sendOutbox();
       clearInterval(extend);
       this.extenders.delete(batch.lease_id);
       this.aborts.delete(batch.lease_id);

@@ -54,6 +54,24 @@ class CoordinatorEnd implements SocketLike {
   }
 }
 
+/** A worker loop on gpt-tiny over `socket`, opened and welcomed (with `welcome`'s extra fields). */
+async function connectedTo(socket: CoordinatorEnd, welcome: object, onBusy?: () => void): Promise<ModelConnection> {
+  const connection = new ModelConnection({
+    coordinator: "http://coordinator.test",
+    token: () => undefined,
+    openSocket: () => socket,
+    model,
+    info: { worker_id: "w", pool: "gpu", device: "cpu", max_batch_size: 16, max_concurrent_batches: 4 },
+    hooks: { log: () => {} },
+    ...(onBusy ? { onBusy } : {}),
+  });
+  connection.start();
+  await vi.waitFor(() => expect(socket.listening("open")).toBe(true));
+  socket.open();
+  socket.push({ type: "welcome", model: "gpt-tiny", lease_ms: 60_000, worker_id: "w", ...welcome });
+  return connection;
+}
+
 const batch = (lease: string, inputs: unknown[]) => ({
   type: "batch",
   lease_id: lease,
@@ -138,20 +156,9 @@ describe("the worker loop with continuous batching", () => {
     const socket = new CoordinatorEnd();
     // Items held as each change was told, and whether the lease's completion had gone out by then.
     const busy: { items: number; completed: boolean }[] = [];
-    const connection: ModelConnection = new ModelConnection({
-      coordinator: "http://coordinator.test",
-      token: () => undefined,
-      openSocket: () => socket,
-      model,
-      info: { worker_id: "w", pool: "gpu", device: "cpu", max_batch_size: 16, max_concurrent_batches: 4 },
-      hooks: { log: () => {} },
-      onBusy: () =>
-        busy.push({ items: connection.busyItems, completed: socket.sent.some((f) => f.type === "complete") }),
-    });
-    connection.start();
-    await vi.waitFor(() => expect(socket.listening("open")).toBe(true));
-    socket.open();
-    socket.push({ type: "welcome", model: "gpt-tiny", lease_ms: 60_000, worker_id: "w" });
+    const connection: ModelConnection = await connectedTo(socket, {}, () =>
+      busy.push({ items: connection.busyItems, completed: socket.sent.some((f) => f.type === "complete") }),
+    );
     const brief = { prompt: "the", params: { max_new_tokens: 2 } };
     const traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     const pushed = batch("a", [brief, LONG]);
@@ -185,6 +192,34 @@ describe("the worker loop with continuous batching", () => {
     expect(complete?.results?.[0]).toEqual(first.result);
     expect(first.result.traceparent).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-/);
     expect(tokensOf(complete)[1]).toHaveLength(40);
+    await connection.drain(1_000);
+  }, 60_000);
+});
+
+describe("the worker loop's token frames", () => {
+  it("gathers deltas that leave together into `deltas` frames when the coordinator's welcome takes them", async () => {
+    const socket = new CoordinatorEnd();
+    const connection = await connectedTo(socket, { deltas: true });
+    const prompts = [LONG, { prompt: "a film", params: { max_new_tokens: 40 } }, SHORT];
+    socket.push(batch("d", prompts));
+    await vi.waitFor(() => expect(socket.sent.some((f) => f.type === "complete")).toBe(true), {
+      timeout: 30_000,
+      interval: 5,
+    });
+    type Delta = { pos: number; offset: number; tokens: number[] };
+    const frames = socket.sent.filter((f) => f.type === "deltas") as unknown as { deltas: Delta[] }[];
+    expect(socket.sent.filter((f) => f.type === "tokens")).toEqual([]);
+    // The first tokens of the batch, from one prefill, leave in one frame; each item's tokens add up in order.
+    expect(frames[0]?.deltas.map((d) => d.pos)).toEqual([0, 1, 2]);
+    const complete = socket.sent.find((f) => f.type === "complete");
+    prompts.forEach((_, pos) => {
+      const mine = frames.flatMap((f) => f.deltas.filter((d) => d.pos === pos));
+      expect(mine.map((d) => d.offset)).toEqual(
+        mine.map((_d, i) => mine.slice(0, i).reduce((n, x) => n + x.tokens.length, 0)),
+      );
+      expect(mine.flatMap((d) => d.tokens)).toEqual(tokensOf(complete)[pos]);
+    });
+    expect(frames.length).toBeLessThan(frames.reduce((n, f) => n + f.deltas.length, 0));
     await connection.drain(1_000);
   }, 60_000);
 });

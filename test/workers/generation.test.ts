@@ -99,6 +99,38 @@ describe("token deltas", () => {
     worker.close();
   });
 
+  it("come several to a `deltas` frame, kept in order as if sent one by one; a gap refuses the rest", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const a = await infer({ model: MODEL, inputs: [{ prompt: "A" }, { prompt: "B" }], wait: false });
+    const batch = await worker.next("batch");
+    const delta = (pos: number, offset: number, ids: number[], text: string) => ({ pos, offset, tokens: ids, text });
+    worker.send({
+      type: "deltas",
+      lease_id: batch.lease_id,
+      deltas: [delta(0, 0, [5], " x"), delta(1, 0, [6], " y"), delta(0, 1, [7], " z")],
+    });
+    // One token event an item, whenever the reader joins: the frame is kept whole before anyone is told.
+    const stream = await events(a.body.id);
+    const first = await until(stream, "token");
+    const tokensOf = (evs: SseEvent[], index: number) =>
+      evs.filter((e) => e.event === "token" && e.data.index === index).flatMap((e) => e.data.tokens);
+    const caught = [...first, ...(await until(stream, "token"))];
+    expect([tokensOf(caught, 0), tokensOf(caught, 1)]).toEqual([[5, 7], [6]]);
+    // A gap in the second delta: the first is kept, the rest refused, naming the lease and where to send from.
+    worker.send({
+      type: "deltas",
+      lease_id: batch.lease_id,
+      deltas: [delta(1, 1, [8], "!"), delta(0, 9, [1], "?"), delta(1, 2, [9], ".")],
+    });
+    const gap = await worker.next("error");
+    expect(gap).toMatchObject({ lease_id: batch.lease_id });
+    expect(gap.message).toContain("from offset 2");
+    worker.complete(batch, (input) => (input.prompt === "A" ? output(" x z", [5, 7]) : output(" y!", [6, 8])));
+    const rest = await until(stream, "completed");
+    expect(rest.at(-1)?.data.outputs.map((o: { generated_text: string }) => o.generated_text)).toEqual([" x z", " y!"]);
+    worker.close();
+  });
+
   it("from another worker than the lease's holder change nothing", async () => {
     const holder = await SocketWorker.connect(MODEL, { worker_id: "holder" });
     const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hi" }], wait: false });
