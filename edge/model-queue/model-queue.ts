@@ -398,21 +398,26 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /**
-   * Keeps several token deltas of a lease in order (token-stream.ts), up to the first refused, and tells
-   * their jobs' watchers once. Answers the refusal, if any.
+   * Keeps several token deltas of a lease in order (token-stream.ts) and tells their jobs' watchers once. A
+   * refused delta ends the rest of its own item's in the body, not other items' (the lease may hold other
+   * jobs' items, which go on when one job is cancelled). Answers the first refusal, if any.
    */
   private keepDeltas(lease: LeaseRow, body: TokensBody, now: number): CompleteResult {
     const untrusted = this.verifier.checks(this.config(), lease.pool);
     let refused: CompleteResult | null = null;
-    const jobs: string[] = [];
+    const stopped = new Set<number>();
+    const jobs = new Set<string>();
     for (const delta of body.deltas) {
+      if (stopped.has(delta.pos)) continue;
       const kept = this.tokens.accept(lease, { type: "tokens", lease_id: lease.id, ...delta }, untrusted, now);
-      if (kept.job !== null) jobs.push(kept.job);
-      refused = kept.refused;
-      if (refused) break;
+      if (kept.job !== null) jobs.add(kept.job);
+      if (kept.refused) {
+        refused ??= kept.refused;
+        stopped.add(delta.pos);
+      }
     }
     // The jobs' watchers hear the deltas at once; nothing else changed, so no pump and no other watcher.
-    this.events.flushTokens(jobs);
+    this.events.flushTokens([...jobs]);
     return refused ?? { lease_id: lease.id, status: "ok" };
   }
 

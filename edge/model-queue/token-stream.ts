@@ -99,7 +99,10 @@ export class TokenStream {
 
   /** A generating worker sends deltas rather than extends: each one that finds the lease half spent renews it. */
   private keepAlive(lease: LeaseRow, now: number): void {
-    if (lease.deadline - now < this.config().lease_ms / 2) this.leases.extend(lease, undefined, now);
+    if (lease.deadline - now >= this.config().lease_ms / 2) return;
+    // The row is the one the frame's deltas share: renewed once for all of them.
+    const { deadline } = this.leases.extend(lease, undefined, now);
+    if (deadline !== undefined) lease.deadline = deadline;
   }
 
   /**

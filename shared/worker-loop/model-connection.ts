@@ -16,6 +16,9 @@ import { TokenCoalescer } from "./token-coalescer.ts";
 
 export type { OpenSocket, SocketLike } from "./socket-like.ts";
 
+/** The text one `deltas` frame carries at most, but for a single delta (itself at most MAX_FRAME_TEXT). */
+const DELTAS_FRAME_TEXT = 64 * 1024;
+
 /** Reconnect backoff: 250 ms doubling to 10 s, with jitter so a fleet does not reconnect in step. */
 const RECONNECT = { backoffMs: 250, backoffMaxMs: 10_000, maxAttempts: Number.POSITIVE_INFINITY };
 
@@ -317,11 +320,24 @@ export class ModelConnection {
     const sendOutbox = () => {
       const deltas = outbox.splice(0);
       if (deltas.length === 0 || !this.running.has(batch.lease_id)) return;
-      if (this.deltaFrames) {
-        for (let i = 0; i < deltas.length; i += MAX_HTTP_DELTAS) {
-          this.send({ type: "deltas", lease_id: batch.lease_id, deltas: deltas.slice(i, i + MAX_HTTP_DELTAS) });
+      if (!this.deltaFrames) {
+        for (const delta of deltas) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
+        return;
+      }
+      // A frame of at most MAX_HTTP_DELTAS deltas and about DELTAS_FRAME_TEXT characters of text, well under a
+      // WebSocket message's limit.
+      let frame: TokenDelta[] = [];
+      let text = 0;
+      for (const delta of deltas) {
+        if (frame.length === MAX_HTTP_DELTAS || (frame.length > 0 && text + delta.text.length > DELTAS_FRAME_TEXT)) {
+          this.send({ type: "deltas", lease_id: batch.lease_id, deltas: frame });
+          frame = [];
+          text = 0;
         }
-      } else for (const delta of deltas) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
+        frame.push(delta);
+        text += delta.text.length;
+      }
+      this.send({ type: "deltas", lease_id: batch.lease_id, deltas: frame });
     };
     const tokens = new TokenCoalescer((delta) => {
       if (outbox.push(delta) === 1) queueMicrotask(sendOutbox);

@@ -201,7 +201,7 @@ describe("the worker loop's token frames", () => {
     const socket = new CoordinatorEnd();
     const connection = await connectedTo(socket, { deltas: true });
     const prompts = [LONG, { prompt: "a film", params: { max_new_tokens: 40 } }, SHORT];
-    socket.push(batch("d", prompts));
+    socket.push({ ...batch("d", prompts), item_results: true });
     await vi.waitFor(() => expect(socket.sent.some((f) => f.type === "complete")).toBe(true), {
       timeout: 30_000,
       interval: 5,
@@ -219,7 +219,19 @@ describe("the worker loop's token frames", () => {
       );
       expect(mine.flatMap((d) => d.tokens)).toEqual(tokensOf(complete)[pos]);
     });
-    expect(frames.length).toBeLessThan(frames.reduce((n, f) => n + f.deltas.length, 0));
+    // Every delta of an item before its result, and none after the completion.
+    const at = (f: (typeof socket.sent)[number]) => socket.sent.indexOf(f);
+    const resultsAt = new Map(
+      socket.sent
+        .filter((f) => f.type === "results")
+        .flatMap((f) => (f as unknown as { results: { pos: number }[] }).results.map((r) => [r.pos, at(f)] as const)),
+    );
+    expect(resultsAt.size).toBeGreaterThan(0);
+    for (const f of frames) {
+      const index = socket.sent.indexOf(f as unknown as (typeof socket.sent)[number]);
+      expect(index).toBeLessThan(at(complete as (typeof socket.sent)[number]));
+      for (const d of f.deltas) expect(index).toBeLessThan(resultsAt.get(d.pos) ?? Number.POSITIVE_INFINITY);
+    }
     await connection.drain(1_000);
   }, 60_000);
 });

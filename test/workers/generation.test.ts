@@ -99,7 +99,7 @@ describe("token deltas", () => {
     worker.close();
   });
 
-  it("come several to a `deltas` frame, kept in order as if sent one by one; a gap refuses the rest", async () => {
+  it("come several to a `deltas` frame, kept in order as if sent one by one; a gap stops only its item's", async () => {
     const worker = await SocketWorker.connect(MODEL);
     const a = await infer({ model: MODEL, inputs: [{ prompt: "A" }, { prompt: "B" }], wait: false });
     const batch = await worker.next("batch");
@@ -116,18 +116,25 @@ describe("token deltas", () => {
       evs.filter((e) => e.event === "token" && e.data.index === index).flatMap((e) => e.data.tokens);
     const caught = [...first, ...(await until(stream, "token"))];
     expect([tokensOf(caught, 0), tokensOf(caught, 1)]).toEqual([[5, 7], [6]]);
-    // A gap in the second delta: the first is kept, the rest refused, naming the lease and where to send from.
+    // A gap in item 0's delta: refused, naming the lease and where to send from; it ends the rest of item 0's
+    // deltas in the frame, not item 1's (a lease may hold another job's items, which go on).
     worker.send({
       type: "deltas",
       lease_id: batch.lease_id,
-      deltas: [delta(1, 1, [8], "!"), delta(0, 9, [1], "?"), delta(1, 2, [9], ".")],
+      deltas: [delta(1, 1, [8], "!"), delta(0, 9, [1], "?"), delta(0, 2, [3], "-"), delta(1, 2, [9], ".")],
     });
     const gap = await worker.next("error");
     expect(gap).toMatchObject({ lease_id: batch.lease_id });
     expect(gap.message).toContain("from offset 2");
-    worker.complete(batch, (input) => (input.prompt === "A" ? output(" x z", [5, 7]) : output(" y!", [6, 8])));
+    const later = await until(stream, "token");
+    expect(later.at(-1)?.data).toEqual({ index: 1, offset: 1, tokens: [8, 9], text: "!." });
+    worker.complete(batch, (input) => (input.prompt === "A" ? output(" x z", [5, 7]) : output(" y!.", [6, 8, 9])));
     const rest = await until(stream, "completed");
-    expect(rest.at(-1)?.data.outputs.map((o: { generated_text: string }) => o.generated_text)).toEqual([" x z", " y!"]);
+    expect(rest.some((e) => e.event === "token" && e.data.index === 0)).toBe(false);
+    expect(rest.at(-1)?.data.outputs.map((o: { generated_text: string }) => o.generated_text)).toEqual([
+      " x z",
+      " y!.",
+    ]);
     worker.close();
   });
 
