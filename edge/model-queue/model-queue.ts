@@ -664,17 +664,15 @@ export class ModelQueue extends DurableObject<Env> {
     this.clock.alarmFired();
     if (!this.model) return;
     const now = Date.now();
+    this.metrics.flush();
     this.settlement.expire(now);
     this.jobs.expire(now);
-    if (this.clock.sweepDue(now)) {
-      this.metrics.flush();
-      const ttl = this.config().result_ttl_ms;
-      this.jobs.dropFinished(now - ttl);
-      this.leases.dropEnded(now - ttl);
-      this.verifier.collectGarbage();
-      this.trust.dropExpired(now);
-      this.breakers.dropIdle(now);
-    }
+    const ttl = this.config().result_ttl_ms;
+    this.jobs.dropFinished(now - ttl);
+    this.leases.dropEnded(now - ttl);
+    this.verifier.collectGarbage();
+    this.trust.dropExpired(now);
+    this.breakers.dropIdle(now);
     this.pumpAndSchedule(now);
   }
 

@@ -5,13 +5,6 @@ import type { ModelConfig } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import { OPEN } from "./job-store.ts";
 
-/**
- * The housekeeping an alarm does besides expiring what is due (dropping finished jobs past their TTL, ended
- * leases, idle breakers, expired standing; writing metrics) runs at most this often: under load the alarm
- * fires for every batch, and those sweeps cost more statements than the call they ride on.
- */
-export const SWEEP_MS = 1_000;
-
 export class QueueClock {
   /** The alarm time last set, to skip redundant setAlarm calls; read from storage at start (load). */
   private alarmAt: number | null | undefined;
@@ -19,8 +12,6 @@ export class QueueClock {
   private batchDueAt: number | null = null;
   private batchTimer: ReturnType<typeof setTimeout> | undefined;
   private pumpTimer: ReturnType<typeof setTimeout> | undefined;
-  /** When the alarm last swept (sweepDue); in memory, so an object that restarts sweeps at its first alarm. */
-  private sweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly sql: Sql,
@@ -39,13 +30,6 @@ export class QueueClock {
   /** The alarm has fired: none is set until schedule() sets one. */
   alarmFired(): void {
     this.alarmAt = null;
-  }
-
-  /** Whether this alarm sweeps (SWEEP_MS since the last one); if so, the next is SWEEP_MS from now. */
-  sweepDue(now: number): boolean {
-    if (now - this.sweptAt < SWEEP_MS) return false;
-    this.sweptAt = now;
-    return true;
   }
 
   /** A pump is looking at the queue now: the batch it was woken for is no longer pending. */
@@ -108,9 +92,7 @@ export class QueueClock {
       now,
       ttl,
     );
-    // A finished job past its TTL goes at the first sweep from then.
-    const gc = typeof row?.gc === "number" ? Math.max(row.gc, this.sweptAt + SWEEP_MS) : null;
-    const times = [row?.lease, row?.job, row?.backoff, gc, this.batchDueAt, ...this.otherDeadlines(now)].filter(
+    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, ...this.otherDeadlines(now)].filter(
       (t): t is number => typeof t === "number",
     );
     const next = times.length > 0 ? Math.min(...times) : null;
