@@ -17,7 +17,40 @@ export function generationStats(sql: Sql, jobId: string, createdAt: number, end:
      FROM items WHERE job_id = ? AND first_token_at IS NOT NULL`,
     jobId,
   );
-  if (!row || row.first === null) return undefined;
+  return row ? statsOf(row, createdAt, end) : undefined;
+}
+
+/**
+ * The same figures from a finished job's items as its view reads them anyway (outputs parsed), without a
+ * query of their own: each item's first token time, tokens kept, and output (null unless it succeeded).
+ */
+export function finishedGenerationStats(
+  items: readonly { first_token_at: number | null; gen_count: number; output: unknown }[],
+  createdAt: number,
+  end: number,
+): GenerationStats | undefined {
+  let first: number | null = null;
+  let tokens = 0;
+  let prompt = 0;
+  for (const item of items) {
+    if (item.first_token_at === null) continue;
+    first = first === null ? item.first_token_at : Math.min(first, item.first_token_at);
+    const out = item.output as { tokens?: unknown; prompt_tokens?: unknown } | null;
+    if (out === null) tokens += item.gen_count;
+    else {
+      tokens += Array.isArray(out.tokens) ? out.tokens.length : 0;
+      prompt += typeof out.prompt_tokens === "number" ? out.prompt_tokens : 0;
+    }
+  }
+  return statsOf({ first, tokens, prompt }, createdAt, end);
+}
+
+function statsOf(
+  row: { first: number | null; tokens: number | null; prompt: number | null },
+  createdAt: number,
+  end: number,
+): GenerationStats | undefined {
+  if (row.first === null) return undefined;
   const tokens = row.tokens ?? 0;
   const decodeS = (end - row.first) / 1000;
   return {

@@ -11,7 +11,7 @@ import {
 } from "../../shared/index.ts";
 import type { BreakerStore } from "./breaker-store.ts";
 import { breakerKey } from "./breaker-store.ts";
-import type { ItemFilter, LeaseTable } from "./lease-table.ts";
+import { type Held, type ItemFilter, type LeaseTable, withLease } from "./lease-table.ts";
 import { BROWSER_ITEMS, type PoolRouter, type RoutePlan } from "./pool-router.ts";
 import type { TrustStore } from "./trust-store.ts";
 import type { Verifier } from "./verification.ts";
@@ -25,7 +25,7 @@ function both(a: ItemFilter, b: ItemFilter | undefined): ItemFilter {
 /** What one pass of the pump works out once: who holds what, and whether donors can release work alone. */
 interface Pass {
   now: number;
-  held: ReturnType<LeaseTable["held"]>;
+  held: Held;
   /** Browser workers whose first runs of routed work count (verification off: all ready ones). */
   firstRunners: LeaseHolder[];
   /** Whether any browser worker could take a batch (connected, not quarantined, breaker closed). */
@@ -88,14 +88,17 @@ export class HandOut {
 
   /** Hands out batches while a worker is free and one is due; answers when to look again for a partial batch. */
   pump(cfg: ModelConfig, now: number): number | null {
-    const pass: Pass = { now, held: this.leases.held(), ...this.firstRunners(cfg, now) };
     // An HTTP donor that stops polling stops counting as ready: look again then, as what it held back may move.
     let dueAt: number | null = this.slots.httpReadyEndsAt(now);
+    // Nothing queued and no donor owed known answers: no worker can be given anything (most pumps after a
+    // completion at low load), so who holds what is not read.
+    const owedCanaries = cfg.verification.enabled && this.shadowCredit >= 1;
+    if (!owedCanaries && !this.leases.anyQueued()) return dueAt;
+    const pass: Pass = { now, held: this.leases.held(), ...this.firstRunners(cfg, now) };
     for (;;) {
       const { sent, lookAgainAt } = this.handOutOne(cfg, pass);
       if (lookAgainAt !== null) dueAt = dueAt === null ? lookAgainAt : Math.min(dueAt, lookAgainAt);
       if (!sent) return dueAt;
-      pass.held = this.leases.held();
       pass.plan = undefined; // what the gpu pool may take changed with the batch just sent
     }
   }
@@ -158,7 +161,7 @@ export class HandOut {
         // The GPU pool takes no more than its share of the head of the queue.
         const due = Math.min(decision.size, info.pool === "gpu" && pass.plan ? pass.plan.gpu : decision.size);
         const size = canaries.length > 0 && due >= maxBatchSize ? due - canaries.length : due;
-        const handed = this.give(cfg, slot, size, filter, canaries, now);
+        const handed = this.give(cfg, pass, slot, size, filter, canaries);
         // Donors earning standing shadow the trusted pool's work at the canary rate: a share of it, not a copy.
         if (info.pool === "gpu" && untrusted) {
           const earned = handed * cfg.verification.canary_rate;
@@ -172,7 +175,7 @@ export class HandOut {
         const canaries = this.verifier.known.pick(cfg, n);
         if (canaries.length > 0) {
           this.shadowCredit -= canaries.length;
-          this.give(cfg, slot, 0, filter, canaries, now);
+          this.give(cfg, pass, slot, 0, filter, canaries);
           return { sent: true, lookAgainAt };
         }
       }
@@ -181,15 +184,19 @@ export class HandOut {
     return { sent: false, lookAgainAt };
   }
 
-  /** Leases `size` items (and the canaries) to the slot; answers how many real items it got. */
+  /**
+   * Leases `size` items (and the canaries) to the slot, and counts the lease in the pass's `held`; answers how
+   * many real items it got.
+   */
   private give(
     cfg: ModelConfig,
+    pass: Pass,
     slot: Slot,
     size: number,
     filter: ItemFilter,
     canaries: readonly { input: string; output: string }[],
-    now: number,
   ): number {
+    const { now } = pass;
     const info = slot.info;
     const untrustedSlot = this.verifier.checks(cfg, info.pool);
     const hedge = untrustedSlot
@@ -207,6 +214,7 @@ export class HandOut {
       itemResults: !untrustedSlot,
     });
     this.breakers.leased(breakerKey(info), info.pool, now);
+    withLease(pass.held, info, items + canaries.length);
     if (!this.slots.deliver(slot, batchJson)) this.deliverFailed(leaseId);
     return items;
   }

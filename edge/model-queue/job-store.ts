@@ -15,7 +15,7 @@ import {
 } from "../../shared/index.ts";
 import { NO_POOL } from "../metrics/definitions.ts";
 import type { Sql } from "../sql.ts";
-import { generationStats } from "./generation-stats.ts";
+import { finishedGenerationStats, generationStats } from "./generation-stats.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 
 export interface SubmitInput {
@@ -230,9 +230,12 @@ export class JobStore {
     if (!job) return null;
     const status = job.status as JobStatus;
     const view: JobView = { id: job.id, model: this.model() ?? "", status, created_at: job.created_at };
-    const generation = generationStats(this.sql, id, job.created_at, job.finished_at ?? Date.now());
-    if (generation) view.generation = generation;
-    if (!FINAL_STATUSES.includes(status)) return view;
+    const end = job.finished_at ?? Date.now();
+    if (!FINAL_STATUSES.includes(status)) {
+      const generation = generationStats(this.sql, id, job.created_at, end);
+      if (generation) view.generation = generation;
+      return view;
+    }
     const items = this.sql.all<{
       idx: number;
       state: string;
@@ -240,18 +243,29 @@ export class JobStore {
       error_code: string | null;
       error_message: string | null;
       worker_traceparent: string | null;
+      first_token_at: number | null;
+      gen_count: number;
     }>(
-      "SELECT idx, state, output, error_code, error_message, worker_traceparent FROM items WHERE job_id = ? ORDER BY idx",
+      `SELECT idx, state, output, error_code, error_message, worker_traceparent, first_token_at, gen_count
+       FROM items WHERE job_id = ? ORDER BY idx`,
       id,
     );
     const errors: ItemError[] = [];
-    view.outputs = items.map((item) => {
-      if (item.state === "succeeded" && item.output !== null) return JSON.parse(item.output);
+    const outputs = items.map((item) => {
+      if (item.state === "succeeded" && item.output !== null) return JSON.parse(item.output) as unknown;
       if (item.state === "failed") {
         errors.push({ index: item.idx, code: item.error_code ?? ErrorCode.failed, message: item.error_message ?? "" });
       }
       return null;
     });
+    // Read from the items already here, not with a query of its own (a job of any task ends through this view).
+    const generation = finishedGenerationStats(
+      items.map((item, i) => ({ ...item, output: outputs[i] })),
+      job.created_at,
+      end,
+    );
+    if (generation) view.generation = generation;
+    view.outputs = outputs;
     if (errors.length > 0) view.errors = errors;
     if (job.error_code) view.error = { code: job.error_code, message: job.error_message ?? "" };
     if (job.traceparent) {
@@ -262,7 +276,6 @@ export class JobStore {
         ),
       };
     }
-    const end = job.finished_at ?? Date.now();
     view.timings = {
       queued_ms: (job.last_leased_at ?? end) - job.created_at,
       compute_ms: job.compute_ms,

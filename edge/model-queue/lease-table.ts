@@ -38,6 +38,26 @@ export interface LeaseRow extends Record<string, SqlStorageValue> {
   item_results: number;
 }
 
+/** What active leases hold, as held() reads it. */
+export interface Held {
+  byWorker: Map<string, number>;
+  itemsByWorker: Map<string, number>;
+  byDonor: Map<string, number>;
+  byNetwork: Map<string, number>;
+}
+
+/** `held` with one more lease of `items` items to `worker`, as held() would read it after the lease is stored. */
+export function withLease(held: Held, worker: LeaseHolder, items: number): Held {
+  const add = (m: Map<string, number>, k: string | undefined, n: number) => {
+    if (k !== undefined) m.set(k, (m.get(k) ?? 0) + n);
+  };
+  add(held.byWorker, workerKey(worker), 1);
+  add(held.itemsByWorker, workerKey(worker), items);
+  add(held.byDonor, worker.donor, 1);
+  if (worker.donor !== undefined) add(held.byNetwork, worker.network, 1);
+  return held;
+}
+
 interface HandOutRow extends Record<string, SqlStorageValue> {
   seq: number;
   job_id: string;
@@ -255,12 +275,7 @@ export class LeaseTable {
    * Active leases by worker (workerKey: its credential and its id, since an id alone is the client's to
    * choose), with the items they hold; by donor and by client network (the caps on what donors hold read those).
    */
-  held(): {
-    byWorker: Map<string, number>;
-    itemsByWorker: Map<string, number>;
-    byDonor: Map<string, number>;
-    byNetwork: Map<string, number>;
-  } {
+  held(): Held {
     const byWorker = new Map<string, number>();
     const itemsByWorker = new Map<string, number>();
     const byDonor = new Map<string, number>();
@@ -284,6 +299,11 @@ export class LeaseTable {
       if (r.donor !== null) add(byNetwork, r.network, r.n);
     }
     return { byWorker, itemsByWorker, byDonor, byNetwork };
+  }
+
+  /** Whether any item waits in the queue (due now or after a backoff). */
+  anyQueued(): boolean {
+    return this.sql.one("SELECT 1 AS queued FROM items WHERE state = 'queued' LIMIT 1") !== undefined;
   }
 
   heldBy(workerId: string): number {
