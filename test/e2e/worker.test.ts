@@ -89,7 +89,13 @@ async function infer(body: Record<string, unknown>) {
     headers: { Authorization: "Bearer k", "Content-Type": "application/json" },
     body: JSON.stringify(body),
   });
-  return { status: res.status, body: (await res.json()) as any };
+  const text = await res.text();
+  try {
+    return { status: res.status, body: JSON.parse(text) as any };
+  } catch {
+    // Not the coordinator's JSON (once, under load: text from wrangler dev itself): say what came instead.
+    throw new Error(`POST /v1/infer answered ${res.status} with a body that is not JSON: ${text.slice(0, 300)}`);
+  }
 }
 
 async function metric(name: string, model?: string): Promise<number> {
