@@ -5,6 +5,9 @@ import type { ModelConfig } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
 import { OPEN } from "./job-store.ts";
 
+/** How long after a partial batch falls due the alarm backs up its in-memory batch timer. */
+export const BATCH_BACKSTOP_MS = 1_000;
+
 export class QueueClock {
   /** The alarm time last set, to skip redundant setAlarm calls; read from storage at start (load). */
   private alarmAt: number | null | undefined;
@@ -78,7 +81,7 @@ export class QueueClock {
       addedNoEarlierThan !== undefined &&
       this.alarmAt != null &&
       this.alarmAt > now &&
-      this.alarmAt <= Math.min(addedNoEarlierThan, this.batchDueAt ?? Number.POSITIVE_INFINITY)
+      this.alarmAt <= Math.min(addedNoEarlierThan, (this.batchDueAt ?? Number.POSITIVE_INFINITY) + BATCH_BACKSTOP_MS)
     ) {
       return;
     }
@@ -92,7 +95,10 @@ export class QueueClock {
       now,
       ttl,
     );
-    const times = [row?.lease, row?.job, row?.backoff, row?.gc, this.batchDueAt, ...this.otherDeadlines(now)].filter(
+    // The batch timer sends a partial batch on time; the alarm stands behind it only for a timer lost with the
+    // isolate, so a little later: set at the batch's own time, it fired (and swept) after nearly every batch.
+    const batchBackstop = this.batchDueAt === null ? null : this.batchDueAt + BATCH_BACKSTOP_MS;
+    const times = [row?.lease, row?.job, row?.backoff, row?.gc, batchBackstop, ...this.otherDeadlines(now)].filter(
       (t): t is number => typeof t === "number",
     );
     const next = times.length > 0 ? Math.min(...times) : null;
