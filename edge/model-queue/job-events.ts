@@ -1,7 +1,9 @@
 // What happens to a job, as it happens, for GET /v1/jobs/{id}/events and POST /v1/infer with stream:
 // the job's item counts whenever they change (queued, leased), a generating input's tokens, each input's output (or error) as soon as
 // it is final, then the job's end (completed, failed, expired or cancelled) with its whole view. ModelQueue calls
-// flush() after every change it makes; with no one watching, that costs nothing.
+// flush() after every change it makes; with no one watching, that costs nothing. A stream is written either as
+// Server-Sent Events, ready for the caller (the edge hands the bytes on without reading them: the relay cost a
+// generated token more coordinator CPU than the queue itself), or as JSON lines for a route that reshapes them.
 import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
 import type { JobEvent } from "../../shared/protocol/job-events.ts";
 import type { Sql } from "../sql.ts";
@@ -20,16 +22,39 @@ interface Watch {
   streamed: Map<number, { tokens: number; chars: number }>;
   /** The item counts last sent, as JSON. */
   counts: string;
+  /** The job's status and item counts when it was last looked at, and its tokens when last sent. */
+  seen: string;
+  tokens: number;
+  format: EventFormat;
+  /** Events sent so far: each SSE event's id. */
+  numbered: number;
   controller: ReadableStreamDefaultController<Uint8Array>;
 }
+
+/** What a watcher is told from: a job's status, its items by state, and the tokens its items have accepted. */
+interface JobNow {
+  status: JobStatus;
+  items: Record<string, number>;
+  tokens: number;
+}
+
+/**
+ * `sse`: `event:`, `data:` and an `id:` counting from 1, with a comment every KEEP_ALIVE_MS that keeps an idle
+ * connection open; `lines`: one JSON `{event, data}` a line.
+ */
+export type EventFormat = "sse" | "lines";
 
 const encoder = new TextEncoder();
 
 /** Event streams one queue object serves at once; more are refused (429) until some end. */
 export const MAX_WATCHERS = 256;
+/** How often an SSE stream with nothing to say sends a comment, so proxies and clients keep it open. */
+export const KEEP_ALIVE_MS = 15_000;
+const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
 
 export class JobEvents {
   private readonly watches = new Set<Watch>();
+  private keepAlive: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     private readonly sql: Sql,
@@ -42,14 +67,25 @@ export class JobEvents {
     return this.watches.size >= MAX_WATCHERS;
   }
 
-  /** The job's events from now, one JSON line each ({event, data}); the stream ends with the job. */
-  watch(jobId: string): ReadableStream<Uint8Array> {
+  /** The job's events from now, in `format`; the stream ends with the job. */
+  watch(jobId: string, format: EventFormat): ReadableStream<Uint8Array> {
     let watch: Watch | undefined;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
-        watch = { jobId, sent: new Set(), streamed: new Map(), counts: "", controller };
+        watch = {
+          jobId,
+          sent: new Set(),
+          streamed: new Map(),
+          counts: "",
+          seen: "",
+          tokens: 0,
+          format,
+          numbered: 0,
+          controller,
+        };
         this.watches.add(watch);
-        this.flushOne(watch);
+        if (format === "sse") this.keepAlive ??= setInterval(() => this.sendKeepAlive(), KEEP_ALIVE_MS);
+        this.flushOne(watch, this.lookAt([jobId]).get(jobId));
       },
       cancel: () => {
         if (watch) this.watches.delete(watch);
@@ -57,9 +93,14 @@ export class JobEvents {
     });
   }
 
-  /** Sends every watcher what changed since it was last told (each watcher told costs a few reads). */
+  /**
+   * Sends every watcher what changed since it was last told: one read looks at every watched job, and only a
+   * job whose status, item counts or tokens moved costs its watcher more.
+   */
   flush(): void {
-    for (const watch of this.watches) this.flushOne(watch);
+    if (this.watches.size === 0) return;
+    const now = this.lookAt([...new Set([...this.watches].map((w) => w.jobId))]);
+    for (const watch of this.watches) this.flushOne(watch, now.get(watch.jobId));
   }
 
   /**
@@ -70,22 +111,36 @@ export class JobEvents {
     for (const watch of this.watches) if (jobs.includes(watch.jobId)) this.sendTokens(watch);
   }
 
-  private flushOne(w: Watch): void {
-    const job = this.sql.one<{ status: JobStatus }>("SELECT status FROM jobs WHERE id = ?", w.jobId);
+  /** Each job's status, item counts by state and tokens accepted, in one read; a job that is gone is missing. */
+  private lookAt(jobIds: readonly string[]): Map<string, JobNow> {
+    const found = new Map<string, JobNow>();
+    for (const r of this.sql.all<{ id: string; status: JobStatus; state: string | null; n: number; tokens: number }>(
+      `SELECT jobs.id, jobs.status, items.state, COUNT(items.seq) AS n, TOTAL(items.gen_count) AS tokens
+       FROM jobs LEFT JOIN items ON items.job_id = jobs.id
+       WHERE jobs.id IN (SELECT value FROM json_each(?)) GROUP BY jobs.id, items.state ORDER BY items.state`,
+      JSON.stringify(jobIds),
+    )) {
+      const job = found.get(r.id) ?? { status: r.status, items: {}, tokens: 0 };
+      found.set(r.id, job);
+      if (r.state !== null) job.items[r.state] = r.n;
+      job.tokens += r.tokens;
+    }
+    return found;
+  }
+
+  private flushOne(w: Watch, job: JobNow | undefined): void {
     if (!job) {
       // Dropped after result_ttl_ms while watched: nothing more will happen to it.
       this.end(w, { event: "expired", data: { id: w.jobId, model: this.model(), status: "expired" } });
       return;
     }
-    const final = FINAL_STATUSES.includes(job.status);
-    const items: Record<string, number> = {};
-    for (const r of this.sql.all<{ state: string; n: number }>(
-      "SELECT state, COUNT(*) AS n FROM items WHERE job_id = ? GROUP BY state ORDER BY state",
-      w.jobId,
-    )) {
-      items[r.state] = r.n;
-    }
+    const { items } = job;
     const counts = JSON.stringify(items);
+    const seen = `${job.status} ${counts}`;
+    const moved = seen !== w.seen;
+    if (!moved && job.tokens === w.tokens) return;
+    w.seen = seen;
+    const final = FINAL_STATUSES.includes(job.status);
     if (counts !== w.counts && !final) {
       w.counts = counts;
       this.send(w, {
@@ -93,7 +148,8 @@ export class JobEvents {
         data: { id: w.jobId, status: job.status, items },
       });
     }
-    this.sendTokens(w);
+    if (job.tokens !== w.tokens) this.sendTokens(w);
+    if (!moved) return;
     // Only outputs not sent yet are read.
     for (const item of this.sql.all<{
       idx: number;
@@ -131,11 +187,13 @@ export class JobEvents {
    * output: a reader that joins late catches up in one event per input.
    */
   private sendTokens(w: Watch): void {
+    w.tokens = 0;
     for (const item of this.sql.all<{ idx: number; gen_count: number; gen_tokens: string; gen_text: string }>(
       `SELECT idx, gen_count, gen_tokens, gen_text FROM items
        WHERE job_id = ? AND first_token_at IS NOT NULL AND gen_count > 0 ORDER BY idx`,
       w.jobId,
     )) {
+      w.tokens += item.gen_count;
       const had = w.streamed.get(item.idx) ?? { tokens: 0, chars: 0 };
       if (item.gen_count <= had.tokens) continue;
       const tokens = (JSON.parse(item.gen_tokens) as number[]).slice(had.tokens);
@@ -146,11 +204,33 @@ export class JobEvents {
   }
 
   private send(w: Watch, event: JobEvent): void {
+    const text =
+      w.format === "sse"
+        ? `event: ${event.event}\ndata: ${JSON.stringify(event.data)}\nid: ${++w.numbered}\n\n`
+        : `${JSON.stringify(event)}\n`;
+    this.enqueue(w, encoder.encode(text));
+  }
+
+  private enqueue(w: Watch, bytes: Uint8Array): void {
     try {
-      w.controller.enqueue(encoder.encode(`${JSON.stringify(event)}\n`));
+      w.controller.enqueue(bytes);
     } catch {
       // The reader went away: forget the watch.
       this.watches.delete(w);
+    }
+  }
+
+  /** A comment to every SSE stream; the timer stops once none is left. */
+  sendKeepAlive(): void {
+    let any = false;
+    for (const w of this.watches) {
+      if (w.format !== "sse") continue;
+      any = true;
+      this.enqueue(w, KEEP_ALIVE);
+    }
+    if (!any) {
+      clearInterval(this.keepAlive);
+      this.keepAlive = undefined;
     }
   }
 

@@ -27,7 +27,7 @@ import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
-import { JobEvents } from "./job-events.ts";
+import { type EventFormat, JobEvents } from "./job-events.ts";
 import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -297,13 +297,18 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /**
-   * The job's events as JSON lines (job-events.ts), until it ends; "not_found" for a job this queue does
-   * not have, "busy" when it serves as many event streams as it will.
+   * The job's events (job-events.ts), as Server-Sent Events or JSON lines, until it ends; "not_found" for a job
+   * this queue does not have, "busy" when it serves as many event streams as it will.
    */
-  watchJob(queue: string, id: string, owner?: string): ReadableStream<Uint8Array> | "not_found" | "busy" {
+  watchJob(
+    queue: string,
+    id: string,
+    owner: string | undefined,
+    format: EventFormat,
+  ): ReadableStream<Uint8Array> | "not_found" | "busy" {
     this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
-    return this.events.full ? "busy" : this.events.watch(id);
+    return this.events.full ? "busy" : this.events.watch(id, format);
   }
 
   /** Resolves with the job once it has ended, or with its state as it is after waitMs. */

@@ -1,17 +1,13 @@
 // The caller API: submit inference, read, watch and cancel jobs (only the key that made a job may), list models.
 import { type Context, Hono } from "hono";
-import { streamSSE } from "hono/streaming";
 import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../shared/index.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
 import { byModel, sumStats } from "../metrics/shard-sum.ts";
-import type { JobEvent } from "../model-queue/job-events.ts";
-import { eachQueue, readJson, stubOfId } from "../request.ts";
+import { afterAnswer, eachQueue, readJson, stubOfId } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
-import { streamClosed, traceStreamEvent } from "../telemetry/call-trace.ts";
-
-const KEEP_ALIVE_MS = 15_000;
+import { streamClosed } from "../telemetry/call-trace.ts";
 
 export const callerRoutes = new Hono<HonoEnv>();
 const authorised = requireKey("caller");
@@ -31,15 +27,18 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
 /**
  * A job's events as Server-Sent Events (edge/model-queue/job-events.ts): `queued` / `leased` with item
  * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed`, `expired` or `cancelled`
- * with the whole job; the stream ends there. A comment line every 15 s keeps idle connections open.
+ * with the whole job; the stream ends there. The queue object writes the events as SSE and keeps idle streams
+ * open; the edge hands its bytes on unread (a caller that goes away cancels the queue's stream). A traced call's
+ * span ends when the stream does, with the job as it then stands.
  */
 async function streamJob(c: Context<HonoEnv>, id: string) {
   const { model, name, queue } = stubOfId(c, id, "job");
-  const lines = await queue.watchJob(name, id, await ownerOf(c));
-  if (lines === "not_found") {
+  const owner = await ownerOf(c);
+  const events = await queue.watchJob(name, id, owner, "sse");
+  if (events === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
-  if (lines === "busy") {
+  if (events === "busy") {
     throw new ApiError(
       429,
       ErrorCode.queueFull,
@@ -47,35 +46,17 @@ async function streamJob(c: Context<HonoEnv>, id: string) {
       { headers: { "Retry-After": "5" } },
     );
   }
-  return streamSSE(c, async (sse) => {
-    // A caller that goes away ends the queue's stream too, so the object stops working for it.
-    const gone = new AbortController();
-    const keepAlive = setInterval(() => void sse.write(": keep-alive\n\n"), KEEP_ALIVE_MS);
-    sse.onAbort(() => {
-      clearInterval(keepAlive);
-      gone.abort();
+  // Piped natively (no JavaScript a chunk): a caller that hangs up (the request's signal) cancels the queue's
+  // stream at once, and a traced call's span ends when the stream does.
+  const { readable, writable } = new IdentityTransformStream();
+  const ended = events
+    .pipeTo(writable, { signal: c.req.raw.signal })
+    .catch(() => {})
+    .then(async () => {
+      if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
     });
-    let seq = 0;
-    let pending = "";
-    try {
-      for await (const chunk of lines.pipeThrough(new TextDecoderStream(), { signal: gone.signal })) {
-        pending += chunk;
-        let nl = pending.indexOf("\n");
-        while (nl >= 0) {
-          const e = JSON.parse(pending.slice(0, nl)) as JobEvent;
-          pending = pending.slice(nl + 1);
-          await sse.writeSSE({ event: e.event, data: JSON.stringify(e.data), id: String(++seq) });
-          traceStreamEvent(c, e);
-          nl = pending.indexOf("\n");
-        }
-      }
-    } catch (error) {
-      if (!gone.signal.aborted) throw error;
-    } finally {
-      clearInterval(keepAlive);
-      streamClosed(c);
-    }
-  });
+  afterAnswer(c, ended);
+  return c.body(readable, 200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
 }
 
 function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {

@@ -101,7 +101,7 @@ async function streamTokens(
   const job = await submitJob(c, { ...callOf(call), wait: false }, { streamed: true });
   const owner = await ownerOf(c);
   const { name, queue } = stubOfId(c, job.id, "job");
-  const lines = await queue.watchJob(name, job.id, owner);
+  const lines = await queue.watchJob(name, job.id, owner, "lines");
   if (typeof lines === "string") {
     throw new ApiError(429, ErrorCode.queueFull, `the queue of "${call.model}" serves no more streams now; retry`);
   }

@@ -71,9 +71,12 @@ export function traceStreamEvent(c: Context<HonoEnv>, e: JobEvent<unknown>): voi
   if (END_EVENTS.has(e.event)) endHeld(c, e.data as Job);
 }
 
-/** The stream has closed: a trace no end event ended (the caller left first) ends with the job as accepted. */
-export function streamClosed(c: Context<HonoEnv>): void {
-  endHeld(c);
+/**
+ * The stream has closed: a trace no end event ended ends with `job` as it then stands, or (the caller left first,
+ * or the job could not be read) as accepted.
+ */
+export function streamClosed(c: Context<HonoEnv>, job?: Job | null): void {
+  endHeld(c, job ?? undefined);
 }
 
 const ms = (t: number): TimeInput => new Date(t);

@@ -3,7 +3,7 @@
 // the rest of the job), and the job's end with its whole view; then the stream closes.
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { MAX_WATCHERS } from "../../edge/model-queue/job-events.ts";
+import { type JobEvents, MAX_WATCHERS } from "../../edge/model-queue/job-events.ts";
 import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
@@ -111,7 +111,7 @@ describe("job events", () => {
     const id = res.body.id as string;
     // The queue's streams, opened inside the object (as the route does) and held open.
     const open = await runInDurableObject(queue("bravo"), (instance) =>
-      Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id)),
+      Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id, undefined, "sse")),
     );
     try {
       expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
@@ -132,6 +132,33 @@ describe("job events", () => {
         const streams = open.filter((s): s is ReadableStream<Uint8Array> => s instanceof ReadableStream);
         await Promise.all(streams.map((stream) => stream.cancel().catch(() => {})));
       });
+    }
+  });
+  it("hands on the queue's own SSE, numbered from 1, with a comment that keeps an idle stream open", async () => {
+    const res = await infer({ model: "bravo", inputs: [1], wait: false });
+    const caller = await SELF.fetch(`http://edge/v1/jobs/${res.body.id}/events`, { headers: CALLER });
+    expect(caller.status).toBe(200);
+    expect(caller.headers.get("Cache-Control")).toBe("no-cache");
+    const reader = (caller.body as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    const readUntil = async (part: string) => {
+      while (!text.includes(part)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the stream ended before ${JSON.stringify(part)}: ${text}`);
+        text += value;
+      }
+    };
+    try {
+      await readUntil("\n\n");
+      expect(text).toBe(
+        `event: queued\ndata: ${JSON.stringify({ id: res.body.id, status: "queued", items: { queued: 1 } })}\nid: 1\n\n`,
+      );
+      await runInDurableObject(queue("bravo"), (instance) => {
+        (instance as unknown as { events: JobEvents }).events.sendKeepAlive();
+      });
+      await readUntil(": keep-alive\n\n");
+    } finally {
+      await reader.cancel();
     }
   });
 });
