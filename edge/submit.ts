@@ -130,7 +130,7 @@ export async function submitJob(
   const trace = beginCallTrace(c, call.model);
   try {
     const { job, replayed } = await queueCall(c, call, opts, trace?.traceparent);
-    // A streamed call is answered when its stream ends: the route ends the trace then (traceStreamEvent).
+    // A streamed call is answered when its stream ends: the trace ends then (event-streams.ts streamClosed).
     if (opts.streamed && trace) c.set("callTrace", { trace, accepted: job, replayed });
     else trace?.end({ job, replayed });
     return job;

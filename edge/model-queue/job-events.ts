@@ -1,13 +1,16 @@
 // What happens to a job, as it happens, for GET /v1/jobs/{id}/events and POST /v1/infer with stream:
 // the job's item counts whenever they change (queued, leased), a generating input's tokens, each input's output (or error) as soon as
 // it is final, then the job's end (completed, failed, expired or cancelled) with its whole view. ModelQueue calls
-// flush() after every change it makes; with no one watching, that costs nothing. A stream is written either as
-// Server-Sent Events, ready for the caller (the edge hands the bytes on without reading them: the relay cost a
-// generated token more coordinator CPU than the queue itself), or as JSON lines for a route that reshapes them.
+// flush() after every change it makes; with no one watching, that costs nothing. Streams are written ready for the
+// caller, as Server-Sent Events or as OpenAI's chunks (edge/openai-stream.ts): the edge hands the bytes on unread
+// (edge/event-streams.ts), where relaying each event through the Worker cost a generated token more coordinator
+// CPU than the queue's own work. A session's job ends its stream once its turn is in the session's history.
 import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
 import type { JobEvent } from "../../shared/protocol/job-events.ts";
+import { type OpenAiStreamSpec, openAiStream } from "../openai-stream.ts";
 import type { Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
+import { SESSION_RETRY_MS } from "./session-appender.ts";
 
 export type { JobEvent } from "../../shared/protocol/job-events.ts";
 
@@ -25,24 +28,32 @@ interface Watch {
   /** The job's status and item counts when it was last looked at, and its tokens when last sent. */
   seen: string;
   tokens: number;
-  format: EventFormat;
-  /** Events sent so far: each SSE event's id. */
-  numbered: number;
+  /** The stream's text for an event (EventFormat). */
+  write: (event: JobEvent) => string;
   controller: ReadableStreamDefaultController<Uint8Array>;
 }
 
-/** What a watcher is told from: a job's status, its items by state, and the tokens its items have accepted. */
+/**
+ * What a watcher is told from: a job's status, its items by state, the tokens its items have accepted, and
+ * whether its end waits for its turn to reach its session.
+ */
 interface JobNow {
   status: JobStatus;
   items: Record<string, number>;
   tokens: number;
+  awaitingSession: boolean;
 }
 
 /**
- * `sse`: `event:`, `data:` and an `id:` counting from 1, with a comment every KEEP_ALIVE_MS that keeps an idle
- * connection open; `lines`: one JSON `{event, data}` a line.
+ * `sse`: each event as `event:`, `data:` and an `id:` counting from 1; `{openai}`: OpenAI's stream chunks
+ * (edge/openai-stream.ts). Either way a comment every KEEP_ALIVE_MS keeps an idle connection open.
  */
-export type EventFormat = "sse" | "lines";
+export type EventFormat = "sse" | { openai: OpenAiStreamSpec };
+
+function sseText(): (event: JobEvent) => string {
+  let id = 0;
+  return (e) => `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\nid: ${++id}\n\n`;
+}
 
 const encoder = new TextEncoder();
 
@@ -51,6 +62,11 @@ export const MAX_WATCHERS = 256;
 /** How often an SSE stream with nothing to say sends a comment, so proxies and clients keep it open. */
 export const KEEP_ALIVE_MS = 15_000;
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
+/**
+ * The longest a session's finished job holds back its end event for its turn to be appended: an append that
+ * fails is tried again after SESSION_RETRY_MS, when the stream ends anyway.
+ */
+const SESSION_END_WAIT_MS = SESSION_RETRY_MS;
 
 export class JobEvents {
   private readonly watches = new Set<Watch>();
@@ -79,12 +95,11 @@ export class JobEvents {
           counts: "",
           seen: "",
           tokens: 0,
-          format,
-          numbered: 0,
+          write: format === "sse" ? sseText() : (openAiStream(format.openai) as (event: JobEvent) => string),
           controller,
         };
         this.watches.add(watch);
-        if (format === "sse") this.keepAlive ??= setInterval(() => this.sendKeepAlive(), KEEP_ALIVE_MS);
+        this.keepAlive ??= setInterval(() => this.sendKeepAlive(), KEEP_ALIVE_MS);
         this.flushOne(watch, this.lookAt([jobId]).get(jobId));
       },
       cancel: () => {
@@ -111,16 +126,27 @@ export class JobEvents {
     for (const watch of this.watches) if (jobs.includes(watch.jobId)) this.sendTokens(watch);
   }
 
-  /** Each job's status, item counts by state and tokens accepted, in one read; a job that is gone is missing. */
+  /** Each job's JobNow, in one read; a job that is gone is missing. */
   private lookAt(jobIds: readonly string[]): Map<string, JobNow> {
     const found = new Map<string, JobNow>();
-    for (const r of this.sql.all<{ id: string; status: JobStatus; state: string | null; n: number; tokens: number }>(
-      `SELECT jobs.id, jobs.status, items.state, COUNT(items.seq) AS n, TOTAL(items.gen_count) AS tokens
+    const now = Date.now();
+    for (const r of this.sql.all<{
+      id: string;
+      status: JobStatus;
+      session_pending: number;
+      finished_at: number | null;
+      state: string | null;
+      n: number;
+      tokens: number;
+    }>(
+      `SELECT jobs.id, jobs.status, jobs.session_pending, jobs.finished_at, items.state, COUNT(items.seq) AS n,
+         TOTAL(items.gen_count) AS tokens
        FROM jobs LEFT JOIN items ON items.job_id = jobs.id
        WHERE jobs.id IN (SELECT value FROM json_each(?)) GROUP BY jobs.id, items.state ORDER BY items.state`,
       JSON.stringify(jobIds),
     )) {
-      const job = found.get(r.id) ?? { status: r.status, items: {}, tokens: 0 };
+      const awaitingSession = r.session_pending === 1 && now - (r.finished_at ?? now) < SESSION_END_WAIT_MS;
+      const job = found.get(r.id) ?? { status: r.status, items: {}, tokens: 0, awaitingSession };
       found.set(r.id, job);
       if (r.state !== null) job.items[r.state] = r.n;
       job.tokens += r.tokens;
@@ -136,7 +162,7 @@ export class JobEvents {
     }
     const { items } = job;
     const counts = JSON.stringify(items);
-    const seen = `${job.status} ${counts}`;
+    const seen = `${job.status} ${job.awaitingSession} ${counts}`;
     const moved = seen !== w.seen;
     if (!moved && job.tokens === w.tokens) return;
     w.seen = seen;
@@ -175,7 +201,8 @@ export class JobEvents {
             },
       );
     }
-    const view = final ? this.jobs.view(w.jobId) : null;
+    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it.
+    const view = final && !job.awaitingSession ? this.jobs.view(w.jobId) : null;
     if (view && view.status !== "queued" && view.status !== "running") {
       const { created_at: _created, ...rest } = view;
       this.end(w, { event: END_EVENT[view.status], data: rest });
@@ -204,11 +231,8 @@ export class JobEvents {
   }
 
   private send(w: Watch, event: JobEvent): void {
-    const text =
-      w.format === "sse"
-        ? `event: ${event.event}\ndata: ${JSON.stringify(event.data)}\nid: ${++w.numbered}\n\n`
-        : `${JSON.stringify(event)}\n`;
-    this.enqueue(w, encoder.encode(text));
+    const text = w.write(event);
+    if (text !== "") this.enqueue(w, encoder.encode(text));
   }
 
   private enqueue(w: Watch, bytes: Uint8Array): void {
@@ -220,15 +244,10 @@ export class JobEvents {
     }
   }
 
-  /** A comment to every SSE stream; the timer stops once none is left. */
+  /** A comment to every stream; the timer stops once none is left. */
   sendKeepAlive(): void {
-    let any = false;
-    for (const w of this.watches) {
-      if (w.format !== "sse") continue;
-      any = true;
-      this.enqueue(w, KEEP_ALIVE);
-    }
-    if (!any) {
+    for (const w of this.watches) this.enqueue(w, KEEP_ALIVE);
+    if (this.watches.size === 0) {
       clearInterval(this.keepAlive);
       this.keepAlive = undefined;
     }

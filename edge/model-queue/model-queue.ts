@@ -176,7 +176,11 @@ export class ModelQueue extends DurableObject<Env> {
       this.jobs,
       (ref, entry) => env.SESSION.get(env.SESSION.idFromString(ref)).append(entry),
       (work) => ctx.waitUntil(work),
-      () => this.clock.schedule(Date.now()),
+      () => {
+        this.clock.schedule(Date.now());
+        // A session's job's stream ends once its turn is appended (job-events.ts).
+        this.events.flush();
+      },
     );
     this.clock = new QueueClock(
       this.sql,

@@ -4,7 +4,7 @@
 import type { JobStore } from "./job-store.ts";
 
 /** A session append that failed is tried again after this long (by the alarm, if nothing happens sooner). */
-const SESSION_RETRY_MS = 5_000;
+export const SESSION_RETRY_MS = 5_000;
 
 type Entry = ReturnType<JobStore["sessionAppends"]>[number]["entry"];
 

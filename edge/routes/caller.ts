@@ -4,10 +4,10 @@ import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../sha
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
+import { streamEvents } from "../event-streams.ts";
 import { byModel, sumStats } from "../metrics/shard-sum.ts";
-import { afterAnswer, eachQueue, readJson, stubOfId } from "../request.ts";
+import { eachQueue, readJson, stubOfId } from "../request.ts";
 import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
-import { streamClosed } from "../telemetry/call-trace.ts";
 
 export const callerRoutes = new Hono<HonoEnv>();
 const authorised = requireKey("caller");
@@ -27,37 +27,10 @@ callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.pa
 /**
  * A job's events as Server-Sent Events (edge/model-queue/job-events.ts): `queued` / `leased` with item
  * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed`, `expired` or `cancelled`
- * with the whole job; the stream ends there. The queue object writes the events as SSE and keeps idle streams
- * open; the edge hands its bytes on unread (a caller that goes away cancels the queue's stream). A traced call's
- * span ends when the stream does, with the job as it then stands.
+ * with the whole job; the stream ends there. The queue object writes them and keeps idle streams open
+ * (edge/event-streams.ts hands them on).
  */
-async function streamJob(c: Context<HonoEnv>, id: string) {
-  const { model, name, queue } = stubOfId(c, id, "job");
-  const owner = await ownerOf(c);
-  const events = await queue.watchJob(name, id, owner, "sse");
-  if (events === "not_found") {
-    throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
-  }
-  if (events === "busy") {
-    throw new ApiError(
-      429,
-      ErrorCode.queueFull,
-      `the queue of "${model}" serves as many event streams as it will; poll GET /v1/jobs/${id} or retry`,
-      { headers: { "Retry-After": "5" } },
-    );
-  }
-  // Piped natively (no JavaScript a chunk): a caller that hangs up (the request's signal) cancels the queue's
-  // stream at once, and a traced call's span ends when the stream does.
-  const { readable, writable } = new IdentityTransformStream();
-  const ended = events
-    .pipeTo(writable, { signal: c.req.raw.signal })
-    .catch(() => {})
-    .then(async () => {
-      if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
-    });
-  afterAnswer(c, ended);
-  return c.body(readable, 200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
-}
+const streamJob = (c: Context<HonoEnv>, id: string) => streamEvents(c, id, "sse");
 
 function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
   if (!waited && !FINAL_STATUSES.includes(job.status)) {

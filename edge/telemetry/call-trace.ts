@@ -25,7 +25,6 @@ import {
   type OtlpExport,
   parseTraceparent,
 } from "../../shared/index.ts";
-import type { Job, JobEvent } from "../../shared/protocol/job-events.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { afterAnswer } from "../request.ts";
 import { callPhases } from "./call-phases.ts";
@@ -55,28 +54,15 @@ export interface HeldCallTrace {
   replayed: boolean;
 }
 
-const END_EVENTS: ReadonlySet<string> = new Set(["completed", "failed", "expired", "cancelled"]);
-
-/** Ends a streamed call's trace (submitJob with `stream`) with the job's end event, or as accepted if none came. */
-function endHeld(c: Context<HonoEnv>, end?: Job): void {
+/**
+ * A streamed call's stream has closed (edge/event-streams.ts): its trace ends with `job` as it then stands, or
+ * (the job could not be read) as accepted.
+ */
+export function streamClosed(c: Context<HonoEnv>, job: JobView | null): void {
   const held = c.get("callTrace");
   if (!held) return;
   c.set("callTrace", undefined);
-  const job = end ? ({ ...end, created_at: held.accepted.created_at } as JobView) : held.accepted;
-  held.trace.end({ job, replayed: held.replayed });
-}
-
-/** Each event a stream relays: the job's end event ends the call's trace. */
-export function traceStreamEvent(c: Context<HonoEnv>, e: JobEvent<unknown>): void {
-  if (END_EVENTS.has(e.event)) endHeld(c, e.data as Job);
-}
-
-/**
- * The stream has closed: a trace no end event ended ends with `job` as it then stands, or (the caller left first,
- * or the job could not be read) as accepted.
- */
-export function streamClosed(c: Context<HonoEnv>, job?: Job | null): void {
-  endHeld(c, job ?? undefined);
+  held.trace.end({ job: job ?? held.accepted, replayed: held.replayed });
 }
 
 const ms = (t: number): TimeInput => new Date(t);

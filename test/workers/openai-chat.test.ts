@@ -2,7 +2,7 @@
 // SocketWorker generates (deterministically, from the prompt it gets) and streams its tokens by hand; the
 // client reads answers with usage, streamed deltas, OpenAI-shaped errors for bad input (nothing queued), and
 // a session whose second turn, on another worker, gets the same prompt as one call holding the whole chat.
-import { SELF } from "cloudflare:test";
+import { runInDurableObject, SELF } from "cloudflare:test";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
@@ -165,6 +165,54 @@ describe("a streamed turn in a session", () => {
       session: "chat-s",
     });
     expect(prompts[1]).toBe(`<|user|>One<|end|><|assistant|>${reply}<|end|><|user|>Two<|end|><|assistant|>`);
+    stop();
+    worker.close();
+  });
+});
+
+describe("a session's streamed job", () => {
+  it("sends [DONE] only once its turn is appended to the session", async () => {
+    expect((await call("/v1/sessions/chat-hold", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker, []);
+    // The queue object's appends to the session wait for this test to let them go.
+    let release = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    await runInDurableObject(queue("scribe"), (instance) => {
+      const appender = (instance as unknown as { sessions: { append: (...a: unknown[]) => Promise<unknown> } })
+        .sessions;
+      const append = appender.append;
+      appender.append = async (...a) => {
+        await gate;
+        return append(...a);
+      };
+    });
+    let released = false;
+    // `session` is EdgeSwarm's extension: passed as a variable, past the client's excess-property check.
+    const turn = {
+      model: "scribe",
+      messages: [{ role: "user" as const, content: "One" }],
+      stream: true as const,
+      session: "chat-hold",
+    };
+    const stream = await client.chat.completions.create(turn);
+    let finished = false;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.finish_reason && !finished) {
+        finished = true;
+        // Without the hold, [DONE] would come with this chunk, before the append could run.
+        setTimeout(() => {
+          released = true;
+          release();
+        }, 50);
+      }
+    }
+    expect(finished).toBe(true);
+    expect(released).toBe(true);
+    const history = (await call("/v1/sessions/chat-hold")).body.history as unknown[];
+    expect(history).toHaveLength(1);
     stop();
     worker.close();
   });

@@ -1,0 +1,48 @@
+// A job's event stream, as the queue object writes it (model-queue/job-events.ts: Server-Sent Events or OpenAI's
+// chunks), handed to the caller unread: piped natively, so no JavaScript runs a chunk. The request's signal (a
+// caller that hangs up) cancels the queue's stream at once; when the stream ends, a traced call's span ends with
+// the job as it then stands; with `cancelOnHangUp`, a caller that left before the stream's end cancels its job,
+// so no worker generates for nobody.
+import type { Context } from "hono";
+import { ErrorCode } from "../shared/index.ts";
+import type { HonoEnv } from "./app-env.ts";
+import { ApiError } from "./errors.ts";
+import type { EventFormat } from "./model-queue/job-events.ts";
+import { afterAnswer, stubOfId } from "./request.ts";
+import { ownerOf } from "./submit.ts";
+import { streamClosed } from "./telemetry/call-trace.ts";
+
+export async function streamEvents(
+  c: Context<HonoEnv>,
+  id: string,
+  format: Exclude<EventFormat, "lines">,
+  { cancelOnHangUp = false } = {},
+): Promise<Response> {
+  const { model, name, queue } = stubOfId(c, id, "job");
+  const owner = await ownerOf(c);
+  const events = await queue.watchJob(name, id, owner, format);
+  if (events === "not_found") {
+    throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
+  }
+  if (events === "busy") {
+    throw new ApiError(
+      429,
+      ErrorCode.queueFull,
+      `the queue of "${model}" serves as many event streams as it will; poll GET /v1/jobs/${id} or retry`,
+      { headers: { "Retry-After": "5" } },
+    );
+  }
+  const { readable, writable } = new IdentityTransformStream();
+  const ended = events.pipeTo(writable, { signal: c.req.raw.signal }).then(
+    () => true,
+    () => false,
+  );
+  afterAnswer(
+    c,
+    ended.then(async (whole) => {
+      if (!whole && cancelOnHangUp) await queue.cancelJob(name, id, owner, "hung_up").catch(() => {});
+      if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
+    }),
+  );
+  return c.body(readable, 200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" });
+}
