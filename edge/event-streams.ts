@@ -7,20 +7,14 @@ import type { Context } from "hono";
 import { ErrorCode } from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
-import type { EventFormat } from "./model-queue/job-events.ts";
 import { afterAnswer, stubOfId } from "./request.ts";
 import { ownerOf } from "./submit.ts";
 import { streamClosed } from "./telemetry/call-trace.ts";
 
-export async function streamEvents(
-  c: Context<HonoEnv>,
-  id: string,
-  format: Exclude<EventFormat, "lines">,
-  { cancelOnHangUp = false } = {},
-): Promise<Response> {
+/** GET /v1/jobs/{id}/events: the job's events from now, or a 404 / 429 saying why not. */
+export async function watchEvents(c: Context<HonoEnv>, id: string): Promise<Response> {
   const { model, name, queue } = stubOfId(c, id, "job");
-  const owner = await ownerOf(c);
-  const events = await queue.watchJob(name, id, owner, format);
+  const events = await queue.watchJob(name, id, await ownerOf(c), "sse");
   if (events === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
@@ -32,6 +26,17 @@ export async function streamEvents(
       { headers: { "Retry-After": "5" } },
     );
   }
+  return pipeEvents(c, id, events);
+}
+
+/** The answer that hands `events`, job `id`'s stream, to the caller. */
+export function pipeEvents(
+  c: Context<HonoEnv>,
+  id: string,
+  events: ReadableStream<Uint8Array>,
+  { cancelOnHangUp = false } = {},
+): Response {
+  const { name, queue } = stubOfId(c, id, "job");
   const { readable, writable } = new IdentityTransformStream();
   const ended = events.pipeTo(writable, { signal: c.req.raw.signal }).then(
     () => true,
@@ -40,6 +45,7 @@ export async function streamEvents(
   afterAnswer(
     c,
     ended.then(async (whole) => {
+      const owner = await ownerOf(c);
       if (!whole && cancelOnHangUp) await queue.cancelJob(name, id, owner, "hung_up").catch(() => {});
       if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
     }),

@@ -19,6 +19,7 @@ import { type InputProblem, inputProblems, textProblems } from "../shared/tasks/
 import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
+import type { EventFormat } from "./model-queue/job-events.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
 import { afterAnswer, modelOrThrow, otherShards, queueOf, shardFor } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
@@ -119,21 +120,43 @@ function refuse(problems: readonly InputProblem[], total: number, noun: ItemNoun
 /**
  * Queues a call; with `wait`, answers the job once it has ended (or as it stands at its deadline), else
  * as accepted. Throws an ApiError for a call the model or the queue refuses. With tracing on, the call's
- * spans are recorded and exported (edge/telemetry/call-trace.ts); `streamed`: the route streams the job
- * and ends its trace when the stream ends.
+ * spans are recorded and exported (edge/telemetry/call-trace.ts).
  */
 export async function submitJob(
   c: Context<HonoEnv>,
   call: SubmitCall,
-  opts: { noun?: ItemNoun; streamed?: boolean } = {},
+  opts: { noun?: ItemNoun } = {},
 ): Promise<JobView> {
+  return (await submitTraced(c, call, opts)).job;
+}
+
+/**
+ * Queues a streamed call: the job as accepted and its events from the queue (one call to the queue object, which
+ * refuses the call before queuing it when it has no room for another stream). The call's trace ends when the
+ * stream does (edge/event-streams.ts).
+ */
+export async function submitStreamed(
+  c: Context<HonoEnv>,
+  call: Omit<SubmitCall, "wait">,
+  format: EventFormat,
+): Promise<{ job: JobView; events: ReadableStream<Uint8Array> }> {
+  const { job, events } = await submitTraced(c, { ...call, wait: false }, { watch: format });
+  if (!events) throw new Error(`the queue answered the streamed call ${job.id} without its events`);
+  return { job, events };
+}
+
+async function submitTraced(
+  c: Context<HonoEnv>,
+  call: SubmitCall,
+  opts: { noun?: ItemNoun; watch?: EventFormat },
+): Promise<{ job: JobView; events?: ReadableStream<Uint8Array> | undefined }> {
   const trace = beginCallTrace(c, call.model);
   try {
-    const { job, replayed } = await queueCall(c, call, opts, trace?.traceparent);
+    const { job, replayed, events } = await queueCall(c, call, opts, trace?.traceparent);
     // A streamed call is answered when its stream ends: the trace ends then (event-streams.ts streamClosed).
-    if (opts.streamed && trace) c.set("callTrace", { trace, accepted: job, replayed });
+    if (opts.watch && trace) c.set("callTrace", { trace, accepted: job, replayed });
     else trace?.end({ job, replayed });
-    return job;
+    return { job, events };
   } catch (error) {
     const refusal = error instanceof ApiError ? error : new ApiError(500, ErrorCode.internal, String(error));
     trace?.end({ error: { status: refusal.status, code: refusal.code, message: refusal.message } });
@@ -145,9 +168,9 @@ export async function submitJob(
 async function queueCall(
   c: Context<HonoEnv>,
   call: SubmitCall,
-  opts: { noun?: ItemNoun },
+  opts: { noun?: ItemNoun; watch?: EventFormat },
   traceparent: string | undefined,
-): Promise<{ job: JobView; replayed: boolean }> {
+): Promise<{ job: JobView; replayed: boolean; events?: ReadableStream<Uint8Array> | undefined }> {
   const model = modelOrThrow(c, call.model);
   if (call.inputs.length > model.max_inputs_per_request) {
     throw new ApiError(
@@ -207,6 +230,7 @@ async function queueCall(
     // on it names the coordinator's span of the call, so the workers' spans nest under it.
     traceparent: traceparent ?? traceparentOrNew(c.req.header("traceparent")),
     session_link: session,
+    watch: opts.watch,
   };
   // A caller that hangs up on a waiting call cancels it (the request's signal needs workerd's
   // enable_request_signal flag), so no worker runs what nobody will read.
@@ -239,7 +263,7 @@ async function queueCall(
   }
   // Said as Stripe and the IETF Idempotency-Key draft's implementations do: this answer is the first call's job.
   if (result.replayed) c.header("Idempotent-Replayed", "true");
-  return { job: result.job, replayed: result.replayed === true };
+  return { job: result.job, replayed: result.replayed === true, events: result.events };
 }
 
 /** One job handed to the queue its id names, asked again (the id makes that idempotent) if the object restarts. */

@@ -176,7 +176,17 @@ export class JobEvents {
     }
     if (job.tokens !== w.tokens) this.sendTokens(w);
     if (!moved) return;
-    // Only outputs not sent yet are read.
+    if ((items.succeeded ?? 0) + (items.failed ?? 0) > w.sent.size) this.sendOutputs(w);
+    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it.
+    const view = final && !job.awaitingSession ? this.jobs.view(w.jobId) : null;
+    if (view && view.status !== "queued" && view.status !== "running") {
+      const { created_at: _created, ...rest } = view;
+      this.end(w, { event: END_EVENT[view.status], data: rest });
+    }
+  }
+
+  /** Each input's output (or error) not sent yet. */
+  private sendOutputs(w: Watch): void {
     for (const item of this.sql.all<{
       idx: number;
       state: string;
@@ -200,12 +210,6 @@ export class JobEvents {
               data: { index: item.idx, code: item.error_code ?? "failed", message: item.error_message ?? "" },
             },
       );
-    }
-    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it.
-    const view = final && !job.awaitingSession ? this.jobs.view(w.jobId) : null;
-    if (view && view.status !== "queued" && view.status !== "running") {
-      const { created_at: _created, ...rest } = view;
-      this.end(w, { event: END_EVENT[view.status], data: rest });
     }
   }
 

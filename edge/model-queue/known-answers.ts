@@ -7,10 +7,14 @@ import type { MetricsStore } from "./metrics-store.ts";
 
 /** Known answers bigger than this are not kept: they are copied into every canary. */
 const KNOWN_ANSWER_MAX_BYTES = 64 * 1024;
+/** Once the store is full, one trusted output in this many replaces the oldest known answer. */
+const REFRESH_EVERY = 8;
 
 export class KnownAnswers {
   /** Known answers stored (all of the current model hash); null until counted after a start. */
   private knownCount: number | null = null;
+  /** Outputs offered to learn() while the store was full (REFRESH_EVERY). */
+  private fullLearns = 0;
   /** feature-extraction vector length per model hash, once a trusted output showed it. */
   private readonly dimensions = new Map<string, number | null>();
 
@@ -53,7 +57,8 @@ export class KnownAnswers {
   /**
    * Learns from one trusted output: the vector length of the model, and, when `asCanary` (an item no donor
    * has run: its input is new to every donor), a known answer for canaries, in place of the oldest once
-   * full. Called for one output per batch, so the gpu path pays at most a statement or two per batch.
+   * full (one in REFRESH_EVERY). Called for one output per settlement (a batch, or the items of a `results`
+   * frame), so the gpu path pays at most a statement or two per batch.
    */
   learn(cfg: ModelConfig, seq: number, text: string, now: number, asCanary = true): void {
     if (cfg.task === "feature-extraction" && this.knownDimensions(cfg) === null) {
@@ -70,6 +75,9 @@ export class KnownAnswers {
       this.knownCount = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM known_answers")?.n ?? 0;
     }
     if (this.knownCount >= known_answers) {
+      // Full: one trusted output in REFRESH_EVERY takes the oldest's place, so canaries keep to recent traffic
+      // without two statements for every item settled on its own (a `results` frame).
+      if (this.fullLearns++ % REFRESH_EVERY !== 0) return;
       this.sql.run("DELETE FROM known_answers WHERE id = (SELECT MIN(id) FROM known_answers)");
       this.knownCount--;
     }

@@ -23,11 +23,12 @@ import {
 } from "../../shared/index.ts";
 import { loadConfig } from "../config.ts";
 import type { Env } from "../env.ts";
+import { NO_POOL } from "../metrics/definitions.ts";
 import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
-import { type EventFormat, JobEvents } from "./job-events.ts";
+import { type EventFormat, JobEvents, MAX_WATCHERS } from "./job-events.ts";
 import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -219,6 +220,33 @@ export class ModelQueue extends DurableObject<Env> {
       return this.shardNoted.then(() => this.submit(queue, req, waitMs));
     }
     const now = Date.now();
+    if (req.watch && this.events.full) return this.noStreamRoom(cfg, req);
+    const answered = this.accept(cfg, req, waitMs, now);
+    if (!req.watch) return answered;
+    const format = req.watch;
+    const withEvents = (a: SubmitResult): SubmitResult =>
+      a.ok ? { ...a, events: this.events.watch(req.id, format) } : a;
+    return answered instanceof Promise ? answered.then(withEvents) : withEvents(answered);
+  }
+
+  /** A streamed call this object has no room to stream: refused before anything is queued. */
+  private noStreamRoom(cfg: ModelConfig, req: SubmitInput): Refusal {
+    if (!req.passed_on_if_full) this.metrics.inc("rejected", NO_POOL);
+    return {
+      ok: false,
+      code: ErrorCode.queueFull,
+      message: `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry, or call without "stream" and poll GET /v1/jobs/{id}`,
+      retryAfterS: 5,
+    };
+  }
+
+  /** A new job queued (or a retried one answered as it stands), or why not. */
+  private accept(
+    cfg: ModelConfig,
+    req: SubmitInput,
+    waitMs: number,
+    now: number,
+  ): Promise<SubmitResult> | SubmitResult {
     // Who is connected decides for a new job only: a retry of an accepted one is answered as it stands.
     const refused =
       this.admin.withoutWorkers(cfg, req, () => this.slots.countByPool(now)) ??

@@ -4,10 +4,10 @@ import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../sha
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { streamEvents } from "../event-streams.ts";
+import { pipeEvents, watchEvents } from "../event-streams.ts";
 import { byModel, sumStats } from "../metrics/shard-sum.ts";
 import { eachQueue, readJson, stubOfId } from "../request.ts";
-import { ownerOf, submitJob, succeededOrThrow } from "../submit.ts";
+import { ownerOf, submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
 export const callerRoutes = new Hono<HonoEnv>();
 const authorised = requireKey("caller");
@@ -15,22 +15,19 @@ const authorised = requireKey("caller");
 callerRoutes.post("/v1/infer", authorised, async (c) => {
   const { stream, ...body } = await readJson(c, InferRequest, "request body");
   if (stream) {
-    const job = await submitJob(c, { ...body, wait: false }, { streamed: true });
-    return streamJob(c, job.id);
+    const { job, events } = await submitStreamed(c, body, "sse");
+    return pipeEvents(c, job.id, events);
   }
   const job = await submitJob(c, body);
   return answerJob(c, job, body.wait);
 });
 
-callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => streamJob(c, c.req.param("id")));
-
 /**
- * A job's events as Server-Sent Events (edge/model-queue/job-events.ts): `queued` / `leased` with item
- * counts, `output` (or `error`) per input as soon as it is final, then `completed`, `failed`, `expired` or `cancelled`
- * with the whole job; the stream ends there. The queue object writes them and keeps idle streams open
- * (edge/event-streams.ts hands them on).
+ * A job's events as Server-Sent Events, also POST /v1/infer's with `stream` (edge/model-queue/job-events.ts, handed
+ * on by edge/event-streams.ts): `queued` / `leased` with item counts, `token` deltas, `output` (or `error`) per
+ * input as soon as it is final, then `completed`, `failed`, `expired` or `cancelled` with the whole job.
  */
-const streamJob = (c: Context<HonoEnv>, id: string) => streamEvents(c, id, "sse");
+callerRoutes.get("/v1/jobs/:id/events", authorised, (c) => watchEvents(c, c.req.param("id")));
 
 function answerJob(c: Context<HonoEnv>, job: JobView, waited: boolean) {
   if (!waited && !FINAL_STATUSES.includes(job.status)) {

@@ -20,7 +20,7 @@ import {
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
-import { streamEvents } from "../event-streams.ts";
+import { pipeEvents } from "../event-streams.ts";
 import {
   awaitSessionAppend,
   chatItem,
@@ -31,7 +31,7 @@ import {
 } from "../generation-calls.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
 import { readJson } from "../request.ts";
-import { submitJob, succeededOrThrow } from "../submit.ts";
+import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
 /** The body against a schema, or a 400 naming the first field at fault as `param`. */
 async function readBody<T extends z.ZodType>(c: Context<HonoEnv>, schema: T): Promise<z.infer<T>> {
@@ -77,8 +77,8 @@ const callOf = (call: Call) => ({
  * object); a caller that hangs up cancels the job.
  */
 async function streamTokens(c: Context<HonoEnv>, call: Call, spec: OpenAiStreamSpec) {
-  const job = await submitJob(c, { ...callOf(call), wait: false }, { streamed: true });
-  return streamEvents(c, job.id, { openai: spec }, { cancelOnHangUp: true });
+  const { job, events } = await submitStreamed(c, callOf(call), { openai: spec });
+  return pipeEvents(c, job.id, events, { cancelOnHangUp: true });
 }
 
 export const openAiChatRoutes = new Hono<HonoEnv>();

@@ -119,6 +119,15 @@ describe("job events", () => {
       expect(refused.status).toBe(429);
       expect(refused.headers.get("Retry-After")).toBe("5");
       expect(refused.body.error.message).toContain(`GET /v1/jobs/${id}`);
+      // A streamed call is refused before anything is queued.
+      const depth = async () =>
+        (await call("/v1/models")).body.models.find((m: { name: string }) => m.name === "bravo");
+      const before = (await depth()).queue_depth;
+      const streamed = await call("/v1/infer", { body: { model: "bravo", inputs: [2], stream: true } });
+      expect(streamed.status).toBe(429);
+      expect(streamed.headers.get("Retry-After")).toBe("5");
+      expect(streamed.body.error.message).toMatch(/serves as many event streams as it will/);
+      expect((await depth()).queue_depth).toBe(before);
       // One stream ends (its caller went away): the next caller gets one.
       await runInDurableObject(queue("bravo"), async () => {
         await (open[0] as ReadableStream).cancel();
