@@ -30,6 +30,34 @@ describe("text-generation deltas and sampling", () => {
     expect(pickToken(logits, 0, 5, { temperature: 0, top_k: 0, top_p: 1, seed: 9 }, 3)).toBe(1);
   });
 
+  it("orders a Float32Array row (radix sort of its bits) exactly as a plain array (a comparator): ties, -0, -Infinity", () => {
+    let x = 7;
+    const next = () => {
+      x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+      return x / 2 ** 32;
+    };
+    for (let t = 0; t < 300; t++) {
+      const vocab = 1 + Math.floor(next() * 700);
+      const row = new Float32Array(vocab * 2);
+      for (let i = 0; i < row.length; i++) {
+        const k = next();
+        row[i] =
+          k < 0.05 ? Number.NEGATIVE_INFINITY : k < 0.15 ? Math.round(next() * 4) : k < 0.2 ? -0 : (next() - 0.5) * 20;
+      }
+      const plain = Array.from(row);
+      const p = {
+        temperature: [0.5, 1, 1.5][t % 3] as number,
+        top_k: [0, 1, 7][t % 3] as number,
+        top_p: [1, 0.9, 0.3, 0.6][t % 4] as number,
+        seed: t,
+      };
+      expect(candidates(row, vocab, 2 * vocab, p)).toEqual(candidates(plain, vocab, 2 * vocab, p));
+      for (let position = 0; position < 4; position++) {
+        expect(pickToken(row, vocab, 2 * vocab, p, position)).toBe(pickToken(plain, vocab, 2 * vocab, p, position));
+      }
+    }
+  });
+
   it("refuses bad text-generation items at the edge, before queueing, saying what to fix", () => {
     const model = {
       task: "text-generation",
