@@ -28,6 +28,8 @@ interface Watch {
   /** The job's status and item counts when it was last looked at, and its tokens when last sent. */
   seen: string;
   tokens: number;
+  /** Its succeeded and failed items when last looked at. */
+  finals: number;
   /** The stream's text for an event (EventFormat). */
   write: (event: JobEvent) => string;
   controller: ReadableStreamDefaultController<Uint8Array>;
@@ -41,7 +43,8 @@ interface JobNow {
   status: JobStatus;
   items: Record<string, number>;
   tokens: number;
-  awaitingSession: boolean;
+  /** When the job's end may wait for its session no longer (finished_at + SESSION_END_WAIT_MS), while it waits. */
+  awaitingSessionUntil: number | null;
 }
 
 /**
@@ -71,6 +74,7 @@ const SESSION_END_WAIT_MS = SESSION_RETRY_MS;
 export class JobEvents {
   private readonly watches = new Set<Watch>();
   private keepAlive: ReturnType<typeof setInterval> | undefined;
+  private lookAgain: { at: number; timer: ReturnType<typeof setTimeout> } | undefined;
 
   constructor(
     private readonly sql: Sql,
@@ -95,6 +99,7 @@ export class JobEvents {
           counts: "",
           seen: "",
           tokens: 0,
+          finals: 0,
           write: format === "sse" ? sseText() : (openAiStream(format.openai) as (event: JobEvent) => string),
           controller,
         };
@@ -145,8 +150,9 @@ export class JobEvents {
        WHERE jobs.id IN (SELECT value FROM json_each(?)) GROUP BY jobs.id, items.state ORDER BY items.state`,
       JSON.stringify(jobIds),
     )) {
-      const awaitingSession = r.session_pending === 1 && now - (r.finished_at ?? now) < SESSION_END_WAIT_MS;
-      const job = found.get(r.id) ?? { status: r.status, items: {}, tokens: 0, awaitingSession };
+      const until = (r.finished_at ?? now) + SESSION_END_WAIT_MS;
+      const awaitingSessionUntil = r.session_pending === 1 && now < until ? until : null;
+      const job = found.get(r.id) ?? { status: r.status, items: {}, tokens: 0, awaitingSessionUntil };
       found.set(r.id, job);
       if (r.state !== null) job.items[r.state] = r.n;
       job.tokens += r.tokens;
@@ -162,7 +168,7 @@ export class JobEvents {
     }
     const { items } = job;
     const counts = JSON.stringify(items);
-    const seen = `${job.status} ${job.awaitingSession} ${counts}`;
+    const seen = `${job.status} ${job.awaitingSessionUntil !== null} ${counts}`;
     const moved = seen !== w.seen;
     if (!moved && job.tokens === w.tokens) return;
     w.seen = seen;
@@ -176,9 +182,15 @@ export class JobEvents {
     }
     if (job.tokens !== w.tokens) this.sendTokens(w);
     if (!moved) return;
-    if ((items.succeeded ?? 0) + (items.failed ?? 0) > w.sent.size) this.sendOutputs(w);
-    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it.
-    const view = final && !job.awaitingSession ? this.jobs.view(w.jobId) : null;
+    // Outputs are read only when the count of final items changed (an item put back by a replay can leave it
+    // the same as the outputs sent).
+    const finals = (items.succeeded ?? 0) + (items.failed ?? 0);
+    if (finals !== w.finals) this.sendOutputs(w);
+    w.finals = finals;
+    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it; a
+    // timer ends it when the wait runs out, should the session not answer by then.
+    if (final && job.awaitingSessionUntil !== null) this.lookAgainAt(job.awaitingSessionUntil);
+    const view = final && job.awaitingSessionUntil === null ? this.jobs.view(w.jobId) : null;
     if (view && view.status !== "queued" && view.status !== "running") {
       const { created_at: _created, ...rest } = view;
       this.end(w, { event: END_EVENT[view.status], data: rest });
@@ -235,8 +247,32 @@ export class JobEvents {
   }
 
   private send(w: Watch, event: JobEvent): void {
-    const text = w.write(event);
+    let text: string;
+    try {
+      text = w.write(event);
+    } catch (error) {
+      // An event the stream's format cannot say: end this stream (its caller sees it close) rather than stop
+      // the flush of every other one.
+      console.error(`job ${w.jobId}: its ${event.event} event could not be written; ending its stream`, error);
+      this.watches.delete(w);
+      this.close(w);
+      return;
+    }
     if (text !== "") this.enqueue(w, encoder.encode(text));
+  }
+
+  /** A flush at `at` (in memory: a stream lives no longer than the object's isolate). */
+  private lookAgainAt(at: number): void {
+    if (this.lookAgain && this.lookAgain.at <= at) return;
+    if (this.lookAgain) clearTimeout(this.lookAgain.timer);
+    const timer = setTimeout(
+      () => {
+        this.lookAgain = undefined;
+        this.flush();
+      },
+      Math.max(0, at - Date.now()),
+    );
+    this.lookAgain = { at, timer };
   }
 
   private enqueue(w: Watch, bytes: Uint8Array): void {
@@ -260,6 +296,10 @@ export class JobEvents {
   private end(w: Watch, event: JobEvent): void {
     this.send(w, event);
     this.watches.delete(w);
+    this.close(w);
+  }
+
+  private close(w: Watch): void {
     try {
       w.controller.close();
     } catch {

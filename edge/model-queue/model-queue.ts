@@ -235,7 +235,7 @@ export class ModelQueue extends DurableObject<Env> {
     return {
       ok: false,
       code: ErrorCode.queueFull,
-      message: `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry, or call without "stream" and poll GET /v1/jobs/{id}`,
+      message: `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry shortly, or call without "stream"`,
       retryAfterS: 5,
     };
   }
@@ -329,7 +329,7 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /**
-   * The job's events (job-events.ts), as Server-Sent Events or JSON lines, until it ends; "not_found" for a job
+   * The job's events (job-events.ts), as Server-Sent Events or OpenAI's chunks, until it ends; "not_found" for a job
    * this queue does not have, "busy" when it serves as many event streams as it will.
    */
   watchJob(

@@ -171,16 +171,9 @@ describe("a streamed turn in a session", () => {
 });
 
 describe("a session's streamed job", () => {
-  it("sends [DONE] only once its turn is appended to the session", async () => {
-    expect((await call("/v1/sessions/chat-hold", { method: "PUT", body: {} })).status).toBeLessThan(300);
-    const worker = await SocketWorker.connect("scribe");
-    const stop = serve(worker, []);
-    // The queue object's appends to the session wait for this test to let them go.
-    let release = () => {};
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
-    await runInDurableObject(queue("scribe"), (instance) => {
+  /** The queue object's appends to sessions wait for `gate` (the object is reset after each test). */
+  const holdAppends = (gate: Promise<void>) =>
+    runInDurableObject(queue("scribe"), (instance) => {
       const appender = (instance as unknown as { sessions: { append: (...a: unknown[]) => Promise<unknown> } })
         .sessions;
       const append = appender.append;
@@ -189,33 +182,63 @@ describe("a session's streamed job", () => {
         return append(...a);
       };
     });
-    let released = false;
-    // `session` is EdgeSwarm's extension: passed as a variable, past the client's excess-property check.
-    const turn = {
-      model: "scribe",
-      messages: [{ role: "user" as const, content: "One" }],
-      stream: true as const,
-      session: "chat-hold",
-    };
-    const stream = await client.chat.completions.create(turn);
-    let finished = false;
-    for await (const chunk of stream) {
-      if (chunk.choices[0]?.finish_reason && !finished) {
-        finished = true;
-        // Without the hold, [DONE] would come with this chunk, before the append could run.
-        setTimeout(() => {
-          released = true;
-          release();
-        }, 50);
-      }
-    }
-    expect(finished).toBe(true);
-    expect(released).toBe(true);
-    const history = (await call("/v1/sessions/chat-hold")).body.history as unknown[];
-    expect(history).toHaveLength(1);
-    stop();
-    worker.close();
+  // `session` is EdgeSwarm's extension: passed as a variable, past the client's excess-property check.
+  const turn = (session: string) => ({
+    model: "scribe",
+    messages: [{ role: "user" as const, content: "One" }],
+    stream: true as const,
+    session,
   });
+
+  it("sends [DONE] only once its turn is appended to the session", async () => {
+    expect((await call("/v1/sessions/chat-hold", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker, []);
+    let release = () => {};
+    await holdAppends(
+      new Promise<void>((r) => {
+        release = r;
+      }),
+    );
+    let released = false;
+    let finished = false;
+    try {
+      for await (const chunk of await client.chat.completions.create(turn("chat-hold"))) {
+        if (chunk.choices[0]?.finish_reason && !finished) {
+          finished = true;
+          // Without the hold, [DONE] would come with this chunk, before the append could run.
+          setTimeout(() => {
+            released = true;
+            release();
+          }, 50);
+        }
+      }
+      expect(finished).toBe(true);
+      expect(released).toBe(true);
+      expect((await call("/v1/sessions/chat-hold")).body.history).toHaveLength(1);
+    } finally {
+      stop();
+      worker.close();
+    }
+  });
+
+  it("ends its stream anyway once the wait for a session that does not answer runs out", async () => {
+    expect((await call("/v1/sessions/chat-mute", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker, []);
+    await holdAppends(new Promise<void>(() => {}));
+    let reply = "";
+    try {
+      for await (const chunk of await client.chat.completions.create(turn("chat-mute"))) {
+        reply += chunk.choices[0]?.delta.content ?? "";
+      }
+      expect(reply).not.toBe("");
+      expect((await call("/v1/sessions/chat-mute")).body.history).toHaveLength(0);
+    } finally {
+      stop();
+      worker.close();
+    }
+  }, 30_000);
 });
 
 describe("POST /v1/completions", () => {
