@@ -80,6 +80,43 @@ describe("POST /v1/chat/completions", () => {
     worker.close();
   });
 
+  it("writes OpenAI's stream on the wire: the role first, a finish chunk, a usage chunk with no choices, data: [DONE]", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const stop = serve(worker, []);
+    try {
+      const res = await SELF.fetch("http://edge/v1/chat/completions", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${TEST_API_KEY}`, "Content-Type": "application/json" },
+        body: JSON.stringify({
+          model: "scribe",
+          messages: [{ role: "user", content: "Hi" }],
+          stream: true,
+          stream_options: { include_usage: true },
+        }),
+      });
+      expect(res.headers.get("Content-Type")).toContain("text/event-stream");
+      const blocks = (await res.text()).split("\n\n").filter((b) => b !== "" && !b.startsWith(":"));
+      expect(blocks.every((b) => b.startsWith("data: ") && !b.includes("\n"))).toBe(true);
+      expect(blocks.at(-1)).toBe("data: [DONE]");
+      const chunks = blocks.slice(0, -1).map((b) => JSON.parse(b.slice("data: ".length)));
+      expect(chunks[0].choices[0].delta).toMatchObject({ role: "assistant" });
+      expect(chunks.slice(1).some((c) => c.choices[0]?.delta.role !== undefined)).toBe(false);
+      const finish = chunks.at(-2);
+      expect(finish.choices).toEqual([{ index: 0, delta: {}, finish_reason: "length", logprobs: null }]);
+      expect(chunks.at(-1)).toMatchObject({
+        object: "chat.completion.chunk",
+        choices: [],
+        usage: { completion_tokens: 4 },
+      });
+      const id = chunks[0].id as string;
+      expect(id).toMatch(/^chatcmpl-/);
+      expect(chunks.every((c) => c.id === id && c.model === "scribe")).toBe(true);
+    } finally {
+      stop();
+      worker.close();
+    }
+  });
+
   it("refuses bad input in OpenAI's shape before anything is queued", async () => {
     const refused = async (body: Record<string, unknown>, path = "/v1/chat/completions") => {
       const res = await call(path, { body });
