@@ -29,7 +29,6 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   job_id: string;
   state: string;
   gen_count: number;
-  gen_tokens: string | null;
   created_at: number;
 }
 
@@ -57,7 +56,7 @@ export class TokenStream {
     if (untrusted) return { refused: null, job: null };
     const refused = (r: Refusal) => ({ refused: r, job: null });
     const row = this.sql.one<StreamRow>(
-      `SELECT seq, job_id, state, gen_count, gen_tokens, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+      `SELECT seq, job_id, state, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
        FROM items WHERE lease_id = ? AND lease_pos = ?`,
       lease.id,
       frame.pos,
@@ -83,11 +82,14 @@ export class TokenStream {
         refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`),
       );
     }
-    const tokens = [...(row.gen_tokens ? (JSON.parse(row.gen_tokens) as number[]) : []), ...frame.tokens];
+    // The delta's tokens (at least one) join the kept JSON array in SQLite: no read and rewrite of it here.
     this.sql.run(
-      `UPDATE items SET gen_tokens = ?, gen_text = gen_text || ?, gen_count = ?, first_token_at = COALESCE(first_token_at, ?)
-       WHERE seq = ?`,
-      JSON.stringify(tokens),
+      `UPDATE items SET
+         gen_tokens = CASE WHEN gen_tokens IS NULL OR gen_tokens = '[]' THEN ?1
+           ELSE substr(gen_tokens, 1, length(gen_tokens) - 1) || ',' || substr(?1, 2) END,
+         gen_text = gen_text || ?2, gen_count = ?3, first_token_at = COALESCE(first_token_at, ?4)
+       WHERE seq = ?5`,
+      JSON.stringify(frame.tokens),
       frame.text,
       end,
       now,
