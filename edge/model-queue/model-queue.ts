@@ -441,18 +441,7 @@ export class ModelQueue extends DurableObject<Env> {
    */
   private keepDeltas(lease: LeaseRow, body: TokensBody, now: number): CompleteResult {
     const untrusted = this.verifier.checks(this.config(), lease.pool);
-    let refused: CompleteResult | null = null;
-    const stopped = new Set<number>();
-    const jobs = new Set<string>();
-    for (const delta of body.deltas) {
-      if (stopped.has(delta.pos)) continue;
-      const kept = this.tokens.accept(lease, { type: "tokens", lease_id: lease.id, ...delta }, untrusted, now);
-      if (kept.job !== null) jobs.add(kept.job);
-      if (kept.refused) {
-        refused ??= kept.refused;
-        stopped.add(delta.pos);
-      }
-    }
+    const { refused, jobs } = this.tokens.accept(lease, body, untrusted, now);
     // The jobs' watchers hear the deltas at once; nothing else changed, so no pump and no other watcher.
     this.events.flushTokens([...jobs]);
     return refused ?? { lease_id: lease.id, status: "ok" };

@@ -1,6 +1,6 @@
-// Token deltas of generating items (issue 14): ModelQueue hands each TokensFrame from a lease's holder to
-// accept(), which keeps the item's tokens and text once each (a repeated offset is ignored, a gap refused),
-// counts the delta as lease activity, and times the first token; JobEvents relays what is kept as `token`
+// Token deltas of generating items (issue 14): ModelQueue hands the deltas of each `tokens` or `deltas` frame
+// from a lease's holder to accept(), which keeps each item's tokens and text once (a repeated offset is
+// ignored, a gap refused), counts the frame as lease activity, and times the first token; JobEvents relays what is kept as `token`
 // events, LeaseTable.handOut sends it back as `resume` when the item is redelivered, and finished() records
 // the TTFT / per-token / tokens-per-second metrics once outputs are in.
 import {
@@ -8,7 +8,7 @@ import {
   GenerationOutput,
   type ItemResult,
   type ModelConfig,
-  type TokensFrame,
+  type TokensBody,
   verdictOf,
 } from "../../shared/index.ts";
 import type { Sql } from "../sql.ts";
@@ -28,6 +28,7 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   seq: number;
   job_id: string;
   state: string;
+  lease_pos: number;
   gen_count: number;
   created_at: number;
 }
@@ -41,46 +42,69 @@ export class TokenStream {
   ) {}
 
   /**
-   * Keeps a delta of an active lease's item: `refused` says why not (null when kept or already held), `job` is
-   * the job whose tokens grew (null when none did). An untrusted lease's deltas (a donor's, while verification
-   * is on) only keep the lease alive: they are not relayed, since its output reaches callers only once
-   * verified, nor kept to resume from, since a next worker must not build on tokens nobody checked.
+   * Keeps token deltas of an active lease's items, in order: `refused` is the first refusal (null when each was
+   * kept or already held), `jobs` those whose tokens grew. A refused delta ends the rest of its own item's, not
+   * other items' (the lease may hold other jobs' items, which go on when one job is cancelled). An untrusted
+   * lease's deltas (a donor's, while verification is on) only keep the lease alive: they are not relayed, since
+   * its output reaches callers only once verified, nor kept to resume from, since a next worker must not build
+   * on tokens nobody checked. One read finds the lease's items, one write a delta keeps.
    */
   accept(
     lease: LeaseRow,
-    frame: TokensFrame,
+    body: TokensBody,
     untrusted: boolean,
     now: number,
-  ): { refused: Refusal | null; job: string | null } {
+  ): { refused: Refusal | null; jobs: Set<string> } {
     this.keepAlive(lease, now);
-    if (untrusted) return { refused: null, job: null };
-    const refused = (r: Refusal) => ({ refused: r, job: null });
-    const row = this.sql.one<StreamRow>(
-      `SELECT seq, job_id, state, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
-       FROM items WHERE lease_id = ? AND lease_pos = ?`,
+    const jobs = new Set<string>();
+    if (untrusted) return { refused: null, jobs };
+    const rows = new Map<number, StreamRow>();
+    for (const row of this.sql.all<StreamRow>(
+      `SELECT seq, job_id, state, lease_pos, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+       FROM items WHERE lease_id = ? AND state = 'leased'`,
       lease.id,
-      frame.pos,
-    );
-    if (row?.state !== "leased") {
-      return refused(
-        refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${frame.pos}`),
-      );
+    )) {
+      rows.set(row.lease_pos, row);
     }
-    const end = frame.offset + frame.tokens.length;
+    let refused: Refusal | null = null;
+    const stopped = new Set<number>();
+    for (const delta of body.deltas) {
+      if (stopped.has(delta.pos)) continue;
+      const row = rows.get(delta.pos);
+      const outcome = row ? this.keep(lease, row, delta, now) : this.noItem(lease, delta.pos);
+      if (outcome === "held") continue;
+      if (outcome === "kept") {
+        if (row) jobs.add(row.job_id);
+        continue;
+      }
+      refused ??= outcome;
+      stopped.add(delta.pos);
+    }
+    return { refused, jobs };
+  }
+
+  private noItem(lease: LeaseRow, pos: number): Refusal {
+    return refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${pos}`);
+  }
+
+  /** Keeps one delta of the item `row` (whose count it moves on), or says why not; "held": already kept. */
+  private keep(
+    lease: LeaseRow,
+    row: StreamRow,
+    delta: TokensBody["deltas"][number],
+    now: number,
+  ): "kept" | "held" | Refusal {
+    const end = delta.offset + delta.tokens.length;
     // Sent again (a worker that resends after a reconnect, or a resumed worker's first delta): kept once.
-    if (end <= row.gen_count) return { refused: null, job: null };
-    if (frame.offset !== row.gen_count) {
-      return refused(
-        refusal(
-          ErrorCode.validation,
-          `item ${frame.pos} of lease ${lease.id} holds ${row.gen_count} tokens; a delta at offset ${frame.offset} would ${frame.offset > row.gen_count ? "leave a gap" : "overlap them"}: send the tokens from offset ${row.gen_count}`,
-        ),
+    if (end <= row.gen_count) return "held";
+    if (delta.offset !== row.gen_count) {
+      return refusal(
+        ErrorCode.validation,
+        `item ${delta.pos} of lease ${lease.id} holds ${row.gen_count} tokens; a delta at offset ${delta.offset} would ${delta.offset > row.gen_count ? "leave a gap" : "overlap them"}: send the tokens from offset ${row.gen_count}`,
       );
     }
     if (end > MAX_TOKENS) {
-      return refused(
-        refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`),
-      );
+      return refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`);
     }
     // The delta's tokens (at least one) join the kept JSON array in SQLite: no read and rewrite of it here.
     this.sql.run(
@@ -89,14 +113,15 @@ export class TokenStream {
            ELSE substr(gen_tokens, 1, length(gen_tokens) - 1) || ',' || substr(?1, 2) END,
          gen_text = gen_text || ?2, gen_count = ?3, first_token_at = COALESCE(first_token_at, ?4)
        WHERE seq = ?5`,
-      JSON.stringify(frame.tokens),
-      frame.text,
+      JSON.stringify(delta.tokens),
+      delta.text,
       end,
       now,
       row.seq,
     );
     if (row.gen_count === 0) this.metrics.observe("ttft", lease.pool, [(now - row.created_at) / 1000]);
-    return { refused: null, job: row.job_id };
+    row.gen_count = end;
+    return "kept";
   }
 
   /** A generating worker sends deltas rather than extends: each one that finds the lease half spent renews it. */
