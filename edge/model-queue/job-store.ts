@@ -75,14 +75,32 @@ interface JobRow extends Record<string, SqlStorageValue> {
 const JOB_COLUMNS =
   "id, created_at, deadline, n_items, status, last_leased_at, compute_ms, finished_at, traceparent, error_code, error_message";
 
+/** The columns of an item an ended job's view reads. */
+const VIEW_ITEM_COLUMNS =
+  "idx, state, output, error_code, error_message, worker_traceparent, first_token_at, gen_count";
+
+interface ViewItem extends Record<string, SqlStorageValue> {
+  idx: number;
+  state: string;
+  output: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  worker_traceparent: string | null;
+  first_token_at: number | null;
+  gen_count: number;
+}
+
 /** The job statuses that still have work to do. */
 export const OPEN = "('queued', 'running')";
 /** A set bound as one JSON parameter (`IN (SELECT value FROM json_each(?))`): SQLite caps bound parameters at 100. */
 export const IN_SET = "(SELECT value FROM json_each(?))";
 
 export class JobStore {
-  /** Callers waiting on a job (wait: true). In memory: they are live requests, gone with the object anyway. */
-  private readonly waiters = new Map<string, Set<() => void>>();
+  /**
+   * Callers waiting on a job (wait: true), each woken with the ended job's view where its settlement built one.
+   * In memory: they are live requests, gone with the object anyway.
+   */
+  private readonly waiters = new Map<string, Set<(view?: JobView) => void>>();
   /** Known that no job waits to join its session's history (so the question costs no query); unknown after a restart. */
   private noSessionAppends = false;
 
@@ -204,18 +222,18 @@ export class JobStore {
       const view = this.view(id);
       if (!view || FINAL_STATUSES.includes(view.status) || waitMs <= 0) return view;
     }
-    await new Promise<void>((resolve) => {
-      const done = () => {
+    const woken = await new Promise<JobView | undefined>((resolve) => {
+      const done = (view?: JobView) => {
         clearTimeout(timer);
         this.waiters.get(id)?.delete(done);
-        resolve();
+        resolve(view);
       };
       const timer = setTimeout(done, waitMs);
       const set = this.waiters.get(id) ?? new Set();
       this.waiters.set(id, set);
       set.add(done);
     });
-    return this.view(id);
+    return woken ?? this.view(id);
   }
 
   /** The answer to a submit: the job once it has ended, or as it is after waitMs (`fresh`: see wait). */
@@ -233,28 +251,32 @@ export class JobStore {
   view(id: string): JobView | null {
     const job = this.sql.one<JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE id = ?`, id);
     if (!job) return null;
-    const status = job.status as JobStatus;
-    const view: JobView = { id: job.id, model: this.model() ?? "", status, created_at: job.created_at };
-    const end = job.finished_at ?? Date.now();
-    if (!FINAL_STATUSES.includes(status)) {
-      const generation = generationStats(this.sql, id, job.created_at, end);
+    if (!FINAL_STATUSES.includes(job.status as JobStatus)) {
+      const view: JobView = {
+        id: job.id,
+        model: this.model() ?? "",
+        status: job.status as JobStatus,
+        created_at: job.created_at,
+      };
+      const generation = generationStats(this.sql, id, job.created_at, Date.now());
       if (generation) view.generation = generation;
       return view;
     }
-    const items = this.sql.all<{
-      idx: number;
-      state: string;
-      output: string | null;
-      error_code: string | null;
-      error_message: string | null;
-      worker_traceparent: string | null;
-      first_token_at: number | null;
-      gen_count: number;
-    }>(
-      `SELECT idx, state, output, error_code, error_message, worker_traceparent, first_token_at, gen_count
-       FROM items WHERE job_id = ? ORDER BY idx`,
-      id,
+    return this.endedView(
+      job,
+      this.sql.all<ViewItem>(`SELECT ${VIEW_ITEM_COLUMNS} FROM items WHERE job_id = ? ORDER BY idx`, id),
     );
+  }
+
+  /** An ended job's view, from its row and its items (in order). */
+  private endedView(job: JobRow, items: readonly ViewItem[]): JobView {
+    const view: JobView = {
+      id: job.id,
+      model: this.model() ?? "",
+      status: job.status as JobStatus,
+      created_at: job.created_at,
+    };
+    const end = job.finished_at ?? Date.now();
     const errors: ItemError[] = [];
     const outputs = items.map((item) => {
       if (item.state === "succeeded" && item.output !== null) return JSON.parse(item.output) as unknown;
@@ -317,48 +339,76 @@ export class JobStore {
     );
   }
 
-  /** Ends a job once none of its items is open: succeeded when every item did, else failed. */
-  settleIfDone(jobId: string, now: number): void {
+  /**
+   * Ends the jobs of `jobIds` that have no item open: succeeded when every item did, else failed. One read and
+   * one write for them all, whatever their number, and the views their waiting callers get from one read of
+   * their items.
+   */
+  settleDone(jobIds: ReadonlySet<string>, now: number): void {
+    if (jobIds.size === 0) return;
     // Items are leased in order, so an open one is most likely near the end: looked for from there, a job of
     // many batches is not read whole each time one of its batches ends.
-    const job = this.sql.one<{
-      created_at: number;
-      n_items: number;
-      pool: string | null;
-      session_ref: string | null;
-      open: number | null;
-    }>(
-      `SELECT created_at, n_items, pool, session_ref,
-         (SELECT 1 FROM items WHERE job_id = jobs.id AND state IN ('queued', 'leased') ORDER BY idx DESC LIMIT 1) AS open
-       FROM jobs WHERE id = ? AND status IN ${OPEN}`,
-      jobId,
-    );
-    if (!job || job.open !== null) return;
-    const failed =
-      this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM items WHERE job_id = ? AND state = 'failed'", jobId)?.n ??
-      0;
-    const status = jobOutcome({ open: 0, failed });
-    if (status === "open") return;
-    const first =
-      status === "failed"
-        ? this.sql.one<{ idx: number; error_code: string; error_message: string }>(
-            "SELECT idx, error_code, error_message FROM items WHERE job_id = ? AND state = 'failed' ORDER BY idx LIMIT 1",
-            jobId,
-          )
-        : undefined;
-    const toSession = status === "succeeded" && job.session_ref !== null;
-    this.sql.run(
-      "UPDATE jobs SET status = ?, n_open = 0, finished_at = ?, error_code = ?, error_message = ?, session_pending = ? WHERE id = ?",
-      status,
+    const done = this.sql
+      .all<{
+        id: string;
+        created_at: number;
+        n_items: number;
+        pool: string | null;
+        session_ref: string | null;
+        failed: number;
+      }>(
+        `SELECT id, created_at, n_items, pool, session_ref,
+           (SELECT COUNT(*) FROM items WHERE job_id = jobs.id AND state = 'failed') AS failed
+         FROM jobs WHERE id IN ${IN_SET} AND status IN ${OPEN}
+           AND (SELECT 1 FROM items WHERE job_id = jobs.id AND state IN ('queued', 'leased') ORDER BY idx DESC LIMIT 1) IS NULL`,
+        JSON.stringify([...jobIds]),
+      )
+      .flatMap((job) => {
+        const status = jobOutcome({ open: 0, failed: job.failed });
+        return status === "open" ? [] : [{ ...job, status }];
+      });
+    if (done.length === 0) return;
+    const ends = done.map((job) => {
+      const first =
+        job.status === "failed"
+          ? this.sql.one<{ idx: number; error_code: string; error_message: string }>(
+              "SELECT idx, error_code, error_message FROM items WHERE job_id = ? AND state = 'failed' ORDER BY idx LIMIT 1",
+              job.id,
+            )
+          : undefined;
+      return {
+        id: job.id,
+        status: job.status,
+        code: first ? first.error_code : null,
+        message: first
+          ? failedJobMessage(job.failed, job.n_items, { index: first.idx, message: first.error_message })
+          : null,
+        session: job.status === "succeeded" && job.session_ref !== null ? 1 : 0,
+      };
+    });
+    const ended = this.sql.all<JobRow>(
+      `UPDATE jobs SET status = e.value ->> 'status', n_open = 0, finished_at = ?2, error_code = e.value ->> 'code',
+         error_message = e.value ->> 'message', session_pending = e.value ->> 'session'
+       FROM json_each(?1) AS e WHERE jobs.id = e.value ->> 'id'
+       RETURNING ${JOB_COLUMNS}`,
+      JSON.stringify(ends),
       now,
-      first ? first.error_code : null,
-      first ? failedJobMessage(failed, job.n_items, { index: first.idx, message: first.error_message }) : null,
-      toSession ? 1 : 0,
-      jobId,
     );
-    if (toSession) this.noSessionAppends = false;
-    this.metrics.observe("request_duration", job.pool ?? NO_POOL, [(now - job.created_at) / 1000]);
-    this.wake(jobId);
+    if (ends.some((e) => e.session === 1)) this.noSessionAppends = false;
+    for (const job of done)
+      this.metrics.observe("request_duration", job.pool ?? NO_POOL, [(now - job.created_at) / 1000]);
+    const waited = ended.filter((job) => this.waiters.has(job.id));
+    if (waited.length === 0) return;
+    const itemsOf = new Map<string, ViewItem[]>();
+    for (const item of this.sql.all<ViewItem & { job_id: string }>(
+      `SELECT job_id, ${VIEW_ITEM_COLUMNS} FROM items WHERE job_id IN ${IN_SET} ORDER BY job_id, idx`,
+      JSON.stringify(waited.map((job) => job.id)),
+    )) {
+      const list = itemsOf.get(item.job_id) ?? [];
+      list.push(item);
+      itemsOf.set(item.job_id, list);
+    }
+    for (const job of waited) this.wake(job.id, this.endedView(job, itemsOf.get(job.id) ?? []));
   }
 
   /**
@@ -455,11 +505,18 @@ export class JobStore {
     return found;
   }
 
-  /** Answers the callers waiting on a job (it has ended). */
-  wake(jobId: string): void {
+  /**
+   * Answers the callers waiting on a job (it has ended). `view`, the ended job's, goes to the first of them, so
+   * none reads the job again; any others read their own (a view is the caller's to change).
+   */
+  wake(jobId: string, view?: JobView): void {
     const set = this.waiters.get(jobId);
     if (!set) return;
     this.waiters.delete(jobId);
-    for (const done of set) done();
+    let given = view;
+    for (const done of set) {
+      done(given);
+      given = undefined;
+    }
   }
 }

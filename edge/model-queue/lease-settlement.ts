@@ -261,7 +261,7 @@ export class LeaseSettlement {
     // Only an item sent back to the queue (to be tried again, or held for a second run) can leave its job
     // with nothing running.
     if (tally.redelivered > 0 || pending.length > 0) this.jobs.reopen(touchedJobs);
-    for (const jobId of touchedJobs) this.jobs.settleIfDone(jobId, now);
+    this.jobs.settleDone(touchedJobs, now);
     return { lease_id: leaseId, status: "ok" };
   }
 
@@ -458,7 +458,7 @@ export class LeaseSettlement {
     this.metrics.inc("failed", lease.pool, dead);
     this.metrics.inc("redelivered", lease.pool, items.length - dead);
     if (state === "expired") this.metrics.inc("leases_expired", lease.pool);
-    for (const jobId of jobs) this.jobs.settleIfDone(jobId, now);
+    this.jobs.settleDone(jobs, now);
     this.jobs.reopen(jobs);
   }
 }
