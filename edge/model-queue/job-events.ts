@@ -33,6 +33,10 @@ interface Watch {
   /** The stream's text for an event (EventFormat). */
   write: (event: JobEvent) => string;
   controller: ReadableStreamDefaultController<Uint8Array>;
+  /** The key whose stream it is (edge/submit.ts ownerOf); undefined under AUTH=open. */
+  owner: string | undefined;
+  /** Something happened that its reader has not been told, held back while the stream was full (see backedUp). */
+  behind: boolean;
 }
 
 /**
@@ -62,6 +66,15 @@ const encoder = new TextEncoder();
 
 /** Event streams one queue object serves at once; more are refused (429) until some end. */
 export const MAX_WATCHERS = 256;
+/** Of those, the most one caller key may hold, so one key cannot take every stream of a queue from the others. */
+export const MAX_WATCHERS_PER_OWNER = 64;
+/**
+ * Bytes written to a stream and not yet taken by its reader past which the queue writes it no more until the
+ * reader catches up: then it is told what it missed in as few events as say it (the latest counts, the tokens
+ * since its last, the outputs not sent). A reader that does not keep up costs the object no memory beyond this
+ * and one flush's events, however long the job streams.
+ */
+export const STREAM_HIGH_WATER_BYTES = 16 * 1024;
 /** How often an SSE stream with nothing to say sends a comment, so proxies and clients keep it open. */
 export const KEEP_ALIVE_MS = 15_000;
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
@@ -82,35 +95,56 @@ export class JobEvents {
     private readonly model: () => string,
   ) {}
 
-  /** Whether another watcher may start: each costs a few reads on every change to the queue. */
-  get full(): boolean {
-    return this.watches.size >= MAX_WATCHERS;
+  /**
+   * Why another stream may not start, or null: the queue serves MAX_WATCHERS (each costs a few reads on every
+   * change to the queue), and `owner`, a caller key, holds MAX_WATCHERS_PER_OWNER of them.
+   */
+  refusal(owner: string | undefined): "full" | "owner_full" | null {
+    if (this.watches.size >= MAX_WATCHERS) return "full";
+    if (owner === undefined) return null;
+    let held = 0;
+    for (const w of this.watches) if (w.owner === owner) held++;
+    return held >= MAX_WATCHERS_PER_OWNER ? "owner_full" : null;
   }
 
-  /** The job's events from now, in `format`; the stream ends with the job. */
-  watch(jobId: string, format: EventFormat): ReadableStream<Uint8Array> {
+  /**
+   * The job's events from now, in `format`, for `owner`; the stream ends with the job. Written as the reader
+   * takes them (STREAM_HIGH_WATER_BYTES).
+   */
+  watch(jobId: string, format: EventFormat, owner: string | undefined): ReadableStream<Uint8Array> {
     let watch: Watch | undefined;
-    return new ReadableStream<Uint8Array>({
-      start: (controller) => {
-        watch = {
-          jobId,
-          sent: new Set(),
-          streamed: new Map(),
-          counts: "",
-          seen: "",
-          tokens: 0,
-          finals: 0,
-          write: format === "sse" ? sseText() : (openAiStream(format.openai) as (event: JobEvent) => string),
-          controller,
-        };
-        this.watches.add(watch);
-        this.keepAlive ??= setInterval(() => this.sendKeepAlive(), KEEP_ALIVE_MS);
-        this.flushOne(watch, this.lookAt([jobId]).get(jobId));
+    return new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          watch = {
+            jobId,
+            sent: new Set(),
+            streamed: new Map(),
+            counts: "",
+            seen: "",
+            tokens: 0,
+            finals: 0,
+            write: format === "sse" ? sseText() : (openAiStream(format.openai) as (event: JobEvent) => string),
+            controller,
+            owner,
+            behind: false,
+          };
+          this.watches.add(watch);
+          this.keepAlive ??= setInterval(() => this.sendKeepAlive(), KEEP_ALIVE_MS);
+          this.flushOne(watch, this.lookAt([jobId]).get(jobId));
+        },
+        // The reader took what was written: what it was not told while the stream was full, it is told now.
+        pull: () => {
+          if (!watch?.behind || !this.watches.has(watch)) return;
+          watch.behind = false;
+          this.flushOne(watch, this.lookAt([jobId]).get(jobId));
+        },
+        cancel: () => {
+          if (watch) this.watches.delete(watch);
+        },
       },
-      cancel: () => {
-        if (watch) this.watches.delete(watch);
-      },
-    });
+      new ByteLengthQueuingStrategy({ highWaterMark: STREAM_HIGH_WATER_BYTES }),
+    );
   }
 
   /**
@@ -118,9 +152,10 @@ export class JobEvents {
    * job whose status, item counts or tokens moved costs its watcher more.
    */
   flush(): void {
-    if (this.watches.size === 0) return;
-    const now = this.lookAt([...new Set([...this.watches].map((w) => w.jobId))]);
-    for (const watch of this.watches) this.flushOne(watch, now.get(watch.jobId));
+    const ready = [...this.watches].filter((w) => !this.holdBack(w));
+    if (ready.length === 0) return;
+    const now = this.lookAt([...new Set(ready.map((w) => w.jobId))]);
+    for (const watch of ready) this.flushOne(watch, now.get(watch.jobId));
   }
 
   /**
@@ -128,7 +163,14 @@ export class JobEvents {
    * job's status, counts and outputs are not read again (one read a watcher, not four).
    */
   flushTokens(jobs: readonly string[]): void {
-    for (const watch of this.watches) if (jobs.includes(watch.jobId)) this.sendTokens(watch);
+    for (const watch of this.watches) if (jobs.includes(watch.jobId) && !this.holdBack(watch)) this.sendTokens(watch);
+  }
+
+  /** Whether its reader has not taken what was written (STREAM_HIGH_WATER_BYTES): so, noted behind. */
+  private holdBack(w: Watch): boolean {
+    if ((w.controller.desiredSize ?? 1) > 0) return false;
+    w.behind = true;
+    return true;
   }
 
   /** Each job's JobNow, in one read; a job that is gone is missing. */
@@ -185,7 +227,11 @@ export class JobEvents {
     // Outputs are read only when the count of final items changed (an item put back by a replay can leave it
     // the same as the outputs sent).
     const finals = (items.succeeded ?? 0) + (items.failed ?? 0);
-    if (finals !== w.finals) this.sendOutputs(w);
+    if (finals !== w.finals && !this.sendOutputs(w)) {
+      // The stream filled with outputs left to send: the rest, and the end, once the reader takes these.
+      w.seen = "";
+      return;
+    }
     w.finals = finals;
     // A session's job ends once its turn is in the session's history, so the caller's next turn sees it; a
     // timer ends it when the wait runs out, should the session not answer by then.
@@ -197,8 +243,8 @@ export class JobEvents {
     }
   }
 
-  /** Each input's output (or error) not sent yet. */
-  private sendOutputs(w: Watch): void {
+  /** Each input's output (or error) not sent yet; false when the stream filled before all were (see holdBack). */
+  private sendOutputs(w: Watch): boolean {
     for (const item of this.sql.all<{
       idx: number;
       state: string;
@@ -222,7 +268,9 @@ export class JobEvents {
               data: { index: item.idx, code: item.error_code ?? "failed", message: item.error_message ?? "" },
             },
       );
+      if (this.holdBack(w)) return false;
     }
+    return true;
   }
 
   /**
@@ -286,7 +334,8 @@ export class JobEvents {
 
   /** A comment to every stream; the timer stops once none is left. */
   sendKeepAlive(): void {
-    for (const w of this.watches) this.enqueue(w, KEEP_ALIVE);
+    // A stream its reader has not emptied needs no comment to stay open.
+    for (const w of this.watches) if ((w.controller.desiredSize ?? 1) > 0) this.enqueue(w, KEEP_ALIVE);
     if (this.watches.size === 0) {
       clearInterval(this.keepAlive);
       this.keepAlive = undefined;

@@ -28,7 +28,7 @@ import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
-import { type EventFormat, JobEvents, MAX_WATCHERS } from "./job-events.ts";
+import { type EventFormat, JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER } from "./job-events.ts";
 import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -220,22 +220,26 @@ export class ModelQueue extends DurableObject<Env> {
       return this.shardNoted.then(() => this.submit(queue, req, waitMs));
     }
     const now = Date.now();
-    if (req.watch && this.events.full) return this.noStreamRoom(cfg, req);
+    const noStream = req.watch ? this.events.refusal(req.owner) : null;
+    if (noStream) return this.noStreamRoom(cfg, req, noStream);
     const answered = this.accept(cfg, req, waitMs, now);
     if (!req.watch) return answered;
     const format = req.watch;
     const withEvents = (a: SubmitResult): SubmitResult =>
-      a.ok ? { ...a, events: this.events.watch(req.id, format) } : a;
+      a.ok ? { ...a, events: this.events.watch(req.id, format, req.owner) } : a;
     return answered instanceof Promise ? answered.then(withEvents) : withEvents(answered);
   }
 
   /** A streamed call this object has no room to stream: refused before anything is queued. */
-  private noStreamRoom(cfg: ModelConfig, req: SubmitInput): Refusal {
+  private noStreamRoom(cfg: ModelConfig, req: SubmitInput, why: "full" | "owner_full"): Refusal {
     if (!req.passed_on_if_full) this.metrics.inc("rejected", NO_POOL);
     return {
       ok: false,
       code: ErrorCode.queueFull,
-      message: `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry shortly, or call without "stream"`,
+      message:
+        why === "full"
+          ? `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry shortly, or call without "stream"`
+          : `this API key holds as many event streams on the queue of "${cfg.name}" as one key may (${MAX_WATCHERS_PER_OWNER}); end one, or call without "stream"`,
       retryAfterS: 5,
     };
   }
@@ -330,17 +334,18 @@ export class ModelQueue extends DurableObject<Env> {
 
   /**
    * The job's events (job-events.ts), as Server-Sent Events or OpenAI's chunks, until it ends; "not_found" for a job
-   * this queue does not have, "busy" when it serves as many event streams as it will.
+   * this queue does not have, "full" when it serves as many event streams as it will, "owner_full" when `owner`
+   * holds as many of them as one key may.
    */
   watchJob(
     queue: string,
     id: string,
     owner: string | undefined,
     format: EventFormat,
-  ): ReadableStream<Uint8Array> | "not_found" | "busy" {
+  ): ReadableStream<Uint8Array> | "not_found" | "full" | "owner_full" {
     this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
-    return this.events.full ? "busy" : this.events.watch(id, format);
+    return this.events.refusal(owner) ?? this.events.watch(id, format, owner);
   }
 
   /** Resolves with the job once it has ended, or with its state as it is after waitMs. */

@@ -3,8 +3,9 @@
 // the rest of the job), and the job's end with its whole view; then the stream closes.
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { type JobEvents, MAX_WATCHERS } from "../../edge/model-queue/job-events.ts";
-import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
+import { type JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER } from "../../edge/model-queue/job-events.ts";
+import { TEST_CPU_ONLY_KEY } from "../support/test-models.ts";
+import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -13,6 +14,17 @@ async function events(id: string) {
   expect(res.status).toBe(200);
   expect(res.headers.get("Content-Type")).toContain("text/event-stream");
   return sseReader(res);
+}
+
+/**
+ * Ends the streams a test opened inside a queue object, also when it fails, so the object holds none into the
+ * next test.
+ */
+async function cancelHeld(model: string, open: readonly unknown[]): Promise<void> {
+  await runInDurableObject(queue(model), async () => {
+    const streams = open.filter((s): s is ReadableStream<Uint8Array> => s instanceof ReadableStream);
+    await Promise.all(streams.map((stream) => stream.cancel().catch(() => {})));
+  });
 }
 
 describe("job events", () => {
@@ -136,13 +148,64 @@ describe("job events", () => {
       expect(taken.status).toBe(200);
       await taken.body?.cancel();
     } finally {
-      // End the streams this test opened, also when it fails, so the object holds none into the next test.
-      await runInDurableObject(queue("bravo"), async () => {
-        const streams = open.filter((s): s is ReadableStream<Uint8Array> => s instanceof ReadableStream);
-        await Promise.all(streams.map((stream) => stream.cancel().catch(() => {})));
-      });
+      await cancelHeld("bravo", open);
     }
   });
+  it("gives a reader that stopped reading every output in order, then the end, once it reads again", async () => {
+    const worker = await SocketWorker.connect("alpha", { max_batch_size: 4, max_concurrent_batches: 2 });
+    const id = (await infer({ model: "alpha", inputs: [1, 2, 3, 4, 5, 6, 7, 8], wait: false })).body.id as string;
+    const [held] = await runInDurableObject(queue("alpha"), (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      return [instance.watchJob("alpha", id, owner, "sse")];
+    });
+    // Outputs that fill the stream before all are written: the rest wait for the reader, and the end after them.
+    const big = (x: number) => String(x).repeat(6000);
+    const batches = [await worker.next("batch"), await worker.next("batch")];
+    for (const batch of batches) worker.complete(batch, big);
+    await waitFor(async () => (await call(`/v1/jobs/${id}`)).body.status === "succeeded" || undefined);
+    const seen = await runInDurableObject(queue("alpha"), async () => {
+      const stream = sseReader(new Response(held as ReadableStream<Uint8Array>));
+      const all: SseEvent[] = [];
+      for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+      return all;
+    });
+    expect(seen.filter((e) => e.event === "output").map((e) => e.data)).toEqual(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((x, index) => ({ index, output: big(x) })),
+    );
+    expect(seen.at(-1)?.event).toBe("completed");
+    expect(seen.filter((e) => e.event === "completed")).toHaveLength(1);
+    worker.close();
+  });
+
+  it("holds one caller key to MAX_WATCHERS_PER_OWNER streams of a queue (429), while another key still gets one", async () => {
+    const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
+    // The key's streams, opened inside the object as the route does (for the key that owns the job), held open.
+    const open = await runInDurableObject(queue("bravo"), (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      return Array.from({ length: MAX_WATCHERS_PER_OWNER }, () => instance.watchJob("bravo", id, owner, "sse"));
+    });
+    try {
+      expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
+      const refused = await call(`/v1/jobs/${id}/events`);
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("Retry-After")).toBe("5");
+      expect(refused.body.error.message).toContain(`as one key may (${MAX_WATCHERS_PER_OWNER}); end one`);
+      const streamed = await call("/v1/infer", { body: { model: "bravo", inputs: [2], stream: true } });
+      expect(streamed.status).toBe(429);
+      expect(streamed.body.error.message).toMatch(/this API key holds as many event streams/);
+      // The queue has room for more streams: another key is served.
+      const other = await SELF.fetch("http://edge/v1/infer", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${TEST_CPU_ONLY_KEY}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "bravo", inputs: [3], stream: true }),
+      });
+      expect(other.status).toBe(200);
+      await other.body?.cancel();
+    } finally {
+      await cancelHeld("bravo", open);
+    }
+  });
+
   it("hands on the queue's own SSE, numbered from 1, with a comment that keeps an idle stream open", async () => {
     const res = await infer({ model: "bravo", inputs: [1], wait: false });
     const caller = await SELF.fetch(`http://edge/v1/jobs/${res.body.id}/events`, { headers: CALLER });

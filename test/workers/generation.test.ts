@@ -3,8 +3,9 @@
 // to the job's event stream as `token` events (a late reader catching up), resumes a redelivered item after
 // the tokens already accepted (deltas over HTTP too), and reports TTFT, tokens and tokens/s in the job view and /metrics. A delta whose
 // order matters goes by sendTokens, which waits until the queue holds it (see SocketWorker.sendTokens).
-import { SELF } from "cloudflare:test";
+import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
+import { STREAM_HIGH_WATER_BYTES } from "../../edge/model-queue/job-events.ts";
 import {
   CALLER,
   call,
@@ -96,6 +97,39 @@ describe("token deltas", () => {
     expect(metrics).toMatch(/edgeswarm_time_to_first_token_seconds_count\{model="scribe",pool="gpu"\} 1/);
     expect(metrics).toMatch(/edgeswarm_generated_tokens_total\{model="scribe",pool="gpu"\} 4/);
     expect(metrics).toMatch(/edgeswarm_prompt_tokens_total\{model="scribe",pool="gpu"\} 3/);
+    worker.close();
+  });
+
+  it("reach a reader that stopped reading in as few events as say what it missed: the queue holds no backlog", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const id = (await infer({ model: MODEL, inputs: [{ prompt: "Long" }], wait: false })).body.id as string;
+    const batch = await worker.next("batch");
+    // A stream held inside the object and not read, as a caller's that stopped reading.
+    const [held] = await runInDurableObject(queue(MODEL), (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      return [instance.watchJob(MODEL, id, owner, "sse")];
+    });
+    const piece = "x".repeat(4096);
+    const ids = Array.from({ length: 16 }, (_, i) => i + 1);
+    for (const [i, token] of ids.entries()) await worker.sendTokens(tokens(batch.lease_id, i, [token], piece));
+    worker.complete(batch, () => output(piece.repeat(ids.length), ids));
+    await waitFor(async () => (await call(`/v1/jobs/${id}`)).body.status === "succeeded" || undefined);
+
+    const seen = await runInDurableObject(queue(MODEL), async () => {
+      const stream = sseReader(new Response(held as ReadableStream<Uint8Array>));
+      const all: SseEvent[] = [];
+      for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+      return all;
+    });
+    const sent = seen.filter((e) => e.event === "token");
+    expect(sent.flatMap((e) => e.data.tokens)).toEqual(ids);
+    expect(sent.map((e) => e.data.text).join("")).toBe(piece.repeat(ids.length));
+    const offsets = sent.map((e) => e.data.offset);
+    expect(offsets).toEqual(sent.map((_, k) => sent.slice(0, k).reduce((n, e) => n + e.data.tokens.length, 0)));
+    // Deltas were written while the stream had room (STREAM_HIGH_WATER_BYTES); the rest came as one event once read.
+    expect(sent.length).toBeLessThanOrEqual(Math.ceil(STREAM_HIGH_WATER_BYTES / piece.length) + 2);
+    expect(seen.filter((e) => e.event === "output")).toHaveLength(1);
+    expect(seen.at(-1)?.event).toBe("completed");
     worker.close();
   });
 
