@@ -74,8 +74,25 @@ export async function startCoordinator(
       `port ${opts.port} is already in use (another coordinator running?); stop it or choose another port`,
     );
   }
-  const port = opts.port ?? (await freePort());
-  const inspector = await freePort();
+  // A port found free can be taken before wrangler binds it (other tests start servers beside this one): with
+  // no port asked for, try others.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(opts, opts.port ?? (await freePort()), await freePort());
+    } catch (error) {
+      if (attempt >= 3 || opts.port !== undefined || !(error instanceof PortTaken)) throw error;
+    }
+  }
+}
+
+/** wrangler dev could not bind a port it was given. */
+class PortTaken extends Error {}
+
+async function launch(
+  opts: Parameters<typeof startCoordinator>[0],
+  port: number,
+  inspector: number,
+): Promise<Coordinator> {
   const vars = Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const child = spawn(
     process.execPath,
@@ -114,7 +131,10 @@ export async function startCoordinator(
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + (opts.timeoutMs ?? 45_000);
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}):\n${output}`);
+    if (child.exitCode !== null) {
+      const message = `wrangler dev exited (${child.exitCode}):\n${output}`;
+      throw /Address already in use/.test(output) ? new PortTaken(message) : new Error(message);
+    }
     try {
       const res = await fetch(`${url}/healthz`);
       if (res.ok) return { url, port, inspectorPort: inspector, stop: () => stopProcess(child) };
