@@ -39,6 +39,14 @@ interface Watch {
   behind: boolean;
 }
 
+/** A generating input's tokens as kept (token-stream.ts). */
+interface GeneratingItem extends Record<string, SqlStorageValue> {
+  idx: number;
+  gen_count: number;
+  gen_tokens: string;
+  gen_text: string;
+}
+
 /**
  * What a watcher is told from: a job's status, its items by state, the tokens its items have accepted, and
  * whether its end waits for its turn to reach its session.
@@ -163,7 +171,10 @@ export class JobEvents {
    * job's status, counts and outputs are not read again (one read a watcher, not four).
    */
   flushTokens(jobs: readonly string[]): void {
-    for (const watch of this.watches) if (jobs.includes(watch.jobId) && !this.holdBack(watch)) this.sendTokens(watch);
+    const ready = [...this.watches].filter((w) => jobs.includes(w.jobId) && !this.holdBack(w));
+    if (ready.length === 0) return;
+    const generating = this.generating([...new Set(ready.map((w) => w.jobId))]);
+    for (const watch of ready) this.sendTokens(watch, generating.get(watch.jobId) ?? []);
   }
 
   /** Whether its reader has not taken what was written (STREAM_HIGH_WATER_BYTES): so, noted behind. */
@@ -222,7 +233,7 @@ export class JobEvents {
         data: { id: w.jobId, status: job.status, items },
       });
     }
-    if (job.tokens !== w.tokens) this.sendTokens(w);
+    if (job.tokens !== w.tokens) this.sendTokens(w, this.generating([w.jobId]).get(w.jobId) ?? []);
     if (!moved) return;
     // Outputs are read only when the count of final items changed (an item put back by a replay can leave it
     // the same as the outputs sent).
@@ -273,17 +284,29 @@ export class JobEvents {
     return true;
   }
 
-  /**
-   * The tokens of each generating input the watcher has not had yet (token-stream.ts keeps them), before its
-   * output: a reader that joins late catches up in one event per input.
-   */
-  private sendTokens(w: Watch): void {
-    w.tokens = 0;
-    for (const item of this.sql.all<{ idx: number; gen_count: number; gen_tokens: string; gen_text: string }>(
-      `SELECT idx, gen_count, gen_tokens, gen_text FROM items
-       WHERE job_id = ? AND first_token_at IS NOT NULL AND gen_count > 0 ORDER BY idx`,
-      w.jobId,
+  /** The generating items of each of `jobIds` that have tokens, in order, from one read whatever their number. */
+  private generating(jobIds: readonly string[]): Map<string, GeneratingItem[]> {
+    const found = new Map<string, GeneratingItem[]>();
+    for (const item of this.sql.all<GeneratingItem & { job_id: string }>(
+      `SELECT job_id, idx, gen_count, gen_tokens, gen_text FROM items
+       WHERE job_id IN (SELECT value FROM json_each(?)) AND first_token_at IS NOT NULL AND gen_count > 0
+       ORDER BY job_id, idx`,
+      JSON.stringify(jobIds),
     )) {
+      const list = found.get(item.job_id) ?? [];
+      list.push(item);
+      found.set(item.job_id, list);
+    }
+    return found;
+  }
+
+  /**
+   * The tokens of each generating input (`items`, its job's) the watcher has not had yet (token-stream.ts keeps
+   * them), before its output: a reader that joins late catches up in one event per input.
+   */
+  private sendTokens(w: Watch, items: readonly GeneratingItem[]): void {
+    w.tokens = 0;
+    for (const item of items) {
       w.tokens += item.gen_count;
       const had = w.streamed.get(item.idx) ?? { tokens: 0, chars: 0 };
       if (item.gen_count <= had.tokens) continue;
