@@ -33,6 +33,15 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   created_at: number;
 }
 
+/** An item's tokens taken from one frame, to write (TokenStream.store). */
+interface KeptTokens {
+  seq: number;
+  tokens: number[];
+  text: string;
+  /** The item's token count with them. */
+  count: number;
+}
+
 export class TokenStream {
   constructor(
     private readonly sql: Sql,
@@ -47,7 +56,7 @@ export class TokenStream {
    * other items' (the lease may hold other jobs' items, which go on when one job is cancelled). An untrusted
    * lease's deltas (a donor's, while verification is on) only keep the lease alive: they are not relayed, since
    * its output reaches callers only once verified, nor kept to resume from, since a next worker must not build
-   * on tokens nobody checked. One read finds the lease's items, one write a delta keeps.
+   * on tokens nobody checked. One read finds the lease's items, one write keeps every item's deltas.
    */
   accept(
     lease: LeaseRow,
@@ -68,26 +77,56 @@ export class TokenStream {
     }
     let refused: Refusal | null = null;
     const stopped = new Set<number>();
+    const kept = new Map<number, KeptTokens>();
     for (const delta of body.deltas) {
       if (stopped.has(delta.pos)) continue;
       const row = rows.get(delta.pos);
       const outcome = row ? this.keep(lease, row, delta, now) : this.noItem(lease, delta.pos);
       if (outcome === "held") continue;
-      if (outcome === "kept") {
-        if (row) jobs.add(row.job_id);
+      if (outcome !== "kept" || !row) {
+        // (a delta is kept only into its item's row)
+        if (outcome !== "kept") refused ??= outcome;
+        stopped.add(delta.pos);
         continue;
       }
-      refused ??= outcome;
-      stopped.add(delta.pos);
+      jobs.add(row.job_id);
+      // An item's deltas in one frame follow one another: kept as one.
+      const item = kept.get(row.seq) ?? { seq: row.seq, tokens: [], text: "", count: 0 };
+      item.tokens.push(...delta.tokens);
+      item.text += delta.text;
+      item.count = row.gen_count;
+      kept.set(row.seq, item);
     }
+    this.store([...kept.values()], now);
     return { refused, jobs };
+  }
+
+  /**
+   * Writes the tokens kept of a frame, every item's in one statement: each item's join its kept JSON array inside
+   * SQLite (no read and rewrite of it here), its text its text, and its count moves on.
+   */
+  private store(kept: readonly KeptTokens[], now: number): void {
+    if (kept.length === 0) return;
+    this.sql.run(
+      `UPDATE items SET
+         gen_tokens = CASE WHEN gen_tokens IS NULL OR gen_tokens = '[]' THEN d.value ->> 'tokens'
+           ELSE substr(gen_tokens, 1, length(gen_tokens) - 1) || ',' || substr(d.value ->> 'tokens', 2) END,
+         gen_text = gen_text || (d.value ->> 'text'), gen_count = d.value ->> 'count',
+         first_token_at = COALESCE(first_token_at, ?2)
+       FROM json_each(?1) AS d WHERE items.seq = d.value ->> 'seq'`,
+      JSON.stringify(kept.map((k) => ({ seq: k.seq, tokens: JSON.stringify(k.tokens), text: k.text, count: k.count }))),
+      now,
+    );
   }
 
   private noItem(lease: LeaseRow, pos: number): Refusal {
     return refusal(ErrorCode.validation, `lease ${lease.id} holds no generating item at position ${pos}`);
   }
 
-  /** Keeps one delta of the item `row` (whose count it moves on), or says why not; "held": already kept. */
+  /**
+   * Takes one delta of the item `row` (whose count it moves on; accept writes what was taken), or says why not;
+   * "held": already kept.
+   */
   private keep(
     lease: LeaseRow,
     row: StreamRow,
@@ -106,19 +145,6 @@ export class TokenStream {
     if (end > MAX_TOKENS) {
       return refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`);
     }
-    // The delta's tokens (at least one) join the kept JSON array in SQLite: no read and rewrite of it here.
-    this.sql.run(
-      `UPDATE items SET
-         gen_tokens = CASE WHEN gen_tokens IS NULL OR gen_tokens = '[]' THEN ?1
-           ELSE substr(gen_tokens, 1, length(gen_tokens) - 1) || ',' || substr(?1, 2) END,
-         gen_text = gen_text || ?2, gen_count = ?3, first_token_at = COALESCE(first_token_at, ?4)
-       WHERE seq = ?5`,
-      JSON.stringify(delta.tokens),
-      delta.text,
-      end,
-      now,
-      row.seq,
-    );
     if (row.gen_count === 0) this.metrics.observe("ttft", lease.pool, [(now - row.created_at) / 1000]);
     row.gen_count = end;
     return "kept";
