@@ -79,8 +79,9 @@ export const MAX_WATCHERS_PER_OWNER = 64;
 /**
  * Bytes written to a stream and not yet taken by its reader past which the queue writes it no more until the
  * reader catches up: then it is told what it missed in as few events as say it (the latest counts, the tokens
- * since its last, the outputs not sent). A reader that does not keep up costs the object no memory beyond this
- * and one flush's events, however long the job streams.
+ * since its last, the outputs not sent, the end). Nothing is written to a full stream, so one that is not read
+ * holds at most this and the one event that filled it (a count, an input's tokens or output, the end's view),
+ * however long its job streams.
  */
 export const STREAM_HIGH_WATER_BYTES = 16 * 1024;
 /** How often an SSE stream with nothing to say sends a comment, so proxies and clients keep it open. */
@@ -174,7 +175,7 @@ export class JobEvents {
     const ready = [...this.watches].filter((w) => jobs.includes(w.jobId) && !this.holdBack(w));
     if (ready.length === 0) return;
     const generating = this.generating([...new Set(ready.map((w) => w.jobId))]);
-    for (const watch of ready) this.sendTokens(watch, generating.get(watch.jobId) ?? []);
+    for (const watch of ready) if (!this.sendTokens(watch, generating.get(watch.jobId) ?? [])) this.resumeLater(watch);
   }
 
   /** Whether its reader has not taken what was written (STREAM_HIGH_WATER_BYTES): so, noted behind. */
@@ -220,12 +221,15 @@ export class JobEvents {
       return;
     }
     const { items } = job;
+    const final = FINAL_STATUSES.includes(job.status);
+    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it; a
+    // timer ends it when the wait runs out, should the session not answer by then.
+    if (final && job.awaitingSessionUntil !== null) this.lookAgainAt(job.awaitingSessionUntil);
     const counts = JSON.stringify(items);
     const seen = `${job.status} ${job.awaitingSessionUntil !== null} ${counts}`;
     const moved = seen !== w.seen;
     if (!moved && job.tokens === w.tokens) return;
     w.seen = seen;
-    const final = FINAL_STATUSES.includes(job.status);
     if (counts !== w.counts && !final) {
       w.counts = counts;
       this.send(w, {
@@ -233,25 +237,41 @@ export class JobEvents {
         data: { id: w.jobId, status: job.status, items },
       });
     }
-    if (job.tokens !== w.tokens) this.sendTokens(w, this.generating([w.jobId]).get(w.jobId) ?? []);
+    if (job.tokens !== w.tokens && !this.sendTokens(w, this.generating([w.jobId]).get(w.jobId) ?? [])) {
+      this.resumeLater(w);
+      return;
+    }
     if (!moved) return;
     // Outputs are read only when the count of final items changed (an item put back by a replay can leave it
     // the same as the outputs sent).
     const finals = (items.succeeded ?? 0) + (items.failed ?? 0);
     if (finals !== w.finals && !this.sendOutputs(w)) {
-      // The stream filled with outputs left to send: the rest, and the end, once the reader takes these.
-      w.seen = "";
+      this.resumeLater(w);
       return;
     }
     w.finals = finals;
-    // A session's job ends once its turn is in the session's history, so the caller's next turn sees it; a
-    // timer ends it when the wait runs out, should the session not answer by then.
-    if (final && job.awaitingSessionUntil !== null) this.lookAgainAt(job.awaitingSessionUntil);
-    const view = final && job.awaitingSessionUntil === null ? this.jobs.view(w.jobId) : null;
+    if (!final || job.awaitingSessionUntil !== null) return;
+    // The end, with the whole view, once the reader has taken what came before it.
+    if (this.holdBack(w)) {
+      this.resumeLater(w);
+      return;
+    }
+    const view = this.jobs.view(w.jobId);
     if (view && view.status !== "queued" && view.status !== "running") {
       const { created_at: _created, ...rest } = view;
       this.end(w, { event: END_EVENT[view.status], data: rest });
     }
+  }
+
+  /**
+   * The stream filled before all there was to say was written: the rest (sent tokens, outputs and the end are
+   * each remembered, so nothing goes twice) when its reader takes what was (pull).
+   */
+  private resumeLater(w: Watch): void {
+    w.seen = "";
+    w.tokens = -1;
+    w.finals = -1;
+    w.behind = true;
   }
 
   /** Each input's output (or error) not sent yet; false when the stream filled before all were (see holdBack). */
@@ -302,19 +322,23 @@ export class JobEvents {
 
   /**
    * The tokens of each generating input (`items`, its job's) the watcher has not had yet (token-stream.ts keeps
-   * them), before its output: a reader that joins late catches up in one event per input.
+   * them), before its output: a reader that joins late catches up in one event per input. False when the stream
+   * filled before every input's were written.
    */
-  private sendTokens(w: Watch, items: readonly GeneratingItem[]): void {
+  private sendTokens(w: Watch, items: readonly GeneratingItem[]): boolean {
     w.tokens = 0;
     for (const item of items) {
       w.tokens += item.gen_count;
       const had = w.streamed.get(item.idx) ?? { tokens: 0, chars: 0 };
       if (item.gen_count <= had.tokens) continue;
+      // A full stream takes no more: each input's catch-up is one event, written once the reader has room.
+      if (this.holdBack(w)) return false;
       const tokens = (JSON.parse(item.gen_tokens) as number[]).slice(had.tokens);
       const text = item.gen_text.slice(had.chars);
       w.streamed.set(item.idx, { tokens: item.gen_count, chars: item.gen_text.length });
       this.send(w, { event: "token", data: { index: item.idx, offset: had.tokens, tokens, text } });
     }
+    return true;
   }
 
   private send(w: Watch, event: JobEvent): void {

@@ -163,6 +163,12 @@ describe("job events", () => {
     const batches = [await worker.next("batch"), await worker.next("batch")];
     for (const batch of batches) worker.complete(batch, big);
     await waitFor(async () => (await call(`/v1/jobs/${id}`)).body.status === "succeeded" || undefined);
+    // Held, not written: the stream is full and the object waits for its reader.
+    const unread = await runInDurableObject(queue("alpha"), (instance) => {
+      const events = (instance as unknown as { events: { watches: Set<{ behind: boolean }> } }).events;
+      return [...events.watches].map((w) => w.behind);
+    });
+    expect(unread).toEqual([true]);
     const seen = await runInDurableObject(queue("alpha"), async () => {
       const stream = sseReader(new Response(held as ReadableStream<Uint8Array>));
       const all: SseEvent[] = [];
@@ -193,6 +199,16 @@ describe("job events", () => {
       const streamed = await call("/v1/infer", { body: { model: "bravo", inputs: [2], stream: true } });
       expect(streamed.status).toBe(429);
       expect(streamed.body.error.message).toMatch(/this API key holds as many event streams/);
+      const depth = async () =>
+        (await call("/v1/models")).body.models.find((m: { name: string }) => m.name === "bravo").queue_depth;
+      expect(await depth()).toBe(1);
+      // One of the key's streams ends: the key gets one again.
+      await runInDurableObject(queue("bravo"), async () => {
+        await (open[0] as ReadableStream).cancel();
+      });
+      const again = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER });
+      expect(again.status).toBe(200);
+      await again.body?.cancel();
       // The queue has room for more streams: another key is served.
       const other = await SELF.fetch("http://edge/v1/infer", {
         method: "POST",

@@ -133,6 +133,41 @@ describe("token deltas", () => {
     worker.close();
   });
 
+  it("reach a late reader one input's catch-up at a time, each once it has room", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const id = (await infer({ model: MODEL, inputs: [{ prompt: "A" }, { prompt: "B" }], wait: false })).body
+      .id as string;
+    const batch = await worker.next("batch");
+    const piece = (c: string) => c.repeat(4096);
+    for (const pos of [0, 1]) {
+      for (let k = 0; k < 5; k++)
+        await worker.sendTokens(tokens(batch.lease_id, k, [k + 1], piece("ab"[pos] ?? ""), pos));
+    }
+    // Joins now, and does not read yet: input 0's 20 KiB fill its stream; input 1's wait.
+    const [held, behind] = await runInDurableObject(queue(MODEL), (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      const stream = instance.watchJob(MODEL, id, owner, "sse");
+      const events = (instance as unknown as { events: { watches: Set<{ behind: boolean }> } }).events;
+      return [stream, [...events.watches].map((w) => w.behind)];
+    });
+    expect(behind).toEqual([true]);
+    worker.complete(batch, (input) => output(piece(input.prompt === "A" ? "a" : "b").repeat(5), [1, 2, 3, 4, 5]));
+    const seen = await runInDurableObject(queue(MODEL), async () => {
+      const stream = sseReader(new Response(held as ReadableStream<Uint8Array>));
+      const all: SseEvent[] = [];
+      for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+      return all;
+    });
+    const sent = seen.filter((e) => e.event === "token").map((e) => [e.data.index, e.data.offset, e.data.text.length]);
+    expect(sent).toEqual([
+      [0, 0, 5 * 4096],
+      [1, 0, 5 * 4096],
+    ]);
+    expect(seen.filter((e) => e.event === "output").map((e) => e.data.index)).toEqual([0, 1]);
+    expect(seen.at(-1)?.event).toBe("completed");
+    worker.close();
+  });
+
   it("come several to a `deltas` frame, kept in order as if sent one by one; a gap stops only its item's", async () => {
     const worker = await SocketWorker.connect(MODEL);
     const a = await infer({ model: MODEL, inputs: [{ prompt: "A" }, { prompt: "B" }], wait: false });
