@@ -359,14 +359,18 @@ describe("a full queue", () => {
 
     const controller = new AbortController();
     const seen: string[] = [];
+    // This step hung twice in full runs under load (never alone): say where, for whoever looks next.
+    let step = "asking for the stream and its first event";
+    const stuck = setTimeout(() => console.error(`sdk abort test stuck ${step}; events so far: ${seen}`), 20_000);
     const streamed = await rejection(
       (async () => {
         for await (const e of client.events(fillerId, { signal: controller.signal })) {
           seen.push(e.event);
+          step = "ending the stream after abort";
           controller.abort();
         }
       })(),
-    );
+    ).finally(() => clearTimeout(stuck));
     expect(seen).toEqual(["queued"]);
     expect(streamed.name).toBe("AbortError");
   });
