@@ -7,7 +7,7 @@ import type { Context } from "hono";
 import { ErrorCode } from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
-import { MAX_WATCHERS_PER_OWNER } from "./model-queue/job-events.ts";
+import { streamRefusalMessage } from "./model-queue/job-events.ts";
 import { afterAnswer, stubOfId } from "./request.ts";
 import { ownerOf } from "./submit.ts";
 import { streamClosed } from "./telemetry/call-trace.ts";
@@ -19,14 +19,15 @@ export async function watchEvents(c: Context<HonoEnv>, id: string): Promise<Resp
   if (events === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
-  if (events === "full" || events === "owner_full") {
-    const why =
-      events === "full"
-        ? `the queue of "${model}" serves as many event streams as it will`
-        : `this API key holds as many event streams on the queue of "${model}" as one key may (${MAX_WATCHERS_PER_OWNER}); end one`;
-    throw new ApiError(429, ErrorCode.queueFull, `${why}; poll GET /v1/jobs/${id} or retry`, {
-      headers: { "Retry-After": "5" },
-    });
+  if (typeof events === "string") {
+    throw new ApiError(
+      429,
+      ErrorCode.queueFull,
+      `${streamRefusalMessage(events, model)}; poll GET /v1/jobs/${id} or retry`,
+      {
+        headers: { "Retry-After": "5" },
+      },
+    );
   }
   return pipeEvents(c, id, events);
 }

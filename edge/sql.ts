@@ -10,6 +10,17 @@ export class Sql {
     return this.storage.exec<T>(query, ...bindings).toArray();
   }
 
+  /** The rows of a query by the value of their column `key`, each group in the rows' order. */
+  grouped<T extends Row, K extends keyof T>(key: K, query: string, ...bindings: SqlStorageValue[]): Map<T[K], T[]> {
+    const groups = new Map<T[K], T[]>();
+    for (const row of this.all<T>(query, ...bindings)) {
+      const group = groups.get(row[key]);
+      if (group) group.push(row);
+      else groups.set(row[key], [row]);
+    }
+    return groups;
+  }
+
   one<T extends Row>(query: string, ...bindings: SqlStorageValue[]): T | undefined {
     return this.all<T>(query, ...bindings)[0];
   }

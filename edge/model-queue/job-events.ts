@@ -35,7 +35,7 @@ interface Watch {
   controller: ReadableStreamDefaultController<Uint8Array>;
   /** The key whose stream it is (edge/submit.ts ownerOf); undefined under AUTH=open. */
   owner: string | undefined;
-  /** Something happened that its reader has not been told, held back while the stream was full (see backedUp). */
+  /** Something happened that its reader has not been told, held back while the stream was full (see holdBack). */
   behind: boolean;
 }
 
@@ -84,6 +84,16 @@ export const MAX_WATCHERS_PER_OWNER = 64;
  * however long its job streams.
  */
 export const STREAM_HIGH_WATER_BYTES = 16 * 1024;
+/** Why a stream may not start (JobEvents.refusal): the queue serves all it will, or the caller's key does. */
+export type StreamRefusal = "full" | "owner_full";
+
+/** What a caller refused a stream is told; each path adds what to do instead. */
+export function streamRefusalMessage(why: StreamRefusal, model: string): string {
+  return why === "full"
+    ? `the queue of "${model}" serves as many event streams as it will (${MAX_WATCHERS})`
+    : `this API key holds as many event streams on the queue of "${model}" as one key may (${MAX_WATCHERS_PER_OWNER}); end one`;
+}
+
 /** How often an SSE stream with nothing to say sends a comment, so proxies and clients keep it open. */
 export const KEEP_ALIVE_MS = 15_000;
 const KEEP_ALIVE = encoder.encode(": keep-alive\n\n");
@@ -108,7 +118,7 @@ export class JobEvents {
    * Why another stream may not start, or null: the queue serves MAX_WATCHERS (each costs a few reads on every
    * change to the queue), and `owner`, a caller key, holds MAX_WATCHERS_PER_OWNER of them.
    */
-  refusal(owner: string | undefined): "full" | "owner_full" | null {
+  refusal(owner: string | undefined): StreamRefusal | null {
     if (this.watches.size >= MAX_WATCHERS) return "full";
     if (owner === undefined) return null;
     let held = 0;
@@ -306,18 +316,13 @@ export class JobEvents {
 
   /** The generating items of each of `jobIds` that have tokens, in order, from one read whatever their number. */
   private generating(jobIds: readonly string[]): Map<string, GeneratingItem[]> {
-    const found = new Map<string, GeneratingItem[]>();
-    for (const item of this.sql.all<GeneratingItem & { job_id: string }>(
+    return this.sql.grouped<GeneratingItem & { job_id: string }, "job_id">(
+      "job_id",
       `SELECT job_id, idx, gen_count, gen_tokens, gen_text FROM items
        WHERE job_id IN (SELECT value FROM json_each(?)) AND first_token_at IS NOT NULL AND gen_count > 0
        ORDER BY job_id, idx`,
       JSON.stringify(jobIds),
-    )) {
-      const list = found.get(item.job_id) ?? [];
-      list.push(item);
-      found.set(item.job_id, list);
-    }
-    return found;
+    );
   }
 
   /**

@@ -399,15 +399,11 @@ export class JobStore {
       this.metrics.observe("request_duration", job.pool ?? NO_POOL, [(now - job.created_at) / 1000]);
     const waited = ended.filter((job) => this.waiters.has(job.id));
     if (waited.length === 0) return;
-    const itemsOf = new Map<string, ViewItem[]>();
-    for (const item of this.sql.all<ViewItem & { job_id: string }>(
+    const itemsOf = this.sql.grouped<ViewItem & { job_id: string }, "job_id">(
+      "job_id",
       `SELECT job_id, ${VIEW_ITEM_COLUMNS} FROM items WHERE job_id IN ${IN_SET} ORDER BY job_id, idx`,
       JSON.stringify(waited.map((job) => job.id)),
-    )) {
-      const list = itemsOf.get(item.job_id) ?? [];
-      list.push(item);
-      itemsOf.set(item.job_id, list);
-    }
+    );
     for (const job of waited) this.wake(job.id, this.endedView(job, itemsOf.get(job.id) ?? []));
   }
 

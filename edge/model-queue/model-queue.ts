@@ -28,7 +28,7 @@ import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
-import { type EventFormat, JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER } from "./job-events.ts";
+import { type EventFormat, JobEvents, type StreamRefusal, streamRefusalMessage } from "./job-events.ts";
 import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -231,15 +231,12 @@ export class ModelQueue extends DurableObject<Env> {
   }
 
   /** A streamed call this object has no room to stream: refused before anything is queued. */
-  private noStreamRoom(cfg: ModelConfig, req: SubmitInput, why: "full" | "owner_full"): Refusal {
+  private noStreamRoom(cfg: ModelConfig, req: SubmitInput, why: StreamRefusal): Refusal {
     if (!req.passed_on_if_full) this.metrics.inc("rejected", NO_POOL);
     return {
       ok: false,
       code: ErrorCode.queueFull,
-      message:
-        why === "full"
-          ? `the queue of "${cfg.name}" serves as many event streams as it will (${MAX_WATCHERS}); retry shortly, or call without "stream"`
-          : `this API key holds as many event streams on the queue of "${cfg.name}" as one key may (${MAX_WATCHERS_PER_OWNER}); end one, or call without "stream"`,
+      message: `${streamRefusalMessage(why, cfg.name)}; retry shortly, or call without "stream"`,
       retryAfterS: 5,
     };
   }
@@ -342,7 +339,7 @@ export class ModelQueue extends DurableObject<Env> {
     id: string,
     owner: string | undefined,
     format: EventFormat,
-  ): ReadableStream<Uint8Array> | "not_found" | "full" | "owner_full" {
+  ): ReadableStream<Uint8Array> | "not_found" | StreamRefusal {
     this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
     return this.events.refusal(owner) ?? this.events.watch(id, format, owner);

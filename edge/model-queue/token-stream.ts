@@ -83,12 +83,12 @@ export class TokenStream {
       const row = rows.get(delta.pos);
       const outcome = row ? this.keep(lease, row, delta, now) : this.noItem(lease, delta.pos);
       if (outcome === "held") continue;
-      if (outcome !== "kept" || !row) {
-        // (a delta is kept only into its item's row)
-        if (outcome !== "kept") refused ??= outcome;
+      if (typeof outcome !== "string") {
+        refused ??= outcome;
         stopped.add(delta.pos);
         continue;
       }
+      if (!row) continue; // kept implies its row: noItem refuses
       jobs.add(row.job_id);
       // An item's deltas in one frame follow one another: kept as one.
       const item = kept.get(row.seq) ?? { seq: row.seq, tokens: [], text: "", count: 0 };
