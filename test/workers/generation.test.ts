@@ -350,7 +350,8 @@ describe("items settled before their lease completes (a `results` frame)", () =>
     expect((await settledView(short.body.id)).outputs[0]).toMatchObject({ generated_text: " Hello", tokens: [5, 6] });
     worker.complete(more, () => output(" ok", [4]));
     expect((await settledView(next.body.id)).outputs[0].generated_text).toBe(" ok");
-    expect(worker.has("error")).toBe(false);
+    // No error answered: shown whole when there is one (this failed once in a full run under load).
+    expect(worker.has("error") ? await worker.next("error") : null).toBeNull();
     worker.close();
   });
 
