@@ -162,7 +162,8 @@ export class SocketWorker {
   /**
    * Sends a token delta and waits until the queue holds the item's tokens through its end. Frames on this
    * in-process socket can reach the queue object out of order (a later delta first, refused as a gap, or a
-   * completion before the deltas). Over wrangler dev's TCP socket 1,000 deltas sent at once arrived in order.
+   * completion before the deltas): the test pool's Durable Object wrapper awaits its module for each event
+   * before calling the handler. Over wrangler dev's TCP socket 1,000 deltas sent at once arrived in order.
    */
   async sendTokens(frame: { lease_id: string; pos: number; offset: number; tokens: number[] }): Promise<void> {
     this.send({ type: "tokens", text: "", ...frame });
