@@ -21,8 +21,8 @@ interface Watch {
   jobId: string;
   /** Indices whose output or error was sent. */
   sent: Set<number>;
-  /** Per generating index: tokens and characters of text sent in `token` events. */
-  streamed: Map<number, { tokens: number; chars: number }>;
+  /** Per generating index: how far into its kept tokens the `token` events sent went. */
+  streamed: Map<number, Sent>;
   /** The item counts last sent, as JSON. */
   counts: string;
   /** The job's status and item counts when it was last looked at, and its tokens when last sent. */
@@ -39,12 +39,33 @@ interface Watch {
   behind: boolean;
 }
 
-/** A generating input's tokens as kept (token-stream.ts). */
+/**
+ * How far into a generating input's kept tokens (token-stream.ts) a watcher was sent: the tokens, the
+ * characters of the kept JSON array they end at, and the bytes of the text (UTF-8, as SQLite keeps it), so the
+ * rest is read with substr and a long reply costs each frame its new tokens only, not all kept so far.
+ */
+interface Sent {
+  tokens: number;
+  arrayChars: number;
+  textBytes: number;
+}
+
+const NOTHING_SENT: Sent = { tokens: 0, arrayChars: 0, textBytes: 0 };
+
+/**
+ * A generating input's tokens kept past `from` (the least any of its watchers was sent): `tokens_after`, the
+ * rest of the kept JSON array after the comma that replaced its end (the whole array when from is at its
+ * start); `text_after`, the text's rest as bytes (substr on text stops at a NUL, which a token may decode to).
+ * Both null when there is nothing new.
+ */
 interface GeneratingItem extends Record<string, SqlStorageValue> {
   idx: number;
   gen_count: number;
-  gen_tokens: string;
-  gen_text: string;
+  from_tokens: number;
+  from_array: number;
+  from_text: number;
+  tokens_after: string | null;
+  text_after: ArrayBuffer | null;
 }
 
 /**
@@ -71,6 +92,7 @@ function sseText(): (event: JobEvent) => string {
 }
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /** Event streams one queue object serves at once; more are refused (429) until some end. */
 export const MAX_WATCHERS = 256;
@@ -184,7 +206,7 @@ export class JobEvents {
   flushTokens(jobs: readonly string[]): void {
     const ready = [...this.watches].filter((w) => jobs.includes(w.jobId) && !this.holdBack(w));
     if (ready.length === 0) return;
-    const generating = this.generating([...new Set(ready.map((w) => w.jobId))]);
+    const generating = this.generating(ready);
     for (const watch of ready) if (!this.sendTokens(watch, generating.get(watch.jobId) ?? [])) this.resumeLater(watch);
   }
 
@@ -247,7 +269,7 @@ export class JobEvents {
         data: { id: w.jobId, status: job.status, items },
       });
     }
-    if (job.tokens !== w.tokens && !this.sendTokens(w, this.generating([w.jobId]).get(w.jobId) ?? [])) {
+    if (job.tokens !== w.tokens && !this.sendTokens(w, this.generating([w]).get(w.jobId) ?? [])) {
       this.resumeLater(w);
       return;
     }
@@ -314,14 +336,36 @@ export class JobEvents {
     return true;
   }
 
-  /** The generating items of each of `jobIds` that have tokens, in order, from one read whatever their number. */
-  private generating(jobIds: readonly string[]): Map<string, GeneratingItem[]> {
+  /**
+   * The generating items with tokens of the jobs `watches` watch, in order, each read from the least its
+   * watchers were sent (one read whatever their number).
+   */
+  private generating(watches: readonly Watch[]): Map<string, GeneratingItem[]> {
+    const byJob = new Map<string, Watch[]>();
+    for (const w of watches) byJob.set(w.jobId, [...(byJob.get(w.jobId) ?? []), w]);
+    const from: [string, number, number, number, number][] = [];
+    for (const [jobId, its] of byJob) {
+      for (const idx of new Set(its.flatMap((w) => [...w.streamed.keys()]))) {
+        const least = its
+          .map((w) => w.streamed.get(idx) ?? NOTHING_SENT)
+          .reduce((a, b) => (b.tokens < a.tokens ? b : a));
+        if (least.tokens > 0) from.push([jobId, idx, least.tokens, least.arrayChars, least.textBytes]);
+      }
+    }
+    // An input none of them was sent anything of yet (not in `from`) is read whole.
     return this.sql.grouped<GeneratingItem & { job_id: string }, "job_id">(
       "job_id",
-      `SELECT job_id, idx, gen_count, gen_tokens, gen_text FROM items
-       WHERE job_id IN (SELECT value FROM json_each(?)) AND first_token_at IS NOT NULL AND gen_count > 0
+      `SELECT job_id, idx, gen_count, from_tokens, from_array, from_text,
+         CASE WHEN gen_count > from_tokens THEN substr(gen_tokens, from_array + 1) END AS tokens_after,
+         CASE WHEN gen_count > from_tokens THEN substr(CAST(gen_text AS BLOB), from_text + 1) END AS text_after
+       FROM (SELECT i.job_id, i.idx, i.gen_count, i.gen_tokens, i.gen_text,
+               COALESCE(f.value ->> 2, 0) AS from_tokens, COALESCE(f.value ->> 3, 0) AS from_array,
+               COALESCE(f.value ->> 4, 0) AS from_text
+             FROM items AS i LEFT JOIN json_each(?2) AS f ON f.value ->> 0 = i.job_id AND f.value ->> 1 = i.idx
+             WHERE i.job_id IN (SELECT value FROM json_each(?1)) AND i.first_token_at IS NOT NULL AND i.gen_count > 0)
        ORDER BY job_id, idx`,
-      JSON.stringify(jobIds),
+      JSON.stringify([...byJob.keys()]),
+      JSON.stringify(from),
     );
   }
 
@@ -334,13 +378,12 @@ export class JobEvents {
     w.tokens = 0;
     for (const item of items) {
       w.tokens += item.gen_count;
-      const had = w.streamed.get(item.idx) ?? { tokens: 0, chars: 0 };
-      if (item.gen_count <= had.tokens) continue;
+      const had = w.streamed.get(item.idx) ?? NOTHING_SENT;
+      if (item.gen_count <= had.tokens || item.tokens_after === null) continue;
       // A full stream takes no more: each input's catch-up is one event, written once the reader has room.
       if (this.holdBack(w)) return false;
-      const tokens = (JSON.parse(item.gen_tokens) as number[]).slice(had.tokens);
-      const text = item.gen_text.slice(had.chars);
-      w.streamed.set(item.idx, { tokens: item.gen_count, chars: item.gen_text.length });
+      const { tokens, text, sent } = tokensAfter(item, had);
+      w.streamed.set(item.idx, sent);
       this.send(w, { event: "token", data: { index: item.idx, offset: had.tokens, tokens, text } });
     }
     return true;
@@ -407,4 +450,27 @@ export class JobEvents {
       // already closed or cancelled
     }
   }
+}
+
+/**
+ * A watcher's new tokens of `item` (read from `item.from_*`, where the watcher `had` got to or before it), and
+ * where it gets to with them.
+ */
+export function tokensAfter(item: GeneratingItem, had: Sent): { tokens: number[]; text: string; sent: Sent } {
+  const arrayAfter = item.tokens_after as string;
+  const textAfter = new Uint8Array(item.text_after ?? new ArrayBuffer(0));
+  // From the array's start the rest is the array itself; from "[5,6]" (5 characters) in "[5,6,7,8]", "7,8]".
+  const read = JSON.parse(item.from_array === 0 ? arrayAfter : `[${arrayAfter}`) as number[];
+  const sent: Sent = {
+    tokens: item.gen_count,
+    arrayChars: item.from_array + arrayAfter.length,
+    textBytes: item.from_text + textAfter.byteLength,
+  };
+  // Another watcher of the job may be further behind: this one skips what it had (whole characters: every
+  // text read ends where a delta's did).
+  return {
+    tokens: read.slice(had.tokens - item.from_tokens),
+    text: decoder.decode(textAfter.subarray(had.textBytes - item.from_text)),
+    sent,
+  };
 }

@@ -5,7 +5,7 @@
 // order matters goes by sendTokens, which waits until the queue holds it (see SocketWorker.sendTokens).
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { STREAM_HIGH_WATER_BYTES } from "../../edge/model-queue/job-events.ts";
+import { STREAM_HIGH_WATER_BYTES, tokensAfter } from "../../edge/model-queue/job-events.ts";
 import {
   CALLER,
   call,
@@ -131,6 +131,79 @@ describe("token deltas", () => {
     expect(seen.filter((e) => e.event === "output")).toHaveLength(1);
     expect(seen.at(-1)?.event).toBe("completed");
     worker.close();
+  });
+
+  it("reach each reader from where it is, in any script: a reader that reads along and one held behind", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const id = (await infer({ model: MODEL, inputs: [{ prompt: "Say" }], wait: false })).body.id as string;
+    const batch = await worker.next("batch");
+    const along = await events(id);
+    // Characters JavaScript counts as two (emoji) or UTF-8 as several bytes, a token with no text, and a NUL.
+    const pieces = [
+      "héllo",
+      " 👋🏽",
+      " 世界",
+      "", // a token that ends inside a character: its text comes with the next
+      "\u0000",
+      " ok 😀",
+      ..."xyzw".split("").map((c) => c.repeat(4096)),
+      " 🎉",
+      "é".repeat(3000),
+      " end.",
+    ];
+    const held = await runInDurableObject(queue(MODEL), (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      return [instance.watchJob(MODEL, id, owner, "sse")];
+    });
+    const seenAlong: SseEvent[] = [];
+    for (const [k, piece] of pieces.entries()) {
+      await worker.sendTokens(tokens(batch.lease_id, k, [k + 1], piece));
+      seenAlong.push(...(await until(along, "token")));
+    }
+    const ids = pieces.map((_, k) => k + 1);
+    worker.complete(batch, () => output(pieces.join(""), ids));
+    seenAlong.push(...(await until(along, "completed")));
+    const seenHeld = await runInDurableObject(queue(MODEL), async () => {
+      const stream = sseReader(new Response(held[0] as ReadableStream<Uint8Array>));
+      const all: SseEvent[] = [];
+      for (let e = await stream.next(); e; e = await stream.next()) all.push(e);
+      return all;
+    });
+    for (const seen of [seenAlong, seenHeld]) {
+      const sent = seen.filter((e) => e.event === "token").map((e) => e.data);
+      expect(sent.flatMap((d) => d.tokens)).toEqual(ids);
+      expect(sent.map((d) => d.text).join("")).toBe(pieces.join(""));
+      expect(sent.map((d) => d.offset)).toEqual(
+        sent.map((_, k) => sent.slice(0, k).reduce((n, d) => n + d.tokens.length, 0)),
+      );
+      expect(seen.at(-1)?.event).toBe("completed");
+    }
+    // Read along, every delta was its own event; held, the stream was written until full, then caught up.
+    expect(seenAlong.filter((e) => e.event === "token")).toHaveLength(pieces.length);
+    expect(seenHeld.filter((e) => e.event === "token").length).toBeLessThan(pieces.length);
+    worker.close();
+  });
+
+  it("read past a reader that is further on than the least of its job's readers, in UTF-8 bytes", () => {
+    // Kept: tokens [1, 2, 3] and "a😀b"; the read starts after token 1 ("a"), this reader had tokens 1 and 2.
+    const item = {
+      idx: 0,
+      gen_count: 3,
+      from_tokens: 1,
+      from_array: 3,
+      from_text: 1,
+      tokens_after: "2,3]",
+      text_after: new TextEncoder().encode("😀b").buffer as ArrayBuffer,
+    };
+    expect(tokensAfter(item, { tokens: 2, arrayChars: 5, textBytes: 5 })).toEqual({
+      tokens: [3],
+      text: "b",
+      sent: { tokens: 3, arrayChars: 7, textBytes: 6 },
+    });
+    expect(tokensAfter(item, { tokens: 1, arrayChars: 3, textBytes: 1 })).toMatchObject({
+      tokens: [2, 3],
+      text: "😀b",
+    });
   });
 
   it("reach a late reader one input's catch-up at a time, each once it has room", async () => {
