@@ -110,18 +110,20 @@ export async function generationCoordinator(
 
 /**
  * One edgeswarm-worker serving `model` from `modelBase` (a folder with registry.json), connected; with
- * `concurrency`, that --concurrency, else the worker's default.
+ * `concurrency` or `threads`, that --concurrency or --threads, else the worker's default.
  */
 export async function generationWorker(
   coordinator: Server,
   model: string,
   modelBase: string,
   concurrency?: number,
+  threads?: number,
 ): Promise<WorkerProcess> {
   const worker = startWorker([
     ...["--coordinator", coordinator.url, "--models", model, "--model-base", modelBase, "--device", "cpu"],
     ...["--worker-id", `bench-${model}`, "--max-batch-size", String(WORKER_BATCH), "--port", "0"],
     ...(concurrency === undefined ? [] : ["--concurrency", String(concurrency)]),
+    ...(threads === undefined ? [] : ["--threads", String(threads)]),
     ...["--status-interval-ms", "0"],
   ]);
   await worker.waitFor(new RegExp(`\\[${model}\\] connected`), 120_000);

@@ -38,7 +38,11 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
     const noCuda = device === "cuda" ? cudaUnavailable() : null;
     if (noCuda !== null) throw new Unavailable(auto ? noCuda : `${noCuda}${fallsBackTo}`);
     // One provider, no fallback inside: the walk here decides what comes next, and says so.
-    const factory = createOrtNodeFactory({ warn: (m) => log(`warning: ${m}`), fallback: false });
+    const factory = createOrtNodeFactory({
+      warn: (m) => log(`warning: ${m}`),
+      fallback: false,
+      ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
+    });
     const models: LoadedModel[] = [];
     try {
       for (const config of configs) {

@@ -14,7 +14,10 @@ export interface WorkerOptions {
   device: Device;
   /** "node": onnxruntime-node in this process; "web": onnxruntime-web in a pool of worker threads (the browser's runner). */
   runtime: "node" | "web";
-  /** Worker threads of the web runtime; undefined: the machine's cores on wasm, one on webgpu (the GPU is the parallelism). */
+  /**
+   * Compute threads. Web runtime: its worker threads; undefined: the machine's cores on wasm, one on webgpu (the
+   * GPU is the parallelism). Node runtime: onnxruntime's threads per model (intra-op); undefined: one per core, shared.
+   */
   threads: number | undefined;
   /** A web-runtime batch running longer than this is taken for hung: its thread is replaced. */
   runTimeoutMs: number;
@@ -68,8 +71,10 @@ Usage: edgeswarm-worker [options]
   --runtime node|web     node: onnxruntime-node here; web: onnxruntime-web (the browser tab's runner) in a pool
                          of worker threads, joining the browser pool unless --pool says otherwise
                          (EDGESWARM_RUNTIME, default web for --device webgpu|wasm, else node)
-  --threads N            worker threads of --runtime web (EDGESWARM_THREADS, default the machine's cores on
-                         wasm, 1 on webgpu)
+  --threads N            compute threads (EDGESWARM_THREADS). --runtime web: its worker threads (default the
+                         machine's cores on wasm, 1 on webgpu); --runtime node: onnxruntime's threads per model
+                         (default one per core, shared by the models; fewer leave cores to other work on the
+                         machine: docs/workers.md)
   --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
                                                          (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)

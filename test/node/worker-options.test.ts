@@ -1,6 +1,11 @@
-// edgeswarm-worker's command line: defaults, environment fallbacks, and refusals that say what to fix.
+// edgeswarm-worker's command line: defaults, environment fallbacks, and refusals that say what to fix; --threads
+// reaching onnxruntime.
+import { readdirSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
+import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
 import { MAX_CONCURRENT_BATCHES } from "../../shared/protocol/worker.ts";
+import { deviceCascade } from "../../worker-gpu/device-cascade.ts";
 import { parseOptions, UsageError, type WorkerOptions } from "../../worker-gpu/options.ts";
 import { workAtOnce } from "../../worker-gpu/worker.ts";
 
@@ -126,5 +131,30 @@ describe("edgeswarm-worker options", () => {
     expect(() => parse(["--otlp-endpoint", "collector:4318"])).toThrow(
       /OTEL_EXPORTER_OTLP_ENDPOINT must be an http\(s\) URL/,
     );
+  });
+});
+
+describe("--threads on onnxruntime-node", () => {
+  // Threads of this process (Linux): onnxruntime starts a model's intra-op pool, one thread fewer than asked
+  // (the caller's thread is the other), when the session is made.
+  const threadCount = () => readdirSync("/proc/self/task").length;
+  const registry = new URL("../../models/registry.json", import.meta.url);
+  const sentiment = async () =>
+    ModelConfig.parse(
+      ModelRegistry.parse(JSON.parse(await readFile(registry, "utf8"))).models.find((m) => m.name === "sentiment"),
+    );
+
+  it("sets onnxruntime's threads per model; one leaves no pool thread running", async () => {
+    const config = await sentiment();
+    const counts: Record<string, number> = {};
+    // One load first, so the runtime's own threads (started once per process) are not counted against a setting.
+    for (const threads of ["1", "1", "3"]) {
+      const options = parse(["--device", "cpu", "--threads", threads]) as WorkerOptions;
+      const before = threadCount();
+      const { models } = await deviceCascade(options, registry, () => {}).load([config]);
+      counts[threads] = threadCount() - before;
+      await Promise.all(models.map((m) => m.dispose()));
+    }
+    expect(counts).toEqual({ "1": 0, "3": 2 });
   });
 });
