@@ -10,6 +10,7 @@ import {
   type ItemResultsBody,
   type JobView,
   type LeaseAck,
+  type LeaseDeltasFrame,
   type LeaseRequest,
   type ModelConfig,
   type Pool,
@@ -441,11 +442,13 @@ export class ModelQueue extends DurableObject<Env> {
    * refused delta ends the rest of its own item's in the body, not other items' (the lease may hold other
    * jobs' items, which go on when one job is cancelled). Answers the first refusal, if any.
    */
-  private keepDeltas(lease: LeaseRow, body: TokensBody, now: number): CompleteResult {
+  private keepDeltas(lease: LeaseRow, body: TokensBody, now: number, told?: Set<string>): CompleteResult {
     const untrusted = this.verifier.checks(this.config(), lease.pool);
     const { refused, jobs } = this.tokens.accept(lease, body, untrusted, now);
-    // The jobs' watchers hear the deltas at once; nothing else changed, so no pump and no other watcher.
-    this.events.flushTokens([...jobs]);
+    // The jobs' watchers hear the deltas at once (those of a frame of several leases' once all are kept: `told`
+    // gathers their jobs); nothing else changed, so no pump and no other watcher.
+    if (told) for (const job of jobs) told.add(job);
+    else this.events.flushTokens([...jobs]);
     return refused ?? { lease_id: lease.id, status: "ok" };
   }
 
@@ -531,7 +534,7 @@ export class ModelQueue extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     try {
       const reply = this.answerFrame(ws, message);
-      if (reply) sendFrame(ws, reply);
+      for (const frame of Array.isArray(reply) ? reply : [reply]) if (frame) sendFrame(ws, frame);
     } catch (error) {
       // Whatever went wrong, the worker hears of it rather than waiting on an answer that never comes.
       console.error("worker frame failed", error);
@@ -539,8 +542,11 @@ export class ModelQueue extends DurableObject<Env> {
     }
   }
 
-  /** The reply to one worker frame; none for a hello, whose welcome must go out before any batch. */
-  private answerFrame(ws: WebSocket, message: string | ArrayBuffer): OutgoingFrame | null {
+  /**
+   * The reply to one worker frame (several for a frame about several leases); none for a hello, whose welcome
+   * must go out before any batch.
+   */
+  private answerFrame(ws: WebSocket, message: string | ArrayBuffer): OutgoingFrame | readonly OutgoingFrame[] | null {
     const frame = readFrame(message);
     if (frame instanceof ProtocolError) return { type: "error", code: frame.code, message: frame.message };
     const info = socketWorker(ws);
@@ -563,6 +569,7 @@ export class ModelQueue extends DurableObject<Env> {
     const holder = socketCredential(ws).holder;
     const by = { worker: info.worker_id, holder };
     if (frame.type === "tokens" || frame.type === "deltas") return this.tokenDelta(frame, by);
+    if (frame.type === "lease_deltas") return this.leaseDeltas(frame, by);
     if (frame.type === "results") return this.resultsFrame(frame, by);
     if (queueOfId(frame.lease_id) !== this.queue) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
@@ -590,6 +597,19 @@ export class ModelQueue extends DurableObject<Env> {
     const { type: _type, lease_id, ...delta } = frame;
     const body = "deltas" in delta ? delta : { deltas: [delta] };
     return this.answeredIfRefused(lease_id, by, (lease, now) => this.keepDeltas(lease, body, now));
+  }
+
+  /**
+   * Token deltas of several leases (a `lease_deltas` frame): each lease's kept as its own `deltas` frame's would
+   * be, and their watchers told once. Answers an `error` frame for each lease refused.
+   */
+  private leaseDeltas(frame: LeaseDeltasFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame[] {
+    const jobs = new Set<string>();
+    const refused = frame.leases.map(({ lease_id, deltas }) =>
+      this.answeredIfRefused(lease_id, by, (lease, now) => this.keepDeltas(lease, { deltas }, now, jobs)),
+    );
+    this.events.flushTokens([...jobs]);
+    return refused.filter((r) => r !== null);
   }
 
   /** Some items' results ahead of the lease's completion: answered only when refused, as token deltas are. */
@@ -646,6 +666,7 @@ export class ModelQueue extends DurableObject<Env> {
       lease_ms: cfg.lease_ms,
       shards,
       deltas: true,
+      lease_deltas: true,
     });
     const now = Date.now();
     const q = holder.pool === "browser" ? this.trust.quarantinedUntil(holder, now) : null;

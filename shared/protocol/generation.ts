@@ -130,3 +130,30 @@ export type TokensBody = z.infer<typeof TokensBody>;
  */
 export const DeltasFrame = TokensBody.extend({ type: z.literal("deltas"), lease_id: z.string().min(1) });
 export type DeltasFrame = z.infer<typeof DeltasFrame>;
+
+/** The most leases one `lease_deltas` frame names. */
+export const MAX_FRAME_LEASES = 64;
+
+/**
+ * Worker → coordinator: the deltas of several leases' items in one frame, each lease's kept as its `deltas`
+ * frame's would be (a refused lease's are answered with an `error` frame naming it; the others are kept).
+ * A worker decoding one-item leases together (continuous batching) sends its window's deltas of every lease as
+ * one frame rather than a frame a lease: on Cloudflare each WebSocket message is a billed request to the queue
+ * object, and here a dispatch and a transaction. At most MAX_HTTP_DELTAS deltas in all. Sent only to a
+ * coordinator whose welcome says `lease_deltas: true`.
+ */
+export const LeaseDeltasFrame = z
+  .strictObject({
+    type: z.literal("lease_deltas"),
+    leases: z
+      .array(TokensBody.extend({ lease_id: z.string().min(1) }))
+      .min(1)
+      .max(MAX_FRAME_LEASES),
+  })
+  .refine((f) => f.leases.reduce((n, l) => n + l.deltas.length, 0) <= MAX_HTTP_DELTAS, {
+    message: `a lease_deltas frame carries at most ${MAX_HTTP_DELTAS} deltas in all`,
+  })
+  .refine((f) => new Set(f.leases.map((l) => l.lease_id)).size === f.leases.length, {
+    message: "a lease_deltas frame names each lease once",
+  });
+export type LeaseDeltasFrame = z.infer<typeof LeaseDeltasFrame>;

@@ -2,7 +2,7 @@
 // (`POST /v1/leases`, `/v1/leases/{id}/extend|complete|release`). Coordinator and workers import these.
 import { z } from "zod";
 import { Pool } from "./caller.ts";
-import { DeltasFrame, TokensFrame } from "./generation.ts";
+import { DeltasFrame, LeaseDeltasFrame, TokensFrame } from "./generation.ts";
 import { ParsedJson } from "./validate.ts";
 
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -106,6 +106,8 @@ export const WorkerFrame = z.discriminatedUnion("type", [
   TokensFrame,
   /** Several items' token deltas of one lease (generation.ts), to a coordinator whose welcome says `deltas`. */
   DeltasFrame,
+  /** Token deltas of several leases (generation.ts), to a coordinator whose welcome says `lease_deltas`. */
+  LeaseDeltasFrame,
 ]);
 export type WorkerFrame = z.infer<typeof WorkerFrame>;
 
@@ -162,12 +164,17 @@ export type CoordinatorFrame =
   | CancelFrame
   /**
    * `shards`: the model's queue shards a worker serves, 0..shards-1, each over its own socket (absent: 1);
-   * `deltas`: the coordinator takes `deltas` frames (absent: send each delta as its own `tokens` frame).
+   * `deltas`: the coordinator takes `deltas` frames (absent: send each delta as its own `tokens` frame);
+   * `lease_deltas`: it takes `lease_deltas` frames too (absent: a frame a lease).
    */
-  | ({ type: "welcome"; model: string; lease_ms: number; shards?: number; deltas?: boolean } & Pick<
-      WorkerInfo,
-      "worker_id"
-    >)
+  | ({
+      type: "welcome";
+      model: string;
+      lease_ms: number;
+      shards?: number;
+      deltas?: boolean;
+      lease_deltas?: boolean;
+    } & Pick<WorkerInfo, "worker_id">)
   | ({ type: "batch" } & Batch)
   | ({ type: "ack"; op: "extend" | "complete" | "release" } & LeaseAck)
   | { type: "draining"; leases_held: number }

@@ -5,19 +5,17 @@
 // take no new work, finish or release what it holds, then close; a lease the coordinator cancels is
 // dropped: no more extends, its results are never sent, and its run's signal is aborted (a generating run
 // takes its sequences out of the running batch), as for a lease released or lost with the socket. A text-generation batch streams its tokens as
-// they come, one `tokens` frame per delta (shared/protocol/generation.ts's TokensFrame).
+// they come, coalesced per item (token-coalescer.ts) and sent for all its batches together (delta-frames.ts).
 import { retryBackoffMs } from "../policy/lease.ts";
-import { type DeltasFrame, MAX_HTTP_DELTAS, type TokensFrame } from "../protocol/generation.ts";
+import type { DeltasFrame, LeaseDeltasFrame, TokensFrame } from "../protocol/generation.ts";
 import { childTraceparent } from "../protocol/trace.ts";
 import type { Batch, CoordinatorFrame, ItemResult, WorkerFrame, WorkerInfo } from "../protocol/worker.ts";
 import type { LoadedModel, RunOptions, TokenDelta } from "../runner/model-runner.ts";
+import { type DeltaFraming, deltaFrames } from "./delta-frames.ts";
 import { CLOSED, OPEN, type OpenSocket, quietTimeout, type SocketLike, sleep } from "./socket-like.ts";
-import { TokenCoalescer } from "./token-coalescer.ts";
+import { FlushWindow, TokenCoalescer } from "./token-coalescer.ts";
 
 export type { OpenSocket, SocketLike } from "./socket-like.ts";
-
-/** The text one `deltas` frame carries at most, but for a single delta (itself at most MAX_FRAME_TEXT). */
-const DELTAS_FRAME_TEXT = 64 * 1024;
 
 /** Reconnect backoff: 250 ms doubling to 10 s, with jitter so a fleet does not reconnect in step. */
 const RECONNECT = { backoffMs: 250, backoffMaxMs: 10_000, maxAttempts: Number.POSITIVE_INFINITY };
@@ -75,7 +73,7 @@ export interface ConnectionOptions {
   onBusy?: () => void;
 }
 
-type WorkerFrameOut = WorkerFrame | TokensFrame | DeltasFrame | Record<string, unknown>;
+type WorkerFrameOut = WorkerFrame | TokensFrame | DeltasFrame | LeaseDeltasFrame | Record<string, unknown>;
 
 export class ModelConnection {
   private ws: SocketLike | undefined;
@@ -86,8 +84,15 @@ export class ModelConnection {
   /** Paused with release: a batch that still arrives (pushed before the coordinator saw the drain) goes straight back. */
   private releaseWhilePaused = false;
   private welcomed = false;
-  /** The coordinator takes `deltas` frames (its welcome said so). */
-  private deltaFrames = false;
+  /** The frames of token deltas the coordinator takes (its welcome said which). */
+  private framing: DeltaFraming = "tokens";
+  /**
+   * Token deltas to send, by lease, in order: those that leave together (the window's, or one decode step's
+   * first tokens, of every batch) go in one frame where the coordinator takes it, sent in the task they came in.
+   */
+  private readonly deltasOut = new Map<string, TokenDelta[]>();
+  /** The coalescing window every batch of this connection shares, so their deltas leave together. */
+  private readonly tokenWindow = new FlushWindow();
   private readonly running = new Map<string, Promise<void>>();
   /** Each batch's item count, read for the running ones (busyItems). */
   private readonly sizes = new Map<string, number>();
@@ -242,7 +247,7 @@ export class ModelConnection {
     switch (frame.type) {
       case "welcome":
         this.welcomed = true;
-        this.deltaFrames = frame.deltas === true;
+        this.framing = frame.lease_deltas === true ? "lease_deltas" : frame.deltas === true ? "deltas" : "tokens";
         this.attempt = 0;
         this.opts.hooks.onConnected?.(this.model, true);
         this.opts.onWelcome?.(frame.shards ?? 1);
@@ -313,35 +318,7 @@ export class ModelConnection {
     const extend = setInterval(() => this.send({ type: "extend", lease_id: batch.lease_id }), batch.renew_after_ms);
     this.extenders.set(batch.lease_id, extend);
     const run = this.opts.run ?? ((inputs: readonly unknown[], opts?: RunOptions) => this.opts.model.run(inputs, opts));
-    // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now. Those
-    // that leave together (the window's, or one decode step's first tokens) go as one `deltas` frame when the
-    // coordinator takes them: gathered until the current task ends, and sent before any result or completion.
-    const outbox: TokenDelta[] = [];
-    const sendOutbox = () => {
-      const deltas = outbox.splice(0);
-      if (deltas.length === 0 || !this.running.has(batch.lease_id)) return;
-      if (!this.deltaFrames) {
-        for (const delta of deltas) this.send({ type: "tokens", lease_id: batch.lease_id, ...delta });
-        return;
-      }
-      // A frame of at most MAX_HTTP_DELTAS deltas and about DELTAS_FRAME_TEXT characters of text, well under a
-      // WebSocket message's limit.
-      let frame: TokenDelta[] = [];
-      let text = 0;
-      for (const delta of deltas) {
-        if (frame.length === MAX_HTTP_DELTAS || (frame.length > 0 && text + delta.text.length > DELTAS_FRAME_TEXT)) {
-          this.send({ type: "deltas", lease_id: batch.lease_id, deltas: frame });
-          frame = [];
-          text = 0;
-        }
-        frame.push(delta);
-        text += delta.text.length;
-      }
-      this.send({ type: "deltas", lease_id: batch.lease_id, deltas: frame });
-    };
-    const tokens = new TokenCoalescer((delta) => {
-      if (outbox.push(delta) === 1) queueMicrotask(sendOutbox);
-    });
+    const tokens = new TokenCoalescer((delta) => this.queueDelta(batch.lease_id, delta), this.tokenWindow);
     /** Items settled ahead of the lease's completion, with the result each was sent with. */
     const settled = new Map<number, ItemResult>();
     // A run retried on another thread (--runtime web) goes over items settled already: their deltas are not sent.
@@ -373,9 +350,10 @@ export class ModelConnection {
       if (!this.running.has(batch.lease_id) || settled.has(pos)) return;
       if (settled.size >= batch.items.length - 1) return;
       tokens.flushItem(pos);
-      sendOutbox();
-      settled.set(pos, traced(result, pos));
-      this.send({ type: "results", lease_id: batch.lease_id, results: [{ pos, result: settled.get(pos) }] });
+      this.sendDeltas();
+      const answer = traced(result, pos);
+      settled.set(pos, answer);
+      this.send({ type: "results", lease_id: batch.lease_id, results: [{ pos, result: answer }] });
       this.sizes.set(batch.lease_id, Math.max(0, (this.sizes.get(batch.lease_id) ?? 1) - 1));
       this.opts.onBusy?.();
     };
@@ -391,7 +369,7 @@ export class ModelConnection {
       results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
     } finally {
       tokens.flush(); // every delta before the completion
-      sendOutbox();
+      this.sendDeltas();
       clearInterval(extend);
       this.extenders.delete(batch.lease_id);
       this.aborts.delete(batch.lease_id);
@@ -418,6 +396,23 @@ export class ModelConnection {
       this.opts.hooks.log(`[${this.label}] onBatch hook failed: ${(error as Error).message}`);
     }
     this.send({ type: "complete", lease_id: batch.lease_id, results, compute_ms: ms });
+  }
+
+  private queueDelta(leaseId: string, delta: TokenDelta): void {
+    if (this.deltasOut.size === 0) queueMicrotask(() => this.sendDeltas());
+    const queued = this.deltasOut.get(leaseId);
+    if (queued) queued.push(delta);
+    else this.deltasOut.set(leaseId, [delta]);
+  }
+
+  /** Sends the deltas queued (before any result or completion of their lease), but a lease's no longer held. */
+  private sendDeltas(): void {
+    if (this.deltasOut.size === 0) return;
+    // Deltas of a lease released or cancelled meanwhile are not sent: the items are someone else's now.
+    for (const leaseId of this.deltasOut.keys()) if (!this.running.has(leaseId)) this.deltasOut.delete(leaseId);
+    const frames = deltaFrames(this.deltasOut, this.framing);
+    this.deltasOut.clear();
+    for (const frame of frames) this.send(frame);
   }
 
   private send(frame: WorkerFrameOut): void {

@@ -1,5 +1,6 @@
 // Token deltas of a batch, coalesced per item before they go on the socket (within TokensFrame's limits): an item's first delta goes at once
-// (time to first token), later ones wait at most `windowMs` and leave as one frame. At a few ms per decode
+// (time to first token), later ones wait at most `windowMs` and leave as one frame. The batches of one
+// connection share one window (FlushWindow), so their deltas leave together, as one frame (model-connection.ts). At a few ms per decode
 // step a frame per token meant a frame, a stored write and an SSE event per token at the coordinator, which
 // cost more than the step (docs/performance.md, "Text generation"); vLLM's `stream_interval` does the same.
 // Deltas held here when the worker dies were never accepted, so the next worker generates them again.
@@ -9,15 +10,45 @@ import type { TokenDelta } from "../runner/model-runner.ts";
 /** How long a delta may wait for the next ones: small beside a reader's eye, ~10 decode steps of gpt-tiny. */
 export const TOKEN_WINDOW_MS = 20;
 
+/** A window coalescers share: one timer, and every coalescer armed within it flushes when it ends, together. */
+export class FlushWindow {
+  private readonly armed = new Set<() => void>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly ms = TOKEN_WINDOW_MS) {}
+
+  arm(flush: () => void): void {
+    this.armed.add(flush);
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      const due = [...this.armed];
+      this.armed.clear();
+      for (const f of due) f();
+    }, this.ms);
+  }
+
+  disarm(flush: () => void): void {
+    this.armed.delete(flush);
+    if (this.armed.size > 0 || this.timer === undefined) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
 export class TokenCoalescer {
   private readonly held = new Map<number, TokenDelta>();
   private readonly sentFirst = new Set<number>();
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  private readonly window: FlushWindow;
+  private readonly flushHeld = () => {
+    for (const pos of [...this.held.keys()]) this.emitHeld(pos);
+  };
 
   constructor(
     private readonly emit: (delta: TokenDelta) => void,
-    private readonly windowMs = TOKEN_WINDOW_MS,
-  ) {}
+    window: FlushWindow | number = TOKEN_WINDOW_MS,
+  ) {
+    this.window = typeof window === "number" ? new FlushWindow(window) : window;
+  }
 
   add(delta: TokenDelta): void {
     if (!this.sentFirst.has(delta.pos)) {
@@ -38,14 +69,13 @@ export class TokenCoalescer {
     }
     if (held) this.emitHeld(delta.pos);
     this.held.set(delta.pos, { ...delta, tokens: [...delta.tokens] });
-    this.timer ??= setTimeout(() => this.flush(), this.windowMs);
+    this.window.arm(this.flushHeld);
   }
 
   /** Sends everything held (before the batch's completion, so no delta comes after it). */
   flush(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const pos of [...this.held.keys()]) this.emitHeld(pos);
+    this.window.disarm(this.flushHeld);
+    this.flushHeld();
   }
 
   /** Sends what is held of one item (before that item's own result). */

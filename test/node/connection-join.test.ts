@@ -5,10 +5,17 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
-import type { GenerationOutput } from "../../shared/protocol/generation.ts";
-import type { ItemResult } from "../../shared/protocol/worker.ts";
+import {
+  type DeltasFrame,
+  type GenerationOutput,
+  type LeaseDeltasFrame,
+  MAX_FRAME_LEASES,
+  MAX_HTTP_DELTAS,
+} from "../../shared/protocol/generation.ts";
+import { type ItemResult, WorkerFrame } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
-import type { LoadedModel, RunOptions } from "../../shared/runner/model-runner.ts";
+import type { LoadedModel, RunOptions, TokenDelta } from "../../shared/runner/model-runner.ts";
+import { DELTAS_FRAME_TEXT, deltaFrames } from "../../shared/worker-loop/delta-frames.ts";
 import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
 import { ShardedConnection } from "../../shared/worker-loop/sharded-connection.ts";
 import type { SocketLike } from "../../shared/worker-loop/socket-like.ts";
@@ -234,6 +241,90 @@ describe("the worker loop's token frames", () => {
     }
     await connection.drain(1_000);
   }, 60_000);
+});
+
+describe("the worker loop's frames of several leases' deltas", () => {
+  it("sends the deltas of every batch that leave together in one `lease_deltas` frame when the welcome takes them", async () => {
+    const socket = new CoordinatorEnd();
+    const connection = await connectedTo(socket, { deltas: true, lease_deltas: true });
+    const leases = ["p", "q", "r"];
+    // One-item batches, as the coordinator leases a generating model's items: their runs join one decode.
+    for (const lease of leases) socket.push({ ...batch(lease, [LONG]), item_results: true });
+    await vi.waitFor(() => expect(socket.sent.filter((f) => f.type === "complete")).toHaveLength(3), {
+      timeout: 30_000,
+      interval: 5,
+    });
+    type Delta = { pos: number; offset: number; tokens: number[] };
+    type Leased = { lease_id: string; deltas: Delta[] };
+    const frames = socket.sent
+      .map((f, at) => ({
+        f: f as unknown as { type: string; lease_id: string; deltas: Delta[]; leases: Leased[] },
+        at,
+      }))
+      .filter(({ f }) => f.type === "deltas" || f.type === "lease_deltas")
+      .map(({ f, at }) => ({
+        at,
+        leases: f.type === "deltas" ? [{ lease_id: f.lease_id, deltas: f.deltas }] : f.leases,
+      }));
+    expect(socket.sent.filter((f) => f.type === "tokens")).toEqual([]);
+    // Decoding together, the batches' windows ended together: their deltas shared frames.
+    expect(frames.some((f) => f.leases.length > 1)).toBe(true);
+    for (const lease of leases) {
+      const complete = socket.sent.findIndex((f) => f.type === "complete" && f.lease_id === lease);
+      const mine = frames.flatMap((f) => f.leases.filter((l) => l.lease_id === lease).map((l) => ({ at: f.at, l })));
+      // Each lease's deltas add up to its completion's tokens, in order, and all go before its completion.
+      const deltas = mine.flatMap(({ l }) => l.deltas);
+      expect(deltas.map((d) => d.offset)).toEqual(
+        deltas.map((_d, i) => deltas.slice(0, i).reduce((n, x) => n + x.tokens.length, 0)),
+      );
+      expect(deltas.flatMap((d) => d.tokens)).toEqual(tokensOf(socket.sent[complete])[0]);
+      for (const { at } of mine) expect(at).toBeLessThan(complete);
+    }
+    // Fewer frames than a frame a lease each window would be.
+    const perLease = frames.reduce((n, f) => n + f.leases.length, 0);
+    expect(frames.length).toBeLessThan(perLease);
+    await connection.drain(1_000);
+  }, 60_000);
+
+  it("packs them within a frame's limits, each lease's in order, one lease a frame where only `deltas` is taken", () => {
+    const d = (pos: number, offset: number, text = "x"): TokenDelta => ({ pos, offset, tokens: [offset], text });
+    const pending = new Map<string, TokenDelta[]>([
+      ["a", [d(0, 0), d(0, 1)]],
+      ["b", [d(0, 0)]],
+    ]);
+    expect(deltaFrames(pending, "lease_deltas")).toEqual([
+      {
+        type: "lease_deltas",
+        leases: [
+          { lease_id: "a", deltas: [d(0, 0), d(0, 1)] },
+          { lease_id: "b", deltas: [d(0, 0)] },
+        ],
+      },
+    ]);
+    expect(deltaFrames(pending, "deltas")).toEqual([
+      { type: "deltas", lease_id: "a", deltas: [d(0, 0), d(0, 1)] },
+      { type: "deltas", lease_id: "b", deltas: [d(0, 0)] },
+    ]);
+    expect(deltaFrames(pending, "tokens").map((f) => f.type)).toEqual(["tokens", "tokens", "tokens"]);
+    // Past MAX_FRAME_LEASES leases, MAX_HTTP_DELTAS deltas or DELTAS_FRAME_TEXT characters: another frame.
+    const many = new Map(Array.from({ length: MAX_FRAME_LEASES + 1 }, (_, i) => [`l${i}`, [d(0, 0)]] as const));
+    const leaseSplit = deltaFrames(many, "lease_deltas") as LeaseDeltasFrame[];
+    expect(leaseSplit.map((f) => f.type)).toEqual(["lease_deltas", "deltas"]);
+    expect(leaseSplit[0]?.leases).toHaveLength(MAX_FRAME_LEASES);
+    const long = new Map([["a", Array.from({ length: MAX_HTTP_DELTAS + 1 }, (_, i) => d(i, 0))]]);
+    expect(deltaFrames(long, "lease_deltas").map((f) => (f as DeltasFrame).deltas.length)).toEqual([
+      MAX_HTTP_DELTAS,
+      1,
+    ]);
+    const wordy = new Map([
+      ["a", Array.from({ length: 4 }, (_, pos) => d(pos, 0, "y".repeat(16_000)))],
+      ["b", [d(0, 0, "z".repeat(DELTAS_FRAME_TEXT - 64_000 + 1))]],
+    ]);
+    const textSplit = deltaFrames(wordy, "lease_deltas");
+    expect(textSplit.map((f) => (f.type === "deltas" ? f.lease_id : f.type))).toEqual(["a", "b"]);
+    // Every frame it packs is one the coordinator takes.
+    for (const frame of [...leaseSplit, ...textSplit]) expect(WorkerFrame.safeParse(frame).success).toBe(true);
+  });
 });
 
 describe("a worker whose batches join one decode, on a queue of two shards", () => {

@@ -100,6 +100,56 @@ describe("token deltas", () => {
     worker.close();
   });
 
+  it("come for several leases in one `lease_deltas` frame: each lease's kept, a refused one answered by name", async () => {
+    const worker = await SocketWorker.connect(MODEL, { max_batch_size: 1, max_concurrent_batches: 2 });
+    const first = await infer({ model: MODEL, inputs: [{ prompt: "One" }], wait: false });
+    const second = await infer({ model: MODEL, inputs: [{ prompt: "Two" }], wait: false });
+    const leases = [await worker.next("batch"), await worker.next("batch")].map((b) => b.lease_id);
+    const streams = [await events(first.body.id), await events(second.body.id)];
+    const stranger = `${MODEL}:${"0".repeat(32)}`;
+    const delta = (offset: number, ids: number[], text: string) => ({ pos: 0, offset, tokens: ids, text });
+    worker.send({
+      type: "lease_deltas",
+      leases: [
+        { lease_id: leases[0], deltas: [delta(0, [5], " one")] },
+        { lease_id: stranger, deltas: [delta(0, [1], "?")] },
+        { lease_id: leases[1], deltas: [delta(0, [6], " two"), delta(1, [7], "!")] },
+      ],
+    });
+    expect(await worker.next("error")).toMatchObject({ code: "lease_not_found", lease_id: stranger });
+    const told = await Promise.all(streams.map(async (s) => (await until(s, "token")).at(-1)?.data));
+    expect(told).toEqual([
+      { index: 0, offset: 0, tokens: [5], text: " one" },
+      { index: 0, offset: 0, tokens: [6, 7], text: " two!" },
+    ]);
+    // A lease named twice, or more deltas than a frame takes, is refused whole: nothing kept.
+    worker.send({
+      type: "lease_deltas",
+      leases: [
+        { lease_id: leases[0], deltas: [delta(1, [8], ".")] },
+        { lease_id: leases[0], deltas: [delta(2, [9], ".")] },
+      ],
+    });
+    expect((await worker.next("error")).message).toContain("names each lease once");
+    const kept = await runInDurableObject(queue(MODEL), (_instance, state) =>
+      state.storage.sql.exec<{ n: number }>("SELECT SUM(gen_count) AS n FROM items").one(),
+    );
+    expect(kept.n).toBe(3);
+    worker.close();
+    // The welcome says the queue takes them, as it says it takes `deltas` frames.
+    const another = await SocketWorker.open(MODEL);
+    another.send({
+      type: "hello",
+      worker_id: "w2",
+      pool: "gpu",
+      device: "cpu",
+      max_batch_size: 1,
+      max_concurrent_batches: 1,
+    });
+    expect(await another.next("welcome")).toMatchObject({ deltas: true, lease_deltas: true });
+    another.close();
+  });
+
   it("reach a reader that stopped reading in as few events as say what it missed: the queue holds no backlog", async () => {
     const worker = await SocketWorker.connect(MODEL);
     const id = (await infer({ model: MODEL, inputs: [{ prompt: "Long" }], wait: false })).body.id as string;
