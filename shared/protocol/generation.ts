@@ -137,9 +137,10 @@ export const MAX_FRAME_LEASES = 64;
 /**
  * Worker → coordinator: the deltas of several leases' items in one frame, each lease's kept as its `deltas`
  * frame's would be (a refused lease's are answered with an `error` frame naming it; the others are kept).
- * A worker decoding one-item leases together (continuous batching) sends its window's deltas of every lease as
- * one frame rather than a frame a lease: on Cloudflare each WebSocket message is a billed request to the queue
- * object, and here a dispatch and a transaction. At most MAX_HTTP_DELTAS deltas in all. Sent only to a
+ * A worker decoding several leases together (continuous batching: calls that arrive while others decode come
+ * as leases of their own) sends its window's deltas of every lease as one frame rather than a frame a lease:
+ * on Cloudflare each WebSocket message is a billed request to the queue object, and here a dispatch and a
+ * transaction. At most MAX_HTTP_DELTAS deltas in all. Sent only to a
  * coordinator whose welcome says `lease_deltas: true`.
  */
 export const LeaseDeltasFrame = z
