@@ -44,6 +44,9 @@ const TAB_ROUNDS = { wasm: Number(process.env.BENCH_TAB_ROUNDS ?? 3), webgpu: 1 
 const SWARM = process.env.BENCH_SWARM !== "0";
 const CONCURRENCY = process.env.BENCH_CONCURRENCY ? Number(process.env.BENCH_CONCURRENCY) : undefined;
 const THREADS = process.env.BENCH_THREADS ? Number(process.env.BENCH_THREADS) : undefined;
+if (THREADS !== undefined && !(Number.isInteger(THREADS) && THREADS >= 1)) {
+  throw new Error(`BENCH_THREADS must be an integer >= 1, got "${process.env.BENCH_THREADS}"`);
+}
 const PROMPTS = ["the pizza was", "the film", "how was the trip", "the new phone", "the weather today"];
 
 interface Row {

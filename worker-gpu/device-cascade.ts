@@ -80,7 +80,8 @@ export function deviceCascade(options: WorkerOptions, registryUrl: URL, log: (li
       adapter = probed;
       log(`webgpu adapter: ${describeGpu(adapter)}`);
     }
-    const size = options.threads ?? defaultThreads(device);
+    // Under --runtime node (--device auto landing here) --threads is onnxruntime's, not this pool's.
+    const size = (options.runtime === "web" ? options.threads : undefined) ?? defaultThreads(device);
     const began = performance.now();
     const pool = await WebThreadPool.start(
       {

@@ -16,7 +16,7 @@ export interface WorkerOptions {
   runtime: "node" | "web";
   /**
    * Compute threads. Web runtime: its worker threads; undefined: the machine's cores on wasm, one on webgpu (the
-   * GPU is the parallelism). Node runtime: onnxruntime's threads per model (intra-op); undefined: one per core, shared.
+   * GPU is the parallelism). Node runtime: onnxruntime's threads per model (intra-op); undefined: onnxruntime's own.
    */
   threads: number | undefined;
   /** A web-runtime batch running longer than this is taken for hung: its thread is replaced. */
@@ -73,8 +73,8 @@ Usage: edgeswarm-worker [options]
                          (EDGESWARM_RUNTIME, default web for --device webgpu|wasm, else node)
   --threads N            compute threads (EDGESWARM_THREADS). --runtime web: its worker threads (default the
                          machine's cores on wasm, 1 on webgpu); --runtime node: onnxruntime's threads per model
-                         (default one per core, shared by the models; fewer leave cores to other work on the
-                         machine: docs/workers.md)
+                         (default onnxruntime's own, about one per core; fewer leave cores to other work on
+                         the machine: docs/workers.md)
   --run-timeout-ms N     --runtime web: a batch running longer is taken for hung and its thread replaced
                                                          (EDGESWARM_RUN_TIMEOUT_MS, default 120000)
   --max-batch-size N     most items per batch            (EDGESWARM_MAX_BATCH_SIZE, default 64)

@@ -342,7 +342,11 @@ export class JobEvents {
    */
   private generating(watches: readonly Watch[]): Map<string, GeneratingItem[]> {
     const byJob = new Map<string, Watch[]>();
-    for (const w of watches) byJob.set(w.jobId, [...(byJob.get(w.jobId) ?? []), w]);
+    for (const w of watches) {
+      const its = byJob.get(w.jobId);
+      if (its) its.push(w);
+      else byJob.set(w.jobId, [w]);
+    }
     const from: [string, number, number, number, number][] = [];
     for (const [jobId, its] of byJob) {
       for (const idx of new Set(its.flatMap((w) => [...w.streamed.keys()]))) {
@@ -352,18 +356,22 @@ export class JobEvents {
         if (least.tokens > 0) from.push([jobId, idx, least.tokens, least.arrayChars, least.textBytes]);
       }
     }
-    // An input none of them was sent anything of yet (not in `from`) is read whole.
+    // Inputs some watcher was sent from are found by their index (items_job), from where the least was sent;
+    // the rest of the jobs' generating inputs, none of whose watchers had any of them yet, are read whole.
     return this.sql.grouped<GeneratingItem & { job_id: string }, "job_id">(
       "job_id",
-      `SELECT job_id, idx, gen_count, from_tokens, from_array, from_text,
-         CASE WHEN gen_count > from_tokens THEN substr(gen_tokens, from_array + 1) END AS tokens_after,
-         CASE WHEN gen_count > from_tokens THEN substr(CAST(gen_text AS BLOB), from_text + 1) END AS text_after
-       FROM (SELECT i.job_id, i.idx, i.gen_count, i.gen_tokens, i.gen_text,
-               COALESCE(f.value ->> 2, 0) AS from_tokens, COALESCE(f.value ->> 3, 0) AS from_array,
-               COALESCE(f.value ->> 4, 0) AS from_text
-             FROM items AS i LEFT JOIN json_each(?2) AS f ON f.value ->> 0 = i.job_id AND f.value ->> 1 = i.idx
-             WHERE i.job_id IN (SELECT value FROM json_each(?1)) AND i.first_token_at IS NOT NULL AND i.gen_count > 0)
-       ORDER BY job_id, idx`,
+      `WITH f (job_id, idx, t, a, b) AS MATERIALIZED
+         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2))
+       SELECT i.job_id, i.idx, i.gen_count, f.t AS from_tokens, f.a AS from_array, f.b AS from_text,
+         CASE WHEN i.gen_count > f.t THEN substr(i.gen_tokens, f.a + 1) END AS tokens_after,
+         CASE WHEN i.gen_count > f.t THEN substr(CAST(i.gen_text AS BLOB), f.b + 1) END AS text_after
+       FROM f JOIN items AS i ON i.job_id = f.job_id AND i.idx = f.idx
+       WHERE i.first_token_at IS NOT NULL AND i.gen_count > 0
+       UNION ALL
+       SELECT job_id, idx, gen_count, 0, 0, 0, gen_tokens, CAST(gen_text AS BLOB) FROM items
+       WHERE job_id IN (SELECT value FROM json_each(?1)) AND first_token_at IS NOT NULL AND gen_count > 0
+         AND (job_id, idx) NOT IN (SELECT job_id, idx FROM f)
+       ORDER BY 1, 2`,
       JSON.stringify([...byJob.keys()]),
       JSON.stringify(from),
     );

@@ -605,11 +605,26 @@ export class ModelQueue extends DurableObject<Env> {
    */
   private leaseDeltas(frame: LeaseDeltasFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame[] {
     const jobs = new Set<string>();
-    const refused = frame.leases.map(({ lease_id, deltas }) =>
-      this.answeredIfRefused(lease_id, by, (lease, now) => this.keepDeltas(lease, { deltas }, now, jobs)),
-    );
-    this.events.flushTokens([...jobs]);
-    return refused.filter((r) => r !== null);
+    const answers: OutgoingFrame[] = [];
+    try {
+      for (const { lease_id, deltas } of frame.leases) {
+        try {
+          const refused = this.answeredIfRefused(lease_id, by, (lease, now) =>
+            this.keepDeltas(lease, { deltas }, now, jobs),
+          );
+          if (refused) answers.push(refused);
+        } catch (error) {
+          // One lease's failure is that lease's: its worker hears which, and the other leases' deltas go on.
+          console.error(`deltas of lease ${lease_id} failed`, error);
+          const message = `deltas not processed: ${String(error)}`;
+          answers.push({ type: "error", code: ErrorCode.internal, message, lease_id });
+        }
+      }
+    } finally {
+      // The deltas kept reach their watchers whatever happened to the rest.
+      this.events.flushTokens([...jobs]);
+    }
+    return answers;
   }
 
   /** Some items' results ahead of the lease's completion: answered only when refused, as token deltas are. */

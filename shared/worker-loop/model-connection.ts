@@ -219,6 +219,8 @@ export class ModelConnection {
       if (this.ws !== ws) return;
       const wasConnected = this.welcomed;
       this.welcomed = false;
+      // The next coordinator says what it takes in its own welcome (it may be an older one, after a deploy).
+      this.framing = "tokens";
       this.opts.hooks.onConnected?.(this.model, false);
       // Leases held on a closed socket are put back by the coordinator; results for them would be stale.
       this.running.clear();

@@ -234,6 +234,55 @@ describe("token deltas", () => {
     worker.close();
   });
 
+  it("read each input from the least its job's readers were sent, and whole for one none of them has", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const id = (await infer({ model: MODEL, inputs: [{ prompt: "A" }, { prompt: "B" }], wait: false })).body
+      .id as string;
+    const batch = await worker.next("batch");
+    for (const [k, text] of [" a", " b", " c"].entries())
+      await worker.sendTokens(tokens(batch.lease_id, k, [k + 5], text));
+    await worker.sendTokens(tokens(batch.lease_id, 0, [9], " z", 1));
+    const read = await runInDurableObject(queue(MODEL), (instance) => {
+      const events = (instance as unknown as { events: { generating(w: unknown[]): Map<string, unknown[]> } }).events;
+      // Two readers of the job: one was sent input 0's first token, the other its first two; neither any of input 1's.
+      const watch = (sent: { tokens: number; arrayChars: number; textBytes: number }) => ({
+        jobId: id,
+        streamed: new Map([[0, sent]]),
+      });
+      const behind = watch({ tokens: 1, arrayChars: 3, textBytes: 2 });
+      const ahead = watch({ tokens: 2, arrayChars: 5, textBytes: 4 });
+      const items = events.generating([ahead, behind]).get(id) as Parameters<typeof tokensAfter>[0][];
+      return {
+        items: items.map((i) => ({ ...i, text_after: new TextDecoder().decode(i.text_after as ArrayBuffer) })),
+        ahead: tokensAfter(items[0] as Parameters<typeof tokensAfter>[0], ahead.streamed.get(0) as never),
+      };
+    });
+    expect(read.items).toEqual([
+      {
+        job_id: id,
+        idx: 0,
+        gen_count: 3,
+        from_tokens: 1,
+        from_array: 3,
+        from_text: 2,
+        tokens_after: "6,7]",
+        text_after: " b c",
+      },
+      {
+        job_id: id,
+        idx: 1,
+        gen_count: 1,
+        from_tokens: 0,
+        from_array: 0,
+        from_text: 0,
+        tokens_after: "[9]",
+        text_after: " z",
+      },
+    ]);
+    expect(read.ahead).toEqual({ tokens: [7], text: " c", sent: { tokens: 3, arrayChars: 7, textBytes: 6 } });
+    worker.close();
+  });
+
   it("read past a reader that is further on than the least of its job's readers, in UTF-8 bytes", () => {
     // Kept: tokens [1, 2, 3] and "a😀b"; the read starts after token 1 ("a"), this reader had tokens 1 and 2.
     const item = {
