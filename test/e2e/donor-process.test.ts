@@ -162,11 +162,14 @@ describe("donor processes", () => {
         json: { site_key: "site" },
         localAddress,
       });
+    // Past the limit (60 a minute, wrangler.toml) at once, whatever the machine's speed: asked one by one on a
+    // loaded machine, 130 took over the test's minute. A burst split by the window's edge is followed by another.
     let refused: string | undefined;
-    for (let i = 0; i < 130 && refused === undefined; i++) {
-      const answer = await mint("127.0.5.9");
-      if (answer.status === 429) refused = jsonOf(answer)?.error?.message;
-      else expect(answer.status).toBe(200);
+    for (let burst = 0; burst < 3 && refused === undefined; burst++) {
+      for (const answer of await Promise.all(Array.from({ length: 70 }, () => mint("127.0.5.9")))) {
+        if (answer.status === 429) refused ??= jsonOf(answer)?.error?.message;
+        else expect(answer.status).toBe(200);
+      }
     }
     expect(refused).toContain("127.0.5.9");
     // A donor process on that address is refused with it; one next door joins.
