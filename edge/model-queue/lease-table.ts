@@ -217,12 +217,12 @@ export class LeaseTable {
       hedgeAt,
       itemResults ? 1 : 0,
     );
-    // One statement for the whole batch (canaries' positions included): json_each's key is each item's position.
+    // One statement for the whole batch (canaries' positions included): json_each's key is each item's position,
+    // joined once (a lookup of it for each item walked the list again: quadratic in the batch's size).
     this.sql.run(
       `UPDATE items SET state = CASE WHEN state = 'canary' THEN 'canary' ELSE 'leased' END, lease_id = ?1, leased_at = ?2,
-        attempts = CASE WHEN state = 'canary' THEN 0 ELSE attempts + 1 END,
-        lease_pos = (SELECT key FROM json_each(?3) WHERE value = items.seq)
-       WHERE seq IN (SELECT value FROM json_each(?3)) AND state IN ('queued', 'canary')`,
+        attempts = CASE WHEN state = 'canary' THEN 0 ELSE attempts + 1 END, lease_pos = j.key
+       FROM json_each(?3) AS j WHERE items.seq = j.value AND items.state IN ('queued', 'canary')`,
       leaseId,
       now,
       JSON.stringify(rows.map((r) => r.seq)),
