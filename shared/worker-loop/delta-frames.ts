@@ -11,7 +11,12 @@ import {
 } from "../protocol/generation.ts";
 import type { TokenDelta } from "../runner/model-runner.ts";
 
-/** The text one frame of several deltas carries at most, but for a single delta (itself at most MAX_FRAME_TEXT). */
+/**
+ * The text one frame of several deltas carries at most, but for a single delta (itself at most MAX_FRAME_TEXT),
+ * counted in UTF-16 units. As JSON at its worst (every character a 6-byte escape: 390 KB) with MAX_HTTP_DELTAS
+ * deltas of MAX_FRAME_TOKENS six-digit tokens (460 KB), a frame stays under 900 KB: inside the 1 MiB a
+ * WebSocket message may be on Cloudflare and workerd.
+ */
 export const DELTAS_FRAME_TEXT = 64 * 1024;
 
 /** What the coordinator's welcome said it takes. */
