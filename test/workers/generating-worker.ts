@@ -1,6 +1,7 @@
 // A generating worker for the workerd suites, until they run the real decoder: a SocketWorker whose reply is a
 // function of the prompt alone (as greedy decoding is), streamed word by word as token deltas, then completed.
 // A redelivered item's resume prefix is not sent again. Used by openai-chat.test.ts and hf-generation.test.ts.
+import type { Batch } from "../../shared/protocol/worker.ts";
 import type { SocketWorker } from "./helpers.ts";
 
 /** The words a worker "generates" for a prompt: a function of the prompt alone, as greedy decoding is. */
@@ -13,15 +14,10 @@ export function serve(worker: SocketWorker, prompts: string[] = [], params: unkn
     while (!stopped) {
       const batch = await worker.next("batch", 60_000).catch(() => undefined);
       if (!batch) return;
-      batch.items.forEach((item, pos) => {
-        const { prompt, resume } = item.input as { prompt: string; resume?: { tokens: number[] } };
-        prompts.push(prompt);
-        params.push((item.input as { params?: unknown }).params);
-        const words = replyTo(prompt);
-        for (let i = resume?.tokens.length ?? 0; i < words.length; i++) {
-          worker.send({ type: "tokens", lease_id: batch.lease_id, pos, offset: i, tokens: [100 + i], text: words[i] });
-        }
-      });
+      // A lease cancelled or taken back meanwhile, or the object wiped after the test: its completion is sent
+      // all the same, and refused, as a real worker's would be.
+      await streamReplies(worker, batch, prompts, params).catch(() => {});
+      if (stopped) return;
       worker.complete(batch, (input) => {
         const words = replyTo(input.prompt);
         return {
@@ -36,4 +32,30 @@ export function serve(worker: SocketWorker, prompts: string[] = [], params: unkn
   return () => {
     stopped = true;
   };
+}
+
+/** Streams each item's reply word by word, each delta held by the queue before the next goes. */
+async function streamReplies(
+  worker: SocketWorker,
+  batch: Pick<Batch, "lease_id" | "items">,
+  prompts: string[],
+  params: unknown[],
+): Promise<void> {
+  for (const [pos, item] of batch.items.entries()) {
+    const { prompt, resume } = item.input as { prompt: string; resume?: { tokens: number[] } };
+    prompts.push(prompt);
+    params.push((item.input as { params?: unknown }).params);
+    const words = replyTo(prompt);
+    // Each delta held by the queue before the next frame goes: frames sent at once on this in-process
+    // socket can be handled in either order (helpers.ts, sendTokens).
+    for (let i = resume?.tokens.length ?? 0; i < words.length; i++) {
+      await worker.sendTokens({
+        lease_id: batch.lease_id,
+        pos,
+        offset: i,
+        tokens: [100 + i],
+        text: words[i] ?? "",
+      });
+    }
+  }
 }

@@ -165,7 +165,13 @@ export class SocketWorker {
    * completion before the deltas): the test pool's Durable Object wrapper awaits its module for each event
    * before calling the handler. Over wrangler dev's TCP socket 1,000 deltas sent at once arrived in order.
    */
-  async sendTokens(frame: { lease_id: string; pos: number; offset: number; tokens: number[] }): Promise<void> {
+  async sendTokens(frame: {
+    lease_id: string;
+    pos: number;
+    offset: number;
+    tokens: number[];
+    text?: string;
+  }): Promise<void> {
     this.send({ type: "tokens", text: "", ...frame });
     const end = frame.offset + frame.tokens.length;
     const name = queueOfId(frame.lease_id) ?? "";
