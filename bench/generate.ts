@@ -7,7 +7,7 @@
 // (SwiftShader here: software). BENCH_SWARM=0, BENCH_CHROMIUM=0, BENCH_WEBGPU=0 drop those rows;
 // BENCH_CONCURRENCY=N runs the worker with --concurrency N (default: the worker's own default), BENCH_MAX_BATCH_SIZE=N
 // with --max-batch-size N (default 16); BENCH_THREADS=N gives onnxruntime N threads per model, direct and in the
-// worker (--threads N; default one per core); the coordinator
+// worker (--threads N; default onnxruntime's own); the coordinator
 // runs on workerd through Miniflare's API, as deployed (BENCH_COORDINATOR=wrangler: under `wrangler dev`).
 // Writes bench/results/generate.md.
 import { existsSync } from "node:fs";
@@ -335,10 +335,10 @@ const text = [
   "",
   `- Machine: ${cpu[0]?.model.trim() ?? "unknown CPU"} × ${cpu.length}, Node ${process.version}; load average (1, 5, 15 min) ${loadAtStart} at the start, ${loadAverage()} at the end (others' work shares these cores)`,
   `- Date: ${new Date().toISOString()}; the run took ${fmt((performance.now() - started) / 60_000)} min`,
-  `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}${WORKER_BATCH !== 16 ? `BENCH_MAX_BATCH_SIZE=${WORKER_BATCH} ` : ""}${COORDINATOR_PATH === "wrangler dev" ? "BENCH_COORDINATOR=wrangler " : ""}npm run bench:generate\``,
+  `- Command: \`${delay ? `BENCH_MAX_QUEUE_DELAY_MS=${delay} ` : ""}${CONCURRENCY ? `BENCH_CONCURRENCY=${CONCURRENCY} ` : ""}${WORKER_BATCH !== 16 ? `BENCH_MAX_BATCH_SIZE=${WORKER_BATCH} ` : ""}${THREADS ? `BENCH_THREADS=${THREADS} ` : ""}${COORDINATOR_PATH === "wrangler dev" ? "BENCH_COORDINATOR=wrangler " : ""}npm run bench:generate\``,
   `- Coordinator: ${COORDINATOR_PATH === "wrangler dev" ? "`wrangler dev` (its dev proxy relays every streamed event once more)" : "the Worker bundled by `wrangler deploy --dry-run`, on workerd through Miniflare's API with wrangler.toml's bindings: no dev proxy, as deployed"}`,
   `- ${NEW_TOKENS} new tokens a sequence (min_new_tokens and max_new_tokens both ${NEW_TOKENS}: no reply ends early), seeded sampling (temperature 1, a seed per prompt: the same tokens every round and every path); a warm-up round, then the rounds shown; p50 / p99 over rounds (TTFT through the swarm: over every call)`,
-  `- onnxruntime's threads per model, direct and in the worker: ${THREADS === undefined ? "its default, one per core" : `${THREADS} (BENCH_THREADS; the worker's --threads)`}`,
+  `- onnxruntime's threads per model, direct and in the worker: ${THREADS === undefined ? "its own default" : `${THREADS} (BENCH_THREADS; the worker's --threads)`}`,
   `- Direct: the prompts as one batch in this process, TTFT to the batch's first token. Swarm: each prompt its own \`POST /v1/infer\` with \`stream: true\` at once, read as Server-Sent Events, TTFT from sending to the first \`token\` event; the coordinator batches them (max_batch_size 16, max_queue_delay_ms ${delay ? `${delay} (BENCH_MAX_QUEUE_DELAY_MS)` : `${entries[0]?.max_queue_delay_ms} (the registry's)`}), one \`edgeswarm-worker --device cpu --max-batch-size ${WORKER_BATCH} ${CONCURRENCY ? `--concurrency ${CONCURRENCY}` : "(--concurrency and --max-items-in-flight: their defaults, the decode's rows for text-generation)"}\` runs them, a batch that comes while one generates joining its decode (continuous batching) where it takes more than one; a direct round and a swarm round alternate`,
   "- Chromium tab: the demo page's donor worker as the only worker of gpt-tiny (verification off), onnxruntime-web on wasm (one thread: the page is not cross-origin isolated) or WebGPU on SwiftShader (software: a correctness path, not a speed)",
   "- Items a batch: the coordinator's `edgeswarm_batch_size_sum / _count` over the row's rounds, warm-up included (16 prompts in one batch is what direct runs); tokens an event: tokens over the SSE `token` events they came in",

@@ -434,21 +434,24 @@ export class ModelQueue extends DurableObject<Env> {
 
   /** An HTTP worker's token deltas (POST /v1/leases/{id}/tokens), kept as a socket's frames are; a refused one ends the rest. */
   acceptTokens(leaseId: string, body: TokensBody, holder?: string): CompleteResult {
-    return this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) => this.keepDeltas(lease, body, now));
+    const jobs = new Set<string>();
+    const result = this.onLease<CompleteResult>(leaseId, { holder }, (lease, now) =>
+      this.keepDeltas(lease, body, now, jobs),
+    );
+    this.events.flushTokens([...jobs]);
+    return result;
   }
 
   /**
-   * Keeps several token deltas of a lease in order (token-stream.ts) and tells their jobs' watchers once. A
-   * refused delta ends the rest of its own item's in the body, not other items' (the lease may hold other
+   * Keeps several token deltas of a lease in order (token-stream.ts), adding their jobs to `told`, whose
+   * watchers the caller tells once all its leases' are kept (nothing else changed: no pump, no other watcher).
+   * A refused delta ends the rest of its own item's in the body, not other items' (the lease may hold other
    * jobs' items, which go on when one job is cancelled). Answers the first refusal, if any.
    */
-  private keepDeltas(lease: LeaseRow, body: TokensBody, now: number, told?: Set<string>): CompleteResult {
+  private keepDeltas(lease: LeaseRow, body: TokensBody, now: number, told: Set<string>): CompleteResult {
     const untrusted = this.verifier.checks(this.config(), lease.pool);
     const { refused, jobs } = this.tokens.accept(lease, body, untrusted, now);
-    // The jobs' watchers hear the deltas at once (those of a frame of several leases' once all are kept: `told`
-    // gathers their jobs); nothing else changed, so no pump and no other watcher.
-    if (told) for (const job of jobs) told.add(job);
-    else this.events.flushTokens([...jobs]);
+    for (const job of jobs) told.add(job);
     return refused ?? { lease_id: lease.id, status: "ok" };
   }
 
@@ -569,7 +572,7 @@ export class ModelQueue extends DurableObject<Env> {
     const holder = socketCredential(ws).holder;
     const by = { worker: info.worker_id, holder };
     if (frame.type === "tokens" || frame.type === "deltas") return this.tokenDelta(frame, by);
-    if (frame.type === "lease_deltas") return this.leaseDeltas(frame, by);
+    if (frame.type === "lease_deltas") return this.leaseDeltas(frame.leases, by);
     if (frame.type === "results") return this.resultsFrame(frame, by);
     if (queueOfId(frame.lease_id) !== this.queue) {
       return { type: "ack", op: frame.type, ...notFoundAck(frame.lease_id, "lease id is not one of this model's") };
@@ -595,19 +598,22 @@ export class ModelQueue extends DurableObject<Env> {
     by: { worker: string; holder: string | undefined },
   ): OutgoingFrame | null {
     const { type: _type, lease_id, ...delta } = frame;
-    const body = "deltas" in delta ? delta : { deltas: [delta] };
-    return this.answeredIfRefused(lease_id, by, (lease, now) => this.keepDeltas(lease, body, now));
+    const { deltas } = "deltas" in delta ? delta : { deltas: [delta] };
+    return this.leaseDeltas([{ lease_id, deltas }], by)[0] ?? null;
   }
 
   /**
-   * Token deltas of several leases (a `lease_deltas` frame): each lease's kept as its own `deltas` frame's would
-   * be, and their watchers told once. Answers an `error` frame for each lease refused.
+   * Token deltas of one lease or several (a `lease_deltas` frame): each lease's kept as its own `deltas`
+   * frame's would be, and their watchers told once. Answers an `error` frame for each lease refused.
    */
-  private leaseDeltas(frame: LeaseDeltasFrame, by: { worker: string; holder: string | undefined }): OutgoingFrame[] {
+  private leaseDeltas(
+    leases: LeaseDeltasFrame["leases"],
+    by: { worker: string; holder: string | undefined },
+  ): OutgoingFrame[] {
     const jobs = new Set<string>();
     const answers: OutgoingFrame[] = [];
     try {
-      for (const { lease_id, deltas } of frame.leases) {
+      for (const { lease_id, deltas } of leases) {
         try {
           const refused = this.answeredIfRefused(lease_id, by, (lease, now) =>
             this.keepDeltas(lease, { deltas }, now, jobs),

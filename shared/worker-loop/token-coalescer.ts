@@ -38,17 +38,14 @@ export class FlushWindow {
 export class TokenCoalescer {
   private readonly held = new Map<number, TokenDelta>();
   private readonly sentFirst = new Set<number>();
-  private readonly window: FlushWindow;
   private readonly flushHeld = () => {
     for (const pos of [...this.held.keys()]) this.emitHeld(pos);
   };
 
   constructor(
     private readonly emit: (delta: TokenDelta) => void,
-    window: FlushWindow | number = TOKEN_WINDOW_MS,
-  ) {
-    this.window = typeof window === "number" ? new FlushWindow(window) : window;
-  }
+    private readonly window = new FlushWindow(),
+  ) {}
 
   add(delta: TokenDelta): void {
     if (!this.sentFirst.has(delta.pos)) {

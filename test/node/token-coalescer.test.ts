@@ -2,7 +2,7 @@
 // together within the window or at flush, within a frame's limits, and nothing is lost or reordered.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenDelta } from "../../shared/runner/model-runner.ts";
-import { TokenCoalescer } from "../../shared/worker-loop/token-coalescer.ts";
+import { FlushWindow, TokenCoalescer } from "../../shared/worker-loop/token-coalescer.ts";
 
 const delta = (pos: number, offset: number, tokens: number[]): TokenDelta => ({
   pos,
@@ -17,7 +17,7 @@ describe("TokenCoalescer", () => {
   beforeEach(() => {
     vi.useFakeTimers();
     sent = [];
-    c = new TokenCoalescer((d) => sent.push(d), 20);
+    c = new TokenCoalescer((d) => sent.push(d), new FlushWindow(20));
   });
   afterEach(() => vi.useRealTimers());
 
