@@ -1,21 +1,22 @@
 // A job's event stream, as the queue object writes it (model-queue/job-events.ts: Server-Sent Events or OpenAI's
 // chunks), handed to the caller unread: piped natively, so no JavaScript runs a chunk. The request's signal (a
-// caller that hangs up) cancels the queue's stream at once; when the stream ends, a traced call's span ends with
-// the job as it then stands; with `cancelOnHangUp`, a caller that left before the stream's end cancels its job,
-// so no worker generates for nobody.
+// caller that hangs up) ends the pipe, and the queue is told to drop the stream (ModelQueue.unwatch); when the
+// stream ends, a traced call's span ends with the job as it then stands; with `cancelOnHangUp`, a caller that
+// left before the stream's end cancels its job, so no worker generates for nobody.
 import type { Context } from "hono";
 import { ErrorCode } from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
-import { streamRefusalMessage } from "./model-queue/job-events.ts";
+import { newWatch, streamRefusalMessage } from "./model-queue/job-events.ts";
 import { afterAnswer, stubOfId } from "./request.ts";
-import { ownerOf } from "./submit.ts";
+import { ownerOf, type Watched } from "./submit.ts";
 import { streamClosed } from "./telemetry/call-trace.ts";
 
 /** GET /v1/jobs/{id}/events: the job's events from now, or a 404 / 429 saying why not. */
 export async function watchEvents(c: Context<HonoEnv>, id: string): Promise<Response> {
   const { model, name, queue } = stubOfId(c, id, "job");
-  const events = await queue.watchJob(name, id, await ownerOf(c), "sse");
+  const watch = newWatch("sse");
+  const events = await queue.watchJob(name, id, await ownerOf(c), watch);
   if (events === "not_found") {
     throw new ApiError(404, ErrorCode.jobNotFound, `no job ${id} (never accepted, or its result passed result_ttl_ms)`);
   }
@@ -29,19 +30,19 @@ export async function watchEvents(c: Context<HonoEnv>, id: string): Promise<Resp
       },
     );
   }
-  return pipeEvents(c, id, events);
+  return pipeEvents(c, id, { stream: events, key: watch.key });
 }
 
 /** The answer that hands `events`, job `id`'s stream, to the caller. */
 export function pipeEvents(
   c: Context<HonoEnv>,
   id: string,
-  events: ReadableStream<Uint8Array>,
+  events: Watched,
   { cancelOnHangUp = false } = {},
 ): Response {
   const { name, queue } = stubOfId(c, id, "job");
   const { readable, writable } = new IdentityTransformStream();
-  const ended = events.pipeTo(writable, { signal: c.req.raw.signal }).then(
+  const ended = events.stream.pipeTo(writable, { signal: c.req.raw.signal }).then(
     () => true,
     () => false,
   );
@@ -49,6 +50,8 @@ export function pipeEvents(
     c,
     ended.then(async (whole) => {
       const owner = await ownerOf(c);
+      // The queue learns of the hang-up only from here (WatchRequest), and frees the stream's place.
+      if (!whole) await queue.unwatch(name, events.key).catch(() => {});
       if (!whole && cancelOnHangUp) await queue.cancelJob(name, id, owner, "hung_up").catch(() => {});
       if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
     }),

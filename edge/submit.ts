@@ -19,7 +19,7 @@ import { type InputProblem, inputProblems, textProblems } from "../shared/tasks/
 import type { HonoEnv } from "./app-env.ts";
 import { mayUseGpuPool } from "./auth.ts";
 import { ApiError } from "./errors.ts";
-import type { EventFormat } from "./model-queue/job-events.ts";
+import { type EventFormat, newWatch, type WatchRequest } from "./model-queue/job-events.ts";
 import type { SubmitInput, SubmitResult } from "./model-queue/model-queue.ts";
 import { afterAnswer, modelOrThrow, otherShards, queueOf, shardFor } from "./request.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
@@ -139,16 +139,23 @@ export async function submitStreamed(
   c: Context<HonoEnv>,
   call: Omit<SubmitCall, "wait">,
   format: EventFormat,
-): Promise<{ job: JobView; events: ReadableStream<Uint8Array> }> {
-  const { job, events } = await submitTraced(c, { ...call, wait: false }, { watch: format });
+): Promise<{ job: JobView; events: Watched }> {
+  const watch = newWatch(format);
+  const { job, events } = await submitTraced(c, { ...call, wait: false }, { watch });
   if (!events) throw new Error(`the queue answered the streamed call ${job.id} without its events`);
-  return { job, events };
+  return { job, events: { stream: events, key: watch.key } };
+}
+
+/** A job's event stream from its queue, and the key that ends it there (WatchRequest). */
+export interface Watched {
+  stream: ReadableStream<Uint8Array>;
+  key: string;
 }
 
 async function submitTraced(
   c: Context<HonoEnv>,
   call: SubmitCall,
-  opts: { noun?: ItemNoun; watch?: EventFormat },
+  opts: { noun?: ItemNoun; watch?: WatchRequest },
 ): Promise<{ job: JobView; events?: ReadableStream<Uint8Array> | undefined }> {
   const trace = beginCallTrace(c, call.model);
   try {
@@ -168,7 +175,7 @@ async function submitTraced(
 async function queueCall(
   c: Context<HonoEnv>,
   call: SubmitCall,
-  opts: { noun?: ItemNoun; watch?: EventFormat },
+  opts: { noun?: ItemNoun; watch?: WatchRequest },
   traceparent: string | undefined,
 ): Promise<{ job: JobView; replayed: boolean; events?: ReadableStream<Uint8Array> | undefined }> {
   const model = modelOrThrow(c, call.model);

@@ -19,6 +19,8 @@ const END_EVENT = { succeeded: "completed", failed: "failed", expired: "expired"
 
 interface Watch {
   jobId: string;
+  /** WatchRequest.key. */
+  key: string;
   /** Indices whose output or error was sent. */
   sent: Set<number>;
   /** Per generating index: how far into its kept tokens the `token` events sent went. */
@@ -86,6 +88,21 @@ interface JobNow {
  */
 export type EventFormat = "sse" | { openai: OpenAiStreamSpec };
 
+/**
+ * A stream asked of the queue: its format, and a key the edge makes (newWatch) to end it when its caller hangs
+ * up. The edge says so (ModelQueue.unwatch) because the stream's own cancel does not reach this object: workerd
+ * does not carry a cancel back over RPC to a source with nothing to write (cloudflare/workerd#7298), so a
+ * stream whose caller left would hold its place (MAX_WATCHERS_PER_OWNER) until its job ended.
+ */
+export interface WatchRequest {
+  format: EventFormat;
+  key: string;
+}
+
+export function newWatch(format: EventFormat): WatchRequest {
+  return { format, key: crypto.randomUUID() };
+}
+
 function sseText(): (event: JobEvent) => string {
   let id = 0;
   return (e) => `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\nid: ${++id}\n\n`;
@@ -152,13 +169,14 @@ export class JobEvents {
    * The job's events from now, in `format`, for `owner`; the stream ends with the job. Written as the reader
    * takes them (STREAM_HIGH_WATER_BYTES).
    */
-  watch(jobId: string, format: EventFormat, owner: string | undefined): ReadableStream<Uint8Array> {
+  watch(jobId: string, { format, key }: WatchRequest, owner: string | undefined): ReadableStream<Uint8Array> {
     let watch: Watch | undefined;
     return new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
           watch = {
             jobId,
+            key,
             sent: new Set(),
             streamed: new Map(),
             counts: "",
@@ -186,6 +204,15 @@ export class JobEvents {
       },
       new ByteLengthQueuingStrategy({ highWaterMark: STREAM_HIGH_WATER_BYTES }),
     );
+  }
+
+  /** Ends the stream watch() made with `key` (its caller hung up); nothing if it has ended. */
+  unwatch(key: string): void {
+    for (const w of this.watches) {
+      if (w.key !== key) continue;
+      this.watches.delete(w);
+      this.close(w);
+    }
   }
 
   /**

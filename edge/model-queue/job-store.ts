@@ -16,7 +16,7 @@ import {
 import { NO_POOL } from "../metrics/definitions.ts";
 import type { Sql } from "../sql.ts";
 import { finishedGenerationStats, generationStats } from "./generation-stats.ts";
-import type { EventFormat } from "./job-events.ts";
+import type { WatchRequest } from "./job-events.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 
 export interface SubmitInput {
@@ -37,8 +37,8 @@ export interface SubmitInput {
   request_hash?: string | undefined;
   /** A full queue's refusal is not the call's end (edge/submit.ts offers it to another shard): not counted as rejected. */
   passed_on_if_full?: boolean | undefined;
-  /** A streamed call: its answer carries the job's events from now (job-events.ts), in this format. */
-  watch?: EventFormat | undefined;
+  /** A streamed call: its answer carries the job's events from now (job-events.ts), as asked. */
+  watch?: WatchRequest | undefined;
 }
 
 export type SubmitResult =

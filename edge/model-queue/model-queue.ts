@@ -29,7 +29,7 @@ import { Sql } from "../sql.ts";
 import { BreakerStore } from "./breaker-store.ts";
 import { HandOut } from "./hand-out.ts";
 import { type CancelResult, type DeadLetter, JobAdmin } from "./job-admin.ts";
-import { type EventFormat, JobEvents, type StreamRefusal, streamRefusalMessage } from "./job-events.ts";
+import { JobEvents, type StreamRefusal, streamRefusalMessage, type WatchRequest } from "./job-events.ts";
 import { JobStore, type Refusal, type SubmitInput, type SubmitResult } from "./job-store.ts";
 import { type CompleteResult, LeaseSettlement, quarantineMessage } from "./lease-settlement.ts";
 import { type LeaseRow, LeaseTable, notFoundAck } from "./lease-table.ts";
@@ -225,9 +225,9 @@ export class ModelQueue extends DurableObject<Env> {
     if (noStream) return this.noStreamRoom(cfg, req, noStream);
     const answered = this.accept(cfg, req, waitMs, now);
     if (!req.watch) return answered;
-    const format = req.watch;
+    const watch = req.watch;
     const withEvents = (a: SubmitResult): SubmitResult =>
-      a.ok ? { ...a, events: this.events.watch(req.id, format, req.owner) } : a;
+      a.ok ? { ...a, events: this.events.watch(req.id, watch, req.owner) } : a;
     return answered instanceof Promise ? answered.then(withEvents) : withEvents(answered);
   }
 
@@ -339,11 +339,17 @@ export class ModelQueue extends DurableObject<Env> {
     queue: string,
     id: string,
     owner: string | undefined,
-    format: EventFormat,
+    watch: WatchRequest,
   ): ReadableStream<Uint8Array> | "not_found" | StreamRefusal {
     this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
-    return this.events.refusal(owner) ?? this.events.watch(id, format, owner);
+    return this.events.refusal(owner) ?? this.events.watch(id, watch, owner);
+  }
+
+  /** Ends a stream of watchJob's or submit's (WatchRequest.key) whose caller hung up. */
+  unwatch(queue: string, key: string): void {
+    this.bind(queue);
+    this.events.unwatch(key);
   }
 
   /** Resolves with the job once it has ended, or with its state as it is after waitMs. */

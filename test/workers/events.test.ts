@@ -3,7 +3,7 @@
 // the rest of the job), and the job's end with its whole view; then the stream closes.
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { type JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER } from "../../edge/model-queue/job-events.ts";
+import { type JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER, newWatch } from "../../edge/model-queue/job-events.ts";
 import { TEST_CPU_ONLY_KEY } from "../support/test-models.ts";
 import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
 
@@ -123,7 +123,7 @@ describe("job events", () => {
     const id = res.body.id as string;
     // The queue's streams, opened inside the object (as the route does) and held open.
     const open = await runInDurableObject(queue("bravo"), (instance) =>
-      Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id, undefined, "sse")),
+      Array.from({ length: MAX_WATCHERS }, () => instance.watchJob("bravo", id, undefined, newWatch("sse"))),
     );
     try {
       expect(open.every((s) => s instanceof ReadableStream)).toBe(true);
@@ -156,7 +156,7 @@ describe("job events", () => {
     const id = (await infer({ model: "alpha", inputs: [1, 2, 3, 4, 5, 6, 7, 8], wait: false })).body.id as string;
     const [held] = await runInDurableObject(queue("alpha"), (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
-      return [instance.watchJob("alpha", id, owner, "sse")];
+      return [instance.watchJob("alpha", id, owner, newWatch("sse"))];
     });
     // Outputs that fill the stream before all are written: the rest wait for the reader, and the end after them.
     const big = (x: number) => String(x).repeat(6000);
@@ -188,12 +188,35 @@ describe("job events", () => {
     worker.close();
   });
 
+  it("frees the place of a stream whose caller hangs up, though its job goes on", async () => {
+    const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
+    const watchers = () =>
+      runInDurableObject(
+        queue("bravo"),
+        (instance) => (instance as unknown as { events: { watches: Set<unknown> } }).events.watches.size,
+      );
+    const callers = [new AbortController(), new AbortController()];
+    for (const caller of callers) {
+      const res = await SELF.fetch(`http://edge/v1/jobs/${id}/events`, { headers: CALLER, signal: caller.signal });
+      expect((await sseReader(res).next())?.event).toBe("queued");
+    }
+    expect(await watchers()).toBe(2);
+    // workerd carries no cancel back to the object over RPC: the edge tells it (ModelQueue.unwatch).
+    callers[0]?.abort();
+    await waitFor(async () => ((await watchers()) === 1 ? true : undefined));
+    callers[1]?.abort();
+    await waitFor(async () => ((await watchers()) === 0 ? true : undefined));
+    expect((await call(`/v1/jobs/${id}`)).body.status).toBe("queued");
+  });
+
   it("holds one caller key to MAX_WATCHERS_PER_OWNER streams of a queue (429), while another key still gets one", async () => {
     const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
     // The key's streams, opened inside the object as the route does (for the key that owns the job), held open.
     const open = await runInDurableObject(queue("bravo"), (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
-      return Array.from({ length: MAX_WATCHERS_PER_OWNER }, () => instance.watchJob("bravo", id, owner, "sse"));
+      return Array.from({ length: MAX_WATCHERS_PER_OWNER }, () =>
+        instance.watchJob("bravo", id, owner, newWatch("sse")),
+      );
     });
     try {
       expect(open.every((s) => s instanceof ReadableStream)).toBe(true);

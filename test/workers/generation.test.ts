@@ -5,7 +5,7 @@
 // order matters goes by sendTokens, which waits until the queue holds it (see SocketWorker.sendTokens).
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { STREAM_HIGH_WATER_BYTES, tokensAfter } from "../../edge/model-queue/job-events.ts";
+import { newWatch, STREAM_HIGH_WATER_BYTES, tokensAfter } from "../../edge/model-queue/job-events.ts";
 import {
   CALLER,
   call,
@@ -157,7 +157,7 @@ describe("token deltas", () => {
     // A stream held inside the object and not read, as a caller's that stopped reading.
     const [held] = await runInDurableObject(queue(MODEL), (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
-      return [instance.watchJob(MODEL, id, owner, "sse")];
+      return [instance.watchJob(MODEL, id, owner, newWatch("sse"))];
     });
     const piece = "x".repeat(4096);
     const ids = Array.from({ length: 16 }, (_, i) => i + 1);
@@ -203,7 +203,7 @@ describe("token deltas", () => {
     ];
     const held = await runInDurableObject(queue(MODEL), (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
-      return [instance.watchJob(MODEL, id, owner, "sse")];
+      return [instance.watchJob(MODEL, id, owner, newWatch("sse"))];
     });
     const seenAlong: SseEvent[] = [];
     for (const [k, piece] of pieces.entries()) {
@@ -318,7 +318,7 @@ describe("token deltas", () => {
     // Joins now, and does not read yet: input 0's 20 KiB fill its stream; input 1's wait.
     const [held, behind] = await runInDurableObject(queue(MODEL), (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
-      const stream = instance.watchJob(MODEL, id, owner, "sse");
+      const stream = instance.watchJob(MODEL, id, owner, newWatch("sse"));
       const events = (instance as unknown as { events: { watches: Set<{ behind: boolean }> } }).events;
       return [stream, [...events.watches].map((w) => w.behind)];
     });
