@@ -12,7 +12,7 @@ import type {
 } from "../../shared/protocol/openai-chat.ts";
 import { isRecord } from "./answer-shapes.ts";
 import { ClientErrorCode, EdgeSwarmError } from "./errors.ts";
-import { callOptions, invalidResponse, type Transport } from "./transport.ts";
+import { callOptions, invalidResponse, readOrAbort, type Transport } from "./transport.ts";
 import type { CallOptions } from "./types.ts";
 
 export type { ChatMessage } from "../../shared/protocol/chat-template.ts";
@@ -73,6 +73,7 @@ export class Generation {
     try {
       for (;;) {
         for (let m = messagesIn.shift(); m; m = messagesIn.shift()) {
+          opts.signal?.throwIfAborted();
           if (m.data === "[DONE]") return;
           const chunk = parseChunk(m.data, res.status);
           const choice = chunk.choices[0];
@@ -80,7 +81,7 @@ export class Generation {
           if (choice?.finish_reason) finish = choice.finish_reason;
           if (chunk.usage && finish) yield { type: "end", finish_reason: finish, usage: chunk.usage };
         }
-        const { done, value } = await reader.read();
+        const { done, value } = await readOrAbort(reader, opts.signal);
         if (done) break;
         parser.feed(decoder.decode(value, { stream: true }));
       }
@@ -90,7 +91,8 @@ export class Generation {
         message: "the chat stream closed before [DONE]; the answer is incomplete",
       });
     } finally {
-      await reader.cancel().catch(() => {});
+      // Not awaited: a fetch whose body broke off on an abort may never settle the cancel either.
+      reader.cancel().catch(() => {});
     }
   }
 }

@@ -4,7 +4,7 @@
 import { createParser, type EventSourceMessage, type ParseError } from "eventsource-parser";
 import { isJob, isJobStatus, isRecord } from "./answer-shapes.ts";
 import { ClientErrorCode, EdgeSwarmError } from "./errors.ts";
-import { invalidResponse } from "./transport.ts";
+import { invalidResponse, readOrAbort } from "./transport.ts";
 import type { JobEvent } from "./types.ts";
 
 const COUNT_EVENTS: ReadonlySet<string> = new Set(["queued", "leased"]);
@@ -41,7 +41,7 @@ function toJobEvent<T>(message: EventSourceMessage, status: number): JobEvent<T>
 /**
  * The events of an open text/event-stream answer, up to and with the job's end event. When `signal` aborts,
  * the iteration throws its reason and the download stops, whether or not the fetch that made `res` ends the
- * body on abort itself (not every fetch does, and one that does may not wake a read already waiting).
+ * body on abort itself (readOrAbort).
  */
 export async function* readJobEvents<T>(
   res: Response,
@@ -49,10 +49,6 @@ export async function* readJobEvents<T>(
 ): AsyncGenerator<JobEvent<T>, void, undefined> {
   if (!res.body) throw invalidResponse(res.status, "the event stream answer has no body");
   const reader = res.body.getReader();
-  const onAbort = () => {
-    reader.cancel(signal?.reason).catch(() => {});
-  };
-  signal?.addEventListener("abort", onAbort, { once: true });
   const decoder = new TextDecoder();
   const messages: EventSourceMessage[] = [];
   let overflow: ParseError | undefined;
@@ -75,9 +71,7 @@ export async function* readJobEvents<T>(
       }
       if (overflow) throw invalidResponse(res.status, `a job event longer than ${MAX_EVENT_CHARS} characters`);
       if (done) break;
-      signal?.throwIfAborted();
-      const chunk = await reader.read();
-      signal?.throwIfAborted();
+      const chunk = await readOrAbort(reader, signal);
       done = chunk.done;
       // An event the stream ends in the middle of is dropped, as the SSE spec says (and browsers do).
       parser.feed(done ? decoder.decode() : decoder.decode(chunk.value, { stream: true }));
@@ -88,8 +82,8 @@ export async function* readJobEvents<T>(
       message: "the job's event stream closed before the job ended; GET /v1/jobs/{id} or watch it again",
     });
   } finally {
-    signal?.removeEventListener("abort", onAbort);
     // Stops the download when the caller leaves the loop early; a no-op on a stream that has ended.
-    await reader.cancel().catch(() => {});
+    // Not awaited: a fetch whose body broke off on an abort may never settle the cancel either.
+    reader.cancel().catch(() => {});
   }
 }

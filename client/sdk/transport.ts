@@ -53,7 +53,7 @@ export class Transport {
         }
       }
       const etag = res.headers.get("ETag") ?? undefined;
-      throw errorOfBody(res.status, await res.text(), { retryAfterS, etag });
+      throw errorOfBody(res.status, await readText(res, call.signal), { retryAfterS, etag });
     }
   }
 
@@ -61,7 +61,7 @@ export class Transport {
   async json<T>(call: Call, check: (body: unknown) => boolean): Promise<{ body: T; res: Response }> {
     const res = await this.send(call);
     const what = `the answer to ${call.method} ${call.path}`;
-    const text = await res.text();
+    const text = await readText(res, call.signal);
     let body: unknown;
     try {
       body = JSON.parse(text);
@@ -102,4 +102,46 @@ export function invalidResponse(status: number, message: string, body?: unknown)
     message,
     details: body === undefined ? {} : { body },
   });
+}
+
+/**
+ * The next chunk of `reader`, or a rejection with `signal`'s reason the moment it aborts (the read is cancelled).
+ * A fetch given the signal is meant to end its body's reads itself, but Node 20's (undici) can leave one pending
+ * for ever when the abort comes just after the headers: a call that must stop when told cannot rely on it.
+ */
+export function readOrAbort<T>(
+  reader: ReadableStreamDefaultReader<T>,
+  signal: AbortSignal | undefined,
+): ReturnType<ReadableStreamDefaultReader<T>["read"]> {
+  const stop = () => reader.cancel(signal?.reason).catch(() => {});
+  if (signal?.aborted) {
+    stop();
+    return Promise.reject(signal.reason);
+  }
+  const read = reader.read();
+  if (!signal) return read;
+  read.catch(() => {}); // once aborted, how the read ends is nobody's concern
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    // Rejected before the cancel ends the read, so the race settles with the abort.
+    onAbort = () => {
+      reject(signal.reason);
+      stop();
+    };
+  });
+  signal.addEventListener("abort", onAbort, { once: true });
+  return Promise.race([read, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
+}
+
+/** The answer's body as text, read with readOrAbort. */
+async function readText(res: Response, signal: AbortSignal | undefined): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  for (;;) {
+    const { done, value } = await readOrAbort(reader, signal);
+    if (done) return text + decoder.decode();
+    text += decoder.decode(value, { stream: true });
+  }
 }

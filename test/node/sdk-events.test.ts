@@ -1,5 +1,6 @@
-// The SDK's job events end on the caller's signal even when the fetch under them does not end the body on
-// abort (a fetch that ignores the signal once the answer has started, or a read already waiting).
+// The SDK's calls and streams end on the caller's signal even when the fetch under them does not end the body
+// on abort (a fetch that ignores the signal once the answer has started, or a read already waiting): Node 20's
+// left a job's JSON answer unread for ever when the signal fired just after its headers.
 import { describe, expect, it } from "vitest";
 import { EdgeSwarmClient } from "../../client/sdk/index.ts";
 
@@ -20,6 +21,59 @@ function stuckStreamFetch(): { fetch: typeof fetch; cancelled: () => boolean } {
   };
   return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled };
 }
+
+/** A fetch that answers 200 at once with `first` as the start of a body that never ends, ignoring every abort. */
+function stuckBodyFetch(first: string, contentType = "application/json") {
+  let cancelled = false;
+  const fetchStub = async () =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(new TextEncoder().encode(first));
+        },
+        cancel() {
+          cancelled = true;
+        },
+      }),
+      { status: 200, headers: { "Content-Type": contentType } },
+    );
+  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled };
+}
+
+describe("a call whose answer stops mid-body, and the caller's signal", () => {
+  const ID = "m:00000000000000000000000000000000";
+
+  it("job() and waitForJob() end at the abort, with its reason, and stop the download", async () => {
+    const stuck = stuckBodyFetch('{"id":"m:0000');
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
+    const reason = new Error("gave up");
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(reason), 20);
+    await expect(client.job(ID, { signal: controller.signal })).rejects.toBe(reason);
+    expect(stuck.cancelled()).toBe(true);
+    const waited = client.waitForJob(ID, { pollMs: 10, signal: AbortSignal.timeout(50) });
+    await expect(waited).rejects.toMatchObject({ name: "TimeoutError" });
+  });
+
+  it("chatStream() ends at the abort after the first delta", async () => {
+    const chunk = { choices: [{ index: 0, delta: { content: "Hi" }, finish_reason: null }] };
+    const stuck = stuckBodyFetch(`data: ${JSON.stringify(chunk)}\n\n`, "text/event-stream");
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
+    const controller = new AbortController();
+    const seen: string[] = [];
+    const read = (async () => {
+      for await (const d of client.generation.chatStream("chat", [{ role: "user", content: "hi" }], {
+        signal: controller.signal,
+      })) {
+        if (d.type === "text") seen.push(d.text);
+        setTimeout(() => controller.abort(), 20);
+      }
+    })();
+    await expect(read).rejects.toMatchObject({ name: "AbortError" });
+    expect(seen).toEqual(["Hi"]);
+    expect(stuck.cancelled()).toBe(true);
+  });
+});
 
 describe("job events and the caller's signal", () => {
   it("stop at the abort, with its reason, and stop the download, even if the body never ends", async () => {
