@@ -12,7 +12,7 @@ import type {
 } from "../../shared/protocol/openai-chat.ts";
 import { isRecord } from "./answer-shapes.ts";
 import { ClientErrorCode, EdgeSwarmError } from "./errors.ts";
-import { callOptions, invalidResponse, readOrAbort, type Transport } from "./transport.ts";
+import { bodyReader, callOptions, invalidResponse, type Transport } from "./transport.ts";
 import type { CallOptions } from "./types.ts";
 
 export type { ChatMessage } from "../../shared/protocol/chat-template.ts";
@@ -65,7 +65,7 @@ export class Generation {
       ...callOptions(opts),
     });
     if (!res.body) throw invalidResponse(res.status, "the chat stream answer has no body");
-    const reader = res.body.getReader();
+    const reader = bodyReader(res.body, opts.signal);
     const decoder = new TextDecoder();
     const messagesIn: EventSourceMessage[] = [];
     const parser = createParser({ onEvent: (m) => messagesIn.push(m) });
@@ -81,7 +81,7 @@ export class Generation {
           if (choice?.finish_reason) finish = choice.finish_reason;
           if (chunk.usage && finish) yield { type: "end", finish_reason: finish, usage: chunk.usage };
         }
-        const { done, value } = await readOrAbort(reader, opts.signal);
+        const { done, value } = await reader.read();
         if (done) break;
         parser.feed(decoder.decode(value, { stream: true }));
       }
@@ -91,8 +91,7 @@ export class Generation {
         message: "the chat stream closed before [DONE]; the answer is incomplete",
       });
     } finally {
-      // Not awaited: a fetch whose body broke off on an abort may never settle the cancel either.
-      reader.cancel().catch(() => {});
+      reader.close();
     }
   }
 }

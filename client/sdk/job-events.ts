@@ -4,7 +4,7 @@
 import { createParser, type EventSourceMessage, type ParseError } from "eventsource-parser";
 import { isJob, isJobStatus, isRecord } from "./answer-shapes.ts";
 import { ClientErrorCode, EdgeSwarmError } from "./errors.ts";
-import { invalidResponse, readOrAbort } from "./transport.ts";
+import { bodyReader, invalidResponse } from "./transport.ts";
 import type { JobEvent } from "./types.ts";
 
 const COUNT_EVENTS: ReadonlySet<string> = new Set(["queued", "leased"]);
@@ -41,14 +41,14 @@ function toJobEvent<T>(message: EventSourceMessage, status: number): JobEvent<T>
 /**
  * The events of an open text/event-stream answer, up to and with the job's end event. When `signal` aborts,
  * the iteration throws its reason and the download stops, whether or not the fetch that made `res` ends the
- * body on abort itself (readOrAbort).
+ * body on abort itself (bodyReader), also while the caller holds the iteration between events.
  */
 export async function* readJobEvents<T>(
   res: Response,
   signal?: AbortSignal,
 ): AsyncGenerator<JobEvent<T>, void, undefined> {
   if (!res.body) throw invalidResponse(res.status, "the event stream answer has no body");
-  const reader = res.body.getReader();
+  const reader = bodyReader(res.body, signal);
   const decoder = new TextDecoder();
   const messages: EventSourceMessage[] = [];
   let overflow: ParseError | undefined;
@@ -71,7 +71,7 @@ export async function* readJobEvents<T>(
       }
       if (overflow) throw invalidResponse(res.status, `a job event longer than ${MAX_EVENT_CHARS} characters`);
       if (done) break;
-      const chunk = await readOrAbort(reader, signal);
+      const chunk = await reader.read();
       done = chunk.done;
       // An event the stream ends in the middle of is dropped, as the SSE spec says (and browsers do).
       parser.feed(done ? decoder.decode() : decoder.decode(chunk.value, { stream: true }));
@@ -83,7 +83,6 @@ export async function* readJobEvents<T>(
     });
   } finally {
     // Stops the download when the caller leaves the loop early; a no-op on a stream that has ended.
-    // Not awaited: a fetch whose body broke off on an abort may never settle the cancel either.
-    reader.cancel().catch(() => {});
+    reader.close();
   }
 }

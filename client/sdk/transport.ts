@@ -104,44 +104,56 @@ export function invalidResponse(status: number, message: string, body?: unknown)
   });
 }
 
-/**
- * The next chunk of `reader`, or a rejection with `signal`'s reason the moment it aborts (the read is cancelled).
- * A fetch given the signal is meant to end its body's reads itself, but Node 20's (undici) can leave one pending
- * for ever when the abort comes just after the headers: a call that must stop when told cannot rely on it.
- */
-export function readOrAbort<T>(
-  reader: ReadableStreamDefaultReader<T>,
-  signal: AbortSignal | undefined,
-): ReturnType<ReadableStreamDefaultReader<T>["read"]> {
-  const stop = () => reader.cancel(signal?.reason).catch(() => {});
-  if (signal?.aborted) {
-    stop();
-    return Promise.reject(signal.reason);
-  }
-  const read = reader.read();
-  if (!signal) return read;
-  read.catch(() => {}); // once aborted, how the read ends is nobody's concern
-  let onAbort = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    // Rejected before the cancel ends the read, so the race settles with the abort.
-    onAbort = () => {
-      reject(signal.reason);
-      stop();
-    };
-  });
-  signal.addEventListener("abort", onAbort, { once: true });
-  return Promise.race([read, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
+/** A body being read that stops when its call's signal aborts (bodyReader). */
+export interface BodyReader {
+  /** The next chunk; once the signal has aborted, a rejection with its reason instead. */
+  read(): ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>;
+  /** Stops the download (a no-op on a body read to its end) and forgets the signal. */
+  close(): void;
 }
 
-/** The answer's body as text, read with readOrAbort. */
+/**
+ * Reads `body`, which stops the moment `signal` aborts: the read waiting is ended and the next throws the
+ * signal's reason. A fetch given the signal is meant to end its body itself, but Node 20's (undici) can leave a
+ * read pending for ever when the abort comes just after the headers, so the SDK cancels the body itself,
+ * which ends any read waiting on it, whatever the fetch did. One listener on the signal a body, however
+ * many reads.
+ */
+export function bodyReader(body: ReadableStream<Uint8Array>, signal: AbortSignal | undefined): BodyReader {
+  const reader = body.getReader();
+  const onAbort = () => {
+    reader.cancel(signal?.reason).catch(() => {});
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+  return {
+    async read() {
+      signal?.throwIfAborted();
+      const chunk = await reader.read();
+      // A chunk, or the end, that came with the abort is not delivered: the call ends with its reason.
+      signal?.throwIfAborted();
+      return chunk;
+    },
+    close() {
+      signal?.removeEventListener("abort", onAbort);
+      // Not awaited: a body broken off by an abort in Node's fetch may never settle its cancel either.
+      reader.cancel().catch(() => {});
+    },
+  };
+}
+
+/** The answer's body as text, read with bodyReader. */
 async function readText(res: Response, signal: AbortSignal | undefined): Promise<string> {
   if (!res.body) return "";
-  const reader = res.body.getReader();
+  const reader = bodyReader(res.body, signal);
   const decoder = new TextDecoder();
   let text = "";
-  for (;;) {
-    const { done, value } = await readOrAbort(reader, signal);
-    if (done) return text + decoder.decode();
-    text += decoder.decode(value, { stream: true });
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return text + decoder.decode();
+      text += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    reader.close();
   }
 }

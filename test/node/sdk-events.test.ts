@@ -1,15 +1,18 @@
 // The SDK's calls and streams end on the caller's signal even when the fetch under them does not end the body
 // on abort (a fetch that ignores the signal once the answer has started, or a read already waiting): Node 20's
 // left a job's JSON answer unread for ever when the signal fired just after its headers.
+import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { EdgeSwarmClient } from "../../client/sdk/index.ts";
 
 /** A fetch whose event stream sends one queued event, then stays open and ignores every abort. */
-function stuckStreamFetch(): { fetch: typeof fetch; cancelled: () => boolean } {
+function stuckStreamFetch(): { fetch: typeof fetch; cancelled: () => boolean; end: () => void } {
   let cancelled = false;
+  let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
   const fetchStub = async () => {
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
+        stream = controller;
         const event = { id: "m:1", status: "queued", items: { queued: 1 } };
         controller.enqueue(new TextEncoder().encode(`id: 1\nevent: queued\ndata: ${JSON.stringify(event)}\n\n`));
       },
@@ -19,7 +22,7 @@ function stuckStreamFetch(): { fetch: typeof fetch; cancelled: () => boolean } {
     });
     return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
   };
-  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled };
+  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled, end: () => stream?.close() };
 }
 
 /** A fetch that answers 200 at once with `first` as the start of a body that never ends, ignoring every abort. */
@@ -53,6 +56,15 @@ describe("a call whose answer stops mid-body, and the caller's signal", () => {
     expect(stuck.cancelled()).toBe(true);
     const waited = client.waitForJob(ID, { pollMs: 10, signal: AbortSignal.timeout(50) });
     await expect(waited).rejects.toMatchObject({ name: "TimeoutError" });
+  });
+
+  it("a call leaves nothing listening on a signal that outlives it", async () => {
+    const job = { id: ID, model: "m", status: "queued", items: { queued: 1 }, created_at: 0 };
+    const answers = async () => new Response(JSON.stringify(job), { headers: { "Content-Type": "application/json" } });
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: answers as typeof fetch });
+    const page = new AbortController();
+    for (let i = 0; i < 3; i++) expect((await client.job(ID, { signal: page.signal })).status).toBe("queued");
+    expect(getEventListeners(page.signal, "abort")).toHaveLength(0);
   });
 
   it("chatStream() ends at the abort after the first delta", async () => {
@@ -106,5 +118,29 @@ describe("job events and the caller's signal", () => {
     expect((await iterator.next()).value?.event).toBe("queued");
     controller.abort(reason);
     await expect(iterator.next()).rejects.toBe(reason);
+  });
+
+  it("stop the download at the abort while the caller holds the iteration between events", async () => {
+    const stuck = stuckStreamFetch();
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
+    const controller = new AbortController();
+    const iterator = client.events("m:00000000000000000000000000000000", { signal: controller.signal });
+    expect((await iterator.next()).value?.event).toBe("queued");
+    controller.abort();
+    expect(stuck.cancelled()).toBe(true);
+    await expect(iterator.next()).rejects.toMatchObject({ name: "AbortError" });
+  });
+
+  it("throw the abort's reason, not a stream cut short, when the body ends as the signal aborts", async () => {
+    const stuck = stuckStreamFetch();
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
+    const reason = new Error("left the page");
+    const controller = new AbortController();
+    const iterator = client.events("m:00000000000000000000000000000000", { signal: controller.signal });
+    expect((await iterator.next()).value?.event).toBe("queued");
+    const next = iterator.next(); // waits on the body
+    stuck.end();
+    controller.abort(reason);
+    await expect(next).rejects.toBe(reason);
   });
 });
