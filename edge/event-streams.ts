@@ -50,9 +50,13 @@ export function pipeEvents(
     c,
     ended.then(async (whole) => {
       const owner = await ownerOf(c);
-      // The queue learns of the hang-up only from here (WatchRequest), and frees the stream's place.
-      if (!whole) await queue.unwatch(name, events.key).catch(() => {});
-      if (!whole && cancelOnHangUp) await queue.cancelJob(name, id, owner, "hung_up").catch(() => {});
+      if (!whole) {
+        // The queue learns of the hang-up from here (WatchRequest) and frees the stream's place.
+        await Promise.all([
+          queue.unwatch(name, events.key).catch(() => {}),
+          cancelOnHangUp ? queue.cancelJob(name, id, owner, "hung_up").catch(() => {}) : undefined,
+        ]);
+      }
       if (c.get("callTrace")) streamClosed(c, await queue.job(id, owner).catch(() => null));
     }),
   );

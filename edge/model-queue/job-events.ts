@@ -91,8 +91,9 @@ export type EventFormat = "sse" | { openai: OpenAiStreamSpec };
 /**
  * A stream asked of the queue: its format, and a key the edge makes (newWatch) to end it when its caller hangs
  * up. The edge says so (ModelQueue.unwatch) because the stream's own cancel does not reach this object: workerd
- * does not carry a cancel back over RPC to a source with nothing to write (cloudflare/workerd#7298), so a
- * stream whose caller left would hold its place (MAX_WATCHERS_PER_OWNER) until its job ended.
+ * does not carry a cancel back over RPC to a source with nothing to write (cloudflare/workerd#7298; here not
+ * even once a keep-alive's write had failed), so a stream whose caller left held its place
+ * (MAX_WATCHERS_PER_OWNER) until its job ended.
  */
 export interface WatchRequest {
   format: EventFormat;
@@ -155,13 +156,14 @@ export class JobEvents {
 
   /**
    * Why another stream may not start, or null: the queue serves MAX_WATCHERS (each costs a few reads on every
-   * change to the queue), and `owner`, a caller key, holds MAX_WATCHERS_PER_OWNER of them.
+   * change to the queue), and `owner`, a caller key, holds MAX_WATCHERS_PER_OWNER of them. A stream asked
+   * again with the same key (the edge's retry of a call whose answer it lost) takes its earlier one's place.
    */
-  refusal(owner: string | undefined): StreamRefusal | null {
-    if (this.watches.size >= MAX_WATCHERS) return "full";
+  refusal(owner: string | undefined, key: string): StreamRefusal | null {
+    const others = [...this.watches].filter((w) => w.key !== key);
+    if (others.length >= MAX_WATCHERS) return "full";
     if (owner === undefined) return null;
-    let held = 0;
-    for (const w of this.watches) if (w.owner === owner) held++;
+    const held = others.filter((w) => w.owner === owner).length;
     return held >= MAX_WATCHERS_PER_OWNER ? "owner_full" : null;
   }
 
@@ -174,6 +176,8 @@ export class JobEvents {
     return new ReadableStream<Uint8Array>(
       {
         start: (controller) => {
+          // An earlier try's stream the edge never got (its answer was lost) is replaced, not kept beside.
+          this.unwatch(key);
           watch = {
             jobId,
             key,

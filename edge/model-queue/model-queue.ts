@@ -221,7 +221,7 @@ export class ModelQueue extends DurableObject<Env> {
       return this.shardNoted.then(() => this.submit(queue, req, waitMs));
     }
     const now = Date.now();
-    const noStream = req.watch ? this.events.refusal(req.owner) : null;
+    const noStream = req.watch ? this.events.refusal(req.owner, req.watch.key) : null;
     if (noStream) return this.noStreamRoom(cfg, req, noStream);
     const answered = this.accept(cfg, req, waitMs, now);
     if (!req.watch) return answered;
@@ -343,7 +343,7 @@ export class ModelQueue extends DurableObject<Env> {
   ): ReadableStream<Uint8Array> | "not_found" | StreamRefusal {
     this.bind(queue);
     if (!this.admin.visible(id, owner)) return "not_found";
-    return this.events.refusal(owner) ?? this.events.watch(id, watch, owner);
+    return this.events.refusal(owner, watch.key) ?? this.events.watch(id, watch, owner);
   }
 
   /** Ends a stream of watchJob's or submit's (WatchRequest.key) whose caller hung up. */

@@ -209,6 +209,24 @@ describe("job events", () => {
     expect((await call(`/v1/jobs/${id}`)).body.status).toBe("queued");
   });
 
+  it("replaces a stream asked again with the same key (an edge's retry) rather than keeping both", async () => {
+    const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
+    const counts = await runInDurableObject(queue("bravo"), async (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      const watches = (instance as unknown as { events: { watches: Set<unknown> } }).events.watches;
+      const again = newWatch("sse");
+      const first = instance.watchJob("bravo", id, owner, again) as ReadableStream<Uint8Array>;
+      const afterFirst = watches.size;
+      const second = instance.watchJob("bravo", id, owner, again) as ReadableStream<Uint8Array>;
+      const afterSecond = watches.size;
+      // The first was closed: read to its end, it has only the queued event.
+      const firstText = await new Response(first).text();
+      await second.cancel();
+      return { afterFirst, afterSecond, firstEvents: firstText.match(/^event: /gm)?.length };
+    });
+    expect(counts).toEqual({ afterFirst: 1, afterSecond: 1, firstEvents: 1 });
+  });
+
   it("holds one caller key to MAX_WATCHERS_PER_OWNER streams of a queue (429), while another key still gets one", async () => {
     const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
     // The key's streams, opened inside the object as the route does (for the key that owns the job), held open.
