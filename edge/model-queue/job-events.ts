@@ -5,7 +5,7 @@
 // caller, as Server-Sent Events or as OpenAI's chunks (edge/openai-stream.ts): the edge hands the bytes on unread
 // (edge/event-streams.ts), where relaying each event through the Worker cost a generated token more coordinator
 // CPU than the queue's own work. A session's job ends its stream once its turn is in the session's history.
-import { FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
+import { ErrorCode, FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
 import type { JobEvent } from "../../shared/protocol/job-events.ts";
 import { type OpenAiStreamSpec, openAiStream } from "../openai-stream.ts";
 import type { Sql } from "../sql.ts";
@@ -279,8 +279,11 @@ export class JobEvents {
 
   private flushOne(w: Watch, job: JobNow | undefined): void {
     if (!job) {
-      // Dropped after result_ttl_ms while watched: nothing more will happen to it.
-      this.end(w, { event: "expired", data: { id: w.jobId, model: this.model(), status: "expired" } });
+      // Dropped after result_ttl_ms while watched (its reader stopped reading before the job's end reached
+      // it): what became of the job is gone with it, and the end says so rather than name an outcome.
+      const message = `job ${w.jobId}'s results passed its model's result_ttl_ms before this stream read them; read streams as they come, or raise result_ttl_ms`;
+      const error = { code: ErrorCode.resultExpired, message };
+      this.end(w, { event: "expired", data: { id: w.jobId, model: this.model(), status: "expired", error } });
       return;
     }
     const { items } = job;

@@ -33,6 +33,8 @@ export const ErrorCode = {
   leaseStale: "lease_stale",
   tooDeep: "nested_too_deeply",
   expired: "expired",
+  /** A job's results passed its model's result_ttl_ms and were forgotten before they were read. */
+  resultExpired: "result_expired",
   /** The job was cancelled (DELETE /v1/jobs/{id}, or its caller hung up on a waiting call). */
   cancelled: "cancelled",
   /** An Idempotency-Key already used by this API key with a different request body. */

@@ -227,6 +227,25 @@ describe("job events", () => {
     expect(counts).toEqual({ afterFirst: 1, afterSecond: 1, firstEvents: 1 });
   });
 
+  it("ends a stream whose job was forgotten (result_ttl_ms) before it read the end by saying so", async () => {
+    const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
+    const seen = await runInDurableObject(queue("bravo"), async (instance, state) => {
+      const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
+      const stream = instance.watchJob("bravo", id, owner, newWatch("sse")) as ReadableStream<Uint8Array>;
+      // As the alarm's drop after result_ttl_ms leaves it, while the stream still waits for the job's end.
+      state.storage.sql.exec("DELETE FROM items WHERE job_id = ?", id);
+      state.storage.sql.exec("DELETE FROM jobs WHERE id = ?", id);
+      (instance as unknown as { events: { flush(): void } }).events.flush();
+      const all: SseEvent[] = [];
+      const reader = sseReader(new Response(stream));
+      for (let e = await reader.next(); e; e = await reader.next()) all.push(e);
+      return all;
+    });
+    expect(seen.map((e) => e.event)).toEqual(["queued", "expired"]);
+    expect(seen[1]?.data.error.code).toBe("result_expired");
+    expect(seen[1]?.data.error.message).toContain("result_ttl_ms before this stream read them");
+  });
+
   it("holds one caller key to MAX_WATCHERS_PER_OWNER streams of a queue (429), while another key still gets one", async () => {
     const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
     // The key's streams, opened inside the object as the route does (for the key that owns the job), held open.
