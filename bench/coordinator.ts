@@ -2,7 +2,7 @@
 // workers that answer at once (bench/echo-worker.ts), drives one model queue with keep-alive callers, and prints
 // calls/s, items/s, the added latency and the coordinator's CPU per item and per call (from /proc) as Markdown
 // (also written to bench/results/coordinator.md). It does so on two paths, `wrangler dev` and workerd run through
-// Miniflare's API without wrangler's dev proxy (bench/miniflare-server.ts), each next to the runtime's ceiling on
+// Miniflare's API without wrangler's dev proxy (scripts/lib/miniflare-server.ts), each next to the runtime's ceiling on
 // that path (bench/ceiling-worker.js: one Durable Object, one SQLite write a call), and then BullMQ on Redis doing
 // the same work in the same run (bench/bullmq-peer.ts). `-- --no-peer` leaves the peer out, `-- --no-miniflare`
 // the Miniflare path; `-- --only TEXT` runs only the scenarios whose name holds TEXT ("single", "4 shards");
@@ -14,6 +14,7 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { unstable_readConfig } from "wrangler";
+import { entryArg, startMiniflare } from "../scripts/lib/miniflare-server.ts";
 import { type Server, type StartServer, startCoordinator, WRANGLER } from "../scripts/lib/wrangler-dev.ts";
 import type { ModelConfig, Timings } from "../shared/index.ts";
 import {
@@ -32,7 +33,6 @@ import {
 import { BULLMQ_CONCURRENCY, BULLMQ_WORKERS, BullmqPeer, type RedisServer, startRedis } from "./bullmq-peer.ts";
 import { startCpuProfile, topSelfTime, writeCpuProfile } from "./cpu-profile.ts";
 import { EchoWorker, WORKER_CONCURRENT_BATCHES, WORKER_MAX_BATCH, workerTotals } from "./echo-worker.ts";
-import { entryArg, startMiniflare } from "./miniflare-server.ts";
 
 const MODEL = {
   name: "echo",

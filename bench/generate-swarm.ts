@@ -1,14 +1,14 @@
 // bench:generate's swarm side: the same prompts as the direct rows sent through the real coordinator (workerd
-// through Miniflare's API, as deployed: bench/miniflare-server.ts; BENCH_COORDINATOR=wrangler: `wrangler dev`) as `POST /v1/infer` with `stream: true`, read as Server-Sent Events, with one real
+// through Miniflare's API, as deployed: scripts/lib/miniflare-server.ts; BENCH_COORDINATOR=wrangler: `wrangler dev`) as `POST /v1/infer` with `stream: true`, read as Server-Sent Events, with one real
 // `edgeswarm-worker` (onnxruntime-node) or one Chromium tab (the demo page's donor worker, wasm or WebGPU) as
 // the only worker. TTFT is the caller's: request sent → first `token` event. Used by bench/generate.ts.
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import { createParser } from "eventsource-parser";
+import { startMiniflare } from "../scripts/lib/miniflare-server.ts";
 import { startWorker, type WorkerProcess } from "../scripts/lib/worker-process.ts";
 import { type Server, startCoordinator } from "../scripts/lib/wrangler-dev.ts";
 import type { DonorStatus } from "../shared/index.ts";
-import { startMiniflare } from "./miniflare-server.ts";
 
 /** The worker's --max-batch-size (BENCH_MAX_BATCH_SIZE; 16, the models' own). */
 export const WORKER_BATCH = Number(process.env.BENCH_MAX_BATCH_SIZE ?? 16);

@@ -90,10 +90,10 @@ export type EventFormat = "sse" | { openai: OpenAiStreamSpec };
 
 /**
  * A stream asked of the queue: its format, and a key the edge makes (newWatch) to end it when its caller hangs
- * up. The edge says so (ModelQueue.unwatch) because the stream's own cancel does not reach this object: workerd
- * does not carry a cancel back over RPC to a source with nothing to write (cloudflare/workerd#7298; here not
- * even once a keep-alive's write had failed), so a stream whose caller left held its place
- * (MAX_WATCHERS_PER_OWNER) until its job ended.
+ * up. The edge says so (ModelQueue.unwatch) as soon as its pipe finds the caller gone, because the stream's own
+ * cancel reaches this object late: workerd carries it back over RPC only once a later write of the source's
+ * fails (cloudflare/workerd#7298), so a stream whose caller left held its place (MAX_WATCHERS_PER_OWNER) a
+ * keep-alive longer (measured on Miniflare: 30 s against 15), and under the workers' test runtime longer still.
  */
 export interface WatchRequest {
   format: EventFormat;

@@ -38,7 +38,7 @@ export interface ServerOptions {
   config?: string;
 }
 
-/** Starts a Worker the way the benches compare: this file's wrangler dev, or bench/miniflare-server.ts. */
+/** Starts a Worker as the benches and tests do: this file's wrangler dev, or scripts/lib/miniflare-server.ts. */
 export type StartServer<S extends Server> = (opts: ServerOptions) => Promise<S>;
 
 export async function freePort(): Promise<number> {

@@ -1,7 +1,8 @@
 // Runs a wrangler config's Worker on workerd through Miniflare's own API, without `wrangler dev` and the proxy
-// it puts in front (its own workerd and node, a hop a deployed Worker does not have): bench/coordinator.ts's
-// second path. The Worker is bundled as `wrangler deploy` bundles it, and gets the bindings, Durable Objects,
-// SQLite classes and compatibility flags wrangler derives from the config. Not a test.
+// it puts in front (its own workerd and node, a hop a deployed Worker does not have, and one that passes no
+// client's hang-up on): the benches' second path (bench/coordinator.ts, bench/generate-swarm.ts) and the
+// end-to-end test of hang-ups (test/e2e/hang-up.test.ts). The Worker is bundled as `wrangler deploy` bundles it,
+// and gets the bindings, Durable Objects, SQLite classes and compatibility flags wrangler derives from the config.
 
 import { execFile } from "node:child_process";
 import { parse } from "node:path";
@@ -9,7 +10,7 @@ import type { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
-import { freePort, type Server, type ServerOptions, WRANGLER } from "../scripts/lib/wrangler-dev.ts";
+import { freePort, type Server, type ServerOptions, WRANGLER } from "./wrangler-dev.ts";
 
 /** The command line argument by which /proc tells the workerd that serves `port`. */
 export const entryArg = (port: number) => `--socket-addr=entry=127.0.0.1:${port} `;
