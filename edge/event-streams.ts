@@ -1,8 +1,9 @@
 // A job's event stream, as the queue object writes it (model-queue/job-events.ts: Server-Sent Events or OpenAI's
-// chunks), handed to the caller unread: piped natively, so no JavaScript runs a chunk. The request's signal (a
-// caller that hangs up) ends the pipe, and the queue is told to drop the stream (ModelQueue.unwatch); when the
-// stream ends, a traced call's span ends with the job as it then stands; with `cancelOnHangUp`, a caller that
-// left before the stream's end cancels its job, so no worker generates for nobody.
+// chunks), handed to the caller unread: piped natively, so no JavaScript runs a chunk. A caller that hangs up
+// ends the pipe (the request's signal before the answer starts, a failed write after: the stream's next event
+// or keep-alive), and the queue is told to drop the stream (ModelQueue.unwatch); when the stream ends, a traced
+// call's span ends with the job as it then stands; with `cancelOnHangUp`, a caller that left before the
+// stream's end cancels its job, so no worker generates for nobody.
 import type { Context } from "hono";
 import { ErrorCode } from "../shared/index.ts";
 import type { HonoEnv } from "./app-env.ts";

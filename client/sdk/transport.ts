@@ -128,7 +128,14 @@ export function bodyReader(body: ReadableStream<Uint8Array>, signal: AbortSignal
   return {
     async read() {
       signal?.throwIfAborted();
-      const chunk = await reader.read();
+      let chunk: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        // A fetch that errors the body on abort with an error of its own: the call still ends with the reason.
+        signal?.throwIfAborted();
+        throw error;
+      }
       // A chunk, or the end, that came with the abort is not delivered: the call ends with its reason.
       signal?.throwIfAborted();
       return chunk;

@@ -91,9 +91,9 @@ export type EventFormat = "sse" | { openai: OpenAiStreamSpec };
 /**
  * A stream asked of the queue: its format, and a key the edge makes (newWatch) to end it when its caller hangs
  * up. The edge says so (ModelQueue.unwatch) as soon as its pipe finds the caller gone, because the stream's own
- * cancel reaches this object late: workerd carries it back over RPC only once a later write of the source's
- * fails (cloudflare/workerd#7298), so a stream whose caller left held its place (MAX_WATCHERS_PER_OWNER) a
- * keep-alive longer (measured on Miniflare: 30 s against 15), and under the workers' test runtime longer still.
+ * cancel does not reach this object: workerd does not carry it back over RPC to the source
+ * (cloudflare/workerd#7298; on Miniflare, not in a minute of keep-alives whose writes failed), so a stream
+ * whose caller left held its place (MAX_WATCHERS_PER_OWNER) until its job ended.
  */
 export interface WatchRequest {
   format: EventFormat;
@@ -160,10 +160,14 @@ export class JobEvents {
    * again with the same key (the edge's retry of a call whose answer it lost) takes its earlier one's place.
    */
   refusal(owner: string | undefined, key: string): StreamRefusal | null {
-    const others = [...this.watches].filter((w) => w.key !== key);
-    if (others.length >= MAX_WATCHERS) return "full";
-    if (owner === undefined) return null;
-    const held = others.filter((w) => w.owner === owner).length;
+    let all = 0;
+    let held = 0;
+    for (const w of this.watches) {
+      if (w.key === key) continue;
+      all++;
+      if (owner !== undefined && w.owner === owner) held++;
+    }
+    if (all >= MAX_WATCHERS) return "full";
     return held >= MAX_WATCHERS_PER_OWNER ? "owner_full" : null;
   }
 

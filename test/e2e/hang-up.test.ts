@@ -1,10 +1,10 @@
 // Callers that hang up, over real sockets to the coordinator on workerd without `wrangler dev`'s proxy (which
 // passes no client's hang-up on, so the other end-to-end suites cannot see one): an OpenAI stream's call is
-// cancelled, and event streams give their places back (workerd carries a stream's cancel to the queue object
-// only a write later; the edge tells it at once). A streaming answer has begun, so workerd's request signal
-// no longer fires: the edge finds the caller gone when the stream next writes, here the keep-alive comment
+// cancelled, and event streams give their places back (workerd does not carry a stream's cancel to the queue
+// object over RPC; the edge tells it). A streaming answer has begun, so workerd's request signal no longer
+// fires: the edge finds the caller gone when the stream next writes, here the keep-alive comment
 // (KEEP_ALIVE_MS, 15 s), as nothing else happens. Deterministic: the calls are for a model no worker serves,
-// so nothing ends them but the hang-up, and each check waits for the state it expects, however long it takes.
+// with a timeout past the test's, so nothing ends them but the hang-up; each check waits for its state.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,9 +16,14 @@ import { BUNDLED_REGISTRY_URL } from "../support/reference-models.ts";
 
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
 const tiny = bundled.models.find((m) => m.name === "gpt-tiny");
-// The bundled generator under another name, which no worker serves: its calls wait until their callers leave.
-const registry = { models: [{ ...tiny, name: "gpt-parked" }] };
+// The bundled generator under another name, which no worker serves: its calls wait until their callers leave
+// (or their 5 minutes run out, long after a test has given up).
+const registry = { models: [{ ...tiny, name: "gpt-parked", default_timeout_ms: 300_000 }] };
 const API = { Authorization: "Bearer k", "Content-Type": "application/json" };
+/** The streams test's own key, so what the chat test left behind cannot count against it. */
+const STREAMS_API = { ...API, Authorization: "Bearer k2" };
+/** How long a check waits for its state: a keep-alive (15 s) and then some, inside the test's 60 s. */
+const WAIT_MS = 45_000;
 
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-hang-up-"));
 let coordinator: Server;
@@ -26,7 +31,7 @@ let coordinator: Server;
 beforeAll(async () => {
   coordinator = await startMiniflare({
     persistTo,
-    vars: { API_KEYS: "k", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
+    vars: { API_KEYS: "k,k2", WORKER_TOKENS: "w", MODELS: JSON.stringify(registry) },
   });
 }, 120_000);
 
@@ -41,9 +46,13 @@ async function queueDepth(): Promise<number> {
   return models.find((m) => m.name === "gpt-parked")?.queue_depth ?? Number.NaN;
 }
 
-/** Polls `check` until it holds; the test's own timeout bounds it. */
-async function until(check: () => Promise<boolean>): Promise<void> {
-  while (!(await check())) await new Promise((r) => setTimeout(r, 50));
+/** Polls `check` until it holds, for at most WAIT_MS (so no poll outlives its test): throws `what` if it never does. */
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} within ${WAIT_MS / 1000} s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 describe("a caller that hangs up", () => {
@@ -63,19 +72,19 @@ describe("a caller that hangs up", () => {
     expect(res.headers.get("Content-Type")).toContain("text/event-stream");
     expect(await queueDepth()).toBe(1);
     caller.abort();
-    await until(async () => (await queueDepth()) === 0);
+    await until("the hung-up call was not cancelled", async () => (await queueDepth()) === 0);
   });
 
   it("on job event streams gives their places back: a key holding all it may, left, gets another", async () => {
     const submitted = await fetch(`${coordinator.url}/v1/infer`, {
       method: "POST",
-      headers: API,
+      headers: STREAMS_API,
       body: JSON.stringify({ model: "gpt-parked", inputs: [{ prompt: "the film" }], wait: false }),
     });
     expect(submitted.status).toBe(202);
     const { id } = (await submitted.json()) as { id: string };
     const events = (signal?: AbortSignal) =>
-      fetch(`${coordinator.url}/v1/jobs/${encodeURIComponent(id)}/events`, { headers: API, signal });
+      fetch(`${coordinator.url}/v1/jobs/${encodeURIComponent(id)}/events`, { headers: STREAMS_API, signal });
     // Streams until the key holds all it may of this queue (the refusal says how many that is).
     const callers: AbortController[] = [];
     for (;;) {
@@ -94,7 +103,7 @@ describe("a caller that hangs up", () => {
       expect(callers.length).toBeLessThanOrEqual(256);
     }
     for (const caller of callers) caller.abort();
-    await until(async () => {
+    await until("the left streams' places were not given back", async () => {
       const again = await events();
       await again.body?.cancel();
       return again.status === 200;

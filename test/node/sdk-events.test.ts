@@ -58,6 +58,28 @@ describe("a call whose answer stops mid-body, and the caller's signal", () => {
     await expect(waited).rejects.toMatchObject({ name: "TimeoutError" });
   });
 
+  it("a call whose fetch errors the body on abort with an error of its own still ends with the abort's reason", async () => {
+    const fetchStub = async (_url: string, init: RequestInit) =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode('{"id":'));
+            init.signal?.addEventListener("abort", () => controller.error(new TypeError("fetch failed")));
+          },
+        }),
+        { headers: { "Content-Type": "application/json" } },
+      );
+    const client = new EdgeSwarmClient({
+      baseUrl: "http://coordinator",
+      apiKey: "k",
+      fetch: fetchStub as typeof fetch,
+    });
+    const reason = new Error("gave up");
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(reason), 20);
+    await expect(client.job(ID, { signal: controller.signal })).rejects.toBe(reason);
+  });
+
   it("a call leaves nothing listening on a signal that outlives it", async () => {
     const job = { id: ID, model: "m", status: "queued", items: { queued: 1 }, created_at: 0 };
     const answers = async () => new Response(JSON.stringify(job), { headers: { "Content-Type": "application/json" } });

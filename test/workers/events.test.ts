@@ -3,7 +3,13 @@
 // the rest of the job), and the job's end with its whole view; then the stream closes.
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { type JobEvents, MAX_WATCHERS, MAX_WATCHERS_PER_OWNER, newWatch } from "../../edge/model-queue/job-events.ts";
+import {
+  type JobEvents,
+  MAX_WATCHERS,
+  MAX_WATCHERS_PER_OWNER,
+  newWatch,
+  type WatchRequest,
+} from "../../edge/model-queue/job-events.ts";
 import { TEST_CPU_ONLY_KEY } from "../support/test-models.ts";
 import { CALLER, call, infer, queue, SocketWorker, type SseEvent, sseReader, waitFor, wipeQueues } from "./helpers.ts";
 
@@ -211,20 +217,34 @@ describe("job events", () => {
 
   it("replaces a stream asked again with the same key (an edge's retry) rather than keeping both", async () => {
     const id = (await infer({ model: "bravo", inputs: [1], wait: false })).body.id as string;
-    const counts = await runInDurableObject(queue("bravo"), async (instance, state) => {
+    const seen = await runInDurableObject(queue("bravo"), async (instance, state) => {
       const { owner } = state.storage.sql.exec<{ owner: string }>("SELECT owner FROM jobs WHERE id = ?", id).one();
       const watches = (instance as unknown as { events: { watches: Set<unknown> } }).events.watches;
-      const again = newWatch("sse");
-      const first = instance.watchJob("bravo", id, owner, again) as ReadableStream<Uint8Array>;
-      const afterFirst = watches.size;
-      const second = instance.watchJob("bravo", id, owner, again) as ReadableStream<Uint8Array>;
-      const afterSecond = watches.size;
-      // The first was closed: read to its end, it has only the queued event.
-      const firstText = await new Response(first).text();
-      await second.cancel();
-      return { afterFirst, afterSecond, firstEvents: firstText.match(/^event: /gm)?.length };
+      // The key holds all the streams it may; a new one is refused, one asked again with a held key is not.
+      const keys = Array.from({ length: MAX_WATCHERS_PER_OWNER }, () => newWatch("sse"));
+      const streams = keys.map((k) => instance.watchJob("bravo", id, owner, k) as ReadableStream<Uint8Array>);
+      const held = watches.size;
+      const another = instance.watchJob("bravo", id, owner, newWatch("sse"));
+      const again = instance.watchJob("bravo", id, owner, keys[0] as WatchRequest);
+      const afterAgain = watches.size;
+      // The stream it replaced was closed: read to its end, it has only the queued event.
+      const replacedText = await new Response(streams[0]).text();
+      await Promise.all([...streams.slice(1), again].map((x) => (x as ReadableStream).cancel()));
+      return {
+        held,
+        another,
+        again: again instanceof ReadableStream,
+        afterAgain,
+        replacedEvents: replacedText.match(/^event: /gm)?.length,
+      };
     });
-    expect(counts).toEqual({ afterFirst: 1, afterSecond: 1, firstEvents: 1 });
+    expect(seen).toEqual({
+      held: MAX_WATCHERS_PER_OWNER,
+      another: "owner_full",
+      again: true,
+      afterAgain: MAX_WATCHERS_PER_OWNER,
+      replacedEvents: 1,
+    });
   });
 
   it("ends a stream whose job was forgotten (result_ttl_ms) before it read the end by saying so", async () => {
