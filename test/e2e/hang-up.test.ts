@@ -13,6 +13,7 @@ import { startMiniflare } from "../../scripts/lib/miniflare-server.ts";
 import type { Server } from "../../scripts/lib/wrangler-dev.ts";
 import { ModelRegistry } from "../../shared/index.ts";
 import { BUNDLED_REGISTRY_URL } from "../support/reference-models.ts";
+import { waitUntil } from "../support/wait-until.ts";
 
 const bundled = ModelRegistry.parse(JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8")));
 const tiny = bundled.models.find((m) => m.name === "gpt-tiny");
@@ -46,15 +47,6 @@ async function queueDepth(): Promise<number> {
   return models.find((m) => m.name === "gpt-parked")?.queue_depth ?? Number.NaN;
 }
 
-/** Polls `check` until it holds, for at most WAIT_MS (so no poll outlives its test): throws `what` if it never does. */
-async function until(what: string, check: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} within ${WAIT_MS / 1000} s`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe("a caller that hangs up", () => {
   it("on an OpenAI chat stream cancels its call: the queue lets its prompt go", async () => {
     const caller = new AbortController();
@@ -72,7 +64,7 @@ describe("a caller that hangs up", () => {
     expect(res.headers.get("Content-Type")).toContain("text/event-stream");
     expect(await queueDepth()).toBe(1);
     caller.abort();
-    await until("the hung-up call was not cancelled", async () => (await queueDepth()) === 0);
+    await waitUntil(async () => (await queueDepth()) === 0, "the hung-up call's cancel", WAIT_MS);
   });
 
   it("on job event streams gives their places back: a key holding all it may, left, gets another", async () => {
@@ -103,10 +95,14 @@ describe("a caller that hangs up", () => {
       expect(callers.length).toBeLessThanOrEqual(256);
     }
     for (const caller of callers) caller.abort();
-    await until("the left streams' places were not given back", async () => {
-      const again = await events();
-      await again.body?.cancel();
-      return again.status === 200;
-    });
+    await waitUntil(
+      async () => {
+        const again = await events();
+        await again.body?.cancel();
+        return again.status === 200;
+      },
+      "the left streams' places",
+      WAIT_MS,
+    );
   });
 });

@@ -13,6 +13,7 @@ import type { LoadedModel } from "../../shared/runner/model-runner.ts";
 import { ModelConnection } from "../../shared/worker-loop/model-connection.ts";
 import { openSocket } from "../../worker-gpu/worker.ts";
 import { BUNDLED_REGISTRY_URL, loadReferenceModels, REVIEW_TEXTS } from "../support/reference-models.ts";
+import { waitUntil } from "../support/wait-until.ts";
 
 const registry = JSON.parse(readFileSync(BUNDLED_REGISTRY_URL, "utf8"));
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-pause-"));
@@ -50,14 +51,6 @@ async function enqueue(model: string, inputs: unknown[]): Promise<string> {
 
 async function job(id: string): Promise<{ status: string; outputs?: unknown[] }> {
   return (await (await fetch(`${coordinator.url}/v1/jobs/${id}`, { headers: API })).json()) as never;
-}
-
-async function waitUntil(check: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /** A connection to the coordinator for `model`, counting the batches it runs. */

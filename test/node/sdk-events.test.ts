@@ -5,34 +5,24 @@ import { getEventListeners } from "node:events";
 import { describe, expect, it } from "vitest";
 import { EdgeSwarmClient } from "../../client/sdk/index.ts";
 
-/** A fetch whose event stream sends one queued event, then stays open and ignores every abort. */
-function stuckStreamFetch(): { fetch: typeof fetch; cancelled: () => boolean; end: () => void } {
-  let cancelled = false;
-  let stream: ReadableStreamDefaultController<Uint8Array> | undefined;
-  const fetchStub = async () => {
-    const body = new ReadableStream<Uint8Array>({
-      start(controller) {
-        stream = controller;
-        const event = { id: "m:1", status: "queued", items: { queued: 1 } };
-        controller.enqueue(new TextEncoder().encode(`id: 1\nevent: queued\ndata: ${JSON.stringify(event)}\n\n`));
-      },
-      cancel() {
-        cancelled = true;
-      },
-    });
-    return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
-  };
-  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled, end: () => stream?.close() };
-}
+const ID = "m:00000000000000000000000000000000";
+const QUEUED = `id: 1\nevent: queued\ndata: ${JSON.stringify({ id: "m:1", status: "queued", items: { queued: 1 } })}\n\n`;
 
-/** A fetch that answers 200 at once with `first` as the start of a body that never ends, ignoring every abort. */
-function stuckBodyFetch(first: string, contentType = "application/json") {
+/**
+ * A fetch that answers 200 at once with `first` as the start of a body that never ends by itself (`end()` ends
+ * it) and ignores every abort, or, with `errorOnAbort`, errors the body with that error of its own on abort.
+ */
+function stuckBodyFetch(first: string, contentType = "application/json", opts: { errorOnAbort?: Error } = {}) {
   let cancelled = false;
-  const fetchStub = async () =>
+  let body: ReadableStreamDefaultController<Uint8Array> | undefined;
+  const fetchStub = async (_url: string, init: RequestInit) =>
     new Response(
       new ReadableStream<Uint8Array>({
         start(controller) {
+          body = controller;
           controller.enqueue(new TextEncoder().encode(first));
+          const { errorOnAbort } = opts;
+          if (errorOnAbort) init.signal?.addEventListener("abort", () => controller.error(errorOnAbort));
         },
         cancel() {
           cancelled = true;
@@ -40,12 +30,13 @@ function stuckBodyFetch(first: string, contentType = "application/json") {
       }),
       { status: 200, headers: { "Content-Type": contentType } },
     );
-  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled };
+  return { fetch: fetchStub as unknown as typeof fetch, cancelled: () => cancelled, end: () => body?.close() };
 }
 
-describe("a call whose answer stops mid-body, and the caller's signal", () => {
-  const ID = "m:00000000000000000000000000000000";
+/** stuckBodyFetch's event stream: one queued event, then nothing. */
+const stuckStreamFetch = () => stuckBodyFetch(QUEUED, "text/event-stream");
 
+describe("a call whose answer stops mid-body, and the caller's signal", () => {
   it("job() and waitForJob() end at the abort, with its reason, and stop the download", async () => {
     const stuck = stuckBodyFetch('{"id":"m:0000');
     const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
@@ -59,21 +50,8 @@ describe("a call whose answer stops mid-body, and the caller's signal", () => {
   });
 
   it("a call whose fetch errors the body on abort with an error of its own still ends with the abort's reason", async () => {
-    const fetchStub = async (_url: string, init: RequestInit) =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            controller.enqueue(new TextEncoder().encode('{"id":'));
-            init.signal?.addEventListener("abort", () => controller.error(new TypeError("fetch failed")));
-          },
-        }),
-        { headers: { "Content-Type": "application/json" } },
-      );
-    const client = new EdgeSwarmClient({
-      baseUrl: "http://coordinator",
-      apiKey: "k",
-      fetch: fetchStub as typeof fetch,
-    });
+    const stuck = stuckBodyFetch('{"id":', "application/json", { errorOnAbort: new TypeError("fetch failed") });
+    const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
     const reason = new Error("gave up");
     const controller = new AbortController();
     setTimeout(() => controller.abort(reason), 20);
@@ -116,7 +94,7 @@ describe("job events and the caller's signal", () => {
     const controller = new AbortController();
     const seen: string[] = [];
     const read = (async () => {
-      for await (const e of client.events("m:00000000000000000000000000000000", { signal: controller.signal })) {
+      for await (const e of client.events(ID, { signal: controller.signal })) {
         seen.push(e.event);
         // Aborted while the next read waits on a body that will never send more.
         setTimeout(() => controller.abort(), 20);
@@ -136,7 +114,7 @@ describe("job events and the caller's signal", () => {
     const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
     const reason = new Error("the page was closed");
     const controller = new AbortController();
-    const iterator = client.events("m:00000000000000000000000000000000", { signal: controller.signal });
+    const iterator = client.events(ID, { signal: controller.signal });
     expect((await iterator.next()).value?.event).toBe("queued");
     controller.abort(reason);
     await expect(iterator.next()).rejects.toBe(reason);
@@ -146,7 +124,7 @@ describe("job events and the caller's signal", () => {
     const stuck = stuckStreamFetch();
     const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
     const controller = new AbortController();
-    const iterator = client.events("m:00000000000000000000000000000000", { signal: controller.signal });
+    const iterator = client.events(ID, { signal: controller.signal });
     expect((await iterator.next()).value?.event).toBe("queued");
     controller.abort();
     expect(stuck.cancelled()).toBe(true);
@@ -158,7 +136,7 @@ describe("job events and the caller's signal", () => {
     const client = new EdgeSwarmClient({ baseUrl: "http://coordinator", apiKey: "k", fetch: stuck.fetch });
     const reason = new Error("left the page");
     const controller = new AbortController();
-    const iterator = client.events("m:00000000000000000000000000000000", { signal: controller.signal });
+    const iterator = client.events(ID, { signal: controller.signal });
     expect((await iterator.next()).value?.event).toBe("queued");
     const next = iterator.next(); // waits on the body
     stuck.end();
