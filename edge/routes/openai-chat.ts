@@ -15,6 +15,7 @@ import {
   type ChatCompletion,
   ChatCompletionRequest,
   CompletionRequest,
+  HfCompletionRequest,
   type TextCompletion,
 } from "../../shared/protocol/openai-chat.ts";
 import type { HonoEnv } from "../app-env.ts";
@@ -81,6 +82,24 @@ async function streamTokens(c: Context<HonoEnv>, call: Call, spec: OpenAiStreamS
   return pipeEvents(c, job.id, events, { cancelOnHangUp: true });
 }
 
+/** Hugging Face's parameter names (HfCompletionRequest) as the OpenAI ones they stand for; both at once is a 400. */
+function hfCompletion(req: HfCompletionRequest): CompletionRequest {
+  const { do_sample, min_new_tokens, stop_sequences, return_full_text: _, ...rest } = req;
+  const both = (hf: string, openai: string) =>
+    new ApiError(400, ErrorCode.validation, `invalid request: give ${hf} or ${openai}, not both`, {
+      extra: { param: hf },
+    });
+  if (min_new_tokens != null && rest.min_tokens != null) throw both("min_new_tokens", "min_tokens");
+  if (stop_sequences != null && rest.stop != null) throw both("stop_sequences", "stop");
+  return {
+    ...rest,
+    // do_sample false is greedy whatever the temperature (the pipeline's rule, as on /models/{name}).
+    ...(do_sample === false ? { temperature: 0 } : {}),
+    ...(min_new_tokens == null ? {} : { min_tokens: min_new_tokens }),
+    ...(stop_sequences == null ? {} : { stop: stop_sequences }),
+  };
+}
+
 export const openAiChatRoutes = new Hono<HonoEnv>();
 openAiChatRoutes.use("/v1/chat/completions", requireKey("caller"));
 openAiChatRoutes.use("/v1/completions", requireKey("caller"));
@@ -124,9 +143,12 @@ openAiChatRoutes.post("/v1/completions", (c) => completions(c));
  * <endpoint>/v1/completions with the endpoint's URL as `model`: edge/routes/huggingface.ts).
  */
 export async function completions(c: Context<HonoEnv>, modelName?: string) {
-  const req = await readBody(c, CompletionRequest);
+  const hf = modelName === undefined ? undefined : await readBody(c, HfCompletionRequest);
+  const req = hf ? hfCompletion(hf) : await readBody(c, CompletionRequest);
   const model = generationModel(c, modelName ?? req.model);
-  const item = promptItem(model, req.prompt, generationParams(model, req));
+  const minParam = hf?.min_new_tokens != null ? "min_new_tokens" : "min_tokens";
+  const item = promptItem(model, req.prompt, generationParams(model, req, "max_tokens", minParam));
+  const before = hf?.return_full_text ? req.prompt : "";
   const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   const completion = (text: string, finish: TextCompletion["choices"][0]["finish_reason"]): TextCompletion => ({
@@ -138,7 +160,17 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   });
   if (!req.stream) {
     const { output } = await generate(c, call);
-    return c.json({ ...completion(output.generated_text, output.finish_reason), usage: usageOf(output) });
+    return c.json({ ...completion(before + output.generated_text, output.finish_reason), usage: usageOf(output) });
+  }
+  if (before !== "") {
+    throw new ApiError(
+      400,
+      ErrorCode.validation,
+      "return_full_text is not served with stream: leave it out and prepend the prompt yourself",
+      {
+        extra: { param: "return_full_text" },
+      },
+    );
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
   return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage });

@@ -53,6 +53,20 @@ export const CompletionRequest = z.strictObject({
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
+/**
+ * A completion from @huggingface/inference's textGeneration, posted to <endpoint>/v1/completions: it sends
+ * max_new_tokens as max_tokens and every other text-generation parameter under its own name, as TGI's
+ * OpenAI route reads them. do_sample false is greedy; return_full_text puts the prompt before the reply.
+ */
+export const HfCompletionRequest = z.strictObject({
+  ...CompletionRequest.shape,
+  do_sample: z.boolean().nullish(),
+  return_full_text: z.boolean().nullish(),
+  min_new_tokens: z.int().nullish(),
+  stop_sequences: z.array(z.string()).nullish(),
+});
+export type HfCompletionRequest = z.infer<typeof HfCompletionRequest>;
+
 export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;

@@ -1,10 +1,12 @@
 // The bundled decoder end to end: a real coordinator (`wrangler dev`), real worker connections running gpt-tiny
-// on onnxruntime-node, and the official `openai` client. A streamed chat gives the text a direct run gives; a
+// on onnxruntime-node, and the official `openai` and `@huggingface/inference` clients. A streamed chat, and a
+// Hugging Face text-generation call, give the text a direct run gives; a
 // worker whose socket dies mid-stream (torn down, as a SIGKILL leaves it) loses no token and repeats none: the
 // item goes to the next worker with the tokens already accepted, and the caller's stream goes on to the same text.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { InferenceClient } from "@huggingface/inference";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type WebSocket from "ws";
@@ -96,6 +98,33 @@ describe("gpt-tiny through the swarm", () => {
     const expected = await direct("<|user|>how was the film?<|end|><|assistant|>", { max_new_tokens: 24 });
     expect(text).toBe(expected.generated_text);
     expect(finish).toBe(expected.finish_reason);
+    await connection.drain(1_000);
+  }, 120_000);
+
+  it("answers Hugging Face's text-generation shape through @huggingface/inference, as a direct run reads", async () => {
+    const { connection } = connect("gen-hf");
+    await expect.poll(() => connection.connected, { timeout: 30_000 }).toBe(true);
+    // Seeded sampling, the same on every path; min_new_tokens keeps the reply long (this prompt's ends at two).
+    const params = { max_new_tokens: 24, min_new_tokens: 12, temperature: 0.9, seed: 11 };
+    const expected = await direct("the film was", params);
+    expect(expected.tokens.length).toBeGreaterThan(4);
+    const hf = new InferenceClient("k").endpoint(`${coordinator.url}/models/gpt-tiny`);
+    // The client sends Hugging Face's parameter names to <endpoint>/v1/completions, which reads them.
+    const hfParams = { ...params, do_sample: true, return_full_text: true };
+    const out = await hf.textGeneration({ inputs: "the film was", parameters: hfParams });
+    expect(out.generated_text).toBe(`the film was${expected.generated_text}`);
+    const greedy = await hf.textGeneration({ inputs: "the film was", parameters: { ...params, do_sample: false } });
+    expect(greedy.generated_text).toBe(
+      (await direct("the film was", { max_new_tokens: 24, min_new_tokens: 12 })).generated_text,
+    );
+    // The task's own shape on /models/{name}: one generated_text an input, the prompt first when asked.
+    const res = await fetch(`${coordinator.url}/models/gpt-tiny`, {
+      method: "POST",
+      headers: { Authorization: "Bearer k", "Content-Type": "application/json" },
+      body: JSON.stringify({ inputs: ["the film was"], parameters: { ...params, return_full_text: true } }),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual([{ generated_text: `the film was${expected.generated_text}` }]);
     await connection.drain(1_000);
   }, 120_000);
 

@@ -42,4 +42,26 @@ describe("text-generation on /models/{name}", () => {
     expect(min.body.error).toContain("parameters.min_new_tokens is 5; ask for 0 to parameters.max_new_tokens (4)");
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
   });
+
+  it("reads the client's Hugging Face parameter names on <endpoint>/v1/completions, and refuses what cannot be", async () => {
+    const post = (body: Record<string, unknown>) =>
+      call("/models/scribe/v1/completions", { body: { model: "scribe", prompt: "x", max_tokens: 4, ...body } });
+    const both = await post({ min_new_tokens: 2, min_tokens: 2 });
+    expect(both.status).toBe(400);
+    // The endpoint answers errors in Hugging Face's shape ({"error": "..."}), as its other routes do.
+    expect(both.body).toEqual({ error: "invalid request: give min_new_tokens or min_tokens, not both" });
+    expect((await post({ stop_sequences: ["."], stop: "." })).body.error).toContain("give stop_sequences or stop");
+    const streamed = await post({ return_full_text: true, stream: true });
+    expect(streamed.status).toBe(400);
+    expect(streamed.body.error).toContain("return_full_text is not served with stream");
+    // Checked as every route checks them, under the name the client sent.
+    const over = await post({ min_new_tokens: 5 });
+    expect(over.status).toBe(400);
+    expect(over.body.error).toContain("min_new_tokens is 5; ask for 0 to max_tokens (4)");
+    // Hugging Face's names are the endpoint's only: OpenAI's own route still refuses them.
+    const plain = await call("/v1/completions", { body: { model: "scribe", prompt: "x", do_sample: false } });
+    expect(plain.status).toBe(400);
+    expect(plain.body.error.param).toBe("do_sample");
+    expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
 });
