@@ -14,7 +14,7 @@ import {
   type Pool,
   poolsThatCanRun,
 } from "../../shared/index.ts";
-import type { Sql } from "../sql.ts";
+import { BOUND_LIMIT, type Sql } from "../sql.ts";
 import { IN_SET, type JobStore, type Refusal, type SubmitInput } from "./job-store.ts";
 import { sendFrame, socketCredential, type WorkerSlots } from "./worker-slots.ts";
 
@@ -157,7 +157,7 @@ export class JobAdmin {
     }>(
       `SELECT items.job_id, items.idx, items.attempts, items.error_message, jobs.status, jobs.created_at
        FROM items JOIN jobs ON jobs.id = items.job_id WHERE ${DEAD}
-       ORDER BY items.seq DESC LIMIT ?`,
+       ORDER BY items.seq DESC ${BOUND_LIMIT}`,
       limit,
     );
     return {

@@ -14,7 +14,7 @@ import {
   type Pool,
 } from "../../shared/index.ts";
 import { NO_POOL } from "../metrics/definitions.ts";
-import type { Sql } from "../sql.ts";
+import { BOUND_LIMIT, type Sql } from "../sql.ts";
 import { finishedGenerationStats, generationStats } from "./generation-stats.ts";
 import type { WatchRequest } from "./job-events.ts";
 import type { MetricsStore } from "./metrics-store.ts";
@@ -461,7 +461,7 @@ export class JobStore {
   ): { ref: string; entry: { model: string; job_id: string; input: unknown[]; output: unknown[] } }[] {
     return this.sql
       .all<{ id: string; session_ref: string }>(
-        "SELECT id, session_ref FROM jobs WHERE session_pending = 1 ORDER BY finished_at, id LIMIT ?",
+        `SELECT id, session_ref FROM jobs WHERE session_pending = 1 ORDER BY finished_at, id ${BOUND_LIMIT}`,
         limit,
       )
       .map((row) => {

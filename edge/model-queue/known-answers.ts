@@ -2,7 +2,7 @@
 // never one that donors agreed on), kept few and small, to slip into browser workers' batches as canaries; and
 // the vector length feature-extraction outputs of the model have. Used by Verifier and LeaseSettlement.
 import { type ModelConfig, outputProblem } from "../../shared/index.ts";
-import type { Sql } from "../sql.ts";
+import { BOUND_LIMIT, type Sql } from "../sql.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 
 /** Known answers bigger than this are not kept: they are copied into every canary. */
@@ -35,7 +35,7 @@ export class KnownAnswers {
   pick(cfg: ModelConfig, n: number): { input: string; output: string }[] {
     if (n <= 0 || this.knownCount === 0) return [];
     const rows = this.sql.all<{ input: string; output: string }>(
-      `DELETE FROM known_answers WHERE id IN (SELECT id FROM known_answers WHERE model_sha = ? ORDER BY random() LIMIT ?)
+      `DELETE FROM known_answers WHERE id IN (SELECT id FROM known_answers WHERE model_sha = ? ORDER BY random() ${BOUND_LIMIT})
        RETURNING input, output`,
       modelSha(cfg),
       n,

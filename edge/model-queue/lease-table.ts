@@ -11,7 +11,7 @@ import {
   renewAfterMs,
   traceparentOrNew,
 } from "../../shared/index.ts";
-import type { Sql } from "../sql.ts";
+import { BOUND_LIMIT, type Sql } from "../sql.ts";
 import type { JobStore } from "./job-store.ts";
 import type { MetricsStore } from "./metrics-store.ts";
 import { type LeaseHolder, workerKey } from "./worker-slots.ts";
@@ -128,7 +128,7 @@ export class LeaseTable {
   eligible(now: number, cap: number, filter: ItemFilter = NO_FILTER): { n: number; oldest: number | null } | undefined {
     return this.sql.one<{ n: number; oldest: number | null }>(
       `SELECT COUNT(*) AS n, MIN(enqueued_at) AS oldest FROM
-         (SELECT enqueued_at FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} LIMIT ?)`,
+         (SELECT enqueued_at FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ${BOUND_LIMIT})`,
       now,
       ...filter.bindings,
       cap,
@@ -171,7 +171,7 @@ export class LeaseTable {
          (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent,
          (SELECT session FROM jobs WHERE jobs.id = items.job_id AND session_state IS NOT NULL) AS session,
          (SELECT session_state FROM jobs WHERE jobs.id = items.job_id) AS session_state
-       FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq LIMIT ?`,
+       FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq ${BOUND_LIMIT}`,
             now,
             ...filter.bindings,
             size,

@@ -11,7 +11,7 @@ import {
   smoothedMsPerItem,
   smoothedRate,
 } from "../../shared/index.ts";
-import type { Sql } from "../sql.ts";
+import { BOUND_LIMIT, type Sql } from "../sql.ts";
 import type { ItemFilter, LeaseRow } from "./lease-table.ts";
 import type { LeaseHolder } from "./worker-slots.ts";
 
@@ -158,7 +158,7 @@ export class PoolRouter {
     const inFlight = browserInFlight();
     const upTo = (where: string, cap: number, ...bindings: SqlStorageValue[]) =>
       this.sql.one<{ n: number }>(
-        `SELECT COUNT(*) AS n FROM (SELECT 1 FROM items WHERE state = 'queued' AND ${where} LIMIT ?)`,
+        `SELECT COUNT(*) AS n FROM (SELECT 1 FROM items WHERE state = 'queued' AND ${where} ${BOUND_LIMIT})`,
         ...bindings,
         cap,
       )?.n ?? 0;

@@ -6,7 +6,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { HistoryEntry as SharedHistoryEntry } from "../../shared/protocol/sessions.ts";
 import { loadConfig, type SessionConfig } from "../config.ts";
 import type { Env } from "../env.ts";
-import { Sql } from "../sql.ts";
+import { BOUND_LIMIT, Sql } from "../sql.ts";
 import { applyMergePatch, type Json, type JsonObject } from "./merge-patch.ts";
 import { entityTag, failedPrecondition, type PreconditionFailure, type Preconditions } from "./preconditions.ts";
 
@@ -141,7 +141,10 @@ export class SessionObject extends DurableObject<Env> {
       output,
     );
     // Keeps the newest `limit` rows (a limit lowered since is applied here too).
-    this.sql.run("DELETE FROM history WHERE seq NOT IN (SELECT seq FROM history ORDER BY seq DESC LIMIT ?)", limit);
+    this.sql.run(
+      `DELETE FROM history WHERE seq NOT IN (SELECT seq FROM history ORDER BY seq DESC ${BOUND_LIMIT})`,
+      limit,
+    );
     await this.touch(now);
     const length = this.sql.one<{ n: number }>("SELECT COUNT(*) AS n FROM history")?.n ?? 0;
     return { appended: true, history_length: length };
@@ -268,7 +271,7 @@ export class SessionObject extends DurableObject<Env> {
 
   private history(): HistoryEntry[] {
     const rows = this.sql.all<{ at: number; model: string; job_id: string; input: string; output: string }>(
-      "SELECT at, model, job_id, input, output FROM history ORDER BY seq DESC LIMIT ?",
+      `SELECT at, model, job_id, input, output FROM history ORDER BY seq DESC ${BOUND_LIMIT}`,
       this.settings().historyLimit,
     );
     return rows.reverse().map((r) => ({ ...r, input: JSON.parse(r.input), output: JSON.parse(r.output) }));
