@@ -3,7 +3,9 @@
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { METRICS_FLUSH_MS, MetricsStore } from "../../edge/model-queue/metrics-store.ts";
-import { Sql } from "../../edge/sql.ts";
+import { BROWSER_ITEMS, PoolRouter, type RoutePlan } from "../../edge/model-queue/pool-router.ts";
+import { BOUND_LIMIT, Sql } from "../../edge/sql.ts";
+import type { ModelConfig } from "../../shared/index.ts";
 import { infer, queue, SocketWorker, scrape, waitFor, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
@@ -89,19 +91,27 @@ describe("queue indexes", () => {
     expect(open).toEqual(expect.arrayContaining(["jobs_open_deadline", "leases_active_deadline", "leases_ended"]));
     expect(open).not.toContain("jobs_open");
     expect(open).not.toContain("leases_active");
-    // The hand-out query walks the queued-only index in serving order, with no sort of its own.
-    const plan = await runInDurableObject(queue("bravo"), (_instance, state) =>
-      state.storage.sql
-        .exec<{ detail: string }>(
-          "EXPLAIN QUERY PLAN SELECT seq FROM items WHERE state = 'queued' AND available_at <= ? ORDER BY priority DESC, seq LIMIT 8",
-          Date.now(),
-        )
-        .toArray()
-        .map((r) => r.detail)
-        .join("\n"),
-    );
-    expect(plan).toMatch(/items_queued\b/);
-    expect(plan).not.toMatch(/TEMP B-TREE/);
+    // The hand-out query walks the queued-only index in serving order, with no sort of its own, with its limit
+    // bound as it is bound (unknown while planning) and each pool's filter.
+    const router = new PoolRouter(new Sql(undefined as never));
+    const gpuItems = (verification: boolean) =>
+      router.gpuItems({ verification: { enabled: verification } } as ModelConfig, { overflow: 1 } as RoutePlan, false);
+    for (const filter of [{ where: "", bindings: [] }, BROWSER_ITEMS, gpuItems(false), gpuItems(true)]) {
+      const plan = await runInDurableObject(queue("bravo"), (_instance, state) =>
+        state.storage.sql
+          .exec<{ detail: string }>(
+            `EXPLAIN QUERY PLAN SELECT seq FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq ${BOUND_LIMIT}`,
+            Date.now(),
+            ...filter.bindings,
+            8,
+          )
+          .toArray()
+          .map((r) => r.detail)
+          .join("\n"),
+      );
+      expect(plan).toMatch(/items_queued\b/);
+      expect(plan).not.toMatch(/TEMP B-TREE/);
+    }
     // What the alarm looks up on every run finds its rows through an index, never by reading a table whole.
     const alarmPlans = await runInDurableObject(queue("bravo"), (_instance, state) =>
       [
