@@ -66,15 +66,25 @@ export interface SamplingAsked {
 }
 
 /**
+ * Hugging Face's sampling switch as a temperature, the transformers pipeline's rule: do_sample false is greedy
+ * whatever the temperature; true samples, at temperature 1 unless one is given; left out, the temperature says.
+ */
+export function hfTemperature(doSample: boolean | null | undefined, temperature: number | null | undefined) {
+  if (doSample === false) return 0;
+  return temperature ?? (doSample === true ? 1 : undefined);
+}
+
+/**
  * The parameters a worker gets. Greedy (temperature 0) unless asked otherwise, so an answer is reproducible
  * and a resumed stream continues exactly; max_tokens must leave the prompt room in the context.
  */
 export function generationParams(
   model: ModelConfig,
   asked: SamplingAsked,
-  maxParam = "max_tokens",
-  minParam = "min_tokens",
+  /** The names the caller gave these by, for its errors (Hugging Face's, or max_completion_tokens). */
+  names: { max?: string; min?: string; stop?: string } = {},
 ): GenerationParams {
+  const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
   const maxNew = asked.max_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, context - 1);
   if (maxNew <= 0 || maxNew >= context || maxNew > 4096) {
@@ -88,9 +98,11 @@ export function generationParams(
     throw refuse(minParam, `${minParam} is ${minNew}; ask for 0 to ${maxParam} (${maxNew})`);
   }
   const stop = asked.stop == null ? [] : typeof asked.stop === "string" ? [asked.stop] : asked.stop;
-  if (stop.length > MAX_STOPS) throw refuse("stop", `stop holds ${stop.length} strings; send at most ${MAX_STOPS}`);
+  if (stop.length > MAX_STOPS) {
+    throw refuse(stopParam, `${stopParam} holds ${stop.length} strings; send at most ${MAX_STOPS}`);
+  }
   const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
-  if (bad !== undefined) throw refuse("stop", `each stop string must be 1 to ${MAX_STOP_CHARS} characters`);
+  if (bad !== undefined) throw refuse(stopParam, `each ${stopParam} string must be 1 to ${MAX_STOP_CHARS} characters`);
   return {
     max_new_tokens: maxNew,
     // Only when asked: an item without it reads to workers and donor scripts older than it.

@@ -6,7 +6,7 @@ import { ErrorCode, type GenerationOutput, type ModelConfig } from "../../shared
 import type { HfTextGenerationParameters } from "../../shared/protocol/huggingface.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { ApiError } from "../errors.ts";
-import { generationParams, promptItem } from "../generation-calls.ts";
+import { generationParams, hfTemperature, promptItem } from "../generation-calls.ts";
 import { submitJob, succeededOrThrow } from "../submit.ts";
 
 export async function generateTexts(
@@ -21,15 +21,17 @@ export async function generateTexts(
     {
       max_tokens: p.max_new_tokens,
       min_tokens: p.min_new_tokens,
-      // do_sample false is greedy whatever the temperature (the pipeline's rule).
-      temperature: p.do_sample === false ? 0 : p.temperature,
+      temperature: hfTemperature(p.do_sample, p.temperature),
       top_k: p.top_k,
       top_p: p.top_p,
       seed: p.seed,
       stop: p.stop ?? p.stop_sequences,
     },
-    "parameters.max_new_tokens",
-    "parameters.min_new_tokens",
+    {
+      max: "parameters.max_new_tokens",
+      min: "parameters.min_new_tokens",
+      stop: p.stop != null ? "parameters.stop" : "parameters.stop_sequences",
+    },
   );
   const items = prompts.map((prompt, i) => {
     if (typeof prompt !== "string" || prompt === "") {

@@ -28,6 +28,7 @@ import {
   chatMessages,
   generationModel,
   generationParams,
+  hfTemperature,
   promptItem,
 } from "../generation-calls.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
@@ -93,8 +94,7 @@ function hfCompletion(req: HfCompletionRequest): CompletionRequest {
   if (stop_sequences != null && rest.stop != null) throw both("stop_sequences", "stop");
   return {
     ...rest,
-    // do_sample false is greedy whatever the temperature (the pipeline's rule, as on /models/{name}).
-    ...(do_sample === false ? { temperature: 0 } : {}),
+    temperature: hfTemperature(do_sample, rest.temperature),
     ...(min_new_tokens == null ? {} : { min_tokens: min_new_tokens }),
     ...(stop_sequences == null ? {} : { stop: stop_sequences }),
   };
@@ -108,7 +108,11 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const req = await readBody(c, ChatCompletionRequest);
   const model = generationModel(c, req.model);
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
-  const params = generationParams(model, { ...req, max_tokens: req.max_completion_tokens ?? req.max_tokens }, maxParam);
+  const params = generationParams(
+    model,
+    { ...req, max_tokens: req.max_completion_tokens ?? req.max_tokens },
+    { max: maxParam },
+  );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
   const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -146,8 +150,11 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   const hf = modelName === undefined ? undefined : await readBody(c, HfCompletionRequest);
   const req = hf ? hfCompletion(hf) : await readBody(c, CompletionRequest);
   const model = generationModel(c, modelName ?? req.model);
-  const minParam = hf?.min_new_tokens != null ? "min_new_tokens" : "min_tokens";
-  const item = promptItem(model, req.prompt, generationParams(model, req, "max_tokens", minParam));
+  const names = {
+    min: hf?.min_new_tokens != null ? "min_new_tokens" : "min_tokens",
+    stop: hf?.stop_sequences != null ? "stop_sequences" : "stop",
+  };
+  const item = promptItem(model, req.prompt, generationParams(model, req, names));
   const before = hf?.return_full_text ? req.prompt : "";
   const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;

@@ -55,11 +55,13 @@ export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
 /**
  * A completion from @huggingface/inference's textGeneration, posted to <endpoint>/v1/completions: it sends
- * max_new_tokens as max_tokens and every other text-generation parameter under its own name, as TGI's
- * OpenAI route reads them. do_sample false is greedy; return_full_text puts the prompt before the reply.
+ * max_new_tokens as max_tokens and every other text-generation parameter under its own name. These are read
+ * as POST /models/{name} reads them (HfTextGenerationParameters): do_sample, temperature up to 10,
+ * min_new_tokens, stop_sequences, and return_full_text, which puts the prompt before the reply.
  */
 export const HfCompletionRequest = z.strictObject({
   ...CompletionRequest.shape,
+  temperature: z.number().min(0).max(10).nullish(),
   do_sample: z.boolean().nullish(),
   return_full_text: z.boolean().nullish(),
   min_new_tokens: z.int().nullish(),

@@ -114,6 +114,7 @@ describe("gpt-tiny through the swarm", () => {
     const out = await hf.textGeneration({ inputs: "the film was", parameters: hfParams });
     expect(out.generated_text).toBe(`the film was${expected.generated_text}`);
     const greedy = await hf.textGeneration({ inputs: "the film was", parameters: { ...params, do_sample: false } });
+    expect(greedy.generated_text).not.toBe(expected.generated_text);
     expect(greedy.generated_text).toBe(
       (await direct("the film was", { max_new_tokens: 24, min_new_tokens: 12 })).generated_text,
     );

@@ -43,7 +43,28 @@ describe("text-generation on /models/{name}", () => {
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
   });
 
-  it("reads the client's Hugging Face parameter names on <endpoint>/v1/completions, and refuses what cannot be", async () => {
+  it("reads the client's Hugging Face parameter names on <endpoint>/v1/completions as /models/{name} does", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const params: unknown[] = [];
+    const stop = serve(worker, [], params);
+    const generate = (parameters: Record<string, unknown>) => hf.textGeneration({ inputs: "The film", parameters });
+    // do_sample false is greedy whatever the temperature; true samples, at 1 unless told; stop_sequences is stop.
+    const full = await generate({ max_new_tokens: 4, do_sample: false, temperature: 0.7, return_full_text: true });
+    expect(full.generated_text).toBe(`The film${replyTo("The film").join("")}`);
+    await generate({ max_new_tokens: 4, do_sample: true, min_new_tokens: 2, stop_sequences: ["!"], seed: 3 });
+    await generate({ max_new_tokens: 4, temperature: 5 });
+    await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 4, do_sample: true } } });
+    expect(params).toEqual([
+      expect.objectContaining({ temperature: 0, max_new_tokens: 4 }),
+      expect.objectContaining({ temperature: 1, min_new_tokens: 2, stop: ["!"], seed: 3 }),
+      expect.objectContaining({ temperature: 5 }),
+      expect.objectContaining({ temperature: 1 }),
+    ]);
+    stop();
+    worker.close();
+  });
+
+  it("refuses on <endpoint>/v1/completions what cannot be read, under the names the client sent", async () => {
     const post = (body: Record<string, unknown>) =>
       call("/models/scribe/v1/completions", { body: { model: "scribe", prompt: "x", max_tokens: 4, ...body } });
     const both = await post({ min_new_tokens: 2, min_tokens: 2 });
@@ -58,6 +79,8 @@ describe("text-generation on /models/{name}", () => {
     const over = await post({ min_new_tokens: 5 });
     expect(over.status).toBe(400);
     expect(over.body.error).toContain("min_new_tokens is 5; ask for 0 to max_tokens (4)");
+    const stops = await post({ stop_sequences: Array.from({ length: 9 }, (_, i) => `s${i}`) });
+    expect(stops.body.error).toContain("stop_sequences holds 9 strings");
     // Hugging Face's names are the endpoint's only: OpenAI's own route still refuses them.
     const plain = await call("/v1/completions", { body: { model: "scribe", prompt: "x", do_sample: false } });
     expect(plain.status).toBe(400);
