@@ -1,6 +1,9 @@
-// A generating worker for the workerd suites, until they run the real decoder: a SocketWorker whose reply is a
-// function of the prompt alone (as greedy decoding is), streamed word by word as token deltas, then completed.
-// A redelivered item's resume prefix is not sent again. Used by openai-chat.test.ts and hf-generation.test.ts.
+// A generating worker for the workerd suites: a SocketWorker whose reply is a function of the prompt alone (as
+// greedy decoding is), streamed word by word as token deltas, then completed; a redelivered item's resume prefix
+// is not sent again. Used by openai-chat.test.ts and hf-generation.test.ts, which test the routes' shapes and
+// checks. The real decoder cannot run in these suites (workerd refuses to compile WebAssembly at run time: "Wasm
+// code generation disallowed by embedder", so onnxruntime-web cannot load); it runs through both routes end to
+// end, on onnxruntime-node behind a real coordinator, in test/e2e/generation-stream.test.ts.
 import type { Batch } from "../../shared/protocol/worker.ts";
 import type { SocketWorker } from "./helpers.ts";
 
