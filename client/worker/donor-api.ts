@@ -12,6 +12,7 @@ import { modelFileUrls } from "../../shared/runner/model-files.ts";
 import { createWebRunner, type LoadedInfo, type RunnerOptions } from "../../shared/runner/web-runner.ts";
 import type { BatchReport } from "../../shared/worker-loop/model-connection.ts";
 import { ShardedConnection } from "../../shared/worker-loop/sharded-connection.ts";
+import { parseRetryAfter, RETRY_DEFAULTS, retryDelayMs, sleep } from "../sdk/retry.ts";
 import { IdbModelCache } from "./model-cache.ts";
 
 export type { LoadedInfo, RunnerOptions };
@@ -108,12 +109,35 @@ export function createDonorApi() {
     emit({ type: "status", status: status() });
   }
 
+  /**
+   * A donor token. A 503 (the coordinator unavailable for a moment) or a request that never reached it is asked
+   * again, after its Retry-After or a backoff, as the SDK asks (client/sdk/retry.ts); a 429 is the coordinator
+   * limiting this address, and is said at once.
+   */
   async function fetchToken(cfg: DonorConfig): Promise<DonorTokenResponse> {
-    const res = await fetch(`${cfg.coordinator}/v1/donors/token`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ site_key: cfg.siteKey, ...(cfg.models ? { models: cfg.models } : {}) }),
-    });
+    for (let retry = 1; ; retry++) {
+      const res = await fetch(`${cfg.coordinator}/v1/donors/token`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ site_key: cfg.siteKey, ...(cfg.models ? { models: cfg.models } : {}) }),
+      }).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      const again = res instanceof Error || res.status === 503;
+      const waitMs =
+        again && retry <= RETRY_DEFAULTS.maxRetries
+          ? retryDelayMs(retry, res instanceof Error ? undefined : parseRetryAfter(res.headers.get("Retry-After")))
+          : null;
+      if (waitMs !== null) {
+        emit({ type: "log", line: `donor token: ${res instanceof Error ? res.message : "503"}; asking again` });
+        await sleep(waitMs);
+        continue;
+      }
+      if (res instanceof Error) throw res;
+      return tokenOf(res);
+    }
+  }
+
+  /** The token in the coordinator's answer, or an error the page can act on. */
+  async function tokenOf(res: Response): Promise<DonorTokenResponse> {
     const body = (await res.json().catch(() => ({}))) as DonorTokenResponse & { error?: { message?: string } };
     if (res.status === 429) {
       const after = res.headers.get("Retry-After") ?? "60";

@@ -127,6 +127,31 @@ describe("the page in charge of its tab's worker", () => {
     await page.close();
   });
 
+  it("starts when the coordinator answers its first donor token requests with 503, and serves", async () => {
+    // The first two token requests never reach the coordinator: a 503 as an unavailable edge (or wrangler dev's
+    // proxy) answers, which the worker asks again after.
+    let refused = 0;
+    const tokens = `${coordinator.url}/v1/donors/token`;
+    await chromium.context.route(tokens, (route) => {
+      if (refused >= 2) return route.continue();
+      refused++;
+      return route.fulfill({ status: 503, headers: { "Retry-After": "0" }, body: "unavailable" });
+    });
+    try {
+      const page = await embedPage(`data-models="sentiment"`);
+      await waitForStatus(page, (s) => s.state === "running" && connected(s));
+      expect(refused).toBe(2);
+      const logs = (await page.evaluate("window.__logs")) as string[];
+      expect(logs.filter((l) => l.startsWith("donor token: 503; asking again"))).toHaveLength(2);
+      const { body } = await infer("sentiment", REVIEW_TEXTS, false);
+      const done = await settled(body.id);
+      expect(done.status).toBe("succeeded");
+      await page.close();
+    } finally {
+      await chromium.context.unroute(tokens);
+    }
+  });
+
   it("stops when the page asks, hands nothing to it while stopped, and serves again after start()", async () => {
     const page = await embedPage(`data-models="sentiment"`);
     await waitForStatus(page, (s) => s.state === "running" && connected(s));
