@@ -29,7 +29,8 @@ const DEFAULT_MAX_NEW_TOKENS = 64;
 const MAX_STOPS = 8;
 const MAX_STOP_CHARS = 64;
 
-const refuse = (param: string, message: string) =>
+/** A 400 naming the request field at fault (OpenAI's `param`). */
+export const refuse = (param: string, message: string) =>
   new ApiError(400, ErrorCode.validation, message, { extra: { param } });
 
 /** The model, if it generates text: 404 for one that does not exist, 400 for one of another task. */

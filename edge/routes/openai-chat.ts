@@ -30,6 +30,7 @@ import {
   generationParams,
   hfTemperature,
   promptItem,
+  refuse,
 } from "../generation-calls.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
 import { readJson } from "../request.ts";
@@ -83,15 +84,21 @@ async function streamTokens(c: Context<HonoEnv>, call: Call, spec: OpenAiStreamS
   return pipeEvents(c, job.id, events, { cancelOnHangUp: true });
 }
 
-/** Hugging Face's parameter names (HfCompletionRequest) as the OpenAI ones they stand for; both at once is a 400. */
+/**
+ * Hugging Face's parameter names (HfCompletionRequest) as the OpenAI ones they stand for; both at once, or
+ * return_full_text with stream, is a 400.
+ */
 function hfCompletion(req: HfCompletionRequest): CompletionRequest {
   const { do_sample, min_new_tokens, stop_sequences, return_full_text: _, ...rest } = req;
-  const both = (hf: string, openai: string) =>
-    new ApiError(400, ErrorCode.validation, `invalid request: give ${hf} or ${openai}, not both`, {
-      extra: { param: hf },
-    });
+  const both = (hf: string, openai: string) => refuse(hf, `invalid request: give ${hf} or ${openai}, not both`);
   if (min_new_tokens != null && rest.min_tokens != null) throw both("min_new_tokens", "min_tokens");
   if (stop_sequences != null && rest.stop != null) throw both("stop_sequences", "stop");
+  if (req.return_full_text && req.stream) {
+    throw refuse(
+      "return_full_text",
+      "return_full_text is not served with stream: leave it out and prepend the prompt yourself",
+    );
+  }
   return {
     ...rest,
     temperature: hfTemperature(do_sample, rest.temperature),
@@ -168,16 +175,6 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   if (!req.stream) {
     const { output } = await generate(c, call);
     return c.json({ ...completion(before + output.generated_text, output.finish_reason), usage: usageOf(output) });
-  }
-  if (before !== "") {
-    throw new ApiError(
-      400,
-      ErrorCode.validation,
-      "return_full_text is not served with stream: leave it out and prepend the prompt yourself",
-      {
-        extra: { param: "return_full_text" },
-      },
-    );
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
   return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage });
