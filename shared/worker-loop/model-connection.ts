@@ -346,18 +346,30 @@ export class ModelConnection {
       });
       return span ? { ...r, traceparent: span } : r;
     };
+    // Items settled ahead and not yet sent: those that end in one decode step leave as one `results` frame (each
+    // frame is an event and a storage commit at the coordinator; a batch whose replies all hit one length sent
+    // one frame an item).
+    let early: { pos: number; result: ItemResult }[] = [];
+    const sendEarly = () => {
+      if (early.length === 0) return;
+      const results = early;
+      early = [];
+      if (!this.running.has(batch.lease_id)) return;
+      this.sendDeltas(); // their tokens first
+      this.send({ type: "results", lease_id: batch.lease_id, results });
+      this.sizes.set(batch.lease_id, Math.max(0, (this.sizes.get(batch.lease_id) ?? 0) - results.length));
+      this.opts.onBusy?.();
+    };
     // An item that ends before the rest (a short reply) is settled at once, its tokens first: its caller does
     // not wait for the batch's longest, and its room is free for the next. The last one goes with the completion.
     const onResult: RunOptions["onResult"] = (pos, result) => {
       if (!this.running.has(batch.lease_id) || settled.has(pos)) return;
       if (settled.size >= batch.items.length - 1) return;
       tokens.flushItem(pos);
-      this.sendDeltas();
       const answer = traced(result, pos);
       settled.set(pos, answer);
-      this.send({ type: "results", lease_id: batch.lease_id, results: [{ pos, result: answer }] });
-      this.sizes.set(batch.lease_id, Math.max(0, (this.sizes.get(batch.lease_id) ?? 1) - 1));
-      this.opts.onBusy?.();
+      if (early.length === 0) queueMicrotask(sendEarly);
+      early.push({ pos, result: answer });
     };
     let results: ItemResult[];
     try {
@@ -370,6 +382,7 @@ export class ModelConnection {
       const message = `inference failed on ${this.opts.info.worker_id}: ${(error as Error).message}`;
       results = batch.items.map(() => ({ error: { code: "runtime_error", message, retryable: true } }));
     } finally {
+      sendEarly();
       tokens.flush(); // every delta before the completion
       this.sendDeltas();
       clearInterval(extend);

@@ -201,6 +201,35 @@ describe("the worker loop with continuous batching", () => {
     expect(tokensOf(complete)[1]).toHaveLength(40);
     await connection.drain(1_000);
   }, 60_000);
+
+  it("settles the replies that end in one decode step in one `results` frame, after all their tokens", async () => {
+    const socket = new CoordinatorEnd();
+    const connection = await connectedTo(socket, { deltas: true });
+    // Three replies held to 3 tokens end at the same step; the long one goes on, so they are settled early.
+    const brief = (prompt: string) => ({ prompt, params: { max_new_tokens: 3, min_new_tokens: 3 } });
+    socket.push({ ...batch("s", [brief("the"), LONG, brief("a film"), brief("the pizza")]), item_results: true });
+    await vi.waitFor(() => expect(socket.sent.some((f) => f.type === "complete")).toBe(true), {
+      timeout: 30_000,
+      interval: 5,
+    });
+    const early = socket.sent.filter((f) => f.type === "results") as unknown as {
+      results: { pos: number; result: ItemResult & { output: GenerationOutput } }[];
+    }[];
+    expect(early).toHaveLength(1);
+    expect(early[0]?.results.map((r) => r.pos)).toEqual([0, 2, 3]);
+    const at = socket.sent.indexOf(early[0] as unknown as Frame);
+    type Delta = { pos: number; tokens: number[] };
+    const before = socket.sent
+      .slice(0, at)
+      .filter((f) => f.type === "deltas")
+      .flatMap((f) => (f as unknown as { deltas: Delta[] }).deltas);
+    for (const { pos, result } of early[0]?.results ?? []) {
+      expect(result.output.tokens).toHaveLength(3);
+      expect(before.filter((d) => d.pos === pos).flatMap((d) => d.tokens)).toEqual(result.output.tokens);
+    }
+    expect(tokensOf(socket.sent.find((f) => f.type === "complete"))[1]).toHaveLength(40);
+    await connection.drain(1_000);
+  }, 60_000);
 });
 
 describe("the worker loop's token frames", () => {
