@@ -20,6 +20,9 @@ export interface CpuProfile {
   timeDeltas?: number[];
 }
 
+/** How often the profiler samples, in µs. */
+const SAMPLING_INTERVAL_US = 200;
+
 /** One DevTools session on the coordinator's worker; `call` sends a method and resolves with its result. */
 async function inspect(inspectorPort: number): Promise<{
   call: (method: string, params?: object) => Promise<unknown>;
@@ -60,7 +63,7 @@ async function inspect(inspectorPort: number): Promise<{
 export async function startCpuProfile(inspectorPort: number): Promise<() => Promise<CpuProfile>> {
   const session = await inspect(inspectorPort);
   await session.call("Profiler.enable");
-  await session.call("Profiler.setSamplingInterval", { interval: 200 });
+  await session.call("Profiler.setSamplingInterval", { interval: SAMPLING_INTERVAL_US });
   await session.call("Profiler.start");
   return async () => {
     try {
@@ -72,26 +75,34 @@ export async function startCpuProfile(inspectorPort: number): Promise<() => Prom
   };
 }
 
-/** The functions with the most self time, as table lines: share of samples, ms, function and place. */
+/**
+ * The functions with the most self time, as table lines: share of the busy samples, ms, function and place.
+ * Each sample counts as one sampling interval: workerd's profiler takes none while the isolate waits for I/O, so
+ * the time to the next sample (`timeDeltas`) holds the wait, and weighting by it credited every idle gap to
+ * whatever ran just before it (a long-idle coordinator's profile read as SQLite's or zod's cost).
+ */
 export function topSelfTime(profile: CpuProfile, count = 25): string[] {
   const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
-  const totalUs = profile.endTime - profile.startTime;
-  const deltas = profile.timeDeltas ?? [];
-  const selfUs = new Map<string, number>();
-  (profile.samples ?? []).forEach((id, i) => {
+  const counts = new Map<string, number>();
+  let busy = 0;
+  for (const id of profile.samples ?? []) {
     const node = byNode.get(id);
-    if (!node) return;
+    if (!node || node.callFrame.functionName === "(idle)") continue;
     const { functionName, url, lineNumber } = node.callFrame;
     const key = `${functionName || "(anonymous)"} ${url.split("/").slice(-2).join("/")}:${lineNumber + 1}`;
-    selfUs.set(key, (selfUs.get(key) ?? 0) + (deltas[i + 1] ?? 0));
-  });
-  return [...selfUs.entries()]
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, count)
-    .map(
-      ([key, us]) =>
-        `${((us / totalUs) * 100).toFixed(1).padStart(5)}%  ${(us / 1000).toFixed(0).padStart(6)} ms  ${key}`,
-    );
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    busy++;
+  }
+  return [
+    `${busy} busy samples of ${SAMPLING_INTERVAL_US} µs (${((busy * SAMPLING_INTERVAL_US) / 1000).toFixed(0)} ms of the isolate's time)`,
+    ...[...counts.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, count)
+      .map(
+        ([key, n]) =>
+          `${((n / busy) * 100).toFixed(1).padStart(5)}%  ${((n * SAMPLING_INTERVAL_US) / 1000).toFixed(0).padStart(6)} ms  ${key}`,
+      ),
+  ];
 }
 
 export async function writeCpuProfile(path: string, profile: CpuProfile): Promise<void> {
