@@ -1,10 +1,7 @@
-// Set up for the e2e and browser suites (vitest.config.ts), whose coordinator runs under `wrangler dev`. Its proxy
-// keeps idle connections to the coordinator's workerd for as long as that workerd keeps them open (5 s on both
-// sides), so a request sent as one is closed finds it gone; the proxy then answers any method but GET and HEAD
-// with 503 "Your worker restarted mid-request" (wrangler's templates/startDevWorker/ProxyWorker.ts), and the
-// coordinator never saw it. Reproduced: 1 of 21 POSTs sent 4.9–5.1 s after the one before. A deployed Worker has
-// no such hop. This sends such a request once more, when its body can be sent again, and says so on stderr.
-const PROXY_RESTARTED = "Your worker restarted mid-request";
+// Set up for the e2e and browser suites (vitest.config.ts), whose coordinator runs under `wrangler dev`: a request
+// its proxy lost on an idle connection (dev-proxy-loss.ts) is sent once more, when its body can be sent again,
+// and says so on stderr.
+import { lostByDevProxy } from "./dev-proxy-loss.ts";
 
 const realFetch = globalThis.fetch;
 
@@ -19,14 +16,13 @@ function replayable(body: RequestInit["body"]): boolean {
   );
 }
 
-async function lostByDevProxy(res: Response): Promise<boolean> {
-  if (res.status !== 503 || res.headers.get("retry-after") !== "0") return false;
-  return (await res.clone().text()).startsWith(PROXY_RESTARTED);
+async function lost(res: Response): Promise<boolean> {
+  return res.status === 503 && lostByDevProxy(res.status, res.headers.get("retry-after"), await res.clone().text());
 }
 
 globalThis.fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
   const res = await realFetch(input, init);
-  if (input instanceof Request || !replayable(init?.body) || !(await lostByDevProxy(res))) return res;
+  if (input instanceof Request || !replayable(init?.body) || !(await lost(res))) return res;
   console.error(`dev proxy lost ${init?.method ?? "GET"} ${String(input)} on its idle connection; sending it again`);
   return realFetch(input, init);
 };

@@ -6,6 +6,7 @@ import WebSocket from "ws";
 import type { DonorTokenResponse } from "../../shared/index.ts";
 import type { FetchFn } from "../../shared/runner/model-files.ts";
 import type { SocketLike } from "../../shared/worker-loop/model-connection.ts";
+import { lostByDevProxy } from "./dev-proxy-loss.ts";
 
 export interface BoundAnswer {
   status: number;
@@ -24,7 +25,19 @@ export interface BoundRequest {
 }
 
 /** One HTTP exchange from `localAddress` (node:http: fetch cannot choose its local address). */
-export function boundRequest(url: string, req: BoundRequest = {}): Promise<BoundAnswer> {
+export async function boundRequest(url: string, req: BoundRequest = {}): Promise<BoundAnswer> {
+  const answer = await boundRequestOnce(url, req);
+  const retryAfter = answer.headers["retry-after"];
+  if (!lostByDevProxy(answer.status, typeof retryAfter === "string" ? retryAfter : null, answer.body.toString())) {
+    return answer;
+  }
+  console.error(
+    `dev proxy lost ${req.method ?? (req.json === undefined ? "GET" : "POST")} ${url} on its idle connection; sending it again`,
+  );
+  return boundRequestOnce(url, req);
+}
+
+function boundRequestOnce(url: string, req: BoundRequest): Promise<BoundAnswer> {
   const body = req.json === undefined ? undefined : JSON.stringify(req.json);
   return new Promise((resolve, reject) => {
     const request = http.request(
