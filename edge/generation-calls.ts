@@ -64,6 +64,9 @@ export interface SamplingAsked {
   top_k?: number | null | undefined;
   seed?: number | null | undefined;
   stop?: string | string[] | null | undefined;
+  presence_penalty?: number | null | undefined;
+  frequency_penalty?: number | null | undefined;
+  repetition_penalty?: number | null | undefined;
 }
 
 /**
@@ -113,6 +116,12 @@ export function generationParams(
     top_p: asked.top_p ?? 1,
     seed: asked.seed ?? 0,
     stop,
+    // Likewise only when they change anything.
+    ...(asked.presence_penalty ? { presence_penalty: asked.presence_penalty } : {}),
+    ...(asked.frequency_penalty ? { frequency_penalty: asked.frequency_penalty } : {}),
+    ...(asked.repetition_penalty != null && asked.repetition_penalty !== 1
+      ? { repetition_penalty: asked.repetition_penalty }
+      : {}),
   };
 }
 

@@ -28,6 +28,11 @@ export interface ChatOptions extends CallOptions {
   top_p?: number | undefined;
   seed?: number | undefined;
   stop?: string[] | undefined;
+  /** -2 to 2: lower a token's odds once it has appeared in the reply (presence) and for each time (frequency). */
+  presence_penalty?: number | undefined;
+  frequency_penalty?: number | undefined;
+  /** Above 1 discourages repeating the prompt's and the reply's tokens (transformers' rule). */
+  repetition_penalty?: number | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;

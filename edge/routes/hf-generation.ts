@@ -26,6 +26,8 @@ export async function generateTexts(
       top_p: p.top_p,
       seed: p.seed,
       stop: p.stop ?? p.stop_sequences,
+      repetition_penalty: p.repetition_penalty,
+      frequency_penalty: p.frequency_penalty,
     },
     {
       max: "parameters.max_new_tokens",

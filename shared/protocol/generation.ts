@@ -28,6 +28,18 @@ export const GenerationParams = z
       .default(0),
     /** Generation ends (finish_reason "stop") at the first of these strings; the string itself is not output. */
     stop: z.array(z.string().min(1).max(64)).max(8).default([]),
+    /**
+     * OpenAI's (and vLLM's) penalties, over the tokens generated so far: each token's logit is lowered by
+     * presence_penalty once it has appeared and by frequency_penalty for each time it has (negative values
+     * favour repeats). Like min_new_tokens, left out unless asked for, so older workers still read the item.
+     */
+    presence_penalty: z.number().min(-2).max(2).optional(),
+    frequency_penalty: z.number().min(-2).max(2).optional(),
+    /**
+     * transformers' repetition penalty, over the prompt and the tokens generated so far: a positive logit is
+     * divided by it, a negative one multiplied (above 1 discourages repeats). Left out unless asked for.
+     */
+    repetition_penalty: z.number().gt(0).max(10).optional(),
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",

@@ -47,6 +47,10 @@ export const HfTextGenerationParameters = z.strictObject({
   stop_sequences: z.array(z.string()).optional(),
   do_sample: z.boolean().optional(),
   return_full_text: z.boolean().default(false),
+  /** Above 1 discourages repeats (transformers' rule, over the prompt and the reply). */
+  repetition_penalty: z.number().gt(0).max(10).optional(),
+  /** Lowers a token's logit by this for each time it was generated (OpenAI's rule). */
+  frequency_penalty: z.number().min(-2).max(2).optional(),
 });
 export type HfTextGenerationParameters = z.infer<typeof HfTextGenerationParameters>;
 

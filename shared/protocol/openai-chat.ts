@@ -30,6 +30,11 @@ const Common = {
     .max(2 ** 32 - 1)
     .nullish(),
   stop: z.union([z.string(), z.array(z.string())]).nullish(),
+  /** Over the tokens generated so far: lowered once a token appears (presence) and for each time (frequency). */
+  presence_penalty: z.number().min(-2).max(2).nullish(),
+  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  /** vLLM's extension (transformers' rule, over the prompt and the reply): above 1 discourages repeats. */
+  repetition_penalty: z.number().gt(0).max(10).nullish(),
   n: z.literal(1, { error: () => "only n = 1 is served" }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),

@@ -8,7 +8,7 @@
 import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
-import { holdEnd, pickToken, tokenAllowed } from "./text-generation-sampler.ts";
+import { pickToken, shapeRow, tokenAllowed } from "./text-generation-sampler.ts";
 import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
 
 export interface ClaimToCheck {
@@ -64,12 +64,16 @@ function judge(
     first_mismatch: i,
     reason,
   });
-  // Each row is read for one position; before min_new_tokens its end-of-text tokens are held back, as in a run.
+  // Each row is read for one position, shaped as in a run: the penalties over the tokens before it, and before
+  // min_new_tokens its end-of-text tokens held back.
   const row = (i: number) => {
     const { from, to } = at(i);
-    holdEnd(logits, from, shape.eos, params, i);
+    shapeRow(logits, from, to - from, shape.eos, params, c.prompt, read, i);
     return { from, to };
   };
+  // A repetition penalty scales logits by up to itself (or its inverse), and with them the runtimes' differences.
+  const r = params.repetition_penalty ?? 1;
+  const tolerance = claim.tolerance * Math.max(r, 1 / r);
   const modelPick = (i: number) => {
     const { from, to } = at(i);
     return pickToken(logits, from, to, params, i);
@@ -82,7 +86,7 @@ function judge(
     if (seq.finish) return mismatch(i, i, `the run ends before token ${i} (finish_reason ${seq.finish})`);
     const { from, to } = row(i);
     if (shape.eos.includes(token)) return mismatch(i, i + 1, `token ${i} is an end-of-text token inside the output`);
-    if (!tokenAllowed(logits, from, to, params, i, token, claim.tolerance)) {
+    if (!tokenAllowed(logits, from, to, params, i, token, tolerance)) {
       return mismatch(i, i + 1, `token ${i} is ${token}; the model picks ${modelPick(i)} there`);
     }
     takeToken(seq, token, shape.eos, decode);
@@ -96,7 +100,7 @@ function judge(
     const drawn = modelPick(n);
     const eos = shape.eos.includes(drawn)
       ? drawn
-      : shape.eos.find((e) => tokenAllowed(logits, from, to, params, n, e, claim.tolerance));
+      : shape.eos.find((e) => tokenAllowed(logits, from, to, params, n, e, tolerance));
     if (eos === undefined) {
       return mismatch(n, checked, `the output ends after ${n} tokens; the model goes on with ${drawn}`);
     }

@@ -7,7 +7,7 @@
 // sequences are done. Created by text-generation.ts, once per model, so every runner has it.
 import type { InferenceSession, TypedTensor } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
-import { holdEnd, pickToken } from "./text-generation-sampler.ts";
+import { pickToken, shapeRow } from "./text-generation-sampler.ts";
 import type { Sequence } from "./text-generation-sequence.ts";
 
 /** What generate() ends with: every sequence finished, or the caller's signal took them out. */
@@ -169,7 +169,7 @@ export class DecodeEngine {
       try {
         if (group.settled) continue;
         const { params } = seq.item;
-        holdEnd(data, at, this.shape.eos, params, seq.generated.length);
+        shapeRow(data, at, vocab, this.shape.eos, params, seq.prompt, seq.generated, seq.generated.length);
         group.accept(seq, pickToken(data, at, at + vocab, params, seq.generated.length));
       } catch (error) {
         // A run whose token listener throws fails alone; the others in the batch decode on.

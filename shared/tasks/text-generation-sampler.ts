@@ -129,7 +129,6 @@ function byLogit(logits: ArrayLike<number>, from: number, to: number): ArrayLike
 /**
  * Before generated-token `position` reaches min_new_tokens, an end-of-text token may not be picked: its
  * logits in the row starting at `from` become -Infinity (in place; each row is read for one position only).
- * The decode loop and the teacher-forced check both call this, so a claim is held to the same rule.
  */
 export function holdEnd(
   logits: Float32Array,
@@ -140,6 +139,71 @@ export function holdEnd(
 ): void {
   if (position >= (p.min_new_tokens ?? 0)) return;
   for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
+}
+
+export type Penalties = Pick<GenerationParams, "presence_penalty" | "frequency_penalty" | "repetition_penalty">;
+
+/** Whether a call asked for any penalty (a row is then changed, and a check's tolerance may grow). */
+export function penalised(p: Penalties): boolean {
+  return (p.presence_penalty ?? 0) !== 0 || (p.frequency_penalty ?? 0) !== 0 || (p.repetition_penalty ?? 1) !== 1;
+}
+
+/**
+ * The penalties of `p` on the row of logits [from, from + vocab), in place: repetition_penalty over the prompt's
+ * tokens and the generated ones (transformers' rule: a positive logit divided by it, a negative one multiplied),
+ * then presence_penalty and frequency_penalty over the generated ones (OpenAI's: the logit lowered by presence
+ * once a token has appeared, and by frequency times its count). `generated` is read up to `count`.
+ */
+export function penalise(
+  logits: Float32Array,
+  from: number,
+  vocab: number,
+  p: Penalties,
+  prompt: ArrayLike<number>,
+  generated: ArrayLike<number>,
+  count = generated.length,
+): void {
+  if (!penalised(p)) return;
+  const repetition = p.repetition_penalty ?? 1;
+  if (repetition !== 1) {
+    const seen = new Set<number>();
+    const hit = (t: number) => {
+      if (t < 0 || t >= vocab || seen.has(t)) return;
+      seen.add(t);
+      const l = logits[from + t] as number;
+      logits[from + t] = l > 0 ? l / repetition : l * repetition;
+    };
+    for (let i = 0; i < prompt.length; i++) hit(prompt[i] as number);
+    for (let i = 0; i < count; i++) hit(generated[i] as number);
+  }
+  const presence = p.presence_penalty ?? 0;
+  const frequency = p.frequency_penalty ?? 0;
+  if (presence === 0 && frequency === 0) return;
+  const counts = new Map<number, number>();
+  for (let i = 0; i < count; i++) {
+    const t = generated[i] as number;
+    if (t >= 0 && t < vocab) counts.set(t, (counts.get(t) ?? 0) + 1);
+  }
+  for (const [t, n] of counts) logits[from + t] = (logits[from + t] as number) - presence - frequency * n;
+}
+
+/**
+ * A row made ready to pick generated token `position` from (in place; each row is read for one position only):
+ * the penalties of the call, then min_new_tokens' hold on end-of-text. The decode loop and the teacher-forced
+ * check both call this, so a claim is held to the same rules.
+ */
+export function shapeRow(
+  logits: Float32Array,
+  from: number,
+  vocab: number,
+  eos: readonly number[],
+  p: Penalties & Pick<GenerationParams, "min_new_tokens">,
+  prompt: ArrayLike<number>,
+  generated: ArrayLike<number>,
+  position: number,
+): void {
+  penalise(logits, from, vocab, p, prompt, generated, position);
+  holdEnd(logits, from, eos, p, position);
 }
 
 /** The token at generated-token `position` of a sequence, from its logits row [from, to). */

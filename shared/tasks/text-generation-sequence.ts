@@ -12,6 +12,8 @@ export interface Sequence {
   pos: number;
   item: GenerationItem;
   promptTokens: number;
+  /** The prompt's tokens (repetition_penalty reads them). */
+  prompt: readonly number[];
   /** Prompt, then the resumed tokens: what the prefill reads. */
   prefix: number[];
   /** Generated tokens, the resumed ones first. */
@@ -29,6 +31,7 @@ export function startSequence(pos: number, item: GenerationItem, prompt: number[
     pos,
     item,
     promptTokens: prompt.length,
+    prompt,
     prefix: [...prompt, ...resumed],
     generated: [...resumed],
     sent: item.resume?.text.length ?? 0,

@@ -12,7 +12,7 @@ import { loadModel } from "../../shared/runner/load-model.ts";
 import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/runner/model-runner.ts";
 import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { inputProblems } from "../../shared/tasks/input-checks.ts";
-import { pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
+import { penalise, pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 
@@ -157,6 +157,29 @@ describe("the teacher-forced check on gpt-tiny", () => {
     expect(await check(CHAT, params, free)).toMatchObject({ verdict: "mismatch", first_mismatch: k });
   });
 
+  it("lowers repeats with each penalty on both runtimes, resumes under them, and holds a claim to them", async () => {
+    const long = { max_new_tokens: 30, min_new_tokens: 30 };
+    const free = await generate("the pizza was", long);
+    const distinct = (o: GenerationOutput) => new Set(o.tokens).size;
+    // Unpenalised, the tiny model loops ("the pizza was spotless.... was awesome....").
+    expect(distinct(free)).toBeLessThan(15);
+    for (const penalty of [{ frequency_penalty: 1 }, { presence_penalty: 1.5 }, { repetition_penalty: 1.5 }]) {
+      const params = { ...long, ...penalty };
+      const penalised = await generate("the pizza was", params);
+      expect(distinct(penalised)).toBeGreaterThan(distinct(free) + 5);
+      expect(await generate("the pizza was", params, web)).toEqual(penalised);
+      // Redelivered after 12 of its tokens, the run counts them as its own and goes on as before.
+      const [resumed] = await node.run([
+        { prompt: "the pizza was", params, resume: { tokens: penalised.tokens.slice(0, 12), text: "" } },
+      ]);
+      expect(output(resumed).tokens).toEqual(penalised.tokens);
+      expect((await check("the pizza was", params, penalised)).verdict).toBe("agreed");
+      // The unpenalised reply is not the model's under the penalty: the first token they part at is the mismatch.
+      const parted = free.tokens.findIndex((t, i) => penalised.tokens[i] !== t);
+      expect(await check("the pizza was", params, free)).toMatchObject({ verdict: "mismatch", first_mismatch: parted });
+    }
+  }, 60_000);
+
   it("holds a claim redelivered mid-stream to the tokens already accepted (resume)", async () => {
     const params = { max_new_tokens: 24 };
     const honest = await generate("the hotel room", params);
@@ -199,6 +222,28 @@ describe("the teacher-forced check on gpt-tiny", () => {
       },
     ]);
     expect(problems).toEqual([{ index: 1, message: expect.stringMatching(/^verify is set by the queue/) }]);
+  });
+});
+
+describe("penalise, a row's penalties", () => {
+  it("presence and frequency over the tokens generated so far; repetition over the prompt's too", () => {
+    const row = () => Float32Array.from([0, 2, -2, 4, 1, 3]); // a vocabulary of 5 from index 1
+    const prompt = [0, 3];
+    const generated = [1, 2, 1, 4];
+    const p = row();
+    penalise(p, 1, 5, { presence_penalty: 0.5, frequency_penalty: 0.25 }, prompt, generated);
+    // Token 1 twice, 2 and 4 once; 0 and 3 (the prompt's) untouched; the cell before the row untouched.
+    expect([...p]).toEqual([0, 2, -2 - 0.5 - 0.5, 4 - 0.5 - 0.25, 1, 3 - 0.5 - 0.25]);
+    const upTo = row();
+    penalise(upTo, 1, 5, { frequency_penalty: 1 }, prompt, generated, 1); // only the first generated token
+    expect([...upTo]).toEqual([0, 2, -3, 4, 1, 3]);
+    const r = row();
+    penalise(r, 1, 5, { repetition_penalty: 2 }, prompt, generated);
+    // 0 (+2, prompt) halved, 1 (-2) doubled, 2 (+4) halved, 3 (+1, prompt) halved, 4 (+3) halved.
+    expect([...r]).toEqual([0, 1, -4, 2, 0.5, 1.5]);
+    const none = row();
+    penalise(none, 1, 5, { presence_penalty: 0, repetition_penalty: 1 }, prompt, generated);
+    expect(none).toEqual(row());
   });
 });
 

@@ -142,6 +142,7 @@ describe("the decode engine", () => {
       params: { max_new_tokens: n, min_new_tokens: 0, temperature: 0, top_k: 0, top_p: 1, seed: 0, stop: [] },
     },
     promptTokens: prefix.length,
+    prompt: prefix,
     prefix,
     generated: [],
     sent: 0,

@@ -54,11 +54,16 @@ describe("text-generation on /models/{name}", () => {
     await generate({ max_new_tokens: 4, do_sample: true, min_new_tokens: 2, stop_sequences: ["!"], seed: 3 });
     await generate({ max_new_tokens: 4, temperature: 5 });
     await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 4, do_sample: true } } });
+    await generate({ max_new_tokens: 4, repetition_penalty: 1.3, frequency_penalty: 0.5 });
+    const penalties = { repetition_penalty: 1.3, frequency_penalty: 0.5 };
+    await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 4, ...penalties } } });
     expect(params).toEqual([
       expect.objectContaining({ temperature: 0, max_new_tokens: 4 }),
       expect.objectContaining({ temperature: 1, min_new_tokens: 2, stop: ["!"], seed: 3 }),
       expect.objectContaining({ temperature: 5 }),
       expect.objectContaining({ temperature: 1 }),
+      expect.objectContaining(penalties),
+      expect.objectContaining(penalties),
     ]);
     stop();
     worker.close();

@@ -32,10 +32,18 @@ describe("POST /v1/chat/completions", () => {
         { role: "user", content: "How was the film?" },
       ],
       max_tokens: 4,
-      // @ts-expect-error vLLM's extension, which the openai client passes through
-      min_tokens: 2,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.25,
+      // vLLM's extensions, which the openai client passes through
+      ...({ min_tokens: 2, repetition_penalty: 1.2 } as object),
     });
-    expect(params[0]).toMatchObject({ max_new_tokens: 4, min_new_tokens: 2 });
+    expect(params[0]).toMatchObject({
+      max_new_tokens: 4,
+      min_new_tokens: 2,
+      presence_penalty: 0.5,
+      frequency_penalty: -0.25,
+      repetition_penalty: 1.2,
+    });
     expect(prompts[0]).toBe("<|system|>Be brief.<|end|><|user|>How was the film?<|end|><|assistant|>");
     expect(answer.object).toBe("chat.completion");
     expect(answer.choices[0]?.message).toEqual({ role: "assistant", content: replyTo(prompts[0] ?? "").join("") });
@@ -52,10 +60,17 @@ describe("POST /v1/chat/completions", () => {
       messages: [{ role: "user", content: "Hi" }],
       stream: true,
       stream_options: { include_usage: true },
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      ...({ repetition_penalty: 1 } as object), // vLLM's extension
     });
     const batch = await worker.next("batch");
     // Not asked for, min_new_tokens is left out, so workers and donor scripts older than it read the item.
-    expect((batch.items[0]?.input as { params?: object } | undefined)?.params).not.toHaveProperty("min_new_tokens");
+    // Nor are penalties, nor the ones that change nothing (an app's defaults of 0, and 1).
+    const sent = (batch.items[0]?.input as { params?: object } | undefined)?.params;
+    for (const p of ["min_new_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty"]) {
+      expect(sent).not.toHaveProperty(p);
+    }
     const words = replyTo((batch.items[0]?.input as { prompt: string } | undefined)?.prompt ?? "");
     const chunks = stream[Symbol.asyncIterator]();
     // Each token goes out only once the one before has reached the caller.
@@ -133,6 +148,12 @@ describe("POST /v1/chat/completions", () => {
       "messages[0].role",
     );
     expect((await refused({ model: "scribe", messages: hi, stop: Array(9).fill("x") })).param).toBe("stop");
+    expect((await refused({ model: "scribe", messages: hi, presence_penalty: 2.5 })).message).toContain(
+      "presence_penalty",
+    );
+    expect((await refused({ model: "scribe", messages: hi, repetition_penalty: 0 })).message).toContain(
+      "repetition_penalty",
+    );
     expect((await refused({ model: "plain-writer", messages: hi })).message).toContain("no chat template");
     expect((await refused({ model: "alpha", messages: hi })).message).toContain("not a text-generation");
     expect((await refused({ model: "scribe", prompt: "x".repeat(60_000) }, "/v1/completions")).param).toBe("prompt");
