@@ -67,6 +67,7 @@ export interface SamplingAsked {
   presence_penalty?: number | null | undefined;
   frequency_penalty?: number | null | undefined;
   repetition_penalty?: number | null | undefined;
+  logit_bias?: Record<string, number> | null | undefined;
 }
 
 /**
@@ -122,6 +123,7 @@ export function generationParams(
     ...(asked.repetition_penalty != null && asked.repetition_penalty !== 1
       ? { repetition_penalty: asked.repetition_penalty }
       : {}),
+    ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
   };
 }
 

@@ -33,6 +33,8 @@ export interface ChatOptions extends CallOptions {
   frequency_penalty?: number | undefined;
   /** Above 1 discourages repeating the prompt's and the reply's tokens (transformers' rule). */
   repetition_penalty?: number | undefined;
+  /** Token ids (as keys) to a bias of -100 to 100 on their logits: -100 bans a token, 100 all but forces it. */
+  logit_bias?: Record<string, number> | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;

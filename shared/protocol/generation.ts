@@ -3,6 +3,28 @@
 // queueing, workers parse them in the text-generation task, and the queue object parses every delta frame.
 import { z } from "zod";
 
+/** The most entries a logit_bias may hold (OpenAI's limit). */
+export const MAX_LOGIT_BIAS = 300;
+
+/**
+ * OpenAI's logit_bias: token ids (as JSON keys) to a bias from -100 to 100 added to that token's logit before
+ * the penalties and sampling (-100 in effect bans a token, 100 all but forces it). The worker refuses an id past
+ * the model's vocabulary, which only it knows.
+ */
+export const LogitBias = z
+  .record(
+    z.string().regex(/^(0|[1-9][0-9]{0,8})$/),
+    z.number().min(-100, "a bias must be -100 to 100").max(100, "a bias must be -100 to 100"),
+    {
+      error: (issue) =>
+        issue.code === "invalid_key"
+          ? `keys must be token ids (whole numbers from 0, written in decimal); "${String(issue.input)}" is not one`
+          : undefined,
+    },
+  )
+  .refine((b) => Object.keys(b).length <= MAX_LOGIT_BIAS, `must hold at most ${MAX_LOGIT_BIAS} token ids`);
+export type LogitBias = z.infer<typeof LogitBias>;
+
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
 export const GenerationParams = z
   .strictObject({
@@ -40,6 +62,8 @@ export const GenerationParams = z
      * divided by it, a negative one multiplied (above 1 discourages repeats). Left out unless asked for.
      */
     repetition_penalty: z.number().gt(0).max(10).optional(),
+    /** Added to the named tokens' logits first (LogitBias). Left out unless asked for. */
+    logit_bias: LogitBias.optional(),
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",

@@ -2,6 +2,7 @@
 // POST /v1/completions: request schemas, answers and stream chunks. edge/routes/openai-chat.ts validates with
 // these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
 import { z } from "zod";
+import { LogitBias } from "./generation.ts";
 
 /** Text parts only: a model here reads text. */
 const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
@@ -35,6 +36,8 @@ const Common = {
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   /** vLLM's extension (transformers' rule, over the prompt and the reply): above 1 discourages repeats. */
   repetition_penalty: z.number().gt(0).max(10).nullish(),
+  /** Token ids to a bias of -100 to 100 on their logits. */
+  logit_bias: LogitBias.nullish(),
   n: z.literal(1, { error: () => "only n = 1 is served" }).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),

@@ -12,6 +12,8 @@ export interface DecoderShape {
   headDim: number;
   eos: number[];
   pad: number;
+  /** config.json's vocab_size, when given: the token ids a call may name (logit_bias). */
+  vocab?: number;
 }
 
 /** A batch of prefixes, left-padded: every row's last token sits in the last column, so each step appends one. */
@@ -35,7 +37,15 @@ export function decoderShape(config: Record<string, unknown>): DecoderShape {
   const eosIds = (Array.isArray(eos) ? eos : [eos]).filter((v): v is number => typeof v === "number");
   const pad = typeof config.pad_token_id === "number" ? config.pad_token_id : (eosIds[0] ?? 0);
   const heads = int("n_head");
-  return { layers: int("n_layer"), heads, headDim: int("n_embd") / heads, eos: eosIds, pad };
+  const vocab = Number.isInteger(config.vocab_size) ? (config.vocab_size as number) : undefined;
+  return {
+    layers: int("n_layer"),
+    heads,
+    headDim: int("n_embd") / heads,
+    eos: eosIds,
+    pad,
+    ...(vocab === undefined ? {} : { vocab }),
+  };
 }
 
 export function leftPadded(prefixes: readonly number[][], pad: number): PaddedBatch {

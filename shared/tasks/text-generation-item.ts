@@ -1,7 +1,7 @@
 // One text-generation item (shared/protocol/generation.ts's GenerationItem) as the task reads it, or what to fix.
 // Pure: no tokenizer, so the edge's submit path can refuse the same items before queueing. The token count
 // of the prompt is checked by the task itself (shared/tasks/text-generation.ts), which has the tokenizer.
-import { GenerationItem } from "../protocol/generation.ts";
+import { GenerationItem, type LogitBias } from "../protocol/generation.ts";
 import type { Parsed } from "./task-types.ts";
 import { maxTextChars } from "./text-item.ts";
 
@@ -45,4 +45,13 @@ export function contextProblem(promptTokens: number, maxNewTokens: number, conte
     return `prompt is ${promptTokens} tokens; the model's context is ${context} tokens, generated ones included: shorten the prompt`;
   }
   return `prompt is ${promptTokens} tokens and params.max_new_tokens ${maxNewTokens}: together over the model's context of ${context} tokens; lower max_new_tokens to at most ${context - promptTokens} or shorten the prompt`;
+}
+
+/** A logit_bias naming a token past the model's vocabulary (when config.json gives its size): what to fix, else null. */
+export function biasProblem(bias: LogitBias | undefined, vocab: number | undefined): string | null {
+  if (bias === undefined || vocab === undefined) return null;
+  const past = Object.keys(bias).find((key) => Number(key) >= vocab);
+  return past === undefined
+    ? null
+    : `params.logit_bias names token ${past}; the model's vocabulary has ${vocab} tokens (ids 0 to ${vocab - 1})`;
 }

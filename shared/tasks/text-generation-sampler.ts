@@ -141,18 +141,27 @@ export function holdEnd(
   for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
 }
 
-export type Penalties = Pick<GenerationParams, "presence_penalty" | "frequency_penalty" | "repetition_penalty">;
+export type Penalties = Pick<
+  GenerationParams,
+  "presence_penalty" | "frequency_penalty" | "repetition_penalty" | "logit_bias"
+>;
 
-/** Whether a call asked for any penalty (a row is then changed, and a check's tolerance may grow). */
+/** Whether a call asked for any bias or penalty (a row is then changed). */
 export function penalised(p: Penalties): boolean {
-  return (p.presence_penalty ?? 0) !== 0 || (p.frequency_penalty ?? 0) !== 0 || (p.repetition_penalty ?? 1) !== 1;
+  return (
+    (p.presence_penalty ?? 0) !== 0 ||
+    (p.frequency_penalty ?? 0) !== 0 ||
+    (p.repetition_penalty ?? 1) !== 1 ||
+    (p.logit_bias !== undefined && Object.keys(p.logit_bias).length > 0)
+  );
 }
 
 /**
- * The penalties of `p` on the row of logits [from, from + vocab), in place: repetition_penalty over the prompt's
- * tokens and the generated ones (transformers' rule: a positive logit divided by it, a negative one multiplied),
- * then presence_penalty and frequency_penalty over the generated ones (OpenAI's: the logit lowered by presence
- * once a token has appeared, and by frequency times its count). `generated` is read up to `count`.
+ * The bias and penalties of `p` on the row of logits [from, from + vocab), in place, in vLLM's order: logit_bias
+ * added to the tokens it names; repetition_penalty over the prompt's tokens and the generated ones (transformers'
+ * rule: a positive logit divided by it, a negative one multiplied); then presence_penalty and frequency_penalty
+ * over the generated ones (OpenAI's: the logit lowered by presence once a token has appeared, and by frequency
+ * times its count). `generated` is read up to `count`.
  */
 export function penalise(
   logits: Float32Array,
@@ -164,6 +173,10 @@ export function penalise(
   count = generated.length,
 ): void {
   if (!penalised(p)) return;
+  for (const [key, bias] of Object.entries(p.logit_bias ?? {})) {
+    const t = Number(key);
+    if (t < vocab) logits[from + t] = (logits[from + t] as number) + bias;
+  }
   const repetition = p.repetition_penalty ?? 1;
   if (repetition !== 1) {
     const seen = new Set<number>();

@@ -180,6 +180,28 @@ describe("the teacher-forced check on gpt-tiny", () => {
     }
   }, 60_000);
 
+  it("takes logit_bias on both runtimes: a banned token never comes, a favoured one always; a claim is held to it", async () => {
+    const params = { max_new_tokens: 12, min_new_tokens: 12 };
+    const free = await generate("the pizza was", params);
+    const first = free.tokens[0] as number;
+    const banned = { ...params, logit_bias: { [first]: -100 } };
+    const without = await generate("the pizza was", banned);
+    expect(without.tokens).not.toContain(first);
+    expect(await generate("the pizza was", banned, web)).toEqual(without);
+    expect((await check("the pizza was", banned, without)).verdict).toBe("agreed");
+    // The unbiased reply breaks the ban at its first token.
+    expect(await check("the pizza was", banned, free)).toMatchObject({ verdict: "mismatch", first_mismatch: 0 });
+    // A token the model would not pick, favoured, is every token; sampled too.
+    const rare = ((first + 500) % 1000) as number;
+    for (const sampling of [{}, { temperature: 1, seed: 9 }]) {
+      const forced = await generate("the pizza was", { ...params, ...sampling, logit_bias: { [rare]: 100 } });
+      expect(forced.tokens).toEqual(Array(12).fill(rare));
+    }
+    // Past the vocabulary (1029 tokens) the item is the caller's to fix, and says so.
+    const [past] = await node.run([{ prompt: "the pizza was", params: { ...params, logit_bias: { 5000: 1 } } }]);
+    expect(past).toMatchObject({ error: { code: "invalid_input", message: expect.stringContaining("token 5000") } });
+  }, 60_000);
+
   it("holds a claim redelivered mid-stream to the tokens already accepted (resume)", async () => {
     const params = { max_new_tokens: 24 };
     const honest = await generate("the hotel room", params);
@@ -244,6 +266,10 @@ describe("penalise, a row's penalties", () => {
     const none = row();
     penalise(none, 1, 5, { presence_penalty: 0, repetition_penalty: 1 }, prompt, generated);
     expect(none).toEqual(row());
+    const biased = row();
+    // logit_bias first, then the penalties: token 2 (+4) +2 then halved; a key past the vocabulary is skipped.
+    penalise(biased, 1, 5, { logit_bias: { 2: 2, 3: -1, 9: 5 }, repetition_penalty: 2 }, [], [2]);
+    expect([...biased]).toEqual([0, 2, -2, 3, 0, 3]);
   });
 });
 

@@ -34,6 +34,7 @@ describe("POST /v1/chat/completions", () => {
       max_tokens: 4,
       presence_penalty: 0.5,
       frequency_penalty: -0.25,
+      logit_bias: { "7": -100, "12": 3.5 },
       // vLLM's extensions, which the openai client passes through
       ...({ min_tokens: 2, repetition_penalty: 1.2 } as object),
     });
@@ -43,6 +44,7 @@ describe("POST /v1/chat/completions", () => {
       presence_penalty: 0.5,
       frequency_penalty: -0.25,
       repetition_penalty: 1.2,
+      logit_bias: { "7": -100, "12": 3.5 },
     });
     expect(prompts[0]).toBe("<|system|>Be brief.<|end|><|user|>How was the film?<|end|><|assistant|>");
     expect(answer.object).toBe("chat.completion");
@@ -62,13 +64,14 @@ describe("POST /v1/chat/completions", () => {
       stream_options: { include_usage: true },
       presence_penalty: 0,
       frequency_penalty: 0,
+      logit_bias: {},
       ...({ repetition_penalty: 1 } as object), // vLLM's extension
     });
     const batch = await worker.next("batch");
     // Not asked for, min_new_tokens is left out, so workers and donor scripts older than it read the item.
     // Nor are penalties, nor the ones that change nothing (an app's defaults of 0, and 1).
     const sent = (batch.items[0]?.input as { params?: object } | undefined)?.params;
-    for (const p of ["min_new_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty"]) {
+    for (const p of ["min_new_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"]) {
       expect(sent).not.toHaveProperty(p);
     }
     const words = replyTo((batch.items[0]?.input as { prompt: string } | undefined)?.prompt ?? "");
@@ -154,6 +157,9 @@ describe("POST /v1/chat/completions", () => {
     expect((await refused({ model: "scribe", messages: hi, repetition_penalty: 0 })).message).toContain(
       "repetition_penalty",
     );
+    for (const logit_bias of [{ "7": 101 }, { seven: 1 }, { "-1": 1 }]) {
+      expect((await refused({ model: "scribe", messages: hi, logit_bias })).message).toContain("logit_bias");
+    }
     expect((await refused({ model: "plain-writer", messages: hi })).message).toContain("no chat template");
     expect((await refused({ model: "alpha", messages: hi })).message).toContain("not a text-generation");
     expect((await refused({ model: "scribe", prompt: "x".repeat(60_000) }, "/v1/completions")).param).toBe("prompt");
