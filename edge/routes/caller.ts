@@ -1,6 +1,7 @@
 // The caller API: submit inference, read, watch and cancel jobs (only the key that made a job may), list models.
 import { type Context, Hono } from "hono";
 import { ErrorCode, FINAL_STATUSES, InferRequest, type JobView } from "../../shared/index.ts";
+import { openAiModel } from "../../shared/protocol/openai.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
 import { ApiError } from "../errors.ts";
@@ -78,5 +79,8 @@ callerRoutes.get("/v1/models", authorised, async (c) => {
       workers: s?.workers ?? null,
     };
   });
-  return c.json({ models, ...(failed.length > 0 ? { unavailable: failed } : {}) });
+  // OpenAI's list beside EdgeSwarm's own, so `openai.models.list()` and the chat apps that call it find the models.
+  const now = Date.now();
+  const data = [...c.get("config").models.values()].map((m) => openAiModel(m, now));
+  return c.json({ models, ...(failed.length > 0 ? { unavailable: failed } : {}), object: "list", data });
 });

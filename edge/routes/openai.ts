@@ -11,6 +11,7 @@ import {
   type EmbeddingsResponse,
   type OpenAiErrorBody,
   openAiErrorType,
+  openAiModel,
 } from "../../shared/protocol/openai.ts";
 import type { HonoEnv } from "../app-env.ts";
 import { requireKey } from "../auth.ts";
@@ -99,6 +100,24 @@ openAiRoutes.onError(openAiError);
 openAiRoutes.use("/v1/embeddings", requireKey("caller"));
 // Chat and text completions (openai-chat.ts), under this app's onError: OpenAI's error shape.
 openAiRoutes.route("/", openAiChatRoutes);
+
+// OpenAI's models.retrieve: one model (GET /v1/models, in caller.ts, lists them all in the same shape).
+openAiRoutes.get("/v1/models/:model", requireKey("caller"), (c) => {
+  const name = c.req.param("model");
+  const model = c.get("config").models.get(name);
+  if (!model) {
+    const names = [...c.get("config").models.keys()].join(", ");
+    throw new ApiError(
+      404,
+      ErrorCode.unknownModel,
+      `the model "${name}" does not exist on this coordinator; it serves ${names}`,
+      {
+        extra: { param: "model" },
+      },
+    );
+  }
+  return c.json(openAiModel(model, Date.now()));
+});
 
 openAiRoutes.post("/v1/embeddings", async (c) => {
   const request = await readRequest(c);

@@ -2,6 +2,7 @@
 // and error shapes. edge/routes/openai.ts validates with these; callers and tests use the types.
 // Reference: platform.openai.com/docs/api-reference/embeddings (what the official `openai` client sends).
 import { z } from "zod";
+import type { ModelConfig } from "../config/model-config.ts";
 import { ParsedJson } from "./validate.ts";
 
 // Strict: OpenAI refuses an argument it does not know, and so does this, naming it.
@@ -50,4 +51,32 @@ export function openAiErrorType(status: number): string {
   if (status === 403) return "permission_error";
   if (status === 429) return "rate_limit_error";
   return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+/**
+ * A model as OpenAI's GET /v1/models lists it (and GET /v1/models/{id} answers), with vLLM's `max_model_len` for a
+ * model that generates and EdgeSwarm's `task`, so a chat app that discovers models by that call finds them.
+ * `created` is the time of the call, as vLLM answers: a coordinator does not know when a model was made.
+ */
+export interface OpenAiModel {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: "edgeswarm";
+  task: string;
+  max_model_len?: number;
+}
+
+export function openAiModel(
+  model: Pick<ModelConfig, "name" | "task" | "max_sequence_length">,
+  now: number,
+): OpenAiModel {
+  return {
+    id: model.name,
+    object: "model",
+    created: Math.floor(now / 1000),
+    owned_by: "edgeswarm",
+    task: model.task,
+    ...(model.task === "text-generation" ? { max_model_len: model.max_sequence_length } : {}),
+  };
 }

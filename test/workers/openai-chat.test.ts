@@ -321,6 +321,37 @@ describe("POST /v1/completions", () => {
   });
 });
 
+describe("GET /v1/models in OpenAI's shape", () => {
+  it("lists every model for models.list(), retrieves one, and answers an unknown one with OpenAI's 404", async () => {
+    const ids: string[] = [];
+    for await (const model of client.models.list()) ids.push(model.id);
+    expect(ids).toContain("scribe");
+    expect(ids).toContain("alpha");
+    const scribe = await client.models.retrieve("scribe");
+    expect(scribe).toMatchObject({ id: "scribe", object: "model", owned_by: "edgeswarm", task: "text-generation" });
+    expect((scribe as unknown as { max_model_len: number }).max_model_len).toBeGreaterThan(0);
+    expect(await client.models.retrieve("alpha")).not.toHaveProperty("max_model_len");
+    const missing = await client.models.retrieve("nope").catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((missing as InstanceType<typeof OpenAI.NotFoundError>).code).toBe("model_not_found");
+    const stranger = new OpenAI({
+      apiKey: "wrong",
+      baseURL: "http://edge/v1",
+      maxRetries: 0,
+      fetch: SELF.fetch.bind(SELF),
+    });
+    expect(await stranger.models.retrieve("scribe").catch((e: unknown) => e)).toBeInstanceOf(
+      OpenAI.AuthenticationError,
+    );
+    // EdgeSwarm's own list stays beside OpenAI's, and the routes below a model's name are still the operator's.
+    expect((await call("/v1/models")).body.models.length).toBe(ids.length);
+    const workers = await call("/v1/models/scribe/workers");
+    expect(workers.status).toBe(401);
+    expect(workers.body.error).toMatchObject({ code: "unauthorized" });
+    expect(workers.body.error).not.toHaveProperty("type");
+  });
+});
+
 describe("the SDK's generation calls", () => {
   it("chat answers and chatStream yields typed deltas, then the end with usage", async () => {
     const worker = await SocketWorker.connect("scribe");
