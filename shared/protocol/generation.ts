@@ -18,12 +18,20 @@ export const LogitBias = z
     {
       error: (issue) =>
         issue.code === "invalid_key"
-          ? `keys must be token ids (whole numbers from 0, written in decimal); "${String(issue.input)}" is not one`
+          ? `keys must be token ids (whole numbers from 0, at most 9 digits, written in decimal); "${String(issue.input)}" is not one`
           : undefined,
     },
   )
   .refine((b) => Object.keys(b).length <= MAX_LOGIT_BIAS, `must hold at most ${MAX_LOGIT_BIAS} token ids`);
 export type LogitBias = z.infer<typeof LogitBias>;
+
+/**
+ * transformers' repetition penalty (see GenerationParams). Bounded both ways: it scales logits by up to itself or
+ * its inverse, and a donor's claim is checked with the logit tolerance scaled as much, so a value near 0 would
+ * both overflow the logits and leave the check no teeth.
+ */
+const REPETITION_RANGE = "repetition_penalty must be 0.1 to 10 (1 changes nothing; above 1 discourages repeats)";
+export const RepetitionPenalty = z.number().min(0.1, REPETITION_RANGE).max(10, REPETITION_RANGE);
 
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
 export const GenerationParams = z
@@ -59,9 +67,9 @@ export const GenerationParams = z
     frequency_penalty: z.number().min(-2).max(2).optional(),
     /**
      * transformers' repetition penalty, over the prompt and the tokens generated so far: a positive logit is
-     * divided by it, a negative one multiplied (above 1 discourages repeats). Left out unless asked for.
+     * divided by it, a negative one multiplied (above 1 discourages repeats; 0.1 to 10). Left out unless asked for.
      */
-    repetition_penalty: z.number().gt(0).max(10).optional(),
+    repetition_penalty: RepetitionPenalty.optional(),
     /** Added to the named tokens' logits first (LogitBias). Left out unless asked for. */
     logit_bias: LogitBias.optional(),
   })

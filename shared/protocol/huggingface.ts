@@ -2,6 +2,7 @@
 // `@huggingface/inference` (given an endpoint URL) and plain HF-style callers send, and what the
 // transformers pipelines answer. edge/routes/huggingface.ts validates with these; tests use the types.
 import { z } from "zod";
+import { RepetitionPenalty } from "./generation.ts";
 import { ParsedJson } from "./validate.ts";
 
 /** The text-classification pipeline's parameters (huggingface.js `TextClassificationParameters`). */
@@ -48,7 +49,7 @@ export const HfTextGenerationParameters = z.strictObject({
   do_sample: z.boolean().optional(),
   return_full_text: z.boolean().default(false),
   /** Above 1 discourages repeats (transformers' rule, over the prompt and the reply). */
-  repetition_penalty: z.number().gt(0).max(10).optional(),
+  repetition_penalty: RepetitionPenalty.optional(),
   /** Lowers a token's logit by this for each time it was generated (OpenAI's rule). */
   frequency_penalty: z.number().min(-2).max(2).optional(),
 });

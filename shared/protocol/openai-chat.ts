@@ -2,7 +2,7 @@
 // POST /v1/completions: request schemas, answers and stream chunks. edge/routes/openai-chat.ts validates with
 // these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
 import { z } from "zod";
-import { LogitBias } from "./generation.ts";
+import { LogitBias, RepetitionPenalty } from "./generation.ts";
 
 /** Text parts only: a model here reads text. */
 const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
@@ -35,7 +35,7 @@ const Common = {
   presence_penalty: z.number().min(-2).max(2).nullish(),
   frequency_penalty: z.number().min(-2).max(2).nullish(),
   /** vLLM's extension (transformers' rule, over the prompt and the reply): above 1 discourages repeats. */
-  repetition_penalty: z.number().gt(0).max(10).nullish(),
+  repetition_penalty: RepetitionPenalty.nullish(),
   /** Token ids to a bias of -100 to 100 on their logits. */
   logit_bias: LogitBias.nullish(),
   n: z.literal(1, { error: () => "only n = 1 is served" }).nullish(),
@@ -48,11 +48,46 @@ const Common = {
   timeout_ms: z.int().positive().optional(),
 };
 
-export const ChatCompletionRequest = z.strictObject({
-  ...Common,
-  messages: z.array(ChatRequestMessage).min(1, "must hold at least one message"),
-  max_completion_tokens: z.int().nullish(),
-});
+/**
+ * Chat fields for what this server does not do (log probabilities, JSON mode, tool calls), taken only at the values
+ * that ask for nothing, since some clients send every field with its default; any other value is refused with
+ * what to send instead, where OpenAI's strict check would only call the field unknown.
+ */
+const NotServed = {
+  logprobs: z.literal(false, { error: () => "log probabilities are not returned here: leave logprobs out" }).nullish(),
+  top_logprobs: z
+    .literal(0, { error: () => "log probabilities are not returned here: leave top_logprobs out" })
+    .nullish(),
+  response_format: z
+    .looseObject({
+      type: z.literal("text", {
+        error: () =>
+          'only {"type": "text"} is served: these models write free text (no JSON mode or schema); ask for JSON in the prompt and check it yourself',
+      }),
+    })
+    .nullish(),
+  tools: z.array(z.unknown()).nullish(),
+  // "auto" with no tools offers nothing either.
+  tool_choice: z
+    .enum(["none", "auto"], {
+      error: () => 'these models do not call tools: leave tools and tool_choice out, or send tool_choice "none"',
+    })
+    .nullish(),
+  parallel_tool_calls: z.boolean().nullish(),
+};
+
+export const ChatCompletionRequest = z
+  .strictObject({
+    ...Common,
+    ...NotServed,
+    messages: z.array(ChatRequestMessage).min(1, "must hold at least one message"),
+    max_completion_tokens: z.int().nullish(),
+  })
+  // vLLM's rule without a tool parser: tools listed are not offered to the model unless tool_choice asks for them.
+  .refine((r) => (r.tools?.length ?? 0) === 0 || r.tool_choice === "none", {
+    path: ["tools"],
+    message: 'these models do not call tools: leave tools out, or send tool_choice "none" (the tools are then ignored)',
+  });
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const CompletionRequest = z.strictObject({

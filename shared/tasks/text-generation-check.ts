@@ -71,7 +71,8 @@ function judge(
     shapeRow(logits, from, to - from, shape.eos, params, c.prompt, read, i);
     return { from, to };
   };
-  // A repetition penalty scales logits by up to itself (or its inverse), and with them the runtimes' differences.
+  // A repetition penalty scales logits by up to itself (or its inverse), and with them the runtimes' differences;
+  // it is bounded to 0.1..10 (RepetitionPenalty), so the tolerance grows tenfold at most.
   const r = params.repetition_penalty ?? 1;
   const tolerance = claim.tolerance * Math.max(r, 1 / r);
   const modelPick = (i: number) => {

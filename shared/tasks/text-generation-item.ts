@@ -53,5 +53,5 @@ export function biasProblem(bias: LogitBias | undefined, vocab: number | undefin
   const past = Object.keys(bias).find((key) => Number(key) >= vocab);
   return past === undefined
     ? null
-    : `params.logit_bias names token ${past}; the model's vocabulary has ${vocab} tokens (ids 0 to ${vocab - 1})`;
+    : `logit_bias names token ${past}; the model's vocabulary has ${vocab} tokens (ids 0 to ${vocab - 1})`;
 }

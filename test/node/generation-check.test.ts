@@ -6,7 +6,12 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
-import { type GenerationItem, type GenerationOutput, GenerationVerdict } from "../../shared/protocol/generation.ts";
+import {
+  type GenerationItem,
+  type GenerationOutput,
+  GenerationParams,
+  GenerationVerdict,
+} from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { loadModel } from "../../shared/runner/load-model.ts";
 import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/runner/model-runner.ts";
@@ -168,11 +173,17 @@ describe("the teacher-forced check on gpt-tiny", () => {
       const penalised = await generate("the pizza was", params);
       expect(distinct(penalised)).toBeGreaterThan(distinct(free) + 5);
       expect(await generate("the pizza was", params, web)).toEqual(penalised);
-      // Redelivered after 12 of its tokens, the run counts them as its own and goes on as before.
-      const [resumed] = await node.run([
-        { prompt: "the pizza was", params, resume: { tokens: penalised.tokens.slice(0, 12), text: "" } },
+      // Redelivered after 12 of its tokens (and their text), the run counts them as its own and goes on as before;
+      // a claim redelivered so is checked under the same penalties.
+      const first12 = await generate("the pizza was", { ...params, max_new_tokens: 12, min_new_tokens: 12 });
+      expect(first12.tokens).toEqual(penalised.tokens.slice(0, 12));
+      const resume = { tokens: first12.tokens, text: first12.generated_text };
+      const [resumed, resumedClaim] = await node.run([
+        { prompt: "the pizza was", params, resume },
+        { prompt: "the pizza was", params, resume, verify: { ...penalised, tolerance: TOL } },
       ]);
-      expect(output(resumed).tokens).toEqual(penalised.tokens);
+      expect(output(resumed)).toEqual(penalised);
+      expect(verdict(resumedClaim).verdict).toBe("agreed");
       expect((await check("the pizza was", params, penalised)).verdict).toBe("agreed");
       // The unpenalised reply is not the model's under the penalty: the first token they part at is the mismatch.
       const parted = free.tokens.findIndex((t, i) => penalised.tokens[i] !== t);
@@ -197,6 +208,15 @@ describe("the teacher-forced check on gpt-tiny", () => {
       const forced = await generate("the pizza was", { ...params, ...sampling, logit_bias: { [rare]: 100 } });
       expect(forced.tokens).toEqual(Array(12).fill(rare));
     }
+    // An end-of-text token favoured is held back until min_new_tokens, then ends the reply, and the check reads
+    // that end: a claim that goes on past it is a mismatch there.
+    const ending = { max_new_tokens: 32, min_new_tokens: 3, logit_bias: { 1024: 100 } };
+    const short = await generate(CHAT, ending);
+    expect(short).toMatchObject({ finish_reason: "stop", tokens: expect.any(Array) });
+    expect(short.tokens).toHaveLength(3);
+    expect((await check(CHAT, ending, short)).verdict).toBe("agreed");
+    const longer = await generate(CHAT, { max_new_tokens: 32, min_new_tokens: 8 });
+    expect(await check(CHAT, ending, longer)).toMatchObject({ verdict: "mismatch", first_mismatch: 3 });
     // Past the vocabulary (1029 tokens) the item is the caller's to fix, and says so.
     const [past] = await node.run([{ prompt: "the pizza was", params: { ...params, logit_bias: { 5000: 1 } } }]);
     expect(past).toMatchObject({ error: { code: "invalid_input", message: expect.stringContaining("token 5000") } });
@@ -266,10 +286,27 @@ describe("penalise, a row's penalties", () => {
     const none = row();
     penalise(none, 1, 5, { presence_penalty: 0, repetition_penalty: 1 }, prompt, generated);
     expect(none).toEqual(row());
+    // Token ids outside the row (the prompt's or generated) change nothing.
+    const outside = row();
+    penalise(outside, 1, 5, { presence_penalty: 1, repetition_penalty: 2 }, [7, -1], [9]);
+    expect(outside).toEqual(row());
+    // A banned logit stays banned under every penalty.
+    const banned = Float32Array.from([Number.NEGATIVE_INFINITY, 1]);
+    penalise(banned, 0, 2, { presence_penalty: 1, frequency_penalty: -2, repetition_penalty: 0.5 }, [0], [0, 0]);
+    expect(banned[0]).toBe(Number.NEGATIVE_INFINITY);
     const biased = row();
     // logit_bias first, then the penalties: token 2 (+4) +2 then halved; a key past the vocabulary is skipped.
     penalise(biased, 1, 5, { logit_bias: { 2: 2, 3: -1, 9: 5 }, repetition_penalty: 2 }, [], [2]);
     expect([...biased]).toEqual([0, 2, -2, 3, 0, 3]);
+  });
+});
+
+describe("repetition_penalty's bounds", () => {
+  it("are 0.1 to 10: a value near 0 would overflow the logits and widen the check's tolerance without limit", () => {
+    for (const ok of [0.1, 1, 10]) expect(GenerationParams.safeParse({ repetition_penalty: ok }).success).toBe(true);
+    for (const bad of [0, 0.05, 1e-38, 10.5]) {
+      expect(GenerationParams.safeParse({ repetition_penalty: bad }).success).toBe(false);
+    }
   });
 });
 

@@ -40,6 +40,13 @@ describe("text-generation on /models/{name}", () => {
     const min = await call("/models/scribe", { body: over });
     expect(min.status).toBe(400);
     expect(min.body.error).toContain("parameters.min_new_tokens is 5; ask for 0 to parameters.max_new_tokens (4)");
+    const penalty = await call("/models/scribe", { body: { inputs: "x", parameters: { repetition_penalty: 0.05 } } });
+    expect(penalty.status).toBe(400);
+    expect(penalty.body.error).toContain("repetition_penalty must be 0.1 to 10");
+    // OpenAI's presence_penalty is not a Hugging Face parameter: refused as unknown, not ignored.
+    const presence = await call("/models/scribe", { body: { inputs: "x", parameters: { presence_penalty: 1 } } });
+    expect(presence.status).toBe(400);
+    expect(presence.body.error).toContain("presence_penalty");
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
   });
 

@@ -65,6 +65,12 @@ describe("POST /v1/chat/completions", () => {
       presence_penalty: 0,
       frequency_penalty: 0,
       logit_bias: {},
+      // The defaults of what is not served, as some clients send every field: taken, and they change nothing.
+      logprobs: false,
+      response_format: { type: "text" },
+      tools: [{ type: "function", function: { name: "lookup", parameters: {} } }],
+      tool_choice: "none",
+      parallel_tool_calls: false,
       ...({ repetition_penalty: 1 } as object), // vLLM's extension
     });
     const batch = await worker.next("batch");
@@ -154,11 +160,45 @@ describe("POST /v1/chat/completions", () => {
     expect((await refused({ model: "scribe", messages: hi, presence_penalty: 2.5 })).message).toContain(
       "presence_penalty",
     );
-    expect((await refused({ model: "scribe", messages: hi, repetition_penalty: 0 })).message).toContain(
-      "repetition_penalty",
-    );
-    for (const logit_bias of [{ "7": 101 }, { seven: 1 }, { "-1": 1 }]) {
-      expect((await refused({ model: "scribe", messages: hi, logit_bias })).message).toContain("logit_bias");
+    for (const repetition_penalty of [0, 0.05, 11]) {
+      expect(await refused({ model: "scribe", messages: hi, repetition_penalty })).toMatchObject({
+        param: "repetition_penalty",
+        message: expect.stringContaining("repetition_penalty must be 0.1 to 10"),
+      });
+    }
+    const biases: [Record<string, number>, string, string][] = [
+      [{ "7": 101 }, "logit_bias.7", "a bias must be -100 to 100"],
+      [
+        { seven: 1 },
+        "logit_bias.seven",
+        'keys must be token ids (whole numbers from 0, at most 9 digits, written in decimal); "seven" is not one',
+      ],
+      [{ "-1": 1 }, "logit_bias.-1", '"-1" is not one'],
+      [
+        Object.fromEntries(Array.from({ length: 301 }, (_, i) => [String(i), 1])),
+        "logit_bias",
+        "at most 300 token ids",
+      ],
+    ];
+    for (const [logit_bias, param, message] of biases) {
+      expect(await refused({ model: "scribe", messages: hi, logit_bias })).toMatchObject({
+        param,
+        message: expect.stringContaining(message),
+      });
+    }
+    // What is not served is refused saying so, rather than as an unknown field.
+    const notServed: [Record<string, unknown>, string, string][] = [
+      [{ logprobs: true }, "logprobs", "log probabilities are not returned here"],
+      [{ top_logprobs: 2 }, "top_logprobs", "log probabilities are not returned here"],
+      [{ response_format: { type: "json_object" } }, "response_format.type", 'only {"type": "text"} is served'],
+      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools", "these models do not call tools"],
+      [{ tool_choice: "required" }, "tool_choice", "these models do not call tools"],
+    ];
+    for (const [fields, param, message] of notServed) {
+      expect(await refused({ model: "scribe", messages: hi, ...fields })).toMatchObject({
+        param,
+        message: expect.stringContaining(message),
+      });
     }
     expect((await refused({ model: "plain-writer", messages: hi })).message).toContain("no chat template");
     expect((await refused({ model: "alpha", messages: hi })).message).toContain("not a text-generation");
