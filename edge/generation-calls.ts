@@ -68,6 +68,8 @@ export interface SamplingAsked {
   frequency_penalty?: number | null | undefined;
   repetition_penalty?: number | null | undefined;
   logit_bias?: Record<string, number> | null | undefined;
+  /** OpenAI's: {"type": "json_object"} asks for JSON mode. */
+  response_format?: { type: string } | null | undefined;
 }
 
 /**
@@ -102,6 +104,10 @@ export function generationParams(
   if (minNew < 0 || minNew > maxNew) {
     throw refuse(minParam, `${minParam} is ${minNew}; ask for 0 to ${maxParam} (${maxNew})`);
   }
+  const json = asked.response_format?.type === "json_object";
+  if (json && minNew > 0) {
+    throw refuse(minParam, `${minParam} cannot be used with JSON mode: the object's closing brace ends the reply`);
+  }
   const stop = asked.stop == null ? [] : typeof asked.stop === "string" ? [asked.stop] : asked.stop;
   if (stop.length > MAX_STOPS) {
     throw refuse(stopParam, `${stopParam} holds ${stop.length} strings; send at most ${MAX_STOPS}`);
@@ -124,6 +130,7 @@ export function generationParams(
       ? { repetition_penalty: asked.repetition_penalty }
       : {}),
     ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
+    ...(json ? { format: "json_object" as const } : {}),
   };
 }
 

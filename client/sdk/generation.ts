@@ -35,6 +35,8 @@ export interface ChatOptions extends CallOptions {
   repetition_penalty?: number | undefined;
   /** Token ids (as keys) to a bias of -100 to 100 on their logits: -100 bans a token, 100 all but forces it. */
   logit_bias?: Record<string, number> | undefined;
+  /** {type: "json_object"}: the reply is one compact JSON object (JSON mode); "text" is the default. */
+  response_format?: { type: "text" | "json_object" } | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;

@@ -72,9 +72,20 @@ export const GenerationParams = z
     repetition_penalty: RepetitionPenalty.optional(),
     /** Added to the named tokens' logits first (LogitBias). Left out unless asked for. */
     logit_bias: LogitBias.optional(),
+    /**
+     * "json_object": the reply is one JSON object, written compactly (no whitespace outside strings): every token
+     * that could not continue it is masked out, and its closing brace ends the reply (text-generation-format.ts).
+     * A reply cut by max_new_tokens or a stop string can still end unclosed (finish_reason says which). Left out
+     * unless asked for.
+     */
+    format: z.literal("json_object").optional(),
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",
+    path: ["min_new_tokens"],
+  })
+  .refine((p) => p.format === undefined || (p.min_new_tokens ?? 0) === 0, {
+    message: "min_new_tokens cannot be used with a JSON format: the object's closing brace ends the reply",
     path: ["min_new_tokens"],
   });
 export type GenerationParams = z.infer<typeof GenerationParams>;

@@ -49,7 +49,7 @@ const Common = {
 };
 
 /**
- * Chat fields for what this server does not do (log probabilities, JSON mode, tool calls), taken only at the values
+ * Chat fields for what this server does not do (log probabilities, JSON schemas, tool calls), taken only at the values
  * that ask for nothing, since some clients send every field with its default; any other value is refused with
  * what to send instead, where OpenAI's strict check would only call the field unknown.
  */
@@ -58,11 +58,12 @@ const NotServed = {
   top_logprobs: z
     .literal(0, { error: () => "log probabilities are not returned here: leave top_logprobs out" })
     .nullish(),
+  // JSON mode is served (text-generation-format.ts); a schema is not.
   response_format: z
     .looseObject({
-      type: z.literal("text", {
+      type: z.enum(["text", "json_object"], {
         error: () =>
-          'only {"type": "text"} is served: these models write free text (no JSON mode or schema); ask for JSON in the prompt and check it yourself',
+          '{"type": "text"} and {"type": "json_object"} are served, not a JSON schema: send json_object and describe the fields you want in the prompt',
       }),
     })
     .nullish(),

@@ -68,7 +68,7 @@ function judge(
   // min_new_tokens its end-of-text tokens held back.
   const row = (i: number) => {
     const { from, to } = at(i);
-    shapeRow(logits, from, to - from, shape.eos, params, c.prompt, read, i);
+    shapeRow(logits, from, to - from, shape.eos, params, c.prompt, read, i, decode);
     return { from, to };
   };
   // A repetition penalty scales logits by up to itself (or its inverse), and with them the runtimes' differences;

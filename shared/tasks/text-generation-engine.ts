@@ -169,7 +169,8 @@ export class DecodeEngine {
       try {
         if (group.settled) continue;
         const { params } = seq.item;
-        shapeRow(data, at, vocab, this.shape.eos, params, seq.prompt, seq.generated, seq.generated.length);
+        const n = seq.generated.length;
+        shapeRow(data, at, vocab, this.shape.eos, params, seq.prompt, seq.generated, n, seq.decode);
         group.accept(seq, pickToken(data, at, at + vocab, params, seq.generated.length));
       } catch (error) {
         // A run whose token listener throws fails alone; the others in the batch decode on.

@@ -2,6 +2,8 @@
 // temperature, top_k and top_p. The random draw is a pure function of (seed, position), not a stream, so a
 // run resumed at any token on another worker draws the same numbers. Called by shared/tasks/text-generation.ts.
 import type { GenerationParams } from "../protocol/generation.ts";
+import { jsonMask } from "./text-generation-format.ts";
+import type { Decode } from "./text-generation-sequence.ts";
 
 type Sampling = Pick<GenerationParams, "temperature" | "top_k" | "top_p" | "seed">;
 
@@ -202,21 +204,27 @@ export function penalise(
 
 /**
  * A row made ready to pick generated token `position` from (in place; each row is read for one position only):
- * the penalties of the call, then min_new_tokens' hold on end-of-text. The decode loop and the teacher-forced
- * check both call this, so a claim is held to the same rules.
+ * the bias and penalties of the call, min_new_tokens' hold on end-of-text, and JSON mode's mask (which needs the
+ * tokenizer's `decode`). The decode loop and the teacher-forced check both call this, so a claim is held to the
+ * same rules.
  */
 export function shapeRow(
   logits: Float32Array,
   from: number,
   vocab: number,
   eos: readonly number[],
-  p: Penalties & Pick<GenerationParams, "min_new_tokens">,
+  p: Penalties & Pick<GenerationParams, "min_new_tokens" | "format">,
   prompt: ArrayLike<number>,
   generated: ArrayLike<number>,
   position: number,
+  decode?: Decode,
 ): void {
   penalise(logits, from, vocab, p, prompt, generated, position);
   holdEnd(logits, from, eos, p, position);
+  if (p.format === "json_object") {
+    if (!decode) throw new Error("JSON mode needs the tokenizer's decode");
+    jsonMask(logits, from, vocab, eos, decode, generated, position);
+  }
 }
 
 /** The token at generated-token `position` of a sequence, from its logits row [from, to). */

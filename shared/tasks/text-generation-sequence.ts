@@ -18,6 +18,8 @@ export interface Sequence {
   prefix: number[];
   /** Generated tokens, the resumed ones first. */
   generated: number[];
+  /** The tokenizer's decode (JSON mode reads each token's text through it). */
+  decode: Decode;
   /** Characters of the generated text already sent (the resumed text included). */
   sent: number;
   text: string;
@@ -34,6 +36,7 @@ export function startSequence(pos: number, item: GenerationItem, prompt: number[
     prompt,
     prefix: [...prompt, ...resumed],
     generated: [...resumed],
+    decode,
     sent: item.resume?.text.length ?? 0,
     text: item.resume?.text ?? "",
   };

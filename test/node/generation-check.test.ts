@@ -17,6 +17,7 @@ import { loadModel } from "../../shared/runner/load-model.ts";
 import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/runner/model-runner.ts";
 import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { inputProblems } from "../../shared/tasks/input-checks.ts";
+import { jsonFeed, jsonStart } from "../../shared/tasks/json-prefix.ts";
 import { penalise, pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
@@ -76,6 +77,10 @@ const check = async (prompt: string, params: Params, claim: GenerationOutput, to
   verdict((await node.run([{ prompt, params, verify: { ...claim, tolerance } }]))[0]);
 
 const CHAT = "<|user|>how was the film?<|end|><|assistant|>";
+const vocab: Record<string, number> = JSON.parse(
+  readFileSync(new URL("../../models/gpt-tiny/tokenizer.json", import.meta.url), "utf8"),
+).model.vocab;
+const tokenId = (text: string) => vocab[text] as number;
 
 describe("the teacher-forced check on gpt-tiny", () => {
   it("agrees with an honest greedy output in one run of the decoder, from onnxruntime-node and -web alike", async () => {
@@ -220,6 +225,49 @@ describe("the teacher-forced check on gpt-tiny", () => {
     // Past the vocabulary (1029 tokens) the item is the caller's to fix, and says so.
     const [past] = await node.run([{ prompt: "the pizza was", params: { ...params, logit_bias: { 5000: 1 } } }]);
     expect(past).toMatchObject({ error: { code: "invalid_input", message: expect.stringContaining("token 5000") } });
+  }, 60_000);
+
+  it("writes one JSON object in JSON mode on both runtimes, resumes it, and holds a claim to the mask", async () => {
+    const ask = "<|user|>describe the hotel as json<|end|><|assistant|>";
+    // Unmasked, the model writes prose.
+    const prose = await generate(ask, { max_new_tokens: 24 });
+    expect(() => JSON.parse(prose.generated_text)).toThrow();
+    // Greedy, it closes the object at once; sampled with a repetition penalty it writes a key and may run out.
+    const greedy = await generate(ask, { max_new_tokens: 24, format: "json_object" });
+    expect(greedy).toMatchObject({ generated_text: "{}", finish_reason: "stop" });
+    for (const seed of [1, 2, 3]) {
+      const params = {
+        max_new_tokens: 24,
+        format: "json_object" as const,
+        temperature: 0.8,
+        seed,
+        repetition_penalty: 1.3,
+      };
+      const out = await generate(ask, params);
+      const state = jsonStart();
+      expect(jsonFeed(state, out.generated_text), out.generated_text).toBe(true);
+      if (out.finish_reason === "stop") expect(typeof JSON.parse(out.generated_text)).toBe("object");
+      else expect(out.tokens).toHaveLength(24);
+      expect(await generate(ask, params, web)).toEqual(out);
+      expect((await check(ask, params, out)).verdict).toBe("agreed");
+      // Redelivered after 3 tokens, the mask reads them as its own.
+      const first3 = await generate(ask, { ...params, max_new_tokens: 3 });
+      const [resumed] = await node.run([
+        { prompt: ask, params, resume: { tokens: first3.tokens, text: first3.generated_text } },
+      ]);
+      expect(output(resumed)).toEqual(out);
+    }
+    // A token the mask forbids ("x" where a key or "}" must come) is a mismatch where it stands, whatever follows.
+    const x = tokenId("x");
+    const json = { max_new_tokens: 24, format: "json_object" as const };
+    const lie = {
+      ...greedy,
+      tokens: [greedy.tokens[0] as number, x, ...greedy.tokens.slice(1)],
+      generated_text: "{x}",
+    };
+    expect(await check(ask, json, lie)).toMatchObject({ verdict: "mismatch", first_mismatch: 1 });
+    // And the honest prose is no JSON-mode claim.
+    expect(await check(ask, json, prose)).toMatchObject({ verdict: "mismatch", first_mismatch: 0 });
   }, 60_000);
 
   it("holds a claim redelivered mid-stream to the tokens already accepted (resume)", async () => {

@@ -145,6 +145,7 @@ describe("the decode engine", () => {
     prompt: prefix,
     prefix,
     generated: [],
+    decode: () => "",
     sent: 0,
     text: "",
   });

@@ -75,9 +75,10 @@ describe("POST /v1/chat/completions", () => {
     });
     const batch = await worker.next("batch");
     // Not asked for, min_new_tokens is left out, so workers and donor scripts older than it read the item.
-    // Nor are penalties, nor the ones that change nothing (an app's defaults of 0, and 1).
+    // Nor are penalties, nor the ones that change nothing (an app's defaults of 0, and 1), nor a text format.
     const sent = (batch.items[0]?.input as { params?: object } | undefined)?.params;
-    for (const p of ["min_new_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"]) {
+    const fields = ["min_new_tokens", "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias"];
+    for (const p of [...fields, "format"]) {
       expect(sent).not.toHaveProperty(p);
     }
     const words = replyTo((batch.items[0]?.input as { prompt: string } | undefined)?.prompt ?? "");
@@ -190,7 +191,12 @@ describe("POST /v1/chat/completions", () => {
     const notServed: [Record<string, unknown>, string, string][] = [
       [{ logprobs: true }, "logprobs", "log probabilities are not returned here"],
       [{ top_logprobs: 2 }, "top_logprobs", "log probabilities are not returned here"],
-      [{ response_format: { type: "json_object" } }, "response_format.type", 'only {"type": "text"} is served'],
+      [
+        { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
+        "response_format.type",
+        '{"type": "text"} and {"type": "json_object"} are served, not a JSON schema',
+      ],
+      [{ response_format: { type: "json_object" }, min_tokens: 2 }, "min_tokens", "cannot be used with JSON mode"],
       [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools", "these models do not call tools"],
       [{ tool_choice: "required" }, "tool_choice", "these models do not call tools"],
     ];
@@ -343,6 +349,23 @@ describe("a session's streamed job", () => {
       worker.close();
     }
   }, 30_000);
+});
+
+describe("JSON mode", () => {
+  it("asks the worker for format json_object when a chat asks for response_format json_object", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const params: unknown[] = [];
+    const stop = serve(worker, [], params);
+    await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "The hotel, as JSON" }],
+      max_tokens: 4,
+      response_format: { type: "json_object" },
+    });
+    expect(params[0]).toMatchObject({ format: "json_object", max_new_tokens: 4 });
+    stop();
+    worker.close();
+  });
 });
 
 describe("POST /v1/completions", () => {
