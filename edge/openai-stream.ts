@@ -14,11 +14,12 @@ export interface OpenAiStreamSpec {
   includeUsage: boolean;
 }
 
-export const usageOf = (out: GenerationOutput): Usage => ({
-  prompt_tokens: out.prompt_tokens,
-  completion_tokens: out.tokens.length,
-  total_tokens: out.prompt_tokens + out.tokens.length,
-});
+/** The usage of a call's outputs (one per choice): its prompt counted once, as OpenAI counts it. */
+export const usageOf = (outs: readonly GenerationOutput[]): Usage => {
+  const prompt = outs[0]?.prompt_tokens ?? 0;
+  const completion = outs.reduce((sum, out) => sum + out.tokens.length, 0);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+};
 
 /** An error mid-stream, as OpenAI sends one: a data line holding {error}. */
 export const streamError = (code: string, message: string) =>
@@ -29,63 +30,65 @@ export const created = () => Math.floor(Date.now() / 1000);
 type Finish = GenerationOutput["finish_reason"] | null;
 
 /**
- * The SSE text for each of a job's events, in order (one shaper a stream: it remembers the text sent). An output
- * whose text the deltas did not carry (a worker that did not stream) is sent whole as the last delta.
+ * The SSE text for each of a job's events, in order (one shaper a stream: it remembers the text sent for each
+ * choice, the job's input of the same index). An output whose text the deltas did not carry (a worker that did
+ * not stream) is sent whole as its choice's last delta; usage, when asked for, comes once, after every choice.
  */
 export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<GenerationOutput>) => string {
   const { id, model } = spec;
-  let sent = "";
-  let first = true;
-  const chunk =
+  const sent = new Map<number, string>();
+  const outputs: GenerationOutput[] = [];
+  const choice =
     spec.endpoint === "chat"
-      ? (text: string | null, finish: Finish, usage?: Usage): ChatCompletionChunk => {
-          const role = first && text !== null ? { role: "assistant" as const } : {};
-          if (text !== null) first = false;
+      ? (index: number, text: string | null, finish: Finish): ChatCompletionChunk["choices"][number] => {
+          // A choice's first delta says whose it is.
+          const role = text !== null && !sent.has(index) ? { role: "assistant" as const } : {};
           return {
-            id,
-            object: "chat.completion.chunk",
-            created: created(),
-            model,
-            choices: usage
-              ? []
-              : [
-                  {
-                    index: 0,
-                    delta: text === null ? {} : { ...role, content: text },
-                    finish_reason: finish,
-                    logprobs: null,
-                  },
-                ],
-            ...(usage ? { usage } : {}),
+            index,
+            delta: text === null ? {} : { ...role, content: text },
+            finish_reason: finish,
+            logprobs: null,
           };
         }
-      : (text: string | null, finish: Finish, usage?: Usage): TextCompletion => ({
-          id,
-          object: "text_completion",
-          created: created(),
-          model,
-          choices: usage ? [] : [{ index: 0, text: text ?? "", finish_reason: finish, logprobs: null }],
-          ...(usage ? { usage } : {}),
+      : (index: number, text: string | null, finish: Finish): TextCompletion["choices"][number] => ({
+          index,
+          text: text ?? "",
+          finish_reason: finish,
+          logprobs: null,
         });
+  const chunk = (
+    choices: (ChatCompletionChunk["choices"][number] | TextCompletion["choices"][number])[],
+    usage?: Usage,
+  ) => ({
+    id,
+    object: spec.endpoint === "chat" ? "chat.completion.chunk" : "text_completion",
+    created: created(),
+    model,
+    choices,
+    ...(usage ? { usage } : {}),
+  });
   const data = (payload: unknown) => `data: ${typeof payload === "string" ? payload : JSON.stringify(payload)}\n\n`;
+  const delta = (index: number, text: string) => {
+    const line = data(chunk([choice(index, text, null)]));
+    sent.set(index, (sent.get(index) ?? "") + text);
+    return line;
+  };
   return (event) => {
     switch (event.event) {
       case "token":
         if (event.data.text === "") return "";
-        sent += event.data.text;
-        return data(chunk(event.data.text, null));
+        return delta(event.data.index, event.data.text);
       case "output": {
-        const out = event.data.output;
-        const rest = out.generated_text.startsWith(sent) ? out.generated_text.slice(sent.length) : "";
-        sent = out.generated_text;
-        return (
-          (rest === "" ? "" : data(chunk(rest, null))) +
-          data(chunk(null, out.finish_reason)) +
-          (spec.includeUsage ? data(chunk(null, null, usageOf(out))) : "")
-        );
+        const { index, output: out } = event.data;
+        outputs[index] = out;
+        const before = sent.get(index) ?? "";
+        const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
+        return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));
       }
       case "completed":
-        return data("[DONE]");
+        return (
+          (spec.includeUsage ? data(chunk([], usageOf(outputs.filter((o) => o !== undefined)))) : "") + data("[DONE]")
+        );
       case "error":
         return data(streamError(event.data.code, event.data.message));
       case "failed":

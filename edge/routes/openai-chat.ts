@@ -10,6 +10,7 @@ import {
   type GenerationItem,
   type GenerationOutput,
   type JobView,
+  type ModelConfig,
 } from "../../shared/index.ts";
 import {
   type ChatCompletion,
@@ -50,27 +51,45 @@ async function readBody<T extends z.ZodType>(c: Context<HonoEnv>, schema: T): Pr
 
 interface Call {
   model: string;
-  item: GenerationItem;
+  /** One item a choice (`n`). */
+  items: GenerationItem[];
   session?: string | undefined;
   timeout_ms?: number | undefined;
 }
 
-/** The finished job's one output, or the error the job ended with (succeededOrThrow). */
-function outputOf(job: JobView): GenerationOutput {
-  return succeededOrThrow(job).outputs?.[0] as GenerationOutput;
+/**
+ * The call's items: `n` of the one prompt, the i-th sampled with seed + i so the choices differ (greedy ones are
+ * the same, as OpenAI's are). A session keeps one reply, so it takes one choice.
+ */
+function choices(model: ModelConfig, item: GenerationItem, n: number | null | undefined, session: string | undefined) {
+  const count = n ?? 1;
+  if (count > 1 && session !== undefined) {
+    throw refuse("n", `n is ${count}; a call in a session keeps one reply: leave n out, or the session`);
+  }
+  if (count > model.max_inputs_per_request) {
+    throw refuse("n", `n is ${count}; model "${model.name}" takes at most ${model.max_inputs_per_request} a call`);
+  }
+  return Array.from({ length: count }, (_, i) =>
+    i === 0 ? item : { ...item, params: { ...item.params, seed: (item.params.seed + i) % 2 ** 32 } },
+  );
 }
 
-/** Runs the call to its end: the job and its output. */
-async function generate(c: Context<HonoEnv>, call: Call): Promise<{ job: JobView; output: GenerationOutput }> {
+/** The finished job's outputs, one a choice, or the error the job ended with (succeededOrThrow). */
+function outputsOf(job: JobView): GenerationOutput[] {
+  return (succeededOrThrow(job).outputs ?? []) as GenerationOutput[];
+}
+
+/** Runs the call to its end: the job and its outputs. */
+async function generate(c: Context<HonoEnv>, call: Call): Promise<{ job: JobView; outputs: GenerationOutput[] }> {
   const job = await submitJob(c, { ...callOf(call), wait: true });
-  const output = outputOf(job);
+  const outputs = outputsOf(job);
   if (call.session !== undefined) await awaitSessionAppend(c, call.session, job.id);
-  return { job, output };
+  return { job, outputs };
 }
 
 const callOf = (call: Call) => ({
   model: call.model,
-  inputs: [call.item],
+  inputs: call.items,
   ...(call.session === undefined ? {} : { session: call.session }),
   ...(call.timeout_ms === undefined ? {} : { timeout_ms: call.timeout_ms }),
 });
@@ -121,24 +140,23 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
     { max: maxParam },
   );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
-  const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
+  const items = choices(model, item, req.n, req.session);
+  const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   if (!req.stream) {
-    const { job, output } = await generate(c, call);
+    const { job, outputs } = await generate(c, call);
     const answer: ChatCompletion = {
       id,
       object: "chat.completion",
       created: created(),
       model: model.name,
-      choices: [
-        {
-          index: 0,
-          message: { role: "assistant", content: output.generated_text },
-          finish_reason: output.finish_reason,
-          logprobs: null,
-        },
-      ],
-      usage: usageOf(output),
+      choices: outputs.map((output, index) => ({
+        index,
+        message: { role: "assistant", content: output.generated_text },
+        finish_reason: output.finish_reason,
+        logprobs: null,
+      })),
+      usage: usageOf(outputs),
       edgeswarm: { ttft_ms: job.generation?.ttft_ms ?? null, tokens_per_s: job.generation?.tokens_per_s ?? null },
     };
     return c.json(answer);
@@ -163,18 +181,25 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   };
   const item = promptItem(model, req.prompt, generationParams(model, req, names));
   const before = hf?.return_full_text ? req.prompt : "";
-  const call: Call = { model: model.name, item, session: req.session, timeout_ms: req.timeout_ms };
+  const items = choices(model, item, req.n, req.session);
+  const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
-  const completion = (text: string, finish: TextCompletion["choices"][0]["finish_reason"]): TextCompletion => ({
-    id,
-    object: "text_completion",
-    created: created(),
-    model: model.name,
-    choices: [{ index: 0, text, finish_reason: finish, logprobs: null }],
-  });
   if (!req.stream) {
-    const { output } = await generate(c, call);
-    return c.json({ ...completion(before + output.generated_text, output.finish_reason), usage: usageOf(output) });
+    const { outputs } = await generate(c, call);
+    const completion: TextCompletion = {
+      id,
+      object: "text_completion",
+      created: created(),
+      model: model.name,
+      choices: outputs.map((output, index) => ({
+        index,
+        text: before + output.generated_text,
+        finish_reason: output.finish_reason,
+        logprobs: null,
+      })),
+      usage: usageOf(outputs),
+    };
+    return c.json(completion);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
   return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage });

@@ -4,6 +4,9 @@
 import { z } from "zod";
 import { LogitBias, RepetitionPenalty } from "./generation.ts";
 
+/** The most choices (`n`) one call may ask for. */
+export const MAX_CHOICES = 8;
+
 /** Text parts only: a model here reads text. */
 const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
 
@@ -38,7 +41,12 @@ const Common = {
   repetition_penalty: RepetitionPenalty.nullish(),
   /** Token ids to a bias of -100 to 100 on their logits. */
   logit_bias: LogitBias.nullish(),
-  n: z.literal(1, { error: () => "only n = 1 is served" }).nullish(),
+  /** Choices to generate for the one prompt, each its own item (the i-th sampled with seed + i). */
+  n: z
+    .int()
+    .min(1)
+    .max(MAX_CHOICES, { error: () => `n must be 1 to ${MAX_CHOICES}` })
+    .nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),
   user: z.string().optional(),
@@ -127,7 +135,7 @@ export interface ChatCompletion {
   created: number;
   model: string;
   choices: {
-    index: 0;
+    index: number;
     message: { role: "assistant"; content: string };
     finish_reason: OpenAiFinishReason;
     logprobs: null;
@@ -143,7 +151,7 @@ export interface ChatCompletionChunk {
   created: number;
   model: string;
   choices: {
-    index: 0;
+    index: number;
     delta: { role?: "assistant"; content?: string };
     finish_reason: OpenAiFinishReason | null;
     logprobs: null;
@@ -156,6 +164,6 @@ export interface TextCompletion {
   object: "text_completion";
   created: number;
   model: string;
-  choices: { index: 0; text: string; finish_reason: OpenAiFinishReason | null; logprobs: null }[];
+  choices: { index: number; text: string; finish_reason: OpenAiFinishReason | null; logprobs: null }[];
   usage?: Usage | null;
 }

@@ -129,6 +129,39 @@ describe("gpt-tiny through the swarm", () => {
     await connection.drain(1_000);
   }, 120_000);
 
+  it("gives n seeded choices and JSON mode through the openai client, each as a direct run reads", async () => {
+    const { connection } = connect("gen-n");
+    await expect.poll(() => connection.connected, { timeout: 30_000 }).toBe(true);
+    const sampling = { max_tokens: 16, temperature: 0.9, seed: 11 };
+    const answer = await client.completions.create({ model: "gpt-tiny", prompt: "the film was", n: 3, ...sampling });
+    const texts = answer.choices.sort((a, b) => a.index - b.index).map((c) => c.text);
+    const expected = await Promise.all(
+      [0, 1, 2].map(
+        async (i) =>
+          (await direct("the film was", { max_new_tokens: 16, temperature: 0.9, seed: 11 + i })).generated_text,
+      ),
+    );
+    expect(texts).toEqual(expected);
+    expect(new Set(texts).size).toBeGreaterThan(1);
+    const json = { max_tokens: 24, temperature: 0.8, seed: 2 };
+    const chat = await client.chat.completions.create({
+      model: "gpt-tiny",
+      messages: [{ role: "user", content: "describe the hotel as json" }],
+      response_format: { type: "json_object" },
+      ...json,
+    });
+    const content = chat.choices[0]?.message.content ?? "";
+    expect(content.startsWith("{")).toBe(true);
+    const alone = await model.run([
+      {
+        prompt: "<|user|>describe the hotel as json<|end|><|assistant|>",
+        params: { max_new_tokens: 24, temperature: 0.8, seed: 2, format: "json_object" },
+      },
+    ]);
+    expect(content).toBe((alone[0] as { output: GenerationOutput }).output.generated_text);
+    await connection.drain(1_000);
+  }, 120_000);
+
   it("answers a short reply batched with a long one as soon as it ends, not when the batch does", async () => {
     const post = async (input: unknown) => {
       const res = await fetch(`${coordinator.url}/v1/infer`, {

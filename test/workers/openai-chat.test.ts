@@ -351,6 +351,66 @@ describe("a session's streamed job", () => {
   }, 30_000);
 });
 
+describe("n choices", () => {
+  it("generates n choices of one prompt, the i-th seeded seed + i, streamed and not, with usage summed", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const prompts: string[] = [];
+    const params: { seed: number }[] = [];
+    const stop = serve(worker, prompts, params as unknown[]);
+    const messages = [{ role: "user" as const, content: "How was the film?" }];
+    const answer = await client.chat.completions.create({ model: "scribe", messages, n: 3, seed: 7, temperature: 1 });
+    const words = replyTo(prompts[0] ?? "");
+    expect(answer.choices.map((c) => [c.index, c.message.content])).toEqual([0, 1, 2].map((i) => [i, words.join("")]));
+    expect(params.map((p) => p.seed).sort()).toEqual([7, 8, 9]);
+    // The prompt once, every choice's tokens (the scripted worker says 7 prompt tokens).
+    expect(answer.usage).toEqual({
+      prompt_tokens: 7,
+      completion_tokens: 3 * words.length,
+      total_tokens: 7 + 3 * words.length,
+    });
+
+    const stream = await client.completions.create({
+      model: "scribe",
+      prompt: "The film",
+      n: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const text = ["", ""];
+    const finished: number[] = [];
+    const usages: unknown[] = [];
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        text[c.index] += c.text;
+        if (c.finish_reason) finished.push(c.index);
+      }
+      if (chunk.usage) usages.push(chunk.usage);
+    }
+    const reply = replyTo("The film");
+    expect(text).toEqual([reply.join(""), reply.join("")]);
+    expect(finished.sort()).toEqual([0, 1]);
+    expect(usages).toEqual([
+      { prompt_tokens: 7, completion_tokens: 2 * reply.length, total_tokens: 7 + 2 * reply.length },
+    ]);
+    stop();
+    worker.close();
+  });
+
+  it("refuses n out of range, and n > 1 in a session, before anything is queued", async () => {
+    const hi = [{ role: "user", content: "Hi" }];
+    const over = await call("/v1/chat/completions", { body: { model: "scribe", messages: hi, n: 9 } });
+    expect(over.status).toBe(400);
+    expect(over.body.error).toMatchObject({ param: "n", message: expect.stringContaining("n must be 1 to 8") });
+    expect((await call("/v1/sessions/chat-n", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const session = await call("/v1/chat/completions", {
+      body: { model: "scribe", messages: hi, n: 2, session: "chat-n" },
+    });
+    expect(session.status).toBe(400);
+    expect(session.body.error).toMatchObject({ param: "n", message: expect.stringContaining("keeps one reply") });
+    expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
+});
+
 describe("JSON mode", () => {
   it("asks the worker for format json_object when a chat asks for response_format json_object", async () => {
     const worker = await SocketWorker.connect("scribe");
