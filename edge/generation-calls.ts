@@ -114,6 +114,9 @@ export function generationParams(
   }
   const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
   if (bad !== undefined) throw refuse(stopParam, `each ${stopParam} string must be 1 to ${MAX_STOP_CHARS} characters`);
+  if (json && stop.length > 0) {
+    throw refuse(stopParam, `${stopParam} cannot be used with JSON mode: a stop string would cut the object short`);
+  }
   return {
     max_new_tokens: maxNew,
     // Only when asked: an item without it reads to workers and donor scripts older than it.

@@ -75,8 +75,8 @@ export const GenerationParams = z
     /**
      * "json_object": the reply is one JSON object, written compactly (no whitespace outside strings): every token
      * that could not continue it is masked out, and its closing brace ends the reply (text-generation-format.ts).
-     * A reply cut by max_new_tokens or a stop string can still end unclosed (finish_reason says which). Left out
-     * unless asked for.
+     * A reply cut by max_new_tokens ends unclosed (finish_reason "length"); min_new_tokens and stop strings are
+     * refused with it. Left out unless asked for.
      */
     format: z.literal("json_object").optional(),
   })
@@ -87,6 +87,10 @@ export const GenerationParams = z
   .refine((p) => p.format === undefined || (p.min_new_tokens ?? 0) === 0, {
     message: "min_new_tokens cannot be used with a JSON format: the object's closing brace ends the reply",
     path: ["min_new_tokens"],
+  })
+  .refine((p) => p.format === undefined || p.stop.length === 0, {
+    message: "stop cannot be used with a JSON format: a stop string would cut the object and read as its end",
+    path: ["stop"],
   });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 

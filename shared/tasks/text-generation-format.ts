@@ -1,23 +1,48 @@
 // JSON mode (params.format "json_object", OpenAI's response_format): before each pick, every token that cannot
 // continue the reply as one JSON object (json-prefix.ts) is masked out, and once the object closes only an
 // end-of-text token may come. The decode loop and the teacher-forced check both mask through shapeRow, so a
-// donor's claim is held to the same rule. Tokens are judged by their own text (special tokens and bytes that
-// end mid-character have none usable, so they never come in JSON mode).
+// donor's claim is held to the same rule. A token is judged by the text it adds after another token (a
+// SentencePiece piece decoded alone loses its leading space); special tokens and bytes that end mid-character add
+// none usable, so they never come in JSON mode.
 import { type JsonPrefixState, jsonDone, jsonFeed, jsonStart } from "./json-prefix.ts";
 import type { Decode } from "./text-generation-sequence.ts";
 
-const textsOf = new WeakMap<Decode, readonly string[]>();
+/** A tokenizer's texts, and the tokens allowed in each automaton state seen (most steps repeat one: in a string). */
+interface Vocabulary {
+  texts: readonly string[];
+  allowed: Map<string, Uint8Array>;
+}
 
-/** Each token id's text alone, made once per tokenizer (a few thousand decodes) and kept. */
+/** States whose allowed tokens are kept, per tokenizer; past it the cache starts again. */
+const MAX_CACHED_STATES = 4096;
+
+const vocabularies = new WeakMap<Decode, Vocabulary>();
+
+const plain = (text: string) => text !== "" && !text.includes("\uFFFD");
+
+/**
+ * Each token id's text as it reads after another token (`decode([anchor, t])` less the anchor's own text), made
+ * once per tokenizer and kept; "" for a token that adds no usable text.
+ */
 export function tokenTexts(decode: Decode, vocab: number): readonly string[] {
-  const known = textsOf.get(decode);
-  if (known && known.length === vocab) return known;
+  return vocabulary(decode, vocab).texts;
+}
+
+function vocabulary(decode: Decode, vocab: number): Vocabulary {
+  const known = vocabularies.get(decode);
+  if (known && known.texts.length === vocab) return known;
+  const alone = (t: number) => decode([t], { skip_special_tokens: true });
+  let anchor = 0;
+  while (anchor < vocab && !plain(alone(anchor))) anchor++;
+  const lead = alone(anchor);
   const texts = Array.from({ length: vocab }, (_, t) => {
-    const text = decode([t], { skip_special_tokens: true });
-    return text.includes("\uFFFD") ? "" : text;
+    const both = decode([anchor, t], { skip_special_tokens: true });
+    const text = both.startsWith(lead) ? both.slice(lead.length) : "";
+    return plain(text) ? text : "";
   });
-  textsOf.set(decode, texts);
-  return texts;
+  const v = { texts, allowed: new Map<string, Uint8Array>() };
+  vocabularies.set(decode, v);
+  return v;
 }
 
 /** The automaton after the first `count` generated tokens, kept per token array so a run feeds each token once. */
@@ -34,6 +59,21 @@ function stateAfter(texts: readonly string[], generated: ArrayLike<number>, coun
   return state;
 }
 
+/** Which tokens may follow a prefix in `state` (1) or not (0): computed once per state and kept. */
+function allowedIn(v: Vocabulary, state: JsonPrefixState): Uint8Array {
+  const key = `${state.mode}|${state.key ? 1 : 0}|${state.left}|${state.rest}|${state.stack}`;
+  let allowed = v.allowed.get(key);
+  if (allowed) return allowed;
+  allowed = new Uint8Array(v.texts.length);
+  for (let t = 0; t < v.texts.length; t++) {
+    const text = v.texts[t] as string;
+    if (text !== "" && jsonFeed({ ...state }, text)) allowed[t] = 1;
+  }
+  if (v.allowed.size >= MAX_CACHED_STATES) v.allowed.clear();
+  v.allowed.set(key, allowed);
+  return allowed;
+}
+
 /**
  * Masks (to -Infinity, in place) the tokens of the row [from, from + vocab) that cannot follow the first
  * `position` generated tokens in JSON mode. A prefix that is not one (never from a run; a claim is stopped at its
@@ -48,16 +88,15 @@ export function jsonMask(
   generated: ArrayLike<number>,
   position: number,
 ): void {
-  const texts = tokenTexts(decode, vocab);
-  const state = stateAfter(texts, generated, position);
-  const ending = state === null || jsonDone(state);
+  const v = vocabulary(decode, vocab);
+  const state = stateAfter(v.texts, generated, position);
+  const allowed = state === null || jsonDone(state) ? undefined : allowedIn(v, state);
   let open = 0;
   for (let t = 0; t < vocab; t++) {
     if (eos.includes(t)) continue;
-    const text = texts[t] as string;
-    if (!ending && text !== "" && jsonFeed({ ...(state as JsonPrefixState) }, text)) open++;
+    if (allowed?.[t] === 1) open++;
     else logits[from + t] = Number.NEGATIVE_INFINITY;
   }
   // Mid-object, end-of-text would cut it short; only a vocabulary with no way forward ends it so.
-  if (!ending && open > 0) for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
+  if (open > 0) for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
 }

@@ -48,6 +48,9 @@ export function createTextGeneration(ctx: TaskContext): Task {
       for (const { index, value } of good) {
         const prompt = encode(tokenizer, value.prompt);
         const problem =
+          (value.params.format !== undefined && shape.eos.length === 0
+            ? "this model has no end-of-text token (eos_token_id in config.json): JSON mode needs one to end the object"
+            : null) ??
           biasProblem(value.params.logit_bias, shape.vocab) ??
           contextProblem(prompt.length, value.params.max_new_tokens, context);
         if (problem) results[index] = invalidInput(problem);

@@ -89,6 +89,22 @@ describe("jsonMask", () => {
     expect(open([0, 2, 3])).toEqual([0, 2, 4, 8]); // a value: an object, a string or a number
   });
 
+  it("reads a token's text as it follows another (a SentencePiece piece decoded alone loses its space)", () => {
+    const pieces = ["{", '"a"', ":", "1", "\u25812", "}", "<eos>"];
+    // Metaspace's rule: \u2581 is a space, and the text's first space is dropped.
+    const sp = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) =>
+      ids
+        .filter((t) => !(o?.skip_special_tokens && t === 6))
+        .map((t) => pieces[t] ?? "")
+        .join("")
+        .replaceAll("\u2581", " ")
+        .replace(/^ /, "");
+    expect(sp([4])).toBe("2"); // alone it would read as a digit that continues 1
+    const row = new Float32Array(pieces.length).fill(1);
+    jsonMask(row, 0, pieces.length, [6], sp, [0, 1, 2, 3], 4);
+    expect([...row.keys()].filter((t) => row[t] === 1)).toEqual([3, 5]); // "1" or "}", never " 2"
+  });
+
   it("leaves only end-of-text once the object closes, or after a prefix that is not one", () => {
     expect(open([0, 1])).toEqual([5]);
     expect(open([8])).toEqual([5]);

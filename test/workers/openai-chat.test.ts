@@ -197,6 +197,7 @@ describe("POST /v1/chat/completions", () => {
         '{"type": "text"} and {"type": "json_object"} are served, not a JSON schema',
       ],
       [{ response_format: { type: "json_object" }, min_tokens: 2 }, "min_tokens", "cannot be used with JSON mode"],
+      [{ response_format: { type: "json_object" }, stop: ["}"] }, "stop", "cannot be used with JSON mode"],
       [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools", "these models do not call tools"],
       [{ tool_choice: "required" }, "tool_choice", "these models do not call tools"],
     ];
