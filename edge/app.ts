@@ -19,14 +19,14 @@ import { workerRoutes } from "./routes/workers.ts";
 export const app = new Hono<HonoEnv>();
 
 // The Open Inference Protocol, OpenAI and Hugging Face routes answer errors in their API's shape, whatever raised them.
+// OpenAI's models.retrieve is one segment below /v1/models; the operator's routes below a name keep EdgeSwarm's.
 const errorShapes = [
-  ["/v2", oipError],
-  ["/v1/embeddings", openAiError],
-  ["/v1/chat/completions", openAiError],
-  ["/v1/completions", openAiError],
-  ["/models/", hfError],
+  [/^\/v2(\/|$)/, oipError],
+  [/^\/v1\/(embeddings|chat\/completions|completions)(\/|$)/, openAiError],
+  [/^\/v1\/models\/[^/]+$/, openAiError],
+  [/^\/models\//, hfError],
 ] as const;
-app.onError((error, c) => (errorShapes.find(([path]) => c.req.path.startsWith(path))?.[1] ?? onError)(error, c));
+app.onError((error, c) => (errorShapes.find(([path]) => path.test(c.req.path))?.[1] ?? onError)(error, c));
 app.notFound((c) =>
   c.json(
     errorBody(

@@ -48,6 +48,15 @@ describe("a bad configuration", () => {
     const call = await app.request("/v1/models", { headers: { Authorization: "Bearer x" } }, broken);
     expect(call.status).toBe(500);
     expect(((await call.json()) as any).error.message).toMatch(/misconfigured: MODELS/);
+    // OpenAI's models.retrieve answers in OpenAI's shape even when the configuration fails before its route.
+    const one = await app.request("/v1/models/alpha", { headers: { Authorization: "Bearer x" } }, broken);
+    expect(one.status).toBe(500);
+    expect(((await one.json()) as any).error).toMatchObject({
+      type: "server_error",
+      message: expect.stringMatching(/misconfigured/),
+    });
+    const workers = await app.request("/v1/models/alpha/workers", { headers: { Authorization: "Bearer x" } }, broken);
+    expect(((await workers.json()) as any).error).not.toHaveProperty("type");
   });
 });
 
