@@ -33,6 +33,10 @@ export type LogitBias = z.infer<typeof LogitBias>;
 const REPETITION_RANGE = "repetition_penalty must be 0.1 to 10 (1 changes nothing; above 1 discourages repeats)";
 export const RepetitionPenalty = z.number().min(0.1, REPETITION_RANGE).max(10, REPETITION_RANGE);
 
+/** OpenAI's presence_penalty and frequency_penalty (see GenerationParams). */
+const PENALTY_RANGE = "must be -2 to 2 (0 changes nothing; above 0 discourages repeats)";
+export const Penalty = z.number().min(-2, PENALTY_RANGE).max(2, PENALTY_RANGE);
+
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
 export const GenerationParams = z
   .strictObject({
@@ -63,8 +67,8 @@ export const GenerationParams = z
      * presence_penalty once it has appeared and by frequency_penalty for each time it has (negative values
      * favour repeats). Like min_new_tokens, left out unless asked for, so older workers still read the item.
      */
-    presence_penalty: z.number().min(-2).max(2).optional(),
-    frequency_penalty: z.number().min(-2).max(2).optional(),
+    presence_penalty: Penalty.optional(),
+    frequency_penalty: Penalty.optional(),
     /**
      * transformers' repetition penalty, over the prompt and the tokens generated so far: a positive logit is
      * divided by it, a negative one multiplied (above 1 discourages repeats; 0.1 to 10). Left out unless asked for.

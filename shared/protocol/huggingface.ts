@@ -2,7 +2,7 @@
 // `@huggingface/inference` (given an endpoint URL) and plain HF-style callers send, and what the
 // transformers pipelines answer. edge/routes/huggingface.ts validates with these; tests use the types.
 import { z } from "zod";
-import { RepetitionPenalty } from "./generation.ts";
+import { Penalty, RepetitionPenalty } from "./generation.ts";
 import { ParsedJson } from "./validate.ts";
 
 /** The text-classification pipeline's parameters (huggingface.js `TextClassificationParameters`). */
@@ -51,7 +51,7 @@ export const HfTextGenerationParameters = z.strictObject({
   /** Above 1 discourages repeats (transformers' rule, over the prompt and the reply). */
   repetition_penalty: RepetitionPenalty.optional(),
   /** Lowers a token's logit by this for each time it was generated (OpenAI's rule). */
-  frequency_penalty: z.number().min(-2).max(2).optional(),
+  frequency_penalty: Penalty.optional(),
 });
 export type HfTextGenerationParameters = z.infer<typeof HfTextGenerationParameters>;
 

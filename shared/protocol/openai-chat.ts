@@ -2,7 +2,7 @@
 // POST /v1/completions: request schemas, answers and stream chunks. edge/routes/openai-chat.ts validates with
 // these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
 import { z } from "zod";
-import { LogitBias, RepetitionPenalty } from "./generation.ts";
+import { LogitBias, Penalty, RepetitionPenalty } from "./generation.ts";
 
 /** The most choices (`n`) one call may ask for. */
 export const MAX_CHOICES = 8;
@@ -35,8 +35,8 @@ const Common = {
     .nullish(),
   stop: z.union([z.string(), z.array(z.string())]).nullish(),
   /** Over the tokens generated so far: lowered once a token appears (presence) and for each time (frequency). */
-  presence_penalty: z.number().min(-2).max(2).nullish(),
-  frequency_penalty: z.number().min(-2).max(2).nullish(),
+  presence_penalty: Penalty.nullish(),
+  frequency_penalty: Penalty.nullish(),
   /** vLLM's extension (transformers' rule, over the prompt and the reply): above 1 discourages repeats. */
   repetition_penalty: RepetitionPenalty.nullish(),
   /** Token ids to a bias of -100 to 100 on their logits. */

@@ -21,13 +21,9 @@ const vocabularies = new WeakMap<Decode, Vocabulary>();
 const plain = (text: string) => text !== "" && !text.includes("\uFFFD");
 
 /**
- * Each token id's text as it reads after another token (`decode([anchor, t])` less the anchor's own text), made
- * once per tokenizer and kept; "" for a token that adds no usable text.
+ * The tokenizer's vocabulary as JSON mode reads it, made once per tokenizer and kept: each token id's text as it
+ * reads after another token (`decode([anchor, t])` less the anchor's own text), "" for one that adds no usable text.
  */
-export function tokenTexts(decode: Decode, vocab: number): readonly string[] {
-  return vocabulary(decode, vocab).texts;
-}
-
 function vocabulary(decode: Decode, vocab: number): Vocabulary {
   const known = vocabularies.get(decode);
   if (known && known.texts.length === vocab) return known;

@@ -1,7 +1,7 @@
 // One text-generation item (shared/protocol/generation.ts's GenerationItem) as the task reads it, or what to fix.
 // Pure: no tokenizer, so the edge's submit path can refuse the same items before queueing. The token count
 // of the prompt is checked by the task itself (shared/tasks/text-generation.ts), which has the tokenizer.
-import { GenerationItem, type LogitBias } from "../protocol/generation.ts";
+import { GenerationItem, type GenerationParams } from "../protocol/generation.ts";
 import type { Parsed } from "./task-types.ts";
 import { maxTextChars } from "./text-item.ts";
 
@@ -47,8 +47,20 @@ export function contextProblem(promptTokens: number, maxNewTokens: number, conte
   return `prompt is ${promptTokens} tokens and params.max_new_tokens ${maxNewTokens}: together over the model's context of ${context} tokens; lower max_new_tokens to at most ${context - promptTokens} or shorten the prompt`;
 }
 
-/** A logit_bias naming a token past the model's vocabulary (when config.json gives its size): what to fix, else null. */
-export function biasProblem(bias: LogitBias | undefined, vocab: number | undefined): string | null {
+/**
+ * What only the model knows to refuse in an item's parameters: JSON mode on a model with no end-of-text token to
+ * end the object, or a logit_bias naming a token past its vocabulary (when config.json gives its size). What to
+ * fix, else null.
+ */
+export function modelProblem(
+  params: GenerationParams,
+  model: { eos: readonly number[]; vocab?: number | undefined },
+): string | null {
+  if (params.format !== undefined && model.eos.length === 0) {
+    return "this model has no end-of-text token (eos_token_id in config.json): JSON mode needs one to end the object";
+  }
+  const bias = params.logit_bias;
+  const vocab = model.vocab;
   if (bias === undefined || vocab === undefined) return null;
   const past = Object.keys(bias).find((key) => Number(key) >= vocab);
   return past === undefined

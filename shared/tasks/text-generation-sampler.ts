@@ -149,7 +149,7 @@ export type Penalties = Pick<
 >;
 
 /** Whether a call asked for any bias or penalty (a row is then changed). */
-export function penalised(p: Penalties): boolean {
+function penalised(p: Penalties): boolean {
   return (
     (p.presence_penalty ?? 0) !== 0 ||
     (p.frequency_penalty ?? 0) !== 0 ||

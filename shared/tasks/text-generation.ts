@@ -12,7 +12,7 @@ import { invalidInput, merge, partition, type Task, type TaskContext } from "./t
 import { type ClaimToCheck, checkClaims } from "./text-generation-check.ts";
 import { decoderShape, encode } from "./text-generation-decoder.ts";
 import { DecodeEngine } from "./text-generation-engine.ts";
-import { biasProblem, contextProblem, parseGenerationItem } from "./text-generation-item.ts";
+import { contextProblem, modelProblem, parseGenerationItem } from "./text-generation-item.ts";
 import { type Sequence, startSequence, takeToken } from "./text-generation-sequence.ts";
 
 export { advanceText } from "./text-generation-sequence.ts";
@@ -48,11 +48,7 @@ export function createTextGeneration(ctx: TaskContext): Task {
       for (const { index, value } of good) {
         const prompt = encode(tokenizer, value.prompt);
         const problem =
-          (value.params.format !== undefined && shape.eos.length === 0
-            ? "this model has no end-of-text token (eos_token_id in config.json): JSON mode needs one to end the object"
-            : null) ??
-          biasProblem(value.params.logit_bias, shape.vocab) ??
-          contextProblem(prompt.length, value.params.max_new_tokens, context);
+          modelProblem(value.params, shape) ?? contextProblem(prompt.length, value.params.max_new_tokens, context);
         if (problem) results[index] = invalidInput(problem);
         else if (value.verify) claims.push({ pos: index, item: value, claim: value.verify, prompt });
         else sequences.push(startSequence(index, value, prompt, decode));

@@ -18,6 +18,7 @@ import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/ru
 import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { inputProblems } from "../../shared/tasks/input-checks.ts";
 import { jsonFeed, jsonStart } from "../../shared/tasks/json-prefix.ts";
+import { modelProblem } from "../../shared/tasks/text-generation-item.ts";
 import { penalise, pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
 import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
@@ -352,6 +353,16 @@ describe("penalise, a row's penalties", () => {
     // logit_bias first, then the penalties: token 2 (+4) +2 then halved; a key past the vocabulary is skipped.
     penalise(biased, 1, 5, { logit_bias: { 2: 2, 3: -1, 9: 5 }, repetition_penalty: 2 }, [], [2]);
     expect([...biased]).toEqual([0, 2, -2, 3, 0, 3]);
+  });
+});
+
+describe("what only the model can refuse (modelProblem)", () => {
+  it("JSON mode without an end-of-text token, and a logit_bias past the vocabulary", () => {
+    const params = GenerationParams.parse({ format: "json_object", logit_bias: { 7: 1 } });
+    expect(modelProblem(params, { eos: [] })).toMatch(/no end-of-text token/);
+    expect(modelProblem(params, { eos: [5], vocab: 7 })).toMatch(/names token 7; .* 7 tokens/);
+    expect(modelProblem(params, { eos: [5], vocab: 8 })).toBeNull();
+    expect(modelProblem(params, { eos: [5] })).toBeNull(); // no vocab_size: nothing to check against
   });
 });
 
