@@ -70,6 +70,8 @@ export interface SamplingAsked {
   logit_bias?: Record<string, number> | null | undefined;
   /** OpenAI's: {"type": "json_object"} asks for JSON mode. */
   response_format?: { type: string } | null | undefined;
+  /** Log probabilities with this many top tokens a place (0 to 20); null or left out: none. */
+  logprobs?: number | null | undefined;
 }
 
 /**
@@ -134,6 +136,7 @@ export function generationParams(
       : {}),
     ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
     ...(json ? { format: "json_object" as const } : {}),
+    ...(asked.logprobs == null ? {} : { logprobs: asked.logprobs }),
   };
 }
 

@@ -2,9 +2,10 @@
 // last chunk with `finish_reason` (and, when asked, one with `usage`), then `data: [DONE]`; an error as OpenAI
 // streams one. The queue object writes it (model-queue/job-events.ts), so the edge hands its bytes to the caller
 // unread; edge/routes/openai-chat.ts says what to shape.
-import type { GenerationOutput } from "../shared/index.ts";
+import type { GenerationOutput, TokenLogprob } from "../shared/index.ts";
 import type { JobEvent } from "../shared/protocol/job-events.ts";
 import type { ChatCompletionChunk, TextCompletion, Usage } from "../shared/protocol/openai-chat.ts";
+import { chatLogprobs, completionLogprobs } from "./openai-logprobs.ts";
 
 /** What a stream's chunks carry besides the text: its answer's id and model, the endpoint, and `include_usage`. */
 export interface OpenAiStreamSpec {
@@ -12,6 +13,8 @@ export interface OpenAiStreamSpec {
   id: string;
   model: string;
   includeUsage: boolean;
+  /** The call asked for log probabilities: each chunk carries its tokens'. */
+  logprobs?: boolean;
 }
 
 /** The usage of a call's outputs (one per choice): its prompt counted once, as OpenAI counts it. */
@@ -33,29 +36,51 @@ type Finish = GenerationOutput["finish_reason"] | null;
  * The SSE text for each of a job's events, in order (one shaper a stream: it remembers the text sent for each
  * choice, the job's input of the same index). An output whose text the deltas did not carry (a worker that did
  * not stream) is sent whole as its choice's last delta; usage, when asked for, comes once, after every choice.
+ * With log probabilities, a chunk carries those of the tokens relayed since the last chunk (a token whose text is
+ * held back, as the start of a possible stop string, goes with the next), and a choice's last chunk the rest.
  */
 export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<GenerationOutput>) => string {
   const { id, model } = spec;
   const sent = new Map<number, string>();
   const outputs: GenerationOutput[] = [];
+  /**
+   * Each choice's log-probability entries relayed and not yet in a chunk; how many went in chunks, and the
+   * characters of their tokens' texts (where the next token starts in the choice's text).
+   */
+  const pending = new Map<number, TokenLogprob[]>();
+  const emitted = new Map<number, { entries: number; chars: number }>();
+  /** Takes a choice's pending entries for its next chunk (null when the call did not ask for them). */
+  const takeLogprobs = (index: number) => {
+    if (!spec.logprobs) return null;
+    const entries = pending.get(index) ?? [];
+    pending.delete(index);
+    const before = emitted.get(index) ?? { entries: 0, chars: 0 };
+    const chars = entries.reduce((n, e) => n + e.token.length, before.chars);
+    emitted.set(index, { entries: before.entries + entries.length, chars });
+    return { entries, offset: before.chars };
+  };
   const choice =
     spec.endpoint === "chat"
       ? (index: number, text: string | null, finish: Finish): ChatCompletionChunk["choices"][number] => {
           // A choice's first delta says whose it is.
           const role = text !== null && !sent.has(index) ? { role: "assistant" as const } : {};
+          const lp = takeLogprobs(index);
           return {
             index,
             delta: text === null ? {} : { ...role, content: text },
             finish_reason: finish,
-            logprobs: null,
+            logprobs: lp && chatLogprobs(lp.entries),
           };
         }
-      : (index: number, text: string | null, finish: Finish): TextCompletion["choices"][number] => ({
-          index,
-          text: text ?? "",
-          finish_reason: finish,
-          logprobs: null,
-        });
+      : (index: number, text: string | null, finish: Finish): TextCompletion["choices"][number] => {
+          const lp = takeLogprobs(index);
+          return {
+            index,
+            text: text ?? "",
+            finish_reason: finish,
+            logprobs: lp && completionLogprobs(lp.entries, lp.offset),
+          };
+        };
   const chunk = (
     choices: (ChatCompletionChunk["choices"][number] | TextCompletion["choices"][number])[],
     usage?: Usage,
@@ -75,12 +100,16 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
   };
   return (event) => {
     switch (event.event) {
-      case "token":
-        if (event.data.text === "") return "";
-        return delta(event.data.index, event.data.text);
+      case "token": {
+        const { index, text, logprobs } = event.data;
+        if (spec.logprobs && logprobs) pending.set(index, [...(pending.get(index) ?? []), ...logprobs]);
+        return text === "" ? "" : delta(index, text);
+      }
       case "output": {
         const { index, output: out } = event.data;
         outputs[index] = out;
+        // What the chunks did not carry comes with the last ones: the output's entries are the truth.
+        if (spec.logprobs) pending.set(index, (out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0));
         const before = sent.get(index) ?? "";
         const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));

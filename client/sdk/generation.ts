@@ -7,6 +7,7 @@ import type { ChatMessage } from "../../shared/protocol/chat-template.ts";
 import type {
   ChatCompletion,
   ChatCompletionChunk,
+  ChatLogprobs,
   OpenAiFinishReason,
   Usage,
 } from "../../shared/protocol/openai-chat.ts";
@@ -37,14 +38,25 @@ export interface ChatOptions extends CallOptions {
   logit_bias?: Record<string, number> | undefined;
   /** {type: "json_object"}: the reply is one compact JSON object (JSON mode); "text" is the default. */
   response_format?: { type: "text" | "json_object" } | undefined;
+  /**
+   * Each reply token's log probability under the model's own distribution (before temperature, penalties and
+   * bias), with top_logprobs (0 to 20) most likely tokens at each place: the answer's choices[].logprobs, and
+   * each streamed text delta's `logprobs`.
+   */
+  logprobs?: boolean | undefined;
+  top_logprobs?: number | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;
 }
 
-/** One piece of a streamed answer: text as it is generated, then the end with why and the token counts. */
+/**
+ * One piece of a streamed answer: text as it is generated (with its tokens' log probabilities when asked for: a
+ * token whose text is held back, as a possible stop string's start, comes with the next piece, so a last piece
+ * may carry entries and no text), then the end with why and the token counts.
+ */
 export type ChatDelta =
-  | { type: "text"; text: string }
+  | { type: "text"; text: string; logprobs?: ChatLogprobs["content"] }
   | { type: "end"; finish_reason: OpenAiFinishReason; usage: Usage };
 
 export class Generation {
@@ -86,7 +98,11 @@ export class Generation {
           if (m.data === "[DONE]") return;
           const chunk = parseChunk(m.data, res.status);
           const choice = chunk.choices[0];
-          if (choice?.delta.content) yield { type: "text", text: choice.delta.content };
+          const logprobs = choice?.logprobs?.content ?? [];
+          if (choice?.delta.content || logprobs.length > 0) {
+            const text = choice?.delta.content ?? "";
+            yield { type: "text", text, ...(choice?.logprobs ? { logprobs } : {}) };
+          }
           if (choice?.finish_reason) finish = choice.finish_reason;
           if (chunk.usage && finish) yield { type: "end", finish_reason: finish, usage: chunk.usage };
         }

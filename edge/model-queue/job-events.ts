@@ -5,7 +5,7 @@
 // caller, as Server-Sent Events or as OpenAI's chunks (edge/openai-stream.ts): the edge hands the bytes on unread
 // (edge/event-streams.ts), where relaying each event through the Worker cost a generated token more coordinator
 // CPU than the queue's own work. A session's job ends its stream once its turn is in the session's history.
-import { ErrorCode, FINAL_STATUSES, type JobStatus } from "../../shared/index.ts";
+import { ErrorCode, FINAL_STATUSES, type JobStatus, type TokenLogprob } from "../../shared/index.ts";
 import type { JobEvent } from "../../shared/protocol/job-events.ts";
 import { type OpenAiStreamSpec, openAiStream } from "../openai-stream.ts";
 import type { Sql } from "../sql.ts";
@@ -50,9 +50,11 @@ interface Sent {
   tokens: number;
   arrayChars: number;
   textBytes: number;
+  /** Characters of the kept log-probabilities array (ASCII JSON), when the input asked for them. */
+  logprobChars: number;
 }
 
-const NOTHING_SENT: Sent = { tokens: 0, arrayChars: 0, textBytes: 0 };
+const NOTHING_SENT: Sent = { tokens: 0, arrayChars: 0, textBytes: 0, logprobChars: 0 };
 
 /**
  * A generating input's tokens kept past `from` (the least any of its watchers was sent): `tokens_after`, the
@@ -66,8 +68,11 @@ interface GeneratingItem extends Record<string, SqlStorageValue> {
   from_tokens: number;
   from_array: number;
   from_text: number;
+  from_logprobs: number;
   tokens_after: string | null;
   text_after: ArrayBuffer | null;
+  /** The log-probabilities array's rest, as tokens_after (null when the input did not ask for them). */
+  logprobs_after: string | null;
 }
 
 /**
@@ -385,28 +390,32 @@ export class JobEvents {
       if (its) its.push(w);
       else byJob.set(w.jobId, [w]);
     }
-    const from: [string, number, number, number, number][] = [];
+    const from: [string, number, number, number, number, number][] = [];
     for (const [jobId, its] of byJob) {
       for (const idx of new Set(its.flatMap((w) => [...w.streamed.keys()]))) {
         const least = its
           .map((w) => w.streamed.get(idx) ?? NOTHING_SENT)
           .reduce((a, b) => (b.tokens < a.tokens ? b : a));
-        if (least.tokens > 0) from.push([jobId, idx, least.tokens, least.arrayChars, least.textBytes]);
+        if (least.tokens > 0) {
+          from.push([jobId, idx, least.tokens, least.arrayChars, least.textBytes, least.logprobChars]);
+        }
       }
     }
     // Inputs some watcher was sent from are found by their index (items_job), from where the least was sent;
     // the rest of the jobs' generating inputs, none of whose watchers had any of them yet, are read whole.
     return this.sql.grouped<GeneratingItem & { job_id: string }, "job_id">(
       "job_id",
-      `WITH f (job_id, idx, t, a, b) AS MATERIALIZED
-         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?2))
+      `WITH f (job_id, idx, t, a, b, l) AS MATERIALIZED
+         (SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?2))
        SELECT i.job_id, i.idx, i.gen_count, f.t AS from_tokens, f.a AS from_array, f.b AS from_text,
+         f.l AS from_logprobs,
          CASE WHEN i.gen_count > f.t THEN substr(i.gen_tokens, f.a + 1) END AS tokens_after,
-         CASE WHEN i.gen_count > f.t THEN substr(CAST(i.gen_text AS BLOB), f.b + 1) END AS text_after
+         CASE WHEN i.gen_count > f.t THEN substr(CAST(i.gen_text AS BLOB), f.b + 1) END AS text_after,
+         CASE WHEN i.gen_count > f.t THEN substr(i.gen_logprobs, f.l + 1) END AS logprobs_after
        FROM f JOIN items AS i ON i.job_id = f.job_id AND i.idx = f.idx
        WHERE i.first_token_at IS NOT NULL AND i.gen_count > 0
        UNION ALL
-       SELECT job_id, idx, gen_count, 0, 0, 0, gen_tokens, CAST(gen_text AS BLOB) FROM items
+       SELECT job_id, idx, gen_count, 0, 0, 0, 0, gen_tokens, CAST(gen_text AS BLOB), gen_logprobs FROM items
        WHERE job_id IN (SELECT value FROM json_each(?1)) AND first_token_at IS NOT NULL AND gen_count > 0
          AND (job_id, idx) NOT IN (SELECT job_id, idx FROM f)
        ORDER BY 1, 2`,
@@ -428,9 +437,12 @@ export class JobEvents {
       if (item.gen_count <= had.tokens || item.tokens_after === null) continue;
       // A full stream takes no more: each input's catch-up is one event, written once the reader has room.
       if (this.holdBack(w)) return false;
-      const { tokens, text, sent } = tokensAfter(item, had);
+      const { tokens, text, logprobs, sent } = tokensAfter(item, had);
       w.streamed.set(item.idx, sent);
-      this.send(w, { event: "token", data: { index: item.idx, offset: had.tokens, tokens, text } });
+      this.send(w, {
+        event: "token",
+        data: { index: item.idx, offset: had.tokens, tokens, text, ...(logprobs ? { logprobs } : {}) },
+      });
     }
     return true;
   }
@@ -502,21 +514,28 @@ export class JobEvents {
  * A watcher's new tokens of `item` (read from `item.from_*`, where the watcher `had` got to or before it), and
  * where it gets to with them.
  */
-export function tokensAfter(item: GeneratingItem, had: Sent): { tokens: number[]; text: string; sent: Sent } {
+export function tokensAfter(
+  item: GeneratingItem,
+  had: Sent,
+): { tokens: number[]; text: string; logprobs: TokenLogprob[] | undefined; sent: Sent } {
   const arrayAfter = item.tokens_after as string;
   const textAfter = new Uint8Array(item.text_after ?? new ArrayBuffer(0));
+  const logprobsAfter = item.logprobs_after;
   // From the array's start the rest is the array itself; from "[5,6]" (5 characters) in "[5,6,7,8]", "7,8]".
-  const read = JSON.parse(item.from_array === 0 ? arrayAfter : `[${arrayAfter}`) as number[];
+  const rest = <T>(after: string, from: number) => JSON.parse(from === 0 ? after : `[${after}`) as T[];
   const sent: Sent = {
     tokens: item.gen_count,
     arrayChars: item.from_array + arrayAfter.length,
     textBytes: item.from_text + textAfter.byteLength,
+    logprobChars: item.from_logprobs + (logprobsAfter?.length ?? 0),
   };
   // Another watcher of the job may be further behind: this one skips what it had (whole characters: every
   // text read ends where a delta's did).
+  const skip = had.tokens - item.from_tokens;
   return {
-    tokens: read.slice(had.tokens - item.from_tokens),
+    tokens: rest<number>(arrayAfter, item.from_array).slice(skip),
     text: decoder.decode(textAfter.subarray(had.textBytes - item.from_text)),
+    logprobs: logprobsAfter ? rest<TokenLogprob>(logprobsAfter, item.from_logprobs).slice(skip) : undefined,
     sent,
   };
 }

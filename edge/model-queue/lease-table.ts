@@ -163,11 +163,14 @@ export class LeaseTable {
       size <= 0
         ? []
         : this.sql.all<HandOutRow>(
-            // A generating item redelivered carries the tokens already accepted (token-stream.ts), so the next
-            // worker continues after them and the caller's stream goes on without repeats.
+            // A generating item redelivered carries the tokens already accepted (token-stream.ts), and their log
+            // probabilities when asked for, so the next worker continues after them and the caller's stream goes on
+            // without repeats.
             `SELECT seq, job_id, attempts,
-         CASE WHEN gen_count > 0 THEN json_set(input, '$.resume', json_object('tokens', json(gen_tokens), 'text', gen_text))
-           ELSE input END AS input,
+         CASE WHEN gen_count = 0 THEN input
+           WHEN gen_logprobs IS NULL THEN json_set(input, '$.resume', json_object('tokens', json(gen_tokens), 'text', gen_text))
+           ELSE json_set(input, '$.resume',
+             json_object('tokens', json(gen_tokens), 'text', gen_text, 'logprobs', json(gen_logprobs))) END AS input,
          (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent,
          (SELECT session FROM jobs WHERE jobs.id = items.job_id AND session_state IS NOT NULL) AS session,
          (SELECT session_state FROM jobs WHERE jobs.id = items.job_id) AS session_state

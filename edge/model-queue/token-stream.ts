@@ -8,6 +8,7 @@ import {
   GenerationOutput,
   type ItemResult,
   type ModelConfig,
+  type TokenLogprob,
   type TokensBody,
   verdictOf,
 } from "../../shared/index.ts";
@@ -31,6 +32,8 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   lease_pos: number;
   gen_count: number;
   created_at: number;
+  /** 1 when the item's params ask for log probabilities: each delta must carry one entry a token. */
+  logprobs: number;
 }
 
 /** An item's tokens taken from one frame, to write (TokenStream.store). */
@@ -38,6 +41,8 @@ interface KeptTokens {
   seq: number;
   tokens: number[];
   text: string;
+  /** Their log probabilities (params.logprobs), one entry a token; null when not asked for. */
+  logprobs: TokenLogprob[] | null;
   /** The item's token count with them. */
   count: number;
 }
@@ -69,7 +74,8 @@ export class TokenStream {
     if (untrusted) return { refused: null, jobs };
     const rows = new Map<number, StreamRow>();
     for (const row of this.sql.all<StreamRow>(
-      `SELECT seq, job_id, state, lease_pos, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at
+      `SELECT seq, job_id, state, lease_pos, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at,
+         input ->> '$.params.logprobs' IS NOT NULL AS logprobs
        FROM items WHERE lease_id = ? AND state = 'leased'`,
       lease.id,
     )) {
@@ -91,9 +97,13 @@ export class TokenStream {
       if (!row) continue; // kept implies its row: noItem refuses
       jobs.add(row.job_id);
       // An item's deltas in one frame follow one another: kept as one.
-      const item = kept.get(row.seq) ?? { seq: row.seq, tokens: [], text: "", count: 0 };
+      const item = kept.get(row.seq) ?? { seq: row.seq, tokens: [], text: "", logprobs: null, count: 0 };
       item.tokens.push(...delta.tokens);
       item.text += delta.text;
+      if (row.logprobs) {
+        item.logprobs ??= [];
+        item.logprobs.push(...(delta.logprobs ?? []));
+      }
       item.count = row.gen_count;
       kept.set(row.seq, item);
     }
@@ -102,19 +112,27 @@ export class TokenStream {
   }
 
   /**
-   * Writes the tokens kept of a frame, every item's in one statement: each item's join its kept JSON array inside
-   * SQLite (no read and rewrite of it here), its text its text, and its count moves on.
+   * Writes the tokens kept of a frame, every item's in one statement: each item's join its kept JSON arrays inside
+   * SQLite (no read and rewrite of them here), its text its text, and its count moves on.
    */
   private store(kept: readonly KeptTokens[], now: number): void {
     if (kept.length === 0) return;
     this.sql.run(
       `UPDATE items SET
-         gen_tokens = CASE WHEN gen_tokens IS NULL OR gen_tokens = '[]' THEN d.value ->> 'tokens'
-           ELSE substr(gen_tokens, 1, length(gen_tokens) - 1) || ',' || substr(d.value ->> 'tokens', 2) END,
+         gen_tokens = ${APPEND("gen_tokens", "tokens")},
+         gen_logprobs = CASE WHEN d.value ->> 'logprobs' IS NULL THEN gen_logprobs ELSE ${APPEND("gen_logprobs", "logprobs")} END,
          gen_text = gen_text || (d.value ->> 'text'), gen_count = d.value ->> 'count',
          first_token_at = COALESCE(first_token_at, ?2)
        FROM json_each(?1) AS d WHERE items.seq = d.value ->> 'seq'`,
-      JSON.stringify(kept.map((k) => ({ seq: k.seq, tokens: JSON.stringify(k.tokens), text: k.text, count: k.count }))),
+      JSON.stringify(
+        kept.map((k) => ({
+          seq: k.seq,
+          tokens: JSON.stringify(k.tokens),
+          text: k.text,
+          logprobs: k.logprobs && asciiJson(k.logprobs),
+          count: k.count,
+        })),
+      ),
       now,
     );
   }
@@ -144,6 +162,12 @@ export class TokenStream {
     }
     if (end > MAX_TOKENS) {
       return refusal(ErrorCode.validation, `an item generates at most ${MAX_TOKENS} tokens; this delta ends at ${end}`);
+    }
+    if (row.logprobs && delta.logprobs?.length !== delta.tokens.length) {
+      return refusal(
+        ErrorCode.validation,
+        `item ${delta.pos} of lease ${lease.id} asks for log probabilities: send one logprobs entry a token (${delta.logprobs?.length ?? 0} for ${delta.tokens.length})`,
+      );
     }
     if (row.gen_count === 0) this.metrics.observe("ttft", lease.pool, [(now - row.created_at) / 1000]);
     row.gen_count = end;
@@ -215,6 +239,19 @@ export class TokenStream {
       }
     };
   }
+}
+
+/** The kept JSON array in `column` with the array at `field` of the delta row `d` joined on, inside SQLite. */
+const APPEND = (column: string, field: string) =>
+  `CASE WHEN ${column} IS NULL OR ${column} = '[]' THEN d.value ->> '${field}'
+     ELSE substr(${column}, 1, length(${column}) - 1) || ',' || substr(d.value ->> '${field}', 2) END`;
+
+/** JSON in ASCII: every other character escaped, so SQLite's character offsets into it are JavaScript's. */
+export function asciiJson(value: unknown): string {
+  return JSON.stringify(value).replace(
+    /[\u007f-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 function refusal(code: string, message: string): Refusal {

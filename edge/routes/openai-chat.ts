@@ -33,6 +33,7 @@ import {
   promptItem,
   refuse,
 } from "../generation-calls.ts";
+import { chatLogprobs, completionLogprobs } from "../openai-logprobs.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
 import { readJson } from "../request.ts";
 import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
@@ -134,9 +135,14 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const req = await readBody(c, ChatCompletionRequest);
   const model = generationModel(c, req.model);
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
+  const logprobs = req.logprobs === true;
   const params = generationParams(
     model,
-    { ...req, max_tokens: req.max_completion_tokens ?? req.max_tokens },
+    {
+      ...req,
+      max_tokens: req.max_completion_tokens ?? req.max_tokens,
+      logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
+    },
     { max: maxParam },
   );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
@@ -154,7 +160,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
         index,
         message: { role: "assistant", content: output.generated_text },
         finish_reason: output.finish_reason,
-        logprobs: null,
+        logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
       usage: usageOf(outputs),
       edgeswarm: { ttft_ms: job.generation?.ttft_ms ?? null, tokens_per_s: job.generation?.tokens_per_s ?? null },
@@ -162,7 +168,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
     return c.json(answer);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
-  return streamTokens(c, call, { endpoint: "chat", id, model: model.name, includeUsage });
+  return streamTokens(c, call, { endpoint: "chat", id, model: model.name, includeUsage, logprobs });
 });
 
 openAiChatRoutes.post("/v1/completions", (c) => completions(c));
@@ -195,12 +201,13 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
         index,
         text: before + output.generated_text,
         finish_reason: output.finish_reason,
-        logprobs: null,
+        logprobs: req.logprobs == null ? null : completionLogprobs(output.logprobs ?? [], before.length),
       })),
       usage: usageOf(outputs),
     };
     return c.json(completion);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
-  return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage });
+  const logprobs = req.logprobs != null;
+  return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage, logprobs });
 }

@@ -37,6 +37,26 @@ export const RepetitionPenalty = z.number().min(0.1, REPETITION_RANGE).max(10, R
 const PENALTY_RANGE = "must be -2 to 2 (0 changes nothing; above 0 discourages repeats)";
 export const Penalty = z.number().min(-2, PENALTY_RANGE).max(2, PENALTY_RANGE);
 
+/** The most top tokens a generated token's log probabilities may list (OpenAI's top_logprobs limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** A token's text in log probabilities: decode([id]) (a byte-level token ending mid-character reads U+FFFD). */
+const TokenText = z.string().max(256);
+/** A log probability: at most 0 (zod's numbers are finite). */
+const Logprob = z.number().max(0);
+
+/**
+ * A generated token's log probability and the most likely tokens at its place, under the model's own distribution
+ * (the raw logits' log-softmax: before temperature, penalties, bias and masks, as vLLM's default). Aligned with the
+ * output's tokens: the i-th entry is the i-th token's.
+ */
+export const TokenLogprob = z.strictObject({
+  token: TokenText,
+  logprob: Logprob,
+  top: z.array(z.strictObject({ id: z.int().min(0), token: TokenText, logprob: Logprob })).max(MAX_TOP_LOGPROBS),
+});
+export type TokenLogprob = z.infer<typeof TokenLogprob>;
+
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
 export const GenerationParams = z
   .strictObject({
@@ -83,6 +103,11 @@ export const GenerationParams = z
      * refused with it. Left out unless asked for.
      */
     format: z.literal("json_object").optional(),
+    /**
+     * Return each generated token's log probability, and this many most likely tokens at each place (0 to
+     * MAX_TOP_LOGPROBS): the output's `logprobs`, and each token delta's. Left out unless asked for.
+     */
+    logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",
@@ -107,6 +132,8 @@ export const GenerationOutput = z.strictObject({
   tokens: z.array(z.int().min(0)).max(4096),
   finish_reason: FinishReason,
   prompt_tokens: z.int().min(0),
+  /** With params.logprobs: one entry a token of `tokens`, in order. */
+  logprobs: z.array(TokenLogprob).max(4096).optional(),
 });
 export type GenerationOutput = z.infer<typeof GenerationOutput>;
 
@@ -127,7 +154,14 @@ export type GenerationClaim = z.infer<typeof GenerationClaim>;
 export const GenerationItem = z.strictObject({
   prompt: z.string().min(1).max(100_000),
   params: GenerationParams.prefault({}),
-  resume: z.strictObject({ tokens: z.array(z.int().min(0)).max(4096), text: z.string() }).optional(),
+  resume: z
+    .strictObject({
+      tokens: z.array(z.int().min(0)).max(4096),
+      text: z.string(),
+      /** With params.logprobs: the accepted tokens' entries, which the output starts with. */
+      logprobs: z.array(TokenLogprob).max(4096).optional(),
+    })
+    .optional(),
   verify: GenerationClaim.optional(),
 });
 export type GenerationItem = z.infer<typeof GenerationItem>;
@@ -167,6 +201,8 @@ export const TokensFrame = z.strictObject({
   tokens: z.array(z.int().min(0)).min(1).max(MAX_FRAME_TOKENS),
   /** The text these tokens add (a token that ends mid-character adds its bytes with the next delta). */
   text: z.string().max(MAX_FRAME_TEXT),
+  /** With the item's params.logprobs: one entry a token of `tokens` (the queue refuses a delta without them). */
+  logprobs: z.array(TokenLogprob).max(MAX_FRAME_TOKENS).optional(),
 });
 export type TokensFrame = z.infer<typeof TokensFrame>;
 

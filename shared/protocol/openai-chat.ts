@@ -2,7 +2,7 @@
 // POST /v1/completions: request schemas, answers and stream chunks. edge/routes/openai-chat.ts validates with
 // these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
 import { z } from "zod";
-import { LogitBias, Penalty, RepetitionPenalty } from "./generation.ts";
+import { LogitBias, MAX_TOP_LOGPROBS, Penalty, RepetitionPenalty } from "./generation.ts";
 
 /** The most choices (`n`) one call may ask for. */
 export const MAX_CHOICES = 8;
@@ -56,16 +56,14 @@ const Common = {
   timeout_ms: z.int().positive().optional(),
 };
 
+const TOP_RANGE = `must be 0 to ${MAX_TOP_LOGPROBS}`;
+
 /**
- * Chat fields for what this server does not do (log probabilities, JSON schemas, tool calls), taken only at the values
- * that ask for nothing, since some clients send every field with its default; any other value is refused with
- * what to send instead, where OpenAI's strict check would only call the field unknown.
+ * Chat fields for what this server does not do (JSON schemas, tool calls), taken only at the values that ask for
+ * nothing, since some clients send every field with its default; any other value is refused with what to send
+ * instead, where OpenAI's strict check would only call the field unknown.
  */
 const NotServed = {
-  logprobs: z.literal(false, { error: () => "log probabilities are not returned here: leave logprobs out" }).nullish(),
-  top_logprobs: z
-    .literal(0, { error: () => "log probabilities are not returned here: leave top_logprobs out" })
-    .nullish(),
   // JSON mode is served (text-generation-format.ts); a schema is not.
   response_format: z
     .looseObject({
@@ -91,6 +89,13 @@ export const ChatCompletionRequest = z
     ...NotServed,
     messages: z.array(ChatRequestMessage).min(1, "must hold at least one message"),
     max_completion_tokens: z.int().nullish(),
+    /** Each reply token's log probability (the model's own distribution), and top_logprobs most likely tokens. */
+    logprobs: z.boolean().nullish(),
+    top_logprobs: z.int().min(0, TOP_RANGE).max(MAX_TOP_LOGPROBS, TOP_RANGE).nullish(),
+  })
+  .refine((r) => r.top_logprobs == null || r.logprobs === true, {
+    path: ["top_logprobs"],
+    message: "top_logprobs needs logprobs: true",
   })
   // vLLM's rule without a tool parser: tools listed are not offered to the model unless tool_choice asks for them.
   .refine((r) => (r.tools?.length ?? 0) === 0 || r.tool_choice === "none", {
@@ -102,6 +107,13 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 export const CompletionRequest = z.strictObject({
   ...Common,
   prompt: z.string().min(1, "must be a non-empty string (arrays of prompts and token ids are not supported)"),
+  /** Each token's log probability and this many most likely tokens (OpenAI allows 5; vLLM, as here, 20). */
+  logprobs: z.int().min(0, TOP_RANGE).max(MAX_TOP_LOGPROBS, TOP_RANGE).nullish(),
+  echo: z
+    .literal(false, {
+      error: () => "echo is not served (the prompt's own log probabilities are not computed): leave it out",
+    })
+    .nullish(),
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
@@ -129,6 +141,29 @@ export interface Usage {
 
 export type OpenAiFinishReason = "stop" | "length";
 
+/** A token as chat log probabilities give it: its text, its UTF-8 bytes, its log probability. */
+export interface ChatTokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+}
+
+/** A chat choice's (or chunk's) log probabilities: one entry a token, each with the most likely ones there. */
+export interface ChatLogprobs {
+  content: (ChatTokenLogprob & { top_logprobs: ChatTokenLogprob[] })[];
+}
+
+/**
+ * A completion's log probabilities (the legacy shape): per token its text, log probability, the most likely tokens
+ * there as text → log probability, and where it starts in the choice's text.
+ */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
 export interface ChatCompletion {
   id: string;
   object: "chat.completion";
@@ -138,7 +173,7 @@ export interface ChatCompletion {
     index: number;
     message: { role: "assistant"; content: string };
     finish_reason: OpenAiFinishReason;
-    logprobs: null;
+    logprobs: ChatLogprobs | null;
   }[];
   usage: Usage;
   /** EdgeSwarm's figures for the call (shared/protocol/caller.ts GenerationStats). */
@@ -154,7 +189,7 @@ export interface ChatCompletionChunk {
     index: number;
     delta: { role?: "assistant"; content?: string };
     finish_reason: OpenAiFinishReason | null;
-    logprobs: null;
+    logprobs: ChatLogprobs | null;
   }[];
   usage?: Usage | null;
 }
@@ -164,6 +199,11 @@ export interface TextCompletion {
   object: "text_completion";
   created: number;
   model: string;
-  choices: { index: number; text: string; finish_reason: OpenAiFinishReason | null; logprobs: null }[];
+  choices: {
+    index: number;
+    text: string;
+    finish_reason: OpenAiFinishReason | null;
+    logprobs: CompletionLogprobs | null;
+  }[];
   usage?: Usage | null;
 }

@@ -1,6 +1,7 @@
 // The model-runner interface every worker runs models through: onnxruntime-node in the GPU worker
 // (cuda, then cpu), onnxruntime-web in the browser and donor workers (webgpu, then wasm).
 // Tasks (tokenise, one batched run, post-process) are shared; only the session differs per runtime.
+import type { TokenLogprob } from "../protocol/generation.ts";
 import type { ItemResult } from "../protocol/worker.ts";
 
 /** Open Inference Protocol v2 datatypes the runners accept and produce. */
@@ -40,6 +41,8 @@ export interface TokenDelta {
   offset: number;
   tokens: number[];
   text: string;
+  /** With the item's params.logprobs: one entry a token. */
+  logprobs?: TokenLogprob[];
 }
 
 /** What a caller can listen to while a batch runs. */

@@ -8,6 +8,7 @@
 import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
+import { logprobProblem, rowLogprobs } from "./text-generation-logprobs.ts";
 import { pickToken, shapeRow, tokenAllowed } from "./text-generation-sampler.ts";
 import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
 
@@ -83,8 +84,30 @@ function judge(
   const off = resumed.findIndex((t, i) => claim.tokens[i] !== t);
   if (off >= 0) return mismatch(off, 0, `the claim does not start with the ${resumed.length} tokens already accepted`);
   const seq = startSequence(0, { ...item, resume: undefined }, c.prompt, decode);
+  // Log probabilities: one entry a claimed token when asked for, none when not; each read before its row is shaped.
+  const asked = params.logprobs;
+  if ((asked === undefined) !== (claim.logprobs === undefined) || (claim.logprobs && claim.logprobs.length !== n)) {
+    return mismatch(
+      0,
+      0,
+      `the claim's logprobs ${asked === undefined ? "were not asked for" : `are not one a token (${claim.logprobs?.length ?? 0} for ${n})`}`,
+    );
+  }
   for (const [i, token] of read.entries()) {
     if (seq.finish) return mismatch(i, i, `the run ends before token ${i} (finish_reason ${seq.finish})`);
+    const claimed = claim.logprobs?.[i];
+    if (asked !== undefined && claimed) {
+      const { from, to } = at(i);
+      const problem = logprobProblem(
+        claimed,
+        rowLogprobs(logits, from, to, asked),
+        token,
+        asked,
+        claim.tolerance,
+        decode,
+      );
+      if (problem) return mismatch(i, i + 1, `token ${i}'s log probabilities: ${problem}`);
+    }
     const { from, to } = row(i);
     if (shape.eos.includes(token)) return mismatch(i, i + 1, `token ${i} is an end-of-text token inside the output`);
     if (!tokenAllowed(logits, from, to, params, i, token, tolerance)) {

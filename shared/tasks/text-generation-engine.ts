@@ -5,8 +5,11 @@
 // columns that attention_mask masks out; position_ids go on per sequence). A finished or cancelled sequence
 // drops its rows, and columns no row still reads are trimmed. Each generate() resolves when its own
 // sequences are done. Created by text-generation.ts, once per model, so every runner has it.
+
+import type { TokenLogprob } from "../protocol/generation.ts";
 import type { InferenceSession, TypedTensor } from "../runner/model-runner.ts";
 import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
+import { rowLogprobs, tokenLogprob } from "./text-generation-logprobs.ts";
 import { pickToken, shapeRow } from "./text-generation-sampler.ts";
 import type { Sequence } from "./text-generation-sequence.ts";
 
@@ -15,7 +18,7 @@ export type GenerateOutcome = "done" | "cancelled";
 
 /** The sequences of one generate() call. */
 interface Group {
-  accept: (seq: Sequence, token: number) => void;
+  accept: (seq: Sequence, token: number, logprob?: TokenLogprob) => void;
   signal: AbortSignal | undefined;
   /** Its sequences still waiting or decoding. */
   left: number;
@@ -65,14 +68,10 @@ export class DecodeEngine {
 
   /**
    * Decodes `sequences` (those not already finished) in the running batch; `accept` is told each sequence's
-   * next token. Resolves once all of them have finished, or with "cancelled" once `signal` has taken them out
+   * next token, with its log probabilities when its params.logprobs asks. Resolves once all of them have finished, or with "cancelled" once `signal` has taken them out
    * (at the next step boundary); rejects if a decoder run they were part of failed.
    */
-  generate(
-    sequences: readonly Sequence[],
-    accept: (seq: Sequence, token: number) => void,
-    signal?: AbortSignal,
-  ): Promise<GenerateOutcome> {
+  generate(sequences: readonly Sequence[], accept: Group["accept"], signal?: AbortSignal): Promise<GenerateOutcome> {
     const active = sequences.filter((s) => !s.finish);
     if (signal?.aborted) return Promise.resolve("cancelled");
     if (active.length === 0) return Promise.resolve("done");
@@ -170,8 +169,14 @@ export class DecodeEngine {
         if (group.settled) continue;
         const { params } = seq.item;
         const n = seq.generated.length;
+        // Log probabilities are the model's own: read before the row is shaped (text-generation-logprobs.ts).
+        const raw =
+          params.logprobs === undefined
+            ? undefined
+            : rowLogprobs(data.slice(at, at + vocab), 0, vocab, params.logprobs);
         shapeRow(data, at, vocab, this.shape.eos, params, seq.prompt, seq.generated, n, seq.decode);
-        group.accept(seq, pickToken(data, at, at + vocab, params, seq.generated.length));
+        const token = pickToken(data, at, at + vocab, params, n);
+        group.accept(seq, token, raw && tokenLogprob(raw, token, seq.decode));
       } catch (error) {
         // A run whose token listener throws fails alone; the others in the batch decode on.
         group.fail(error);

@@ -32,6 +32,11 @@ export function parseGenerationItem(input: unknown, maxSequenceLength: number): 
       error: `resume.tokens holds ${resume.tokens.length} tokens, more than params.max_new_tokens (${params.max_new_tokens})`,
     };
   }
+  if (params.logprobs !== undefined && resume && (resume.logprobs?.length ?? 0) !== resume.tokens.length) {
+    return {
+      error: `resume.logprobs holds ${resume.logprobs?.length ?? 0} entries for ${resume.tokens.length} resumed tokens; params.logprobs needs one a token`,
+    };
+  }
   return { value: parsed.data };
 }
 

@@ -3,7 +3,7 @@
 // the teacher-forced check of a donor's claim (text-generation-check.ts) take tokens through the same takeToken,
 // so a claim is held to the very rules that end the model's own run.
 
-import type { FinishReason, GenerationItem } from "../protocol/generation.ts";
+import type { FinishReason, GenerationItem, TokenLogprob } from "../protocol/generation.ts";
 import type { CallableTokenizer } from "./tokenizer.ts";
 
 export type Decode = CallableTokenizer["decode"];
@@ -18,6 +18,8 @@ export interface Sequence {
   prefix: number[];
   /** Generated tokens, the resumed ones first. */
   generated: number[];
+  /** With params.logprobs: one entry a generated token (the resumed ones' from the resume). */
+  logprobs?: TokenLogprob[];
   /** The tokenizer's decode (JSON mode reads each token's text through it). */
   decode: Decode;
   /** Characters of the generated text already sent (the resumed text included). */
@@ -36,6 +38,7 @@ export function startSequence(pos: number, item: GenerationItem, prompt: number[
     prompt,
     prefix: [...prompt, ...resumed],
     generated: [...resumed],
+    ...(item.params.logprobs === undefined ? {} : { logprobs: [...(item.resume?.logprobs ?? [])] }),
     decode,
     sent: item.resume?.text.length ?? 0,
     text: item.resume?.text ?? "",
@@ -48,17 +51,24 @@ export function startSequence(pos: number, item: GenerationItem, prompt: number[
 }
 
 /**
- * Takes a sequence's next token, ending it at an end-of-text token, a stop string or max_new_tokens; answers
- * the text it adds to what was sent, or null for an end-of-text token (neither output nor counted: what was
- * held back ends the text).
+ * Takes a sequence's next token (and its log probabilities, when asked for), ending it at an end-of-text token, a
+ * stop string or max_new_tokens; answers the text it adds to what was sent, or null for an end-of-text token
+ * (neither output nor counted: what was held back ends the text).
  */
-export function takeToken(seq: Sequence, token: number, eos: readonly number[], decode: Decode): string | null {
+export function takeToken(
+  seq: Sequence,
+  token: number,
+  eos: readonly number[],
+  decode: Decode,
+  logprob?: TokenLogprob,
+): string | null {
   if (eos.includes(token)) {
     seq.finish = "stop";
     seq.text = decode(seq.generated, { skip_special_tokens: true });
     return null;
   }
   seq.generated.push(token);
+  if (logprob) seq.logprobs?.push(logprob);
   const full = decode(seq.generated, { skip_special_tokens: true });
   const { text, stopped } = advanceText(full, seq.sent, seq.item.params.stop);
   if (stopped !== undefined) {

@@ -56,10 +56,16 @@ export function createTextGeneration(ctx: TaskContext): Task {
       const verdicts = await checkClaims(ctx.session, shape, decode, claims);
       const outcome = await engine.generate(
         sequences,
-        (seq, token) => {
-          const delta = takeToken(seq, token, shape.eos, decode);
+        (seq, token, logprob) => {
+          const delta = takeToken(seq, token, shape.eos, decode, logprob);
           if (delta !== null) {
-            opts?.onTokens?.({ pos: seq.pos, offset: seq.generated.length - 1, tokens: [token], text: delta });
+            opts?.onTokens?.({
+              pos: seq.pos,
+              offset: seq.generated.length - 1,
+              tokens: [token],
+              text: delta,
+              ...(logprob ? { logprobs: [logprob] } : {}),
+            });
           }
           // Ended while others decode on: its caller need not wait for them.
           if (seq.finish) opts?.onResult?.(seq.pos, { output: outputOf(seq) });
@@ -85,5 +91,6 @@ function outputOf(seq: Sequence): GenerationOutput {
     tokens: seq.generated,
     finish_reason: seq.finish ?? "length",
     prompt_tokens: seq.promptTokens,
+    ...(seq.logprobs ? { logprobs: seq.logprobs } : {}),
   };
 }

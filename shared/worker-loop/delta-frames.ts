@@ -10,10 +10,11 @@ import {
   type TokensFrame,
 } from "../protocol/generation.ts";
 import type { TokenDelta } from "../runner/model-runner.ts";
+import { deltaSize } from "./token-coalescer.ts";
 
 /**
  * The text one frame of several deltas carries at most, but for a single delta (itself at most MAX_FRAME_TEXT),
- * counted in UTF-16 units. As JSON at its worst (every character a 6-byte escape: 390 KB) with MAX_HTTP_DELTAS
+ * counted in UTF-16 units (deltaSize: log probabilities count too). As JSON at its worst (every character a 6-byte escape: 390 KB) with MAX_HTTP_DELTAS
  * deltas of MAX_FRAME_TOKENS six-digit tokens (460 KB), a frame stays under 900 KB: inside the 1 MiB a
  * WebSocket message may be on Cloudflare and workerd.
  */
@@ -45,7 +46,8 @@ export function deltaFrames(pending: ReadonlyMap<string, readonly TokenDelta[]>,
   for (const [lease_id, deltas] of pending) {
     if (framing === "deltas") close();
     for (const delta of deltas) {
-      if (count === MAX_HTTP_DELTAS || (count > 0 && text + delta.text.length > DELTAS_FRAME_TEXT)) close();
+      const size = deltaSize(delta);
+      if (count === MAX_HTTP_DELTAS || (count > 0 && text + size > DELTAS_FRAME_TEXT)) close();
       let entry = leases.at(-1);
       if (entry?.lease_id !== lease_id) {
         if (leases.length === MAX_FRAME_LEASES) close();
@@ -54,7 +56,7 @@ export function deltaFrames(pending: ReadonlyMap<string, readonly TokenDelta[]>,
       }
       entry.deltas.push(delta);
       count++;
-      text += delta.text.length;
+      text += size;
     }
   }
   close();

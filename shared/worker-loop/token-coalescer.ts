@@ -35,6 +35,20 @@ export class FlushWindow {
   }
 }
 
+/**
+ * A delta's size against a frame's text budget, in UTF-16 units: its text, and its log probabilities' texts with
+ * room for their numbers and keys (a token's entry lists up to 20 others, so a few tokens' entries can outweigh
+ * pages of text).
+ */
+export function deltaSize(delta: Pick<TokenDelta, "text" | "logprobs">): number {
+  let size = delta.text.length;
+  for (const e of delta.logprobs ?? []) {
+    size += e.token.length + 40;
+    for (const t of e.top) size += t.token.length + 48;
+  }
+  return size;
+}
+
 export class TokenCoalescer {
   private readonly held = new Map<number, TokenDelta>();
   private readonly sentFirst = new Set<number>();
@@ -58,14 +72,19 @@ export class TokenCoalescer {
       held &&
       held.offset + held.tokens.length === delta.offset &&
       held.tokens.length + delta.tokens.length <= MAX_FRAME_TOKENS &&
-      held.text.length + delta.text.length <= MAX_FRAME_TEXT
+      deltaSize(held) + deltaSize(delta) <= MAX_FRAME_TEXT
     ) {
       held.tokens.push(...delta.tokens);
       held.text += delta.text;
+      if (delta.logprobs) held.logprobs?.push(...delta.logprobs);
       return;
     }
     if (held) this.emitHeld(delta.pos);
-    this.held.set(delta.pos, { ...delta, tokens: [...delta.tokens] });
+    this.held.set(delta.pos, {
+      ...delta,
+      tokens: [...delta.tokens],
+      ...(delta.logprobs ? { logprobs: [...delta.logprobs] } : {}),
+    });
     this.window.arm(this.flushHeld);
   }
 

@@ -68,7 +68,10 @@ function connect(workerId: string, run?: (inputs: readonly unknown[], opts?: Run
   return { connection, sockets };
 }
 
-async function streamChat(content: string, params: { max_tokens: number; temperature?: number; seed?: number }) {
+async function streamChat(
+  content: string,
+  params: { max_tokens: number; temperature?: number; seed?: number; logprobs?: boolean; top_logprobs?: number },
+) {
   const stream = await client.chat.completions.create({
     model: "gpt-tiny",
     messages: [{ role: "user", content }],
@@ -77,11 +80,13 @@ async function streamChat(content: string, params: { max_tokens: number; tempera
   });
   let text = "";
   let finish: string | null = null;
+  const logprobs: { token: string; logprob: number; top_logprobs: { token: string }[] }[] = [];
   for await (const chunk of stream) {
     text += chunk.choices[0]?.delta.content ?? "";
     finish = chunk.choices[0]?.finish_reason ?? finish;
+    logprobs.push(...(chunk.choices[0]?.logprobs?.content ?? []));
   }
-  return { text, finish };
+  return { text, finish, logprobs };
 }
 
 async function direct(prompt: string, params: Record<string, number>): Promise<GenerationOutput> {
@@ -201,7 +206,8 @@ describe("gpt-tiny through the swarm", () => {
   }, 120_000);
 
   it("goes on after its worker dies mid-stream: the next worker continues, no token lost or repeated", async () => {
-    const params = { max_new_tokens: 40, temperature: 0.9, seed: 11 };
+    // With log probabilities asked for: those of the tokens accepted go to the next worker with them.
+    const params = { max_new_tokens: 40, temperature: 0.9, seed: 11, logprobs: 2 };
     const expected = await direct("<|user|>tell me about the trip.<|end|><|assistant|>", params);
     expect(expected.tokens.length).toBeGreaterThan(4);
     // The first worker runs the real model but lets only two deltas out; once its coalescing window has sent
@@ -220,7 +226,13 @@ describe("gpt-tiny through the swarm", () => {
     });
     await expect.poll(() => first.connection.connected, { timeout: 30_000 }).toBe(true);
     doomed = first.sockets[0];
-    const streamed = streamChat("tell me about the trip.", { max_tokens: 40, temperature: 0.9, seed: 11 });
+    const streamed = streamChat("tell me about the trip.", {
+      max_tokens: 40,
+      temperature: 0.9,
+      seed: 11,
+      logprobs: true,
+      top_logprobs: 2,
+    });
     await expect.poll(() => doomed?.readyState, { timeout: 30_000 }).toBe(3);
     await first.connection.drain(0);
     // The next worker is handed the item with the two tokens the caller already has, and goes on from them.
@@ -229,9 +241,15 @@ describe("gpt-tiny through the swarm", () => {
       resumed.push(...inputs.map((i) => (i as { resume?: { tokens: number[] } }).resume?.tokens));
       return model.run(inputs, opts);
     });
-    const { text, finish } = await streamed;
+    const { text, finish, logprobs } = await streamed;
     expect(resumed).toEqual([expected.tokens.slice(0, 2)]);
     expect(text).toBe(expected.generated_text);
     expect(finish).toBe(expected.finish_reason);
+    const want = expected.logprobs ?? [];
+    expect(want).toHaveLength(expected.tokens.length);
+    expect(logprobs.map((e) => [e.token, e.top_logprobs.map((t) => t.token)])).toEqual(
+      want.map((e) => [e.token, e.top.map((t) => t.token)]),
+    );
+    for (const [i, e] of logprobs.entries()) expect(Math.abs(e.logprob - (want[i]?.logprob ?? 0))).toBeLessThan(1e-3);
   }, 180_000);
 });

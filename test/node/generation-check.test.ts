@@ -5,7 +5,6 @@
 // without changing them; the tolerance rule itself on synthetic logits.
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
 import {
   type GenerationItem,
   type GenerationOutput,
@@ -13,25 +12,16 @@ import {
   GenerationVerdict,
 } from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
 import type { InferenceSession, LoadedModel, TypedTensor } from "../../shared/runner/model-runner.ts";
-import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
 import { inputProblems } from "../../shared/tasks/input-checks.ts";
 import { jsonFeed, jsonStart } from "../../shared/tasks/json-prefix.ts";
 import { modelProblem } from "../../shared/tasks/text-generation-item.ts";
 import { penalise, pickToken, tokenAllowed } from "../../shared/tasks/text-generation-sampler.ts";
-import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { loadGptTiny, generationOutput as output } from "../support/gpt-tiny.ts";
 
-const registryUrl = new URL("../../models/registry.json", import.meta.url);
-const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
-const spec = ModelConfig.parse(registry.models.find((m) => m.name === "gpt-tiny"));
 const TOL = 1e-3;
 
-const output = (r: ItemResult | undefined): GenerationOutput => {
-  if (!r || !("output" in r)) throw new Error(`expected an output, got ${JSON.stringify(r)}`);
-  return r.output as GenerationOutput;
-};
 const verdict = (r: ItemResult | undefined): GenerationVerdict => {
   if (!r || !("output" in r)) throw new Error(`expected a verdict, got ${JSON.stringify(r)}`);
   return GenerationVerdict.parse(r.output);
@@ -64,8 +54,8 @@ beforeAll(async () => {
       }) as InferenceSession;
     },
   };
-  node = await loadModel(spec, counting, { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
-  web = await loadModel(spec, createOrtWebFactory(), { registryUrl, fetch: nodeFetch, devices: ["wasm"] });
+  node = await loadGptTiny("cpu", counting);
+  web = await loadGptTiny("wasm");
 }, 60_000);
 afterAll(async () => {
   await node?.dispose();

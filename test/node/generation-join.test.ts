@@ -5,32 +5,21 @@
 // beyond the row cap wait for a row.
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
-import type { GenerationOutput } from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
 import type { InferenceSession, LoadedModel, TokenDelta } from "../../shared/runner/model-runner.ts";
 import { decoderShape } from "../../shared/tasks/text-generation-decoder.ts";
 import { DecodeEngine } from "../../shared/tasks/text-generation-engine.ts";
 import type { Sequence } from "../../shared/tasks/text-generation-sequence.ts";
-import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
+import { loadGptTiny, generationOutput as output } from "../support/gpt-tiny.ts";
 
-const registryUrl = new URL("../../models/registry.json", import.meta.url);
-const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
-const spec = ModelConfig.parse(registry.models.find((m) => m.name === "gpt-tiny"));
 const folder = new URL("../../models/gpt-tiny/", import.meta.url);
 const config = JSON.parse(readFileSync(new URL("config.json", folder), "utf8"));
-
-const output = (r: ItemResult | undefined): GenerationOutput => {
-  if (!r || !("output" in r)) throw new Error(`expected an output, got ${JSON.stringify(r)}`);
-  return r.output as GenerationOutput;
-};
 
 let model: LoadedModel;
 let session: InferenceSession;
 beforeAll(async () => {
-  model = await loadModel(spec, createOrtNodeFactory(), { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
+  model = await loadGptTiny("cpu");
   session = await createOrtNodeFactory().create(readFileSync(new URL("onnx/model.onnx", folder)), ["cpu"]);
 }, 60_000);
 afterAll(async () => {

@@ -2,32 +2,17 @@
 // onnxruntime-web (wasm): greedy output the same on both, seeded sampling reproducible, a resumed run equal to
 // the uninterrupted one from any prefix, stop strings and max_new_tokens ending with the right finish_reason,
 // a batch equal to each prompt alone, streamed deltas adding up to the output, and bad items refused.
-import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ModelConfig, ModelRegistry } from "../../shared/config/model-config.ts";
-import type { GenerationOutput } from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
-import { loadModel } from "../../shared/runner/load-model.ts";
 import type { LoadedModel, TokenDelta } from "../../shared/runner/model-runner.ts";
-import { createOrtWebFactory } from "../../shared/runner/ort-web-session.ts";
-import { nodeFetch } from "../../worker-gpu/runner/file-fetch.ts";
-import { createOrtNodeFactory } from "../../worker-gpu/runner/ort-node-session.ts";
 import { WebThreadPool } from "../../worker-gpu/web/thread-pool.ts";
-
-const registryUrl = new URL("../../models/registry.json", import.meta.url);
-const registry = ModelRegistry.parse(JSON.parse(readFileSync(registryUrl, "utf8")));
-const spec = ModelConfig.parse(registry.models.find((m) => m.name === "gpt-tiny"));
-
-const output = (r: ItemResult | undefined): GenerationOutput => {
-  if (!r || !("output" in r)) throw new Error(`expected an output, got ${JSON.stringify(r)}`);
-  return r.output as GenerationOutput;
-};
+import { loadGptTiny, generationOutput as output, registryUrl, gptTiny as spec } from "../support/gpt-tiny.ts";
 
 let node: LoadedModel;
 let web: LoadedModel;
 beforeAll(async () => {
-  node = await loadModel(spec, createOrtNodeFactory(), { registryUrl, fetch: nodeFetch, devices: ["cpu"] });
-  web = await loadModel(spec, createOrtWebFactory(), { registryUrl, fetch: nodeFetch, devices: ["wasm"] });
+  node = await loadGptTiny("cpu");
+  web = await loadGptTiny("wasm");
 }, 60_000);
 afterAll(async () => {
   await node?.dispose();

@@ -2,7 +2,7 @@
 // together within the window or at flush, within a frame's limits, and nothing is lost or reordered.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenDelta } from "../../shared/runner/model-runner.ts";
-import { FlushWindow, TokenCoalescer } from "../../shared/worker-loop/token-coalescer.ts";
+import { deltaSize, FlushWindow, TokenCoalescer } from "../../shared/worker-loop/token-coalescer.ts";
 
 const delta = (pos: number, offset: number, tokens: number[]): TokenDelta => ({
   pos,
@@ -78,5 +78,29 @@ describe("TokenCoalescer", () => {
       [262, 10_000],
       [263, 10_000],
     ]);
+  });
+
+  it("joins deltas' log probabilities with their tokens, and counts them against a frame's size", () => {
+    const entry = (t: number) => ({
+      token: `<${t}>`,
+      logprob: -1,
+      top: Array.from({ length: 20 }, (_, id) => ({ id, token: "y".repeat(200), logprob: -2 })),
+    });
+    const withLogprobs = (offset: number, t: number) => ({ ...delta(0, offset, [t]), logprobs: [entry(t)] });
+    c.add(withLogprobs(0, 1));
+    c.add(withLogprobs(1, 2));
+    c.add(withLogprobs(2, 3));
+    c.add(withLogprobs(3, 4));
+    c.flush();
+    // A token's entry weighs about 5,000 characters: three after the first fill a frame's 16,384.
+    expect(sent.map((d) => d.tokens)).toEqual([[1], [2, 3, 4]]);
+    expect(sent.flatMap((d) => d.logprobs ?? []).map((e) => e.token)).toEqual(["<1>", "<2>", "<3>", "<4>"]);
+    expect(deltaSize(sent[1] as TokenDelta)).toBeLessThanOrEqual(16_384);
+    c.add(withLogprobs(4, 5));
+    c.add(withLogprobs(5, 6));
+    c.add(withLogprobs(6, 7));
+    c.add(withLogprobs(7, 8));
+    c.flush();
+    expect(sent.slice(2).map((d) => d.tokens)).toEqual([[5, 6, 7], [8]]);
   });
 });

@@ -6,6 +6,7 @@
 import { runInDurableObject, SELF } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { newWatch, STREAM_HIGH_WATER_BYTES, tokensAfter } from "../../edge/model-queue/job-events.ts";
+import { asciiJson } from "../../edge/model-queue/token-stream.ts";
 import {
   CALLER,
   call,
@@ -245,12 +246,12 @@ describe("token deltas", () => {
     const read = await runInDurableObject(queue(MODEL), (instance) => {
       const events = (instance as unknown as { events: { generating(w: unknown[]): Map<string, unknown[]> } }).events;
       // Two readers of the job: one was sent input 0's first token, the other its first two; neither any of input 1's.
-      const watch = (sent: { tokens: number; arrayChars: number; textBytes: number }) => ({
+      const watch = (sent: { tokens: number; arrayChars: number; textBytes: number; logprobChars: number }) => ({
         jobId: id,
         streamed: new Map([[0, sent]]),
       });
-      const behind = watch({ tokens: 1, arrayChars: 3, textBytes: 2 });
-      const ahead = watch({ tokens: 2, arrayChars: 5, textBytes: 4 });
+      const behind = watch({ tokens: 1, arrayChars: 3, textBytes: 2, logprobChars: 0 });
+      const ahead = watch({ tokens: 2, arrayChars: 5, textBytes: 4, logprobChars: 0 });
       const items = events.generating([ahead, behind]).get(id) as Parameters<typeof tokensAfter>[0][];
       return {
         items: items.map((i) => ({ ...i, text_after: new TextDecoder().decode(i.text_after as ArrayBuffer) })),
@@ -265,8 +266,10 @@ describe("token deltas", () => {
         from_tokens: 1,
         from_array: 3,
         from_text: 2,
+        from_logprobs: 0,
         tokens_after: "6,7]",
         text_after: " b c",
+        logprobs_after: null,
       },
       {
         job_id: id,
@@ -275,11 +278,18 @@ describe("token deltas", () => {
         from_tokens: 0,
         from_array: 0,
         from_text: 0,
+        from_logprobs: 0,
         tokens_after: "[9]",
         text_after: " z",
+        logprobs_after: null,
       },
     ]);
-    expect(read.ahead).toEqual({ tokens: [7], text: " c", sent: { tokens: 3, arrayChars: 7, textBytes: 6 } });
+    expect(read.ahead).toEqual({
+      tokens: [7],
+      text: " c",
+      logprobs: undefined,
+      sent: { tokens: 3, arrayChars: 7, textBytes: 6, logprobChars: 0 },
+    });
     worker.close();
   });
 
@@ -291,18 +301,37 @@ describe("token deltas", () => {
       from_tokens: 1,
       from_array: 3,
       from_text: 1,
+      from_logprobs: 0,
       tokens_after: "2,3]",
       text_after: new TextEncoder().encode("😀b").buffer as ArrayBuffer,
+      logprobs_after: null,
     };
-    expect(tokensAfter(item, { tokens: 2, arrayChars: 5, textBytes: 5 })).toEqual({
+    expect(tokensAfter(item, { tokens: 2, arrayChars: 5, textBytes: 5, logprobChars: 0 })).toEqual({
       tokens: [3],
       text: "b",
-      sent: { tokens: 3, arrayChars: 7, textBytes: 6 },
+      logprobs: undefined,
+      sent: { tokens: 3, arrayChars: 7, textBytes: 6, logprobChars: 0 },
     });
-    expect(tokensAfter(item, { tokens: 1, arrayChars: 3, textBytes: 1 })).toMatchObject({
+    expect(tokensAfter(item, { tokens: 1, arrayChars: 3, textBytes: 1, logprobChars: 0 })).toMatchObject({
       tokens: [2, 3],
       text: "😀b",
     });
+    // With log probabilities: their kept ASCII array is read on from its own offset, entry for token.
+    const entry = (token: string) => ({ token, logprob: -1, top: [] });
+    const kept = asciiJson([entry("a"), entry("😀"), entry("b")]);
+    // Read after the first entry: from the length of the array that held it alone ("[{...}]" less its "]" is the
+    // kept array's start, and its "]" stands where the kept one has a comma).
+    const from = asciiJson([entry("a")]).length;
+    const withLogprobs = { ...item, from_logprobs: from, logprobs_after: kept.slice(from) };
+    expect(tokensAfter(withLogprobs, { tokens: 2, arrayChars: 5, textBytes: 5, logprobChars: 0 })).toMatchObject({
+      tokens: [3],
+      logprobs: [entry("b")],
+      sent: { logprobChars: kept.length },
+    });
+    expect(tokensAfter(withLogprobs, { tokens: 1, arrayChars: 3, textBytes: 1, logprobChars: 0 }).logprobs).toEqual([
+      entry("😀"),
+      entry("b"),
+    ]);
   });
 
   it("reach a late reader one input's catch-up at a time, each once it has room", async () => {

@@ -171,6 +171,7 @@ export class SocketWorker {
     offset: number;
     tokens: number[];
     text?: string;
+    logprobs?: unknown[];
   }): Promise<void> {
     this.send({ type: "tokens", text: "", ...frame });
     const end = frame.offset + frame.tokens.length;

@@ -190,8 +190,6 @@ describe("POST /v1/chat/completions", () => {
     }
     // What is not served is refused saying so, rather than as an unknown field.
     const notServed: [Record<string, unknown>, string, string][] = [
-      [{ logprobs: true }, "logprobs", "log probabilities are not returned here"],
-      [{ top_logprobs: 2 }, "top_logprobs", "log probabilities are not returned here"],
       [
         { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
         "response_format.type",

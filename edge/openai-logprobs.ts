@@ -1,0 +1,43 @@
+// Log probabilities in OpenAI's shapes, from the entries a worker returns (shared/protocol/generation.ts
+// TokenLogprob): a chat choice's `logprobs.content`, and a completion's legacy `logprobs` (tokens, token_logprobs,
+// top_logprobs, text_offset). Used for answers (edge/routes/openai-chat.ts) and stream chunks (openai-stream.ts).
+import type { TokenLogprob } from "../shared/index.ts";
+import type { ChatLogprobs, ChatTokenLogprob, CompletionLogprobs } from "../shared/protocol/openai-chat.ts";
+
+const encoder = new TextEncoder();
+
+const chatToken = (token: string, logprob: number): ChatTokenLogprob => ({
+  token,
+  logprob,
+  bytes: [...encoder.encode(token)],
+});
+
+export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
+  return {
+    content: entries.map((e) => ({
+      ...chatToken(e.token, e.logprob),
+      top_logprobs: e.top.map((t) => chatToken(t.token, t.logprob)),
+    })),
+  };
+}
+
+/** `start`: where the first of these tokens begins in the choice's text (characters). */
+export function completionLogprobs(entries: readonly TokenLogprob[], start: number): CompletionLogprobs {
+  let at = start;
+  const text_offset = entries.map((e) => {
+    const offset = at;
+    at += e.token.length;
+    return offset;
+  });
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    // Tokens of the same text keep the likelier one's figure (a map by text, as OpenAI's own).
+    top_logprobs: entries.map((e) => {
+      const top: Record<string, number> = {};
+      for (const t of e.top) if (!(t.token in top)) top[t.token] = t.logprob;
+      return top;
+    }),
+    text_offset,
+  };
+}

@@ -1,0 +1,116 @@
+// Log probabilities of generated tokens (params.logprobs; OpenAI's logprobs and top_logprobs, vLLM's logprobs):
+// for each token, its log probability under the model's own distribution at its place (log-softmax of the raw
+// logits, before temperature, penalties, bias and masks: vLLM's default "raw_logprobs"), and the `n` most likely
+// tokens there. The decode loop (text-generation-engine.ts) reads a row before shaping it; the teacher-forced
+// check of a donor's claim (text-generation-check.ts) holds the claimed values to the same figures within its
+// tolerance, so a donor cannot report values the model does not give.
+import type { TokenLogprob } from "../protocol/generation.ts";
+import type { Decode } from "./text-generation-sequence.ts";
+
+/** Each tokenizer's texts of single tokens, as read so far (a row's top tokens repeat from step to step). */
+const texts = new WeakMap<Decode, Map<number, string>>();
+
+/** A token's text as decode([id]) gives it, special tokens named (an end-of-text token among the top ones). */
+export function tokenText(decode: Decode, id: number): string {
+  let known = texts.get(decode);
+  if (!known) {
+    known = new Map();
+    texts.set(decode, known);
+  }
+  let text = known.get(id);
+  if (text === undefined) {
+    text = decode([id], { skip_special_tokens: false });
+    known.set(id, text);
+  }
+  return text;
+}
+
+/** log Σ exp over the row [from, to), in float64 from its largest value. */
+function logSumExp(logits: ArrayLike<number>, from: number, to: number): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = from; i < to; i++) max = Math.max(max, logits[i] as number);
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += Math.exp((logits[i] as number) - max);
+  return max + Math.log(sum);
+}
+
+/** The `n` ids of the row with the highest logits, highest first, the lower id first on a tie. */
+export function topIds(logits: ArrayLike<number>, from: number, to: number, n: number): number[] {
+  const top: number[] = [];
+  if (n <= 0) return top;
+  const logit = (id: number) => logits[from + id] as number;
+  for (let id = 0; id < to - from; id++) {
+    const l = logit(id);
+    if (top.length === n && l <= logit(top[n - 1] as number)) continue;
+    // Inserted after every id at least as high: ascending ids stay first among equals.
+    let at = top.length;
+    while (at > 0 && logit(top[at - 1] as number) < l) at--;
+    top.splice(at, 0, id);
+    if (top.length > n) top.pop();
+  }
+  return top;
+}
+
+/** Log probabilities of a row, read before it is shaped: each id's, and the `n` best. */
+export interface RowLogprobs {
+  of(id: number): number;
+  top: number[];
+  /** The row's length: the vocabulary. */
+  vocab: number;
+}
+
+export function rowLogprobs(logits: ArrayLike<number>, from: number, to: number, n: number): RowLogprobs {
+  const lse = logSumExp(logits, from, to);
+  // A logprob never exceeds 0; rounding of a lone dominant logit could put it a hair above.
+  return {
+    of: (id) => Math.min(0, (logits[from + id] as number) - lse),
+    top: topIds(logits, from, to, n),
+    vocab: to - from,
+  };
+}
+
+/** What a run reports for `token` picked from a row whose log probabilities are `row`. */
+export function tokenLogprob(row: RowLogprobs, token: number, decode: Decode): TokenLogprob {
+  return {
+    token: tokenText(decode, token),
+    logprob: row.of(token),
+    top: row.top.map((id) => ({ id, token: tokenText(decode, id), logprob: row.of(id) })),
+  };
+}
+
+/**
+ * Whether a claimed entry is what a run whose every logit differs from the model's by at most `tol` could report
+ * for `token` (each log probability then moves by at most 2 tol): its value and each top one's within 2 tol of the
+ * model's, texts as the tokenizer gives them, `n` distinct top ids in order, none of them beaten by a left-out id
+ * by more than 4 tol. Null when it is, else what is wrong.
+ */
+export function logprobProblem(
+  claimed: TokenLogprob,
+  row: RowLogprobs,
+  token: number,
+  n: number,
+  tol: number,
+  decode: Decode,
+): string | null {
+  const slack = 2 * tol + 1e-6;
+  const off = (id: number, value: number) => Math.abs(row.of(id) - value) > slack;
+  if (claimed.token !== tokenText(decode, token)) return "its text is not the token's";
+  if (off(token, claimed.logprob)) return `its logprob is ${claimed.logprob}; the model gives ${row.of(token)}`;
+  const want = Math.min(n, row.top.length);
+  if (claimed.top.length !== want) return `it lists ${claimed.top.length} top tokens; ${want} were asked for`;
+  const ids = new Set<number>();
+  let last = Number.POSITIVE_INFINITY;
+  for (const t of claimed.top) {
+    if (t.id >= row.vocab) return `top token ${t.id} is past the vocabulary`;
+    if (ids.has(t.id)) return `top token ${t.id} is listed twice`;
+    ids.add(t.id);
+    if (t.token !== tokenText(decode, t.id)) return `top token ${t.id}'s text is not the token's`;
+    if (off(t.id, t.logprob)) return `top token ${t.id}'s logprob is ${t.logprob}; the model gives ${row.of(t.id)}`;
+    if (t.logprob > last + 1e-9) return "the top tokens are not in order";
+    last = t.logprob;
+  }
+  const lowest = Math.min(...claimed.top.map((t) => row.of(t.id)));
+  const beaten = row.top.find((id) => !ids.has(id) && row.of(id) > lowest + 2 * slack);
+  if (beaten !== undefined) return `top tokens leave out ${beaten}, more likely than one listed`;
+  return null;
+}

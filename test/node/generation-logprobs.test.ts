@@ -1,0 +1,177 @@
+// Log probabilities of generated tokens (params.logprobs) on the bundled decoder (models/gpt-tiny), through
+// onnxruntime-node and onnxruntime-web: one entry a token, the model's own distribution (before temperature,
+// bias and penalties), the same values from the decode loop's cache as from the check's one prefill, streamed with
+// each delta, carried over a resume; and the teacher-forced check holding a donor's claimed values to the model's.
+import { describe, expect, it } from "vitest";
+import {
+  type GenerationItem,
+  type GenerationOutput,
+  GenerationVerdict,
+  type TokenLogprob,
+} from "../../shared/protocol/generation.ts";
+import type { ItemResult } from "../../shared/protocol/worker.ts";
+import type { TokenDelta } from "../../shared/runner/model-runner.ts";
+import { logprobProblem, rowLogprobs, topIds } from "../../shared/tasks/text-generation-logprobs.ts";
+import { gptTinyOnBothRuntimes, generationOutput as output } from "../support/gpt-tiny.ts";
+
+const TOL = 1e-3;
+const result = (r: ItemResult | undefined): unknown => output(r);
+
+const models = gptTinyOnBothRuntimes();
+
+type Params = Partial<GenerationItem["params"]>;
+const PROMPT = "the hotel room";
+const generate = async (params: Params, on = models.node, prompt = PROMPT) =>
+  output((await on.run([{ prompt, params }]))[0]);
+const check = async (params: Params, claim: GenerationOutput, resume?: GenerationItem["resume"]) =>
+  GenerationVerdict.parse(
+    result(
+      (
+        await models.node.run([
+          { prompt: PROMPT, params, ...(resume ? { resume } : {}), verify: { ...claim, tolerance: TOL } },
+        ])
+      )[0],
+    ),
+  );
+const close = (a: readonly TokenLogprob[], b: readonly TokenLogprob[]) => {
+  expect(a.map((e) => [e.token, e.top.map((t) => t.id)])).toEqual(b.map((e) => [e.token, e.top.map((t) => t.id)]));
+  for (const [i, e] of a.entries()) {
+    expect(Math.abs(e.logprob - (b[i] as TokenLogprob).logprob)).toBeLessThan(1e-3);
+  }
+};
+
+describe("log probabilities on gpt-tiny", () => {
+  it("gives one entry a token, the top ones in order, the same on onnxruntime-node and -web; none unless asked", async () => {
+    const params = { max_new_tokens: 16, logprobs: 5 };
+    const a = await generate(params);
+    const entries = a.logprobs ?? [];
+    expect(entries).toHaveLength(a.tokens.length);
+    for (const [i, e] of entries.entries()) {
+      expect(e.top).toHaveLength(5);
+      // Greedy: the token is the most likely one, and its text is its own.
+      expect(e.top[0]).toEqual({ id: a.tokens[i], token: e.token, logprob: e.logprob });
+      const values = e.top.map((t) => t.logprob);
+      expect(values).toEqual([...values].sort((x, y) => y - x));
+      expect(values.reduce((s, v) => s + Math.exp(v), 0)).toBeLessThanOrEqual(1 + 1e-9);
+      expect(e.logprob).toBeLessThanOrEqual(0);
+    }
+    expect(entries.map((e) => e.token).join("")).toBe(a.generated_text);
+    close((await generate(params, models.web)).logprobs ?? [], entries);
+    expect((await generate({ max_new_tokens: 16 })).logprobs).toBeUndefined();
+    const bare = await generate({ max_new_tokens: 4, logprobs: 0 });
+    expect(bare.logprobs?.map((e) => e.top)).toEqual([[], [], [], []]);
+  }, 60_000);
+
+  it("reads the model's own distribution: temperature, logit_bias and penalties change the pick, not the values", async () => {
+    const greedy = await generate({ max_new_tokens: 2, logprobs: 3 });
+    const first = greedy.tokens[0] as number;
+    const shaped = await generate({
+      max_new_tokens: 2,
+      logprobs: 3,
+      temperature: 1.5,
+      seed: 3,
+      logit_bias: { [String(first)]: -100 },
+      repetition_penalty: 2,
+    });
+    expect(shaped.tokens[0]).not.toBe(first);
+    // The first place's row depends on the prompt alone: its values are the greedy run's, its top token the banned one.
+    expect(shaped.logprobs?.[0]?.top).toEqual(greedy.logprobs?.[0]?.top);
+    const picked = shaped.logprobs?.[0];
+    expect(picked?.logprob).toBeLessThan(greedy.logprobs?.[0]?.logprob as number);
+  }, 60_000);
+
+  it("streams each delta's entries, and carries the accepted ones over a resume", async () => {
+    const params = { max_new_tokens: 20, logprobs: 2, temperature: 0.8, seed: 11 };
+    const deltas: TokenDelta[] = [];
+    const [r] = await models.node.run([{ prompt: PROMPT, params }], { onTokens: (d) => deltas.push(d) });
+    const whole = output(r);
+    expect(deltas.flatMap((d) => d.logprobs ?? [])).toEqual(whole.logprobs);
+    expect(deltas.every((d) => d.logprobs?.length === d.tokens.length)).toBe(true);
+    const k = 7;
+    const resume = {
+      tokens: whole.tokens.slice(0, k),
+      text: "",
+      logprobs: (whole.logprobs ?? []).slice(0, k),
+    };
+    const resumed = output((await models.node.run([{ prompt: PROMPT, params, resume }]))[0]);
+    expect(resumed.tokens).toEqual(whole.tokens);
+    expect(resumed.logprobs?.slice(0, k)).toEqual(resume.logprobs);
+    close(resumed.logprobs ?? [], whole.logprobs ?? []);
+    // Without the accepted entries the run could not answer one a token: refused, saying so.
+    const [bad] = await models.node.run([{ prompt: PROMPT, params, resume: { tokens: resume.tokens, text: "" } }]);
+    expect(bad && "error" in bad ? bad.error.message : bad).toContain("resume.logprobs holds 0 entries for 7");
+  }, 60_000);
+
+  it("agrees with an honest claim (node's and web's) and finds a value, a top list or a text that is not the model's", async () => {
+    const params = { max_new_tokens: 12, logprobs: 3 };
+    const honest = await generate(params);
+    const entries = honest.logprobs ?? [];
+    expect((await check(params, honest)).verdict).toBe("agreed");
+    expect((await check(params, await generate(params, models.web))).verdict).toBe("agreed");
+    const lie = async (i: number, change: (e: TokenLogprob) => TokenLogprob) => {
+      const logprobs = entries.map((e, j) => (j === i ? change(structuredClone(e)) : e));
+      return check(params, { ...honest, logprobs });
+    };
+    const at = 4;
+    const cases: [(e: TokenLogprob) => TokenLogprob, string][] = [
+      [(e) => ({ ...e, logprob: e.logprob / 2 }), "its logprob is"],
+      [(e) => ({ ...e, token: `${e.token}x` }), "its text is not the token's"],
+      [(e) => ({ ...e, top: e.top.slice(0, 2) }), "lists 2 top tokens; 3 were asked for"],
+      [
+        (e) => ({
+          ...e,
+          top: [e.top[0], e.top[1], { ...(e.top[1] as TokenLogprob["top"][number]) }] as TokenLogprob["top"],
+        }),
+        "listed twice",
+      ],
+      [(e) => ({ ...e, top: e.top.map((t, j) => (j === 2 ? { ...t, logprob: t.logprob - 1 } : t)) }), "top token"],
+      [(e) => ({ ...e, top: [...e.top].reverse() }), "not in order"],
+    ];
+    for (const [change, reason] of cases) {
+      const v = await lie(at, change);
+      expect(v, reason).toMatchObject({ verdict: "mismatch", first_mismatch: at });
+      expect(v.reason).toContain(reason);
+    }
+    // A claim without the entries asked for, or with some not asked for.
+    expect((await check(params, { ...honest, logprobs: undefined } as GenerationOutput)).verdict).toBe("mismatch");
+    const { logprobs: _, ...plain } = honest;
+    expect((await check({ max_new_tokens: 12 }, honest)).reason).toContain("were not asked for");
+    expect((await check({ max_new_tokens: 12 }, plain)).verdict).toBe("agreed");
+    // A resumed claim's check reads the accepted prefix's entries too.
+    const resume = { tokens: honest.tokens.slice(0, 3), text: "", logprobs: entries.slice(0, 3) };
+    expect((await check(params, honest, resume)).verdict).toBe("agreed");
+  }, 60_000);
+});
+
+describe("the log-probability rules on synthetic rows", () => {
+  const decode = (ids: readonly number[]) => ids.map((i) => `<${i}>`).join("");
+  const row = new Float32Array([1, 3, 3, -2, 0.5, 3]);
+
+  it("orders the top ids by logit, the lower id first on a tie", () => {
+    expect(topIds(row, 0, row.length, 4)).toEqual([1, 2, 5, 0]);
+    expect(topIds(row, 1, 4, 2)).toEqual([0, 1]);
+    expect(topIds(row, 0, row.length, 0)).toEqual([]);
+    const lp = rowLogprobs(row, 0, row.length, 2);
+    expect([...row].reduce((s, _, i) => s + Math.exp(lp.of(i)), 0)).toBeCloseTo(1, 12);
+  });
+
+  it("lets a claim within the tolerance pass, and a swapped near tie, but not a left-out better token", () => {
+    const lp = rowLogprobs(row, 0, row.length, 2);
+    const honest = {
+      token: "<2>",
+      logprob: lp.of(2),
+      top: [1, 2].map((id) => ({ id, token: `<${id}>`, logprob: lp.of(id) })),
+    };
+    expect(logprobProblem(honest, lp, 2, 2, 0.01, decode)).toBeNull();
+    const nudged = { ...honest, logprob: honest.logprob + 0.015 };
+    expect(logprobProblem(nudged, lp, 2, 2, 0.01, decode)).toBeNull();
+    expect(logprobProblem({ ...honest, logprob: honest.logprob + 0.05 }, lp, 2, 2, 0.01, decode)).toContain("logprob");
+    // 5 ties 1 and 2: listing it instead of 2 is a run's rounding away; listing 0 (2 below) is not.
+    const tie = { ...honest, top: [1, 5].map((id) => ({ id, token: `<${id}>`, logprob: lp.of(id) })) };
+    expect(logprobProblem(tie, lp, 2, 2, 0.01, decode)).toBeNull();
+    const worse = { ...honest, top: [1, 0].map((id) => ({ id, token: `<${id}>`, logprob: lp.of(id) })) };
+    expect(logprobProblem(worse, lp, 2, 2, 0.01, decode)).toContain("leave out 2");
+    const past = { ...honest, top: [honest.top[0], { id: 9, token: "<9>", logprob: -5 }] as typeof honest.top };
+    expect(logprobProblem(past, lp, 2, 2, 0.01, decode)).toContain("past the vocabulary");
+  });
+});

@@ -1,0 +1,246 @@
+// Log probabilities through the queue and the OpenAI routes, inside real workerd: a SocketWorker sends token
+// deltas with their entries by hand (the real decoder's values are tested in test/node/generation-logprobs.test.ts
+// and end to end in test/e2e/generation-stream.test.ts). The queue keeps them with the tokens (refusing a delta
+// without them when the item asks), relays them to a late reader, sends them back with a redelivered item's
+// resume; chat and completions answer them in OpenAI's shapes, streamed and not, through the official client.
+import { SELF } from "cloudflare:test";
+import OpenAI from "openai";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
+import type { TokenLogprob } from "../../shared/protocol/generation.ts";
+import { TEST_API_KEY } from "../support/test-models.ts";
+import { CALLER, infer, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const MODEL = "scribe";
+const client = new OpenAI({
+  apiKey: TEST_API_KEY,
+  baseURL: "http://edge/v1",
+  maxRetries: 0,
+  fetch: (url: RequestInfo | URL, init?: RequestInit) => SELF.fetch(url, init),
+});
+
+/** A token's entry: its text, a log probability from its id, and `top` others. */
+const entry = (id: number, token: string, top = 2): TokenLogprob => ({
+  token,
+  logprob: -id / 100,
+  top: Array.from({ length: top }, (_, i) => ({ id: i, token: `t${i}é`, logprob: -(i + 1) / 10 })),
+});
+// Non-ASCII texts (one outside the BMP): kept and read back by character offsets all the same.
+const WORDS = [" I", " r😀", "ead", " it"];
+const ENTRIES = WORDS.map((w, i) => entry(100 + i, w));
+const IDS = WORDS.map((_, i) => 100 + i);
+
+const delta = (leaseId: string, offset: number, n: number, text: string, withLogprobs = true) => ({
+  lease_id: leaseId,
+  pos: 0,
+  offset,
+  tokens: IDS.slice(offset, offset + n),
+  text,
+  ...(withLogprobs ? { logprobs: ENTRIES.slice(offset, offset + n) } : {}),
+});
+const output = () => ({
+  generated_text: WORDS.join(""),
+  tokens: IDS,
+  finish_reason: "length",
+  prompt_tokens: 3,
+  logprobs: ENTRIES,
+});
+
+async function until(stream: ReturnType<typeof sseReader>, type: string): Promise<SseEvent[]> {
+  const seen: SseEvent[] = [];
+  for (;;) {
+    const e = await stream.next();
+    if (!e) throw new Error(`stream ended before a ${type} event`);
+    seen.push(e);
+    if (e.event === type) return seen;
+  }
+}
+
+describe("log probabilities in the queue", () => {
+  it("are kept with the tokens, relayed to a late reader, and sent back with a redelivered item", async () => {
+    const first = await SocketWorker.connect(MODEL, { worker_id: "first" });
+    const accepted = await infer({
+      model: MODEL,
+      inputs: [{ prompt: "Tell me", params: { max_new_tokens: 8, logprobs: 2 } }],
+      wait: false,
+    });
+    const batch = await first.next("batch");
+    // A delta without its entries, or with too few, is refused saying what to send; nothing is kept.
+    first.send({ type: "tokens", ...delta(batch.lease_id, 0, 1, " I", false) });
+    expect((await first.next("error")).message).toContain("send one logprobs entry a token (0 for 1)");
+    first.send({ type: "tokens", ...delta(batch.lease_id, 0, 2, " I r😀"), logprobs: ENTRIES.slice(0, 1) });
+    expect((await first.next("error")).message).toContain("(1 for 2)");
+    await first.sendTokens(delta(batch.lease_id, 0, 2, " I r😀"));
+    await first.sendTokens(delta(batch.lease_id, 2, 1, "ead"));
+    // A reader joining now catches up in one event, entries and all.
+    const res = await SELF.fetch(`http://edge/v1/jobs/${accepted.body.id}/events`, { headers: CALLER });
+    const stream = sseReader(res);
+    const [caught] = (await until(stream, "token")).filter((e) => e.event === "token");
+    expect(caught?.data).toEqual({
+      index: 0,
+      offset: 0,
+      tokens: IDS.slice(0, 3),
+      text: " I r😀ead",
+      logprobs: ENTRIES.slice(0, 3),
+    });
+    first.close();
+
+    const second = await SocketWorker.connect(MODEL, { worker_id: "second" });
+    const again = await second.next("batch", 10_000);
+    expect(again.items[0]?.input).toEqual({
+      prompt: "Tell me",
+      params: { max_new_tokens: 8, logprobs: 2 },
+      resume: { tokens: IDS.slice(0, 3), text: " I r😀ead", logprobs: ENTRIES.slice(0, 3) },
+    });
+    await second.sendTokens(delta(again.lease_id, 3, 1, " it"));
+    second.complete(again, output);
+    const rest = await until(stream, "completed");
+    expect(rest.filter((e) => e.event === "token").map((e) => e.data)).toEqual([
+      { index: 0, offset: 3, tokens: [103], text: " it", logprobs: [ENTRIES[3]] },
+    ]);
+    expect(rest.at(-1)?.data.outputs[0].logprobs).toEqual(ENTRIES);
+    second.close();
+  });
+
+  it("are not kept for an item that did not ask for them", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const accepted = await infer({ model: MODEL, inputs: [{ prompt: "Hm" }], wait: false });
+    const batch = await worker.next("batch");
+    await worker.sendTokens(delta(batch.lease_id, 0, 2, " I r😀"));
+    const res = await SELF.fetch(`http://edge/v1/jobs/${accepted.body.id}/events`, { headers: CALLER });
+    const [caught] = (await until(sseReader(res), "token")).filter((e) => e.event === "token");
+    expect(caught?.data).toEqual({ index: 0, offset: 0, tokens: IDS.slice(0, 2), text: " I r😀" });
+    worker.close();
+  });
+});
+
+/** Serves one batch: the tokens in three deltas (the second's text held back, as a possible stop string's). */
+async function serveOne(worker: SocketWorker, params: unknown[]) {
+  const batch = await worker.next("batch");
+  params.push((batch.items[0]?.input as { params?: unknown } | undefined)?.params);
+  await worker.sendTokens(delta(batch.lease_id, 0, 1, " I"));
+  await worker.sendTokens(delta(batch.lease_id, 1, 1, ""));
+  await worker.sendTokens(delta(batch.lease_id, 2, 2, " r😀ead it"));
+  worker.complete(batch, output);
+}
+
+const bytes = (s: string) => [...new TextEncoder().encode(s)];
+const chatEntry = (e: TokenLogprob) => ({
+  token: e.token,
+  logprob: e.logprob,
+  bytes: bytes(e.token),
+  top_logprobs: e.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: bytes(t.token) })),
+});
+
+describe("log probabilities on the OpenAI routes", () => {
+  it("answer a chat's logprobs.content, with top_logprobs, streamed and not", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const params: unknown[] = [];
+    const messages = [{ role: "user" as const, content: "Hi" }];
+    const served = serveOne(worker, params);
+    const answer = await client.chat.completions.create({ model: MODEL, messages, logprobs: true, top_logprobs: 2 });
+    await served;
+    expect(params[0]).toMatchObject({ logprobs: 2 });
+    expect(answer.choices[0]?.logprobs).toEqual({ content: ENTRIES.map(chatEntry) });
+
+    const streamed = serveOne(worker, params);
+    const stream = await client.chat.completions.create({ model: MODEL, messages, logprobs: true, stream: true });
+    const chunks = [];
+    for await (const chunk of stream) chunks.push(chunk.choices[0]);
+    await streamed;
+    expect(params[1]).toMatchObject({ logprobs: 0 });
+    // The held-back token's entry comes with the next text; the finish chunk has none left.
+    expect(chunks.map((c) => [c?.delta.content, c?.logprobs?.content?.map((e) => e.token)])).toEqual([
+      [" I", [" I"]],
+      [" r😀ead it", [" r😀", "ead", " it"]],
+      [undefined, []],
+    ]);
+    // Not asked for: none.
+    const plain = serveOne(worker, params);
+    expect((await client.chat.completions.create({ model: MODEL, messages })).choices[0]?.logprobs).toBeNull();
+    await plain;
+    expect(params[2]).not.toHaveProperty("logprobs");
+    worker.close();
+  });
+
+  it("answer a completion's tokens, token_logprobs, top_logprobs and text_offset, streamed and not", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const params: unknown[] = [];
+    const served = serveOne(worker, params);
+    const answer = await client.completions.create({ model: MODEL, prompt: "The film", logprobs: 1 });
+    await served;
+    expect(params[0]).toMatchObject({ logprobs: 1 });
+    const offsets = [0, 2, 6, 9]; // " I", " r😀" (4 UTF-16 units), "ead"
+    const legacy = {
+      tokens: WORDS,
+      token_logprobs: ENTRIES.map((e) => e.logprob),
+      top_logprobs: ENTRIES.map(() => ({ t0é: -0.1, t1é: -0.2 })),
+      text_offset: offsets,
+    };
+    expect(answer.choices[0]?.logprobs).toEqual(legacy);
+
+    const streamed = serveOne(worker, params);
+    const stream = await client.completions.create({ model: MODEL, prompt: "The film", logprobs: 1, stream: true });
+    const parts = [];
+    for await (const chunk of stream) if (chunk.choices[0]) parts.push(chunk.choices[0].logprobs);
+    await streamed;
+    expect(parts.flatMap((p) => p?.tokens ?? [])).toEqual(WORDS);
+    expect(parts.flatMap((p) => p?.text_offset ?? [])).toEqual(offsets);
+    worker.close();
+  });
+
+  it("refuse top_logprobs without logprobs, past 20, and echo, before anything is queued", async () => {
+    const refused = async (path: string, body: object) => {
+      const res = await SELF.fetch(`http://edge/v1/${path}`, {
+        method: "POST",
+        headers: { ...CALLER, "content-type": "application/json" },
+        body: JSON.stringify({ model: MODEL, ...body }),
+      });
+      expect(res.status).toBe(400);
+      return ((await res.json()) as { error: { param: string; message: string } }).error;
+    };
+    const hi = [{ role: "user", content: "Hi" }];
+    expect(await refused("chat/completions", { messages: hi, top_logprobs: 2 })).toMatchObject({
+      param: "top_logprobs",
+      message: expect.stringContaining("top_logprobs needs logprobs: true"),
+    });
+    expect(await refused("chat/completions", { messages: hi, logprobs: true, top_logprobs: 21 })).toMatchObject({
+      param: "top_logprobs",
+      message: expect.stringContaining("must be 0 to 20"),
+    });
+    expect(await refused("completions", { prompt: "The", logprobs: 21 })).toMatchObject({ param: "logprobs" });
+    expect(await refused("completions", { prompt: "The", logprobs: 1, echo: true })).toMatchObject({
+      param: "echo",
+      message: expect.stringContaining("echo is not served"),
+    });
+  });
+});
+
+describe("log probabilities in the SDK", () => {
+  it("chat answers them, and chatStream yields each text delta's", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const sdk = new EdgeSwarmClient({
+      baseUrl: "http://edge",
+      apiKey: TEST_API_KEY,
+      fetch: (url, init) => SELF.fetch(url, init),
+    });
+    const messages = [{ role: "user" as const, content: "Hi" }];
+    const params: unknown[] = [];
+    const served = serveOne(worker, params);
+    const answer = await sdk.generation.chat(MODEL, messages, { logprobs: true, top_logprobs: 2 });
+    await served;
+    expect(answer.choices[0]?.logprobs?.content).toEqual(ENTRIES.map(chatEntry));
+    const streamed = serveOne(worker, params);
+    const deltas: ChatDelta[] = [];
+    for await (const d of sdk.generation.chatStream(MODEL, messages, { logprobs: true })) deltas.push(d);
+    await streamed;
+    const texts = deltas.flatMap((d) => (d.type === "text" ? [[d.text, d.logprobs?.map((e) => e.token)]] : []));
+    expect(texts).toEqual([
+      [" I", [" I"]],
+      [" r😀ead it", [" r😀", "ead", " it"]],
+    ]);
+    worker.close();
+  });
+});
