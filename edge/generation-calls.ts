@@ -18,6 +18,7 @@ import {
   trimChat,
 } from "../shared/protocol/chat-template.ts";
 import type { HistoryEntry } from "../shared/protocol/sessions.ts";
+import { logprobsProblem } from "../shared/tasks/text-generation-item.ts";
 import { maxTextChars } from "../shared/tasks/text-item.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
@@ -91,7 +92,7 @@ export function generationParams(
   model: ModelConfig,
   asked: SamplingAsked,
   /** The names the caller gave these by, for its errors (Hugging Face's, or max_completion_tokens). */
-  names: { max?: string; min?: string; stop?: string } = {},
+  names: { max?: string; min?: string; stop?: string; top?: string } = {},
 ): GenerationParams {
   const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
@@ -119,6 +120,12 @@ export function generationParams(
   if (json && stop.length > 0) {
     throw refuse(stopParam, `${stopParam} cannot be used with JSON mode: a stop string would cut the object short`);
   }
+  const logprobs = asked.logprobs ?? undefined;
+  const tooMany = logprobsProblem(
+    { max_new_tokens: maxNew, logprobs },
+    { tokens: maxParam, top: names.top ?? "logprobs" },
+  );
+  if (tooMany) throw refuse(maxParam, tooMany);
   return {
     max_new_tokens: maxNew,
     // Only when asked: an item without it reads to workers and donor scripts older than it.
@@ -136,7 +143,7 @@ export function generationParams(
       : {}),
     ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
     ...(json ? { format: "json_object" as const } : {}),
-    ...(asked.logprobs == null ? {} : { logprobs: asked.logprobs }),
+    ...(logprobs === undefined ? {} : { logprobs }),
   };
 }
 

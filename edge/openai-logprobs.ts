@@ -32,10 +32,12 @@ export function completionLogprobs(entries: readonly TokenLogprob[], start: numb
   return {
     tokens: entries.map((e) => e.token),
     token_logprobs: entries.map((e) => e.logprob),
-    // Tokens of the same text keep the likelier one's figure (a map by text, as OpenAI's own).
+    // The token itself among them (OpenAI's "up to logprobs + 1"); tokens of the same text keep the likelier
+    // one's figure (a map by text, as OpenAI's own).
     top_logprobs: entries.map((e) => {
       const top: Record<string, number> = {};
       for (const t of e.top) if (!(t.token in top)) top[t.token] = t.logprob;
+      if (!(e.token in top)) top[e.token] = e.logprob;
       return top;
     }),
     text_offset,

@@ -49,11 +49,11 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
    */
   const pending = new Map<number, TokenLogprob[]>();
   const emitted = new Map<number, { entries: number; chars: number }>();
-  /** Takes a choice's pending entries for its next chunk (null when the call did not ask for them). */
+  /** Takes a choice's pending entries for its next chunk (null when there are none, or none were asked for). */
   const takeLogprobs = (index: number) => {
-    if (!spec.logprobs) return null;
     const entries = pending.get(index) ?? [];
     pending.delete(index);
+    if (!spec.logprobs || entries.length === 0) return null;
     const before = emitted.get(index) ?? { entries: 0, chars: 0 };
     const chars = entries.reduce((n, e) => n + e.token.length, before.chars);
     emitted.set(index, { entries: before.entries + entries.length, chars });

@@ -201,6 +201,15 @@ export class JobStore {
       req.pool ?? null,
       JSON.stringify(req.inputs.map((input) => JSON.stringify(input))),
     );
+    // Generation items that ask for log probabilities start their kept array (token-stream.ts reads it as the ask).
+    const asking = req.inputs.flatMap((input, idx) => (asksLogprobs(input) ? [idx] : []));
+    if (asking.length > 0) {
+      this.sql.run(
+        `UPDATE items SET gen_logprobs = '[]' WHERE job_id = ? AND idx IN ${IN_SET}`,
+        req.id,
+        JSON.stringify(asking),
+      );
+    }
     return true;
   }
 
@@ -475,7 +484,8 @@ export class JobStore {
             model: this.model() ?? "",
             job_id: row.id,
             input: items.map((i) => JSON.parse(i.input)),
-            output: items.map((i) => (i.output === null ? null : JSON.parse(i.output))),
+            // A reply's log probabilities are the call's answer, not the conversation's (and would crowd its size).
+            output: items.map((i) => (i.output === null ? null : withoutLogprobs(JSON.parse(i.output)))),
           },
         };
       });
@@ -515,4 +525,18 @@ export class JobStore {
       given = undefined;
     }
   }
+}
+
+/** A generation output less its log probabilities (any other output as it is). */
+function withoutLogprobs(output: unknown): unknown {
+  if (typeof output !== "object" || output === null || !("logprobs" in output)) return output;
+  const { logprobs: _, ...rest } = output as Record<string, unknown>;
+  return rest;
+}
+
+/** Whether an input is a generation item whose params ask for log probabilities. */
+function asksLogprobs(input: unknown): boolean {
+  if (typeof input !== "object" || input === null) return false;
+  const params = (input as { params?: unknown }).params;
+  return typeof params === "object" && params !== null && (params as { logprobs?: unknown }).logprobs !== undefined;
 }

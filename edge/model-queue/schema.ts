@@ -191,7 +191,8 @@ export const MODEL_QUEUE_MIGRATIONS = [
   // max_items_in_flight counts. item_results: the batch was given with Batch.item_results (a trusted worker).
   `ALTER TABLE leases ADD COLUMN n_done INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE leases ADD COLUMN item_results INTEGER NOT NULL DEFAULT 0;`,
-  // Log probabilities of a generating item's accepted tokens (params.logprobs): a JSON array, one entry a token of
-  // gen_tokens, written in ASCII (other characters escaped) so its character offsets are its JavaScript ones.
+  // Log probabilities of a generating item's accepted tokens: a JSON array, one entry a token of gen_tokens, written
+  // in ASCII (other characters escaped) so its character offsets are its JavaScript ones; '[]' from submit when
+  // the item's params.logprobs asks, NULL when it does not.
   `ALTER TABLE items ADD COLUMN gen_logprobs TEXT;`,
 ] as const;

@@ -7,6 +7,7 @@ import {
   ErrorCode,
   GenerationOutput,
   type ItemResult,
+  logprobsMisaligned,
   type ModelConfig,
   type TokenLogprob,
   type TokensBody,
@@ -32,7 +33,10 @@ interface StreamRow extends Record<string, SqlStorageValue> {
   lease_pos: number;
   gen_count: number;
   created_at: number;
-  /** 1 when the item's params ask for log probabilities: each delta must carry one entry a token. */
+  /**
+   * 1 when the item's params ask for log probabilities (its gen_logprobs array was started at submit,
+   * job-store.ts): each delta must carry one entry a token.
+   */
   logprobs: number;
 }
 
@@ -75,7 +79,7 @@ export class TokenStream {
     const rows = new Map<number, StreamRow>();
     for (const row of this.sql.all<StreamRow>(
       `SELECT seq, job_id, state, lease_pos, gen_count, (SELECT created_at FROM jobs WHERE jobs.id = items.job_id) AS created_at,
-         input ->> '$.params.logprobs' IS NOT NULL AS logprobs
+         gen_logprobs IS NOT NULL AS logprobs
        FROM items WHERE lease_id = ? AND state = 'leased'`,
       lease.id,
     )) {
@@ -214,11 +218,15 @@ export class TokenStream {
       if (verdictOf(result.output)) continue;
       const kept = JSON.parse(row.gen_tokens) as number[];
       const parsed = GenerationOutput.safeParse(result.output);
-      if (parsed.success && kept.every((t, i) => parsed.data.tokens[i] === t)) continue;
+      const misaligned = parsed.success ? logprobsMisaligned(parsed.data) : null;
+      if (parsed.success && !misaligned && kept.every((t, i) => parsed.data.tokens[i] === t)) continue;
       results[row.pos] = {
         error: {
           code: ErrorCode.invalidOutput,
-          message: `the output does not start with the ${kept.length} tokens already streamed for this item; it runs again from them`,
+          message:
+            misaligned === null
+              ? `the output does not start with the ${kept.length} tokens already streamed for this item; it runs again from them`
+              : `the output's ${misaligned}; it runs again from the tokens already streamed`,
           retryable: true,
         },
       };

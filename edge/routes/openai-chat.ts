@@ -143,7 +143,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       max_tokens: req.max_completion_tokens ?? req.max_tokens,
       logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
     },
-    { max: maxParam },
+    { max: maxParam, top: "top_logprobs" },
   );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
   const items = choices(model, item, req.n, req.session);

@@ -4,7 +4,12 @@
 // teacher-forced prefill (shared/tasks/text-generation-check.ts). Pure decisions the model queue applies
 // (edge/model-queue/verification.ts): which runs answer a verdict, the claim they are sent, what a verdict
 // says about the held output, and the shapes the queue accepts. Tested in Node.
-import { type GenerationClaim, GenerationOutput, GenerationVerdict } from "../protocol/generation.ts";
+import {
+  type GenerationClaim,
+  GenerationOutput,
+  GenerationVerdict,
+  logprobsMisaligned,
+} from "../protocol/generation.ts";
 import { outputsDiffer, type Tolerance } from "./verification.ts";
 
 /** The task whose held outputs are checked by verdicts. */
@@ -78,7 +83,8 @@ export function heldOutputOf<C extends { output: string }>(candidates: readonly 
 export function generationProblem(output: unknown, verifying: boolean, outputToo = true): string | null {
   const asOutput = () => {
     const parsed = GenerationOutput.safeParse(output);
-    return parsed.success ? null : `not {generated_text, tokens, finish_reason, prompt_tokens}: ${issue(parsed.error)}`;
+    if (!parsed.success) return `not {generated_text, tokens, finish_reason, prompt_tokens}: ${issue(parsed.error)}`;
+    return logprobsMisaligned(parsed.data);
   };
   if (!verifying) return asOutput();
   const parsed = GenerationVerdict.safeParse(output);

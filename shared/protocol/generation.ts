@@ -40,6 +40,13 @@ export const Penalty = z.number().min(-2, PENALTY_RANGE).max(2, PENALTY_RANGE);
 /** The most top tokens a generated token's log probabilities may list (OpenAI's top_logprobs limit). */
 export const MAX_TOP_LOGPROBS = 20;
 
+/**
+ * The most log-probability entries (a token's own and its top ones) one item may ask for: max_new_tokens ×
+ * (logprobs + 1). At about 55 bytes an entry this keeps an answer with them under the queue's 1 MB an output (and
+ * its stored row under a Durable Object's 2 MB), so a call that could not be answered is refused before it runs.
+ */
+export const MAX_LOGPROB_ENTRIES = 12_000;
+
 /** A token's text in log probabilities: decode([id]) (a byte-level token ending mid-character reads U+FFFD). */
 const TokenText = z.string().max(256);
 /** A log probability: at most 0 (zod's numbers are finite). */
@@ -136,6 +143,21 @@ export const GenerationOutput = z.strictObject({
   logprobs: z.array(TokenLogprob).max(4096).optional(),
 });
 export type GenerationOutput = z.infer<typeof GenerationOutput>;
+
+/**
+ * What is wrong with an output's log probabilities beyond their schema, or null: they must be one entry a token,
+ * each listing as many top tokens (a stream and an answer read them by the token's place).
+ */
+export function logprobsMisaligned(output: GenerationOutput): string | null {
+  const entries = output.logprobs;
+  if (entries === undefined) return null;
+  if (entries.length !== output.tokens.length) {
+    return `logprobs holds ${entries.length} entries for ${output.tokens.length} tokens; it must hold one a token`;
+  }
+  const top = entries[0]?.top.length ?? 0;
+  const at = entries.findIndex((e) => e.top.length !== top);
+  return at < 0 ? null : `logprobs entry ${at} lists ${entries[at]?.top.length} top tokens, entry 0 ${top}`;
+}
 
 /**
  * A donor's output for the item, set by the queue (never by a caller) on the run that verifies it: the worker

@@ -93,7 +93,8 @@ export const ChatCompletionRequest = z
     logprobs: z.boolean().nullish(),
     top_logprobs: z.int().min(0, TOP_RANGE).max(MAX_TOP_LOGPROBS, TOP_RANGE).nullish(),
   })
-  .refine((r) => r.top_logprobs == null || r.logprobs === true, {
+  // As vLLM: 0 (a client's default) asks for nothing.
+  .refine((r) => !r.top_logprobs || r.logprobs === true, {
     path: ["top_logprobs"],
     message: "top_logprobs needs logprobs: true",
   })

@@ -29,12 +29,19 @@ export function inputProblems(
   inputs: readonly unknown[],
 ): InputProblem[] {
   if (model.task === "text-generation") {
-    // `verify` is the queue's own: it turns the item into a check of a donor's output (verification.ts).
-    const own = problemsOf(inputs, (input) =>
-      typeof input === "object" && input !== null && "verify" in input
-        ? { error: "verify is set by the queue on the runs that check a donor's output; leave it out" }
-        : { value: input },
-    );
+    // `verify` and `resume` are the queue's own: the first turns the item into a check of a donor's output
+    // (verification.ts), the second carries the tokens accepted before a redelivery (token-stream.ts). A caller's
+    // resume would have a donor's honest run continue, and be judged by, tokens the model never chose.
+    const own = problemsOf(inputs, (input) => {
+      if (typeof input !== "object" || input === null) return { value: input };
+      if ("verify" in input) {
+        return { error: "verify is set by the queue on the runs that check a donor's output; leave it out" };
+      }
+      if ("resume" in input) {
+        return { error: "resume is set by the queue when it redelivers an item mid-generation; leave it out" };
+      }
+      return { value: input };
+    });
     if (own.length > 0 || model.files === undefined) return own;
   }
   if (model.files === undefined) return [];

@@ -90,7 +90,9 @@ function judge(
     return mismatch(
       0,
       0,
-      `the claim's logprobs ${asked === undefined ? "were not asked for" : `are not one a token (${claim.logprobs?.length ?? 0} for ${n})`}`,
+      asked === undefined
+        ? "the claim's logprobs were not asked for"
+        : `the claim's logprobs are not one a token (${claim.logprobs?.length ?? 0} for ${n})`,
     );
   }
   for (const [i, token] of read.entries()) {

@@ -68,8 +68,9 @@ export class DecodeEngine {
 
   /**
    * Decodes `sequences` (those not already finished) in the running batch; `accept` is told each sequence's
-   * next token, with its log probabilities when its params.logprobs asks. Resolves once all of them have finished, or with "cancelled" once `signal` has taken them out
-   * (at the next step boundary); rejects if a decoder run they were part of failed.
+   * next token, with its log probabilities when its params.logprobs asks. Resolves once all of them have
+   * finished, or with "cancelled" once `signal` has taken them out (at the next step boundary); rejects if a
+   * decoder run they were part of failed.
    */
   generate(sequences: readonly Sequence[], accept: Group["accept"], signal?: AbortSignal): Promise<GenerateOutcome> {
     const active = sequences.filter((s) => !s.finish);

@@ -1,7 +1,7 @@
 // One text-generation item (shared/protocol/generation.ts's GenerationItem) as the task reads it, or what to fix.
 // Pure: no tokenizer, so the edge's submit path can refuse the same items before queueing. The token count
 // of the prompt is checked by the task itself (shared/tasks/text-generation.ts), which has the tokenizer.
-import { GenerationItem, type GenerationParams } from "../protocol/generation.ts";
+import { GenerationItem, type GenerationParams, MAX_LOGPROB_ENTRIES } from "../protocol/generation.ts";
 import type { Parsed } from "./task-types.ts";
 import { maxTextChars } from "./text-item.ts";
 
@@ -32,12 +32,29 @@ export function parseGenerationItem(input: unknown, maxSequenceLength: number): 
       error: `resume.tokens holds ${resume.tokens.length} tokens, more than params.max_new_tokens (${params.max_new_tokens})`,
     };
   }
+  const tooMany = logprobsProblem(params);
+  if (tooMany) return { error: `params.logprobs: ${tooMany}` };
   if (params.logprobs !== undefined && resume && (resume.logprobs?.length ?? 0) !== resume.tokens.length) {
     return {
       error: `resume.logprobs holds ${resume.logprobs?.length ?? 0} entries for ${resume.tokens.length} resumed tokens; params.logprobs needs one a token`,
     };
   }
   return { value: parsed.data };
+}
+
+/**
+ * Whether an answer with the log probabilities asked for fits (MAX_LOGPROB_ENTRIES): null, else what to lower.
+ * `names` are the caller's names for the two parameters.
+ */
+export function logprobsProblem(
+  params: Pick<GenerationParams, "logprobs" | "max_new_tokens">,
+  names = { tokens: "max_new_tokens", top: "logprobs" },
+): string | null {
+  if (params.logprobs === undefined) return null;
+  const entries = params.max_new_tokens * (params.logprobs + 1);
+  if (entries <= MAX_LOGPROB_ENTRIES) return null;
+  const most = Math.floor(MAX_LOGPROB_ENTRIES / (params.logprobs + 1));
+  return `${params.max_new_tokens} tokens with ${params.logprobs} top tokens each are ${entries} log probabilities; an answer holds at most ${MAX_LOGPROB_ENTRIES}: lower ${names.tokens} to ${most} or ${names.top}`;
 }
 
 /**

@@ -59,22 +59,31 @@ export interface RowLogprobs {
   vocab: number;
 }
 
+/** The least log probability reported (vLLM's): a masked logit's -Infinity has no JSON. */
+export const MIN_LOGPROB = -9999;
+
 export function rowLogprobs(logits: ArrayLike<number>, from: number, to: number, n: number): RowLogprobs {
   const lse = logSumExp(logits, from, to);
   // A logprob never exceeds 0; rounding of a lone dominant logit could put it a hair above.
   return {
-    of: (id) => Math.min(0, (logits[from + id] as number) - lse),
+    of: (id) => Math.max(MIN_LOGPROB, Math.min(0, (logits[from + id] as number) - lse)),
     top: topIds(logits, from, to, n),
     vocab: to - from,
   };
 }
 
+/**
+ * A value as reported: 6 significant digits, far inside any check's tolerance, so an entry is about half the size
+ * of one written with all 17 (an answer with logprobs is mostly these figures).
+ */
+const reported = (logprob: number) => Number(logprob.toPrecision(6));
+
 /** What a run reports for `token` picked from a row whose log probabilities are `row`. */
 export function tokenLogprob(row: RowLogprobs, token: number, decode: Decode): TokenLogprob {
   return {
     token: tokenText(decode, token),
-    logprob: row.of(token),
-    top: row.top.map((id) => ({ id, token: tokenText(decode, id), logprob: row.of(id) })),
+    logprob: reported(row.of(token)),
+    top: row.top.map((id) => ({ id, token: tokenText(decode, id), logprob: reported(row.of(id)) })),
   };
 }
 
@@ -92,8 +101,9 @@ export function logprobProblem(
   tol: number,
   decode: Decode,
 ): string | null {
+  // Reported values carry 6 significant digits: their rounding is allowed for besides the tolerance.
   const slack = 2 * tol + 1e-6;
-  const off = (id: number, value: number) => Math.abs(row.of(id) - value) > slack;
+  const off = (id: number, value: number) => Math.abs(row.of(id) - value) > slack + 1e-5 * Math.abs(value);
   if (claimed.token !== tokenText(decode, token)) return "its text is not the token's";
   if (off(token, claimed.logprob)) return `its logprob is ${claimed.logprob}; the model gives ${row.of(token)}`;
   const want = Math.min(n, row.top.length);

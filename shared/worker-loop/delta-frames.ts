@@ -14,9 +14,9 @@ import { deltaSize } from "./token-coalescer.ts";
 
 /**
  * The text one frame of several deltas carries at most, but for a single delta (itself at most MAX_FRAME_TEXT),
- * counted in UTF-16 units (deltaSize: log probabilities count too). As JSON at its worst (every character a 6-byte escape: 390 KB) with MAX_HTTP_DELTAS
- * deltas of MAX_FRAME_TOKENS six-digit tokens (460 KB), a frame stays under 900 KB: inside the 1 MiB a
- * WebSocket message may be on Cloudflare and workerd.
+ * counted in UTF-16 units (deltaSize: log probabilities count too). As JSON at its worst (every character a
+ * 6-byte escape: 390 KB) with MAX_HTTP_DELTAS deltas of MAX_FRAME_TOKENS six-digit tokens (460 KB), a frame stays
+ * under 900 KB: inside the 1 MiB a WebSocket message may be on Cloudflare and workerd.
  */
 export const DELTAS_FRAME_TEXT = 64 * 1024;
 

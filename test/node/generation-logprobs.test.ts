@@ -3,15 +3,25 @@
 // bias and penalties), the same values from the decode loop's cache as from the check's one prefill, streamed with
 // each delta, carried over a resume; and the teacher-forced check holding a donor's claimed values to the model's.
 import { describe, expect, it } from "vitest";
+import { generationProblem } from "../../shared/policy/generation-verdict.ts";
+import { outputsDiffer } from "../../shared/policy/verification.ts";
 import {
   type GenerationItem,
   type GenerationOutput,
   GenerationVerdict,
+  logprobsMisaligned,
   type TokenLogprob,
 } from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
 import type { TokenDelta } from "../../shared/runner/model-runner.ts";
-import { logprobProblem, rowLogprobs, topIds } from "../../shared/tasks/text-generation-logprobs.ts";
+import { logprobsProblem, parseGenerationItem } from "../../shared/tasks/text-generation-item.ts";
+import {
+  logprobProblem,
+  MIN_LOGPROB,
+  rowLogprobs,
+  tokenLogprob,
+  topIds,
+} from "../../shared/tasks/text-generation-logprobs.ts";
 import { gptTinyOnBothRuntimes, generationOutput as output } from "../support/gpt-tiny.ts";
 
 const TOL = 1e-3;
@@ -173,5 +183,56 @@ describe("the log-probability rules on synthetic rows", () => {
     expect(logprobProblem(worse, lp, 2, 2, 0.01, decode)).toContain("leave out 2");
     const past = { ...honest, top: [honest.top[0], { id: 9, token: "<9>", logprob: -5 }] as typeof honest.top };
     expect(logprobProblem(past, lp, 2, 2, 0.01, decode)).toContain("past the vocabulary");
+  });
+});
+
+describe("log probabilities in answers", () => {
+  const entry = (top: number): TokenLogprob => ({
+    token: "a",
+    logprob: -1,
+    top: Array.from({ length: top }, (_, id) => ({ id, token: "b", logprob: -2 })),
+  });
+  const out = (logprobs?: TokenLogprob[]): GenerationOutput => ({
+    generated_text: "aa",
+    tokens: [1, 2],
+    finish_reason: "length",
+    prompt_tokens: 1,
+    ...(logprobs ? { logprobs } : {}),
+  });
+
+  it("are reported to 6 significant digits, and a masked logit's -Infinity as vLLM's -9999", () => {
+    const row = new Float32Array([0.123456789, Number.NEGATIVE_INFINITY, 2.987654321]);
+    const e = tokenLogprob(rowLogprobs(row, 0, 3, 2), 0, (ids) => `<${ids[0]}>`);
+    const exact = rowLogprobs(row, 0, 3, 2).of(0);
+    expect(e.logprob).not.toBe(exact);
+    expect(e.logprob).toBe(Number(exact.toPrecision(6)));
+    expect(e.top.map((t) => t.id)).toEqual([2, 0]);
+    expect(tokenLogprob(rowLogprobs(row, 0, 3, 0), 1, () => "x").logprob).toBe(MIN_LOGPROB);
+  });
+
+  it("must be one entry a token, each listing as many top tokens, in outputs the queue reviews", () => {
+    expect(logprobsMisaligned(out())).toBeNull();
+    expect(logprobsMisaligned(out([entry(2), entry(2)]))).toBeNull();
+    expect(logprobsMisaligned(out([entry(2)]))).toContain("1 entries for 2 tokens");
+    expect(logprobsMisaligned(out([entry(2), entry(1)]))).toContain("entry 1 lists 1 top tokens");
+    expect(generationProblem(out([entry(0)]), false)).toContain("1 entries for 2 tokens");
+    expect(generationProblem(out([entry(0), entry(0)]), false)).toBeNull();
+  });
+
+  it("are left out where two runs' outputs are compared: near ties order top tokens either way", () => {
+    const tol = { abs: 1e-3, rel: 1e-3 };
+    const a = out([entry(2), entry(2)]);
+    const b = out([entry(2), { ...entry(2), top: [...entry(2).top].reverse() }]);
+    expect(outputsDiffer("text-generation", a, b, tol)).toBeNull();
+    expect(outputsDiffer("text-generation", a, { ...b, tokens: [1, 3] }, tol)).toContain("tokens");
+  });
+
+  it("fit an answer: max_new_tokens × (logprobs + 1) at most 12,000, or what to lower", () => {
+    expect(logprobsProblem({ max_new_tokens: 4096 })).toBeNull();
+    expect(logprobsProblem({ max_new_tokens: 2000, logprobs: 5 })).toBeNull();
+    expect(logprobsProblem({ max_new_tokens: 572, logprobs: 20 })).toContain("lower max_new_tokens to 571 or logprobs");
+    expect(parseGenerationItem({ prompt: "x", params: { max_new_tokens: 3000, logprobs: 5 } }, 4096)).toEqual({
+      error: expect.stringContaining("params.logprobs: 3000 tokens with 5 top tokens each are 18000"),
+    });
   });
 });

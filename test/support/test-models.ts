@@ -169,6 +169,16 @@ export const TEST_REGISTRY = {
       max_sequence_length: 256,
       verification: { trust_after: 0, sample_rate: 0, canary_rate: 0, quarantine_ms: 60_000, hedge_min_ms: 5_000 },
     },
+    // A generating model with a long context and files (so /v1/infer parses its items): room to ask for more log
+    // probabilities than an answer holds (test/workers/generation-logprobs.test.ts).
+    {
+      name: "long-writer",
+      task: "text-generation",
+      files: FAKE_FILES,
+      max_queue_delay_ms: 0,
+      max_sequence_length: 4096,
+      verification: { enabled: false },
+    },
     // A generating model without a chat template: completions only.
     {
       name: "plain-writer",

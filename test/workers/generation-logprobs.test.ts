@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
 import type { TokenLogprob } from "../../shared/protocol/generation.ts";
 import { TEST_API_KEY } from "../support/test-models.ts";
-import { CALLER, infer, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
+import { CALLER, call, infer, SocketWorker, type SseEvent, sseReader, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
@@ -151,12 +151,13 @@ describe("log probabilities on the OpenAI routes", () => {
     for await (const chunk of stream) chunks.push(chunk.choices[0]);
     await streamed;
     expect(params[1]).toMatchObject({ logprobs: 0 });
-    // The held-back token's entry comes with the next text; the finish chunk has none left.
+    // The held-back token's entry comes with the next text; the finish chunk has none left (null, as OpenAI's).
     expect(chunks.map((c) => [c?.delta.content, c?.logprobs?.content?.map((e) => e.token)])).toEqual([
       [" I", [" I"]],
       [" r😀ead it", [" r😀", "ead", " it"]],
-      [undefined, []],
+      [undefined, undefined],
     ]);
+    expect(chunks.at(-1)?.logprobs).toBeNull();
     // Not asked for: none.
     const plain = serveOne(worker, params);
     expect((await client.chat.completions.create({ model: MODEL, messages })).choices[0]?.logprobs).toBeNull();
@@ -176,7 +177,8 @@ describe("log probabilities on the OpenAI routes", () => {
     const legacy = {
       tokens: WORDS,
       token_logprobs: ENTRIES.map((e) => e.logprob),
-      top_logprobs: ENTRIES.map(() => ({ t0é: -0.1, t1é: -0.2 })),
+      // The top tokens, and the token itself (OpenAI's "logprobs + 1").
+      top_logprobs: ENTRIES.map((e) => ({ t0é: -0.1, t1é: -0.2, [e.token]: e.logprob })),
       text_offset: offsets,
     };
     expect(answer.choices[0]?.logprobs).toEqual(legacy);
@@ -191,7 +193,30 @@ describe("log probabilities on the OpenAI routes", () => {
     worker.close();
   });
 
-  it("refuse top_logprobs without logprobs, past 20, and echo, before anything is queued", async () => {
+  it("answer a turn in a session, whose history keeps the reply without them", async () => {
+    expect((await call("/v1/sessions/lp-s", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect(MODEL);
+    const served = serveOne(worker, []);
+    const answer = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: "user", content: "Hi" }],
+      logprobs: true,
+      // @ts-expect-error EdgeSwarm's extension
+      session: "lp-s",
+    });
+    await served;
+    expect(answer.choices[0]?.logprobs?.content).toHaveLength(4);
+    const history = (await call("/v1/sessions/lp-s")).body.history as { output: object[] }[];
+    expect(history.at(-1)?.output[0]).toEqual({
+      generated_text: WORDS.join(""),
+      tokens: IDS,
+      finish_reason: "length",
+      prompt_tokens: 3,
+    });
+    worker.close();
+  });
+
+  it("refuse top_logprobs without logprobs, past 20, more than an answer holds, and echo, before anything is queued", async () => {
     const refused = async (path: string, body: object) => {
       const res = await SELF.fetch(`http://edge/v1/${path}`, {
         method: "POST",
@@ -211,6 +236,31 @@ describe("log probabilities on the OpenAI routes", () => {
       message: expect.stringContaining("must be 0 to 20"),
     });
     expect(await refused("completions", { prompt: "The", logprobs: 21 })).toMatchObject({ param: "logprobs" });
+    // 600 tokens with 20 top tokens each are 12,600 entries: past the 12,000 an answer holds (a long-context model).
+    const LONG = "long-writer";
+    expect(await refused("completions", { model: LONG, prompt: "The", logprobs: 20, max_tokens: 600 })).toMatchObject({
+      param: "max_tokens",
+      message: expect.stringContaining("lower max_tokens to 571 or logprobs"),
+    });
+    const own = (params: object) =>
+      SELF.fetch("http://edge/v1/infer", {
+        method: "POST",
+        headers: { ...CALLER, "content-type": "application/json" },
+        body: JSON.stringify({ model: LONG, inputs: [{ prompt: "The", params }], wait: false }),
+      });
+    const over = await own({ max_new_tokens: 1000, logprobs: 20 });
+    expect(over.status).toBe(422); // the own API's status for inputs the workers would refuse
+    expect(JSON.stringify(await over.json())).toContain("lower max_new_tokens to 571 or logprobs");
+    // 2,000 tokens with 5 each are exactly 12,000: taken.
+    expect((await own({ max_new_tokens: 2000, logprobs: 5 })).status).toBe(202);
+    // A caller's resume (the queue's own field) is refused as verify is.
+    const resumed = await SELF.fetch("http://edge/v1/infer", {
+      method: "POST",
+      headers: { ...CALLER, "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, inputs: [{ prompt: "The", resume: { tokens: [1], text: "x" } }] }),
+    });
+    expect(resumed.status).toBe(422);
+    expect(JSON.stringify(await resumed.json())).toContain("resume is set by the queue");
     expect(await refused("completions", { prompt: "The", logprobs: 1, echo: true })).toMatchObject({
       param: "echo",
       message: expect.stringContaining("echo is not served"),

@@ -67,6 +67,7 @@ describe("POST /v1/chat/completions", () => {
       logit_bias: {},
       // The defaults of what is not served, as some clients send every field: taken, and they change nothing.
       logprobs: false,
+      top_logprobs: 0,
       response_format: { type: "text" },
       tools: [{ type: "function", function: { name: "lookup", parameters: {} } }],
       tool_choice: "none",
