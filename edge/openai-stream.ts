@@ -13,14 +13,19 @@ export interface OpenAiStreamSpec {
   id: string;
   model: string;
   includeUsage: boolean;
+  /** Choices a prompt (`n`; the choices of a prompt follow one another): usage counts each prompt once. */
+  perPrompt: number;
   /** The call asked for log probabilities: each chunk carries its tokens'. */
   logprobs?: boolean;
 }
 
-/** The usage of a call's outputs (one per choice): its prompt counted once, as OpenAI counts it. */
-export const usageOf = (outs: readonly GenerationOutput[]): Usage => {
-  const prompt = outs[0]?.prompt_tokens ?? 0;
-  const completion = outs.reduce((sum, out) => sum + out.tokens.length, 0);
+/**
+ * The usage of a call's outputs (one a choice, `perPrompt` choices of each prompt in a row): each prompt counted
+ * once, as OpenAI counts it.
+ */
+export const usageOf = (outs: readonly (GenerationOutput | undefined)[], perPrompt = 1): Usage => {
+  const prompt = outs.reduce((sum, out, i) => sum + (i % perPrompt === 0 ? (out?.prompt_tokens ?? 0) : 0), 0);
+  const completion = outs.reduce((sum, out) => sum + (out?.tokens.length ?? 0), 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 };
 
@@ -115,9 +120,7 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));
       }
       case "completed":
-        return (
-          (spec.includeUsage ? data(chunk([], usageOf(outputs.filter((o) => o !== undefined)))) : "") + data("[DONE]")
-        );
+        return (spec.includeUsage ? data(chunk([], usageOf(outputs, spec.perPrompt))) : "") + data("[DONE]");
       case "error":
         return data(streamError(event.data.code, event.data.message));
       case "failed":

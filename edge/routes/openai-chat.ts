@@ -59,19 +59,32 @@ interface Call {
 }
 
 /**
- * The call's items: `n` of the one prompt, the i-th sampled with seed + i so the choices differ (greedy ones are
- * the same, as OpenAI's are). A session keeps one reply, so it takes one choice.
+ * The call's items: `n` of each prompt's, the i-th sampled with seed + i so the choices differ (greedy ones are
+ * the same, as OpenAI's are), a prompt's choices in a row. A session keeps one reply, so it takes one choice.
  */
-function choices(model: ModelConfig, item: GenerationItem, n: number | null | undefined, session: string | undefined) {
+function choices(
+  model: ModelConfig,
+  prompts: readonly GenerationItem[],
+  n: number | null | undefined,
+  session: string | undefined,
+) {
   const count = n ?? 1;
   if (count > 1 && session !== undefined) {
     throw refuse("n", `n is ${count}; a call in a session keeps one reply: leave n out, or the session`);
   }
-  if (count > model.max_inputs_per_request) {
-    throw refuse("n", `n is ${count}; model "${model.name}" takes at most ${model.max_inputs_per_request} a call`);
+  const most = model.max_inputs_per_request;
+  if (count * prompts.length > most) {
+    throw prompts.length === 1
+      ? refuse("n", `n is ${count}; model "${model.name}" takes at most ${most} a call`)
+      : refuse(
+          "prompt",
+          `${prompts.length} prompts × n ${count} are ${count * prompts.length} choices; model "${model.name}" takes at most ${most} a call`,
+        );
   }
-  return Array.from({ length: count }, (_, i) =>
-    i === 0 ? item : { ...item, params: { ...item.params, seed: (item.params.seed + i) % 2 ** 32 } },
+  return prompts.flatMap((item) =>
+    Array.from({ length: count }, (_, i) =>
+      i === 0 ? item : { ...item, params: { ...item.params, seed: (item.params.seed + i) % 2 ** 32 } },
+    ),
   );
 }
 
@@ -146,7 +159,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
     { max: maxParam, top: "top_logprobs" },
   );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
-  const items = choices(model, item, req.n, req.session);
+  const items = choices(model, [item], req.n, req.session);
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   if (!req.stream) {
@@ -162,13 +175,14 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
         finish_reason: output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
-      usage: usageOf(outputs),
+      usage: usageOf(outputs, items.length),
       edgeswarm: { ttft_ms: job.generation?.ttft_ms ?? null, tokens_per_s: job.generation?.tokens_per_s ?? null },
     };
     return c.json(answer);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
-  return streamTokens(c, call, { endpoint: "chat", id, model: model.name, includeUsage, logprobs });
+  const spec = { endpoint: "chat" as const, id, model: model.name, includeUsage, logprobs, perPrompt: items.length };
+  return streamTokens(c, call, spec);
 });
 
 openAiChatRoutes.post("/v1/completions", (c) => completions(c));
@@ -185,9 +199,21 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
     min: hf?.min_new_tokens != null ? "min_new_tokens" : "min_tokens",
     stop: hf?.stop_sequences != null ? "stop_sequences" : "stop",
   };
-  const item = promptItem(model, req.prompt, generationParams(model, req, names));
-  const before = hf?.return_full_text ? req.prompt : "";
-  const items = choices(model, item, req.n, req.session);
+  const prompts = typeof req.prompt === "string" ? [req.prompt] : req.prompt;
+  if (prompts.length > 1 && req.session !== undefined) {
+    throw refuse("prompt", `${prompts.length} prompts; a call in a session keeps one reply: send one prompt`);
+  }
+  const params = generationParams(model, req, names);
+  const one = prompts.length === 1;
+  const perPrompt = req.n ?? 1;
+  const items = choices(
+    model,
+    prompts.map((p, i) => promptItem(model, p, params, one ? "prompt" : `prompt[${i}]`)),
+    req.n,
+    req.session,
+  );
+  // Choice i·n + j is prompt i's: return_full_text puts that prompt before it.
+  const before = (index: number) => (hf?.return_full_text ? (prompts[Math.floor(index / perPrompt)] ?? "") : "");
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   if (!req.stream) {
@@ -199,15 +225,16 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
       model: model.name,
       choices: outputs.map((output, index) => ({
         index,
-        text: before + output.generated_text,
+        text: before(index) + output.generated_text,
         finish_reason: output.finish_reason,
-        logprobs: req.logprobs == null ? null : completionLogprobs(output.logprobs ?? [], before.length),
+        logprobs: req.logprobs == null ? null : completionLogprobs(output.logprobs ?? [], before(index).length),
       })),
-      usage: usageOf(outputs),
+      usage: usageOf(outputs, perPrompt),
     };
     return c.json(completion);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
   const logprobs = req.logprobs != null;
-  return streamTokens(c, call, { endpoint: "completions", id, model: model.name, includeUsage, logprobs });
+  const spec = { endpoint: "completions" as const, id, model: model.name, includeUsage, logprobs, perPrompt };
+  return streamTokens(c, call, spec);
 }

@@ -7,6 +7,11 @@ import { LogitBias, MAX_TOP_LOGPROBS, Penalty, RepetitionPenalty } from "./gener
 /** The most choices (`n`) one call may ask for. */
 export const MAX_CHOICES = 8;
 
+/** The most prompts one completions call may send (each its own item; the model's max_inputs_per_request bounds them too). */
+export const MAX_PROMPTS = 64;
+
+const PROMPT_TEXT = "each prompt must be a non-empty string (arrays of token ids are not supported)";
+
 /** Text parts only: a model here reads text. */
 const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
 
@@ -107,7 +112,17 @@ export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const CompletionRequest = z.strictObject({
   ...Common,
-  prompt: z.string().min(1, "must be a non-empty string (arrays of prompts and token ids are not supported)"),
+  /** A prompt, or several (OpenAI's batch form): each with its `n` choices, choice i·n + j the j-th of prompt i. */
+  prompt: z.union(
+    [
+      z.string().min(1, PROMPT_TEXT),
+      z
+        .array(z.string().min(1, PROMPT_TEXT), { error: () => PROMPT_TEXT })
+        .min(1, "must hold at least one prompt")
+        .max(MAX_PROMPTS, `must hold at most ${MAX_PROMPTS} prompts`),
+    ],
+    { error: () => `must be a prompt or an array of 1 to ${MAX_PROMPTS} prompts; ${PROMPT_TEXT}` },
+  ),
   /** Each token's log probability and this many most likely tokens (OpenAI allows 5; vLLM, as here, 20). */
   logprobs: z.int().min(0, TOP_RANGE).max(MAX_TOP_LOGPROBS, TOP_RANGE).nullish(),
   echo: z

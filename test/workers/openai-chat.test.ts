@@ -445,6 +445,70 @@ describe("POST /v1/completions", () => {
   });
 });
 
+describe("POST /v1/completions with several prompts", () => {
+  it("answers n choices of each prompt in order, each prompt counted once in usage, streamed and not", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const prompts: string[] = [];
+    const stop = serve(worker, prompts);
+    const sent = ["The film", "A hotel"];
+    const answer = await client.completions.create({ model: "scribe", prompt: sent, n: 2, temperature: 0.5 });
+    // Choice i·n + j is prompt i's j-th: its text the reply to that prompt.
+    expect(answer.choices.map((ch) => [ch.index, ch.text])).toEqual([
+      [0, replyTo("The film").join("")],
+      [1, replyTo("The film").join("")],
+      [2, replyTo("A hotel").join("")],
+      [3, replyTo("A hotel").join("")],
+    ]);
+    expect(answer.usage).toEqual({ prompt_tokens: 14, completion_tokens: 16, total_tokens: 30 });
+    const stream = await client.completions.create({
+      model: "scribe",
+      prompt: sent,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const texts = ["", ""];
+    let usage: unknown;
+    for await (const chunk of stream) {
+      for (const ch of chunk.choices) texts[ch.index] += ch.text;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(texts).toEqual(sent.map((p) => replyTo(p).join("")));
+    expect(usage).toEqual({ prompt_tokens: 14, completion_tokens: 8, total_tokens: 22 });
+    // Hugging Face's return_full_text puts each choice's own prompt before it.
+    const res = await call("/models/scribe/v1/completions", {
+      body: { model: "x", prompt: sent, return_full_text: true },
+    });
+    expect(res.body.choices.map((ch: { text: string }) => ch.text)).toEqual(sent.map((p) => p + replyTo(p).join("")));
+    stop();
+    worker.close();
+  });
+
+  it("refuses an empty prompt in the array, token ids, more choices than a call takes, and a session", async () => {
+    const refused = async (body: Record<string, unknown>) => {
+      const res = await call("/v1/completions", { body: { model: "scribe", ...body } });
+      expect(res.status).toBe(400);
+      return res.body.error as { message: string; param: string | null };
+    };
+    expect(await refused({ prompt: ["a", ""] })).toMatchObject({
+      param: "prompt.1",
+      message: expect.stringContaining("non-empty string"),
+    });
+    expect((await refused({ prompt: [[1, 2]] })).message).toContain("arrays of token ids are not supported");
+    const many = Array.from({ length: 40 }, (_, i) => `p${i}`);
+    expect(await refused({ prompt: many, n: 8 })).toMatchObject({
+      param: "prompt",
+      message: expect.stringContaining('40 prompts × n 8 are 320 choices; model "scribe" takes at most 256'),
+    });
+    expect((await refused({ prompt: [...many, ...many] })).message).toContain("an array of 1 to 64 prompts");
+    expect((await call("/v1/sessions/cmpl-s", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    expect(await refused({ prompt: ["a", "b"], session: "cmpl-s" })).toMatchObject({
+      param: "prompt",
+      message: expect.stringContaining("keeps one reply"),
+    });
+    expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
+});
+
 describe("GET /v1/models in OpenAI's shape", () => {
   it("lists every model for models.list(), retrieves one, and answers an unknown one with OpenAI's 404", async () => {
     const ids: string[] = [];
