@@ -73,6 +73,8 @@ export interface SamplingAsked {
   response_format?: { type: string } | null | undefined;
   /** Log probabilities with this many top tokens a place (0 to 20); null or left out: none. */
   logprobs?: number | null | undefined;
+  /** The prompt tokens' log probabilities likewise (completions' echo). */
+  prompt_logprobs?: number | null | undefined;
 }
 
 /**
@@ -144,6 +146,7 @@ export function generationParams(
     ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
     ...(json ? { format: "json_object" as const } : {}),
     ...(logprobs === undefined ? {} : { logprobs }),
+    ...(asked.prompt_logprobs == null ? {} : { prompt_logprobs: asked.prompt_logprobs }),
   };
 }
 

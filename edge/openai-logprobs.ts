@@ -1,7 +1,7 @@
 // Log probabilities in OpenAI's shapes, from the entries a worker returns (shared/protocol/generation.ts
 // TokenLogprob): a chat choice's `logprobs.content`, and a completion's legacy `logprobs` (tokens, token_logprobs,
 // top_logprobs, text_offset). Used for answers (edge/routes/openai-chat.ts) and stream chunks (openai-stream.ts).
-import type { TokenLogprob } from "../shared/index.ts";
+import type { PromptLogprob, TokenLogprob } from "../shared/index.ts";
 import type { ChatLogprobs, ChatTokenLogprob, CompletionLogprobs } from "../shared/protocol/openai-chat.ts";
 
 const encoder = new TextEncoder();
@@ -21,8 +21,14 @@ export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
   };
 }
 
-/** `start`: where the first of these tokens begins in the choice's text (characters). */
-export function completionLogprobs(entries: readonly TokenLogprob[], start: number): CompletionLogprobs {
+/**
+ * `start`: where the first of these tokens begins in the choice's text (characters). An echoed prompt's entries
+ * come first, its first token's figures null, as OpenAI's.
+ */
+export function completionLogprobs(
+  entries: readonly (TokenLogprob | PromptLogprob)[],
+  start: number,
+): CompletionLogprobs {
   let at = start;
   const text_offset = entries.map((e) => {
     const offset = at;
@@ -35,6 +41,7 @@ export function completionLogprobs(entries: readonly TokenLogprob[], start: numb
     // The token itself among them (OpenAI's "up to logprobs + 1"); tokens of the same text keep the likelier
     // one's figure (a map by text, as OpenAI's own).
     top_logprobs: entries.map((e) => {
+      if (e.logprob === null) return null;
       const top: Record<string, number> = {};
       for (const t of e.top) if (!(t.token in top)) top[t.token] = t.logprob;
       if (!(e.token in top)) top[e.token] = e.logprob;

@@ -527,10 +527,11 @@ export class JobStore {
   }
 }
 
-/** A generation output less its log probabilities (any other output as it is). */
+/** A generation output less its log probabilities, the prompt's too (any other output as it is). */
 function withoutLogprobs(output: unknown): unknown {
-  if (typeof output !== "object" || output === null || !("logprobs" in output)) return output;
-  const { logprobs: _, ...rest } = output as Record<string, unknown>;
+  if (typeof output !== "object" || output === null || Array.isArray(output)) return output;
+  if (!("logprobs" in output || "prompt_logprobs" in output)) return output;
+  const { logprobs: _, prompt_logprobs: __, ...rest } = output as Record<string, unknown>;
   return rest;
 }
 

@@ -203,7 +203,14 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   if (prompts.length > 1 && req.session !== undefined) {
     throw refuse("prompt", `${prompts.length} prompts; a call in a session keeps one reply: send one prompt`);
   }
-  const params = generationParams(model, req, names);
+  const echo = req.echo === true;
+  if (echo && req.stream) {
+    throw refuse("echo", "echo is served without stream: leave stream out, or echo and put the prompt first yourself");
+  }
+  if (echo && hf?.return_full_text)
+    throw refuse("echo", "give echo or return_full_text, not both: each puts the prompt first");
+  // With echo, logprobs covers the prompt's tokens too (OpenAI's): the worker reads them as prompt_logprobs.
+  const params = generationParams(model, { ...req, prompt_logprobs: echo ? req.logprobs : null }, names);
   const one = prompts.length === 1;
   const perPrompt = req.n ?? 1;
   const items = choices(
@@ -212,8 +219,13 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
     req.n,
     req.session,
   );
-  // Choice i·n + j is prompt i's: return_full_text puts that prompt before it.
-  const before = (index: number) => (hf?.return_full_text ? (prompts[Math.floor(index / perPrompt)] ?? "") : "");
+  // Choice i·n + j is prompt i's: echo (and return_full_text) puts that prompt before it.
+  const prefixed = echo || hf?.return_full_text === true;
+  const before = (index: number) => (prefixed ? (prompts[Math.floor(index / perPrompt)] ?? "") : "");
+  const entries = (output: GenerationOutput, index: number) =>
+    echo
+      ? completionLogprobs([...(output.prompt_logprobs ?? []), ...(output.logprobs ?? [])], 0)
+      : completionLogprobs(output.logprobs ?? [], before(index).length);
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   if (!req.stream) {
@@ -227,7 +239,7 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
         index,
         text: before(index) + output.generated_text,
         finish_reason: output.finish_reason,
-        logprobs: req.logprobs == null ? null : completionLogprobs(output.logprobs ?? [], before(index).length),
+        logprobs: req.logprobs == null ? null : entries(output, index),
       })),
       usage: usageOf(outputs, perPrompt),
     };

@@ -63,8 +63,8 @@ export function firstDifference(a: unknown, b: unknown, tol: Tolerance, path = "
  * donor's values are held to the model's by the teacher-forced check, text-generation-check.ts).
  */
 export function comparable(task: string, output: unknown): unknown {
-  if (task === "text-generation" && isRecord(output) && "logprobs" in output) {
-    const { logprobs: _, ...rest } = output;
+  if (task === "text-generation" && isRecord(output)) {
+    const { logprobs: _, prompt_logprobs: __, ...rest } = output;
     return rest;
   }
   if (task !== "text-classification" || !Array.isArray(output)) return output;

@@ -64,6 +64,13 @@ export const TokenLogprob = z.strictObject({
 });
 export type TokenLogprob = z.infer<typeof TokenLogprob>;
 
+/**
+ * A prompt token's log probability given the tokens before it (vLLM's prompt_logprobs; OpenAI's echo): as a
+ * generated token's, but the first token's is null (nothing comes before it) and lists no top tokens.
+ */
+export const PromptLogprob = TokenLogprob.extend({ logprob: Logprob.nullable() });
+export type PromptLogprob = z.infer<typeof PromptLogprob>;
+
 /** Sampling and stopping: greedy when temperature is 0 (the default); seeded sampling is reproducible. */
 export const GenerationParams = z
   .strictObject({
@@ -115,6 +122,11 @@ export const GenerationParams = z
      * MAX_TOP_LOGPROBS): the output's `logprobs`, and each token delta's. Left out unless asked for.
      */
     logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+    /**
+     * Return each prompt token's log probability given those before it, and this many most likely tokens at each
+     * place (0 to MAX_TOP_LOGPROBS): the output's `prompt_logprobs`. Left out unless asked for.
+     */
+    prompt_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",
@@ -141,6 +153,8 @@ export const GenerationOutput = z.strictObject({
   prompt_tokens: z.int().min(0),
   /** With params.logprobs: one entry a token of `tokens`, in order. */
   logprobs: z.array(TokenLogprob).max(4096).optional(),
+  /** With params.prompt_logprobs: one entry a prompt token (prompt_tokens of them), the first's logprob null. */
+  prompt_logprobs: z.array(PromptLogprob).max(MAX_LOGPROB_ENTRIES).optional(),
 });
 export type GenerationOutput = z.infer<typeof GenerationOutput>;
 
@@ -149,14 +163,29 @@ export type GenerationOutput = z.infer<typeof GenerationOutput>;
  * each listing as many top tokens (a stream and an answer read them by the token's place).
  */
 export function logprobsMisaligned(output: GenerationOutput): string | null {
-  const entries = output.logprobs;
+  return (
+    misaligned("logprobs", output.logprobs, output.tokens.length, 0) ??
+    misaligned("prompt_logprobs", output.prompt_logprobs, output.prompt_tokens, 1)
+  );
+}
+
+/** `entries` (when given) must be `count`, each listing as many top tokens as the first of them listed from `from`. */
+function misaligned(
+  name: string,
+  entries: readonly { logprob: number | null; top: readonly unknown[] }[] | undefined,
+  count: number,
+  from: number,
+): string | null {
   if (entries === undefined) return null;
-  if (entries.length !== output.tokens.length) {
-    return `logprobs holds ${entries.length} entries for ${output.tokens.length} tokens; it must hold one a token`;
+  if (entries.length !== count)
+    return `${name} holds ${entries.length} entries for ${count} tokens; it must hold one a token`;
+  if (from === 1 && entries[0] && (entries[0].logprob !== null || entries[0].top.length > 0)) {
+    return `${name}' first entry has a logprob or top tokens; nothing comes before the first token`;
   }
-  const top = entries[0]?.top.length ?? 0;
-  const at = entries.findIndex((e) => e.top.length !== top);
-  return at < 0 ? null : `logprobs entry ${at} lists ${entries[at]?.top.length} top tokens, entry 0 ${top}`;
+  if (entries.slice(from).some((e) => e.logprob === null)) return `${name} has a null logprob past its first entry`;
+  const top = entries[from]?.top.length ?? 0;
+  const at = entries.findIndex((e, i) => i >= from && e.top.length !== top);
+  return at < 0 ? null : `${name} entry ${at} lists ${entries[at]?.top.length} top tokens, entry ${from} ${top}`;
 }
 
 /**

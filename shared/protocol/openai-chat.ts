@@ -125,11 +125,8 @@ export const CompletionRequest = z.strictObject({
   ),
   /** Each token's log probability and this many most likely tokens (OpenAI allows 5; vLLM, as here, 20). */
   logprobs: z.int().min(0, TOP_RANGE).max(MAX_TOP_LOGPROBS, TOP_RANGE).nullish(),
-  echo: z
-    .literal(false, {
-      error: () => "echo is not served (the prompt's own log probabilities are not computed): leave it out",
-    })
-    .nullish(),
+  /** The prompt before each choice's text, and with `logprobs` its tokens' log probabilities before the reply's. */
+  echo: z.boolean().nullish(),
 });
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
@@ -175,8 +172,9 @@ export interface ChatLogprobs {
  */
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Record<string, number>[];
+  /** null for an echoed prompt's first token, which nothing comes before. */
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[];
   text_offset: number[];
 }
 

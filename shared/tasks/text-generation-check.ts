@@ -7,8 +7,8 @@
 // compares the verdict instead of a second output (edge/model-queue/verification.ts).
 import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
-import { type DecoderShape, decoderStep, emptyCache, leftPadded } from "./text-generation-decoder.ts";
-import { logprobProblem, rowLogprobs } from "./text-generation-logprobs.ts";
+import { type DecoderShape, prefill } from "./text-generation-decoder.ts";
+import { logprobProblem, promptLogprobsProblem, rowLogprobs } from "./text-generation-logprobs.ts";
 import { pickToken, shapeRow, tokenAllowed } from "./text-generation-sampler.ts";
 import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
 
@@ -29,23 +29,37 @@ export async function checkClaims(
   if (claims.length === 0) return [];
   // Never more than max_new_tokens are read: the prompt and those fit the context (checked before).
   const read = claims.map((c) => c.claim.tokens.slice(0, c.item.params.max_new_tokens));
-  const batch = leftPadded(
-    claims.map((c, i) => [...c.prompt, ...(read[i] as number[])]),
-    shape.pad,
-  );
-  const { logits, vocab, columns } = await decoderStep(
+  const { logits, at } = await prefill(
     session,
     shape,
-    { ids: batch.ids, mask: batch.mask, positions: batch.positions, rows: claims.length },
-    emptyCache(shape, claims.length),
+    claims.map((c, i) => [...c.prompt, ...(read[i] as number[])]),
   );
-  const data = logits.data as Float32Array;
   return claims.map((c, row) => {
-    // The logits that choose generated token i sit at the column of the token before it.
-    const first = row * columns + (batch.pads[row] as number) + c.prompt.length - 1;
-    const at = (i: number) => ({ from: (first + i) * vocab, to: (first + i + 1) * vocab });
-    return judge(c, read[row] as number[], at, data, shape, decode);
+    // The logits that choose generated token i sit at the place of the token before it.
+    const promptAt = (k: number) => at(row, k - 1);
+    const generatedAt = (i: number) => at(row, c.prompt.length - 1 + i);
+    return (
+      promptProblem(c, promptAt, logits, decode) ?? judge(c, read[row] as number[], generatedAt, logits, shape, decode)
+    );
   });
+}
+
+/** A claim's prompt log probabilities against the model's: a mismatch (at place 0, before any token), or null. */
+function promptProblem(
+  c: ClaimToCheck,
+  at: (k: number) => { from: number; to: number },
+  logits: Float32Array,
+  decode: Decode,
+): GenerationVerdict | null {
+  const asked = c.item.params.prompt_logprobs;
+  const claimed = c.claim.prompt_logprobs;
+  const reason =
+    asked === undefined || claimed === undefined
+      ? asked === claimed
+        ? null
+        : `the claim's prompt_logprobs were ${asked === undefined ? "not asked for" : "left out"}`
+      : promptLogprobsProblem(claimed, logits, at, c.prompt, asked, c.claim.tolerance, decode);
+  return reason === null ? null : { verdict: "mismatch", checked: 0, first_mismatch: 0, reason };
 }
 
 function judge(

@@ -99,6 +99,31 @@ export async function decoderStep(
   return { out, logits, vocab: logits.dims[2] as number, columns };
 }
 
+/** The logits of a prefill: `at(r, k)` is the row [from, to) of prefix r's logits that choose its token k + 1. */
+export interface Prefilled {
+  logits: Float32Array;
+  at: (r: number, k: number) => { from: number; to: number };
+}
+
+/** One run of the decoder over whole token lists (left-padded together, no cache): every place's logits. */
+export async function prefill(
+  session: InferenceSession,
+  shape: DecoderShape,
+  prefixes: readonly number[][],
+): Promise<Prefilled> {
+  const batch = leftPadded(prefixes, shape.pad);
+  const rows = prefixes.length;
+  const step = { ids: batch.ids, mask: batch.mask, positions: batch.positions, rows };
+  const { logits, vocab, columns } = await decoderStep(session, shape, step, emptyCache(shape, rows));
+  return {
+    logits: logits.data as Float32Array,
+    at: (r, k) => {
+      const from = (r * columns + (batch.pads[r] as number) + k) * vocab;
+      return { from, to: from + vocab };
+    },
+  };
+}
+
 export function encode(tokenizer: TextTokenizer, text: string): number[] {
   const max = Number.MAX_SAFE_INTEGER;
   return (

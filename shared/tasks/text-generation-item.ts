@@ -58,6 +58,18 @@ export function logprobsProblem(
 }
 
 /**
+ * As logprobsProblem, with the prompt's entries (params.prompt_logprobs) counted too, once its token count is known
+ * (the worker's tokenizer): null, else what to lower.
+ */
+export function promptLogprobsFit(promptTokens: number, params: GenerationParams): string | null {
+  if (params.prompt_logprobs === undefined) return null;
+  const generated = params.logprobs === undefined ? 0 : params.max_new_tokens * (params.logprobs + 1);
+  const entries = generated + promptTokens * (params.prompt_logprobs + 1);
+  if (entries <= MAX_LOGPROB_ENTRIES) return null;
+  return `a prompt of ${promptTokens} tokens with ${params.prompt_logprobs} top tokens each, and the reply's, are ${entries} log probabilities; an answer holds at most ${MAX_LOGPROB_ENTRIES}: shorten the prompt or lower prompt_logprobs`;
+}
+
+/**
  * What the prompt's token count allows: the prompt and every token to generate must fit the context. Null when
  * they fit, else the message that says what to lower.
  */

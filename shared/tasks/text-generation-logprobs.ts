@@ -4,7 +4,7 @@
 // tokens there. The decode loop (text-generation-engine.ts) reads a row before shaping it; the teacher-forced
 // check of a donor's claim (text-generation-check.ts) holds the claimed values to the same figures within its
 // tolerance, so a donor cannot report values the model does not give.
-import type { TokenLogprob } from "../protocol/generation.ts";
+import type { PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
 import type { Decode } from "./text-generation-sequence.ts";
 
 /** Each tokenizer's texts of single tokens, as read so far (a row's top tokens repeat from step to step). */
@@ -85,6 +85,56 @@ export function tokenLogprob(row: RowLogprobs, token: number, decode: Decode): T
     logprob: reported(row.of(token)),
     top: row.top.map((id) => ({ id, token: tokenText(decode, id), logprob: reported(row.of(id)) })),
   };
+}
+
+/**
+ * A prompt's entries (params.prompt_logprobs): the first token's text alone, then each token's log probability
+ * given those before it; `at(k)` is the row of logits that chooses prompt token k (k ≥ 1).
+ */
+export function promptLogprobs(
+  logits: ArrayLike<number>,
+  at: (k: number) => { from: number; to: number },
+  prompt: readonly number[],
+  n: number,
+  decode: Decode,
+): PromptLogprob[] {
+  return prompt.map((token, k) => {
+    if (k === 0) return { token: tokenText(decode, token), logprob: null, top: [] };
+    const { from, to } = at(k);
+    return tokenLogprob(rowLogprobs(logits, from, to, n), token, decode);
+  });
+}
+
+/**
+ * What is wrong with a claim's prompt entries against the model's (each as logprobProblem judges a token's), or
+ * null; `at` as promptLogprobs'.
+ */
+export function promptLogprobsProblem(
+  claimed: readonly PromptLogprob[],
+  logits: ArrayLike<number>,
+  at: (k: number) => { from: number; to: number },
+  prompt: readonly number[],
+  n: number,
+  tol: number,
+  decode: Decode,
+): string | null {
+  if (claimed.length !== prompt.length) return `${claimed.length} entries for a prompt of ${prompt.length} tokens`;
+  for (const [k, token] of prompt.entries()) {
+    const entry = claimed[k] as PromptLogprob;
+    if (k === 0) {
+      if (entry.token !== tokenText(decode, token) || entry.logprob !== null || entry.top.length > 0) {
+        return "the first prompt token's entry is not its text alone";
+      }
+      continue;
+    }
+    const { from, to } = at(k);
+    const problem =
+      entry.logprob === null
+        ? "its logprob is null"
+        : logprobProblem({ ...entry, logprob: entry.logprob }, rowLogprobs(logits, from, to, n), token, n, tol, decode);
+    if (problem) return `prompt token ${k}: ${problem}`;
+  }
+  return null;
 }
 
 /**

@@ -3,7 +3,7 @@
 // the teacher-forced check of a donor's claim (text-generation-check.ts) take tokens through the same takeToken,
 // so a claim is held to the very rules that end the model's own run.
 
-import type { FinishReason, GenerationItem, TokenLogprob } from "../protocol/generation.ts";
+import type { FinishReason, GenerationItem, PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
 import type { CallableTokenizer } from "./tokenizer.ts";
 
 export type Decode = CallableTokenizer["decode"];
@@ -20,6 +20,8 @@ export interface Sequence {
   generated: number[];
   /** With params.logprobs: one entry a generated token (the resumed ones' from the resume). */
   logprobs?: TokenLogprob[];
+  /** With params.prompt_logprobs: one entry a prompt token (text-generation.ts reads them before decoding). */
+  promptLogprobs?: PromptLogprob[];
   /** The tokenizer's decode (JSON mode reads each token's text through it). */
   decode: Decode;
   /** Characters of the generated text already sent (the resumed text included). */

@@ -8,12 +8,14 @@
 import { ErrorCode } from "../protocol/errors.ts";
 import type { GenerationOutput } from "../protocol/generation.ts";
 import type { ItemResult } from "../protocol/worker.ts";
+import type { InferenceSession } from "../runner/model-runner.ts";
 import { invalidInput, merge, partition, type Task, type TaskContext } from "./task-types.ts";
 import { type ClaimToCheck, checkClaims } from "./text-generation-check.ts";
-import { decoderShape, encode } from "./text-generation-decoder.ts";
+import { type DecoderShape, decoderShape, encode, prefill } from "./text-generation-decoder.ts";
 import { DecodeEngine } from "./text-generation-engine.ts";
-import { contextProblem, modelProblem, parseGenerationItem } from "./text-generation-item.ts";
-import { type Sequence, startSequence, takeToken } from "./text-generation-sequence.ts";
+import { contextProblem, modelProblem, parseGenerationItem, promptLogprobsFit } from "./text-generation-item.ts";
+import { promptLogprobs } from "./text-generation-logprobs.ts";
+import { type Decode, type Sequence, startSequence, takeToken } from "./text-generation-sequence.ts";
 
 export { advanceText } from "./text-generation-sequence.ts";
 
@@ -48,12 +50,15 @@ export function createTextGeneration(ctx: TaskContext): Task {
       for (const { index, value } of good) {
         const prompt = encode(tokenizer, value.prompt);
         const problem =
-          modelProblem(value.params, shape) ?? contextProblem(prompt.length, value.params.max_new_tokens, context);
+          modelProblem(value.params, shape) ??
+          contextProblem(prompt.length, value.params.max_new_tokens, context) ??
+          promptLogprobsFit(prompt.length, value.params);
         if (problem) results[index] = invalidInput(problem);
         else if (value.verify) claims.push({ pos: index, item: value, claim: value.verify, prompt });
         else sequences.push(startSequence(index, value, prompt, decode));
       }
       const verdicts = await checkClaims(ctx.session, shape, decode, claims);
+      await readPromptLogprobs(ctx.session, shape, decode, sequences);
       const outcome = await engine.generate(
         sequences,
         (seq, token, logprob) => {
@@ -84,6 +89,29 @@ export function createTextGeneration(ctx: TaskContext): Task {
   };
 }
 
+/**
+ * The prompt entries of the sequences whose params.prompt_logprobs asks, from one prefill of their prompts of its
+ * own (the decode loop's prefill keeps only each prompt's last place; a call that asks pays a second prefill).
+ */
+async function readPromptLogprobs(
+  session: InferenceSession,
+  shape: DecoderShape,
+  decode: Decode,
+  sequences: readonly Sequence[],
+): Promise<void> {
+  const asking = sequences.filter((s) => s.item.params.prompt_logprobs !== undefined);
+  if (asking.length === 0) return;
+  const { logits, at } = await prefill(
+    session,
+    shape,
+    asking.map((s) => [...s.prompt]),
+  );
+  for (const [r, seq] of asking.entries()) {
+    const n = seq.item.params.prompt_logprobs as number;
+    seq.promptLogprobs = promptLogprobs(logits, (k) => at(r, k - 1), seq.prompt, n, decode);
+  }
+}
+
 /** A sequence's output as it stands (a sequence that never ended stopped at its length). */
 function outputOf(seq: Sequence): GenerationOutput {
   return {
@@ -92,5 +120,6 @@ function outputOf(seq: Sequence): GenerationOutput {
     finish_reason: seq.finish ?? "length",
     prompt_tokens: seq.promptTokens,
     ...(seq.logprobs ? { logprobs: seq.logprobs } : {}),
+    ...(seq.promptLogprobs ? { prompt_logprobs: seq.promptLogprobs } : {}),
   };
 }

@@ -134,7 +134,7 @@ describe("gpt-tiny through the swarm", () => {
     await connection.drain(1_000);
   }, 120_000);
 
-  it("gives n seeded choices and JSON mode through the openai client, each as a direct run reads", async () => {
+  it("gives n seeded choices, JSON mode and echoed log probabilities through the openai client, each as a direct run reads", async () => {
     const { connection } = connect("gen-n");
     await expect.poll(() => connection.connected, { timeout: 30_000 }).toBe(true);
     const sampling = { max_tokens: 16, temperature: 0.9, seed: 11 };
@@ -164,6 +164,27 @@ describe("gpt-tiny through the swarm", () => {
       },
     ]);
     expect(content).toBe((alone[0] as { output: GenerationOutput }).output.generated_text);
+    // An evaluation harness's loglikelihood call (lm-eval's): a batch of prompts, one token each, echoed with
+    // the log probability of every prompt token, each as a direct run reads it.
+    const scored = await client.completions.create({
+      model: "gpt-tiny",
+      prompt: ["the film was", "the hotel room"],
+      max_tokens: 1,
+      logprobs: 1,
+      echo: true,
+    });
+    for (const [i, prompt] of ["the film was", "the hotel room"].entries()) {
+      const run = await direct(prompt, { max_new_tokens: 1, logprobs: 1, prompt_logprobs: 1 });
+      const got = scored.choices[i]?.logprobs;
+      expect(scored.choices[i]?.text).toBe(prompt + run.generated_text);
+      const want = [...(run.prompt_logprobs ?? []), ...(run.logprobs ?? [])];
+      expect(got?.tokens).toEqual(want.map((e) => e.token));
+      expect(got?.token_logprobs?.[0]).toBeNull();
+      for (const [k, e] of want.entries()) {
+        if (e.logprob === null) continue;
+        expect(Math.abs((got?.token_logprobs?.[k] as number) - e.logprob)).toBeLessThan(1e-3);
+      }
+    }
     await connection.drain(1_000);
   }, 120_000);
 

@@ -8,13 +8,15 @@ import { outputsDiffer } from "../../shared/policy/verification.ts";
 import {
   type GenerationItem,
   type GenerationOutput,
+  GenerationParams,
   GenerationVerdict,
   logprobsMisaligned,
+  type PromptLogprob,
   type TokenLogprob,
 } from "../../shared/protocol/generation.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
 import type { TokenDelta } from "../../shared/runner/model-runner.ts";
-import { logprobsProblem, parseGenerationItem } from "../../shared/tasks/text-generation-item.ts";
+import { logprobsProblem, parseGenerationItem, promptLogprobsFit } from "../../shared/tasks/text-generation-item.ts";
 import {
   logprobProblem,
   MIN_LOGPROB,
@@ -153,6 +155,72 @@ describe("log probabilities on gpt-tiny", () => {
   }, 60_000);
 });
 
+describe("prompt log probabilities on gpt-tiny", () => {
+  it("give each prompt token's given those before it: the values the decode loop gives the same tokens generated", async () => {
+    const greedy = await generate({ max_new_tokens: 6, logprobs: 3 });
+    // The prompt and the reply as one prompt: its last 6 places are the reply's tokens, read in one prefill.
+    const whole = output(
+      (
+        await models.node.run([
+          { prompt: PROMPT + greedy.generated_text, params: { max_new_tokens: 1, prompt_logprobs: 3 } },
+        ])
+      )[0],
+    );
+    const entries = whole.prompt_logprobs ?? [];
+    expect(entries).toHaveLength(whole.prompt_tokens);
+    expect(entries[0]).toEqual({ token: expect.any(String), logprob: null, top: [] });
+    const asked = greedy.prompt_tokens;
+    // The reply's text reads back as its tokens as far as no two of them merge into one (byte-level BPE): compared
+    // there, which is at least its first token.
+    const tail = entries.slice(asked);
+    const reply = greedy.logprobs ?? [];
+    let same = 0;
+    while (same < reply.length && tail[same]?.token === reply[same]?.token) same++;
+    expect(same).toBeGreaterThan(0);
+    for (let i = 0; i < same; i++) {
+      const [e, g] = [tail[i], reply[i]] as [PromptLogprob, TokenLogprob];
+      expect(e.top.map((t) => t.id)).toEqual(g.top.map((t) => t.id));
+      expect(Math.abs((e.logprob as number) - g.logprob)).toBeLessThan(1e-3);
+    }
+    // web reads the same; and without asking there are none.
+    const fromWeb = output(
+      (await models.web.run([{ prompt: PROMPT, params: { max_new_tokens: 1, prompt_logprobs: 3 } }]))[0],
+    );
+    expect(fromWeb.prompt_logprobs?.map((e) => e.token)).toEqual(entries.slice(0, asked).map((e) => e.token));
+    expect(greedy.prompt_logprobs).toBeUndefined();
+  }, 60_000);
+
+  it("hold a donor's claimed prompt entries to the model's", async () => {
+    const params = { max_new_tokens: 4, prompt_logprobs: 2 };
+    const honest = await generate(params);
+    expect((await check(params, honest)).verdict).toBe("agreed");
+    const entries = honest.prompt_logprobs ?? [];
+    const lied = entries.map((e, k) => (k === 2 ? { ...e, logprob: (e.logprob as number) - 0.5 } : e));
+    expect(await check(params, { ...honest, prompt_logprobs: lied })).toMatchObject({
+      verdict: "mismatch",
+      first_mismatch: 0,
+      reason: expect.stringContaining("prompt token 2: its logprob is"),
+    });
+    const firstWithValue = entries.map((e, k) => (k === 0 ? { ...e, logprob: -1 } : e));
+    expect((await check(params, { ...honest, prompt_logprobs: firstWithValue })).reason).toContain(
+      "first prompt token",
+    );
+    const { prompt_logprobs: _, ...without } = honest;
+    expect((await check(params, without)).reason).toContain("prompt_logprobs were left out");
+    expect((await check({ max_new_tokens: 4 }, honest)).reason).toContain("prompt_logprobs were not asked for");
+  }, 60_000);
+
+  it("fit an answer with the reply's: refused, after the prompt is counted, past 12,000 entries", () => {
+    expect(promptLogprobsFit(571, { ...GenerationParams.parse({}), prompt_logprobs: 20 })).toBeNull();
+    expect(promptLogprobsFit(572, { ...GenerationParams.parse({}), prompt_logprobs: 20 })).toContain(
+      "a prompt of 572 tokens with 20 top tokens each",
+    );
+    const both = { ...GenerationParams.parse({ max_new_tokens: 500, logprobs: 20 }), prompt_logprobs: 0 };
+    expect(promptLogprobsFit(1500, both)).toBeNull(); // 500 × 21 + 1500 × 1 = 12,000
+    expect(promptLogprobsFit(1501, both)).toContain("12001");
+  });
+});
+
 describe("the log-probability rules on synthetic rows", () => {
   const decode = (ids: readonly number[]) => ids.map((i) => `<${i}>`).join("");
   const row = new Float32Array([1, 3, 3, -2, 0.5, 3]);
@@ -217,6 +285,11 @@ describe("log probabilities in answers", () => {
     expect(logprobsMisaligned(out([entry(2), entry(1)]))).toContain("entry 1 lists 1 top tokens");
     expect(generationProblem(out([entry(0)]), false)).toContain("1 entries for 2 tokens");
     expect(generationProblem(out([entry(0), entry(0)]), false)).toBeNull();
+    // A prompt's (prompt_tokens 1 here): its first entry has no figures.
+    const first = { token: "p", logprob: null, top: [] };
+    expect(logprobsMisaligned({ ...out(), prompt_logprobs: [first] })).toBeNull();
+    expect(logprobsMisaligned({ ...out(), prompt_logprobs: [first, first] })).toContain("2 entries for 1 tokens");
+    expect(logprobsMisaligned({ ...out(), prompt_logprobs: [{ ...first, logprob: -1 }] })).toContain("first entry");
   });
 
   it("are left out where two runs' outputs are compared: near ties order top tokens either way", () => {

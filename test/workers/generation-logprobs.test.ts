@@ -193,6 +193,43 @@ describe("log probabilities on the OpenAI routes", () => {
     worker.close();
   });
 
+  it("echo a completion's prompt, with its tokens' log probabilities before the reply's", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const params: unknown[] = [];
+    // The worker's prompt entries (prompt_tokens 3): the first with no figures.
+    const PROMPT_ENTRIES = [
+      { token: "The", logprob: null, top: [] },
+      { ...entry(1, " fi", 1), logprob: -1.5 },
+      { ...entry(2, "lm", 1), logprob: -0.5 },
+    ];
+    const served = (async () => {
+      const batch = await worker.next("batch");
+      params.push((batch.items[0]?.input as { params?: unknown } | undefined)?.params);
+      worker.complete(batch, () => ({
+        ...output(),
+        logprobs: ENTRIES.map((e) => ({ ...e, top: e.top.slice(0, 1) })),
+        prompt_logprobs: PROMPT_ENTRIES,
+      }));
+    })();
+    const answer = await client.completions.create({ model: MODEL, prompt: "The film", logprobs: 1, echo: true });
+    await served;
+    expect(params[0]).toMatchObject({ logprobs: 1, prompt_logprobs: 1 });
+    const choice = answer.choices[0];
+    expect(choice?.text).toBe(`The film${WORDS.join("")}`);
+    expect(choice?.logprobs?.tokens).toEqual(["The", " fi", "lm", ...WORDS]);
+    expect(choice?.logprobs?.token_logprobs).toEqual([null, -1.5, -0.5, ...ENTRIES.map((e) => e.logprob)]);
+    expect(choice?.logprobs?.top_logprobs?.[0]).toBeNull();
+    expect(choice?.logprobs?.top_logprobs?.[1]).toEqual({ t0é: -0.1, " fi": -1.5 });
+    expect(choice?.logprobs?.text_offset).toEqual([0, 3, 6, 8, 10, 14, 17]);
+    // echo alone: the prompt first, and no prompt entries asked of the worker.
+    const plain = serveOne(worker, params);
+    const echoed = await client.completions.create({ model: MODEL, prompt: "The film", echo: true });
+    await plain;
+    expect(echoed.choices[0]?.text).toBe(`The film${WORDS.join("")}`);
+    expect(params[1]).not.toHaveProperty("prompt_logprobs");
+    worker.close();
+  });
+
   it("answer a turn in a session, whose history keeps the reply without them", async () => {
     expect((await call("/v1/sessions/lp-s", { method: "PUT", body: {} })).status).toBeLessThan(300);
     const worker = await SocketWorker.connect(MODEL);
@@ -216,7 +253,7 @@ describe("log probabilities on the OpenAI routes", () => {
     worker.close();
   });
 
-  it("refuse top_logprobs without logprobs, past 20, more than an answer holds, and echo, before anything is queued", async () => {
+  it("refuse top_logprobs without logprobs, past 20, more than an answer holds, echo streamed, before anything is queued", async () => {
     const refused = async (path: string, body: object) => {
       const res = await SELF.fetch(`http://edge/v1/${path}`, {
         method: "POST",
@@ -261,10 +298,15 @@ describe("log probabilities on the OpenAI routes", () => {
     });
     expect(resumed.status).toBe(422);
     expect(JSON.stringify(await resumed.json())).toContain("resume is set by the queue");
-    expect(await refused("completions", { prompt: "The", logprobs: 1, echo: true })).toMatchObject({
+    expect(await refused("completions", { prompt: "The", echo: true, stream: true })).toMatchObject({
       param: "echo",
-      message: expect.stringContaining("echo is not served"),
+      message: expect.stringContaining("echo is served without stream"),
     });
+    const hf = { model: "x", prompt: "The", echo: true, return_full_text: true };
+    // Hugging Face's route answers its own error shape.
+    expect(JSON.stringify(await refused(`../models/${MODEL}/v1/completions`, hf))).toContain(
+      "give echo or return_full_text, not both",
+    );
   });
 });
 
