@@ -193,6 +193,49 @@ describe("log probabilities on the OpenAI routes", () => {
     worker.close();
   });
 
+  it("stream each of n choices' entries under its own index", async () => {
+    const worker = await SocketWorker.connect(MODEL);
+    const served = (async () => {
+      const batch = await worker.next("batch");
+      expect(batch.items).toHaveLength(2);
+      // Choice 1's tokens first, then choice 0's: each keeps its own.
+      for (const pos of [1, 0]) {
+        const own = (e: TokenLogprob) => ({ ...e, token: `${e.token}#${pos}` });
+        await worker.sendTokens({
+          ...delta(
+            batch.lease_id,
+            0,
+            2,
+            WORDS.slice(0, 2)
+              .map((w) => `${w}#${pos}`)
+              .join(""),
+          ),
+          pos,
+          logprobs: ENTRIES.slice(0, 2).map(own),
+        });
+      }
+      worker.complete(batch, () => output());
+    })();
+    const stream = await client.chat.completions.create({
+      model: MODEL,
+      messages: [{ role: "user", content: "Hi" }],
+      n: 2,
+      temperature: 0.5,
+      logprobs: true,
+      stream: true,
+    });
+    const byChoice: string[][] = [[], []];
+    for await (const chunk of stream) {
+      for (const ch of chunk.choices) byChoice[ch.index]?.push(...(ch.logprobs?.content ?? []).map((e) => e.token));
+    }
+    await served;
+    // Each choice's streamed entries, then (as its output's were not all streamed) the rest of its output's.
+    expect(byChoice[0]?.slice(0, 2)).toEqual([" I#0", " r😀#0"]);
+    expect(byChoice[1]?.slice(0, 2)).toEqual([" I#1", " r😀#1"]);
+    expect(byChoice.map((c) => c.length)).toEqual([4, 4]);
+    worker.close();
+  });
+
   it("echo a completion's prompt, with its tokens' log probabilities before the reply's", async () => {
     const worker = await SocketWorker.connect(MODEL);
     const params: unknown[] = [];
