@@ -114,7 +114,11 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
         const { index, output: out } = event.data;
         outputs[index] = out;
         // What the chunks did not carry comes with the last ones: the output's entries are the truth.
-        if (spec.logprobs) pending.set(index, (out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0));
+        if (spec.logprobs) {
+          // Completions' last entry is the end-of-text token that ended the reply, if one did (chat's content has none).
+          const end = spec.endpoint === "completions" && out.end_logprob ? [out.end_logprob] : [];
+          pending.set(index, [...(out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0), ...end]);
+        }
         const before = sent.get(index) ?? "";
         const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));

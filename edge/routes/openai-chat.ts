@@ -10,6 +10,7 @@ import {
   type GenerationItem,
   type GenerationOutput,
   type JobView,
+  MAX_LOGPROB_ENTRIES,
   type ModelConfig,
 } from "../../shared/index.ts";
 import {
@@ -73,13 +74,22 @@ function choices(
     throw refuse("n", `n is ${count}; a call in a session keeps one reply: leave n out, or the session`);
   }
   const most = model.max_inputs_per_request;
+  const param = prompts.length === 1 ? "n" : "prompt";
+  const many =
+    prompts.length === 1
+      ? `n is ${count}`
+      : `${prompts.length} prompts × n ${count} are ${count * prompts.length} choices`;
   if (count * prompts.length > most) {
-    throw prompts.length === 1
-      ? refuse("n", `n is ${count}; model "${model.name}" takes at most ${most} a call`)
-      : refuse(
-          "prompt",
-          `${prompts.length} prompts × n ${count} are ${count * prompts.length} choices; model "${model.name}" takes at most ${most} a call`,
-        );
+    throw refuse(param, `${many}; model "${model.name}" takes at most ${most} a call`);
+  }
+  // Each choice's log probabilities fit its answer (logprobsProblem); all of them must fit the call's.
+  const params = prompts[0]?.params;
+  const entries = params?.logprobs === undefined ? 0 : params.max_new_tokens * (params.logprobs + 1);
+  if (entries * count * prompts.length > MAX_CALL_LOGPROB_ENTRIES) {
+    throw refuse(
+      param,
+      `${many}, each with up to ${entries} log probabilities: a call's answer holds at most ${MAX_CALL_LOGPROB_ENTRIES}; send fewer, or lower max_tokens or the top tokens asked for`,
+    );
   }
   return prompts.flatMap((item) =>
     Array.from({ length: count }, (_, i) =>
@@ -87,6 +97,9 @@ function choices(
     ),
   );
 }
+
+/** The most log-probability entries one call's answer may hold, over its choices: 8 choices of the most each may. */
+const MAX_CALL_LOGPROB_ENTRIES = 8 * MAX_LOGPROB_ENTRIES;
 
 /** The finished job's outputs, one a choice, or the error the job ended with (succeededOrThrow). */
 function outputsOf(job: JobView): GenerationOutput[] {
@@ -215,17 +228,20 @@ export async function completions(c: Context<HonoEnv>, modelName?: string) {
   const perPrompt = req.n ?? 1;
   const items = choices(
     model,
-    prompts.map((p, i) => promptItem(model, p, params, one ? "prompt" : `prompt[${i}]`)),
+    prompts.map((p, i) => promptItem(model, p, params, one ? "prompt" : `prompt.${i}`)),
     req.n,
     req.session,
   );
   // Choice i·n + j is prompt i's: echo (and return_full_text) puts that prompt before it.
   const prefixed = echo || hf?.return_full_text === true;
   const before = (index: number) => (prefixed ? (prompts[Math.floor(index / perPrompt)] ?? "") : "");
-  const entries = (output: GenerationOutput, index: number) =>
-    echo
-      ? completionLogprobs([...(output.prompt_logprobs ?? []), ...(output.logprobs ?? [])], 0)
-      : completionLogprobs(output.logprobs ?? [], before(index).length);
+  // The end-of-text token that ended a reply has its entry last, as vLLM's (a scoring client reads a place a token).
+  const entries = (output: GenerationOutput, index: number) => {
+    const reply = [...(output.logprobs ?? []), ...(output.end_logprob ? [output.end_logprob] : [])];
+    return echo
+      ? completionLogprobs([...(output.prompt_logprobs ?? []), ...reply], 0)
+      : completionLogprobs(reply, before(index).length);
+  };
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
   if (!req.stream) {

@@ -153,6 +153,11 @@ export const GenerationOutput = z.strictObject({
   prompt_tokens: z.int().min(0),
   /** With params.logprobs: one entry a token of `tokens`, in order. */
   logprobs: z.array(TokenLogprob).max(4096).optional(),
+  /**
+   * With params.logprobs, when an end-of-text token ended the reply: that token's entry (the token itself is not
+   * in `tokens`). A scoring client counts on an entry a place, the end's included (lm-eval reads all but the last).
+   */
+  end_logprob: TokenLogprob.optional(),
   /** With params.prompt_logprobs: one entry a prompt token (prompt_tokens of them), the first's logprob null. */
   prompt_logprobs: z.array(PromptLogprob).max(MAX_LOGPROB_ENTRIES).optional(),
 });
@@ -163,24 +168,30 @@ export type GenerationOutput = z.infer<typeof GenerationOutput>;
  * each listing as many top tokens (a stream and an answer read them by the token's place).
  */
 export function logprobsMisaligned(output: GenerationOutput): string | null {
+  if (output.end_logprob && !output.logprobs) return "end_logprob comes only with logprobs";
   return (
-    misaligned("logprobs", output.logprobs, output.tokens.length, 0) ??
-    misaligned("prompt_logprobs", output.prompt_logprobs, output.prompt_tokens, 1)
+    misaligned("logprobs", output.logprobs, output.tokens.length, false) ??
+    misaligned("prompt_logprobs", output.prompt_logprobs, output.prompt_tokens, true)
   );
 }
 
-/** `entries` (when given) must be `count`, each listing as many top tokens as the first of them listed from `from`. */
+/**
+ * `entries` (when given) must be `count`, each listing as many top tokens; a prompt's first entry has no figures
+ * (nothing comes before it), and only it.
+ */
 function misaligned(
   name: string,
   entries: readonly { logprob: number | null; top: readonly unknown[] }[] | undefined,
   count: number,
-  from: number,
+  prompt: boolean,
 ): string | null {
   if (entries === undefined) return null;
-  if (entries.length !== count)
+  if (entries.length !== count) {
     return `${name} holds ${entries.length} entries for ${count} tokens; it must hold one a token`;
-  if (from === 1 && entries[0] && (entries[0].logprob !== null || entries[0].top.length > 0)) {
-    return `${name}' first entry has a logprob or top tokens; nothing comes before the first token`;
+  }
+  const from = prompt ? 1 : 0;
+  if (prompt && entries[0] && (entries[0].logprob !== null || entries[0].top.length > 0)) {
+    return `${name}'s first entry has a logprob or top tokens; nothing comes before the first token`;
   }
   if (entries.slice(from).some((e) => e.logprob === null)) return `${name} has a null logprob past its first entry`;
   const top = entries[from]?.top.length ?? 0;

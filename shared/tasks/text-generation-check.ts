@@ -133,8 +133,10 @@ function judge(
   }
   let checked = read.length;
   if (n > read.length) return mismatch(read.length, checked, `${n} tokens, more than max_new_tokens (${read.length})`);
+  let endEntry: string | null = claim.end_logprob ? "the claim has an end_logprob it should not have" : null;
   if (!seq.finish) {
     // Ended by end-of-text: the model must allow one right after the last token (and min_new_tokens there).
+    const raw = asked === undefined ? undefined : rowLogprobs(logits, at(n).from, at(n).to, asked);
     const { from, to } = row(n);
     checked++;
     const drawn = modelPick(n);
@@ -145,7 +147,15 @@ function judge(
       return mismatch(n, checked, `the output ends after ${n} tokens; the model goes on with ${drawn}`);
     }
     takeToken(seq, eos, shape.eos, decode);
+    // With logprobs, the end-of-text token's entry comes too, held to the model's like a token's.
+    endEntry =
+      raw === undefined
+        ? endEntry
+        : claim.end_logprob === undefined
+          ? "the claim has no end_logprob for the end-of-text token that ends it"
+          : logprobProblem(claim.end_logprob, raw, eos, asked as number, claim.tolerance, decode);
   }
+  if (endEntry !== null) return mismatch(n, checked, `the end's log probabilities: ${endEntry}`);
   if (claim.finish_reason !== seq.finish) {
     return mismatch(n, checked, `finish_reason is ${claim.finish_reason}; these tokens end with ${seq.finish}`);
   }

@@ -20,6 +20,8 @@ export interface Sequence {
   generated: number[];
   /** With params.logprobs: one entry a generated token (the resumed ones' from the resume). */
   logprobs?: TokenLogprob[];
+  /** With params.logprobs, once an end-of-text token ended it: that token's entry. */
+  endLogprob?: TokenLogprob;
   /** With params.prompt_logprobs: one entry a prompt token (text-generation.ts reads them before decoding). */
   promptLogprobs?: PromptLogprob[];
   /** The tokenizer's decode (JSON mode reads each token's text through it). */
@@ -67,6 +69,7 @@ export function takeToken(
   if (eos.includes(token)) {
     seq.finish = "stop";
     seq.text = decode(seq.generated, { skip_special_tokens: true });
+    if (logprob && seq.logprobs) seq.endLogprob = logprob;
     return null;
   }
   seq.generated.push(token);

@@ -120,6 +120,7 @@ function outputOf(seq: Sequence): GenerationOutput {
     finish_reason: seq.finish ?? "length",
     prompt_tokens: seq.promptTokens,
     ...(seq.logprobs ? { logprobs: seq.logprobs } : {}),
+    ...(seq.endLogprob ? { end_logprob: seq.endLogprob } : {}),
     ...(seq.promptLogprobs ? { prompt_logprobs: seq.promptLogprobs } : {}),
   };
 }

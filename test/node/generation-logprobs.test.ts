@@ -146,12 +146,47 @@ describe("log probabilities on gpt-tiny", () => {
     }
     // A claim without the entries asked for, or with some not asked for.
     expect((await check(params, { ...honest, logprobs: undefined } as GenerationOutput)).verdict).toBe("mismatch");
-    const { logprobs: _, ...plain } = honest;
+    const { logprobs: _, end_logprob: __, ...plain } = honest;
     expect((await check({ max_new_tokens: 12 }, honest)).reason).toContain("were not asked for");
     expect((await check({ max_new_tokens: 12 }, plain)).verdict).toBe("agreed");
     // A resumed claim's check reads the accepted prefix's entries too.
     const resume = { tokens: honest.tokens.slice(0, 3), text: "", logprobs: entries.slice(0, 3) };
     expect((await check(params, honest, resume)).verdict).toBe("agreed");
+  }, 60_000);
+});
+
+describe("the end-of-text token's entry", () => {
+  const CHAT = "<|user|>how was the film?<|end|><|assistant|>";
+
+  it("comes with a reply an end-of-text token ended (not one cut by its length), and a claim is held to it", async () => {
+    const params = { max_new_tokens: 32, logprobs: 2 };
+    const ended = await generate(params, models.node, CHAT);
+    expect(ended.finish_reason).toBe("stop");
+    const end = ended.end_logprob as TokenLogprob;
+    expect(end.token).toMatch(/^<\|end(oftext)?\|>$/);
+    expect(end.logprob).toBeLessThanOrEqual(0);
+    expect(end.top[0]?.token).toBe(end.token); // greedy: the end was the likeliest
+    expect((await generate({ max_new_tokens: 3, logprobs: 2 }, models.node, CHAT)).end_logprob).toBeUndefined();
+    // The check, on the chat prompt.
+    const checkChat = async (claim: GenerationOutput) =>
+      GenerationVerdict.parse(
+        result((await models.node.run([{ prompt: CHAT, params, verify: { ...claim, tolerance: TOL } }]))[0]),
+      );
+    expect((await checkChat(ended)).verdict).toBe("agreed");
+    const { end_logprob: _, ...withoutEnd } = ended;
+    expect((await checkChat(withoutEnd)).reason).toContain("no end_logprob");
+    expect((await checkChat({ ...ended, end_logprob: { ...end, logprob: end.logprob - 1 } })).reason).toContain(
+      "the end's log probabilities: its logprob is",
+    );
+    // An end forced at once (logit_bias): no reply token, the end's entry alone, as a scoring client reads it.
+    const forced = await generate({
+      max_new_tokens: 1,
+      logprobs: 1,
+      prompt_logprobs: 1,
+      logit_bias: { "1024": 100, "1028": 100 },
+    });
+    expect(forced.tokens).toEqual([]);
+    expect(forced.end_logprob?.token).toMatch(/^<\|end/);
   }, 60_000);
 });
 

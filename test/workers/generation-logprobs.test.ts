@@ -251,6 +251,7 @@ describe("log probabilities on the OpenAI routes", () => {
       worker.complete(batch, () => ({
         ...output(),
         logprobs: ENTRIES.map((e) => ({ ...e, top: e.top.slice(0, 1) })),
+        end_logprob: { ...entry(9, "<|end|>", 1), logprob: -0.25 },
         prompt_logprobs: PROMPT_ENTRIES,
       }));
     })();
@@ -259,11 +260,12 @@ describe("log probabilities on the OpenAI routes", () => {
     expect(params[0]).toMatchObject({ logprobs: 1, prompt_logprobs: 1 });
     const choice = answer.choices[0];
     expect(choice?.text).toBe(`The film${WORDS.join("")}`);
-    expect(choice?.logprobs?.tokens).toEqual(["The", " fi", "lm", ...WORDS]);
-    expect(choice?.logprobs?.token_logprobs).toEqual([null, -1.5, -0.5, ...ENTRIES.map((e) => e.logprob)]);
+    // The prompt's tokens, the reply's, and the end-of-text token that ended it (its text adds nothing).
+    expect(choice?.logprobs?.tokens).toEqual(["The", " fi", "lm", ...WORDS, "<|end|>"]);
+    expect(choice?.logprobs?.token_logprobs).toEqual([null, -1.5, -0.5, ...ENTRIES.map((e) => e.logprob), -0.25]);
     expect(choice?.logprobs?.top_logprobs?.[0]).toBeNull();
     expect(choice?.logprobs?.top_logprobs?.[1]).toEqual({ t0é: -0.1, " fi": -1.5 });
-    expect(choice?.logprobs?.text_offset).toEqual([0, 3, 6, 8, 10, 14, 17]);
+    expect(choice?.logprobs?.text_offset).toEqual([0, 3, 6, 8, 10, 14, 17, 20]);
     // echo alone: the prompt first, and no prompt entries asked of the worker.
     const plain = serveOne(worker, params);
     const echoed = await client.completions.create({ model: MODEL, prompt: "The film", echo: true });
@@ -331,6 +333,12 @@ describe("log probabilities on the OpenAI routes", () => {
     const over = await own({ max_new_tokens: 1000, logprobs: 20 });
     expect(over.status).toBe(422); // the own API's status for inputs the workers would refuse
     expect(JSON.stringify(await over.json())).toContain("lower max_new_tokens to 571 or logprobs");
+    // Each choice fits (500 × 21), but 10 of them are more than a call's answer holds (96,000).
+    const ten = Array.from({ length: 10 }, (_, i) => `p${i}`);
+    expect(await refused("completions", { model: LONG, prompt: ten, logprobs: 20, max_tokens: 500 })).toMatchObject({
+      param: "prompt",
+      message: expect.stringContaining("a call's answer holds at most 96000"),
+    });
     // 2,000 tokens with 5 each are exactly 12,000: taken.
     expect((await own({ max_new_tokens: 2000, logprobs: 5 })).status).toBe(202);
     // A caller's resume (the queue's own field) is refused as verify is.

@@ -449,9 +449,17 @@ describe("POST /v1/completions with several prompts", () => {
   it("answers n choices of each prompt in order, each prompt counted once in usage, streamed and not", async () => {
     const worker = await SocketWorker.connect("scribe");
     const prompts: string[] = [];
-    const stop = serve(worker, prompts);
+    const params: { seed?: number }[] = [];
+    const stop = serve(worker, prompts, params);
     const sent = ["The film", "A hotel"];
-    const answer = await client.completions.create({ model: "scribe", prompt: sent, n: 2, temperature: 0.5 });
+    const answer = await client.completions.create({ model: "scribe", prompt: sent, n: 2, temperature: 0.5, seed: 7 });
+    // Each prompt's choices seeded seed + j, in a row.
+    expect(prompts.map((p, i) => [p, params[i]?.seed])).toEqual([
+      ["The film", 7],
+      ["The film", 8],
+      ["A hotel", 7],
+      ["A hotel", 8],
+    ]);
     // Choice i·n + j is prompt i's j-th: its text the reply to that prompt.
     expect(answer.choices.map((ch) => [ch.index, ch.text])).toEqual([
       [0, replyTo("The film").join("")],
