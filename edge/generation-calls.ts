@@ -99,10 +99,12 @@ export function generationParams(
   const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
   const maxNew = asked.max_tokens ?? Math.min(DEFAULT_MAX_NEW_TOKENS, context - 1);
-  if (maxNew <= 0 || maxNew >= context || maxNew > 4096) {
+  // 0 scores the prompt and generates nothing: only with its log probabilities asked for (completions' echo).
+  const least = asked.prompt_logprobs == null ? 1 : 0;
+  if (maxNew < least || maxNew >= context || maxNew > 4096) {
     throw refuse(
       maxParam,
-      `${maxParam} is ${maxNew}; model "${model.name}" has a context of ${context} tokens, prompt included: ask for 1 to ${Math.min(context - 1, 4096)}`,
+      `${maxParam} is ${maxNew}; model "${model.name}" has a context of ${context} tokens, prompt included: ask for ${least} to ${Math.min(context - 1, 4096)}${least === 1 ? " (0 only with echo and logprobs)" : ""}`,
     );
   }
   const minNew = asked.min_tokens ?? 0;

@@ -75,7 +75,7 @@ export type PromptLogprob = z.infer<typeof PromptLogprob>;
 export const GenerationParams = z
   .strictObject({
     /** Tokens to generate at most (finish_reason "length" when reached). */
-    max_new_tokens: z.int().min(1).max(4096).default(64),
+    max_new_tokens: z.int().min(0).max(4096).default(64),
     /**
      * Tokens to generate before an end-of-text token may end the text (transformers' min_new_tokens, vLLM's
      * min_tokens): until then it is never picked. A stop string still ends it. Left out when not asked for
@@ -127,6 +127,10 @@ export const GenerationParams = z
      * place (0 to MAX_TOP_LOGPROBS): the output's `prompt_logprobs`. Left out unless asked for.
      */
     prompt_logprobs: z.int().min(0).max(MAX_TOP_LOGPROBS).optional(),
+  })
+  .refine((p) => p.max_new_tokens > 0 || p.prompt_logprobs !== undefined, {
+    message: "max_new_tokens must be at least 1 (0 only with prompt_logprobs: a prompt scored, nothing generated)",
+    path: ["max_new_tokens"],
   })
   .refine((p) => (p.min_new_tokens ?? 0) <= p.max_new_tokens, {
     message: "min_new_tokens must be at most max_new_tokens",

@@ -185,6 +185,18 @@ describe("gpt-tiny through the swarm", () => {
         expect(Math.abs((got?.token_logprobs?.[k] as number) - e.logprob)).toBeLessThan(1e-3);
       }
     }
+    // Older harnesses score with max_tokens 0: the prompt echoed, its entries only.
+    const zero = await client.completions.create({
+      model: "gpt-tiny",
+      prompt: "the film was",
+      max_tokens: 0,
+      logprobs: 1,
+      echo: true,
+    });
+    const prompt = await direct("the film was", { max_new_tokens: 0, prompt_logprobs: 1 });
+    expect(zero.choices[0]?.text).toBe("the film was");
+    expect(zero.choices[0]?.logprobs?.tokens).toEqual(prompt.prompt_logprobs?.map((e) => e.token));
+    expect(zero.usage?.completion_tokens).toBe(0);
     await connection.drain(1_000);
   }, 120_000);
 

@@ -225,6 +225,17 @@ describe("prompt log probabilities on gpt-tiny", () => {
     expect(greedy.prompt_logprobs).toBeUndefined();
   }, 60_000);
 
+  it("score a prompt with max_new_tokens 0: nothing generated, and a claim of it agreed", async () => {
+    const params = { max_new_tokens: 0, prompt_logprobs: 1 };
+    const scored = await generate(params);
+    expect(scored).toMatchObject({ tokens: [], generated_text: "", finish_reason: "length" });
+    expect(scored.prompt_logprobs).toHaveLength(scored.prompt_tokens);
+    expect((await check(params, scored)).verdict).toBe("agreed");
+    expect(parseGenerationItem({ prompt: "x", params: { max_new_tokens: 0 } }, 256)).toEqual({
+      error: expect.stringContaining("0 only with prompt_logprobs"),
+    });
+  }, 60_000);
+
   it("hold a donor's claimed prompt entries to the model's", async () => {
     const params = { max_new_tokens: 4, prompt_logprobs: 2 };
     const honest = await generate(params);

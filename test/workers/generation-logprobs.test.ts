@@ -333,6 +333,11 @@ describe("log probabilities on the OpenAI routes", () => {
     const over = await own({ max_new_tokens: 1000, logprobs: 20 });
     expect(over.status).toBe(422); // the own API's status for inputs the workers would refuse
     expect(JSON.stringify(await over.json())).toContain("lower max_new_tokens to 571 or logprobs");
+    // max_tokens 0 scores a prompt: only with echo and logprobs.
+    expect(await refused("completions", { prompt: "The", max_tokens: 0, echo: true })).toMatchObject({
+      param: "max_tokens",
+      message: expect.stringContaining("0 only with echo and logprobs"),
+    });
     // Each choice fits (500 × 21), but 10 of them are more than a call's answer holds (96,000).
     const ten = Array.from({ length: 10 }, (_, i) => `p${i}`);
     expect(await refused("completions", { model: LONG, prompt: ten, logprobs: 20, max_tokens: 500 })).toMatchObject({
