@@ -6,17 +6,18 @@ import type { ChatLogprobs, ChatTokenLogprob, CompletionLogprobs } from "../shar
 
 const encoder = new TextEncoder();
 
-const chatToken = (token: string, logprob: number): ChatTokenLogprob => ({
-  token,
-  logprob,
-  bytes: [...encoder.encode(token)],
+/** A token as chat's entries give it: its bytes the worker's where its text cannot carry them (a split character). */
+const chatToken = (e: { token: string; bytes?: number[] | undefined; logprob: number }): ChatTokenLogprob => ({
+  token: e.token,
+  logprob: e.logprob,
+  bytes: e.bytes ?? [...encoder.encode(e.token)],
 });
 
 export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
   return {
     content: entries.map((e) => ({
-      ...chatToken(e.token, e.logprob),
-      top_logprobs: e.top.map((t) => chatToken(t.token, t.logprob)),
+      ...chatToken(e),
+      top_logprobs: e.top.map(chatToken),
     })),
   };
 }

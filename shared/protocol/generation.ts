@@ -51,6 +51,11 @@ export const MAX_LOGPROB_ENTRIES = 12_000;
 const TokenText = z.string().max(256);
 /** A log probability: at most 0 (zod's numbers are finite). */
 const Logprob = z.number().max(0);
+/**
+ * A token's own bytes, given where its text cannot carry them: a byte-level token that ends mid-character (its
+ * text reads U+FFFD). OpenAI's `bytes` of the token.
+ */
+const TokenBytes = z.array(z.int().min(0).max(255)).max(256).optional();
 
 /**
  * A generated token's log probability and the most likely tokens at its place, under the model's own distribution
@@ -59,8 +64,11 @@ const Logprob = z.number().max(0);
  */
 export const TokenLogprob = z.strictObject({
   token: TokenText,
+  bytes: TokenBytes,
   logprob: Logprob,
-  top: z.array(z.strictObject({ id: z.int().min(0), token: TokenText, logprob: Logprob })).max(MAX_TOP_LOGPROBS),
+  top: z
+    .array(z.strictObject({ id: z.int().min(0), token: TokenText, bytes: TokenBytes, logprob: Logprob }))
+    .max(MAX_TOP_LOGPROBS),
 });
 export type TokenLogprob = z.infer<typeof TokenLogprob>;
 

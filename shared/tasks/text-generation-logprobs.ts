@@ -7,23 +7,37 @@
 import type { PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
 import type { Decode } from "./text-generation-sequence.ts";
 
-/** Each tokenizer's texts of single tokens, as read so far (a row's top tokens repeat from step to step). */
-const texts = new WeakMap<Decode, Map<number, string>>();
+/** A token as an entry names it: its text, and its bytes where the text cannot carry them. */
+interface Named {
+  token: string;
+  bytes?: number[];
+}
 
-/** A token's text as decode([id]) gives it, special tokens named (an end-of-text token among the top ones). */
-export function tokenText(decode: Decode, id: number): string {
-  let known = texts.get(decode);
+/** Each tokenizer's names of single tokens, as read so far (a row's top tokens repeat from step to step). */
+const names = new WeakMap<Decode, Map<number, Named>>();
+
+/**
+ * A token's text as decode([id]) gives it, special tokens named (an end-of-text token among the top ones); and,
+ * for a byte-level token that ends mid-character (its text reads U+FFFD), its own bytes (decode.tokenBytes).
+ */
+export function tokenName(decode: Decode, id: number): Named {
+  let known = names.get(decode);
   if (!known) {
     known = new Map();
-    texts.set(decode, known);
+    names.set(decode, known);
   }
-  let text = known.get(id);
-  if (text === undefined) {
-    text = decode([id], { skip_special_tokens: false });
-    known.set(id, text);
+  let named = known.get(id);
+  if (named === undefined) {
+    const token = decode([id], { skip_special_tokens: false });
+    const bytes = token.includes("\uFFFD") ? decode.tokenBytes?.(id) : null;
+    named = bytes ? { token, bytes } : { token };
+    known.set(id, named);
   }
-  return text;
+  return named;
 }
+
+const sameName = (claimed: Named, named: Named) =>
+  claimed.token === named.token && JSON.stringify(claimed.bytes ?? null) === JSON.stringify(named.bytes ?? null);
 
 /** log Σ exp over the row [from, to), in float64 from its largest value. */
 function logSumExp(logits: ArrayLike<number>, from: number, to: number): number {
@@ -81,9 +95,9 @@ const reported = (logprob: number) => Number(logprob.toPrecision(6));
 /** What a run reports for `token` picked from a row whose log probabilities are `row`. */
 export function tokenLogprob(row: RowLogprobs, token: number, decode: Decode): TokenLogprob {
   return {
-    token: tokenText(decode, token),
+    ...tokenName(decode, token),
     logprob: reported(row.of(token)),
-    top: row.top.map((id) => ({ id, token: tokenText(decode, id), logprob: reported(row.of(id)) })),
+    top: row.top.map((id) => ({ id, ...tokenName(decode, id), logprob: reported(row.of(id)) })),
   };
 }
 
@@ -99,7 +113,7 @@ export function promptLogprobs(
   decode: Decode,
 ): PromptLogprob[] {
   return prompt.map((token, k) => {
-    if (k === 0) return { token: tokenText(decode, token), logprob: null, top: [] };
+    if (k === 0) return { ...tokenName(decode, token), logprob: null, top: [] };
     const { from, to } = at(k);
     return tokenLogprob(rowLogprobs(logits, from, to, n), token, decode);
   });
@@ -122,7 +136,7 @@ export function promptLogprobsProblem(
   for (const [k, token] of prompt.entries()) {
     const entry = claimed[k] as PromptLogprob;
     if (k === 0) {
-      if (entry.token !== tokenText(decode, token) || entry.logprob !== null || entry.top.length > 0) {
+      if (!sameName(entry, tokenName(decode, token)) || entry.logprob !== null || entry.top.length > 0) {
         return "the first prompt token's entry is not its text alone";
       }
       continue;
@@ -154,7 +168,7 @@ export function logprobProblem(
   // Reported values carry 6 significant digits: their rounding is allowed for besides the tolerance.
   const slack = 2 * tol + 1e-6;
   const off = (id: number, value: number) => Math.abs(row.of(id) - value) > slack + 1e-5 * Math.abs(value);
-  if (claimed.token !== tokenText(decode, token)) return "its text is not the token's";
+  if (!sameName(claimed, tokenName(decode, token))) return "its text (or bytes) is not the token's";
   if (off(token, claimed.logprob)) return `its logprob is ${claimed.logprob}; the model gives ${row.of(token)}`;
   const want = Math.min(n, row.top.length);
   if (claimed.top.length !== want) return `it lists ${claimed.top.length} top tokens; ${want} were asked for`;
@@ -164,7 +178,7 @@ export function logprobProblem(
     if (t.id >= row.vocab) return `top token ${t.id} is past the vocabulary`;
     if (ids.has(t.id)) return `top token ${t.id} is listed twice`;
     ids.add(t.id);
-    if (t.token !== tokenText(decode, t.id)) return `top token ${t.id}'s text is not the token's`;
+    if (!sameName(t, tokenName(decode, t.id))) return `top token ${t.id}'s text (or bytes) is not the token's`;
     if (off(t.id, t.logprob)) return `top token ${t.id}'s logprob is ${t.logprob}; the model gives ${row.of(t.id)}`;
     if (t.logprob > last + 1e-9) return "the top tokens are not in order";
     last = t.logprob;

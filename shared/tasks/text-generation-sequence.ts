@@ -4,9 +4,9 @@
 // so a claim is held to the very rules that end the model's own run.
 
 import type { FinishReason, GenerationItem, PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
-import type { CallableTokenizer } from "./tokenizer.ts";
+import type { Decode } from "./tokenizer.ts";
 
-export type Decode = CallableTokenizer["decode"];
+export type { Decode } from "./tokenizer.ts";
 
 export interface Sequence {
   pos: number;

@@ -22,8 +22,33 @@ export interface CallableTokenizer {
   (text: string, options: CallOptions): Record<string, number[]>;
   (texts: string[], options: CallOptions): Record<string, number[][]>;
   pad_token_id: number | null;
-  /** Text of token ids (byte-level tokens that end mid-character decode to U+FFFD until completed). */
-  decode(ids: readonly number[], options?: { skip_special_tokens?: boolean }): string;
+  /**
+   * Text of token ids (byte-level tokens that end mid-character decode to U+FFFD until completed). On a
+   * byte-level tokenizer it also answers a token's own bytes (`decode.tokenBytes`; null for a special token).
+   */
+  decode: Decode;
+}
+
+export type Decode = ((ids: readonly number[], options?: { skip_special_tokens?: boolean }) => string) & {
+  tokenBytes?: (id: number) => number[] | null;
+};
+
+/**
+ * GPT-2's byte-level alphabet read back: each character of a byte-level token's string to the byte it stands for
+ * (printable bytes stand for themselves; the others were moved to U+0100 on, in order).
+ */
+function byteLevelAlphabet(): Map<string, number> {
+  const bytes: number[] = [];
+  for (let b = 0; b < 256; b++) if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) bytes.push(b);
+  const chars = [...bytes];
+  let moved = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bytes.includes(b)) {
+      bytes.push(b);
+      chars.push(256 + moved++);
+    }
+  }
+  return new Map(bytes.map((b, i) => [String.fromCodePoint(chars[i] as number), b]));
 }
 
 /** Longest stretch of tokenising between yields to the event loop, so lease heartbeats keep flowing. */
@@ -65,9 +90,24 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
     if (typeof input !== "string") return out;
     return Object.fromEntries(Object.entries(out).map(([key, rows]) => [key, rows[0] ?? []]));
   };
-  const decode = (ids: readonly number[], options?: { skip_special_tokens?: boolean }) =>
+  const decode: Decode = (ids: readonly number[], options?: { skip_special_tokens?: boolean }) =>
     // The library refuses an empty list; a sequence that ends at once has no text.
     ids.length === 0 ? "" : tokenizer.decode([...ids], options);
+  const decoder = tokenizerJson.decoder;
+  if (isObject(decoder) && decoder.type === "ByteLevel") {
+    const alphabet = byteLevelAlphabet();
+    const added = new Set(
+      (Array.isArray(tokenizerJson.added_tokens) ? tokenizerJson.added_tokens : []).map((t) =>
+        isObject(t) ? t.id : undefined,
+      ),
+    );
+    decode.tokenBytes = (id) => {
+      const piece = added.has(id) ? undefined : tokenizer.id_to_token(id);
+      if (piece === undefined) return null;
+      const bytes = [...piece].map((ch) => alphabet.get(ch));
+      return bytes.every((b) => b !== undefined) ? (bytes as number[]) : null;
+    };
+  }
   return Object.assign(call, { pad_token_id: padId, decode }) as CallableTokenizer;
 }
 

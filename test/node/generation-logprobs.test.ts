@@ -2,7 +2,9 @@
 // onnxruntime-node and onnxruntime-web: one entry a token, the model's own distribution (before temperature,
 // bias and penalties), the same values from the decode loop's cache as from the check's one prefill, streamed with
 // each delta, carried over a resume; and the teacher-forced check holding a donor's claimed values to the model's.
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { chatLogprobs } from "../../edge/openai-logprobs.ts";
 import { generationProblem } from "../../shared/policy/generation-verdict.ts";
 import { outputsDiffer } from "../../shared/policy/verification.ts";
 import {
@@ -24,6 +26,7 @@ import {
   tokenLogprob,
   topIds,
 } from "../../shared/tasks/text-generation-logprobs.ts";
+import { createTokenizer } from "../../shared/tasks/tokenizer.ts";
 import { gptTinyOnBothRuntimes, generationOutput as output } from "../support/gpt-tiny.ts";
 
 const TOL = 1e-3;
@@ -127,7 +130,7 @@ describe("log probabilities on gpt-tiny", () => {
     const at = 4;
     const cases: [(e: TokenLogprob) => TokenLogprob, string][] = [
       [(e) => ({ ...e, logprob: e.logprob / 2 }), "its logprob is"],
-      [(e) => ({ ...e, token: `${e.token}x` }), "its text is not the token's"],
+      [(e) => ({ ...e, token: `${e.token}x` }), "its text (or bytes) is not the token's"],
       [(e) => ({ ...e, top: e.top.slice(0, 2) }), "lists 2 top tokens; 3 were asked for"],
       [
         (e) => ({
@@ -353,5 +356,33 @@ describe("log probabilities in answers", () => {
     expect(parseGenerationItem({ prompt: "x", params: { max_new_tokens: 3000, logprobs: 5 } }, 4096)).toEqual({
       error: expect.stringContaining("params.logprobs: 3000 tokens with 5 top tokens each are 18000"),
     });
+  });
+});
+
+describe("a token split mid-character", () => {
+  const tokenizer = createTokenizer(
+    JSON.parse(readFileSync(new URL("../../models/gpt-tiny/tokenizer.json", import.meta.url), "utf8")),
+    JSON.parse(readFileSync(new URL("../../models/gpt-tiny/tokenizer_config.json", import.meta.url), "utf8")),
+  );
+  const text = "héllo 😀 日本";
+  const ids = tokenizer(text, { return_tensor: false }).input_ids as number[];
+
+  it("has its own bytes from the byte-level vocabulary: the tokens' bytes make the text's UTF-8", () => {
+    const bytes = ids.flatMap((id) => tokenizer.decode.tokenBytes?.(id) ?? []);
+    expect(bytes).toEqual([...new TextEncoder().encode(text)]);
+    const split = ids.filter((id) => tokenizer.decode([id]).includes("\uFFFD"));
+    expect(split.length).toBeGreaterThan(0); // gpt-tiny's 1,024 tokens split these characters
+    // An entry gives them where its text cannot; a special token has none.
+    const row = rowLogprobs(new Float32Array(1029), 0, 1029, 0);
+    const entry = tokenLogprob(row, split[0] as number, tokenizer.decode);
+    expect(entry.token).toContain("\uFFFD");
+    expect(entry.bytes).toEqual(tokenizer.decode.tokenBytes?.(split[0] as number));
+    expect(tokenLogprob(row, ids[0] as number, tokenizer.decode).bytes).toBeUndefined();
+    expect(tokenizer.decode.tokenBytes?.(1024)).toBeNull();
+    // A claim with other bytes is not the token's; chat's entry carries the worker's bytes.
+    const lie = { ...entry, bytes: [0x41] };
+    expect(logprobProblem(lie, row, split[0] as number, 0, 1e-3, tokenizer.decode)).toContain("bytes");
+    expect(logprobProblem(entry, row, split[0] as number, 0, 1e-3, tokenizer.decode)).toBeNull();
+    expect(chatLogprobs([entry]).content[0]?.bytes).toEqual(entry.bytes);
   });
 });
