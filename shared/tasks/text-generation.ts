@@ -6,7 +6,7 @@
 // claim to check, not to generate: text-generation-check.ts answers its verdict. Run by every runner via loadModel.
 
 import { ErrorCode } from "../protocol/errors.ts";
-import type { GenerationOutput } from "../protocol/generation.ts";
+import type { GenerationOutput, PromptLogprob } from "../protocol/generation.ts";
 import type { ItemResult } from "../protocol/worker.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
 import { invalidInput, merge, partition, type Task, type TaskContext } from "./task-types.ts";
@@ -58,7 +58,8 @@ export function createTextGeneration(ctx: TaskContext): Task {
         else sequences.push(startSequence(index, value, prompt, decode));
       }
       const verdicts = await checkClaims(ctx.session, shape, decode, claims);
-      await readPromptLogprobs(ctx.session, shape, decode, sequences);
+      // A run cancelled meanwhile skips the prompt's prefill (generate answers it cancelled).
+      if (!opts?.signal?.aborted) await readPromptLogprobs(ctx.session, shape, decode, sequences);
       const outcome = await engine.generate(
         sequences,
         (seq, token, logprob) => {
@@ -92,6 +93,7 @@ export function createTextGeneration(ctx: TaskContext): Task {
 /**
  * The prompt entries of the sequences whose params.prompt_logprobs asks, from one prefill of their prompts of its
  * own (the decode loop's prefill keeps only each prompt's last place; a call that asks pays a second prefill).
+ * The n choices of one prompt (the same tokens, the same top count) share one row.
  */
 async function readPromptLogprobs(
   session: InferenceSession,
@@ -101,15 +103,24 @@ async function readPromptLogprobs(
 ): Promise<void> {
   const asking = sequences.filter((s) => s.item.params.prompt_logprobs !== undefined);
   if (asking.length === 0) return;
+  const keyOf = (s: Sequence) => `${s.item.params.prompt_logprobs}:${s.prompt.join(",")}`;
+  const rows = new Map<string, Sequence>();
+  for (const seq of asking) if (!rows.has(keyOf(seq))) rows.set(keyOf(seq), seq);
+  const distinct = [...rows.values()];
   const { logits, at } = await prefill(
     session,
     shape,
-    asking.map((s) => [...s.prompt]),
+    distinct.map((s) => [...s.prompt]),
   );
-  for (const [r, seq] of asking.entries()) {
+  const read = new Map<string, PromptLogprob[]>();
+  for (const [r, seq] of distinct.entries()) {
     const n = seq.item.params.prompt_logprobs as number;
-    seq.promptLogprobs = promptLogprobs(logits, (k) => at(r, k - 1), seq.prompt, n, decode);
+    read.set(
+      keyOf(seq),
+      promptLogprobs(logits, (k) => at(r, k - 1), seq.prompt, n, decode),
+    );
   }
+  for (const seq of asking) seq.promptLogprobs = read.get(keyOf(seq));
 }
 
 /** A sequence's output as it stands (a sequence that never ended stopped at its length). */

@@ -234,6 +234,14 @@ describe("prompt log probabilities on gpt-tiny", () => {
     expect(scored).toMatchObject({ tokens: [], generated_text: "", finish_reason: "length" });
     expect(scored.prompt_logprobs).toHaveLength(scored.prompt_tokens);
     expect((await check(params, scored)).verdict).toBe("agreed");
+    // Choices of one prompt share its read; another top count reads its own.
+    const item = { prompt: PROMPT, params };
+    const [a, b, c] = (
+      await models.node.run([item, item, { prompt: PROMPT, params: { ...params, prompt_logprobs: 2 } }])
+    ).map(output);
+    expect(b?.prompt_logprobs).toEqual(a?.prompt_logprobs);
+    expect(a?.prompt_logprobs).toEqual(scored.prompt_logprobs);
+    expect(c?.prompt_logprobs?.[1]?.top).toHaveLength(2);
     expect(parseGenerationItem({ prompt: "x", params: { max_new_tokens: 0 } }, 256)).toEqual({
       error: expect.stringContaining("0 only with prompt_logprobs"),
     });
