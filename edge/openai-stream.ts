@@ -23,7 +23,7 @@ export interface OpenAiStreamSpec {
  * The usage of a call's outputs (one a choice, `perPrompt` choices of each prompt in a row): each prompt counted
  * once, as OpenAI counts it.
  */
-export const usageOf = (outs: readonly (GenerationOutput | undefined)[], perPrompt = 1): Usage => {
+export const usageOf = (outs: readonly (GenerationOutput | undefined)[], perPrompt: number): Usage => {
   const prompt = outs.reduce((sum, out, i) => sum + (i % perPrompt === 0 ? (out?.prompt_tokens ?? 0) : 0), 0);
   const completion = outs.reduce((sum, out) => sum + (out?.tokens.length ?? 0), 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };

@@ -171,10 +171,7 @@ export class DecodeEngine {
         const { params } = seq.item;
         const n = seq.generated.length;
         // Log probabilities are the model's own: read before the row is shaped (text-generation-logprobs.ts).
-        const raw =
-          params.logprobs === undefined
-            ? undefined
-            : rowLogprobs(data.slice(at, at + vocab), 0, vocab, params.logprobs);
+        const raw = params.logprobs === undefined ? undefined : rowLogprobs(data, at, at + vocab, params.logprobs);
         shapeRow(data, at, vocab, this.shape.eos, params, seq.prompt, seq.generated, n, seq.decode);
         const token = pickToken(data, at, at + vocab, params, n);
         group.accept(seq, token, raw && tokenLogprob(raw, token, seq.decode));

@@ -76,13 +76,21 @@ export interface RowLogprobs {
 /** The least log probability reported (vLLM's): a masked logit's -Infinity has no JSON. */
 export const MIN_LOGPROB = -9999;
 
+/**
+ * A row's log probabilities, from its values as they are now: the row is copied, since the decode loop and the
+ * check shape it in place (penalties, masks) before the values are read.
+ */
 export function rowLogprobs(logits: ArrayLike<number>, from: number, to: number, n: number): RowLogprobs {
-  const lse = logSumExp(logits, from, to);
+  const row =
+    logits instanceof Float32Array
+      ? logits.slice(from, to)
+      : Float32Array.from({ length: to - from }, (_, i) => logits[from + i] as number);
+  const lse = logSumExp(row, 0, row.length);
   // A logprob never exceeds 0; rounding of a lone dominant logit could put it a hair above.
   return {
-    of: (id) => Math.max(MIN_LOGPROB, Math.min(0, (logits[from + id] as number) - lse)),
-    top: topIds(logits, from, to, n),
-    vocab: to - from,
+    of: (id) => Math.max(MIN_LOGPROB, Math.min(0, (row[id] as number) - lse)),
+    top: topIds(row, 0, row.length, n),
+    vocab: row.length,
   };
 }
 

@@ -181,6 +181,17 @@ describe("the end-of-text token's entry", () => {
     expect((await checkChat({ ...ended, end_logprob: { ...end, logprob: end.logprob - 1 } })).reason).toContain(
       "the end's log probabilities: its logprob is",
     );
+    // Under a penalty the end's place is shaped after its entry is read: the entry stays the model's own, and an
+    // honest claim of it agrees (the end-of-text token is in the chat prompt, so the penalty changes its logit).
+    const penalised = { ...params, repetition_penalty: 3 };
+    const underPenalty = await generate(penalised, models.node, CHAT);
+    expect(underPenalty.end_logprob).toBeDefined();
+    const verdict = GenerationVerdict.parse(
+      result(
+        (await models.node.run([{ prompt: CHAT, params: penalised, verify: { ...underPenalty, tolerance: TOL } }]))[0],
+      ),
+    );
+    expect(verdict.verdict).toBe("agreed");
     // An end forced at once (logit_bias): no reply token, the end's entry alone, as a scoring client reads it.
     const forced = await generate({
       max_new_tokens: 1,
