@@ -162,28 +162,48 @@ describe("donor processes", () => {
         json: { site_key: "site" },
         localAddress,
       });
-    // Past the limit (60 a minute, wrangler.toml) at once, whatever the machine's speed: asked one by one on a
-    // loaded machine, 130 took over the test's minute. A burst split by the window's edge is followed by another.
-    let refused: string | undefined;
-    for (let burst = 0; burst < 3 && refused === undefined; burst++) {
-      for (const answer of await Promise.all(Array.from({ length: 70 }, () => mint("127.0.5.9")))) {
-        if (answer.status === 429) refused ??= jsonOf(answer)?.error?.message;
-        else expect(answer.status).toBe(200);
+    // The local limiter counts in fixed windows of the wall clock's minutes (miniflare's), so a donor started
+    // after a burst may ask in the next minute and be let in: that, and only that, starts over.
+    const minute = () => Math.floor(Date.now() / 60_000);
+    for (let attempt = 1; ; attempt++) {
+      // Past the limit (60 a minute, wrangler.toml) at once, whatever the machine's speed: asked one by one on a
+      // loaded machine, 130 took over the test's minute. A burst split by the window's edge is followed by another.
+      // The minute a refused request was sent in: the limiter refused it in that minute or later.
+      let refused: { message: string | undefined; sent: number } | undefined;
+      for (let burst = 0; burst < 3 && refused === undefined; burst++) {
+        const sent = minute();
+        for (const answer of await Promise.all(Array.from({ length: 70 }, () => mint("127.0.5.9")))) {
+          if (answer.status === 429) refused ??= { message: jsonOf(answer)?.error?.message, sent };
+          else expect(answer.status).toBe(200);
+        }
       }
+      expect(refused?.message).toContain("127.0.5.9");
+      // A donor process on that address is refused with it; one next door joins.
+      const limited = startDonor({
+        coordinator: coordinator.url,
+        siteKey: "site",
+        origin: DONOR_ORIGIN,
+        model: "sentiment",
+        mode: "honest",
+        localAddress: "127.0.5.9",
+      });
+      started.push(limited);
+      const joined = await Promise.race([
+        limited.process.exited.then(() => false),
+        limited.ready().then(
+          () => true,
+          () => false,
+        ),
+      ]);
+      if (!joined) {
+        expect(await limited.process.exited).toBe(3);
+        expect(limited.reportOf()?.refused).toMatch(/429.*127\.0\.5\.9/);
+        break;
+      }
+      await limited.stop();
+      expect(minute(), "joined within the minute its address was refused in").not.toBe(refused?.sent);
+      expect(attempt, "let in after a new minute three times running").toBeLessThan(3);
     }
-    expect(refused).toContain("127.0.5.9");
-    // A donor process on that address is refused with it; one next door joins.
-    const limited = startDonor({
-      coordinator: coordinator.url,
-      siteKey: "site",
-      origin: DONOR_ORIGIN,
-      model: "sentiment",
-      mode: "honest",
-      localAddress: "127.0.5.9",
-    });
-    started.push(limited);
-    expect(await limited.process.exited).toBe(3);
-    expect(limited.reportOf()?.refused).toMatch(/429.*127\.0\.5\.9/);
     await (await donor({ model: "sentiment", mode: "honest", localAddress: "127.0.5.10" })).stop();
-  });
+  }, 240_000);
 });
