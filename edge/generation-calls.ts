@@ -17,6 +17,7 @@ import {
   renderChat,
   trimChat,
 } from "../shared/protocol/chat-template.ts";
+import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
 import type { HistoryEntry } from "../shared/protocol/sessions.ts";
 import { logprobsProblem } from "../shared/tasks/text-generation-item.ts";
 import { maxTextChars } from "../shared/tasks/text-item.ts";
@@ -69,8 +70,8 @@ export interface SamplingAsked {
   frequency_penalty?: number | null | undefined;
   repetition_penalty?: number | null | undefined;
   logit_bias?: Record<string, number> | null | undefined;
-  /** OpenAI's: {"type": "json_object"} asks for JSON mode. */
-  response_format?: { type: string } | null | undefined;
+  /** OpenAI's: {"type": "json_object"} asks for JSON mode, {"type": "json_schema"} for a reply a schema accepts. */
+  response_format?: { type: string; json_schema?: { schema?: GenerationParams["schema"] } } | null | undefined;
   /** Log probabilities with this many top tokens a place (0 to 20); null or left out: none. */
   logprobs?: number | null | undefined;
   /** The prompt tokens' log probabilities likewise (completions' echo). */
@@ -94,7 +95,7 @@ export function generationParams(
   model: ModelConfig,
   asked: SamplingAsked,
   /** The names the caller gave these by, for its errors (Hugging Face's, or max_completion_tokens). */
-  names: { max?: string; min?: string; stop?: string; top?: string } = {},
+  names: { max?: string; min?: string; stop?: string; top?: string; schema?: string } = {},
 ): GenerationParams {
   const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
@@ -111,7 +112,8 @@ export function generationParams(
   if (minNew < 0 || minNew > maxNew) {
     throw refuse(minParam, `${minParam} is ${minNew}; ask for 0 to ${maxParam} (${maxNew})`);
   }
-  const json = asked.response_format?.type === "json_object";
+  const format = jsonFormat(asked.response_format, names.schema ?? "response_format.json_schema.schema");
+  const json = format !== undefined;
   if (json && minNew > 0) {
     throw refuse(minParam, `${minParam} cannot be used with JSON mode: the object's closing brace ends the reply`);
   }
@@ -146,10 +148,28 @@ export function generationParams(
       ? { repetition_penalty: asked.repetition_penalty }
       : {}),
     ...(asked.logit_bias && Object.keys(asked.logit_bias).length > 0 ? { logit_bias: asked.logit_bias } : {}),
-    ...(json ? { format: "json_object" as const } : {}),
+    ...format,
     ...(logprobs === undefined ? {} : { logprobs }),
     ...(asked.prompt_logprobs == null ? {} : { prompt_logprobs: asked.prompt_logprobs }),
   };
+}
+
+/** The item's format for a response_format; 400 for a schema the mask cannot hold a reply to (json-schema.ts). */
+function jsonFormat(
+  asked: SamplingAsked["response_format"],
+  param: string,
+): Pick<GenerationParams, "format" | "schema"> | undefined {
+  if (asked?.type === "json_object") return { format: "json_object" };
+  if (asked?.type !== "json_schema") return undefined;
+  const schema = asked.json_schema?.schema;
+  if (schema === undefined) return { format: "json_object" };
+  try {
+    compileJsonSchema(schema);
+  } catch (e) {
+    if (e instanceof SchemaProblem) throw refuse(param, `${param}: ${e.message}`);
+    throw e;
+  }
+  return { format: "json_schema", schema };
 }
 
 /** Characters a prompt may have so it and the tokens to generate fit the context (text-item.ts's estimate). */

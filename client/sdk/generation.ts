@@ -36,8 +36,15 @@ export interface ChatOptions extends CallOptions {
   repetition_penalty?: number | undefined;
   /** Token ids (as keys) to a bias of -100 to 100 on their logits: -100 bans a token, 100 all but forces it. */
   logit_bias?: Record<string, number> | undefined;
-  /** {type: "json_object"}: the reply is one compact JSON object (JSON mode); "text" is the default. */
-  response_format?: { type: "text" | "json_object" } | undefined;
+  /**
+   * {type: "json_object"}: the reply is one compact JSON object (JSON mode); {type: "json_schema", json_schema:
+   * {name, schema}}: one the JSON Schema accepts (structured outputs: docs/api.md lists the keywords served);
+   * "text" is the default.
+   */
+  response_format?:
+    | { type: "text" | "json_object" }
+    | { type: "json_schema"; json_schema: { name?: string; schema?: Record<string, unknown>; strict?: boolean } }
+    | undefined;
   /**
    * Each reply token's log probability under the model's own distribution (before temperature, penalties and
    * bias), with top_logprobs (0 to 20) most likely tokens at each place: the answer's choices[].logprobs, and

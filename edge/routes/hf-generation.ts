@@ -28,8 +28,10 @@ export async function generateTexts(
       stop: p.stop ?? p.stop_sequences,
       repetition_penalty: p.repetition_penalty,
       frequency_penalty: p.frequency_penalty,
+      response_format: p.grammar && { type: "json_schema", json_schema: { schema: p.grammar.value } },
     },
     {
+      schema: "parameters.grammar.value",
       max: "parameters.max_new_tokens",
       min: "parameters.min_new_tokens",
       stop: p.stop != null ? "parameters.stop" : "parameters.stop_sequences",

@@ -135,10 +135,11 @@ async function streamTokens(c: Context<HonoEnv>, call: Call, spec: OpenAiStreamS
  * return_full_text with stream, is a 400.
  */
 function hfCompletion(req: HfCompletionRequest): CompletionRequest {
-  const { do_sample, min_new_tokens, stop_sequences, return_full_text: _, ...rest } = req;
+  const { do_sample, min_new_tokens, stop_sequences, grammar, return_full_text: _, ...rest } = req;
   const both = (hf: string, openai: string) => refuse(hf, `invalid request: give ${hf} or ${openai}, not both`);
   if (min_new_tokens != null && rest.min_tokens != null) throw both("min_new_tokens", "min_tokens");
   if (stop_sequences != null && rest.stop != null) throw both("stop_sequences", "stop");
+  if (grammar != null && rest.response_format != null) throw both("grammar", "response_format");
   if (req.return_full_text && req.stream) {
     throw refuse(
       "return_full_text",
@@ -150,6 +151,7 @@ function hfCompletion(req: HfCompletionRequest): CompletionRequest {
     temperature: hfTemperature(do_sample, rest.temperature),
     ...(min_new_tokens == null ? {} : { min_tokens: min_new_tokens }),
     ...(stop_sequences == null ? {} : { stop: stop_sequences }),
+    ...(grammar == null ? {} : { response_format: { type: "json_schema", json_schema: { schema: grammar.value } } }),
   };
 }
 

@@ -2,6 +2,8 @@
 // token deltas a worker streams while it generates. The edge validates items with these schemas before
 // queueing, workers parse them in the text-generation task, and the queue object parses every delta frame.
 import { z } from "zod";
+import { compileJsonSchema, SchemaProblem } from "./json-schema.ts";
+import { ParsedJson } from "./validate.ts";
 
 /** The most entries a logit_bias may hold (OpenAI's limit). */
 export const MAX_LOGIT_BIAS = 300;
@@ -119,12 +121,19 @@ export const GenerationParams = z
     /** Added to the named tokens' logits first (LogitBias). Left out unless asked for. */
     logit_bias: LogitBias.optional(),
     /**
-     * "json_object": the reply is one JSON object, written compactly (no whitespace outside strings): every token
-     * that could not continue it is masked out, and its closing brace ends the reply (text-generation-format.ts).
+     * "json_object": the reply is one JSON object ("json_schema": one that `schema` accepts), written compactly
+     * (no whitespace outside strings): every token that could not continue it is masked out, and its closing brace
+     * ends the reply (text-generation-format.ts).
      * A reply cut by max_new_tokens ends unclosed (finish_reason "length"); min_new_tokens and stop strings are
      * refused with it. Left out unless asked for.
      */
-    format: z.literal("json_object").optional(),
+    format: z.enum(["json_object", "json_schema"]).optional(),
+    /**
+     * With format "json_schema": the JSON Schema the reply's object must satisfy (json-schema.ts says which keywords
+     * are served). Properties are written in the schema's order, required ones always, others only as the model
+     * picks; nothing outside the schema. Left out unless asked for.
+     */
+    schema: z.record(z.string(), ParsedJson).optional(),
     /**
      * Return each generated token's log probability, and this many most likely tokens at each place (0 to
      * MAX_TOP_LOGPROBS): the output's `logprobs`, and each token delta's. Left out unless asked for.
@@ -151,6 +160,19 @@ export const GenerationParams = z
   .refine((p) => p.format === undefined || p.stop.length === 0, {
     message: "stop cannot be used with a JSON format: a stop string would cut the object and read as its end",
     path: ["stop"],
+  })
+  .refine((p) => (p.format === "json_schema") === (p.schema !== undefined), {
+    message: 'schema comes with format "json_schema", and format "json_schema" with a schema',
+    path: ["schema"],
+  })
+  .superRefine((p, ctx) => {
+    if (p.schema === undefined) return;
+    try {
+      compileJsonSchema(p.schema);
+    } catch (e) {
+      if (!(e instanceof SchemaProblem)) throw e;
+      ctx.addIssue({ code: "custom", message: e.message, path: ["schema"] });
+    }
   });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 

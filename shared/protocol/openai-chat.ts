@@ -3,6 +3,8 @@
 // these; the SDK and tests use the types. Reference: platform.openai.com/docs/api-reference/chat.
 import { z } from "zod";
 import { LogitBias, MAX_TOP_LOGPROBS, Penalty, RepetitionPenalty } from "./generation.ts";
+import { HfGrammar } from "./huggingface.ts";
+import { ParsedJson } from "./validate.ts";
 
 /** The most choices (`n`) one call may ask for. */
 export const MAX_CHOICES = 8;
@@ -59,25 +61,41 @@ const Common = {
   session: z.string().optional(),
   /** EdgeSwarm's: the most a call may wait, ms. */
   timeout_ms: z.int().positive().optional(),
+  /**
+   * The reply's form: text (the default), one JSON object (JSON mode), or one JSON object a JSON Schema accepts
+   * (structured outputs; the schema's keywords served are json-schema.ts's, `strict` or not). Completions take it
+   * too, as vLLM's do.
+   */
+  response_format: z
+    .discriminatedUnion(
+      "type",
+      [
+        z.looseObject({ type: z.literal("text") }),
+        z.looseObject({ type: z.literal("json_object") }),
+        z.looseObject({
+          type: z.literal("json_schema"),
+          json_schema: z.looseObject({
+            name: z.string().max(64).optional(),
+            description: z.string().optional(),
+            /** Left out: any one object, as json_object. */
+            schema: z.record(z.string(), ParsedJson).optional(),
+            strict: z.boolean().nullish(),
+          }),
+        }),
+      ],
+      { error: () => 'type must be "text", "json_object" or "json_schema" (with json_schema: {name, schema})' },
+    )
+    .nullish(),
 };
 
 const TOP_RANGE = `must be 0 to ${MAX_TOP_LOGPROBS}`;
 
 /**
- * Chat fields for what this server does not do (JSON schemas, tool calls), taken only at the values that ask for
+ * Chat fields for what this server does not do (tool calls), taken only at the values that ask for
  * nothing, since some clients send every field with its default; any other value is refused with what to send
  * instead, where OpenAI's strict check would only call the field unknown.
  */
 const NotServed = {
-  // JSON mode is served (text-generation-format.ts); a schema is not.
-  response_format: z
-    .looseObject({
-      type: z.enum(["text", "json_object"], {
-        error: () =>
-          '{"type": "text"} and {"type": "json_object"} are served, not a JSON schema: send json_object and describe the fields you want in the prompt',
-      }),
-    })
-    .nullish(),
   tools: z.array(z.unknown()).nullish(),
   // "auto" with no tools offers nothing either.
   tool_choice: z
@@ -143,6 +161,7 @@ export const HfCompletionRequest = z.strictObject({
   return_full_text: z.boolean().nullish(),
   min_new_tokens: z.int().nullish(),
   stop_sequences: z.array(z.string()).nullish(),
+  grammar: HfGrammar.nullish(),
 });
 export type HfCompletionRequest = z.infer<typeof HfCompletionRequest>;
 

@@ -1,10 +1,12 @@
-// JSON mode (params.format "json_object", OpenAI's response_format): before each pick, every token that cannot
-// continue the reply as one JSON object (json-prefix.ts) is masked out, and once the object closes only an
-// end-of-text token may come. The decode loop and the teacher-forced check both mask through shapeRow, so a
+// JSON mode and structured outputs (params.format "json_object" or "json_schema", OpenAI's response_format): before
+// each pick, every token that cannot continue the reply as one JSON object the schema accepts (json-grammar.ts) is
+// masked out, and once the object closes only an end-of-text token may come. The decode loop and the teacher-forced check both mask through shapeRow, so a
 // donor's claim is held to the same rule. A token is judged by the text it adds after another token (a
 // SentencePiece piece decoded alone loses its leading space); special tokens and bytes that end mid-character add
 // none usable, so they never come in JSON mode.
-import { type JsonPrefixState, jsonDone, jsonFeed, jsonStart } from "./json-prefix.ts";
+
+import { type CompiledSchema, compileJsonSchema } from "../protocol/json-schema.ts";
+import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart, jsonStateKey } from "./json-grammar.ts";
 import type { Decode } from "./text-generation-sequence.ts";
 
 /** A tokenizer's texts, and the tokens allowed in each automaton state seen (most steps repeat one: in a string). */
@@ -13,8 +15,8 @@ interface Vocabulary {
   allowed: Map<string, Uint8Array>;
 }
 
-/** States whose allowed tokens are kept, per tokenizer; past it the cache starts again. */
-const MAX_CACHED_STATES = 4096;
+/** Bytes of allowed-token sets kept per tokenizer (at most 4,096 states); past it the cache starts again. */
+const MAX_CACHED_BYTES = 64 * 2 ** 20;
 
 const vocabularies = new WeakMap<Decode, Vocabulary>();
 
@@ -41,41 +43,70 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
   return v;
 }
 
-/** The automaton after the first `count` generated tokens, kept per token array so a run feeds each token once. */
-const stateOf = new WeakMap<object, { count: number; state: JsonPrefixState | null }>();
+/** Schemas compiled, by their JSON text, so calls that send the same schema share its allowed-token sets. */
+const schemasByText = new Map<string, CompiledSchema>();
+const MAX_SCHEMAS = 64;
+const schemasByObject = new WeakMap<object, CompiledSchema>();
 
-function stateAfter(texts: readonly string[], generated: ArrayLike<number>, count: number): JsonPrefixState | null {
+/**
+ * The schema a reply's format holds it to: any one object for json_object, params.schema compiled for
+ * json_schema. The protocol has compiled it before (GenerationParams), so it does not fail here.
+ */
+export function replySchema(p: { format?: "json_object" | "json_schema"; schema?: object }): CompiledSchema {
+  if (p.format !== "json_schema" || p.schema === undefined) return JSON_OBJECT;
+  let schema = schemasByObject.get(p.schema);
+  if (schema) return schema;
+  const text = JSON.stringify(p.schema);
+  schema = schemasByText.get(text) ?? compileJsonSchema(p.schema);
+  // Most recently used last; the oldest goes past the bound.
+  schemasByText.delete(text);
+  schemasByText.set(text, schema);
+  if (schemasByText.size > MAX_SCHEMAS) schemasByText.delete(schemasByText.keys().next().value as string);
+  schemasByObject.set(p.schema, schema);
+  return schema;
+}
+
+/** The automaton after the first `count` generated tokens, kept per token array so a run feeds each token once. */
+const stateOf = new WeakMap<object, { count: number; schema: CompiledSchema; state: JsonState | null }>();
+
+function stateAfter(
+  schema: CompiledSchema,
+  texts: readonly string[],
+  generated: ArrayLike<number>,
+  count: number,
+): JsonState | null {
   let known = stateOf.get(generated);
-  if (!known || known.count > count) known = { count: 0, state: jsonStart() };
-  let state = known.state === null ? null : { ...known.state };
+  if (!known || known.count > count || known.schema !== schema) known = { count: 0, schema, state: jsonStart(schema) };
+  let state = known.state;
   for (let i = known.count; i < count && state !== null; i++) {
-    if (!jsonFeed(state, texts[generated[i] as number] || "\u0000")) state = null;
+    state = jsonFeed(state, texts[generated[i] as number] || "\u0000");
   }
-  stateOf.set(generated, { count, state });
+  stateOf.set(generated, { count, schema, state });
   return state;
 }
 
 /** Which tokens may follow a prefix in `state` (1) or not (0): computed once per state and kept. */
-function allowedIn(v: Vocabulary, state: JsonPrefixState): Uint8Array {
-  const key = `${state.mode}|${state.key ? 1 : 0}|${state.left}|${state.rest}|${state.stack}`;
+function allowedIn(v: Vocabulary, state: JsonState): Uint8Array {
+  const key = jsonStateKey(state);
   let allowed = v.allowed.get(key);
   if (allowed) return allowed;
   allowed = new Uint8Array(v.texts.length);
   for (let t = 0; t < v.texts.length; t++) {
     const text = v.texts[t] as string;
-    if (text !== "" && jsonFeed({ ...state }, text)) allowed[t] = 1;
+    if (text !== "" && jsonFeed(state, text) !== null) allowed[t] = 1;
   }
-  if (v.allowed.size >= MAX_CACHED_STATES) v.allowed.clear();
+  if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) v.allowed.clear();
   v.allowed.set(key, allowed);
   return allowed;
 }
 
 /**
  * Masks (to -Infinity, in place) the tokens of the row [from, from + vocab) that cannot follow the first
- * `position` generated tokens in JSON mode. A prefix that is not one (never from a run; a claim is stopped at its
- * first wrong token) leaves only end-of-text, as does a closed object.
+ * `position` generated tokens as a reply `schema` accepts. A prefix that is not one (never from a run; a claim is
+ * stopped at its first wrong token) leaves only end-of-text, as does a closed object.
  */
 export function jsonMask(
+  schema: CompiledSchema,
   logits: Float32Array,
   from: number,
   vocab: number,
@@ -85,7 +116,7 @@ export function jsonMask(
   position: number,
 ): void {
   const v = vocabulary(decode, vocab);
-  const state = stateAfter(v.texts, generated, position);
+  const state = stateAfter(schema, v.texts, generated, position);
   const allowed = state === null || jsonDone(state) ? undefined : allowedIn(v, state);
   let open = 0;
   for (let t = 0; t < vocab; t++) {

@@ -164,6 +164,24 @@ describe("gpt-tiny through the swarm", () => {
       },
     ]);
     expect(content).toBe((alone[0] as { output: GenerationOutput }).output.generated_text);
+    // Structured outputs: the official client's json_schema, the reply an object the schema accepts.
+    const schema = {
+      type: "object",
+      properties: { mood: { enum: ["good", "bad"] }, stars: { enum: [1, 2, 3, 4, 5] } },
+      required: ["mood", "stars"],
+      additionalProperties: false,
+    };
+    const structured = await client.chat.completions.create({
+      model: "gpt-tiny",
+      messages: [{ role: "user", content: "rate the hotel as json" }],
+      response_format: { type: "json_schema", json_schema: { name: "rating", strict: true, schema } },
+      max_tokens: 32,
+    });
+    const reply = JSON.parse(structured.choices[0]?.message.content ?? "");
+    expect(structured.choices[0]?.finish_reason).toBe("stop");
+    expect(Object.keys(reply)).toEqual(["mood", "stars"]);
+    expect(["good", "bad"]).toContain(reply.mood);
+    expect([1, 2, 3, 4, 5]).toContain(reply.stars);
     // An evaluation harness's loglikelihood call (lm-eval's): a batch of prompts, one token each, echoed with
     // the log probability of every prompt token, each as a direct run reads it.
     const scored = await client.completions.create({

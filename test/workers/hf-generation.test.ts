@@ -47,6 +47,21 @@ describe("text-generation on /models/{name}", () => {
     const presence = await call("/models/scribe", { body: { inputs: "x", parameters: { presence_penalty: 1 } } });
     expect(presence.status).toBe(400);
     expect(presence.body.error).toContain("presence_penalty");
+    // A regex grammar is not served; a schema the mask cannot hold a reply to is refused where it stands.
+    const regex = await call("/models/scribe", {
+      body: { inputs: "x", parameters: { grammar: { type: "regex", value: "a+" } } },
+    });
+    expect(regex.status).toBe(400);
+    expect(regex.body.error).toContain('grammar.type "json" (a JSON Schema in value) is served; a regex is not');
+    const pattern = await call("/models/scribe", {
+      body: {
+        inputs: "x",
+        parameters: { grammar: { type: "json", value: { type: "object", properties: { a: { pattern: "x" } } } } },
+      },
+    });
+    expect(pattern.status).toBe(400);
+    expect(pattern.body.error).toContain("parameters.grammar.value");
+    expect(pattern.body.error).toContain("$.properties.a.pattern is not served");
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
   });
 
@@ -64,6 +79,10 @@ describe("text-generation on /models/{name}", () => {
     await generate({ max_new_tokens: 4, repetition_penalty: 1.3, frequency_penalty: 0.5 });
     const penalties = { repetition_penalty: 1.3, frequency_penalty: 0.5 };
     await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 4, ...penalties } } });
+    // TGI's grammar of type json: the reply held to the schema.
+    const grammar = { type: "json" as const, value: { type: "object", properties: { a: { type: "integer" } } } };
+    await generate({ max_new_tokens: 4, grammar });
+    await call("/models/scribe", { body: { inputs: "x", parameters: { max_new_tokens: 4, grammar } } });
     expect(params).toEqual([
       expect.objectContaining({ temperature: 0, max_new_tokens: 4 }),
       expect.objectContaining({ temperature: 1, min_new_tokens: 2, stop: ["!"], seed: 3 }),
@@ -71,6 +90,8 @@ describe("text-generation on /models/{name}", () => {
       expect.objectContaining({ temperature: 1 }),
       expect.objectContaining(penalties),
       expect.objectContaining(penalties),
+      expect.objectContaining({ format: "json_schema", schema: grammar.value }),
+      expect.objectContaining({ format: "json_schema", schema: grammar.value }),
     ]);
     stop();
     worker.close();

@@ -192,9 +192,32 @@ describe("POST /v1/chat/completions", () => {
     // What is not served is refused saying so, rather than as an unknown field.
     const notServed: [Record<string, unknown>, string, string][] = [
       [
-        { response_format: { type: "json_schema", json_schema: { name: "x", schema: {} } } },
+        { response_format: { type: "xml" } },
         "response_format.type",
-        '{"type": "text"} and {"type": "json_object"} are served, not a JSON schema',
+        'type must be "text", "json_object" or "json_schema"',
+      ],
+      [
+        { response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "array" } } } },
+        "response_format.json_schema.schema",
+        "the schema's root must be an object",
+      ],
+      [
+        {
+          response_format: {
+            type: "json_schema",
+            json_schema: { name: "x", schema: { type: "object", properties: { n: { type: "integer", minimum: 1 } } } },
+          },
+        },
+        "response_format.json_schema.schema",
+        "$.properties.n.minimum is not served",
+      ],
+      [
+        {
+          response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object" } } },
+          stop: ["}"],
+        },
+        "stop",
+        "cannot be used with JSON mode",
       ],
       [{ response_format: { type: "json_object" }, min_tokens: 2 }, "min_tokens", "cannot be used with JSON mode"],
       [{ response_format: { type: "json_object" }, stop: ["}"] }, "stop", "cannot be used with JSON mode"],
@@ -424,6 +447,34 @@ describe("JSON mode", () => {
       response_format: { type: "json_object" },
     });
     expect(params[0]).toMatchObject({ format: "json_object", max_new_tokens: 4 });
+    stop();
+    worker.close();
+  });
+
+  it("asks for format json_schema with the schema for response_format json_schema, on chat and completions", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const params: unknown[] = [];
+    const stop = serve(worker, [], params);
+    const schema = { type: "object", properties: { mood: { enum: ["good", "bad"] } }, required: ["mood"] };
+    const response_format = { type: "json_schema" as const, json_schema: { name: "mood", strict: true, schema } };
+    await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Mood?" }],
+      response_format,
+    });
+    await client.completions.create({ model: "scribe", prompt: "Mood:", response_format } as never);
+    // No schema given: any one object, as json_object.
+    await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Mood?" }],
+      response_format: { type: "json_schema", json_schema: { name: "any" } },
+    });
+    expect(params).toMatchObject([
+      { format: "json_schema", schema },
+      { format: "json_schema", schema },
+      { format: "json_object" },
+    ]);
+    expect(params[2]).not.toHaveProperty("schema");
     stop();
     worker.close();
   });

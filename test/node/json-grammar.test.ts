@@ -1,0 +1,257 @@
+// The automaton behind JSON mode and structured outputs (shared/tasks/json-grammar.ts, over the schemas of
+// shared/protocol/json-schema.ts) and its mask on a row of logits (shared/tasks/text-generation-format.ts): which
+// texts start one compact JSON object a schema accepts, and which tokens may come.
+import { describe, expect, it } from "vitest";
+import { compileJsonSchema } from "../../shared/protocol/json-schema.ts";
+import { JSON_OBJECT, jsonDone, jsonFeed, jsonStart, MAX_JSON_DEPTH } from "../../shared/tasks/json-grammar.ts";
+import { jsonMask } from "../../shared/tasks/text-generation-format.ts";
+
+const reader = (schema: unknown) => {
+  const compiled = compileJsonSchema(schema);
+  return (text: string) => {
+    const s = jsonFeed(jsonStart(compiled), text);
+    if (s === null) return "no";
+    return jsonDone(s) ? "done" : "prefix";
+  };
+};
+const read = reader({ type: "object" });
+
+describe("the JSON automaton, JSON mode's object", () => {
+  it("takes the starts of one compact JSON object, and knows when it closes", () => {
+    for (const text of [
+      "{",
+      '{"a',
+      '{"a":',
+      '{"a":tru',
+      '{"a":-0.',
+      '{"a":1e+',
+      '{"a":[1,',
+      '{"a":"\\u00',
+      '{"a":1,"b"',
+    ]) {
+      expect(read(text), text).toBe("prefix");
+    }
+    const whole = [
+      "{}",
+      '{"a":0}',
+      '{"a":-0.5e+3,"b":[true,false,null,"x\\u00e9\\n\\"q\\""],"c":{},"d":[]}',
+      '{"a":[[[]]],"b":{"c":{"d":12.75E-2}}}',
+    ];
+    for (const text of whole) {
+      expect(read(text), text).toBe("done");
+      expect(typeof JSON.parse(text)).toBe("object");
+    }
+  });
+
+  it("refuses what is not such a start: whitespace, another top-level value, bad numbers, escapes and literals", () => {
+    const bad = [
+      " {",
+      '{ "a":1}',
+      "[1]",
+      '"a"',
+      "1",
+      '{"a":01}',
+      '{"a":1.}',
+      '{"a":1e}',
+      '{"a":-}',
+      '{"a":+1}',
+      '{"a":truex',
+      '{"a":[1,]}',
+      '{"a":"\u0001"}',
+      '{"a":"\\x"}',
+      '{"a":"\\u12g4"}',
+      "{,}",
+      '{"a"}',
+      '{"a":1]',
+      '{"a":1}x',
+      '{"a":1}}',
+    ];
+    for (const text of bad) expect(read(text), text).toBe("no");
+  });
+
+  it(`nests ${MAX_JSON_DEPTH} deep and no deeper`, () => {
+    const open = (n: number) => `{${'"a":{'.repeat(n - 1)}`;
+    expect(read(open(MAX_JSON_DEPTH))).toBe("prefix");
+    expect(read(`${open(MAX_JSON_DEPTH)}"b":[`)).toBe("no");
+    expect(read(`${open(MAX_JSON_DEPTH)}"b":1${"}".repeat(MAX_JSON_DEPTH)}`)).toBe("done");
+  });
+});
+
+describe("jsonMask", () => {
+  // A vocabulary of single characters and a few longer tokens; 5 is end-of-text, 6 a token with no text.
+  const texts = ["{", "}", '"a"', ":", "1", "", "", " ", '{"b":2}'];
+  const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+  const eos = [5];
+  const open = (generated: number[]) => {
+    const row = new Float32Array(texts.length).fill(1);
+    jsonMask(JSON_OBJECT, row, 0, texts.length, eos, decode, generated, generated.length);
+    return [...row.keys()].filter((t) => row[t] === 1);
+  };
+
+  it("leaves only the tokens that continue the object, never end-of-text mid-object", () => {
+    expect(open([])).toEqual([0, 8]); // "{" or a whole object
+    expect(open([0])).toEqual([1, 2]); // "}" or a key
+    expect(open([0, 2])).toEqual([3]);
+    expect(open([0, 2, 3])).toEqual([0, 2, 4, 8]); // a value: an object, a string or a number
+  });
+
+  it("reads a token's text as it follows another (a SentencePiece piece decoded alone loses its space)", () => {
+    const pieces = ["{", '"a"', ":", "1", "\u25812", "}", "<eos>"];
+    // Metaspace's rule: \u2581 is a space, and the text's first space is dropped.
+    const sp = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) =>
+      ids
+        .filter((t) => !(o?.skip_special_tokens && t === 6))
+        .map((t) => pieces[t] ?? "")
+        .join("")
+        .replaceAll("\u2581", " ")
+        .replace(/^ /, "");
+    expect(sp([4])).toBe("2"); // alone it would read as a digit that continues 1
+    const row = new Float32Array(pieces.length).fill(1);
+    jsonMask(JSON_OBJECT, row, 0, pieces.length, [6], sp, [0, 1, 2, 3], 4);
+    expect([...row.keys()].filter((t) => row[t] === 1)).toEqual([3, 5]); // "1" or "}", never " 2"
+  });
+
+  it("leaves only end-of-text once the object closes, or after a prefix that is not one", () => {
+    expect(open([0, 1])).toEqual([5]);
+    expect(open([8])).toEqual([5]);
+    expect(open([7])).toEqual([5]);
+  });
+});
+
+describe("the JSON automaton over a schema", () => {
+  const person = reader({
+    type: "object",
+    properties: {
+      name: { type: "string", minLength: 1, maxLength: 3 },
+      age: { type: "integer" },
+      mood: { enum: ["happy", "sad", 3] },
+      tags: { type: "array", items: { type: "string" }, minItems: 1, maxItems: 2 },
+      note: { type: ["string", "null"] },
+    },
+    required: ["name", "mood"],
+    additionalProperties: false,
+  });
+
+  it("takes the required properties in order, an optional one or not, and each value as its schema says", () => {
+    for (const text of [
+      '{"name":"Al","mood":"sad"}',
+      '{"name":"Al","age":-41,"mood":3}',
+      '{"name":"\\u00e9","mood":"happy","tags":["a"],"note":null}',
+      '{"name":"😀","mood":"sad","note":"x"}',
+      '{"name":"abc","mood":"sad","tags":["",""]}',
+    ]) {
+      expect(person(text), text).toBe("done");
+    }
+    for (const text of ['{"name":"A', '{"name":"Al","mood":"ha', '{"name":"Al","age":4', '{"name":"Al","mood":3,']) {
+      expect(person(text), text).toBe("prefix");
+    }
+  });
+
+  it("refuses what the schema does not hold: order, missing, unknown or wrong values, lengths and counts", () => {
+    for (const text of [
+      '{"mood":"sad"', // name is required first
+      '{"name":"Al"}', // mood is required
+      '{"name":"Al","mood":"sad","x"', // no other keys
+      '{"name":"Al","mood":"glad"', // not in the enum
+      '{"name":"Al","age":4.5', // an integer
+      '{"name":"Al","age":"4"', // not a string
+      '{"name":""', // minLength 1
+      '{"name":"abcd"', // maxLength 3
+      '{"name":"Al","mood":"sad","tags":[]', // minItems 1
+      '{"name":"Al","mood":"sad","tags":["a","b",', // maxItems 2
+      '{"name":"Al","mood":"sad","note":true', // string or null
+      '{"name":"Al","mood":"sad","age":1', // age comes before mood
+      '{"name":"Al","mood":"sad"}}',
+    ]) {
+      expect(person(text), text).toBe("no");
+    }
+  });
+
+  it("follows $ref to $defs, a tree included, nullable, const and free-form parts", () => {
+    const tree = reader({
+      $defs: {
+        node: {
+          type: "object",
+          properties: { v: { const: "x" }, kids: { type: "array", items: { $ref: "#/$defs/node" } } },
+          required: ["v"],
+        },
+      },
+      $ref: "#/$defs/node",
+    });
+    expect(tree('{"v":"x","kids":[{"v":"x"},{"v":"x","kids":[]}]}')).toBe("done");
+    expect(tree('{"v":"x","kids":[{"v":"y"')).toBe("no");
+    const loose = reader({
+      type: "object",
+      properties: { n: { type: "number", nullable: true }, meta: { type: "object" }, any: {} },
+      required: ["n", "meta", "any"],
+    });
+    expect(loose('{"n":null,"meta":{"a":[1,{"b":null}]},"any":"s"}')).toBe("done");
+    expect(loose('{"n":-1.5e3,"meta":{},"any":[true]}')).toBe("done");
+    const counts = reader({ type: "object", additionalProperties: { type: "integer" } });
+    expect(counts('{"a":1,"b":22}')).toBe("done");
+    expect(counts('{"a":"1"')).toBe("no");
+    expect(reader({ type: "object", properties: {}, additionalProperties: false })("{}")).toBe("done");
+    expect(reader({ type: "object", properties: {}, additionalProperties: false })('{"')).toBe("no");
+  });
+
+  it("refuses a schema it cannot hold a reply to, naming the place and what to send", () => {
+    const problem = (schema: unknown) => {
+      try {
+        compileJsonSchema(schema);
+        return "compiled";
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    expect(problem({ type: "object", properties: { a: { type: "string", pattern: "^x" } } })).toMatch(
+      /^\$\.properties\.a\.pattern is not served: structured outputs take type, /,
+    );
+    expect(problem({ type: "string" })).toMatch(/root must be an object/);
+    expect(problem({ type: "object", properties: { a: {} }, required: ["b"] })).toMatch(/\$\.required must list names/);
+    expect(problem({ type: "object", properties: { a: { $ref: "#/$defs/b" } } })).toMatch(
+      /#\/\$defs\/b is not in the schema/,
+    );
+    expect(problem({ type: "object", properties: { a: { $ref: "http://x/y" } } })).toMatch(
+      /must name a schema of this one's \$defs/,
+    );
+    expect(problem({ type: "object", properties: { a: { type: "date" } } })).toMatch(
+      /\$\.properties\.a\.type must be one or more of/,
+    );
+    expect(problem({ type: "object", properties: { a: { enum: [] } } })).toMatch(/enum must list 1 to 64 values/);
+    expect(problem({ type: "object", properties: { a: { type: "string", minLength: 3, maxLength: 2 } } })).toMatch(
+      /minLength is over maxLength/,
+    );
+    expect(problem({ $defs: { a: { $ref: "#/$defs/a" } }, $ref: "#/$defs/a" })).toMatch(/refers back to itself/);
+    expect(
+      problem({
+        $defs: { a: { anyOf: [{ $ref: "#/$defs/a" }, { type: "null" }] } },
+        type: "object",
+        properties: { x: { $ref: "#/$defs/a" } },
+      }),
+    ).toMatch(/refers back to itself/);
+    const wide = Object.fromEntries(Array.from({ length: 3000 }, (_, i) => [`p${i}`, { type: "null" }]));
+    expect(problem({ type: "object", properties: wide })).toMatch(/over 2000 nodes|over 32768 characters/);
+  });
+
+  it("masks a row to the tokens the schema lets come next", () => {
+    const texts = ["{", "}", '"mood":', '"', "happy", "sad", ":", "x", ""];
+    const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+    const schema = compileJsonSchema({
+      type: "object",
+      properties: { mood: { enum: ["happy", "sad"] } },
+      required: ["mood"],
+    });
+    const open = (generated: number[]) => {
+      const row = new Float32Array(texts.length).fill(1);
+      jsonMask(schema, row, 0, texts.length, [8], decode, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    expect(open([])).toEqual([0]);
+    expect(open([0])).toEqual([2, 3]); // the key whole, or its opening quote; "}" is not allowed (mood is required)
+    expect(open([0, 2])).toEqual([3]);
+    expect(open([0, 2, 3])).toEqual([4, 5]);
+    expect(open([0, 2, 3, 5])).toEqual([3]);
+    expect(open([0, 2, 3, 5, 3])).toEqual([1]);
+    expect(open([0, 2, 3, 5, 3, 1])).toEqual([8]);
+  });
+});
