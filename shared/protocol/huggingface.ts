@@ -29,16 +29,16 @@ export const HfFeatureExtractionParameters = z.strictObject({
 });
 export type HfFeatureExtractionParameters = z.infer<typeof HfFeatureExtractionParameters>;
 
-/**
- * text-generation's parameters, as the transformers pipeline and TGI name them. return_full_text defaults to
- * false (as TGI answers): generated_text is only the continuation unless asked.
- */
 /** TGI's guidance: {type: "json", value: <a JSON Schema>} holds the reply to the schema (structured outputs). */
 export const HfGrammar = z.strictObject({
   type: z.literal("json", { error: () => 'grammar.type "json" (a JSON Schema in value) is served; a regex is not' }),
   value: z.record(z.string(), ParsedJson, { error: () => "grammar.value must be a JSON Schema (an object)" }),
 });
 
+/**
+ * text-generation's parameters, as the transformers pipeline and TGI name them. return_full_text defaults to
+ * false (as TGI answers): generated_text is only the continuation unless asked.
+ */
 export const HfTextGenerationParameters = z.strictObject({
   max_new_tokens: z.int().optional(),
   min_new_tokens: z.int().optional(),

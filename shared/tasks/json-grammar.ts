@@ -1,34 +1,50 @@
-// Whether a text is the start of one JSON object that a compiled schema (json-schema.ts) accepts, written compactly
-// (RFC 8259 with no whitespace outside strings): the automaton behind JSON mode and structured outputs, which lets
-// the sampler pick only the tokens that keep a reply such a prefix (text-generation-format.ts). With no blank space
-// between tokens a model cannot stall in it, and every state has a way forward.
-// A state is a set of threads (an anyOf or an enum is tried every way at once, and the texts that fail drop out),
-// each an immutable stack of frames, so feeding one candidate token never copies more than it changes. Pure.
-import { type CompiledSchema, compileJsonSchema, type SchemaNode } from "../protocol/json-schema.ts";
+// Whether a text is the start of one JSON object that a compiled schema (shared/protocol/json-schema.ts) accepts,
+// written compactly (RFC 8259 with no whitespace outside strings): the automaton behind JSON mode and structured
+// outputs, which lets the sampler pick only the tokens that keep a reply such a prefix (text-generation-format.ts).
+// A state is a set of threads (a value that may start several ways is tried each way at once, and the readings that
+// fail drop out), each an immutable stack of frames, so feeding a candidate token copies no more than it changes.
+// An enum's values, and the keys an object may write next, are one frame over a sorted list (the range of entries
+// that share what was written), so they cost one thread however many there are. Pure.
+import {
+  type CompiledSchema,
+  compileJsonSchema,
+  MAX_JSON_DEPTH,
+  type Property,
+  type SchemaNode,
+} from "../protocol/json-schema.ts";
 
-/** How deep objects and arrays may nest: a bound on the state, and on what a looping model can open. */
-export const MAX_JSON_DEPTH = 16;
-/** Threads a state keeps; a prefix read more ways than this keeps the first (each one still a valid reading). */
+export { MAX_JSON_DEPTH };
+
+/**
+ * Threads a state keeps. Compiling bounds the ways one value may start (SCHEMA_LIMITS.options); this bounds their
+ * product across unresolved nesting, keeping the first (each kept one is a valid reading).
+ */
 const MAX_THREADS = 64;
 
-type Props = Extract<SchemaNode, { kind: "object" }>;
+type ObjectNode = Extract<SchemaNode, { kind: "object" }>;
+type Literals = Extract<SchemaNode, { kind: "literals" }>;
 type Frame =
   /** A value of `node` starts with the next character. */
   | { f: "value"; node: SchemaNode }
-  /** The rest of a literal (a key, an enum's value, true): its characters from `pos`. */
-  | { f: "literal"; text: string; pos: number }
+  /** Within the literals [lo, hi) of `node`'s sorted texts, `pos` characters written (all of them share those). */
+  | { f: "literal"; node: Literals; pos: number; lo: number; hi: number }
+  /** Within the keys [lo, hi) an object may write after property `next` (objectKeys), `pos` characters written. */
+  | { f: "key"; node: ObjectNode; next: number; pos: number; lo: number; hi: number }
   /** In an object of named properties: those from `next` are still to come; "open" after '{', "comma" after ','. */
-  | { f: "object"; node: Props; next: number; phase: "open" | "comma" | "after" }
+  | { f: "object"; node: ObjectNode; next: number; phase: "open" | "comma" | "after" }
   /** In an object of free keys: "colon" after a key. */
   | { f: "map"; values: SchemaNode; phase: "open" | "comma" | "colon" | "after" }
   | { f: "array"; node: Extract<SchemaNode, { kind: "array" }>; count: number; phase: "open" | "comma" | "after" }
-  /** In a string: characters so far (counted up to what min and max need), `escape` 1 after '\\', 2-5 in \uXXXX. */
+  /**
+   * In a string of `min` to `max` characters (code points), `length` so far; `escape` where an escape or a
+   * character stands (ESCAPE).
+   */
   | { f: "string"; min: number; max: number; length: number; escape: number }
   | { f: "number"; integer: boolean; part: NumberPart };
 type NumberPart = "minus" | "zero" | "int" | "dot" | "frac" | "exp" | "expSign" | "expDigits";
 
-/** A thread: frames innermost first; null once the root object has closed. */
-type Stack = { top: Frame; rest: Stack; containers: number; key?: string } | null;
+/** A thread: frames innermost first; null once the root object has closed. Keys are computed once, when asked. */
+type Stack = { top: Frame; rest: Stack; containers: number; exact?: string; near?: Map<number, string> } | null;
 
 export interface JsonState {
   schema: CompiledSchema;
@@ -57,7 +73,7 @@ export function jsonFeed(s: JsonState, text: string): JsonState | null {
     const c = text.charCodeAt(i);
     for (const t of threads) {
       for (const out of step(t, c)) {
-        const key = keyOf(out);
+        const key = exactKey(out);
         if (seen.has(key) || next.length >= MAX_THREADS) continue;
         seen.add(key);
         next.push(out);
@@ -69,31 +85,51 @@ export function jsonFeed(s: JsonState, text: string): JsonState | null {
   return { schema: s.schema, threads };
 }
 
-/** A key equal for states that accept the same continuations (the mask keeps its allowed tokens by it). */
-export function jsonStateKey(s: JsonState): string {
-  return `${s.schema.id}|${s.threads.map(keyOf).join("|")}`;
+/**
+ * A key equal for states that accept the same texts of up to `reach` characters: what a token of a vocabulary
+ * whose longest text is `reach` may add (the mask keeps its allowed tokens by it). Counters (a string's length, an
+ * array's items) enter it only as near their bounds as `reach` can tell, so a long string is one state throughout.
+ */
+export function jsonStateKey(s: JsonState, reach: number): string {
+  return `${s.schema.id}|${reach}|${s.threads.map((t) => nearKey(t, reach)).join("|")}`;
 }
 
-function keyOf(t: Stack): string {
+function exactKey(t: Stack): string {
   if (t === null) return "$";
-  if (t.key === undefined) t.key = `${frameKey(t.top)}/${keyOf(t.rest)}`;
-  return t.key;
+  if (t.exact === undefined) t.exact = `${frameKey(t.top, Number.POSITIVE_INFINITY)}/${exactKey(t.rest)}`;
+  return t.exact;
 }
 
-function frameKey(f: Frame): string {
+function nearKey(t: Stack, reach: number): string {
+  if (t === null) return "$";
+  t.near ??= new Map();
+  let key = t.near.get(reach);
+  if (key === undefined) {
+    key = `${frameKey(t.top, reach)}/${nearKey(t.rest, reach)}`;
+    t.near.set(reach, key);
+  }
+  return key;
+}
+
+/** How far `count` is from `bound`, as far as `reach` characters can tell (beyond it: "far"). */
+const gap = (bound: number, count: number, reach: number) => Math.min(Math.max(bound - count, -1), reach + 1);
+
+function frameKey(f: Frame, reach: number): string {
   switch (f.f) {
     case "value":
       return `v${f.node.id}`;
     case "literal":
-      return `l${f.pos}${JSON.stringify(f.text)}`;
+      return `l${f.node.id}.${f.pos}.${f.lo}.${f.hi}`;
+    case "key":
+      return `k${f.node.id}.${f.next}.${f.pos}.${f.lo}.${f.hi}`;
     case "object":
       return `o${f.node.id}.${f.next}${f.phase}`;
     case "map":
       return `m${f.values.id}${f.phase}`;
     case "array":
-      return `a${f.node.id}.${f.count}${f.phase}`;
+      return `a${f.node.id}.${gap(f.node.min, f.count, reach)}.${gap(f.node.max, f.count, reach)}${f.phase}`;
     case "string":
-      return `s${f.min}.${f.max}.${f.length}.${f.escape}`;
+      return `s${gap(f.min, f.length, reach)}.${gap(f.max, f.length, reach)}.${f.escape}`;
     case "number":
       return `n${f.integer ? "i" : "f"}${f.part}`;
   }
@@ -104,7 +140,7 @@ function push(rest: Stack, top: Frame): Stack {
   return { top, rest, containers: (rest?.containers ?? 0) + (container ? 1 : 0) };
 }
 
-/** A frame that replaces the top, or none: the value ended, and what holds it goes on. */
+/** A frame that replaces the top. */
 const swap = (t: NonNullable<Stack>, top: Frame): Stack => push(t.rest, top);
 
 const QUOTE = 34;
@@ -112,6 +148,8 @@ const BACKSLASH = 92;
 const COMMA = 44;
 const isDigit = (c: number) => c >= 48 && c <= 57;
 const isHex = (c: number) => isDigit(c) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+const isHigh = (c: number) => c >= 0xd800 && c <= 0xdbff;
+const isLow = (c: number) => c >= 0xdc00 && c <= 0xdfff;
 const ESCAPES = new Set([...'"\\/bfnrt'].map((ch) => ch.charCodeAt(0)));
 
 /** The threads `t` becomes after character `c` (none: `c` cannot come here). */
@@ -122,8 +160,14 @@ function step(t: Stack, c: number): Stack[] {
     case "value":
       return startValue(f.node, t.rest, c);
     case "literal":
-      if (c !== f.text.charCodeAt(f.pos)) return [];
-      return [f.pos + 1 === f.text.length ? t.rest : swap(t, { ...f, pos: f.pos + 1 })];
+      return inList(t, f, f.node.texts, c);
+    case "key":
+      return inList(
+        t,
+        f,
+        objectKeys(f.node, f.next).map((k) => k.text),
+        c,
+      );
     case "object":
       return inObject(t, f, c);
     case "map":
@@ -139,11 +183,13 @@ function step(t: Stack, c: number): Stack[] {
 
 function startValue(node: SchemaNode, rest: Stack, c: number): Stack[] {
   switch (node.kind) {
-    case "anyOf":
-      return node.options.flatMap((o) => startValue(o, rest, c));
-    case "literal":
-      if (c !== node.text.charCodeAt(0)) return [];
-      return [node.text.length === 1 ? rest : push(rest, { f: "literal", text: node.text, pos: 1 })];
+    case "choice":
+      // Flattened when compiled: none of these is a choice.
+      return node.starts.flatMap((n) => startValue(n, rest, c));
+    case "literals": {
+      const [lo, hi] = narrowed(node.texts, 0, node.texts.length, 0, c);
+      return lo < hi ? [settle(rest, { f: "literal", node, pos: 1, lo, hi }, node.texts)] : [];
+    }
     case "object":
       return c === 123 ? open(rest, { f: "object", node, next: 0, phase: "open" }) : [];
     case "map":
@@ -159,45 +205,94 @@ function startValue(node: SchemaNode, rest: Stack, c: number): Stack[] {
   }
 }
 
+/** The sub-range of sorted `texts` [lo, hi) whose character `pos` is `c`. */
+function narrowed(texts: readonly string[], lo: number, hi: number, pos: number, c: number): [number, number] {
+  let a = lo;
+  while (a < hi && (texts[a] as string).charCodeAt(pos) !== c) a++;
+  let b = a;
+  while (b < hi && (texts[b] as string).charCodeAt(pos) === c) b++;
+  return [a, b];
+}
+
+/**
+ * A literal or key frame after its range narrowed: where the one text left is written whole, the frame is done and
+ * what holds it goes on (for a key, the property's value comes next).
+ */
+function settle(rest: Stack, f: Extract<Frame, { f: "literal" | "key" }>, texts: readonly string[]): Stack {
+  if (f.hi - f.lo === 1 && (texts[f.lo] as string).length === f.pos) {
+    if (f.f === "literal") return rest;
+    const { prop, j } = objectKeys(f.node, f.next)[f.lo] as { prop: Property; j: number };
+    return push(push(rest, { f: "object", node: f.node, next: j + 1, phase: "after" }), {
+      f: "value",
+      node: prop.node,
+    });
+  }
+  return push(rest, f);
+}
+
+function inList(
+  t: NonNullable<Stack>,
+  f: Extract<Frame, { f: "literal" | "key" }>,
+  texts: readonly string[],
+  c: number,
+) {
+  const out: Stack[] = [];
+  // A text written whole, while longer ones share it (an enum of 1 and 12): the value may end here, and `c` is
+  // what follows it. Keys end in a colon and never share one another's whole text.
+  if ((texts[f.lo] as string).length === f.pos && f.f === "literal") out.push(...step(t.rest, c));
+  const [lo, hi] = narrowed(texts, f.lo, f.hi, f.pos, c);
+  if (lo < hi) out.push(settle(t.rest, { ...f, pos: f.pos + 1, lo, hi }, texts));
+  return out;
+}
+
+/** The keys an object may write after property `next` (those up to the next required one), sorted. */
+function objectKeys(node: ObjectNode, next: number): { text: string; prop: Property; j: number }[] {
+  let byNext = keysCache.get(node);
+  if (!byNext) {
+    byNext = new Map();
+    keysCache.set(node, byNext);
+  }
+  let keys = byNext.get(next);
+  if (!keys) {
+    keys = [];
+    for (let j = next; j < node.props.length; j++) {
+      const prop = node.props[j] as Property;
+      keys.push({ text: prop.key, prop, j });
+      if (prop.required) break;
+    }
+    keys.sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0));
+    byNext.set(next, keys);
+  }
+  return keys;
+}
+const keysCache = new WeakMap<ObjectNode, Map<number, { text: string; prop: Property; j: number }[]>>();
+
 function open(rest: Stack, frame: Frame): Stack[] {
   return (rest?.containers ?? 0) >= MAX_JSON_DEPTH ? [] : [push(rest, frame)];
 }
 
 function inObject(t: NonNullable<Stack>, f: Extract<Frame, { f: "object" }>, c: number): Stack[] {
-  const left = f.node.props.slice(f.next);
-  const requiredLeft = left.some((p) => p.required);
+  const left = f.node.props.length - f.next;
+  const requiredLeft = f.node.props.some((p, j) => j >= f.next && p.required);
   if (f.phase === "after") {
-    if (c === COMMA) return left.length > 0 ? [swap(t, { ...f, phase: "comma" })] : [];
+    if (c === COMMA) return left > 0 ? [swap(t, { ...f, phase: "comma" })] : [];
     return c === 125 && !requiredLeft ? [t.rest] : [];
   }
   if (c === 125) return f.phase === "open" && !requiredLeft ? [t.rest] : [];
-  if (c !== QUOTE) return [];
-  // Any property up to the next required one may come next (the ones between are optional and skipped).
-  const out: Stack[] = [];
-  for (let j = f.next; j < f.node.props.length; j++) {
-    const p = f.node.props[j] as Props["props"][number];
-    const after = swap(t, { ...f, next: j + 1, phase: "after" });
-    out.push(push(push(after, { f: "value", node: p.node }), { f: "literal", text: p.key, pos: 1 }));
-    if (p.required) break;
-  }
-  return out;
+  const keys = objectKeys(f.node, f.next).map((k) => k.text);
+  const [lo, hi] = narrowed(keys, 0, keys.length, 0, c);
+  return lo < hi ? [settle(t.rest, { f: "key", node: f.node, next: f.next, pos: 1, lo, hi }, keys)] : [];
 }
 
 function inMap(t: NonNullable<Stack>, f: Extract<Frame, { f: "map" }>, c: number): Stack[] {
   switch (f.phase) {
     case "open":
-    case "comma":
+    case "comma": {
       if (c === 125 && f.phase === "open") return [t.rest];
       if (c !== QUOTE) return [];
-      return [
-        push(swap(t, { ...f, phase: "colon" }), {
-          f: "string",
-          min: 0,
-          max: Number.POSITIVE_INFINITY,
-          length: 0,
-          escape: 0,
-        }),
-      ];
+      const key: Frame = { f: "string", min: 0, max: Number.POSITIVE_INFINITY, length: 0, escape: 0 };
+      return [push(swap(t, { ...f, phase: "colon" }), key)];
+    }
     case "colon":
       return c === 58 ? [push(swap(t, { ...f, phase: "after" }), { f: "value", node: f.values })] : [];
     case "after":
@@ -213,30 +308,90 @@ function inArray(t: NonNullable<Stack>, f: Extract<Frame, { f: "array" }>, c: nu
   }
   if (c === 93 && f.phase === "open") return f.node.min === 0 ? [t.rest] : [];
   if (f.count >= f.node.max) return [];
-  return startValue(f.node.items, swap(t, { ...f, count: f.count + 1, phase: "after" }), c);
+  // Past both bounds' reach the count changes nothing: it stops at the minimum when there is no maximum.
+  const count = f.node.max === Number.POSITIVE_INFINITY ? Math.min(f.count + 1, f.node.min) : f.count + 1;
+  return startValue(f.node.items, swap(t, { ...f, count, phase: "after" }), c);
 }
 
+/**
+ * Where a string's escape or character stands: a \uXXXX escape's digits one by one; an escaped high surrogate
+ * (\uD800 to \uDBFF) must be followed by an escaped low one (\uDC00 to \uDFFF), and the pair is one character, as
+ * a raw pair is; a lone half of one is never written.
+ */
+const ESCAPE = {
+  none: 0,
+  backslash: 1,
+  /** \u, then its digits to come: the first; the second (after a first "d", it says whether a surrogate starts). */
+  hex1: 2,
+  hex2: 15,
+  hex2D: 3,
+  hex3: 4,
+  hex4: 5,
+  /** The high surrogate's last two digits, then "\", "u", "d", a digit c to f and two more. */
+  high3: 6,
+  high4: 7,
+  lowBackslash: 8,
+  lowU: 9,
+  lowD: 10,
+  lowHex2: 11,
+  lowHex3: 12,
+  lowHex4: 13,
+  /** After a raw high surrogate: its low one. */
+  rawLow: 14,
+} as const;
+
+const between = (c: number, from: string, to: string) => c >= from.charCodeAt(0) && c <= to.charCodeAt(0);
+const hexIn = (c: number, from: string, to: string) =>
+  between(c, from, to) || between(c, from.toUpperCase(), to.toUpperCase());
+
 function inString(t: NonNullable<Stack>, f: Extract<Frame, { f: "string" }>, c: number): Stack[] {
-  // Lengths count characters (code points, as JSON Schema does); past max - and min, when there is no max, the
-  // count no longer changes what may come, so it stops there and the states stay few.
-  const grown = (): Stack => {
+  // Lengths count characters (code points, as JSON Schema does). Past max - and min, when there is no max - the
+  // count no longer changes what may come, so it stops there.
+  const grown = (then: number = ESCAPE.none): Stack => {
     const cap = f.max === Number.POSITIVE_INFINITY ? f.min : f.max;
-    return swap(t, { ...f, escape: 0, length: Math.min(f.length + 1, cap) });
+    return swap(t, { ...f, escape: then, length: Math.min(f.length + 1, cap) });
   };
-  if (f.escape === 1) {
-    if (c === 117) return [swap(t, { ...f, escape: 5 })];
-    return ESCAPES.has(c) ? [grown()] : [];
-  }
-  if (f.escape > 1) {
-    if (!isHex(c)) return [];
-    return [f.escape === 2 ? grown() : swap(t, { ...f, escape: f.escape - 1 })];
+  const to = (then: number): Stack => swap(t, { ...f, escape: then });
+  const hex = (then: number) => (isHex(c) ? [to(then)] : []);
+  switch (f.escape) {
+    case ESCAPE.backslash:
+      if (c === 117) return [to(ESCAPE.hex1)];
+      return ESCAPES.has(c) ? [grown()] : [];
+    case ESCAPE.hex1:
+      return c === 100 || c === 68 ? [to(ESCAPE.hex2D)] : hex(ESCAPE.hex2);
+    case ESCAPE.hex2:
+      return hex(ESCAPE.hex3);
+    case ESCAPE.hex2D:
+      if (hexIn(c, "8", "b")) return [to(ESCAPE.high3)];
+      return isDigit(c) && c <= 55 ? [to(ESCAPE.hex3)] : []; // d0 to d7; dc to df would be a lone low half
+    case ESCAPE.hex3:
+      return hex(ESCAPE.hex4);
+    case ESCAPE.hex4:
+      return isHex(c) ? [grown()] : [];
+    case ESCAPE.high3:
+      return hex(ESCAPE.high4);
+    case ESCAPE.high4:
+      return hex(ESCAPE.lowBackslash);
+    case ESCAPE.lowBackslash:
+      return c === BACKSLASH ? [to(ESCAPE.lowU)] : [];
+    case ESCAPE.lowU:
+      return c === 117 ? [to(ESCAPE.lowD)] : [];
+    case ESCAPE.lowD:
+      return c === 100 || c === 68 ? [to(ESCAPE.lowHex2)] : [];
+    case ESCAPE.lowHex2:
+      return hexIn(c, "c", "f") ? [to(ESCAPE.lowHex3)] : [];
+    case ESCAPE.lowHex3:
+      return hex(ESCAPE.lowHex4);
+    case ESCAPE.lowHex4:
+      return isHex(c) ? [grown()] : [];
+    case ESCAPE.rawLow:
+      return isLow(c) ? [to(ESCAPE.none)] : [];
   }
   if (c === QUOTE) return f.length >= f.min ? [t.rest] : [];
-  if (c < 0x20) return [];
-  const full = f.max !== Number.POSITIVE_INFINITY && f.length >= f.max;
-  if (c >= 0xdc00 && c <= 0xdfff) return [t]; // the second half of a character already counted
-  if (full) return [];
-  return c === BACKSLASH ? [swap(t, { ...f, escape: 1 })] : [grown()];
+  if (c < 0x20 || isLow(c)) return [];
+  if (f.max !== Number.POSITIVE_INFINITY && f.length >= f.max) return [];
+  if (c === BACKSLASH) return [to(ESCAPE.backslash)];
+  return [isHigh(c) ? grown(ESCAPE.rawLow) : grown()];
 }
 
 function inNumber(t: NonNullable<Stack>, f: Extract<Frame, { f: "number" }>, c: number): Stack[] {

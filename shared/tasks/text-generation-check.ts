@@ -8,6 +8,7 @@
 import type { GenerationClaim, GenerationItem, GenerationVerdict } from "../protocol/generation.ts";
 import type { InferenceSession } from "../runner/model-runner.ts";
 import { type DecoderShape, prefill } from "./text-generation-decoder.ts";
+import { unfinishedReply } from "./text-generation-format.ts";
 import { logprobProblem, promptLogprobsProblem, rowLogprobs } from "./text-generation-logprobs.ts";
 import { pickToken, shapeRow, tokenAllowed } from "./text-generation-sampler.ts";
 import { type Decode, startSequence, takeToken } from "./text-generation-sequence.ts";
@@ -160,6 +161,9 @@ function judge(
     return mismatch(n, checked, `finish_reason is ${claim.finish_reason}; these tokens end with ${seq.finish}`);
   }
   if (claim.generated_text !== seq.text) return mismatch(n, checked, "generated_text is not the text of its tokens");
+  // A run stuck under its format answers an error, not such an output.
+  const stuck = seq.finish === "stop" ? unfinishedReply(c.item.params, seq.text) : null;
+  if (stuck) return mismatch(n, checked, `an unfinished object is no output: ${stuck}`);
   if (claim.prompt_tokens !== c.prompt.length) {
     return mismatch(n, checked, `prompt_tokens is ${claim.prompt_tokens}; the prompt is ${c.prompt.length} tokens`);
   }

@@ -12,10 +12,12 @@ import type { Decode } from "./text-generation-sequence.ts";
 /** A tokenizer's texts, and the tokens allowed in each automaton state seen (most steps repeat one: in a string). */
 interface Vocabulary {
   texts: readonly string[];
+  /** The longest text: how far one token can carry the automaton. */
+  reach: number;
   allowed: Map<string, Uint8Array>;
 }
 
-/** Bytes of allowed-token sets kept per tokenizer (at most 4,096 states); past it the cache starts again. */
+/** Bytes of allowed-token sets kept per tokenizer (at most 4,096 states); past it the least recently used go. */
 const MAX_CACHED_BYTES = 64 * 2 ** 20;
 
 const vocabularies = new WeakMap<Decode, Vocabulary>();
@@ -38,7 +40,8 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
     const text = both.startsWith(lead) ? both.slice(lead.length) : "";
     return plain(text) ? text : "";
   });
-  const v = { texts, allowed: new Map<string, Uint8Array>() };
+  const reach = texts.reduce((most, t) => Math.max(most, t.length), 0);
+  const v = { texts, reach, allowed: new Map<string, Uint8Array>() };
   vocabularies.set(decode, v);
   return v;
 }
@@ -87,15 +90,22 @@ function stateAfter(
 
 /** Which tokens may follow a prefix in `state` (1) or not (0): computed once per state and kept. */
 function allowedIn(v: Vocabulary, state: JsonState): Uint8Array {
-  const key = jsonStateKey(state);
+  const key = jsonStateKey(state, v.reach);
   let allowed = v.allowed.get(key);
-  if (allowed) return allowed;
+  if (allowed) {
+    // Most recently used last, so the bound below lets the oldest go.
+    v.allowed.delete(key);
+    v.allowed.set(key, allowed);
+    return allowed;
+  }
   allowed = new Uint8Array(v.texts.length);
   for (let t = 0; t < v.texts.length; t++) {
     const text = v.texts[t] as string;
     if (text !== "" && jsonFeed(state, text) !== null) allowed[t] = 1;
   }
-  if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) v.allowed.clear();
+  if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) {
+    v.allowed.delete(v.allowed.keys().next().value as string);
+  }
   v.allowed.set(key, allowed);
   return allowed;
 }
@@ -126,4 +136,21 @@ export function jsonMask(
   }
   // Mid-object, end-of-text would cut it short; only a vocabulary with no way forward ends it so.
   if (open > 0) for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
+}
+
+/**
+ * Why a reply that ended at end-of-text is no object its format accepts, or null when it is one (or has no
+ * format). The mask leaves only end-of-text where no token can continue the object: a key or an enum value with a
+ * character the tokenizer only writes split across tokens (é, an emoji, on a byte-level vocabulary), or nesting
+ * past what the automaton takes. Such a reply is not delivered: the item answers this instead.
+ */
+export function unfinishedReply(
+  p: { format?: "json_object" | "json_schema"; schema?: object },
+  text: string,
+): string | null {
+  if (p.format === undefined) return null;
+  const state = jsonFeed(jsonStart(replySchema(p)), text);
+  if (state !== null && jsonDone(state)) return null;
+  const tail = text.length > 40 ? `…${text.slice(-40)}` : text;
+  return `no token of this model can go on with the reply under its ${p.format === "json_schema" ? "schema" : "JSON format"} after ${JSON.stringify(tail)}: a key or value with a character its tokenizer splits across tokens, or nesting past 16; change the schema`;
 }

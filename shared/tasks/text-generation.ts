@@ -13,6 +13,7 @@ import { invalidInput, merge, partition, type Task, type TaskContext } from "./t
 import { type ClaimToCheck, checkClaims } from "./text-generation-check.ts";
 import { type DecoderShape, decoderShape, encode, prefill } from "./text-generation-decoder.ts";
 import { DecodeEngine } from "./text-generation-engine.ts";
+import { unfinishedReply } from "./text-generation-format.ts";
 import { contextProblem, modelProblem, parseGenerationItem, promptLogprobsFit } from "./text-generation-item.ts";
 import { promptLogprobs } from "./text-generation-logprobs.ts";
 import { type Decode, type Sequence, startSequence, takeToken } from "./text-generation-sequence.ts";
@@ -74,13 +75,11 @@ export function createTextGeneration(ctx: TaskContext): Task {
             });
           }
           // Ended while others decode on: its caller need not wait for them.
-          if (seq.finish) opts?.onResult?.(seq.pos, { output: outputOf(seq) });
+          if (seq.finish) opts?.onResult?.(seq.pos, resultOf(seq));
         },
         opts?.signal,
       );
-      const outputs = sequences.map(
-        (seq): ItemResult => (outcome === "cancelled" ? CANCELLED : { output: outputOf(seq) }),
-      );
+      const outputs = sequences.map((seq): ItemResult => (outcome === "cancelled" ? CANCELLED : resultOf(seq)));
       return merge(
         results,
         [...sequences.map((s) => s.pos), ...claims.map((c) => c.pos)],
@@ -121,6 +120,13 @@ async function readPromptLogprobs(
     );
   }
   for (const seq of asking) seq.promptLogprobs = read.get(keyOf(seq));
+}
+
+/** A sequence's result: its output, or why a JSON reply that ended at end-of-text cannot be one (unfinishedReply). */
+function resultOf(seq: Sequence): ItemResult {
+  const output = outputOf(seq);
+  const stuck = output.finish_reason === "stop" ? unfinishedReply(seq.item.params, output.generated_text) : null;
+  return stuck ? invalidInput(stuck) : { output };
 }
 
 /** A sequence's output as it stands (a sequence that never ended stopped at its length). */

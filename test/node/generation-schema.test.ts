@@ -75,6 +75,18 @@ describe("structured outputs (json_schema) on gpt-tiny", () => {
     expect(verdict(checked)).toMatchObject({ verdict: "mismatch", first_mismatch: 2 });
   }, 60_000);
 
+  it("answers an error, not a broken object, where no token of the model can write what the schema asks next", async () => {
+    // gpt-tiny's byte-level tokens write é only split across two, which the mask never takes.
+    const schema = { type: "object", properties: { café: { type: "string" } }, required: ["café"] };
+    const p = GenerationParams.parse({ max_new_tokens: 32, format: "json_schema", schema });
+    for (const on of [models.node, models.web]) {
+      const [result] = await on.run([{ prompt: ASK, params: p }]);
+      expect(result).toMatchObject({
+        error: { code: "invalid_input", message: expect.stringContaining('after "{\\"caf"') },
+      });
+    }
+  }, 60_000);
+
   it("refuses a schema it cannot serve, and a schema without its format, before anything runs", () => {
     const refused = (p: object) => GenerationParams.safeParse({ max_new_tokens: 8, ...p }).error?.issues[0]?.message;
     expect(

@@ -3,8 +3,15 @@
 // texts start one compact JSON object a schema accepts, and which tokens may come.
 import { describe, expect, it } from "vitest";
 import { compileJsonSchema } from "../../shared/protocol/json-schema.ts";
-import { JSON_OBJECT, jsonDone, jsonFeed, jsonStart, MAX_JSON_DEPTH } from "../../shared/tasks/json-grammar.ts";
-import { jsonMask } from "../../shared/tasks/text-generation-format.ts";
+import {
+  JSON_OBJECT,
+  jsonDone,
+  jsonFeed,
+  jsonStart,
+  jsonStateKey,
+  MAX_JSON_DEPTH,
+} from "../../shared/tasks/json-grammar.ts";
+import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
 
 const reader = (schema: unknown) => {
   const compiled = compileJsonSchema(schema);
@@ -253,5 +260,140 @@ describe("the JSON automaton over a schema", () => {
     expect(open([0, 2, 3, 5])).toEqual([3]);
     expect(open([0, 2, 3, 5, 3])).toEqual([1]);
     expect(open([0, 2, 3, 5, 3, 1])).toEqual([8]);
+  });
+});
+
+describe("what a schema means, held exactly", () => {
+  const problem = (schema: unknown) => {
+    try {
+      compileJsonSchema(schema);
+      return "compiled";
+    } catch (e) {
+      return (e as Error).message;
+    }
+  };
+  const within = (p: unknown, required = true) =>
+    reader({ type: "object", properties: { p }, ...(required ? { required: ["p"] } : {}) });
+
+  it("refuses keywords an enum, a const or an anyOf would override; a type narrows an enum", () => {
+    expect(problem({ type: "object", properties: { p: { type: "string", enum: ["abcd"], maxLength: 2 } } })).toMatch(
+      /\$\.properties\.p: enum cannot stand beside maxLength/,
+    );
+    expect(problem({ type: "object", properties: { p: { type: "string", anyOf: [{ type: "number" }] } } })).toMatch(
+      /anyOf cannot stand beside type.*put them in each of its schemas/,
+    );
+    expect(problem({ type: "object", properties: { p: { const: "a", enum: ["b"] } } })).toMatch(/give one of/);
+    expect(problem({ type: "object", properties: { p: { type: "integer", const: "no" } } })).toMatch(
+      /no value of its const/,
+    );
+    const typed = within({ type: "string", enum: ["a", 1] });
+    expect(typed('{"p":"a"}')).toBe("done");
+    expect(typed('{"p":1')).toBe("no");
+    expect(within({ type: "integer", enum: [1.5, 2] })('{"p":1')).toBe("no");
+  });
+
+  it("reads a schema without a type as of the type its keywords constrain", () => {
+    const object = within({ properties: { a: { type: "string" } }, required: ["a"] });
+    expect(object('{"p":{}')).toBe("no");
+    expect(object('{"p":{"a":"x"}}')).toBe("done");
+    expect(within({ items: { type: "string" } })('{"p":[1')).toBe("no");
+    expect(within({ minLength: 3 })('{"p":"ab"')).toBe("no");
+    expect(problem({ type: "object", properties: { p: { minLength: 1, items: {} } } })).toMatch(
+      /keywords of array and string without a type/,
+    );
+  });
+
+  it("counts a string's characters as code points, an escaped surrogate pair as one, and writes no lone half", () => {
+    expect(within({ type: "string", maxLength: 1 })('{"p":"😀"}')).toBe("done");
+    expect(within({ type: "string", minLength: 2 })('{"p":"😀"')).toBe("no");
+    expect(within({ type: "string", maxLength: 1 })('{"p":"\\u00e9"}')).toBe("done");
+    expect(within({ type: "string", maxLength: 1 })('{"p":"\\ud83d\\uDE00"}')).toBe("done");
+    expect(within({ type: "string", minLength: 2 })('{"p":"\\ud83d\\ude00"')).toBe("no");
+    expect(within({ type: "string" })('{"p":"\\ud83d"')).toBe("no"); // a high half alone
+    expect(within({ type: "string" })('{"p":"\\ude00')).toBe("no"); // a low half alone
+    expect(within({ type: "string" })('{"p":"\\uD7FF"}')).toBe("done");
+    expect(within({ type: "string" })('{"p":"a\udc00')).toBe("no"); // a lone low surrogate
+  });
+
+  it("looks names up as the schema's own: required, $defs, and JSON pointers' escapes", () => {
+    expect(problem({ type: "object", properties: { a: {} }, required: ["toString"] })).toMatch(
+      /required must list names/,
+    );
+    expect(problem({ type: "object", properties: { a: { $ref: "#/$defs/__proto__" } }, $defs: {} })).toMatch(
+      /is not in the schema/,
+    );
+    const spaced = reader({
+      type: "object",
+      properties: { a: { $ref: "#/$defs/a%20b" } },
+      required: ["a"],
+      $defs: { "a b": { type: "null" } },
+    });
+    expect(spaced('{"a":null}')).toBe("done");
+    expect(problem({ type: "object", properties: { a: { const: Number.POSITIVE_INFINITY } } })).toMatch(
+      /not a JSON number/,
+    );
+  });
+
+  it("refuses a schema whose shortest reply nests too deep, or that has no finite reply", () => {
+    let deep: Record<string, unknown> = { type: "object" };
+    for (let i = 0; i < MAX_JSON_DEPTH; i++) deep = { type: "object", properties: { a: deep }, required: ["a"] };
+    expect(problem(deep)).toMatch(`nests ${MAX_JSON_DEPTH + 1} deep; at most ${MAX_JSON_DEPTH}`);
+    expect(problem({ type: "object", properties: { a: deep } })).toBe("compiled"); // optional: {} is a reply
+    const endless = { $defs: { n: { type: "array", minItems: 1, items: { $ref: "#/$defs/n" } } } };
+    expect(problem({ type: "object", properties: { a: { $ref: "#/$defs/n" } }, required: ["a"], ...endless })).toMatch(
+      /no finite reply/,
+    );
+  });
+
+  it("starts a value each distinct way once, however its choices nest ($refs to one target, true × 64)", () => {
+    const defs: Record<string, unknown> = { a12: { type: "object" } };
+    for (let i = 11; i >= 0; i--) {
+      defs[`b${i + 1}`] = { $ref: `#/$defs/a${i + 1}` };
+      defs[`a${i}`] = { anyOf: [{ $ref: `#/$defs/b${i + 1}` }, { $ref: `#/$defs/b${i + 1}` }] };
+    }
+    const doubling = compileJsonSchema({ $ref: "#/$defs/a0", $defs: defs });
+    expect(doubling.root.kind === "choice" && doubling.root.starts).toHaveLength(1);
+    const trues = compileJsonSchema({ type: "object", properties: { x: { anyOf: Array(64).fill(true) } } });
+    const x = trues.root.kind === "object" ? trues.root.props[0]?.node : undefined;
+    expect(x?.kind === "choice" && x.starts).toHaveLength(5); // an object, an array, a string, a number, a literal
+    const wide = Array.from({ length: 65 }, (_, i) => ({
+      type: "object",
+      properties: { [`k${i}`]: { type: "null" } },
+    }));
+    expect(
+      problem({ type: "object", properties: { x: { anyOf: [...wide.slice(0, 32), { anyOf: wide.slice(32) }] } } }),
+    ).toMatch(/a value may start 65 ways at one place/);
+  });
+
+  it("writes any of many optional keys, and enum values that begin one another", () => {
+    const props = Object.fromEntries(Array.from({ length: 70 }, (_, i) => [`p${i}`, { type: "integer" }]));
+    const many = reader({ type: "object", properties: props });
+    expect(many('{"p69":1}')).toBe("done");
+    expect(many('{"p5":1,"p69":2}')).toBe("done");
+    expect(many('{"p69":1,"p5":2')).toBe("no"); // the schema's order
+    const prefixes = within({ enum: [1, 12, "a", "ab"] });
+    for (const text of ['{"p":1}', '{"p":12}', '{"p":"a"}', '{"p":"ab"}']) expect(prefixes(text), text).toBe("done");
+    expect(prefixes('{"p":123')).toBe("no");
+  });
+
+  it("keys a state by its counters only as near their bounds as a token reaches", () => {
+    const long = compileJsonSchema({ type: "object", properties: { s: { type: "string", maxLength: 1_000_000 } } });
+    const fed = (schema: typeof long, text: string) =>
+      jsonFeed(jsonStart(schema), text) as NonNullable<ReturnType<typeof jsonFeed>>;
+    const key = (text: string) => jsonStateKey(fed(long, text), 8);
+    expect(key(`{"s":"${"a".repeat(5)}`)).toBe(key(`{"s":"${"a".repeat(500)}`));
+    expect(key(`{"s":"${"a".repeat(5)}`)).not.toBe(jsonStateKey(fed(long, `{"s":"${"a".repeat(5)}`), 1e7));
+    const items = (n: number) => jsonStateKey(fed(JSON_OBJECT, `{"a":[${Array(n).fill(1).join(",")}`), 8);
+    expect(items(3)).toBe(items(300));
+  });
+
+  it("says why a reply that ended at end-of-text is no object its format accepts", () => {
+    const schema = { type: "object", properties: { café: { type: "string" } }, required: ["café"] };
+    expect(unfinishedReply({ format: "json_schema", schema }, '{"caf')).toMatch(
+      /no token of this model can go on.*"\{\\"caf"/,
+    );
+    expect(unfinishedReply({ format: "json_schema", schema }, '{"café":"x"}')).toBeNull();
+    expect(unfinishedReply({ format: "json_object" }, "{")).toMatch(/JSON format/);
+    expect(unfinishedReply({}, "{")).toBeNull();
   });
 });
