@@ -18,12 +18,14 @@ import {
   trimChat,
 } from "../shared/protocol/chat-template.ts";
 import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
+import type { ChatRequestMessage } from "../shared/protocol/openai-chat.ts";
 import type { HistoryEntry } from "../shared/protocol/sessions.ts";
 import { logprobsProblem } from "../shared/tasks/text-generation-item.ts";
 import { maxTextChars } from "../shared/tasks/text-item.ts";
 import type { HonoEnv } from "./app-env.ts";
 import { ApiError } from "./errors.ts";
 import { GENERATION_TASK } from "./model-queue/token-stream.ts";
+import { renderedCalls } from "./openai-tools.ts";
 import { sessionOf } from "./sessions/session-stub.ts";
 
 /** Tokens generated when a call names no limit (GenerationParams' default). */
@@ -195,13 +197,16 @@ export function promptItem(
 }
 
 /** OpenAI's messages as the template's: known roles only, text parts joined. */
-export function chatMessages(raw: readonly { role: string; content: string | { text: string }[] }[]): ChatMessage[] {
+export function chatMessages(raw: readonly ChatRequestMessage[]): ChatMessage[] {
   return raw.map((m, i) => {
     if (!(CHAT_ROLES as readonly string[]).includes(m.role)) {
       throw refuse(`messages[${i}].role`, `messages[${i}].role is "${m.role}"; the roles are ${CHAT_ROLES.join(", ")}`);
     }
-    const content = typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
-    return { role: m.role as ChatMessage["role"], content };
+    const text =
+      m.content == null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
+    // An assistant's tool calls are part of what it said: the next turn's prompt shows them (openai-tools.ts).
+    const calls = m.role === "assistant" && m.tool_calls?.length ? renderedCalls(m.tool_calls) : "";
+    return { role: m.role as ChatMessage["role"], content: text && calls ? `${text}\n${calls}` : text || calls };
   });
 }
 
@@ -219,6 +224,13 @@ export async function chatItem(
   const template = model.chat_template;
   if (!template) {
     throw refuse("model", `model "${model.name}" has no chat template: send a prompt to POST /v1/completions instead`);
+  }
+  const toolResult = messages.findIndex((m) => m.role === "tool");
+  if (toolResult >= 0 && !template.roles.tool) {
+    throw refuse(
+      `messages[${toolResult}].role`,
+      `model "${model.name}"'s chat template has no tool role, so its prompts cannot carry a tool's result: send the result in a user message`,
+    );
   }
   const earlier = session === undefined ? [] : await conversationOf(c, model, session);
   const trimmed = trimChat(template, [...earlier, ...messages], promptBudget(model, params));

@@ -4,8 +4,9 @@
 // unread; edge/routes/openai-chat.ts says what to shape.
 import type { GenerationOutput, TokenLogprob } from "../shared/index.ts";
 import type { JobEvent } from "../shared/protocol/job-events.ts";
-import type { ChatCompletionChunk, TextCompletion, Usage } from "../shared/protocol/openai-chat.ts";
+import type { ChatCompletionChunk, TextCompletion, ToolCallDelta, Usage } from "../shared/protocol/openai-chat.ts";
 import { chatLogprobs, completionLogprobs } from "./openai-logprobs.ts";
+import { type ToolPlan, toolCallStream, toolFinish } from "./openai-tools.ts";
 
 /** What a stream's chunks carry besides the text: its answer's id and model, the endpoint, and `include_usage`. */
 export interface OpenAiStreamSpec {
@@ -17,6 +18,8 @@ export interface OpenAiStreamSpec {
   perPrompt: number;
   /** The call asked for log probabilities: each chunk carries its tokens'. */
   logprobs?: boolean;
+  /** Chat's replies are tool calls (edge/openai-tools.ts): sent as `tool_calls` deltas, not content. */
+  tools?: ToolPlan;
 }
 
 /**
@@ -64,6 +67,7 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
     emitted.set(index, { entries: before.entries + entries.length, chars });
     return { entries, offset: before.chars };
   };
+  const calls = spec.tools && toolCallStream(spec.tools);
   const choice =
     spec.endpoint === "chat"
       ? (index: number, text: string | null, finish: Finish): ChatCompletionChunk["choices"][number] => {
@@ -73,7 +77,7 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
           return {
             index,
             delta: text === null ? {} : { ...role, content: text },
-            finish_reason: finish,
+            finish_reason: finish && (spec.tools ? toolFinish(finish) : finish),
             logprobs: lp && chatLogprobs(lp.entries),
           };
         }
@@ -103,11 +107,26 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
     sent.set(index, (sent.get(index) ?? "") + text);
     return line;
   };
+  /** A chunk of tool-call deltas, where a tool call is the reply (the text itself is not sent). */
+  const callDelta = (index: number, deltas: ToolCallDelta[]) => {
+    if (deltas.length === 0) return "";
+    const role = sent.has(index) ? {} : { role: "assistant" as const };
+    sent.set(index, "");
+    const lp = takeLogprobs(index);
+    const piece = {
+      index,
+      delta: { ...role, tool_calls: deltas },
+      finish_reason: null,
+      logprobs: lp && chatLogprobs(lp.entries),
+    };
+    return data(chunk([piece]));
+  };
   return (event) => {
     switch (event.event) {
       case "token": {
         const { index, text, logprobs } = event.data;
         if (spec.logprobs && logprobs) pending.set(index, [...(pending.get(index) ?? []), ...logprobs]);
+        if (calls) return callDelta(index, calls.push(index, text));
         return text === "" ? "" : delta(index, text);
       }
       case "output": {
@@ -119,6 +138,8 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
           const end = spec.endpoint === "completions" && out.end_logprob ? [out.end_logprob] : [];
           pending.set(index, [...(out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0), ...end]);
         }
+        if (calls)
+          return callDelta(index, calls.end(index, out)) + data(chunk([choice(index, null, out.finish_reason)]));
         const before = sent.get(index) ?? "";
         const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));

@@ -8,7 +8,10 @@ import type {
   ChatCompletion,
   ChatCompletionChunk,
   ChatLogprobs,
+  ChatRequestMessage,
   OpenAiFinishReason,
+  Tool,
+  ToolChoice,
   Usage,
 } from "../../shared/protocol/openai-chat.ts";
 import { isRecord } from "./answer-shapes.ts";
@@ -52,6 +55,13 @@ export interface ChatOptions extends CallOptions {
    */
   logprobs?: boolean | undefined;
   top_logprobs?: number | undefined;
+  /**
+   * Functions the reply may call, each with its arguments' JSON Schema; tool_choice "required" (a call of one the
+   * model picks) or {type: "function", function: {name}} makes the reply a call (the answer's
+   * message.tool_calls; streamed, "tool_call" deltas). These models do not decide on their own ("auto").
+   */
+  tools?: Tool[] | undefined;
+  tool_choice?: ToolChoice | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;
@@ -64,13 +74,18 @@ export interface ChatOptions extends CallOptions {
  */
 export type ChatDelta =
   | { type: "text"; text: string; logprobs?: ChatLogprobs["content"] }
+  /** A piece of the reply's tool call: the first names it (id, name), the others add to its arguments' text. */
+  | { type: "tool_call"; id?: string; name?: string; arguments: string }
   | { type: "end"; finish_reason: OpenAiFinishReason; usage: Usage };
+
+/** A message: text from a role, an assistant's tool calls (content null), or a tool's result (role "tool"). */
+export type ChatInput = ChatMessage | ChatRequestMessage;
 
 export class Generation {
   constructor(private readonly http: Transport) {}
 
   /** The model's answer to `messages`, once generated. */
-  async chat(model: string, messages: ChatMessage[], opts: ChatOptions = {}): Promise<ChatCompletion> {
+  async chat(model: string, messages: ChatInput[], opts: ChatOptions = {}): Promise<ChatCompletion> {
     const { body } = await this.http.json<ChatCompletion>(
       {
         method: "POST",
@@ -84,7 +99,7 @@ export class Generation {
   }
 
   /** The answer as it is generated; leaving the loop early hangs up, which cancels the generation. */
-  async *chatStream(model: string, messages: ChatMessage[], opts: ChatOptions = {}): AsyncGenerator<ChatDelta, void> {
+  async *chatStream(model: string, messages: ChatInput[], opts: ChatOptions = {}): AsyncGenerator<ChatDelta, void> {
     const res = await this.http.send({
       method: "POST",
       path: "/v1/chat/completions",
@@ -110,6 +125,15 @@ export class Generation {
             const text = choice?.delta.content ?? "";
             yield { type: "text", text, ...(choice?.logprobs ? { logprobs } : {}) };
           }
+          for (const call of choice?.delta.tool_calls ?? []) {
+            const { id, function: fn } = call;
+            yield {
+              type: "tool_call",
+              ...(id ? { id } : {}),
+              ...(fn.name ? { name: fn.name } : {}),
+              arguments: fn.arguments,
+            };
+          }
           if (choice?.finish_reason) finish = choice.finish_reason;
           if (chunk.usage && finish) yield { type: "end", finish_reason: finish, usage: chunk.usage };
         }
@@ -128,7 +152,7 @@ export class Generation {
   }
 }
 
-function chatBody(model: string, messages: ChatMessage[], opts: ChatOptions, stream: boolean) {
+function chatBody(model: string, messages: ChatInput[], opts: ChatOptions, stream: boolean) {
   const { signal: _s, traceparent: _t, ...fields } = opts;
   return { model, messages, ...fields, stream, ...(stream ? { stream_options: { include_usage: true } } : {}) };
 }

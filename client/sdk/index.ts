@@ -28,7 +28,7 @@ export {
   UnauthorizedError,
   UnavailableError,
 } from "./errors.ts";
-export type { ChatCompletion, ChatDelta, ChatMessage, ChatOptions, Generation } from "./generation.ts";
+export type { ChatCompletion, ChatDelta, ChatInput, ChatMessage, ChatOptions, Generation } from "./generation.ts";
 export { parseRetryAfter, RETRY_DEFAULTS, retryDelayMs } from "./retry.ts";
 export type { Sessions, WriteConditions } from "./sessions.ts";
 export type * from "./types.ts";

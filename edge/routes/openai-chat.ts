@@ -36,6 +36,7 @@ import {
 } from "../generation-calls.ts";
 import { chatLogprobs, completionLogprobs } from "../openai-logprobs.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
+import { toolCallOf, toolFinish, toolFormat } from "../openai-tools.ts";
 import { readJson } from "../request.ts";
 import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
@@ -164,14 +165,22 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const model = generationModel(c, req.model);
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
   const logprobs = req.logprobs === true;
+  const tooling = toolFormat(req.tools, req.tool_choice);
+  if (tooling && req.response_format != null && req.response_format.type !== "text") {
+    throw refuse(
+      "response_format",
+      "give response_format or a tool_choice that makes a call, not both: a call's arguments are JSON already",
+    );
+  }
   const params = generationParams(
     model,
     {
       ...req,
       max_tokens: req.max_completion_tokens ?? req.max_tokens,
       logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
+      ...(tooling ? { response_format: { type: "json_schema", json_schema: { schema: tooling.format.schema } } } : {}),
     },
-    { max: maxParam, top: "top_logprobs" },
+    { max: maxParam, top: "top_logprobs", ...(tooling ? { schema: "tools" } : {}) },
   );
   const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
   const items = choices(model, [item], req.n, req.session);
@@ -186,8 +195,10 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       model: model.name,
       choices: outputs.map((output, index) => ({
         index,
-        message: { role: "assistant", content: output.generated_text },
-        finish_reason: output.finish_reason,
+        message: tooling
+          ? { role: "assistant", content: null, tool_calls: [toolCallOf(tooling.plan, output, index)] }
+          : { role: "assistant", content: output.generated_text },
+        finish_reason: tooling ? toolFinish(output.finish_reason) : output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
       usage: usageOf(outputs, items.length),
@@ -196,7 +207,15 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
     return c.json(answer);
   }
   const includeUsage = req.stream_options?.include_usage ?? false;
-  const spec = { endpoint: "chat" as const, id, model: model.name, includeUsage, logprobs, perPrompt: items.length };
+  const spec = {
+    endpoint: "chat" as const,
+    id,
+    model: model.name,
+    includeUsage,
+    logprobs,
+    perPrompt: items.length,
+    ...(tooling ? { tools: tooling.plan } : {}),
+  };
   return streamTokens(c, call, spec);
 });
 

@@ -8,12 +8,13 @@ const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max
 
 export const ChatTemplate = z.strictObject({
   format: z.literal("edgeswarm-prefix-suffix-v1"),
-  roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap }),
+  /** `tool`: a tool's result, answering an assistant's tool call (left out: the model's chats carry none). */
+  roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap, tool: Wrap.optional() }),
   generation_prompt: z.string().max(64),
 });
 export type ChatTemplate = z.infer<typeof ChatTemplate>;
 
-export const CHAT_ROLES = ["system", "user", "assistant"] as const;
+export const CHAT_ROLES = ["system", "user", "assistant", "tool"] as const;
 export type ChatRole = (typeof CHAT_ROLES)[number];
 
 export interface ChatMessage {
@@ -23,7 +24,11 @@ export interface ChatMessage {
 
 /** The prompt a model continues: every message wrapped in its role's markers, then the generation prompt. */
 export function renderChat(template: ChatTemplate, messages: readonly ChatMessage[]): string {
-  const body = messages.map((m) => template.roles[m.role].prefix + m.content + template.roles[m.role].suffix);
+  const body = messages.map((m) => {
+    const wrap = template.roles[m.role];
+    if (!wrap) throw new Error(`the chat template has no ${m.role} role`);
+    return wrap.prefix + m.content + wrap.suffix;
+  });
   return body.join("") + template.generation_prompt;
 }
 
@@ -36,9 +41,10 @@ export function parseRenderedChat(template: ChatTemplate, prompt: string): ChatM
   let rest = prompt.slice(0, prompt.length - template.generation_prompt.length);
   const messages: ChatMessage[] = [];
   while (rest.length > 0) {
-    const role = CHAT_ROLES.find((r) => template.roles[r].prefix !== "" && rest.startsWith(template.roles[r].prefix));
+    const wrapOf = (r: ChatRole) => template.roles[r] ?? { prefix: "", suffix: "" };
+    const role = CHAT_ROLES.find((r) => wrapOf(r).prefix !== "" && rest.startsWith(wrapOf(r).prefix));
     if (!role) return null;
-    const { prefix, suffix } = template.roles[role];
+    const { prefix, suffix } = wrapOf(role);
     const end = suffix === "" ? -1 : rest.indexOf(suffix, prefix.length);
     if (end < 0) return null;
     messages.push({ role, content: rest.slice(prefix.length, end) });

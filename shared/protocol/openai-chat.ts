@@ -6,6 +6,9 @@ import { LogitBias, MAX_TOP_LOGPROBS, Penalty, RepetitionPenalty } from "./gener
 import { HfGrammar } from "./huggingface.ts";
 import { ParsedJson } from "./validate.ts";
 
+/** The most tools one chat may list (and tool calls one message may carry). */
+export const MAX_TOOLS = 64;
+
 /** The most choices (`n`) one call may ask for. */
 export const MAX_CHOICES = 8;
 
@@ -17,13 +20,33 @@ const PROMPT_TEXT = "each prompt must be a non-empty string (arrays of token ids
 /** Text parts only: a model here reads text. */
 const ContentPart = z.strictObject({ type: z.literal("text"), text: z.string() });
 
-export const ChatRequestMessage = z.looseObject({
-  role: z.string(),
-  content: z.union([z.string(), z.array(ContentPart).min(1)], {
-    error: () => "must be a string or an array of text parts",
-  }),
-  name: z.string().optional(),
+/** A tool call as an assistant message carries it (one the caller got back and ran). */
+export const ToolCall = z.looseObject({
+  id: z.string().max(128),
+  type: z.literal("function"),
+  function: z.looseObject({ name: z.string().max(64), arguments: z.string() }),
 });
+export type ToolCall = z.infer<typeof ToolCall>;
+
+export const ChatRequestMessage = z
+  .looseObject({
+    role: z.string(),
+    /** Null or left out only on an assistant message that made tool calls, as OpenAI's. */
+    content: z
+      .union([z.string(), z.array(ContentPart).min(1)], {
+        error: () => "must be a string or an array of text parts",
+      })
+      .nullish(),
+    name: z.string().optional(),
+    tool_calls: z.array(ToolCall).max(MAX_TOOLS).nullish(),
+    /** A tool message's: the call it answers. */
+    tool_call_id: z.string().max(128).optional(),
+  })
+  .refine((m) => m.content != null || (m.role === "assistant" && (m.tool_calls?.length ?? 0) > 0), {
+    path: ["content"],
+    message: "must be a string or an array of text parts (null only on an assistant message with tool_calls)",
+  });
+export type ChatRequestMessage = z.infer<typeof ChatRequestMessage>;
 
 /** What both endpoints share: sampling, stopping and streaming, in OpenAI's names. */
 const Common = {
@@ -90,26 +113,45 @@ const Common = {
 
 const TOP_RANGE = `must be 0 to ${MAX_TOP_LOGPROBS}`;
 
+/** A function the model may be made to call: its arguments are written under `parameters`, a JSON Schema. */
+export const Tool = z.strictObject({
+  type: z.literal("function", { error: () => 'type must be "function"' }),
+  function: z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 letters, digits, _ or -"),
+    description: z.string().optional(),
+    /** Left out: a function of no arguments (`{}`). */
+    parameters: z.record(z.string(), ParsedJson).optional(),
+    strict: z.boolean().nullish(),
+  }),
+});
+export type Tool = z.infer<typeof Tool>;
+
+/** Which tool the reply calls: none, one the model picks ("required"), or the one named. */
+export const ToolChoice = z.union(
+  [
+    z.enum(["none", "auto", "required"]),
+    z.strictObject({ type: z.literal("function"), function: z.strictObject({ name: z.string() }) }),
+  ],
+  { error: () => 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}' },
+);
+export type ToolChoice = z.infer<typeof ToolChoice>;
+
 /**
- * Chat fields for what this server does not do (tool calls), taken only at the values that ask for
- * nothing, since some clients send every field with its default; any other value is refused with what to send
- * instead, where OpenAI's strict check would only call the field unknown.
+ * Tool calling (edge/openai-tools.ts): with tool_choice "required" or a named function the reply is a call, its
+ * arguments written under the function's schema as structured outputs are. "auto" asks the model to decide
+ * whether to call one, which these models are not trained to: refused with what to send instead.
  */
-const NotServed = {
-  tools: z.array(z.unknown()).nullish(),
-  // "auto" with no tools offers nothing either.
-  tool_choice: z
-    .enum(["none", "auto"], {
-      error: () => 'these models do not call tools: leave tools and tool_choice out, or send tool_choice "none"',
-    })
-    .nullish(),
+const Tools = {
+  tools: z.array(Tool).max(MAX_TOOLS, `must list at most ${MAX_TOOLS} tools`).nullish(),
+  tool_choice: ToolChoice.nullish(),
+  /** One call a reply is made either way (a model picks one tool). */
   parallel_tool_calls: z.boolean().nullish(),
 };
 
 export const ChatCompletionRequest = z
   .strictObject({
     ...Common,
-    ...NotServed,
+    ...Tools,
     messages: z.array(ChatRequestMessage).min(1, "must hold at least one message"),
     max_completion_tokens: z.int().nullish(),
     /** Each reply token's log probability (the model's own distribution), and top_logprobs most likely tokens. */
@@ -121,11 +163,26 @@ export const ChatCompletionRequest = z
     path: ["top_logprobs"],
     message: "top_logprobs needs logprobs: true",
   })
-  // vLLM's rule without a tool parser: tools listed are not offered to the model unless tool_choice asks for them.
-  .refine((r) => (r.tools?.length ?? 0) === 0 || r.tool_choice === "none", {
-    path: ["tools"],
-    message: 'these models do not call tools: leave tools out, or send tool_choice "none" (the tools are then ignored)',
-  });
+  // vLLM's rule without a tool parser: a model that cannot decide on calls is not asked to ("auto", the default).
+  .refine((r) => (r.tools?.length ?? 0) === 0 || (r.tool_choice != null && r.tool_choice !== "auto"), {
+    path: ["tool_choice"],
+    message:
+      'these models do not decide on their own whether to call a tool: send tool_choice "required" (a call of a tool the model picks), {"type": "function", "function": {"name": ...}} (a call of that one), or "none" (the tools are then ignored)',
+  })
+  .refine(
+    (r) => (r.tools?.length ?? 0) > 0 || r.tool_choice == null || r.tool_choice === "none" || r.tool_choice === "auto",
+    {
+      path: ["tool_choice"],
+      message: "tool_choice asks for a call, and tools lists none: send the tools it may call",
+    },
+  )
+  .refine(
+    (r) =>
+      typeof r.tool_choice !== "object" ||
+      r.tool_choice === null ||
+      (r.tools ?? []).some((t) => t.function.name === (r.tool_choice as { function: { name: string } }).function.name),
+    { path: ["tool_choice", "function", "name"], message: "must name one of tools" },
+  );
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;
 
 export const CompletionRequest = z.strictObject({
@@ -171,7 +228,7 @@ export interface Usage {
   total_tokens: number;
 }
 
-export type OpenAiFinishReason = "stop" | "length";
+export type OpenAiFinishReason = "stop" | "length" | "tool_calls";
 
 /** A token as chat log probabilities give it: its text, its UTF-8 bytes, its log probability. */
 export interface ChatTokenLogprob {
@@ -204,13 +261,22 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: number;
-    message: { role: "assistant"; content: string };
+    /** content is null when the reply is a tool call. */
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: OpenAiFinishReason;
     logprobs: ChatLogprobs | null;
   }[];
   usage: Usage;
   /** EdgeSwarm's figures for the call (shared/protocol/caller.ts GenerationStats). */
   edgeswarm?: { ttft_ms: number | null; tokens_per_s: number | null };
+}
+
+/** A streamed piece of a tool call: the first names it (id, type, name), the others add to its arguments. */
+export interface ToolCallDelta {
+  index: number;
+  id?: string;
+  type?: "function";
+  function: { name?: string; arguments: string };
 }
 
 export interface ChatCompletionChunk {
@@ -220,7 +286,7 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: number;
-    delta: { role?: "assistant"; content?: string };
+    delta: { role?: "assistant"; content?: string | null; tool_calls?: ToolCallDelta[] };
     finish_reason: OpenAiFinishReason | null;
     logprobs: ChatLogprobs | null;
   }[];

@@ -134,7 +134,7 @@ describe("gpt-tiny through the swarm", () => {
     await connection.drain(1_000);
   }, 120_000);
 
-  it("gives n seeded choices, JSON mode and echoed log probabilities through the openai client, each as a direct run reads", async () => {
+  it("gives n seeded choices, JSON mode, structured outputs, tool calls and echoed log probabilities through the openai client, each as a direct run reads", async () => {
     const { connection } = connect("gen-n");
     await expect.poll(() => connection.connected, { timeout: 30_000 }).toBe(true);
     const sampling = { max_tokens: 16, temperature: 0.9, seed: 11 };
@@ -182,6 +182,49 @@ describe("gpt-tiny through the swarm", () => {
     expect(Object.keys(reply)).toEqual(["mood", "stars"]);
     expect(["good", "bad"]).toContain(reply.mood);
     expect([1, 2, 3, 4, 5]).toContain(reply.stars);
+    // Tool calls: a named function's arguments under its schema, and "required" streamed, the model picking.
+    const tools = [
+      { type: "function" as const, function: { name: "rate_hotel", parameters: schema } },
+      { type: "function" as const, function: { name: "get_time" } },
+    ];
+    const rate = { role: "user" as const, content: "rate the hotel" };
+    const named = await client.chat.completions.create({
+      model: "gpt-tiny",
+      messages: [rate],
+      tools,
+      tool_choice: { type: "function", function: { name: "rate_hotel" } },
+      max_tokens: 32,
+    });
+    const made = named.choices[0]?.message.tool_calls?.[0];
+    expect(named.choices[0]?.finish_reason).toBe("tool_calls");
+    expect(made?.type === "function" && made.function.name).toBe("rate_hotel");
+    expect(Object.keys(JSON.parse(made?.type === "function" ? made.function.arguments : ""))).toEqual([
+      "mood",
+      "stars",
+    ]);
+    const streamed = await client.chat.completions.create({
+      model: "gpt-tiny",
+      messages: [rate],
+      tools,
+      tool_choice: "required",
+      max_tokens: 48,
+      stream: true,
+    });
+    let called: string | undefined;
+    let args = "";
+    let ended: string | null = null;
+    for await (const chunk of streamed) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        called ??= d.function?.name;
+        args += d.function?.arguments ?? "";
+      }
+      ended = chunk.choices[0]?.finish_reason ?? ended;
+    }
+    expect(ended).toBe("tool_calls");
+    expect(["rate_hotel", "get_time"]).toContain(called);
+    const parsed = JSON.parse(args);
+    if (called === "get_time") expect(parsed).toEqual({});
+    else expect(Object.keys(parsed)).toEqual(["mood", "stars"]);
     // An evaluation harness's loglikelihood call (lm-eval's): a batch of prompts, one token each, echoed with
     // the log probability of every prompt token, each as a direct run reads it.
     const scored = await client.completions.create({

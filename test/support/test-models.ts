@@ -1,5 +1,15 @@
 // Model registries the suites run against: millisecond leases and delays, so expiry is tested without sleeps of seconds.
 const FAKE_FILES = { model: { path: "onnx/model.onnx", sha256: "0".repeat(64) } };
+/** The bundled decoder's chat template (models/build/decoder-text.ts). */
+const CHAT_TEMPLATE = {
+  format: "edgeswarm-prefix-suffix-v1",
+  roles: {
+    system: { prefix: "<|system|>", suffix: "<|end|>" },
+    user: { prefix: "<|user|>", suffix: "<|end|>" },
+    assistant: { prefix: "<|assistant|>", suffix: "<|end|>" },
+  },
+  generation_prompt: "<|assistant|>",
+};
 
 export const TEST_REGISTRY = {
   models: [
@@ -139,14 +149,20 @@ export const TEST_REGISTRY = {
       retry_backoff_ms: 0,
       max_sequence_length: 256,
       verification: { enabled: false },
+      chat_template: CHAT_TEMPLATE,
+    },
+    // Tool calling (test/workers/openai-tools.test.ts): scribe with a tool role, so a chat can carry tools' results.
+    {
+      name: "tool-scribe",
+      task: "text-generation",
+      max_batch_size: 4,
+      max_queue_delay_ms: 0,
+      lease_ms: 2_000,
+      max_sequence_length: 256,
+      verification: { enabled: false },
       chat_template: {
-        format: "edgeswarm-prefix-suffix-v1",
-        roles: {
-          system: { prefix: "<|system|>", suffix: "<|end|>" },
-          user: { prefix: "<|user|>", suffix: "<|end|>" },
-          assistant: { prefix: "<|assistant|>", suffix: "<|end|>" },
-        },
-        generation_prompt: "<|assistant|>",
+        ...CHAT_TEMPLATE,
+        roles: { ...CHAT_TEMPLATE.roles, tool: { prefix: "<|tool|>", suffix: "<|end|>" } },
       },
     },
     // Generation with verification as shipped: a donor's deltas are neither relayed nor resumed from.

@@ -4,8 +4,20 @@
 // checks. The real decoder cannot run in these suites (workerd refuses to compile WebAssembly at run time: "Wasm
 // code generation disallowed by embedder", so onnxruntime-web cannot load); it runs through both routes end to
 // end, on onnxruntime-node behind a real coordinator, in test/e2e/generation-stream.test.ts.
+import { SELF } from "cloudflare:test";
+import OpenAI from "openai";
 import type { Batch } from "../../shared/protocol/worker.ts";
+import { TEST_API_KEY } from "../support/test-models.ts";
 import type { SocketWorker } from "./helpers.ts";
+
+/** The official openai client, calling the Worker under test. */
+export const openAiClient = () =>
+  new OpenAI({
+    apiKey: TEST_API_KEY,
+    baseURL: "http://edge/v1",
+    maxRetries: 0,
+    fetch: (url: RequestInfo | URL, init?: RequestInit) => SELF.fetch(url, init),
+  });
 
 /** The words a worker "generates" for a prompt: a function of the prompt alone, as greedy decoding is. */
 export const replyTo = (prompt: string) => [" I", " read", ` ${prompt.length}`, " chars."];

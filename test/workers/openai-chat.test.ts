@@ -7,17 +7,12 @@ import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
 import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
 import { TEST_API_KEY } from "../support/test-models.ts";
-import { replyTo, serve } from "./generating-worker.ts";
+import { openAiClient, replyTo, serve } from "./generating-worker.ts";
 import { call, queue, SocketWorker, wipeQueues } from "./helpers.ts";
 
 afterEach(() => wipeQueues());
 
-const client = new OpenAI({
-  apiKey: TEST_API_KEY,
-  baseURL: "http://edge/v1",
-  maxRetries: 0,
-  fetch: (url: RequestInfo | URL, init?: RequestInit) => SELF.fetch(url, init),
-});
+const client = openAiClient();
 
 describe("POST /v1/chat/completions", () => {
   it("answers a chat rendered with the model's template, with usage", async () => {
@@ -221,8 +216,8 @@ describe("POST /v1/chat/completions", () => {
       ],
       [{ response_format: { type: "json_object" }, min_tokens: 2 }, "min_tokens", "cannot be used with JSON mode"],
       [{ response_format: { type: "json_object" }, stop: ["}"] }, "stop", "cannot be used with JSON mode"],
-      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools", "these models do not call tools"],
-      [{ tool_choice: "required" }, "tool_choice", "these models do not call tools"],
+      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tool_choice", "do not decide on their own"],
+      [{ tool_choice: "required" }, "tool_choice", "tools lists none"],
     ];
     for (const [fields, param, message] of notServed) {
       expect(await refused({ model: "scribe", messages: hi, ...fields })).toMatchObject({

@@ -1,0 +1,259 @@
+// Tool calling on POST /v1/chat/completions (edge/openai-tools.ts), in workerd: what the worker is asked for (the
+// tool's schema as the reply's format), how its reply becomes OpenAI's tool_calls, whole and streamed, how a
+// conversation carries calls and results, and the 400s. A SocketWorker writes the replies by hand; the real decoder
+// writing calls under the schema runs in test/e2e/generation-stream.test.ts.
+import { SELF } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { type ChatDelta, EdgeSwarmClient } from "../../client/sdk/index.ts";
+import { TEST_API_KEY } from "../support/test-models.ts";
+import { openAiClient } from "./generating-worker.ts";
+import { call, queue, SocketWorker, wipeQueues } from "./helpers.ts";
+
+afterEach(() => wipeQueues());
+
+const client = openAiClient();
+
+const weather = {
+  type: "function" as const,
+  function: {
+    name: "get_weather",
+    description: "The weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+};
+const time = { type: "function" as const, function: { name: "get_time" } };
+const ask = [{ role: "user" as const, content: "Weather in Oslo?" }];
+
+/** Answers the next batch's one item with `text` in `pieces`, streamed, then whole. */
+async function reply(worker: SocketWorker, pieces: string[], finish: "stop" | "length" = "stop") {
+  const batch = await worker.next("batch");
+  for (const [i, text] of pieces.entries()) {
+    await worker.sendTokens({ lease_id: batch.lease_id, pos: 0, offset: i, tokens: [100 + i], text });
+  }
+  worker.complete(batch, () => ({
+    generated_text: pieces.join(""),
+    tokens: pieces.map((_, i) => 100 + i),
+    finish_reason: finish,
+    prompt_tokens: 5,
+  }));
+  return batch.items[0]?.input as { prompt: string; params: Record<string, unknown> };
+}
+
+describe("tool calls", () => {
+  it("writes a named tool's arguments under its schema, and answers them as the call", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const answer = client.chat.completions.create({
+      model: "scribe",
+      messages: ask,
+      tools: [weather, time],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+    });
+    const input = await reply(worker, ['{"city":', '"Oslo"}']);
+    expect(input.params).toMatchObject({ format: "json_schema", schema: weather.function.parameters });
+    const done = await answer;
+    expect(done.choices[0]?.message.content).toBeNull();
+    expect(done.choices[0]?.message.tool_calls).toEqual([
+      {
+        id: expect.stringMatching(/^call_[0-9a-f]{32}_0$/),
+        type: "function",
+        function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+      },
+    ]);
+    expect(done.choices[0]?.finish_reason).toBe("tool_calls");
+    worker.close();
+  });
+
+  it('"required" over several tools: the reply names the one it calls, and the caller gets the call unwrapped', async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const answer = client.chat.completions.create({
+      model: "scribe",
+      messages: ask,
+      tools: [weather, time],
+      tool_choice: "required",
+    });
+    const input = await reply(worker, ['{"name":"get_', 'weather","arguments":{"city":"Oslo"}}']);
+    expect(input.params.schema).toEqual({
+      anyOf: [
+        {
+          type: "object",
+          properties: { name: { const: "get_weather" }, arguments: weather.function.parameters },
+          required: ["name", "arguments"],
+          additionalProperties: false,
+        },
+        {
+          type: "object",
+          properties: {
+            name: { const: "get_time" },
+            arguments: { type: "object", properties: {}, additionalProperties: false },
+          },
+          required: ["name", "arguments"],
+          additionalProperties: false,
+        },
+      ],
+    });
+    const call0 = (await answer).choices[0]?.message.tool_calls?.[0];
+    expect(call0?.type === "function" && call0.function).toEqual({ name: "get_weather", arguments: '{"city":"Oslo"}' });
+    worker.close();
+  });
+
+  it("streams a call: a delta naming it once the name is written, then pieces of its arguments", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const stream = await client.chat.completions.create({
+      model: "scribe",
+      messages: ask,
+      tools: [weather, time],
+      tool_choice: "required",
+      stream: true,
+    });
+    const pieces = ['{"name":"get_w', 'eather","argu', 'ments":{"ci', 'ty":"Os', 'lo"}}'];
+    const replied = reply(worker, pieces);
+    const deltas: { id?: string; name?: string; arguments: string }[] = [];
+    let finish: string | null = null;
+    let role: string | undefined;
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      role ??= choice?.delta.role;
+      expect(choice?.delta.content ?? null).toBeNull();
+      for (const d of choice?.delta.tool_calls ?? []) {
+        expect(d.index).toBe(0);
+        deltas.push({ id: d.id, name: d.function?.name, arguments: d.function?.arguments ?? "" });
+      }
+      finish = choice?.finish_reason ?? finish;
+    }
+    await replied;
+    expect(role).toBe("assistant");
+    expect(deltas[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: "get_weather" });
+    expect(deltas.slice(1).every((d) => d.id === undefined && d.name === undefined)).toBe(true);
+    expect(deltas.map((d) => d.arguments).join("")).toBe('{"city":"Oslo"}');
+    expect(deltas.length).toBeGreaterThan(2);
+    expect(finish).toBe("tool_calls");
+    worker.close();
+  });
+
+  it("streams a call to the SDK as typed tool_call deltas, and takes a conversation's calls and results", async () => {
+    const worker = await SocketWorker.connect("tool-scribe");
+    const sdk = new EdgeSwarmClient({
+      baseUrl: "http://edge",
+      apiKey: TEST_API_KEY,
+      fetch: (url, init) => SELF.fetch(url, init),
+    });
+    const history = [
+      ...ask,
+      {
+        role: "assistant" as const,
+        content: null,
+        tool_calls: [{ id: "call_1", type: "function" as const, function: { name: "get_time", arguments: "{}" } }],
+      },
+      { role: "tool" as const, tool_call_id: "call_1", content: "noon" },
+    ];
+    const deltas: ChatDelta[] = [];
+    const replied = reply(worker, ['{"ci', 'ty":"Oslo"}']);
+    for await (const d of sdk.generation.chatStream("tool-scribe", history, {
+      tools: [weather, time],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+    })) {
+      deltas.push(d);
+    }
+    const input = await replied;
+    expect(input.prompt).toContain('<|assistant|>{"name":"get_time","arguments":{}}<|end|><|tool|>noon<|end|>');
+    const calls = deltas.filter((d) => d.type === "tool_call");
+    expect(calls[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: "get_weather" });
+    expect(calls.map((d) => d.arguments).join("")).toBe('{"city":"Oslo"}');
+    expect(deltas.at(-1)).toMatchObject({ type: "end", finish_reason: "tool_calls" });
+    worker.close();
+  });
+
+  it("a call cut by max_tokens ends as length, with the arguments written so far", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const answer = client.chat.completions.create({
+      model: "scribe",
+      messages: ask,
+      tools: [weather],
+      tool_choice: "required",
+      max_tokens: 2,
+    });
+    await reply(worker, ['{"city":', '"Os'], "length");
+    const done = await answer;
+    expect(done.choices[0]?.finish_reason).toBe("length");
+    const cut = done.choices[0]?.message.tool_calls?.[0];
+    expect(cut?.type === "function" && cut.function.arguments).toBe('{"city":"Os');
+    worker.close();
+  });
+
+  it("carries a conversation's calls and results to the next prompt, on a template with a tool role", async () => {
+    const worker = await SocketWorker.connect("tool-scribe");
+    const answer = client.chat.completions.create({
+      model: "tool-scribe",
+      messages: [
+        ...ask,
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            { id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } },
+          ],
+        },
+        { role: "tool", tool_call_id: "call_1", content: "-3 and snowing" },
+      ],
+      tools: [weather],
+      tool_choice: "none",
+    });
+    const input = await reply(worker, ["Cold."]);
+    expect(input.prompt).toBe(
+      '<|user|>Weather in Oslo?<|end|><|assistant|>{"name":"get_weather","arguments":{"city":"Oslo"}}<|end|><|tool|>-3 and snowing<|end|><|assistant|>',
+    );
+    expect(input.params).not.toHaveProperty("format");
+    expect((await answer).choices[0]?.message).toEqual({ role: "assistant", content: "Cold." });
+    worker.close();
+  });
+
+  it("refuses what it cannot serve in OpenAI's shape before anything is queued", async () => {
+    const refused = async (body: Record<string, unknown>) => {
+      const res = await call("/v1/chat/completions", { body: { model: "scribe", messages: ask, ...body } });
+      expect(res.status).toBe(400);
+      return res.body.error as { param: string; message: string };
+    };
+    expect(await refused({ tools: [weather] })).toMatchObject({
+      param: "tool_choice",
+      message: expect.stringContaining('send tool_choice "required"'),
+    });
+    expect(await refused({ tools: [weather], tool_choice: "auto" })).toMatchObject({ param: "tool_choice" });
+    expect(await refused({ tool_choice: "required" })).toMatchObject({
+      param: "tool_choice",
+      message: expect.stringContaining("tools lists none"),
+    });
+    expect(
+      await refused({ tools: [weather], tool_choice: { type: "function", function: { name: "nope" } } }),
+    ).toMatchObject({
+      param: "tool_choice.function.name",
+      message: expect.stringContaining("must name one of tools"),
+    });
+    const patterned = {
+      ...weather,
+      function: {
+        ...weather.function,
+        parameters: { type: "object", properties: { city: { type: "string", pattern: "^[A-Z]" } } },
+      },
+    };
+    expect(await refused({ tools: [time, patterned], tool_choice: "required" })).toMatchObject({
+      param: "tools[1].function.parameters",
+      message: expect.stringContaining("$.properties.city.pattern is not served"),
+    });
+    expect(
+      await refused({ tools: [{ type: "function", function: { name: "a b" } }], tool_choice: "required" }),
+    ).toMatchObject({
+      param: "tools.0.function.name",
+    });
+    expect(
+      await refused({ tools: [weather], tool_choice: "required", response_format: { type: "json_object" } }),
+    ).toMatchObject({ param: "response_format" });
+    expect(await refused({ messages: [...ask, { role: "tool", tool_call_id: "c", content: "x" }] })).toMatchObject({
+      param: "messages[1].role",
+      message: expect.stringContaining('model "scribe"\'s chat template has no tool role'),
+    });
+    expect(await refused({ messages: [{ role: "user", content: null }] })).toMatchObject({
+      param: "messages.0.content",
+    });
+    expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
+});
