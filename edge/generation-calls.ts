@@ -258,8 +258,8 @@ function lastTurn(
   history: readonly HistoryEntry[],
   model: string,
 ): { input: GenerationItem; output: GenerationOutput } | undefined {
-  // The session's history is newest first.
-  for (const entry of history) {
+  // The session's history is oldest first: the last turn is the newest.
+  for (const entry of [...history].reverse()) {
     if (entry.model !== model || !Array.isArray(entry.input) || !Array.isArray(entry.output)) continue;
     const input = entry.input[0] as GenerationItem | undefined;
     const output = entry.output[0] as GenerationOutput | null | undefined;

@@ -266,6 +266,25 @@ describe("POST /v1/chat/completions", () => {
     });
     expect(prompts[1]).toBe(prompts[2]);
     expect(turn2.choices[0]?.message.content).toBe(whole.choices[0]?.message.content);
+    // A third turn goes on from the second (the session's newest turn), not from the first.
+    const turn3 = await client.chat.completions.create({
+      model: "scribe",
+      messages: [{ role: "user", content: "Last?" }],
+      // @ts-expect-error EdgeSwarm's extension
+      session: "chat-a",
+    });
+    const whole3 = await client.chat.completions.create({
+      model: "scribe",
+      messages: [
+        { role: "user", content: "Hello" },
+        { role: "assistant", content: turn1.choices[0]?.message.content ?? "" },
+        { role: "user", content: "And then?" },
+        { role: "assistant", content: turn2.choices[0]?.message.content ?? "" },
+        { role: "user", content: "Last?" },
+      ],
+    });
+    expect(prompts[3]).toBe(prompts[4]);
+    expect(turn3.choices[0]?.message.content).toBe(whole3.choices[0]?.message.content);
     stopSecond();
     second.close();
   });
