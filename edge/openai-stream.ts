@@ -4,7 +4,13 @@
 // unread; edge/routes/openai-chat.ts says what to shape.
 import type { GenerationOutput, TokenLogprob } from "../shared/index.ts";
 import type { JobEvent } from "../shared/protocol/job-events.ts";
-import type { ChatCompletionChunk, TextCompletion, ToolCallDelta, Usage } from "../shared/protocol/openai-chat.ts";
+import type {
+  ChatCompletionChunk,
+  OpenAiFinishReason,
+  TextCompletion,
+  ToolCallDelta,
+  Usage,
+} from "../shared/protocol/openai-chat.ts";
 import { chatLogprobs, completionLogprobs } from "./openai-logprobs.ts";
 import { type ToolPlan, toolCallStream, toolFinish } from "./openai-tools.ts";
 
@@ -38,7 +44,7 @@ export const streamError = (code: string, message: string) =>
 
 export const created = () => Math.floor(Date.now() / 1000);
 
-type Finish = GenerationOutput["finish_reason"] | null;
+type Finish = OpenAiFinishReason | null;
 
 /**
  * The SSE text for each of a job's events, in order (one shaper a stream: it remembers the text sent for each
@@ -77,7 +83,7 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
           return {
             index,
             delta: text === null ? {} : { ...role, content: text },
-            finish_reason: finish && (spec.tools ? toolFinish(finish) : finish),
+            finish_reason: finish,
             logprobs: lp && chatLogprobs(lp.entries),
           };
         }
@@ -107,15 +113,21 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
     sent.set(index, (sent.get(index) ?? "") + text);
     return line;
   };
-  /** A chunk of tool-call deltas, where a tool call is the reply (the text itself is not sent). */
+  /**
+   * A chunk of tool-call deltas, where a tool call is the reply (the text itself is not sent); a choice's first
+   * chunk says whose it is (content null) even before the call is named, as clients need a role.
+   */
   const callDelta = (index: number, deltas: ToolCallDelta[]) => {
-    if (deltas.length === 0) return "";
-    const role = sent.has(index) ? {} : { role: "assistant" as const };
+    const first = !sent.has(index);
+    if (deltas.length === 0 && !first) return "";
     sent.set(index, "");
     const lp = takeLogprobs(index);
     const piece = {
       index,
-      delta: { ...role, tool_calls: deltas },
+      delta: {
+        ...(first ? { role: "assistant" as const, content: null } : {}),
+        ...(deltas.length > 0 ? { tool_calls: deltas } : {}),
+      },
       finish_reason: null,
       logprobs: lp && chatLogprobs(lp.entries),
     };
@@ -138,8 +150,7 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
           const end = spec.endpoint === "completions" && out.end_logprob ? [out.end_logprob] : [];
           pending.set(index, [...(out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0), ...end]);
         }
-        if (calls)
-          return callDelta(index, calls.end(index, out)) + data(chunk([choice(index, null, out.finish_reason)]));
+        if (calls) return callDelta(index, calls.end(index, out)) + data(chunk([choice(index, null, toolFinish(out))]));
         const before = sent.get(index) ?? "";
         const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));

@@ -1,8 +1,9 @@
 // Tool calling on POST /v1/chat/completions (edge/routes/openai-chat.ts): the call a reply must make becomes the
 // JSON Schema the reply is written under (structured outputs, shared/protocol/json-schema.ts), and the reply's text
-// becomes OpenAI's `tool_calls`, whole or streamed (edge/openai-stream.ts, in the queue object). A named function's
-// reply is its arguments; "required" over several tools writes {"name": <one of them>, "arguments": {...}}, as
-// vLLM's guided decoding of "required" does, and the caller gets the call without the wrapping.
+// becomes OpenAI's `tool_calls`, whole or streamed (edge/openai-stream.ts, in the queue object). A reply is always
+// written {"name": <the tool>, "arguments": {...}} (an anyOf over the tools it may call, as vLLM's guided decoding of
+// "required" does; a named function is an anyOf of one), so a conversation's history shows the call as the next
+// turn's prompt does (renderedCalls); the caller gets the call without the wrapping.
 import { ErrorCode, type GenerationOutput, type GenerationParams } from "../shared/index.ts";
 import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
 import type { OpenAiFinishReason, Tool, ToolCall, ToolCallDelta, ToolChoice } from "../shared/protocol/openai-chat.ts";
@@ -10,8 +11,6 @@ import { ApiError } from "./errors.ts";
 
 /** What the stream shaper and the answer need to turn a reply into a call (plain data: it travels to the queue). */
 export interface ToolPlan {
-  /** The tools the reply may call; one: the reply is its arguments, several: the reply names the one it calls. */
-  names: string[];
   /** Choice i's call id is `${callId}_${i}`. */
   callId: string;
 }
@@ -19,53 +18,66 @@ export interface ToolPlan {
 /** A function of no arguments: `{}` and nothing else. */
 const NO_ARGUMENTS: Record<string, unknown> = { type: "object", properties: {}, additionalProperties: false };
 
+const refused = (param: string, message: string) =>
+  new ApiError(400, ErrorCode.validation, `${param}: ${message}`, { extra: { param } });
+
+/**
+ * One tool's part of the reply's schema: {"name": its name, "arguments": its parameters}, its $defs and definitions
+ * moved to the whole schema's $defs under the tool's index (each namespace its own), and its $refs with them.
+ */
+function wrapped(tool: Tool, i: number, $defs: Record<string, unknown>) {
+  const { $defs: own, definitions, ...parameters }: Record<string, unknown> = tool.function.parameters ?? NO_ARGUMENTS;
+  for (const [name, def] of Object.entries((own ?? {}) as object)) $defs[`t${i}_s_${name}`] = moveRefs(def, i);
+  for (const [name, def] of Object.entries((definitions ?? {}) as object)) $defs[`t${i}_d_${name}`] = moveRefs(def, i);
+  return {
+    type: "object",
+    properties: { name: { const: tool.function.name }, arguments: moveRefs(parameters, i) },
+    required: ["name", "arguments"],
+    additionalProperties: false,
+  };
+}
+
 /** The plan and the item's format for a chat's tools and tool_choice; undefined when the reply is text. */
 export function toolFormat(
   tools: readonly Tool[] | null | undefined,
   choice: ToolChoice | null | undefined,
 ): { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema"> } | undefined {
   if (!tools || tools.length === 0 || choice == null || choice === "none" || choice === "auto") return undefined;
-  for (const [i, t] of tools.entries()) {
+  const called = typeof choice === "object" ? tools.filter((t) => t.function.name === choice.function.name) : tools;
+  // Each called tool alone, wrapped as the reply writes it, so a schema refused names its tool.
+  for (const t of called) {
+    const i = tools.indexOf(t);
     try {
-      compileJsonSchema(t.function.parameters ?? NO_ARGUMENTS);
+      const $defs: Record<string, unknown> = {};
+      const one = wrapped(t, i, $defs);
+      compileJsonSchema(Object.keys($defs).length > 0 ? { ...one, $defs } : one);
     } catch (e) {
       if (!(e instanceof SchemaProblem)) throw e;
-      const param = `tools[${i}].function.parameters`;
-      throw new ApiError(400, ErrorCode.validation, `${param}: ${e.message}`, { extra: { param } });
+      throw refused(`tools[${i}].function.parameters`, e.message.replaceAll("$.properties.arguments", "$"));
     }
   }
-  const called = typeof choice === "object" ? tools.filter((t) => t.function.name === choice.function.name) : tools;
-  const plan = { names: called.map((t) => t.function.name), callId: `call_${crypto.randomUUID().replaceAll("-", "")}` };
-  const only = called.length === 1 ? called[0] : undefined;
-  if (only) {
-    const schema = (only.function.parameters ?? NO_ARGUMENTS) as GenerationParams["schema"];
-    return { plan, format: { format: "json_schema", schema } };
-  }
-  // Each tool's $defs move to the wrapper's, under the tool's index, so its $refs still find them.
   const $defs: Record<string, unknown> = {};
-  const anyOf = called.map((t, i) => {
-    const { $defs: own, definitions, ...parameters }: Record<string, unknown> = t.function.parameters ?? NO_ARGUMENTS;
-    for (const [name, def] of Object.entries({ ...(definitions as object), ...(own as object) })) {
-      $defs[`t${i}_${name}`] = moveRefs(def, i);
-    }
-    return {
-      type: "object",
-      properties: { name: { const: t.function.name }, arguments: moveRefs(parameters, i) },
-      required: ["name", "arguments"],
-      additionalProperties: false,
-    };
-  });
+  const anyOf = called.map((t) => wrapped(t, tools.indexOf(t), $defs));
   const schema = Object.keys($defs).length > 0 ? { anyOf, $defs } : { anyOf };
+  try {
+    compileJsonSchema(schema);
+  } catch (e) {
+    if (!(e instanceof SchemaProblem)) throw e;
+    throw refused("tools", `the tools together: ${e.message}; send fewer, or name the one to call in tool_choice`);
+  }
+  const plan = { callId: `call_${crypto.randomUUID().replaceAll("-", "")}` };
   return { plan, format: { format: "json_schema", schema: schema as GenerationParams["schema"] } };
 }
 
+/** A schema with its $refs pointed at their new names; literals (const, enum) are left as written. */
 function moveRefs(value: unknown, tool: number): unknown {
   if (Array.isArray(value)) return value.map((v) => moveRefs(v, tool));
   if (typeof value !== "object" || value === null) return value;
   return Object.fromEntries(
     Object.entries(value).map(([k, v]) => {
+      if (k === "const" || k === "enum") return [k, v];
       const ref = k === "$ref" && typeof v === "string" ? /^#\/(\$defs|definitions)\/(.+)$/.exec(v) : null;
-      return [k, ref ? `#/$defs/t${tool}_${ref[2]}` : moveRefs(v, tool)];
+      return [k, ref ? `#/$defs/t${tool}_${ref[1] === "$defs" ? "s" : "d"}_${ref[2]}` : moveRefs(v, tool)];
     }),
   );
 }
@@ -86,34 +98,47 @@ export function renderedCalls(calls: readonly ToolCall[]): string {
     .join("\n");
 }
 
-/** The start of a reply that names its tool: `{"name":"<name>","arguments":` (names are plain: no escapes). */
+/** The start of a reply, which names its tool: `{"name":"<name>","arguments":` (names are plain: no escapes). */
 const HEAD = '{"name":"';
 const TAIL = '","arguments":';
 
-/** The call a reply's text makes so far: the tool's name once written, and its arguments' text. */
-function readCall(plan: ToolPlan, text: string): { name: string | undefined; args: string } {
-  if (plan.names.length === 1) return { name: plan.names[0], args: text };
+/**
+ * The call a reply's text makes so far: the tool's name once written, and its arguments' text (without the
+ * wrapping's closing brace once the whole reply is written: a reply is compact, so it parses exactly then).
+ */
+function readCall(text: string): { name: string | undefined; args: string; whole: boolean } {
   const end = text.indexOf(TAIL, HEAD.length);
-  if (!text.startsWith(HEAD) || end < 0) return { name: undefined, args: "" };
-  return { name: text.slice(HEAD.length, end), args: text.slice(end + TAIL.length) };
+  if (!text.startsWith(HEAD) || end < 0) return { name: undefined, args: "", whole: false };
+  const args = text.slice(end + TAIL.length);
+  let whole = false;
+  try {
+    JSON.parse(text);
+    whole = true;
+  } catch {}
+  return { name: text.slice(HEAD.length, end), args: whole ? args.slice(0, -1) : args, whole };
 }
 
-/** A whole reply's call, as the answer's message carries it; a reply cut short keeps what it wrote. */
-export function toolCallOf(plan: ToolPlan, output: GenerationOutput, index: number): ToolCall {
-  const { name, args } = readCall(plan, output.generated_text);
-  // The wrapping object's own closing brace is not the arguments'.
-  const whole = plan.names.length > 1 && output.finish_reason === "stop" ? args.slice(0, -1) : args;
-  return { id: `${plan.callId}_${index}`, type: "function", function: { name: name ?? "", arguments: whole } };
+/** A whole reply's call, as the answer's message carries it; none for a reply cut before it named its tool. */
+export function toolCallOf(plan: ToolPlan, output: GenerationOutput, index: number): ToolCall | undefined {
+  const { name, args } = readCall(output.generated_text);
+  if (name === undefined) return undefined;
+  return { id: `${plan.callId}_${index}`, type: "function", function: { name, arguments: args } };
+}
+
+/** The answer's message for a reply that is a call: no content, the call (none when cut before its name). */
+export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: number) {
+  const call = toolCallOf(plan, output, index);
+  return { role: "assistant" as const, content: null, ...(call ? { tool_calls: [call] } : {}) };
 }
 
 /** A reply's finish as a call's: a call written whole ends as "tool_calls", one cut by max_tokens as "length". */
-export const toolFinish = (finish: GenerationOutput["finish_reason"]): OpenAiFinishReason =>
-  finish === "stop" ? "tool_calls" : finish;
+export const toolFinish = (output: GenerationOutput): OpenAiFinishReason =>
+  readCall(output.generated_text).whole ? "tool_calls" : output.finish_reason;
 
 /**
  * A streamed reply's text as tool-call deltas, per choice: nothing until the tool's name is known, then a delta
- * naming the call, then pieces of its arguments (the last character held back when the reply names its tool,
- * since it may be the wrapping's closing brace; the output settles it).
+ * naming the call, then pieces of its arguments (the last character held back, since it may be the wrapping's
+ * closing brace; the output settles it).
  */
 export function toolCallStream(plan: ToolPlan) {
   const texts = new Map<number, string>();
@@ -132,13 +157,13 @@ export function toolCallStream(plan: ToolPlan) {
     push(index: number, text: string): ToolCallDelta[] {
       const all = (texts.get(index) ?? "") + text;
       texts.set(index, all);
-      const { name, args } = readCall(plan, all);
-      return deltas(index, plan.names.length > 1 ? args.slice(0, -1) : args, name);
+      const { name, args, whole } = readCall(all);
+      return deltas(index, whole ? args : args.slice(0, -1), name);
     },
     /** The deltas that finish the choice's call from its output. */
     end(index: number, output: GenerationOutput): ToolCallDelta[] {
       const call = toolCallOf(plan, output, index);
-      return deltas(index, call.function.arguments, call.function.name || undefined);
+      return call ? deltas(index, call.function.arguments, call.function.name) : [];
     },
   };
 }

@@ -121,7 +121,8 @@ export class Generation {
           const chunk = parseChunk(m.data, res.status);
           const choice = chunk.choices[0];
           const logprobs = choice?.logprobs?.content ?? [];
-          if (choice?.delta.content || logprobs.length > 0) {
+          // A tool call's chunks carry no text: their entries are the call's.
+          if (choice?.delta.content || (logprobs.length > 0 && !choice?.delta.tool_calls)) {
             const text = choice?.delta.content ?? "";
             yield { type: "text", text, ...(choice?.logprobs ? { logprobs } : {}) };
           }

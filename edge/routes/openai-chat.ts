@@ -36,7 +36,7 @@ import {
 } from "../generation-calls.ts";
 import { chatLogprobs, completionLogprobs } from "../openai-logprobs.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
-import { toolCallOf, toolFinish, toolFormat } from "../openai-tools.ts";
+import { toolFinish, toolFormat, toolMessage } from "../openai-tools.ts";
 import { readJson } from "../request.ts";
 import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
@@ -196,9 +196,9 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       choices: outputs.map((output, index) => ({
         index,
         message: tooling
-          ? { role: "assistant", content: null, tool_calls: [toolCallOf(tooling.plan, output, index)] }
+          ? toolMessage(tooling.plan, output, index)
           : { role: "assistant", content: output.generated_text },
-        finish_reason: tooling ? toolFinish(output.finish_reason) : output.finish_reason,
+        finish_reason: tooling ? toolFinish(output) : output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
       usage: usageOf(outputs, items.length),

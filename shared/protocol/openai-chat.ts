@@ -45,6 +45,10 @@ export const ChatRequestMessage = z
   .refine((m) => m.content != null || (m.role === "assistant" && (m.tool_calls?.length ?? 0) > 0), {
     path: ["content"],
     message: "must be a string or an array of text parts (null only on an assistant message with tool_calls)",
+  })
+  .refine((m) => m.role !== "tool" || m.tool_call_id !== undefined, {
+    path: ["tool_call_id"],
+    message: "a tool message names the call it answers (the id of an assistant message's tool call)",
   });
 export type ChatRequestMessage = z.infer<typeof ChatRequestMessage>;
 
@@ -176,6 +180,10 @@ export const ChatCompletionRequest = z
       message: "tool_choice asks for a call, and tools lists none: send the tools it may call",
     },
   )
+  .refine((r) => new Set((r.tools ?? []).map((t) => t.function.name)).size === (r.tools ?? []).length, {
+    path: ["tools"],
+    message: "each tool needs a name of its own",
+  })
   .refine(
     (r) =>
       typeof r.tool_choice !== "object" ||

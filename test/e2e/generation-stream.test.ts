@@ -193,7 +193,7 @@ describe("gpt-tiny through the swarm", () => {
       messages: [rate],
       tools,
       tool_choice: { type: "function", function: { name: "rate_hotel" } },
-      max_tokens: 32,
+      max_tokens: 96,
     });
     const made = named.choices[0]?.message.tool_calls?.[0];
     expect(named.choices[0]?.finish_reason).toBe("tool_calls");
@@ -207,7 +207,7 @@ describe("gpt-tiny through the swarm", () => {
       messages: [rate],
       tools,
       tool_choice: "required",
-      max_tokens: 48,
+      max_tokens: 96,
       stream: true,
     });
     let called: string | undefined;

@@ -48,8 +48,13 @@ describe("tool calls", () => {
       tools: [weather, time],
       tool_choice: { type: "function", function: { name: "get_weather" } },
     });
-    const input = await reply(worker, ['{"city":', '"Oslo"}']);
-    expect(input.params).toMatchObject({ format: "json_schema", schema: weather.function.parameters });
+    const input = await reply(worker, ['{"name":"get_weather","arguments":{"city":', '"Oslo"}}']);
+    // A named call is written as any call is: an anyOf of that one tool.
+    expect(input.params).toMatchObject({
+      format: "json_schema",
+      schema: { anyOf: [{ properties: { name: { const: "get_weather" }, arguments: weather.function.parameters } }] },
+    });
+    expect((input.params.schema as { anyOf: unknown[] }).anyOf).toHaveLength(1);
     const done = await answer;
     expect(done.choices[0]?.message.content).toBeNull();
     expect(done.choices[0]?.message.tool_calls).toEqual([
@@ -147,7 +152,7 @@ describe("tool calls", () => {
       { role: "tool" as const, tool_call_id: "call_1", content: "noon" },
     ];
     const deltas: ChatDelta[] = [];
-    const replied = reply(worker, ['{"ci', 'ty":"Oslo"}']);
+    const replied = reply(worker, ['{"name":"get_weather","arguments":{"ci', 'ty":"Oslo"}}']);
     for await (const d of sdk.generation.chatStream("tool-scribe", history, {
       tools: [weather, time],
       tool_choice: { type: "function", function: { name: "get_weather" } },
@@ -172,11 +177,34 @@ describe("tool calls", () => {
       tool_choice: "required",
       max_tokens: 2,
     });
-    await reply(worker, ['{"city":', '"Os'], "length");
+    await reply(worker, ['{"name":"get_weather","arguments":{"city":', '"Os'], "length");
     const done = await answer;
     expect(done.choices[0]?.finish_reason).toBe("length");
     const cut = done.choices[0]?.message.tool_calls?.[0];
     expect(cut?.type === "function" && cut.function.arguments).toBe('{"city":"Os');
+    worker.close();
+  });
+
+  it("reads where a reply was cut: after its last brace it is a whole call, before its name none, with a role", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const required = { model: "scribe", messages: ask, tools: [weather, time], tool_choice: "required" as const };
+    const whole = client.chat.completions.create(required);
+    // The object closed on the last token max_tokens allowed: finish "length" from the worker, yet the call is whole.
+    await reply(worker, ['{"name":"get_time","arguments":{}', "}"], "length");
+    const closed = (await whole).choices[0];
+    expect(closed?.finish_reason).toBe("tool_calls");
+    expect(closed?.message.tool_calls?.[0]).toMatchObject({ function: { name: "get_time", arguments: "{}" } });
+    const named = client.chat.completions.create(required);
+    await reply(worker, ['{"name":"get_', "wea"], "length");
+    const cut = (await named).choices[0];
+    expect(cut?.message).toEqual({ role: "assistant", content: null });
+    expect(cut?.finish_reason).toBe("length");
+    // Streamed, the official client's helper needs a role for the choice, which the first chunk gives.
+    const runner = client.chat.completions.stream(required);
+    await reply(worker, ['{"name":"get_', "wea"], "length");
+    const final = await runner.finalChatCompletion();
+    expect(final.choices[0]?.message).toMatchObject({ role: "assistant", content: null });
+    expect(final.choices[0]?.finish_reason).toBe("length");
     worker.close();
   });
 
@@ -254,6 +282,54 @@ describe("tool calls", () => {
     expect(await refused({ messages: [{ role: "user", content: null }] })).toMatchObject({
       param: "messages.0.content",
     });
+    expect(
+      await refused({ tools: [weather, { ...time, function: { name: "get_weather" } }], tool_choice: "required" }),
+    ).toMatchObject({
+      param: "tools",
+      message: expect.stringContaining("each tool needs a name of its own"),
+    });
+    expect(await refused({ messages: [...ask, { role: "tool", content: "x" }] })).toMatchObject({
+      param: "messages.1.tool_call_id",
+    });
+    // Fine alone, a tool nested 16 deep is one too deep inside the reply's {"name", "arguments"}.
+    let deep: Record<string, unknown> = { type: "object" };
+    for (let i = 1; i < 16; i++) deep = { type: "object", properties: { k: deep }, required: ["k"] };
+    const nested = { type: "function" as const, function: { name: "deep", parameters: deep } };
+    expect(await refused({ tools: [time, nested], tool_choice: "required" })).toMatchObject({
+      param: "tools[1].function.parameters",
+      message: expect.stringContaining("nests 17 deep"),
+    });
     expect((await queue("scribe").stats("scribe")).queued).toBe(0);
+  });
+
+  it("keeps each tool's $defs and definitions apart, and literals as written", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const odd = {
+      type: "function" as const,
+      function: {
+        name: "odd",
+        parameters: {
+          type: "object",
+          properties: { a: { $ref: "#/definitions/x" }, b: { $ref: "#/$defs/x" }, c: { const: { $ref: "#/$defs/x" } } },
+          required: ["a", "b", "c"],
+          definitions: { x: { type: "string" } },
+          $defs: { x: { type: "integer" } },
+        },
+      },
+    };
+    const answer = client.chat.completions.create({
+      model: "scribe",
+      messages: ask,
+      tools: [time, odd],
+      tool_choice: "required",
+    });
+    const input = await reply(worker, ['{"name":"get_time","arguments":{}}']);
+    const schema = input.params.schema as { anyOf: { properties: { arguments: unknown } }[]; $defs: object };
+    expect(schema.$defs).toEqual({ t1_d_x: { type: "string" }, t1_s_x: { type: "integer" } });
+    expect(schema.anyOf[1]?.properties.arguments).toMatchObject({
+      properties: { a: { $ref: "#/$defs/t1_d_x" }, b: { $ref: "#/$defs/t1_s_x" }, c: { const: { $ref: "#/$defs/x" } } },
+    });
+    await answer;
+    worker.close();
   });
 });
