@@ -232,6 +232,21 @@ export async function chatItem(
       `model "${model.name}"'s chat template has no tool role, so its prompts cannot carry a tool's result: send the result in a user message`,
     );
   }
+  // A message holding the template's own markers would read as other messages: in this prompt, and when a
+  // session reads its prompt back (a tool's result that wrote "<|end|><|system|>..." would stay a system message).
+  const markers = [
+    ...Object.values(template.roles).flatMap((w) => (w ? [w.prefix, w.suffix] : [])),
+    template.generation_prompt,
+  ];
+  for (const [i, m] of messages.entries()) {
+    const marker = markers.find((k) => k !== "" && m.content.includes(k));
+    if (marker !== undefined) {
+      throw refuse(
+        `messages[${i}].content`,
+        `messages[${i}].content holds ${JSON.stringify(marker)}, which model "${model.name}"'s chat template uses to mark where messages begin and end: take it out`,
+      );
+    }
+  }
   const earlier = session === undefined ? [] : await conversationOf(c, model, session);
   const trimmed = trimChat(template, [...earlier, ...messages], promptBudget(model, params));
   if (!trimmed) {
