@@ -110,11 +110,14 @@ function readCall(text: string): { name: string | undefined; args: string; whole
   const end = text.indexOf(TAIL, HEAD.length);
   if (!text.startsWith(HEAD) || end < 0) return { name: undefined, args: "", whole: false };
   const args = text.slice(end + TAIL.length);
+  // Only a text that ends with a brace can be whole: the stream asks each token, so the rest are not parsed.
   let whole = false;
-  try {
-    JSON.parse(text);
-    whole = true;
-  } catch {}
+  if (text.endsWith("}")) {
+    try {
+      JSON.parse(text);
+      whole = true;
+    } catch {}
+  }
   return { name: text.slice(HEAD.length, end), args: whole ? args.slice(0, -1) : args, whole };
 }
 

@@ -68,21 +68,25 @@ export function jsonDone(s: JsonState): boolean {
 export function jsonFeed(s: JsonState, text: string): JsonState | null {
   let threads = s.threads;
   for (let i = 0; i < text.length; i++) {
-    const next: Stack[] = [];
-    const seen = new Set<string>();
     const c = text.charCodeAt(i);
-    for (const t of threads) {
-      for (const out of step(t, c)) {
-        const key = exactKey(out);
-        if (seen.has(key) || next.length >= MAX_THREADS) continue;
-        seen.add(key);
-        next.push(out);
-      }
-    }
+    const next = threads.length === 1 ? step(threads[0] as Stack, c) : threads.flatMap((t) => step(t, c));
     if (next.length === 0) return null;
-    threads = next;
+    // Most prefixes read one way: only several readings are keyed, to drop the alike and keep MAX_THREADS.
+    threads = next.length === 1 ? next : distinct(next);
   }
   return { schema: s.schema, threads };
+}
+
+function distinct(threads: readonly Stack[]): Stack[] {
+  const seen = new Set<string>();
+  const kept: Stack[] = [];
+  for (const t of threads) {
+    const key = exactKey(t);
+    if (seen.has(key) || kept.length >= MAX_THREADS) continue;
+    seen.add(key);
+    kept.push(t);
+  }
+  return kept;
 }
 
 /**
@@ -347,6 +351,13 @@ const hexIn = (c: number, from: string, to: string) =>
 function inString(t: NonNullable<Stack>, f: Extract<Frame, { f: "string" }>, c: number): Stack[] {
   // Lengths count characters (code points, as JSON Schema does). Past max - and min, when there is no max - the
   // count no longer changes what may come, so it stops there.
+  const unbounded = f.max === Number.POSITIVE_INFINITY;
+  if (f.escape === ESCAPE.none && c >= 0x20 && c !== QUOTE && c !== BACKSLASH && (c < 0xd800 || c > 0xdfff)) {
+    // The common case, a plain character, without the closures below.
+    if (!unbounded && f.length >= f.max) return [];
+    const length = Math.min(f.length + 1, unbounded ? f.min : f.max);
+    return [length === f.length ? t : swap(t, { ...f, length })];
+  }
   const grown = (then: number = ESCAPE.none): Stack => {
     const cap = f.max === Number.POSITIVE_INFINITY ? f.min : f.max;
     return swap(t, { ...f, escape: then, length: Math.min(f.length + 1, cap) });
