@@ -12,6 +12,7 @@ import { type GenerationOutput, GenerationParams } from "../shared/protocol/gene
 import { loadModel } from "../shared/runner/load-model.ts";
 import { jsonMask, replySchema } from "../shared/tasks/text-generation-format.ts";
 import { createTokenizer } from "../shared/tasks/tokenizer.ts";
+import { REVIEW_SCHEMA } from "../test/support/gpt-tiny.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
 import { createOrtNodeFactory } from "../worker-gpu/runner/ort-node-session.ts";
 import { loadAverage } from "./bench-kit.ts";
@@ -20,21 +21,10 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 16);
 const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 96);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const ASK = "<|user|>review the hotel as json<|end|><|assistant|>";
-const REVIEW = {
-  type: "object",
-  properties: {
-    sentiment: { enum: ["positive", "negative"] },
-    stars: { type: "integer" },
-    summary: { type: "string", minLength: 3, maxLength: 24 },
-    tags: { type: "array", items: { type: "string", maxLength: 12 }, maxItems: 3 },
-  },
-  required: ["sentiment", "stars", "summary"],
-  additionalProperties: false,
-};
 const FORMATS: Record<string, object> = {
   text: {},
   json_object: { format: "json_object" },
-  json_schema: { format: "json_schema", schema: REVIEW },
+  json_schema: { format: "json_schema", schema: REVIEW_SCHEMA },
 };
 
 const registry = new URL("../models/registry.json", import.meta.url);

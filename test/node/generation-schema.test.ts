@@ -8,28 +8,17 @@ import { GenerationParams, GenerationVerdict } from "../../shared/index.ts";
 import { compileJsonSchema } from "../../shared/protocol/json-schema.ts";
 import type { ItemResult } from "../../shared/protocol/worker.ts";
 import { jsonFeed, jsonStart } from "../../shared/tasks/json-grammar.ts";
-import { gptTinyOnBothRuntimes, generationOutput as output } from "../support/gpt-tiny.ts";
+import { gptTinyOnBothRuntimes, generationOutput as output, REVIEW_SCHEMA } from "../support/gpt-tiny.ts";
 
 const models = gptTinyOnBothRuntimes();
 const ASK = "<|user|>review the hotel as json<|end|><|assistant|>";
-const REVIEW = {
-  type: "object",
-  properties: {
-    sentiment: { enum: ["positive", "negative"] },
-    stars: { type: "integer" },
-    summary: { type: "string", minLength: 3, maxLength: 24 },
-    tags: { type: "array", items: { type: "string", maxLength: 12 }, maxItems: 3 },
-  },
-  required: ["sentiment", "stars", "summary"],
-  additionalProperties: false,
-};
-const valid = new Ajv().compile(REVIEW);
+const valid = new Ajv().compile(REVIEW_SCHEMA);
 const vocab: Record<string, number> = JSON.parse(
   readFileSync(new URL("../../models/gpt-tiny/tokenizer.json", import.meta.url), "utf8"),
 ).model.vocab;
 
 const params = (extra: object = {}) =>
-  GenerationParams.parse({ max_new_tokens: 96, format: "json_schema", schema: REVIEW, ...extra });
+  GenerationParams.parse({ max_new_tokens: 96, format: "json_schema", schema: REVIEW_SCHEMA, ...extra });
 const run = async (p: GenerationParams, on = models.node, resume?: { tokens: number[]; text: string }) =>
   output((await on.run([{ prompt: ASK, params: p, ...(resume ? { resume } : {}) }]))[0]);
 const verdict = (r: ItemResult | undefined) => {
@@ -48,7 +37,10 @@ describe("structured outputs (json_schema) on gpt-tiny", () => {
       const p = params(sampling);
       const out = await run(p);
       // Every reply is a prefix the schema's automaton takes; a whole one is what Ajv accepts.
-      expect(jsonFeed(jsonStart(compileJsonSchema(REVIEW)), out.generated_text), out.generated_text).not.toBeNull();
+      expect(
+        jsonFeed(jsonStart(compileJsonSchema(REVIEW_SCHEMA)), out.generated_text),
+        out.generated_text,
+      ).not.toBeNull();
       if (out.finish_reason === "stop") {
         const reply = JSON.parse(out.generated_text);
         expect(valid(reply), `${out.generated_text}: ${JSON.stringify(valid.errors)}`).toBe(true);
@@ -93,7 +85,7 @@ describe("structured outputs (json_schema) on gpt-tiny", () => {
       refused({ format: "json_schema", schema: { type: "object", properties: { a: { format: "date" } } } }),
     ).toMatch(/\$\.properties\.a\.format is not served/);
     expect(refused({ format: "json_schema" })).toMatch(/schema comes with format "json_schema"/);
-    expect(refused({ schema: REVIEW })).toMatch(/schema comes with format "json_schema"/);
-    expect(refused({ format: "json_schema", schema: REVIEW, stop: ["}"] })).toMatch(/stop cannot be used/);
+    expect(refused({ schema: REVIEW_SCHEMA })).toMatch(/schema comes with format "json_schema"/);
+    expect(refused({ format: "json_schema", schema: REVIEW_SCHEMA, stop: ["}"] })).toMatch(/stop cannot be used/);
   });
 });

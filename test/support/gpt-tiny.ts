@@ -40,3 +40,16 @@ export function gptTinyOnBothRuntimes(): { node: LoadedModel; web: LoadedModel }
   });
   return models;
 }
+
+/** A review as a JSON Schema: structured outputs' example in tests and bench:structured. */
+export const REVIEW_SCHEMA = {
+  type: "object",
+  properties: {
+    sentiment: { enum: ["positive", "negative"] },
+    stars: { type: "integer" },
+    summary: { type: "string", minLength: 3, maxLength: 24 },
+    tags: { type: "array", items: { type: "string", maxLength: 12 }, maxItems: 3 },
+  },
+  required: ["sentiment", "stars", "summary"],
+  additionalProperties: false,
+};
