@@ -42,7 +42,10 @@ export function parseRenderedChat(template: ChatTemplate, prompt: string): ChatM
   const messages: ChatMessage[] = [];
   while (rest.length > 0) {
     const wrapOf = (r: ChatRole) => template.roles[r] ?? { prefix: "", suffix: "" };
-    const role = CHAT_ROLES.find((r) => wrapOf(r).prefix !== "" && rest.startsWith(wrapOf(r).prefix));
+    // The longest prefix that matches: one role's may begin another's (a tool turn written as a user turn and a tag).
+    const role = CHAT_ROLES.filter((r) => wrapOf(r).prefix !== "" && rest.startsWith(wrapOf(r).prefix)).sort(
+      (a, b) => wrapOf(b).prefix.length - wrapOf(a).prefix.length,
+    )[0];
     if (!role) return null;
     const { prefix, suffix } = wrapOf(role);
     const end = suffix === "" ? -1 : rest.indexOf(suffix, prefix.length);
