@@ -37,11 +37,11 @@ function wrapped(tool: Tool, i: number, $defs: Record<string, unknown>) {
   };
 }
 
-/** The plan and the item's format for a chat's tools and tool_choice; undefined when the reply is text. */
+/** The plan and the schema a reply is written under for a chat's tools and tool_choice; undefined when it is text. */
 export function toolFormat(
   tools: readonly Tool[] | null | undefined,
   choice: ToolChoice | null | undefined,
-): { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema"> } | undefined {
+): { plan: ToolPlan; schema: NonNullable<GenerationParams["schema"]> } | undefined {
   if (!tools || tools.length === 0 || choice == null || choice === "none" || choice === "auto") return undefined;
   const called = typeof choice === "object" ? tools.filter((t) => t.function.name === choice.function.name) : tools;
   // Each called tool alone, wrapped as the reply writes it, so a schema refused names its tool.
@@ -66,7 +66,7 @@ export function toolFormat(
     throw refused("tools", `the tools together: ${e.message}; send fewer, or name the one to call in tool_choice`);
   }
   const plan = { callId: `call_${crypto.randomUUID().replaceAll("-", "")}` };
-  return { plan, format: { format: "json_schema", schema: schema as GenerationParams["schema"] } };
+  return { plan, schema: schema as NonNullable<GenerationParams["schema"]> };
 }
 
 /** A schema with its $refs pointed at their new names; literals (const, enum) are left as written. */

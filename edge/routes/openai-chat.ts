@@ -178,7 +178,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       ...req,
       max_tokens: req.max_completion_tokens ?? req.max_tokens,
       logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
-      ...(tooling ? { response_format: { type: "json_schema", json_schema: { schema: tooling.format.schema } } } : {}),
+      ...(tooling ? { response_format: { type: "json_schema", json_schema: { schema: tooling.schema } } } : {}),
     },
     { max: maxParam, top: "top_logprobs", ...(tooling ? { schema: "tools" } : {}) },
   );

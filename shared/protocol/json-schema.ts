@@ -66,9 +66,31 @@ export class SchemaProblem extends Error {}
 
 let compiled = 0;
 
-/** The schema's nodes, or a SchemaProblem naming the place (`$.properties.age`) and what to change. */
+/** Schemas compiled, by their JSON text (the least recently used go past MAX_KEPT) and by the object sent. */
+const byText = new Map<string, CompiledSchema>();
+const byObject = new WeakMap<object, CompiledSchema>();
+const MAX_KEPT = 64;
+
+/**
+ * The schema's nodes, or a SchemaProblem naming the place (`$.properties.age`) and what to change. Kept by the
+ * schema's text, so the edge's checks, each worker's parse and the mask compile a schema once, and calls that send
+ * the same schema share the mask's allowed-token sets (they key on the compiled schema's id).
+ */
 export function compileJsonSchema(schema: unknown): CompiledSchema {
-  if (JSON.stringify(schema).length > SCHEMA_LIMITS.chars) {
+  const object = typeof schema === "object" && schema !== null ? schema : undefined;
+  const known = object && byObject.get(object);
+  if (known) return known;
+  const text = JSON.stringify(schema) ?? "";
+  const out = byText.get(text) ?? compileFresh(schema, text);
+  byText.delete(text);
+  byText.set(text, out);
+  if (byText.size > MAX_KEPT) byText.delete(byText.keys().next().value as string);
+  if (object) byObject.set(object, out);
+  return out;
+}
+
+function compileFresh(schema: unknown, text: string): CompiledSchema {
+  if (text.length > SCHEMA_LIMITS.chars) {
     throw new SchemaProblem(`the schema is over ${SCHEMA_LIMITS.chars} characters as JSON: send a smaller one`);
   }
   const memo = new Map<object, SchemaNode>();

@@ -1,7 +1,7 @@
 // JSON mode and structured outputs (params.format "json_object" or "json_schema", OpenAI's response_format): before
 // each pick, every token that cannot continue the reply as one JSON object the schema accepts (json-grammar.ts) is
-// masked out, and once the object closes only an end-of-text token may come. The decode loop and the teacher-forced check both mask through shapeRow, so a
-// donor's claim is held to the same rule. A token is judged by the text it adds after another token (a
+// masked out, and once the object closes only an end-of-text token may come. The decode loop and the teacher-forced
+// check both mask through shapeRow, so a donor's claim is held to the same rule. A token is judged by the text it adds after another token (a
 // SentencePiece piece decoded alone loses its leading space); special tokens and bytes that end mid-character add
 // none usable, so they never come in JSON mode.
 
@@ -46,27 +46,13 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
   return v;
 }
 
-/** Schemas compiled, by their JSON text, so calls that send the same schema share its allowed-token sets. */
-const schemasByText = new Map<string, CompiledSchema>();
-const MAX_SCHEMAS = 64;
-const schemasByObject = new WeakMap<object, CompiledSchema>();
-
 /**
  * The schema a reply's format holds it to: any one object for json_object, params.schema compiled for
- * json_schema. The protocol has compiled it before (GenerationParams), so it does not fail here.
+ * json_schema (compileJsonSchema keeps it). The protocol has compiled it before (GenerationParams), so it does not
+ * fail here.
  */
 export function replySchema(p: { format?: "json_object" | "json_schema"; schema?: object }): CompiledSchema {
-  if (p.format !== "json_schema" || p.schema === undefined) return JSON_OBJECT;
-  let schema = schemasByObject.get(p.schema);
-  if (schema) return schema;
-  const text = JSON.stringify(p.schema);
-  schema = schemasByText.get(text) ?? compileJsonSchema(p.schema);
-  // Most recently used last; the oldest goes past the bound.
-  schemasByText.delete(text);
-  schemasByText.set(text, schema);
-  if (schemasByText.size > MAX_SCHEMAS) schemasByText.delete(schemasByText.keys().next().value as string);
-  schemasByObject.set(p.schema, schema);
-  return schema;
+  return p.format === "json_schema" && p.schema !== undefined ? compileJsonSchema(p.schema) : JSON_OBJECT;
 }
 
 /** The automaton after the first `count` generated tokens, kept per token array so a run feeds each token once. */

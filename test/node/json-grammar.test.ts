@@ -22,6 +22,15 @@ const reader = (schema: unknown) => {
   };
 };
 const read = reader({ type: "object" });
+/** "compiled", or why the schema is refused. */
+const problem = (schema: unknown) => {
+  try {
+    compileJsonSchema(schema);
+    return "compiled";
+  } catch (e) {
+    return (e as Error).message;
+  }
+};
 
 describe("the JSON automaton, JSON mode's object", () => {
   it("takes the starts of one compact JSON object, and knows when it closes", () => {
@@ -202,14 +211,6 @@ describe("the JSON automaton over a schema", () => {
   });
 
   it("refuses a schema it cannot hold a reply to, naming the place and what to send", () => {
-    const problem = (schema: unknown) => {
-      try {
-        compileJsonSchema(schema);
-        return "compiled";
-      } catch (e) {
-        return (e as Error).message;
-      }
-    };
     expect(problem({ type: "object", properties: { a: { type: "string", pattern: "^x" } } })).toMatch(
       /^\$\.properties\.a\.pattern is not served: structured outputs take type, /,
     );
@@ -264,14 +265,6 @@ describe("the JSON automaton over a schema", () => {
 });
 
 describe("what a schema means, held exactly", () => {
-  const problem = (schema: unknown) => {
-    try {
-      compileJsonSchema(schema);
-      return "compiled";
-    } catch (e) {
-      return (e as Error).message;
-    }
-  };
   const within = (p: unknown, required = true) =>
     reader({ type: "object", properties: { p }, ...(required ? { required: ["p"] } : {}) });
 
