@@ -10,7 +10,7 @@ import os from "node:os";
 import { ModelConfig, ModelRegistry } from "../shared/config/model-config.ts";
 import { type GenerationOutput, GenerationParams } from "../shared/protocol/generation.ts";
 import { loadModel } from "../shared/runner/load-model.ts";
-import { jsonMask, replySchema } from "../shared/tasks/text-generation-format.ts";
+import { jsonMask } from "../shared/tasks/text-generation-format.ts";
 import { createTokenizer } from "../shared/tasks/tokenizer.ts";
 import { REVIEW_SCHEMA } from "../test/support/gpt-tiny.ts";
 import { nodeFetch } from "../worker-gpu/runner/file-fetch.ts";
@@ -47,7 +47,7 @@ function replay(params: GenerationParams, outputs: GenerationOutput[]): number {
   for (const out of outputs) {
     const generated = [...out.tokens];
     for (let pos = 0; pos <= generated.length; pos++, positions++) {
-      jsonMask(replySchema(params), new Float32Array(vocab), 0, vocab, eos, decode, generated, pos);
+      jsonMask(params, new Float32Array(vocab), 0, vocab, eos, decode, generated, pos);
     }
   }
   return ((performance.now() - started) * 1000) / positions;

@@ -13,6 +13,7 @@ import {
 import {
   CHAT_ROLES,
   type ChatMessage,
+  type ChatTemplate,
   parseRenderedChat,
   renderChat,
   trimChat,
@@ -97,7 +98,7 @@ export function generationParams(
   model: ModelConfig,
   asked: SamplingAsked,
   /** The names the caller gave these by, for its errors (Hugging Face's, or max_completion_tokens). */
-  names: { max?: string; min?: string; stop?: string; top?: string; schema?: string } = {},
+  names: { max?: string; min?: string; stop?: string; top?: string; schema?: string; json?: string } = {},
 ): GenerationParams {
   const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
@@ -117,7 +118,10 @@ export function generationParams(
   const format = jsonFormat(asked.response_format, names.schema ?? "response_format.json_schema.schema");
   const json = format !== undefined;
   if (json && minNew > 0) {
-    throw refuse(minParam, `${minParam} cannot be used with JSON mode: the object's closing brace ends the reply`);
+    throw refuse(
+      minParam,
+      `${minParam} cannot be used with ${names.json ?? "JSON mode"}: the object's closing brace ends the reply`,
+    );
   }
   const stop = asked.stop == null ? [] : typeof asked.stop === "string" ? [asked.stop] : asked.stop;
   if (stop.length > MAX_STOPS) {
@@ -126,7 +130,10 @@ export function generationParams(
   const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
   if (bad !== undefined) throw refuse(stopParam, `each ${stopParam} string must be 1 to ${MAX_STOP_CHARS} characters`);
   if (json && stop.length > 0) {
-    throw refuse(stopParam, `${stopParam} cannot be used with JSON mode: a stop string would cut the object short`);
+    throw refuse(
+      stopParam,
+      `${stopParam} cannot be used with ${names.json ?? "JSON mode"}: a stop string would cut the object short`,
+    );
   }
   const logprobs = asked.logprobs ?? undefined;
   const tooMany = logprobsProblem(
@@ -197,7 +204,7 @@ export function promptItem(
 }
 
 /** OpenAI's messages as the template's: known roles only, text parts joined. */
-export function chatMessages(raw: readonly ChatRequestMessage[]): ChatMessage[] {
+export function chatMessages(raw: readonly ChatRequestMessage[], template: ChatTemplate | undefined): ChatMessage[] {
   return raw.map((m, i) => {
     if (!(CHAT_ROLES as readonly string[]).includes(m.role)) {
       throw refuse(`messages[${i}].role`, `messages[${i}].role is "${m.role}"; the roles are ${CHAT_ROLES.join(", ")}`);
@@ -205,7 +212,7 @@ export function chatMessages(raw: readonly ChatRequestMessage[]): ChatMessage[] 
     const text =
       m.content == null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
     // An assistant's tool calls are part of what it said: the next turn's prompt shows them (openai-tools.ts).
-    const calls = m.role === "assistant" && m.tool_calls?.length ? renderedCalls(m.tool_calls) : "";
+    const calls = m.role === "assistant" && m.tool_calls?.length ? renderedCalls(m.tool_calls, template) : "";
     return { role: m.role as ChatMessage["role"], content: text && calls ? `${text}\n${calls}` : text || calls };
   });
 }

@@ -12,7 +12,7 @@ import type {
   Usage,
 } from "../shared/protocol/openai-chat.ts";
 import { chatLogprobs, completionLogprobs } from "./openai-logprobs.ts";
-import { type ToolPlan, toolCallStream, toolFinish } from "./openai-tools.ts";
+import { type ReplyPiece, type ToolPlan, toolCallStream, toolFinish } from "./openai-tools.ts";
 
 /** What a stream's chunks carry besides the text: its answer's id and model, the endpoint, and `include_usage`. */
 export interface OpenAiStreamSpec {
@@ -24,7 +24,7 @@ export interface OpenAiStreamSpec {
   perPrompt: number;
   /** The call asked for log probabilities: each chunk carries its tokens'. */
   logprobs?: boolean;
-  /** Chat's replies are tool calls (edge/openai-tools.ts): sent as `tool_calls` deltas, not content. */
+  /** Chat's replies may be tool calls (edge/openai-tools.ts): a call is sent as `tool_calls` deltas, not content. */
   tools?: ToolPlan;
 }
 
@@ -133,12 +133,18 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
     };
     return data(chunk([piece]));
   };
+  /** A tool plan's piece of a reply as its chunk: content, tool-call deltas, or nothing while undecided. */
+  const sendPiece = (index: number, piece: ReplyPiece) => {
+    if (piece.kind === "undecided") return "";
+    if (piece.kind === "text") return piece.text === "" ? "" : delta(index, piece.text);
+    return callDelta(index, piece.deltas);
+  };
   return (event) => {
     switch (event.event) {
       case "token": {
         const { index, text, logprobs } = event.data;
         if (spec.logprobs && logprobs) pending.set(index, [...(pending.get(index) ?? []), ...logprobs]);
-        if (calls) return callDelta(index, calls.push(index, text));
+        if (calls) return sendPiece(index, calls.push(index, text));
         return text === "" ? "" : delta(index, text);
       }
       case "output": {
@@ -150,7 +156,12 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
           const end = spec.endpoint === "completions" && out.end_logprob ? [out.end_logprob] : [];
           pending.set(index, [...(out.logprobs ?? []).slice(emitted.get(index)?.entries ?? 0), ...end]);
         }
-        if (calls) return callDelta(index, calls.end(index, out)) + data(chunk([choice(index, null, toolFinish(out))]));
+        if (calls) {
+          return (
+            sendPiece(index, calls.end(index, out)) +
+            data(chunk([choice(index, null, toolFinish(spec.tools as ToolPlan, out))]))
+          );
+        }
         const before = sent.get(index) ?? "";
         const rest = out.generated_text.startsWith(before) ? out.generated_text.slice(before.length) : "";
         return (rest === "" ? "" : delta(index, rest)) + data(chunk([choice(index, null, out.finish_reason)]));

@@ -58,7 +58,8 @@ export interface ChatOptions extends CallOptions {
   /**
    * Functions the reply may call, each with its arguments' JSON Schema; tool_choice "required" (a call of one the
    * model picks) or {type: "function", function: {name}} makes the reply a call (the answer's
-   * message.tool_calls; streamed, "tool_call" deltas). These models do not decide on their own ("auto").
+   * message.tool_calls; streamed, "tool_call" deltas). "auto" (the default with tools) lets the model decide, its
+   * reply text or a call, where its chat template says how it writes one (docs/api.md); elsewhere it is a 400.
    */
   tools?: Tool[] | undefined;
   tool_choice?: ToolChoice | undefined;

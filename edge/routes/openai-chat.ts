@@ -165,24 +165,26 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const model = generationModel(c, req.model);
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
   const logprobs = req.logprobs === true;
-  const tooling = toolFormat(req.tools, req.tool_choice);
+  const tooling = toolFormat(model, req.tools, req.tool_choice);
   if (tooling && req.response_format != null && req.response_format.type !== "text") {
     throw refuse(
       "response_format",
-      "give response_format or a tool_choice that makes a call, not both: a call's arguments are JSON already",
+      'give response_format or tools, not both: a call\'s arguments are JSON already (tool_choice "none" ignores the tools)',
     );
   }
-  const params = generationParams(
+  const asked = generationParams(
     model,
     {
       ...req,
       max_tokens: req.max_completion_tokens ?? req.max_tokens,
       logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
-      ...(tooling ? { response_format: { type: "json_schema", json_schema: { schema: tooling.schema } } } : {}),
+      ...(tooling ? { response_format: { type: "json_object" } } : {}),
     },
-    { max: maxParam, top: "top_logprobs", ...(tooling ? { schema: "tools" } : {}) },
+    { max: maxParam, top: "top_logprobs", ...(tooling ? { json: "tools (a call is JSON)" } : {}) },
   );
-  const item = await chatItem(c, model, chatMessages(req.messages), params, req.session);
+  // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call.
+  const params = tooling ? { ...asked, ...tooling.format } : asked;
+  const item = await chatItem(c, model, chatMessages(req.messages, model.chat_template), params, req.session);
   const items = choices(model, [item], req.n, req.session);
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -198,7 +200,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
         message: tooling
           ? toolMessage(tooling.plan, output, index)
           : { role: "assistant", content: output.generated_text },
-        finish_reason: tooling ? toolFinish(output) : output.finish_reason,
+        finish_reason: tooling ? toolFinish(tooling.plan, output) : output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
       usage: usageOf(outputs, items.length),

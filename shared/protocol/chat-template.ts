@@ -6,12 +6,30 @@ import { z } from "zod";
 
 const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max(64) });
 
-export const ChatTemplate = z.strictObject({
-  format: z.literal("edgeswarm-prefix-suffix-v1"),
-  /** `tool`: a tool's result, answering an assistant's tool call (left out: the model's chats carry none). */
-  roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap, tool: Wrap.optional() }),
-  generation_prompt: z.string().max(64),
-});
+export const ChatTemplate = z
+  .strictObject({
+    format: z.literal("edgeswarm-prefix-suffix-v1"),
+    /** `tool`: a tool's result, answering an assistant's tool call (left out: the model's chats carry none). */
+    roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap, tool: Wrap.optional() }),
+    generation_prompt: z.string().max(64),
+    /**
+     * How the model writes a tool call in its reply: `prefix + {"name": ..., "arguments": {...}} + suffix` (Hermes'
+     * and Qwen's <tool_call> tags). With it, a reply that begins with the prefix is a call and one that does not is
+     * text, so the model decides (tool_choice "auto"); left out, a chat with tools must say which to call.
+     */
+    tool_call: Wrap.extend({ prefix: z.string().min(1).max(64) }).optional(),
+  })
+  .refine(
+    (t) =>
+      !t.tool_call ||
+      t.roles.assistant.suffix === "" ||
+      !(t.tool_call.prefix + t.tool_call.suffix).includes(t.roles.assistant.suffix),
+    {
+      path: ["tool_call"],
+      message:
+        "a tool call's markers must not hold the assistant's suffix: the call would end the message when read back",
+    },
+  );
 export type ChatTemplate = z.infer<typeof ChatTemplate>;
 
 export const CHAT_ROLES = ["system", "user", "assistant", "tool"] as const;

@@ -135,6 +135,15 @@ export const GenerationParams = z
      */
     schema: z.record(z.string(), ParsedJson).optional(),
     /**
+     * With a JSON format: the object is written between `prefix` and `suffix` (a model's tool-call tags, as its chat
+     * template's tool_call says), and the reply ends after the suffix. `optional`: the reply may be free text
+     * instead, one that does not begin with the prefix (OpenAI's tool_choice "auto", llama.cpp's lazy grammars);
+     * only a reply that begins with it is held to the object. Left out unless asked for.
+     */
+    json_markers: z
+      .strictObject({ prefix: z.string().min(1).max(64), suffix: z.string().max(64), optional: z.boolean() })
+      .optional(),
+    /**
      * Return each generated token's log probability, and this many most likely tokens at each place (0 to
      * MAX_TOP_LOGPROBS): the output's `logprobs`, and each token delta's. Left out unless asked for.
      */
@@ -160,6 +169,10 @@ export const GenerationParams = z
   .refine((p) => p.format === undefined || p.stop.length === 0, {
     message: "stop cannot be used with a JSON format: a stop string would cut the object and read as its end",
     path: ["stop"],
+  })
+  .refine((p) => p.json_markers === undefined || p.format !== undefined, {
+    message: 'json_markers come with a format ("json_object" or "json_schema"): they mark where its object is written',
+    path: ["json_markers"],
   })
   .refine((p) => (p.format === "json_schema") === (p.schema !== undefined), {
     message: 'schema comes with format "json_schema", and format "json_schema" with a schema',

@@ -130,7 +130,7 @@ export const Tool = z.strictObject({
 });
 export type Tool = z.infer<typeof Tool>;
 
-/** Which tool the reply calls: none, one the model picks ("required"), or the one named. */
+/** Which tool the reply calls: none, maybe one ("auto", the default with tools), one the model picks ("required"), or the one named. */
 export const ToolChoice = z.union(
   [
     z.enum(["none", "auto", "required"]),
@@ -142,8 +142,8 @@ export type ToolChoice = z.infer<typeof ToolChoice>;
 
 /**
  * Tool calling (edge/openai-tools.ts): with tool_choice "required" or a named function the reply is a call, its
- * arguments written under the function's schema as structured outputs are. "auto" asks the model to decide
- * whether to call one, which these models are not trained to: refused with what to send instead.
+ * arguments written under the function's schema as structured outputs are. "auto" (the default with tools) lets the
+ * model decide, where its chat template says how it writes a call (tool_call); the edge refuses it elsewhere.
  */
 const Tools = {
   tools: z.array(Tool).max(MAX_TOOLS, `must list at most ${MAX_TOOLS} tools`).nullish(),
@@ -166,12 +166,6 @@ export const ChatCompletionRequest = z
   .refine((r) => !r.top_logprobs || r.logprobs === true, {
     path: ["top_logprobs"],
     message: "top_logprobs needs logprobs: true",
-  })
-  // vLLM's rule without a tool parser: a model that cannot decide on calls is not asked to ("auto", the default).
-  .refine((r) => (r.tools?.length ?? 0) === 0 || (r.tool_choice != null && r.tool_choice !== "auto"), {
-    path: ["tool_choice"],
-    message:
-      'these models do not decide on their own whether to call a tool: send tool_choice "required" (a call of a tool the model picks), {"type": "function", "function": {"name": ...}} (a call of that one), or "none" (the tools are then ignored)',
   })
   .refine(
     (r) => (r.tools?.length ?? 0) > 0 || r.tool_choice == null || r.tool_choice === "none" || r.tool_choice === "auto",

@@ -46,37 +46,126 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
   return v;
 }
 
+/** What a reply's format reads from its params (GenerationParams' format, schema and json_markers). */
+export interface FormatParams {
+  format?: "json_object" | "json_schema";
+  schema?: object;
+  json_markers?: JsonMarkers;
+}
+
+/** GenerationParams.json_markers: the text around the object (a model's tool-call tags), and whether text may replace it. */
+export interface JsonMarkers {
+  prefix: string;
+  suffix: string;
+  optional: boolean;
+}
+
 /**
  * The schema a reply's format holds it to: any one object for json_object, params.schema compiled for
  * json_schema (compileJsonSchema keeps it). The protocol has compiled it before (GenerationParams), so it does not
  * fail here.
  */
-export function replySchema(p: { format?: "json_object" | "json_schema"; schema?: object }): CompiledSchema {
+export function replySchema(p: FormatParams): CompiledSchema {
   return p.format === "json_schema" && p.schema !== undefined ? compileJsonSchema(p.schema) : JSON_OBJECT;
 }
 
-/** The automaton after the first `count` generated tokens, kept per token array so a run feeds each token once. */
-const stateOf = new WeakMap<object, { count: number; schema: CompiledSchema; state: JsonState | null }>();
+/**
+ * Where a reply stands under its format: in the markers' prefix (`lead`, the text so far a proper prefix of it),
+ * free text (an optional object's reply that did not begin with the prefix), in the object, in the suffix after it
+ * (`tail`), or ended (only end-of-text may come). null: the text is no such reply.
+ */
+type Phase =
+  | { k: "lead"; text: string }
+  | { k: "free" }
+  | { k: "json"; state: JsonState }
+  | { k: "tail"; text: string }
+  | { k: "end" };
 
-function stateAfter(
+const FREE: Phase = { k: "free" };
+const END: Phase = { k: "end" };
+
+const startPhase = (schema: CompiledSchema, m: JsonMarkers | undefined): Phase =>
+  m ? { k: "lead", text: "" } : { k: "json", state: jsonStart(schema) };
+
+/**
+ * The phase after `text` (one token's, never "") is added. A token may begin the object after the prefix's last
+ * characters and close it, but not go on into the suffix: the object's last character ends its token.
+ */
+function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, text: string): Phase | null {
+  switch (phase.k) {
+    case "free":
+      return FREE;
+    case "end":
+      return null;
+    case "lead": {
+      const { prefix, optional } = m as JsonMarkers;
+      const u = phase.text + text;
+      if (u.length < prefix.length) return prefix.startsWith(u) ? { k: "lead", text: u } : optional ? FREE : null;
+      if (!u.startsWith(prefix)) return optional ? FREE : null;
+      const rest = u.slice(prefix.length);
+      const json: Phase = { k: "json", state: jsonStart(schema) };
+      return rest === "" ? json : step(schema, m, json, rest);
+    }
+    case "json": {
+      const state = jsonFeed(phase.state, text);
+      if (state === null) return null;
+      if (!jsonDone(state)) return { k: "json", state };
+      return m && m.suffix !== "" ? { k: "tail", text: "" } : END;
+    }
+    case "tail": {
+      const { suffix } = m as JsonMarkers;
+      const u = phase.text + text;
+      if (!suffix.startsWith(u)) return null;
+      return u === suffix ? END : { k: "tail", text: u };
+    }
+  }
+}
+
+/** Whether end-of-text may end a reply here: free text, or an optional object's prefix not yet begun. */
+const mayEnd = (phase: Phase | null, m: JsonMarkers | undefined) =>
+  phase !== null && (phase.k === "free" || phase.k === "end" || (phase.k === "lead" && m?.optional === true));
+
+/** The phase after the first `count` generated tokens, kept per token array so a run feeds each token once. */
+const phaseOf = new WeakMap<
+  object,
+  { count: number; schema: CompiledSchema; markers: JsonMarkers | undefined; phase: Phase | null }
+>();
+
+function phaseAfter(
   schema: CompiledSchema,
+  m: JsonMarkers | undefined,
   texts: readonly string[],
   generated: ArrayLike<number>,
   count: number,
-): JsonState | null {
-  let known = stateOf.get(generated);
-  if (!known || known.count > count || known.schema !== schema) known = { count: 0, schema, state: jsonStart(schema) };
-  let state = known.state;
-  for (let i = known.count; i < count && state !== null; i++) {
-    state = jsonFeed(state, texts[generated[i] as number] || "\u0000");
+): Phase | null {
+  let known = phaseOf.get(generated);
+  if (!known || known.count > count || known.schema !== schema || known.markers !== m) {
+    known = { count: 0, schema, markers: m, phase: startPhase(schema, m) };
   }
-  stateOf.set(generated, { count, schema, state });
-  return state;
+  let phase = known.phase;
+  for (let i = known.count; i < count && phase !== null; i++) {
+    phase = step(schema, m, phase, texts[generated[i] as number] || "\u0000");
+  }
+  phaseOf.set(generated, { count, schema, markers: m, phase });
+  return phase;
 }
 
-/** Which tokens may follow a prefix in `state` (1) or not (0): computed once per state and kept. */
-function allowedIn(v: Vocabulary, state: JsonState): Uint8Array {
-  const key = jsonStateKey(state, v.reach);
+/** The key an allowed-token set is kept under: the phase, and what of the format it turns on. */
+function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): string {
+  switch (phase.k) {
+    case "json":
+      return jsonStateKey(phase.state, v.reach);
+    case "lead":
+      // A token may carry the prefix's end into the object: the schema counts.
+      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${m?.prefix}\u0001${phase.text}`;
+    default:
+      return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
+  }
+}
+
+/** Which tokens may follow a prefix in `phase` (1) or not (0): computed once per phase and kept. */
+function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): Uint8Array {
+  const key = phaseKey(v, schema, m, phase);
   let allowed = v.allowed.get(key);
   if (allowed) {
     // Most recently used last, so the bound below lets the oldest go.
@@ -87,7 +176,14 @@ function allowedIn(v: Vocabulary, state: JsonState): Uint8Array {
   allowed = new Uint8Array(v.texts.length);
   for (let t = 0; t < v.texts.length; t++) {
     const text = v.texts[t] as string;
-    if (text !== "" && jsonFeed(state, text) !== null) allowed[t] = 1;
+    // A token of no usable text is never part of the object; before the prefix is settled it is free text's.
+    if (
+      phase.k === "json"
+        ? text !== "" && jsonFeed(phase.state, text) !== null
+        : step(schema, m, phase, text || "\u0000")
+    ) {
+      allowed[t] = 1;
+    }
   }
   if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) {
     v.allowed.delete(v.allowed.keys().next().value as string);
@@ -98,11 +194,12 @@ function allowedIn(v: Vocabulary, state: JsonState): Uint8Array {
 
 /**
  * Masks (to -Infinity, in place) the tokens of the row [from, from + vocab) that cannot follow the first
- * `position` generated tokens as a reply `schema` accepts. A prefix that is not one (never from a run; a claim is
- * stopped at its first wrong token) leaves only end-of-text, as does a closed object.
+ * `position` generated tokens as a reply the format `p` accepts. A prefix that is not one (never from a run; a
+ * claim is stopped at its first wrong token) leaves only end-of-text, as does a closed object (and its suffix).
+ * Free text (json_markers.optional, a reply that did not begin with the prefix) is not masked.
  */
 export function jsonMask(
-  schema: CompiledSchema,
+  p: FormatParams,
   logits: Float32Array,
   from: number,
   vocab: number,
@@ -112,8 +209,11 @@ export function jsonMask(
   position: number,
 ): void {
   const v = vocabulary(decode, vocab);
-  const state = stateAfter(schema, v.texts, generated, position);
-  const allowed = state === null || jsonDone(state) ? undefined : allowedIn(v, state);
+  const schema = replySchema(p);
+  const m = p.json_markers;
+  const phase = phaseAfter(schema, m, v.texts, generated, position);
+  if (phase?.k === "free") return;
+  const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase);
   let open = 0;
   for (let t = 0; t < vocab; t++) {
     if (eos.includes(t)) continue;
@@ -121,22 +221,26 @@ export function jsonMask(
     else logits[from + t] = Number.NEGATIVE_INFINITY;
   }
   // Mid-object, end-of-text would cut it short; only a vocabulary with no way forward ends it so.
-  if (open > 0) for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
+  if (open > 0 && !mayEnd(phase, m)) for (const e of eos) logits[from + e] = Number.NEGATIVE_INFINITY;
 }
 
 /**
  * Why a reply that ended at end-of-text is no object its format accepts, or null when it is one (or has no
- * format). The mask leaves only end-of-text where no token can continue the object: a key or an enum value with a
- * character the tokenizer only writes split across tokens (é, an emoji, on a byte-level vocabulary), or nesting
- * past what the automaton takes. Such a reply is not delivered: the item answers this instead.
+ * format, or is free text its markers allow). The mask leaves only end-of-text where no token can continue the
+ * object: a key or an enum value with a character the tokenizer only writes split across tokens (é, an emoji, on
+ * a byte-level vocabulary), or nesting past what the automaton takes. Such a reply is not delivered: the item
+ * answers this instead.
  */
-export function unfinishedReply(
-  p: { format?: "json_object" | "json_schema"; schema?: object },
-  text: string,
-): string | null {
+export function unfinishedReply(p: FormatParams, text: string): string | null {
   if (p.format === undefined) return null;
-  const state = jsonFeed(jsonStart(replySchema(p)), text);
-  if (state !== null && jsonDone(state)) return null;
+  const schema = replySchema(p);
+  // Character by character: the object's end is where its suffix begins.
+  let phase: Phase | null = startPhase(schema, p.json_markers);
+  for (const ch of text) {
+    if (phase === null || phase.k === "free") break;
+    phase = step(schema, p.json_markers, phase, ch);
+  }
+  if (mayEnd(phase, p.json_markers)) return null;
   const tail = text.length > 40 ? `…${text.slice(-40)}` : text;
   return `no token of this model can go on with the reply under its ${p.format === "json_schema" ? "schema" : "JSON format"} after ${JSON.stringify(tail)}: a key or value with a character its tokenizer splits across tokens, or nesting past 16; change the schema`;
 }

@@ -2,7 +2,7 @@
 // temperature, top_k and top_p. The random draw is a pure function of (seed, position), not a stream, so a
 // run resumed at any token on another worker draws the same numbers. Called by shared/tasks/text-generation.ts.
 import type { GenerationParams } from "../protocol/generation.ts";
-import { jsonMask, replySchema } from "./text-generation-format.ts";
+import { jsonMask } from "./text-generation-format.ts";
 import type { Decode } from "./text-generation-sequence.ts";
 
 type Sampling = Pick<GenerationParams, "temperature" | "top_k" | "top_p" | "seed">;
@@ -213,7 +213,7 @@ export function shapeRow(
   from: number,
   vocab: number,
   eos: readonly number[],
-  p: Penalties & Pick<GenerationParams, "min_new_tokens" | "format" | "schema">,
+  p: Penalties & Pick<GenerationParams, "min_new_tokens" | "format" | "schema" | "json_markers">,
   prompt: ArrayLike<number>,
   generated: ArrayLike<number>,
   position: number,
@@ -223,7 +223,7 @@ export function shapeRow(
   holdEnd(logits, from, eos, p, position);
   if (p.format !== undefined) {
     if (!decode) throw new Error("JSON mode needs the tokenizer's decode");
-    jsonMask(replySchema(p), logits, from, vocab, eos, decode, generated, position);
+    jsonMask(p, logits, from, vocab, eos, decode, generated, position);
   }
 }
 

@@ -89,3 +89,80 @@ describe("structured outputs (json_schema) on gpt-tiny", () => {
     expect(refused({ format: "json_schema", schema: REVIEW_SCHEMA, stop: ["}"] })).toMatch(/stop cannot be used/);
   });
 });
+
+describe("json_markers on gpt-tiny: a call between a template's tool-call tags, which the model may decide on", () => {
+  const TAGS = { prefix: "<tool_call>", suffix: "</tool_call>" };
+  const plain = () => run(GenerationParams.parse({ max_new_tokens: 48 }));
+  const marked = (markers: { prefix: string; suffix: string; optional: boolean }, extra: object = {}) =>
+    params({ json_markers: markers, ...extra });
+  const object = (text: string, { prefix, suffix }: { prefix: string; suffix: string }) => {
+    expect(text.startsWith(prefix) && text.endsWith(suffix), text).toBe(true);
+    return JSON.parse(text.slice(prefix.length, text.length - suffix.length));
+  };
+
+  it("optional, where the model does not begin with the prefix: its reply is the text it writes unmasked", async () => {
+    const text = await plain();
+    expect(text.generated_text.startsWith("<")).toBe(false);
+    const p = GenerationParams.parse({
+      max_new_tokens: 48,
+      format: "json_schema",
+      schema: REVIEW_SCHEMA,
+      json_markers: { ...TAGS, optional: true },
+    });
+    const out = await run(p);
+    expect(out).toEqual(text);
+    expect(await run(p, models.web)).toEqual(out);
+  }, 60_000);
+
+  it("optional, where it begins with the prefix: the object follows, then the suffix, then end-of-text", async () => {
+    const text = await plain();
+    // The model's own first word as the prefix: greedy, it begins a call.
+    const prefix = /^\s*\S+/.exec(text.generated_text)?.[0] as string;
+    const markers = { prefix, suffix: "</call>", optional: true };
+    for (const sampling of [{}, { temperature: 0.9, seed: 5 }]) {
+      const p = marked(markers, sampling);
+      const out = await run(p);
+      if (Object.keys(sampling).length === 0) {
+        expect(out.finish_reason).toBe("stop");
+        expect(valid(object(out.generated_text, markers)), out.generated_text).toBe(true);
+      } else if (out.generated_text.startsWith(prefix) && out.finish_reason === "stop") {
+        expect(valid(object(out.generated_text, markers)), out.generated_text).toBe(true);
+      }
+      expect(await run(p, models.web)).toEqual(out);
+      const [checked] = await models.node.run([{ prompt: ASK, params: p, verify: { ...out, tolerance: 1e-3 } }]);
+      expect(verdict(checked).verdict).toBe("agreed");
+      const first = await run(marked(markers, { ...sampling, max_new_tokens: 3 }));
+      expect(await run(p, models.node, { tokens: first.tokens, text: first.generated_text })).toEqual(out);
+    }
+  }, 120_000);
+
+  it("required: the reply is the prefix, an object the schema accepts and the suffix, whatever the model would write", async () => {
+    const markers = { ...TAGS, optional: false };
+    const out = await run(marked(markers));
+    expect(out.finish_reason).toBe("stop");
+    expect(valid(object(out.generated_text, markers)), out.generated_text).toBe(true);
+    expect(await run(marked(markers), models.web)).toEqual(out);
+  }, 60_000);
+
+  it("holds a donor's claim to the markers: text where a call was required, or a call's prefix then no object", async () => {
+    const text = await plain();
+    const required = marked({ ...TAGS, optional: false });
+    const [asText] = await models.node.run([{ prompt: ASK, params: required, verify: { ...text, tolerance: 1e-3 } }]);
+    expect(verdict(asText)).toMatchObject({ verdict: "mismatch", first_mismatch: 0 });
+    const prefix = /^\s*\S+/.exec(text.generated_text)?.[0] as string;
+    const optional = marked({ prefix, suffix: "", optional: true });
+    const honest = await run(optional);
+    // The prefix written, the object must begin: the text the model writes unmasked goes on otherwise.
+    const at = honest.tokens.findIndex((t, i) => t !== text.tokens[i]);
+    expect(honest.generated_text.slice(prefix.length)).toMatch(/^\{/);
+    expect(at).toBeGreaterThan(0);
+    const lie = { ...text, tokens: text.tokens.slice(0, at + 1), generated_text: "" };
+    const [checked] = await models.node.run([{ prompt: ASK, params: optional, verify: { ...lie, tolerance: 1e-3 } }]);
+    expect(verdict(checked)).toMatchObject({ verdict: "mismatch", first_mismatch: at });
+  }, 60_000);
+
+  it("refuses markers without a format", () => {
+    const refused = GenerationParams.safeParse({ json_markers: { ...TAGS, optional: true } }).error?.issues[0];
+    expect(refused?.message).toMatch(/json_markers come with a format/);
+  });
+});

@@ -100,7 +100,7 @@ describe("jsonMask", () => {
   const eos = [5];
   const open = (generated: number[]) => {
     const row = new Float32Array(texts.length).fill(1);
-    jsonMask(JSON_OBJECT, row, 0, texts.length, eos, decode, generated, generated.length);
+    jsonMask({ format: "json_object" }, row, 0, texts.length, eos, decode, generated, generated.length);
     return [...row.keys()].filter((t) => row[t] === 1);
   };
 
@@ -123,7 +123,7 @@ describe("jsonMask", () => {
         .replace(/^ /, "");
     expect(sp([4])).toBe("2"); // alone it would read as a digit that continues 1
     const row = new Float32Array(pieces.length).fill(1);
-    jsonMask(JSON_OBJECT, row, 0, pieces.length, [6], sp, [0, 1, 2, 3], 4);
+    jsonMask({ format: "json_object" }, row, 0, pieces.length, [6], sp, [0, 1, 2, 3], 4);
     expect([...row.keys()].filter((t) => row[t] === 1)).toEqual([3, 5]); // "1" or "}", never " 2"
   });
 
@@ -131,6 +131,51 @@ describe("jsonMask", () => {
     expect(open([0, 1])).toEqual([5]);
     expect(open([8])).toEqual([5]);
     expect(open([7])).toEqual([5]);
+  });
+});
+
+describe("jsonMask with markers (a tool call between a template's tags)", () => {
+  const texts = ["<", "c>", "{", "}", "</c>", "hi", "", "<c>{}"];
+  const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+  const eos = [6];
+  const open = (optional: boolean, generated: number[]) => {
+    const row = new Float32Array(texts.length).fill(1);
+    const p = { format: "json_object" as const, json_markers: { prefix: "<c>", suffix: "</c>", optional } };
+    jsonMask(p, row, 0, texts.length, eos, decode, generated, generated.length);
+    return [...row.keys()].filter((t) => row[t] === 1);
+  };
+
+  it("required: the prefix, the object, the suffix, then only end-of-text", () => {
+    expect(open(false, [])).toEqual([0, 7]); // "<", or a token that writes the prefix and a whole object
+    expect(open(false, [0])).toEqual([1]);
+    expect(open(false, [0, 1])).toEqual([2]);
+    expect(open(false, [0, 1, 2])).toEqual([3]);
+    expect(open(false, [0, 1, 2, 3])).toEqual([0, 4]); // the suffix, whole or begun
+    expect(open(false, [0, 1, 2, 3, 4])).toEqual([6]);
+    expect(open(false, [7])).toEqual([0, 4]);
+    expect(open(false, [5])).toEqual([6]); // no such reply: only end-of-text
+  });
+
+  it("optional: free text unmasked unless it begins with the prefix, and end-of-text before the prefix is settled", () => {
+    expect(open(true, [])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(open(true, [5])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expect(open(true, [0, 0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]); // "<<" is text
+    expect(open(true, [0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7]); // "<" may still begin the prefix, or be text that ends
+    expect(open(true, [0, 1])).toEqual([2]); // the prefix written: a call, held to the object
+  });
+
+  it("reads a whole reply the same way: the suffix must end a call, text needs none", () => {
+    const p = (optional: boolean) => ({
+      format: "json_object" as const,
+      json_markers: { prefix: "<c>", suffix: "</c>", optional },
+    });
+    expect(unfinishedReply(p(false), "<c>{}</c>")).toBeNull();
+    expect(unfinishedReply(p(false), "<c>{}")).toMatch(/no token of this model/);
+    expect(unfinishedReply(p(false), "hello")).toMatch(/no token of this model/);
+    expect(unfinishedReply(p(true), "hello")).toBeNull();
+    expect(unfinishedReply(p(true), "<c")).toBeNull();
+    expect(unfinishedReply(p(true), "<c>{")).toMatch(/no token of this model/);
+    expect(unfinishedReply(p(true), "<c>{}</c>x")).toMatch(/no token of this model/);
   });
 });
 
@@ -244,14 +289,10 @@ describe("the JSON automaton over a schema", () => {
   it("masks a row to the tokens the schema lets come next", () => {
     const texts = ["{", "}", '"mood":', '"', "happy", "sad", ":", "x", ""];
     const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
-    const schema = compileJsonSchema({
-      type: "object",
-      properties: { mood: { enum: ["happy", "sad"] } },
-      required: ["mood"],
-    });
+    const schema = { type: "object", properties: { mood: { enum: ["happy", "sad"] } }, required: ["mood"] };
     const open = (generated: number[]) => {
       const row = new Float32Array(texts.length).fill(1);
-      jsonMask(schema, row, 0, texts.length, [8], decode, generated, generated.length);
+      jsonMask({ format: "json_schema", schema }, row, 0, texts.length, [8], decode, generated, generated.length);
       return [...row.keys()].filter((t) => row[t] === 1);
     };
     expect(open([])).toEqual([0]);

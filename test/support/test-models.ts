@@ -11,6 +11,20 @@ const CHAT_TEMPLATE = {
   generation_prompt: "<|assistant|>",
 };
 
+const TOOL_SCRIBE = {
+  name: "tool-scribe",
+  task: "text-generation",
+  max_batch_size: 4,
+  max_queue_delay_ms: 0,
+  lease_ms: 2_000,
+  max_sequence_length: 256,
+  verification: { enabled: false },
+  chat_template: {
+    ...CHAT_TEMPLATE,
+    roles: { ...CHAT_TEMPLATE.roles, tool: { prefix: "<|tool|>", suffix: "<|end|>" } },
+  },
+};
+
 export const TEST_REGISTRY = {
   models: [
     {
@@ -152,17 +166,14 @@ export const TEST_REGISTRY = {
       chat_template: CHAT_TEMPLATE,
     },
     // Tool calling (test/workers/openai-tools.test.ts): scribe with a tool role, so a chat can carry tools' results.
+    TOOL_SCRIBE,
+    // Tool calls the model decides on (tool_choice "auto"): its template says how it writes one.
     {
-      name: "tool-scribe",
-      task: "text-generation",
-      max_batch_size: 4,
-      max_queue_delay_ms: 0,
-      lease_ms: 2_000,
-      max_sequence_length: 256,
-      verification: { enabled: false },
+      ...TOOL_SCRIBE,
+      name: "tool-caller",
       chat_template: {
-        ...CHAT_TEMPLATE,
-        roles: { ...CHAT_TEMPLATE.roles, tool: { prefix: "<|tool|>", suffix: "<|end|>" } },
+        ...TOOL_SCRIBE.chat_template,
+        tool_call: { prefix: "<tool_call>", suffix: "</tool_call>" },
       },
     },
     // Generation with verification as shipped: a donor's deltas are neither relayed nor resumed from.

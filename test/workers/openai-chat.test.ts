@@ -216,7 +216,7 @@ describe("POST /v1/chat/completions", () => {
       ],
       [{ response_format: { type: "json_object" }, min_tokens: 2 }, "min_tokens", "cannot be used with JSON mode"],
       [{ response_format: { type: "json_object" }, stop: ["}"] }, "stop", "cannot be used with JSON mode"],
-      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tool_choice", "do not decide on their own"],
+      [{ tools: [{ type: "function", function: { name: "f" } }] }, "tool_choice", "cannot decide on its own"],
       [{ tool_choice: "required" }, "tool_choice", "tools lists none"],
     ];
     for (const [fields, param, message] of notServed) {

@@ -208,30 +208,131 @@ describe("tool calls", () => {
     worker.close();
   });
 
-  it("carries a conversation's calls and results to the next prompt, on a template with a tool role", async () => {
-    const worker = await SocketWorker.connect("tool-scribe");
-    const answer = client.chat.completions.create({
-      model: "tool-scribe",
-      messages: [
-        ...ask,
-        {
-          role: "assistant",
-          content: null,
-          tool_calls: [
-            { id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city":"Oslo"}' } },
-          ],
-        },
-        { role: "tool", tool_call_id: "call_1", content: "-3 and snowing" },
-      ],
-      tools: [weather],
-      tool_choice: "none",
+  it("carries a conversation's calls and results to the next prompt as the model writes calls, tags or none", async () => {
+    const conversation = [
+      ...ask,
+      {
+        role: "assistant" as const,
+        content: null,
+        tool_calls: [
+          {
+            id: "call_1",
+            type: "function" as const,
+            function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+          },
+          { id: "call_2", type: "function" as const, function: { name: "get_time", arguments: "{}" } },
+        ],
+      },
+      { role: "tool" as const, tool_call_id: "call_1", content: "-3 and snowing" },
+      { role: "tool" as const, tool_call_id: "call_2", content: "noon" },
+    ];
+    const calls = {
+      "tool-scribe": '{"name":"get_weather","arguments":{"city":"Oslo"}}\n{"name":"get_time","arguments":{}}',
+      "tool-caller":
+        '<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call><tool_call>{"name":"get_time","arguments":{}}</tool_call>',
+    };
+    for (const [model, written] of Object.entries(calls)) {
+      const worker = await SocketWorker.connect(model);
+      const answer = client.chat.completions.create({
+        model,
+        messages: conversation,
+        tools: [weather, time],
+        tool_choice: "none",
+      });
+      const input = await reply(worker, ["Cold at noon."]);
+      expect(input.prompt).toBe(
+        `<|user|>Weather in Oslo?<|end|><|assistant|>${written}<|end|><|tool|>-3 and snowing<|end|><|tool|>noon<|end|><|assistant|>`,
+      );
+      expect(input.params).not.toHaveProperty("format");
+      expect((await answer).choices[0]?.message).toEqual({ role: "assistant", content: "Cold at noon." });
+      worker.close();
+    }
+  });
+
+  it('"auto" on a template with tool-call tags: the model decides, its reply text or a call between the tags', async () => {
+    const worker = await SocketWorker.connect("tool-caller");
+    const chat = { model: "tool-caller", messages: ask, tools: [weather, time] };
+    // tool_choice left out with tools is "auto", as OpenAI's.
+    const text = client.chat.completions.create(chat);
+    const input = await reply(worker, ["<to", "day it is sunny."]);
+    expect(input.params).toMatchObject({
+      format: "json_schema",
+      json_markers: { prefix: "<tool_call>", suffix: "</tool_call>", optional: true },
     });
-    const input = await reply(worker, ["Cold."]);
-    expect(input.prompt).toBe(
-      '<|user|>Weather in Oslo?<|end|><|assistant|>{"name":"get_weather","arguments":{"city":"Oslo"}}<|end|><|tool|>-3 and snowing<|end|><|assistant|>',
-    );
-    expect(input.params).not.toHaveProperty("format");
-    expect((await answer).choices[0]?.message).toEqual({ role: "assistant", content: "Cold." });
+    expect((await text).choices[0]).toMatchObject({
+      message: { role: "assistant", content: "<today it is sunny." },
+      finish_reason: "stop",
+    });
+    expect((await text).choices[0]?.message.tool_calls).toBeUndefined();
+    const called = client.chat.completions.create({ ...chat, tool_choice: "auto" });
+    await reply(worker, ["<tool", '_call>{"name":"get_weather","arguments":{"city":"Oslo"}}', "</tool_call>"]);
+    expect((await called).choices[0]).toMatchObject({
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ function: { name: "get_weather", arguments: '{"city":"Oslo"}' } }],
+      },
+      finish_reason: "tool_calls",
+    });
+    // "required" on such a template writes the tags too, with no way out of the call.
+    const required = client.chat.completions.create({ ...chat, tool_choice: "required" });
+    const forced = await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool_call>']);
+    expect(forced.params.json_markers).toEqual({ prefix: "<tool_call>", suffix: "</tool_call>", optional: false });
+    expect((await required).choices[0]?.message.tool_calls?.[0]).toMatchObject({ function: { name: "get_time" } });
+    worker.close();
+  });
+
+  it('"auto" streamed: nothing while the reply may still be the tags, then text, or the call\'s deltas', async () => {
+    const worker = await SocketWorker.connect("tool-caller");
+    const chat = { model: "tool-caller", messages: ask, tools: [weather], stream: true as const };
+    const read = async (pieces: string[]) => {
+      const stream = await client.chat.completions.create(chat);
+      const replied = reply(worker, pieces);
+      const got = {
+        content: [] as string[],
+        args: "",
+        name: undefined as string | undefined,
+        finish: null as string | null,
+        role: undefined as string | undefined,
+      };
+      for await (const chunk of stream) {
+        const c = chunk.choices[0];
+        got.role ??= c?.delta.role;
+        if (c?.delta.content) got.content.push(c.delta.content);
+        for (const d of c?.delta.tool_calls ?? []) {
+          got.name ??= d.function?.name;
+          got.args += d.function?.arguments ?? "";
+        }
+        got.finish = c?.finish_reason ?? got.finish;
+      }
+      await replied;
+      return got;
+    };
+    // "<", then "<tool": held, as they may begin the tags; "box" makes them text, sent at once with it.
+    const text = await read(["<", "tool", "box is", " here"]);
+    expect(text).toMatchObject({
+      content: ["<toolbox is", " here"],
+      args: "",
+      name: undefined,
+      finish: "stop",
+      role: "assistant",
+    });
+    const call = await read([
+      "<tool_",
+      'call>{"name":"get_weather","argu',
+      'ments":{"city":"Os',
+      'lo"}}</tool',
+      "_call>",
+    ]);
+    expect(call).toMatchObject({
+      content: [],
+      name: "get_weather",
+      args: '{"city":"Oslo"}',
+      finish: "tool_calls",
+      role: "assistant",
+    });
+    // A reply that ends while it could still have been the tags is text.
+    expect(await read(["<tool"])).toMatchObject({ content: ["<tool"], finish: "stop" });
     worker.close();
   });
 
@@ -243,7 +344,13 @@ describe("tool calls", () => {
     };
     expect(await refused({ tools: [weather] })).toMatchObject({
       param: "tool_choice",
-      message: expect.stringContaining('send tool_choice "required"'),
+      message: expect.stringContaining(
+        'chat template says not how it writes a tool call, so it cannot decide on its own whether to make one (tool_choice "auto", the default with tools): send tool_choice "required"',
+      ),
+    });
+    expect(await refused({ model: "tool-caller", tools: [weather], stop: ["\n"] })).toMatchObject({
+      param: "stop",
+      message: expect.stringContaining("stop cannot be used with tools"),
     });
     expect(await refused({ tools: [weather], tool_choice: "auto" })).toMatchObject({ param: "tool_choice" });
     expect(await refused({ tool_choice: "required" })).toMatchObject({
