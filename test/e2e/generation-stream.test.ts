@@ -25,6 +25,9 @@ import { openSocket } from "../../worker-gpu/worker.ts";
 const registryUrl = new URL("../../models/registry.json", import.meta.url);
 const registry = JSON.parse(readFileSync(registryUrl, "utf8"));
 const spec = ModelConfig.parse(registry.models.find((m: { name: string }) => m.name === "gpt-tiny"));
+// The coordinator's gpt-tiny writes tool calls between tags (a template's tool_call), so tool_choice "auto" is served.
+const TAGS = { prefix: "<tool_call>", suffix: "</tool_call>" };
+for (const m of registry.models) if (m.name === "gpt-tiny") m.chat_template = { ...m.chat_template, tool_call: TAGS };
 const persistTo = mkdtempSync(join(tmpdir(), "edgeswarm-e2e-generation-"));
 let coordinator: Coordinator;
 let model: LoadedModel;
@@ -225,6 +228,14 @@ describe("gpt-tiny through the swarm", () => {
     const parsed = JSON.parse(args);
     if (called === "get_time") expect(parsed).toEqual({});
     else expect(Object.keys(parsed)).toEqual(["mood", "stars"]);
+    // On a template with tool-call tags the worker wrote each call between them (the edge reads none otherwise).
+    // "auto" (tools sent, no tool_choice): gpt-tiny, never trained on calls, does not begin with the tags, so its
+    // reply is the text a chat without tools gets, unmasked.
+    const plain = await client.chat.completions.create({ model: "gpt-tiny", messages: [rate], max_tokens: 24 });
+    const auto = await client.chat.completions.create({ model: "gpt-tiny", messages: [rate], tools, max_tokens: 24 });
+    expect(auto.choices[0]?.message.tool_calls).toBeUndefined();
+    expect(auto.choices[0]?.message.content).toBe(plain.choices[0]?.message.content);
+    expect(auto.choices[0]?.finish_reason).toBe(plain.choices[0]?.finish_reason);
     // An evaluation harness's loglikelihood call (lm-eval's): a batch of prompts, one token each, echoed with
     // the log probability of every prompt token, each as a direct run reads it.
     const scored = await client.completions.create({
