@@ -218,8 +218,10 @@ export function chatMessages(raw: readonly ChatRequestMessage[], template: ChatT
 }
 
 /**
- * A chat's item: the session's conversation so far (if any) and the new messages, trimmed to the context by
- * trimChat's rule (system messages stay, the oldest others go first), rendered with the model's template.
+ * A chat's item: the tools shown to the model (a system message of their own, first: openai-tools.ts toolsShown), the
+ * session's conversation so far (if any, less the tools its last turn was shown) and the new messages, trimmed to
+ * the context by trimChat's rule (system messages stay, the oldest others go first), rendered with the model's
+ * template.
  */
 export async function chatItem(
   c: Context<HonoEnv>,
@@ -227,6 +229,7 @@ export async function chatItem(
   messages: ChatMessage[],
   params: GenerationParams,
   session: string | undefined,
+  tools?: string,
 ): Promise<GenerationItem> {
   const template = model.chat_template;
   if (!template) {
@@ -245,17 +248,33 @@ export async function chatItem(
     ...Object.values(template.roles).flatMap((w) => (w ? [w.prefix, w.suffix] : [])),
     template.generation_prompt,
   ];
+  const marked = (text: string) => markers.find((k) => k !== "" && text.includes(k));
   for (const [i, m] of messages.entries()) {
-    const marker = markers.find((k) => k !== "" && m.content.includes(k));
+    const marker = marked(m.content);
     if (marker !== undefined) {
       throw refuse(
         `messages[${i}].content`,
         `messages[${i}].content holds ${JSON.stringify(marker)}, which model "${model.name}"'s chat template uses to mark where messages begin and end: take it out`,
       );
     }
+    if (m.role === "system" && isToolsMessage(template, m)) {
+      throw refuse(
+        `messages[${i}].content`,
+        `messages[${i}].content begins with ${JSON.stringify(template.tool_call?.tools?.prefix)}, which begins the system message model "${model.name}"'s chat template shows the tools in: send the tools in tools`,
+      );
+    }
+  }
+  const marker = tools === undefined ? undefined : marked(tools);
+  if (marker !== undefined) {
+    throw refuse(
+      "tools",
+      `tools hold ${JSON.stringify(marker)} (in a name, description or schema), which model "${model.name}"'s chat template uses to mark where messages begin and end: take it out`,
+    );
   }
   const earlier = session === undefined ? [] : await conversationOf(c, model, session);
-  const trimmed = trimChat(template, [...earlier, ...messages], promptBudget(model, params));
+  const shown: ChatMessage[] = tools === undefined ? [] : [{ role: "system", content: tools }];
+  const conversation = [...shown, ...earlier.filter((m) => !isToolsMessage(template, m)), ...messages];
+  const trimmed = trimChat(template, conversation, promptBudget(model, params));
   if (!trimmed) {
     throw refuse(
       "messages",
@@ -264,6 +283,12 @@ export async function chatItem(
   }
   return { prompt: renderChat(template, trimmed), params };
 }
+
+/** Whether a message is the one a template shows tools in: a turn's own, never carried to the next from a session. */
+const isToolsMessage = (template: ChatTemplate, m: ChatMessage) =>
+  m.role === "system" &&
+  template.tool_call?.tools !== undefined &&
+  m.content.startsWith(template.tool_call.tools.prefix);
 
 /** The session's conversation: its last turn on this model (that turn's prompt read back, and its reply). */
 async function conversationOf(c: Context<HonoEnv>, model: ModelConfig, session: string): Promise<ChatMessage[]> {

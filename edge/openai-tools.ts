@@ -11,6 +11,7 @@ import type { ChatTemplate } from "../shared/protocol/chat-template.ts";
 import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
 import type { OpenAiFinishReason, Tool, ToolCall, ToolCallDelta, ToolChoice } from "../shared/protocol/openai-chat.ts";
 import { type JsonState, jsonDone, jsonFeed, jsonStart } from "../shared/tasks/json-grammar.ts";
+import { callStart } from "../shared/tasks/text-generation-format.ts";
 import { ApiError } from "./errors.ts";
 
 type JsonMarkers = NonNullable<GenerationParams["json_markers"]>;
@@ -53,7 +54,9 @@ export function toolFormat(
   model: ModelConfig,
   tools: readonly Tool[] | null | undefined,
   choice: ToolChoice | null | undefined,
-): { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema" | "json_markers"> } | undefined {
+):
+  | { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema" | "json_markers">; shown?: string }
+  | undefined {
   if (!tools || tools.length === 0 || choice === "none") return undefined;
   const auto = choice == null || choice === "auto";
   const tags = model.chat_template?.tool_call;
@@ -90,8 +93,11 @@ export function toolFormat(
   }
   const markers = tags && { prefix: tags.prefix, suffix: tags.suffix, optional: auto };
   const plan = { callId: `call_${crypto.randomUUID().replaceAll("-", "")}`, ...(markers ? { markers } : {}) };
+  // The tools as the template shows them to the model (each as sent, a line), so it knows what it may call.
+  const list = tags?.tools;
   return {
     plan,
+    ...(list ? { shown: list.prefix + tools.map((t) => JSON.stringify(t)).join("\n") + list.suffix } : {}),
     format: {
       format: "json_schema",
       schema: schema as NonNullable<GenerationParams["schema"]>,
@@ -159,10 +165,12 @@ class ReplyReader {
     } else {
       this.text += piece;
       const { prefix, optional } = this.markers as JsonMarkers;
-      if (this.text.startsWith(prefix)) {
+      // As the worker's mask reads it (text-generation-format.ts): whitespace may come first where the call is optional.
+      const start = optional ? callStart(this.text) : this.text;
+      if (start.startsWith(prefix)) {
         this.kind = "call";
-        this.feed(this.text.slice(prefix.length));
-      } else if (!prefix.startsWith(this.text)) {
+        this.feed(start.slice(prefix.length));
+      } else if (!prefix.startsWith(start)) {
         this.kind = optional ? "text" : "call";
         if (this.kind === "call") this.json = null;
       }
@@ -188,7 +196,12 @@ class ReplyReader {
     | { kind: "undecided" }
     | { kind: "text"; text: string }
     | { kind: "call"; name: string | undefined; args: string; whole: boolean } {
-    if (this.kind === "undecided") return ended ? { kind: "text", text: this.text } : { kind: "undecided" };
+    if (this.kind === "undecided") {
+      if (!ended) return { kind: "undecided" };
+      // Ended in the prefix: text where the model could decide, else a call cut before its name.
+      if (!this.markers?.optional) return { kind: "call", name: undefined, args: "", whole: false };
+      return { kind: "text", text: this.text };
+    }
     if (this.kind === "text") return { kind: "text", text: this.text };
     const end = this.body.indexOf(TAIL, HEAD.length);
     if (!this.body.startsWith(HEAD) || end < 0) return { kind: "call", name: undefined, args: "", whole: false };

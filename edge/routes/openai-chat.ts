@@ -184,7 +184,8 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   );
   // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call.
   const params = tooling ? { ...asked, ...tooling.format } : asked;
-  const item = await chatItem(c, model, chatMessages(req.messages, model.chat_template), params, req.session);
+  const messages = chatMessages(req.messages, model.chat_template);
+  const item = await chatItem(c, model, messages, params, req.session, tooling?.shown);
   const items = choices(model, [item], req.n, req.session);
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;

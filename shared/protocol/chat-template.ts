@@ -6,6 +6,16 @@ import { z } from "zod";
 
 const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max(64) });
 
+/**
+ * A tool call's tag: printable ASCII (and tabs and newlines), as the mask judges each token by its own text, and a
+ * byte-level tokenizer writes any other character across tokens that each read as none (a tag a tokenizer keeps as a
+ * special token is not written as text either: such a template cannot take tool_call).
+ */
+const Tag = z
+  .string()
+  .max(64)
+  .regex(/^[\x20-\x7E\t\n]*$/, "must be printable ASCII, tabs and newlines (the mask reads tokens' text)");
+
 export const ChatTemplate = z
   .strictObject({
     format: z.literal("edgeswarm-prefix-suffix-v1"),
@@ -13,11 +23,20 @@ export const ChatTemplate = z
     roles: z.strictObject({ system: Wrap, user: Wrap, assistant: Wrap, tool: Wrap.optional() }),
     generation_prompt: z.string().max(64),
     /**
-     * How the model writes a tool call in its reply: `prefix + {"name": ..., "arguments": {...}} + suffix` (Hermes'
-     * and Qwen's <tool_call> tags). With it, a reply that begins with the prefix is a call and one that does not is
-     * text, so the model decides (tool_choice "auto"); left out, a chat with tools must say which to call.
+     * How the model writes a tool call in its reply: `prefix + {"name": ..., "arguments": {...}} + suffix` (Hermes' and
+     * Qwen's <tool_call> tags; the object compact, so newlines the model writes around it belong in the tags). With
+     * it, a reply that begins with the prefix is a call and one that does not is text, so the model decides
+     * (tool_choice "auto"); left out, a chat with tools must say which to call. `tools`: how the tools are shown to
+     * the model (a system message of their own, first: prefix, each tool as sent a line, suffix); left out, they are
+     * not (say what they do in your own system message).
      */
-    tool_call: Wrap.extend({ prefix: z.string().min(1).max(64) }).optional(),
+    tool_call: z
+      .strictObject({
+        prefix: Tag.min(1).regex(/^[^ \t\n]/, "must not begin with whitespace (whitespace before it is the model's)"),
+        suffix: Tag,
+        tools: Wrap.extend({ prefix: z.string().min(1).max(256), suffix: z.string().max(256) }).optional(),
+      })
+      .optional(),
   })
   .refine(
     (t) =>

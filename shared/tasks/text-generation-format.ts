@@ -70,9 +70,10 @@ export function replySchema(p: FormatParams): CompiledSchema {
 }
 
 /**
- * Where a reply stands under its format: in the markers' prefix (`lead`, the text so far a proper prefix of it),
- * free text (an optional object's reply that did not begin with the prefix), in the object, in the suffix after it
- * (`tail`), or ended (only end-of-text may come). null: the text is no such reply.
+ * Where a reply stands under its format: before the markers' prefix is settled (`lead`, the text so far, which is
+ * (whitespace, where the object is optional, and) then a proper prefix of it), free text (an optional object's reply that did not begin with the
+ * prefix), in the object, in the suffix after it (`tail`), or ended (only end-of-text may come). null: the text is
+ * no such reply.
  */
 type Phase =
   | { k: "lead"; text: string }
@@ -88,8 +89,15 @@ const startPhase = (schema: CompiledSchema, m: JsonMarkers | undefined): Phase =
   m ? { k: "lead", text: "" } : { k: "json", state: jsonStart(schema) };
 
 /**
- * The phase after `text` (one token's, never "") is added. A token may begin the object after the prefix's last
- * characters and close it, but not go on into the suffix: the object's last character ends its token.
+ * A reply's text where a call may begin: whitespace before the prefix is the model's own (a newline, or the space
+ * a SentencePiece tokenizer's first piece reads with after another token). The edge reads replies by it too.
+ */
+export const callStart = (text: string) => text.replace(/^[ \t\r\n]+/, "");
+
+/**
+ * The phase after a token that adds `text` ("": one that adds no usable text: a special token, or a byte that ends
+ * mid-character). A token may begin the object after the prefix's last characters and close it, but not go on
+ * into the suffix: the object's last character ends its token.
  */
 function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, text: string): Phase | null {
   switch (phase.k) {
@@ -99,15 +107,19 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       return null;
     case "lead": {
       const { prefix, optional } = m as JsonMarkers;
+      // Nothing written yet that says: the reply's decoded text settles it (phaseAfter).
+      if (text === "") return optional ? phase : null;
       const u = phase.text + text;
-      if (u.length < prefix.length) return prefix.startsWith(u) ? { k: "lead", text: u } : optional ? FREE : null;
-      if (!u.startsWith(prefix)) return optional ? FREE : null;
-      const rest = u.slice(prefix.length);
+      // Whitespace first only where the model may decide (a call it must make begins at once: no run of spaces).
+      const t = optional ? callStart(u) : u;
+      if (t.length < prefix.length) return prefix.startsWith(t) ? { k: "lead", text: u } : optional ? FREE : null;
+      if (!t.startsWith(prefix)) return optional ? FREE : null;
+      const rest = t.slice(prefix.length);
       const json: Phase = { k: "json", state: jsonStart(schema) };
       return rest === "" ? json : step(schema, m, json, rest);
     }
     case "json": {
-      const state = jsonFeed(phase.state, text);
+      const state = text === "" ? null : jsonFeed(phase.state, text);
       if (state === null) return null;
       if (!jsonDone(state)) return { k: "json", state };
       return m && m.suffix !== "" ? { k: "tail", text: "" } : END;
@@ -115,10 +127,20 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
     case "tail": {
       const { suffix } = m as JsonMarkers;
       const u = phase.text + text;
-      if (!suffix.startsWith(u)) return null;
+      if (text === "" || !suffix.startsWith(u)) return null;
       return u === suffix ? END : { k: "tail", text: u };
     }
   }
+}
+
+/** The phase after a whole text, read a character at a time (so the object's end is where its suffix begins). */
+function readText(schema: CompiledSchema, m: JsonMarkers | undefined, text: string): Phase | null {
+  let phase: Phase | null = startPhase(schema, m);
+  for (const ch of text) {
+    if (phase === null || phase.k === "free") break;
+    phase = step(schema, m, phase, ch);
+  }
+  return phase;
 }
 
 /** Whether end-of-text may end a reply here: free text, or an optional object's prefix not yet begun. */
@@ -131,10 +153,16 @@ const phaseOf = new WeakMap<
   { count: number; schema: CompiledSchema; markers: JsonMarkers | undefined; phase: Phase | null }
 >();
 
+/**
+ * Before the prefix is settled the phase is read from the reply's decoded text, as the edge and unfinishedReply
+ * read it (a special token adds nothing there; bytes of one character count once it is whole); after, token by
+ * token (a token's text as it reads after another).
+ */
 function phaseAfter(
   schema: CompiledSchema,
   m: JsonMarkers | undefined,
-  texts: readonly string[],
+  v: Vocabulary,
+  decode: Decode,
   generated: ArrayLike<number>,
   count: number,
 ): Phase | null {
@@ -144,7 +172,16 @@ function phaseAfter(
   }
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
-    phase = step(schema, m, phase, texts[generated[i] as number] || "\u0000");
+    const text = v.texts[generated[i] as number] ?? "";
+    if (phase.k !== "lead" || (text === "" && !m?.optional)) {
+      phase = step(schema, m, phase, text);
+      continue;
+    }
+    const reply = decode(
+      Array.from({ length: i + 1 }, (_, j) => generated[j] as number),
+      { skip_special_tokens: true },
+    );
+    if (!reply.endsWith("\uFFFD")) phase = readText(schema, m, reply);
   }
   phaseOf.set(generated, { count, schema, markers: m, phase });
   return phase;
@@ -176,14 +213,8 @@ function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undef
   allowed = new Uint8Array(v.texts.length);
   for (let t = 0; t < v.texts.length; t++) {
     const text = v.texts[t] as string;
-    // A token of no usable text is never part of the object; before the prefix is settled it is free text's.
-    if (
-      phase.k === "json"
-        ? text !== "" && jsonFeed(phase.state, text) !== null
-        : step(schema, m, phase, text || "\u0000")
-    ) {
-      allowed[t] = 1;
-    }
+    // A token of no usable text is never part of the object; before an optional prefix is settled it may come.
+    if (step(schema, m, phase, text) !== null) allowed[t] = 1;
   }
   if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) {
     v.allowed.delete(v.allowed.keys().next().value as string);
@@ -211,7 +242,7 @@ export function jsonMask(
   const v = vocabulary(decode, vocab);
   const schema = replySchema(p);
   const m = p.json_markers;
-  const phase = phaseAfter(schema, m, v.texts, generated, position);
+  const phase = phaseAfter(schema, m, v, decode, generated, position);
   if (phase?.k === "free") return;
   const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase);
   let open = 0;
@@ -233,14 +264,12 @@ export function jsonMask(
  */
 export function unfinishedReply(p: FormatParams, text: string): string | null {
   if (p.format === undefined) return null;
-  const schema = replySchema(p);
-  // Character by character: the object's end is where its suffix begins.
-  let phase: Phase | null = startPhase(schema, p.json_markers);
-  for (const ch of text) {
-    if (phase === null || phase.k === "free") break;
-    phase = step(schema, p.json_markers, phase, ch);
-  }
-  if (mayEnd(phase, p.json_markers)) return null;
+  const m = p.json_markers;
+  const phase = readText(replySchema(p), m, text);
+  if (mayEnd(phase, m)) return null;
   const tail = text.length > 40 ? `…${text.slice(-40)}` : text;
-  return `no token of this model can go on with the reply under its ${p.format === "json_schema" ? "schema" : "JSON format"} after ${JSON.stringify(tail)}: a key or value with a character its tokenizer splits across tokens, or nesting past 16; change the schema`;
+  const after = `no token of this model can go on with the reply after ${JSON.stringify(tail)}`;
+  if (m && phase?.k === "lead") return `${after}: it cannot write the call's prefix ${JSON.stringify(m.prefix)}`;
+  if (m && phase?.k === "tail") return `${after}: it cannot write the call's suffix ${JSON.stringify(m.suffix)}`;
+  return `${after} under its ${p.format === "json_schema" ? "schema" : "JSON format"}: a key or value with a character its tokenizer splits across tokens, or nesting past 16; change the schema`;
 }

@@ -1,12 +1,7 @@
 // A chat template's rendering and its reading back (shared/protocol/chat-template.ts): a session's next turn reads
 // its last prompt back into messages, so the two must agree, whatever prefixes the roles have.
 import { describe, expect, it } from "vitest";
-import {
-  type ChatMessage,
-  type ChatTemplate,
-  parseRenderedChat,
-  renderChat,
-} from "../../shared/protocol/chat-template.ts";
+import { type ChatMessage, ChatTemplate, parseRenderedChat, renderChat } from "../../shared/protocol/chat-template.ts";
 
 const wrap = (prefix: string, suffix = "<|im_end|>\n") => ({ prefix, suffix });
 
@@ -55,5 +50,26 @@ describe("a chat template", () => {
     };
     expect(parseRenderedChat(template, "hello<a>")).toBeNull();
     expect(parseRenderedChat(template, "<u>no end<a>")).toBeNull();
+  });
+
+  it("takes tool-call tags the mask can write and a call that does not end the assistant's message", () => {
+    const base = {
+      format: "edgeswarm-prefix-suffix-v1",
+      roles: { system: wrap("<s>"), user: wrap("<u>"), assistant: wrap("<a>") },
+      generation_prompt: "<a>",
+    };
+    const problem = (tool_call: object) =>
+      ChatTemplate.safeParse({ ...base, tool_call }).error?.issues.map((i) => `${i.path.join(".")}: ${i.message}`);
+    expect(
+      problem({ prefix: "<tool_call>\n", suffix: "\n</tool_call>", tools: wrap("# Tools\n", "") }),
+    ).toBeUndefined();
+    expect(problem({ prefix: "【call】", suffix: "" })?.[0]).toMatch(/^tool_call\.prefix: must be printable ASCII/);
+    expect(problem({ prefix: "\n<tool_call>", suffix: "" })?.[0]).toMatch(
+      /^tool_call\.prefix: must not begin with whitespace/,
+    );
+    expect(problem({ prefix: "<c>", suffix: "<|im_end|>\n" })?.[0]).toMatch(
+      /^tool_call: .* must not hold the assistant's suffix/,
+    );
+    expect(problem({ prefix: "<c>", suffix: "", tools: wrap("", "") })?.[0]).toMatch(/^tool_call\.tools\.prefix/);
   });
 });

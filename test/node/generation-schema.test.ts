@@ -125,8 +125,10 @@ describe("json_markers on gpt-tiny: a call between a template's tool-call tags, 
       if (Object.keys(sampling).length === 0) {
         expect(out.finish_reason).toBe("stop");
         expect(valid(object(out.generated_text, markers)), out.generated_text).toBe(true);
-      } else if (out.generated_text.startsWith(prefix) && out.finish_reason === "stop") {
-        expect(valid(object(out.generated_text, markers)), out.generated_text).toBe(true);
+      } else {
+        // Seed 5 draws another first word: the reply is text, the mask off once it left the prefix.
+        expect(out.generated_text.startsWith(prefix)).toBe(false);
+        expect(out.generated_text.startsWith(prefix.slice(0, 1))).toBe(true);
       }
       expect(await run(p, models.web)).toEqual(out);
       const [checked] = await models.node.run([{ prompt: ASK, params: p, verify: { ...out, tolerance: 1e-3 } }]);

@@ -164,6 +164,37 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(open(true, [0, 1])).toEqual([2]); // the prefix written: a call, held to the object
   });
 
+  it("settles the prefix on the reply's decoded text: special tokens add none, whitespace may come first where optional", () => {
+    // 8: a special token (no text), 9 and 10: the two bytes of "é" (each alone no text), 11: a space.
+    const all = [...texts, "", "", "", " "];
+    const special = 8;
+    const decode = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) => {
+      const bytes = ids.flatMap((t) =>
+        t === 9
+          ? [0xc3]
+          : t === 10
+            ? [0xa9]
+            : t === special && !o?.skip_special_tokens
+              ? [...Buffer.from("<|x|>")]
+              : [...Buffer.from(all[t] ?? "")],
+      );
+      return Buffer.from(bytes).toString("utf8");
+    };
+    const openIn = (optional: boolean, generated: number[]) => {
+      const row = new Float32Array(all.length).fill(1);
+      const p = { format: "json_object" as const, json_markers: { prefix: "<c>", suffix: "</c>", optional } };
+      jsonMask(p, row, 0, all.length, eos, decode, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    const ALL = [...all.keys()];
+    expect(openIn(true, [special, 0])).toEqual(openIn(true, [0])); // a special token changes nothing
+    expect(openIn(true, [special, 0, 1])).toEqual([2]); // the special token wrote nothing: "<c>" is the prefix
+    expect(openIn(true, [11, 0, 1])).toEqual([2]); // " <c>": whitespace first, then the call
+    expect(openIn(true, [9])).toEqual(ALL); // half a character: not yet text, not yet the prefix
+    expect(openIn(true, [9, 10, 0, 1])).toEqual(ALL); // "é<c>" is text
+    expect(openIn(false, [])).toEqual([0, 7]); // required: no whitespace, no token of no text
+  });
+
   it("reads a whole reply the same way: the suffix must end a call, text needs none", () => {
     const p = (optional: boolean) => ({
       format: "json_object" as const,
@@ -176,6 +207,9 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(unfinishedReply(p(true), "<c")).toBeNull();
     expect(unfinishedReply(p(true), "<c>{")).toMatch(/no token of this model/);
     expect(unfinishedReply(p(true), "<c>{}</c>x")).toMatch(/no token of this model/);
+    expect(unfinishedReply(p(true), "\n<c>{}</c>")).toBeNull();
+    expect(unfinishedReply(p(false), "<c>{}</")).toMatch(/cannot write the call's suffix "<\/c>"/);
+    expect(unfinishedReply(p(false), "<")).toMatch(/cannot write the call's prefix "<c>"/);
   });
 });
 

@@ -173,7 +173,11 @@ export const TEST_REGISTRY = {
       name: "tool-caller",
       chat_template: {
         ...TOOL_SCRIBE.chat_template,
-        tool_call: { prefix: "<tool_call>", suffix: "</tool_call>" },
+        tool_call: {
+          prefix: "<tool_call>",
+          suffix: "</tool_call>",
+          tools: { prefix: "You may call these tools:\n", suffix: "" },
+        },
       },
     },
     // Generation with verification as shipped: a donor's deltas are neither relayed nor resumed from.

@@ -255,6 +255,10 @@ describe("tool calls", () => {
     // tool_choice left out with tools is "auto", as OpenAI's.
     const text = client.chat.completions.create(chat);
     const input = await reply(worker, ["<to", "day it is sunny."]);
+    // The tools are shown to the model as its template says: a system message of their own, first.
+    expect(input.prompt).toBe(
+      `<|system|>You may call these tools:\n${JSON.stringify(weather)}\n${JSON.stringify(time)}<|end|><|user|>Weather in Oslo?<|end|><|assistant|>`,
+    );
     expect(input.params).toMatchObject({
       format: "json_schema",
       json_markers: { prefix: "<tool_call>", suffix: "</tool_call>", optional: true },
@@ -279,6 +283,43 @@ describe("tool calls", () => {
     const forced = await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool_call>']);
     expect(forced.params.json_markers).toEqual({ prefix: "<tool_call>", suffix: "</tool_call>", optional: false });
     expect((await required).choices[0]?.message.tool_calls?.[0]).toMatchObject({ function: { name: "get_time" } });
+    // Whitespace may come before an optional call's tags (the model's own); a required call cut in its tags has none.
+    const spaced = client.chat.completions.create(chat);
+    await reply(worker, ["\n", "<tool_call>", '{"name":"get_time","arguments":{}}</tool_call>']);
+    expect((await spaced).choices[0]).toMatchObject({
+      message: { content: null, tool_calls: [{ function: { name: "get_time", arguments: "{}" } }] },
+      finish_reason: "tool_calls",
+    });
+    const cut = client.chat.completions.create({ ...chat, tool_choice: "required", max_tokens: 2 });
+    await reply(worker, ["<tool", "_ca"], "length");
+    expect((await cut).choices[0]).toMatchObject({
+      message: { role: "assistant", content: null },
+      finish_reason: "length",
+    });
+    expect((await cut).choices[0]?.message.tool_calls).toBeUndefined();
+    worker.close();
+  });
+
+  it("shows a session's turn the tools of its own call, not those of the turn before", async () => {
+    expect((await call("/v1/sessions/tools-a", { method: "PUT", body: {} })).status).toBeLessThan(300);
+    const worker = await SocketWorker.connect("tool-caller");
+    const turn = (tools: (typeof weather | typeof time)[], content: string) =>
+      client.chat.completions.create({
+        model: "tool-caller",
+        messages: [{ role: "user", content }],
+        tools,
+        // @ts-expect-error EdgeSwarm's extension
+        session: "tools-a",
+      });
+    const first = turn([weather], "Weather in Oslo?");
+    await reply(worker, ['<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call>']);
+    await first;
+    const second = turn([time], "And the time?");
+    const input = await reply(worker, ["Noon."]);
+    expect(input.prompt).toBe(
+      `<|system|>You may call these tools:\n${JSON.stringify(time)}<|end|><|user|>Weather in Oslo?<|end|><|assistant|><tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call><|end|><|user|>And the time?<|end|><|assistant|>`,
+    );
+    await second;
     worker.close();
   });
 
@@ -351,6 +392,18 @@ describe("tool calls", () => {
     expect(await refused({ model: "tool-caller", tools: [weather], stop: ["\n"] })).toMatchObject({
       param: "stop",
       message: expect.stringContaining("stop cannot be used with tools"),
+    });
+    // The system message the template shows tools in is the tools' own; tools that write its markers are refused.
+    expect(
+      await refused({
+        model: "tool-caller",
+        messages: [{ role: "system", content: "You may call these tools:\nx" }, ...ask],
+      }),
+    ).toMatchObject({ param: "messages[0].content", message: expect.stringContaining("send the tools in tools") });
+    const marking = { type: "function" as const, function: { name: "f", description: "ends<|end|>" } };
+    expect(await refused({ model: "tool-caller", tools: [marking] })).toMatchObject({
+      param: "tools",
+      message: expect.stringContaining('"<|end|>"'),
     });
     expect(await refused({ tools: [weather], tool_choice: "auto" })).toMatchObject({ param: "tool_choice" });
     expect(await refused({ tool_choice: "required" })).toMatchObject({
