@@ -5,7 +5,8 @@
 // "required" does; a named function is an anyOf of one), between the chat template's tool_call markers where it has
 // them, so a conversation's history shows the call as the next turn's prompt does (renderedCalls); the caller gets
 // the call without the wrapping. With those markers the model may decide (tool_choice "auto", the default): a reply
-// that begins with the prefix is a call, one that does not is text (GenerationParams.json_markers.optional).
+// that begins with the prefix is a call, one that does not is text (GenerationParams.json_markers.optional); and
+// after a call's suffix another may follow (parallel_tool_calls, json_markers.parallel).
 import { ErrorCode, type GenerationOutput, type GenerationParams, type ModelConfig } from "../shared/index.ts";
 import type { ChatTemplate } from "../shared/protocol/chat-template.ts";
 import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
@@ -52,11 +53,16 @@ function wrapped(tool: Tool, i: number, $defs: Record<string, unknown>) {
  */
 export function toolFormat(
   model: ModelConfig,
-  tools: readonly Tool[] | null | undefined,
-  choice: ToolChoice | null | undefined,
+  req: {
+    tools?: readonly Tool[] | null | undefined;
+    tool_choice?: ToolChoice | null | undefined;
+    /** Left out or true: with the template's tags, a reply may make several calls. */
+    parallel_tool_calls?: boolean | null | undefined;
+  },
 ):
   | { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema" | "json_markers">; shown?: string }
   | undefined {
+  const { tools, tool_choice: choice } = req;
   if (!tools || tools.length === 0 || choice === "none") return undefined;
   const auto = choice == null || choice === "auto";
   const tags = model.chat_template?.tool_call;
@@ -91,7 +97,12 @@ export function toolFormat(
     if (!(e instanceof SchemaProblem)) throw e;
     throw refused("tools", `the tools together: ${e.message}; send fewer, or name the one to call in tool_choice`);
   }
-  const markers = tags && { prefix: tags.prefix, suffix: tags.suffix, optional: auto };
+  const markers = tags && {
+    prefix: tags.prefix,
+    suffix: tags.suffix,
+    optional: auto,
+    ...(req.parallel_tool_calls === false ? {} : { parallel: true }),
+  };
   const plan = { callId: `call_${crypto.randomUUID().replaceAll("-", "")}`, ...(markers ? { markers } : {}) };
   // The tools as the template shows them to the model (each as sent, a line), so it knows what it may call.
   const list = tags?.tools;
@@ -143,18 +154,20 @@ const TAIL = '","arguments":';
 
 /**
  * A reply's text read as it grows: still undecided (the start of the markers' prefix, where the model may decide),
- * text, or a call: the object after the prefix, read up to its closing brace (what follows is the suffix).
+ * text, or calls: each object after a prefix, read up to its closing brace (what follows is the suffix, then
+ * with json_markers.parallel whitespace and the next call's prefix).
  */
 class ReplyReader {
   private text = "";
   private kind: "undecided" | "text" | "call";
-  /** The call's object so far; null once a character could not continue one (never from a masked run). */
-  private json: JsonState | null = jsonStart();
-  private body = "";
-  private closed = false;
+  /** The calls' objects so far; a call's state is null once a character could not continue it (never from a masked run). */
+  private readonly calls: { json: JsonState | null; body: string; closed: boolean }[] = [];
+  /** What came after the last call's object: its suffix, whitespace, the next prefix as far as written. */
+  private between = "";
 
   constructor(private readonly markers: JsonMarkers | undefined) {
     this.kind = markers ? "undecided" : "call";
+    if (!markers) this.calls.push({ json: jsonStart(), body: "", closed: false });
   }
 
   push(piece: string): this {
@@ -169,75 +182,99 @@ class ReplyReader {
       const start = optional ? callStart(this.text) : this.text;
       if (start.startsWith(prefix)) {
         this.kind = "call";
+        this.calls.push({ json: jsonStart(), body: "", closed: false });
         this.feed(start.slice(prefix.length));
       } else if (!prefix.startsWith(start)) {
         this.kind = optional ? "text" : "call";
-        if (this.kind === "call") this.json = null;
+        if (this.kind === "call") this.calls.push({ json: null, body: "", closed: false });
       }
     }
     return this;
   }
 
-  /** The object's characters, one at a time, so its end is found wherever a piece ends. */
+  /** The objects' characters, one at a time, so an object's end is found wherever a piece ends. */
   private feed(piece: string): void {
     for (const ch of piece) {
-      if (this.closed || this.json === null) return;
-      this.json = jsonFeed(this.json, ch);
-      if (this.json === null) return;
-      this.body += ch;
-      this.closed = jsonDone(this.json);
+      const call = this.calls.at(-1);
+      if (!call || call.json === null) return;
+      if (call.closed) {
+        this.between += ch;
+        const { prefix, suffix, parallel } = this.markers ?? { prefix: "", suffix: "" };
+        // Characters come one at a time: the next call begins the moment its prefix is whole.
+        if (parallel && this.between.startsWith(suffix) && callStart(this.between.slice(suffix.length)) === prefix) {
+          this.calls.push({ json: jsonStart(), body: "", closed: false });
+          this.between = "";
+        }
+        continue;
+      }
+      call.json = jsonFeed(call.json, ch);
+      if (call.json === null) return;
+      call.body += ch;
+      call.closed = jsonDone(call.json);
     }
   }
 
   /** What the reply is so far; `ended`: nothing more comes, so an undecided reply is text. */
-  read(
-    ended: boolean,
-  ):
-    | { kind: "undecided" }
-    | { kind: "text"; text: string }
-    | { kind: "call"; name: string | undefined; args: string; whole: boolean } {
+  read(ended: boolean): { kind: "undecided" } | { kind: "text"; text: string } | { kind: "call"; calls: ReadCall[] } {
     if (this.kind === "undecided") {
       if (!ended) return { kind: "undecided" };
       // Ended in the prefix: text where the model could decide, else a call cut before its name.
-      if (!this.markers?.optional) return { kind: "call", name: undefined, args: "", whole: false };
+      if (!this.markers?.optional) return { kind: "call", calls: [] };
       return { kind: "text", text: this.text };
     }
     if (this.kind === "text") return { kind: "text", text: this.text };
-    const end = this.body.indexOf(TAIL, HEAD.length);
-    if (!this.body.startsWith(HEAD) || end < 0) return { kind: "call", name: undefined, args: "", whole: false };
-    const args = this.body.slice(end + TAIL.length);
-    // The closing brace after the arguments is the wrapping's.
-    return {
-      kind: "call",
-      name: this.body.slice(HEAD.length, end),
-      args: this.closed ? args.slice(0, -1) : args,
-      whole: this.closed,
-    };
+    return { kind: "call", calls: this.calls.flatMap(readCall) };
   }
+}
+
+/** A call as read: its tool's name once written, its arguments so far, and whether its object has closed. */
+interface ReadCall {
+  name: string;
+  args: string;
+  whole: boolean;
+}
+
+/** A call's object read: none until its tool is named; the closing brace after the arguments is the wrapping's. */
+function readCall(call: { body: string; closed: boolean }): ReadCall[] {
+  const end = call.body.indexOf(TAIL, HEAD.length);
+  if (!call.body.startsWith(HEAD) || end < 0) return [];
+  const args = call.body.slice(end + TAIL.length);
+  return [
+    { name: call.body.slice(HEAD.length, end), args: call.closed ? args.slice(0, -1) : args, whole: call.closed },
+  ];
 }
 
 const readReply = (plan: ToolPlan, output: GenerationOutput) =>
   new ReplyReader(plan.markers).push(output.generated_text).read(true);
 
-/** A whole reply's call, as the answer's message carries it; none for text, or a reply cut before it named its tool. */
-export function toolCallOf(plan: ToolPlan, output: GenerationOutput, index: number): ToolCall | undefined {
+/** Choice `index`'s k-th call's id: the first `${callId}_${index}`, the next ones numbered after it. */
+const callIdOf = (plan: ToolPlan, index: number, k: number) => `${plan.callId}_${index}${k > 0 ? `_${k}` : ""}`;
+
+/** A whole reply's calls, as the answer's message carries them; none for text, or a reply cut before it named a tool. */
+export function toolCallsOf(plan: ToolPlan, output: GenerationOutput, index: number): ToolCall[] {
   const reply = readReply(plan, output);
-  if (reply.kind !== "call" || reply.name === undefined) return undefined;
-  return { id: `${plan.callId}_${index}`, type: "function", function: { name: reply.name, arguments: reply.args } };
+  if (reply.kind !== "call") return [];
+  return reply.calls.map((c, k) => ({
+    id: callIdOf(plan, index, k),
+    type: "function" as const,
+    function: { name: c.name, arguments: c.args },
+  }));
 }
 
-/** The answer's message: the reply's text where it made no call, else no content and the call (none when cut before its name). */
+/** The answer's message: the reply's text where it made no call, else no content and its calls (none when cut before a name). */
 export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: number) {
   const reply = readReply(plan, output);
   if (reply.kind === "text") return { role: "assistant" as const, content: reply.text };
-  const call = toolCallOf(plan, output, index);
-  return { role: "assistant" as const, content: null, ...(call ? { tool_calls: [call] } : {}) };
+  const calls = toolCallsOf(plan, output, index);
+  return { role: "assistant" as const, content: null, ...(calls.length > 0 ? { tool_calls: calls } : {}) };
 }
 
-/** A reply's finish: a call written whole ends as "tool_calls"; text, or a call cut by max_tokens, as it ended. */
+/** A reply's finish: calls written whole end as "tool_calls"; text, or a call cut by max_tokens, as the reply ended. */
 export function toolFinish(plan: ToolPlan, output: GenerationOutput): OpenAiFinishReason {
   const reply = readReply(plan, output);
-  return reply.kind === "call" && reply.whole ? "tool_calls" : output.finish_reason;
+  return reply.kind === "call" && reply.calls.length > 0 && reply.calls.every((c) => c.whole)
+    ? "tool_calls"
+    : output.finish_reason;
 }
 
 /** What a streamed reply's new text is to send: nothing yet, text, or tool-call deltas. */
@@ -248,47 +285,41 @@ export type ReplyPiece =
 
 /**
  * A streamed reply's text as content or tool-call deltas, per choice: nothing while undecided (the text may be the
- * start of a call's prefix); text, the held text first; a call, nothing until the tool's name is known, then a
- * delta naming the call, then pieces of its arguments (the last character held back until the object closes, since
- * it may be the wrapping's closing brace).
+ * start of a call's prefix); text, the held text first; calls, each nothing until its tool's name is known, then a
+ * delta naming it (its `index` the call's place in the reply), then pieces of its arguments (the last character held
+ * back until the object closes, since it may be the wrapping's closing brace).
  */
 export function toolCallStream(plan: ToolPlan) {
   const readers = new Map<number, ReplyReader>();
-  /** Per choice: characters of text sent, or of the call's arguments (undefined: not yet named). */
-  const sent = new Map<number, number>();
+  /** Per choice: characters of text sent, or of each call's arguments (undefined: not yet named). */
+  const sentText = new Map<number, number>();
+  const sentArgs = new Map<number, number[]>();
   const piece = (index: number, ended: boolean): ReplyPiece => {
-    const reader = readers.get(index) ?? new ReplyReader(plan.markers);
-    readers.set(index, reader);
-    const reply = reader.read(ended);
+    const reply = (readers.get(index) as ReplyReader).read(ended);
     if (reply.kind === "undecided") return reply;
-    const before = sent.get(index);
     if (reply.kind === "text") {
-      sent.set(index, reply.text.length);
-      return { kind: "text", text: reply.text.slice(before ?? 0) };
+      const before = sentText.get(index) ?? 0;
+      sentText.set(index, reply.text.length);
+      return { kind: "text", text: reply.text.slice(before) };
     }
-    const args = reply.whole || ended ? reply.args : reply.args.slice(0, -1);
-    if (reply.name === undefined || (before !== undefined && args.length <= before))
-      return { kind: "call", deltas: [] };
-    sent.set(index, args.length);
-    const more = args.slice(before ?? 0);
-    const deltas: ToolCallDelta[] =
-      before === undefined
-        ? [
-            {
-              index: 0,
-              id: `${plan.callId}_${index}`,
-              type: "function",
-              function: { name: reply.name, arguments: more },
-            },
-          ]
-        : [{ index: 0, function: { arguments: more } }];
+    const sent = sentArgs.get(index) ?? [];
+    sentArgs.set(index, sent);
+    const deltas = reply.calls.flatMap((c, k): ToolCallDelta[] => {
+      const args = c.whole || ended ? c.args : c.args.slice(0, -1);
+      const before = sent[k];
+      if (before !== undefined && args.length <= before) return [];
+      sent[k] = args.length;
+      const more = args.slice(before ?? 0);
+      return before === undefined
+        ? [{ index: k, id: callIdOf(plan, index, k), type: "function", function: { name: c.name, arguments: more } }]
+        : [{ index: k, function: { arguments: more } }];
+    });
     return { kind: "call", deltas };
   };
   return {
     /** What to send for text generated since the last. */
     push(index: number, text: string): ReplyPiece {
-      const reader = readers.get(index) ?? new ReplyReader(plan.markers);
-      readers.set(index, reader.push(text));
+      readers.set(index, (readers.get(index) ?? new ReplyReader(plan.markers)).push(text));
       return piece(index, false);
     },
     /** What finishes the choice, from its output (the truth, whatever the stream carried). */

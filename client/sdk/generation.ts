@@ -63,6 +63,8 @@ export interface ChatOptions extends CallOptions {
    */
   tools?: Tool[] | undefined;
   tool_choice?: ToolChoice | undefined;
+  /** Left out or true: a reply may make several calls, where the model's template tags them. */
+  parallel_tool_calls?: boolean | undefined;
   /** A session (PUT /v1/sessions/{id}) that holds the conversation: send only the new messages. */
   session?: string | undefined;
   timeout_ms?: number | undefined;
@@ -75,8 +77,11 @@ export interface ChatOptions extends CallOptions {
  */
 export type ChatDelta =
   | { type: "text"; text: string; logprobs?: ChatLogprobs["content"] }
-  /** A piece of the reply's tool call: the first names it (id, name), the others add to its arguments' text. */
-  | { type: "tool_call"; id?: string; name?: string; arguments: string }
+  /**
+   * A piece of one of the reply's tool calls (`index`: its place among them): the first names it (id, name), the
+   * others add to its arguments' text.
+   */
+  | { type: "tool_call"; index: number; id?: string; name?: string; arguments: string }
   | { type: "end"; finish_reason: OpenAiFinishReason; usage: Usage };
 
 /** A message: text from a role, an assistant's tool calls (content null), or a tool's result (role "tool"). */
@@ -128,9 +133,10 @@ export class Generation {
             yield { type: "text", text, ...(choice?.logprobs ? { logprobs } : {}) };
           }
           for (const call of choice?.delta.tool_calls ?? []) {
-            const { id, function: fn } = call;
+            const { id, index, function: fn } = call;
             yield {
               type: "tool_call",
+              index,
               ...(id ? { id } : {}),
               ...(fn.name ? { name: fn.name } : {}),
               arguments: fn.arguments,

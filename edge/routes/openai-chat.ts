@@ -165,7 +165,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const model = generationModel(c, req.model);
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
   const logprobs = req.logprobs === true;
-  const tooling = toolFormat(model, req.tools, req.tool_choice);
+  const tooling = toolFormat(model, req);
   if (tooling && req.response_format != null && req.response_format.type !== "text") {
     throw refuse(
       "response_format",

@@ -138,10 +138,17 @@ export const GenerationParams = z
      * With a JSON format: the object is written between `prefix` and `suffix` (a model's tool-call tags, as its chat
      * template's tool_call says), and the reply ends after the suffix. `optional`: the reply may be free text
      * instead, one that does not begin with the prefix (OpenAI's tool_choice "auto", llama.cpp's lazy grammars);
-     * only a reply that begins with it is held to the object. Left out unless asked for.
+     * only a reply that begins with it is held to the object. `parallel`: after the suffix another object may follow
+     * between the markers (whitespace before its prefix), or the reply ends (OpenAI's parallel_tool_calls). Left out
+     * unless asked for.
      */
     json_markers: z
-      .strictObject({ prefix: z.string().min(1).max(64), suffix: z.string().max(64), optional: z.boolean() })
+      .strictObject({
+        prefix: z.string().min(1).max(64),
+        suffix: z.string().max(64),
+        optional: z.boolean(),
+        parallel: z.boolean().optional(),
+      })
       .optional(),
     /**
      * Return each generated token's log probability, and this many most likely tokens at each place (0 to

@@ -148,7 +148,7 @@ export type ToolChoice = z.infer<typeof ToolChoice>;
 const Tools = {
   tools: z.array(Tool).max(MAX_TOOLS, `must list at most ${MAX_TOOLS} tools`).nullish(),
   tool_choice: ToolChoice.nullish(),
-  /** One call a reply is made either way (a model picks one tool). */
+  /** Left out or true: a reply may make several calls, where the model's template tags them; else one. */
   parallel_tool_calls: z.boolean().nullish(),
 };
 

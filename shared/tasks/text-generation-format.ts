@@ -58,6 +58,7 @@ export interface JsonMarkers {
   prefix: string;
   suffix: string;
   optional: boolean;
+  parallel?: boolean | undefined;
 }
 
 /**
@@ -76,7 +77,8 @@ export function replySchema(p: FormatParams): CompiledSchema {
  * no such reply.
  */
 type Phase =
-  | { k: "lead"; text: string }
+  /** `again`: after an object's suffix, where another may begin (json_markers.parallel) or the reply end. */
+  | { k: "lead"; text: string; again?: boolean }
   | { k: "free" }
   | { k: "json"; state: JsonState }
   | { k: "tail"; text: string }
@@ -106,14 +108,18 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
     case "end":
       return null;
     case "lead": {
-      const { prefix, optional } = m as JsonMarkers;
+      const { prefix } = m as JsonMarkers;
+      // Text may take the object's place only at the reply's start, where the object is optional.
+      const free = m?.optional === true && !phase.again;
       // Nothing written yet that says: the reply's decoded text settles it (phaseAfter).
-      if (text === "") return optional ? phase : null;
+      if (text === "") return free ? phase : null;
       const u = phase.text + text;
-      // Whitespace first only where the model may decide (a call it must make begins at once: no run of spaces).
-      const t = optional ? callStart(u) : u;
-      if (t.length < prefix.length) return prefix.startsWith(t) ? { k: "lead", text: u } : optional ? FREE : null;
-      if (!t.startsWith(prefix)) return optional ? FREE : null;
+      // Whitespace first where the model may decide or has made a call (one it must make begins at once).
+      const t = free || phase.again ? callStart(u) : u;
+      if (t.length < prefix.length) {
+        return prefix.startsWith(t) ? { k: "lead", text: u, again: phase.again } : free ? FREE : null;
+      }
+      if (!t.startsWith(prefix)) return free ? FREE : null;
       const rest = t.slice(prefix.length);
       const json: Phase = { k: "json", state: jsonStart(schema) };
       return rest === "" ? json : step(schema, m, json, rest);
@@ -122,16 +128,19 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       const state = text === "" ? null : jsonFeed(phase.state, text);
       if (state === null) return null;
       if (!jsonDone(state)) return { k: "json", state };
-      return m && m.suffix !== "" ? { k: "tail", text: "" } : END;
+      return m && m.suffix !== "" ? { k: "tail", text: "" } : afterCall(m);
     }
     case "tail": {
       const { suffix } = m as JsonMarkers;
       const u = phase.text + text;
       if (text === "" || !suffix.startsWith(u)) return null;
-      return u === suffix ? END : { k: "tail", text: u };
+      return u !== suffix ? { k: "tail", text: u } : afterCall(m as JsonMarkers);
     }
   }
 }
+
+/** After an object and its suffix: another between the markers, or the end. */
+const afterCall = (m: JsonMarkers | undefined): Phase => (m?.parallel ? { k: "lead", text: "", again: true } : END);
 
 /** The phase after a whole text, read a character at a time (so the object's end is where its suffix begins). */
 function readText(schema: CompiledSchema, m: JsonMarkers | undefined, text: string): Phase | null {
@@ -143,9 +152,10 @@ function readText(schema: CompiledSchema, m: JsonMarkers | undefined, text: stri
   return phase;
 }
 
-/** Whether end-of-text may end a reply here: free text, or an optional object's prefix not yet begun. */
+/** Whether end-of-text may end a reply here: free text, an optional object's prefix not yet begun, or after a call. */
 const mayEnd = (phase: Phase | null, m: JsonMarkers | undefined) =>
-  phase !== null && (phase.k === "free" || phase.k === "end" || (phase.k === "lead" && m?.optional === true));
+  phase !== null &&
+  (phase.k === "free" || phase.k === "end" || (phase.k === "lead" && (m?.optional === true || phase.again === true)));
 
 /** The phase after the first `count` generated tokens, kept per token array so a run feeds each token once. */
 const phaseOf = new WeakMap<
@@ -173,7 +183,7 @@ function phaseAfter(
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
     const text = v.texts[generated[i] as number] ?? "";
-    if (phase.k !== "lead" || (text === "" && !m?.optional)) {
+    if (phase.k !== "lead" || (text === "" && (!m?.optional || phase.again))) {
       phase = step(schema, m, phase, text);
       continue;
     }
@@ -194,7 +204,7 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
       return jsonStateKey(phase.state, v.reach);
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
-      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${m?.prefix}\u0001${phase.text}`;
+      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

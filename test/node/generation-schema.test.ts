@@ -146,6 +146,23 @@ describe("json_markers on gpt-tiny: a call between a template's tool-call tags, 
     expect(await run(marked(markers), models.web)).toEqual(out);
   }, 60_000);
 
+  it("parallel: after each call the model ends the reply or begins another, every one between the tags", async () => {
+    const markers = { ...TAGS, optional: false, parallel: true };
+    for (const sampling of [{}, { temperature: 0.9, seed: 4 }]) {
+      const p = marked(markers, { ...sampling, max_new_tokens: 200 });
+      const out = await run(p);
+      const calls = out.generated_text.split(TAGS.suffix);
+      // Whole calls, each followed by its suffix; what follows the last is whitespace, or a call cut by the length.
+      for (const call of calls.slice(0, -1)) expect(valid(object(call.trim() + TAGS.suffix, TAGS)), call).toBe(true);
+      // gpt-tiny, never trained on calls, ends after its first (several calls: the toy vocabulary's test, json-grammar).
+      expect(calls.length).toBe(2);
+      if (out.finish_reason === "stop") expect(calls.at(-1)?.trim()).toBe("");
+      expect(await run(p, models.web)).toEqual(out);
+      const [checked] = await models.node.run([{ prompt: ASK, params: p, verify: { ...out, tolerance: 1e-3 } }]);
+      expect(verdict(checked).verdict).toBe("agreed");
+    }
+  }, 120_000);
+
   it("holds a donor's claim to the markers: text where a call was required, or a call's prefix then no object", async () => {
     const text = await plain();
     const required = marked({ ...TAGS, optional: false });

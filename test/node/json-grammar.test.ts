@@ -195,6 +195,41 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(openIn(false, [])).toEqual([0, 7]); // required: no whitespace, no token of no text
   });
 
+  it("parallel: after a call's suffix, another call's prefix (whitespace first) or end-of-text, never text", () => {
+    const all = [...texts, "\n"];
+    const decode = (ids: readonly number[]) => ids.map((t) => all[t] ?? "").join("");
+    const openIn = (optional: boolean, generated: number[]) => {
+      const row = new Float32Array(all.length).fill(1);
+      const markers = { prefix: "<c>", suffix: "</c>", optional, parallel: true };
+      jsonMask(
+        { format: "json_object", json_markers: markers },
+        row,
+        0,
+        all.length,
+        eos,
+        decode,
+        generated,
+        generated.length,
+      );
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    for (const optional of [true, false]) {
+      expect(openIn(optional, [7, 4])).toEqual([0, 6, 7, 8]); // "<", a whole call, end-of-text, or a newline
+      expect(openIn(optional, [7, 4, 8])).toEqual([0, 6, 7, 8]);
+      expect(openIn(optional, [7, 4, 8, 0, 1])).toEqual([2]); // the next call's object
+      expect(openIn(optional, [7, 4, 5])).toEqual([6]); // text after a call is no such reply
+    }
+    const p = {
+      format: "json_object" as const,
+      json_markers: { prefix: "<c>", suffix: "</c>", optional: false, parallel: true },
+    };
+    expect(unfinishedReply(p, "<c>{}</c>\n<c>{}</c>")).toBeNull();
+    expect(unfinishedReply(p, "<c>{}</c><c>{")).toMatch(/no token of this model/);
+    expect(
+      unfinishedReply({ ...p, json_markers: { ...p.json_markers, parallel: false } }, "<c>{}</c><c>{}</c>"),
+    ).toMatch(/no token of this model/);
+  });
+
   it("reads a whole reply the same way: the suffix must end a call, text needs none", () => {
     const p = (optional: boolean) => ({
       format: "json_object" as const,

@@ -281,7 +281,12 @@ describe("tool calls", () => {
     // "required" on such a template writes the tags too, with no way out of the call.
     const required = client.chat.completions.create({ ...chat, tool_choice: "required" });
     const forced = await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool_call>']);
-    expect(forced.params.json_markers).toEqual({ prefix: "<tool_call>", suffix: "</tool_call>", optional: false });
+    expect(forced.params.json_markers).toEqual({
+      prefix: "<tool_call>",
+      suffix: "</tool_call>",
+      optional: false,
+      parallel: true,
+    });
     expect((await required).choices[0]?.message.tool_calls?.[0]).toMatchObject({ function: { name: "get_time" } });
     // Whitespace may come before an optional call's tags (the model's own); a required call cut in its tags has none.
     const spaced = client.chat.completions.create(chat);
@@ -297,6 +302,55 @@ describe("tool calls", () => {
       finish_reason: "length",
     });
     expect((await cut).choices[0]?.message.tool_calls).toBeUndefined();
+    worker.close();
+  });
+
+  it("several calls in one reply (parallel_tool_calls, left out: true), whole and streamed, each with its place", async () => {
+    const worker = await SocketWorker.connect("tool-caller");
+    const chat = { model: "tool-caller", messages: ask, tools: [weather, time] };
+    const two = [
+      '<tool_call>{"name":"get_weather","arguments":{"ci',
+      'ty":"Oslo"}}</tool_call>\n<tool',
+      '_call>{"name":"get_time","arguments":{}}</tool_call>',
+    ];
+    const whole = client.chat.completions.create(chat);
+    const input = await reply(worker, two);
+    expect(input.params.json_markers).toEqual({
+      prefix: "<tool_call>",
+      suffix: "</tool_call>",
+      optional: true,
+      parallel: true,
+    });
+    const answer = (await whole).choices[0];
+    expect(answer?.finish_reason).toBe("tool_calls");
+    expect(answer?.message.tool_calls?.map((c) => c.type === "function" && [c.id, c.function])).toEqual([
+      [expect.stringMatching(/^call_[0-9a-f]{32}_0$/), { name: "get_weather", arguments: '{"city":"Oslo"}' }],
+      [expect.stringMatching(/^call_[0-9a-f]{32}_0_1$/), { name: "get_time", arguments: "{}" }],
+    ]);
+    const stream = await client.chat.completions.create({ ...chat, stream: true });
+    const replied = reply(worker, two);
+    const calls: { id?: string; name?: string; args: string }[] = [];
+    for await (const chunk of stream) {
+      expect(chunk.choices[0]?.delta.content ?? null).toBeNull();
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        const call = calls[d.index] ?? { args: "" };
+        calls[d.index] = {
+          id: call.id ?? d.id,
+          name: call.name ?? d.function?.name,
+          args: call.args + (d.function?.arguments ?? ""),
+        };
+      }
+    }
+    await replied;
+    expect(calls).toEqual([
+      { id: expect.stringMatching(/^call_[0-9a-f]{32}_0$/), name: "get_weather", args: '{"city":"Oslo"}' },
+      { id: expect.stringMatching(/_0_1$/), name: "get_time", args: "{}" },
+    ]);
+    // parallel_tool_calls false: one call a reply.
+    const one = client.chat.completions.create({ ...chat, parallel_tool_calls: false });
+    const single = await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool_call>']);
+    expect(single.params.json_markers).not.toHaveProperty("parallel");
+    expect((await one).choices[0]?.message.tool_calls).toHaveLength(1);
     worker.close();
   });
 
