@@ -99,6 +99,8 @@ export function generationParams(
   asked: SamplingAsked,
   /** The names the caller gave these by, for its errors (Hugging Face's, or max_completion_tokens). */
   names: { max?: string; min?: string; stop?: string; top?: string; schema?: string; json?: string } = {},
+  /** Stop strings cut the reply's text only, never the JSON (a reply that may be a tool call or text). */
+  stopsCutTextOnly = false,
 ): GenerationParams {
   const { max: maxParam = "max_tokens", min: minParam = "min_tokens", stop: stopParam = "stop" } = names;
   const context = model.max_sequence_length;
@@ -129,7 +131,7 @@ export function generationParams(
   }
   const bad = stop.find((s) => s.length === 0 || s.length > MAX_STOP_CHARS);
   if (bad !== undefined) throw refuse(stopParam, `each ${stopParam} string must be 1 to ${MAX_STOP_CHARS} characters`);
-  if (json && stop.length > 0) {
+  if (json && stop.length > 0 && !stopsCutTextOnly) {
     throw refuse(
       stopParam,
       `${stopParam} cannot be used with ${names.json ?? "JSON mode"}: a stop string would cut the object short`,

@@ -181,6 +181,9 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       ...(tooling ? { response_format: { type: "json_object" } } : {}),
     },
     { max: maxParam, top: "top_logprobs", ...(tooling ? { json: "tools (a call is JSON)" } : {}) },
+    // Where the model decides, stop strings cut a text reply and never a call (shared activeStops); a reply that
+    // must be a call has no text for them, so they are refused there, as with JSON mode.
+    tooling?.format.json_markers?.optional === true,
   );
   // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call.
   const params = tooling ? { ...asked, ...tooling.format } : asked;

@@ -173,8 +173,9 @@ export const GenerationParams = z
     message: "min_new_tokens cannot be used with a JSON format: the object's closing brace ends the reply",
     path: ["min_new_tokens"],
   })
-  .refine((p) => p.format === undefined || p.stop.length === 0, {
-    message: "stop cannot be used with a JSON format: a stop string would cut the object and read as its end",
+  .refine((p) => p.format === undefined || p.stop.length === 0 || p.json_markers?.optional === true, {
+    message:
+      "stop cannot be used with a JSON format (but with optional json_markers, where it cuts text only): a stop string would cut the object and read as its end",
     path: ["stop"],
   })
   .refine((p) => p.json_markers === undefined || p.format !== undefined, {

@@ -7,7 +7,7 @@
 
 import { type CompiledSchema, compileJsonSchema } from "../protocol/json-schema.ts";
 import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart, jsonStateKey } from "./json-grammar.ts";
-import type { Decode } from "./text-generation-sequence.ts";
+import type { Decode } from "./tokenizer.ts";
 
 /** A tokenizer's texts, and the tokens allowed in each automaton state seen (most steps repeat one: in a string). */
 interface Vocabulary {
@@ -195,6 +195,18 @@ function phaseAfter(
   }
   phaseOf.set(generated, { count, schema, markers: m, phase });
   return phase;
+}
+
+/**
+ * The stop strings a reply so far is searched for: all without a format; with optional markers (tool_choice "auto")
+ * only once the reply is text, so they never cut a call (nor a prefix that may begin one); none in an object.
+ */
+export function activeStops(p: FormatParams & { stop: readonly string[] }, text: string): readonly string[] {
+  if (p.format === undefined || p.stop.length === 0) return p.stop;
+  const m = p.json_markers;
+  if (!m?.optional) return [];
+  const start = callStart(text);
+  return start.startsWith(m.prefix) || m.prefix.startsWith(start) ? [] : p.stop;
 }
 
 /** The key an allowed-token set is kept under: the phase, and what of the format it turns on. */

@@ -138,6 +138,23 @@ describe("json_markers on gpt-tiny: a call between a template's tool-call tags, 
     }
   }, 120_000);
 
+  it("optional: stop strings cut a text reply as they cut an unmasked one, and never a call", async () => {
+    const text = await plain();
+    const stop = [text.generated_text.split(" ")[1] as string];
+    const cut = await run(GenerationParams.parse({ max_new_tokens: 48, stop }));
+    expect(cut.generated_text.length).toBeLessThan(text.generated_text.length);
+    const asText = marked({ ...TAGS, optional: true }, { max_new_tokens: 48, stop });
+    expect(await run(asText)).toEqual(cut);
+    expect(await run(asText, models.web)).toEqual(cut);
+    const prefix = /^\s*\S+/.exec(text.generated_text)?.[0] as string;
+    const asCall = marked({ prefix, suffix: "", optional: true }, { stop: ['"'] });
+    const call = await run(asCall);
+    expect(call.finish_reason).toBe("stop");
+    expect(valid(JSON.parse(call.generated_text.slice(prefix.length))), call.generated_text).toBe(true);
+    const [checked] = await models.node.run([{ prompt: ASK, params: asCall, verify: { ...call, tolerance: 1e-3 } }]);
+    expect(verdict(checked).verdict).toBe("agreed");
+  }, 60_000);
+
   it("required: the reply is the prefix, an object the schema accepts and the suffix, whatever the model would write", async () => {
     const markers = { ...TAGS, optional: false };
     const out = await run(marked(markers));
@@ -183,5 +200,9 @@ describe("json_markers on gpt-tiny: a call between a template's tool-call tags, 
   it("refuses markers without a format", () => {
     const refused = GenerationParams.safeParse({ json_markers: { ...TAGS, optional: true } }).error?.issues[0];
     expect(refused?.message).toMatch(/json_markers come with a format/);
+    // Stop strings cut text only: with markers the model may not leave, they would have none to cut.
+    const required = { format: "json_object", json_markers: { ...TAGS, optional: false }, stop: ["x"] };
+    expect(GenerationParams.safeParse(required).error?.issues[0]?.message).toMatch(/stop cannot be used/);
+    expect(GenerationParams.safeParse({ ...required, json_markers: { ...TAGS, optional: true } }).success).toBe(true);
   });
 });

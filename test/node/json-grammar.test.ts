@@ -11,7 +11,7 @@ import {
   jsonStateKey,
   MAX_JSON_DEPTH,
 } from "../../shared/tasks/json-grammar.ts";
-import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
+import { activeStops, jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
 
 const reader = (schema: unknown) => {
   const compiled = compileJsonSchema(schema);
@@ -228,6 +228,17 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(
       unfinishedReply({ ...p, json_markers: { ...p.json_markers, parallel: false } }, "<c>{}</c><c>{}</c>"),
     ).toMatch(/no token of this model/);
+  });
+
+  it("searches for stop strings in text only: never in a call, nor while a reply may still begin one", () => {
+    const markers = (optional: boolean) => ({ prefix: "<c>", suffix: "</c>", optional });
+    const p = (optional: boolean) => ({ format: "json_object" as const, json_markers: markers(optional), stop: ["x"] });
+    expect(activeStops(p(true), "")).toEqual([]);
+    expect(activeStops(p(true), "\n<c")).toEqual([]);
+    expect(activeStops(p(true), "<c>{")).toEqual([]);
+    expect(activeStops(p(true), "hi")).toEqual(["x"]);
+    expect(activeStops(p(false), "hi")).toEqual([]);
+    expect(activeStops({ stop: ["x"] }, "<c>")).toEqual(["x"]);
   });
 
   it("reads a whole reply the same way: the suffix must end a call, text needs none", () => {

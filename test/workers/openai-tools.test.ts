@@ -252,8 +252,8 @@ describe("tool calls", () => {
   it('"auto" on a template with tool-call tags: the model decides, its reply text or a call between the tags', async () => {
     const worker = await SocketWorker.connect("tool-caller");
     const chat = { model: "tool-caller", messages: ask, tools: [weather, time] };
-    // tool_choice left out with tools is "auto", as OpenAI's.
-    const text = client.chat.completions.create(chat);
+    // tool_choice left out with tools is "auto", as OpenAI's; stop strings go with it (they cut text, never a call).
+    const text = client.chat.completions.create({ ...chat, stop: ["\n\n"] });
     const input = await reply(worker, ["<to", "day it is sunny."]);
     // The tools are shown to the model as its template says: a system message of their own, first.
     expect(input.prompt).toBe(
@@ -262,6 +262,7 @@ describe("tool calls", () => {
     expect(input.params).toMatchObject({
       format: "json_schema",
       json_markers: { prefix: "<tool_call>", suffix: "</tool_call>", optional: true },
+      stop: ["\n\n"],
     });
     expect((await text).choices[0]).toMatchObject({
       message: { role: "assistant", content: "<today it is sunny." },
@@ -443,7 +444,9 @@ describe("tool calls", () => {
         'chat template says not how it writes a tool call, so it cannot decide on its own whether to make one (tool_choice "auto", the default with tools): send tool_choice "required"',
       ),
     });
-    expect(await refused({ model: "tool-caller", tools: [weather], stop: ["\n"] })).toMatchObject({
+    expect(
+      await refused({ model: "tool-caller", tools: [weather], tool_choice: "required", stop: ["\n"] }),
+    ).toMatchObject({
       param: "stop",
       message: expect.stringContaining("stop cannot be used with tools"),
     });
