@@ -21,10 +21,15 @@ const BATCH = Number(process.env.BENCH_BATCH ?? 16);
 const NEW_TOKENS = Number(process.env.BENCH_NEW_TOKENS ?? 96);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const ASK = "<|user|>review the hotel as json<|end|><|assistant|>";
+const TAGS = { prefix: "<tool_call>", suffix: "</tool_call>" };
 const FORMATS: Record<string, object> = {
   text: {},
   json_object: { format: "json_object" },
   json_schema: { format: "json_schema", schema: REVIEW_SCHEMA },
+  // Tool calls on a template with tags (edge/openai-tools.ts): a call it must make, between them ("required"), and
+  // tool_choice "auto", where gpt-tiny (never trained on calls) answers text: the mask's lead steps, then none.
+  "call (required, tags)": { format: "json_schema", schema: REVIEW_SCHEMA, json_markers: { ...TAGS, optional: false } },
+  "auto (replies text)": { format: "json_schema", schema: REVIEW_SCHEMA, json_markers: { ...TAGS, optional: true } },
 };
 
 const registry = new URL("../models/registry.json", import.meta.url);
@@ -95,7 +100,7 @@ const report = `# Structured outputs: what the JSON mask costs
 - Machine: ${os.cpus()[0]?.model ?? "?"} × ${os.cpus().length}, Node ${process.version}; load average ${loadBefore} at the start
 - Date: ${new Date().toISOString()}
 - Command: \`npm run bench:structured\` (BENCH_BATCH=${BATCH}, BENCH_NEW_TOKENS=${NEW_TOKENS}, BENCH_ROUNDS=${ROUNDS})
-- Model: gpt-tiny (vocabulary ${vocab}) on onnxruntime-node (cpu); ${BATCH} sampled replies a round (temperature 1, a seed each) to one prompt, a review schema (bench/structured-outputs.ts) for json_schema
+- Model: gpt-tiny (vocabulary ${vocab}) on onnxruntime-node (cpu); ${BATCH} sampled replies a round (temperature 1, a seed each) to one prompt, a review schema (bench/structured-outputs.ts) for json_schema and the tool-call rows (its tags \`${TAGS.prefix}\` … \`${TAGS.suffix}\`: required, or optional as tool_choice "auto" makes them)
 - generate: wall time of the batch over its tokens (the mask included, for the JSON formats); mask: every position of those replies replayed through the mask alone, warm (the sets generation cached) and cold (a schema never seen: each state computed again, a pass over the vocabulary); medians over the rounds, the formats alternating
 
 ${table}
