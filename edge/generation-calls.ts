@@ -262,7 +262,7 @@ export async function chatItem(
     if (m.role === "system" && isToolsMessage(template, m)) {
       throw refuse(
         `messages[${i}].content`,
-        `messages[${i}].content begins with ${JSON.stringify(template.tool_call?.tools?.prefix)}, which begins the system message model "${model.name}"'s chat template shows the tools in: send the tools in tools`,
+        `messages[${i}].content is written as the system message model "${model.name}"'s chat template shows tools in (${JSON.stringify(template.tool_call?.tools?.prefix)}, a tool a line): send the tools in tools`,
       );
     }
   }
@@ -286,11 +286,26 @@ export async function chatItem(
   return { prompt: renderChat(template, trimmed), params };
 }
 
-/** Whether a message is the one a template shows tools in: a turn's own, never carried to the next from a session. */
-const isToolsMessage = (template: ChatTemplate, m: ChatMessage) =>
-  m.role === "system" &&
-  template.tool_call?.tools !== undefined &&
-  m.content.startsWith(template.tool_call.tools.prefix);
+/**
+ * Whether a message is the one a template shows tools in (a turn's own, never carried to the next from a session):
+ * a system message of its whole shape, the prefix, a tool as JSON a line, the suffix.
+ */
+function isToolsMessage(template: ChatTemplate, m: ChatMessage): boolean {
+  const wrap = template.tool_call?.tools;
+  if (m.role !== "system" || !wrap || m.content.length < wrap.prefix.length + wrap.suffix.length) return false;
+  if (!m.content.startsWith(wrap.prefix) || !m.content.endsWith(wrap.suffix)) return false;
+  return m.content
+    .slice(wrap.prefix.length, m.content.length - wrap.suffix.length)
+    .split("\n")
+    .every((line) => {
+      try {
+        const tool = JSON.parse(line) as { type?: unknown } | null;
+        return typeof tool === "object" && tool !== null && tool.type === "function";
+      } catch {
+        return false;
+      }
+    });
+}
 
 /** The session's conversation: its last turn on this model (that turn's prompt read back, and its reply). */
 async function conversationOf(c: Context<HonoEnv>, model: ModelConfig, session: string): Promise<ChatMessage[]> {

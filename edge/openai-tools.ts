@@ -215,15 +215,26 @@ class ReplyReader {
   }
 
   /** What the reply is so far; `ended`: nothing more comes, so an undecided reply is text. */
-  read(ended: boolean): { kind: "undecided" } | { kind: "text"; text: string } | { kind: "call"; calls: ReadCall[] } {
+  read(
+    ended: boolean,
+  ): { kind: "undecided" } | { kind: "text"; text: string } | { kind: "call"; calls: ReadCall[]; whole: boolean } {
     if (this.kind === "undecided") {
       if (!ended) return { kind: "undecided" };
       // Ended in the prefix: text where the model could decide, else a call cut before its name.
-      if (!this.markers?.optional) return { kind: "call", calls: [] };
+      if (!this.markers?.optional) return { kind: "call", calls: [], whole: false };
       return { kind: "text", text: this.text };
     }
     if (this.kind === "text") return { kind: "text", text: this.text };
-    return { kind: "call", calls: this.calls.flatMap(readCall) };
+    return { kind: "call", calls: this.calls.flatMap(readCall), whole: this.whole() };
+  }
+
+  /** Every call begun is whole: the last object closed, and after it at most its suffix and whitespace (no next prefix). */
+  private whole(): boolean {
+    const last = this.calls.at(-1);
+    if (!last?.closed) return false;
+    const suffix = this.markers?.suffix ?? "";
+    if (suffix.startsWith(this.between)) return true;
+    return this.between.startsWith(suffix) && callStart(this.between.slice(suffix.length)) === "";
   }
 }
 
@@ -272,9 +283,7 @@ export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: num
 /** A reply's finish: calls written whole end as "tool_calls"; text, or a call cut by max_tokens, as the reply ended. */
 export function toolFinish(plan: ToolPlan, output: GenerationOutput): OpenAiFinishReason {
   const reply = readReply(plan, output);
-  return reply.kind === "call" && reply.calls.length > 0 && reply.calls.every((c) => c.whole)
-    ? "tool_calls"
-    : output.finish_reason;
+  return reply.kind === "call" && reply.calls.length > 0 && reply.whole ? "tool_calls" : output.finish_reason;
 }
 
 /** What a streamed reply's new text is to send: nothing yet, text, or tool-call deltas. */

@@ -39,6 +39,17 @@ export const ChatTemplate = z
       .optional(),
   })
   .refine(
+    (t) => {
+      const wrap = t.tool_call?.tools;
+      const markers = [...Object.values(t.roles).flatMap((r) => (r ? [r.prefix, r.suffix] : [])), t.generation_prompt];
+      return !wrap || !markers.some((k) => k !== "" && (wrap.prefix + wrap.suffix).includes(k));
+    },
+    {
+      path: ["tool_call", "tools"],
+      message: "the tools' wrap must not hold a role's markers: the tools' message would read as other messages",
+    },
+  )
+  .refine(
     (t) =>
       !t.tool_call ||
       t.roles.assistant.suffix === "" ||

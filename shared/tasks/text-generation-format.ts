@@ -152,10 +152,15 @@ function readText(schema: CompiledSchema, m: JsonMarkers | undefined, text: stri
   return phase;
 }
 
-/** Whether end-of-text may end a reply here: free text, an optional object's prefix not yet begun, or after a call. */
+/**
+ * Whether end-of-text may end a reply here: free text, an optional object's prefix not yet begun, or after a call
+ * (its suffix and whitespace: not halfway into another's prefix).
+ */
 const mayEnd = (phase: Phase | null, m: JsonMarkers | undefined) =>
   phase !== null &&
-  (phase.k === "free" || phase.k === "end" || (phase.k === "lead" && (m?.optional === true || phase.again === true)));
+  (phase.k === "free" ||
+    phase.k === "end" ||
+    (phase.k === "lead" && (phase.again ? callStart(phase.text) === "" : m?.optional === true)));
 
 /** The phase after the first `count` generated tokens, kept per token array so a run feeds each token once. */
 const phaseOf = new WeakMap<
@@ -183,7 +188,8 @@ function phaseAfter(
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
     const text = v.texts[generated[i] as number] ?? "";
-    if (phase.k !== "lead" || (text === "" && (!m?.optional || phase.again))) {
+    // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply).
+    if (phase.k !== "lead" || phase.again || (text === "" && !m?.optional)) {
       phase = step(schema, m, phase, text);
       continue;
     }
@@ -216,7 +222,8 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
       return jsonStateKey(phase.state, v.reach);
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
-      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${phase.text}`;
+      // Where whitespace may come first it changes nothing the set depends on: keyed without it.
+      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${m?.optional || phase.again ? callStart(phase.text) : phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

@@ -71,5 +71,8 @@ describe("a chat template", () => {
       /^tool_call: .* must not hold the assistant's suffix/,
     );
     expect(problem({ prefix: "<c>", suffix: "", tools: wrap("", "") })?.[0]).toMatch(/^tool_call\.tools\.prefix/);
+    expect(problem({ prefix: "<c>", suffix: "", tools: wrap("Tools:", "<|im_end|>\n") })?.[0]).toMatch(
+      /^tool_call\.tools: .* must not hold a role's markers/,
+    );
   });
 });

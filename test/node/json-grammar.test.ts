@@ -187,10 +187,10 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
       return [...row.keys()].filter((t) => row[t] === 1);
     };
     const ALL = [...all.keys()];
-    expect(openIn(true, [special, 0])).toEqual(openIn(true, [0])); // a special token changes nothing
+    expect(openIn(true, [special, 0, 1, 2])).toEqual([3]); // a special token first changes nothing: "<c>{" is a call
     expect(openIn(true, [special, 0, 1])).toEqual([2]); // the special token wrote nothing: "<c>" is the prefix
     expect(openIn(true, [11, 0, 1])).toEqual([2]); // " <c>": whitespace first, then the call
-    expect(openIn(true, [9])).toEqual(ALL); // half a character: not yet text, not yet the prefix
+    expect(openIn(true, [9, 0, 1])).toEqual(ALL); // half a character, then "<c>": its bytes are text, not the prefix
     expect(openIn(true, [9, 10, 0, 1])).toEqual(ALL); // "é<c>" is text
     expect(openIn(false, [])).toEqual([0, 7]); // required: no whitespace, no token of no text
   });
@@ -215,6 +215,7 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     };
     for (const optional of [true, false]) {
       expect(openIn(optional, [7, 4])).toEqual([0, 6, 7, 8]); // "<", a whole call, end-of-text, or a newline
+      expect(openIn(optional, [7, 4, 8, 0])).toEqual([1]); // halfway into the next prefix: no end-of-text
       expect(openIn(optional, [7, 4, 8])).toEqual([0, 6, 7, 8]);
       expect(openIn(optional, [7, 4, 8, 0, 1])).toEqual([2]); // the next call's object
       expect(openIn(optional, [7, 4, 5])).toEqual([6]); // text after a call is no such reply
@@ -225,6 +226,7 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     };
     expect(unfinishedReply(p, "<c>{}</c>\n<c>{}</c>")).toBeNull();
     expect(unfinishedReply(p, "<c>{}</c><c>{")).toMatch(/no token of this model/);
+    expect(unfinishedReply(p, "<c>{}</c>\n<")).toMatch(/cannot write the call's prefix/);
     expect(
       unfinishedReply({ ...p, json_markers: { ...p.json_markers, parallel: false } }, "<c>{}</c><c>{}</c>"),
     ).toMatch(/no token of this model/);

@@ -162,7 +162,7 @@ describe("tool calls", () => {
     const input = await replied;
     expect(input.prompt).toContain('<|assistant|>{"name":"get_time","arguments":{}}<|end|><|tool|>noon<|end|>');
     const calls = deltas.filter((d) => d.type === "tool_call");
-    expect(calls[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: "get_weather" });
+    expect(calls[0]).toMatchObject({ index: 0, id: expect.stringMatching(/^call_/), name: "get_weather" });
     expect(calls.map((d) => d.arguments).join("")).toBe('{"city":"Oslo"}');
     expect(deltas.at(-1)).toMatchObject({ type: "end", finish_reason: "tool_calls" });
     worker.close();
@@ -349,9 +349,21 @@ describe("tool calls", () => {
     ]);
     // parallel_tool_calls false: one call a reply.
     const one = client.chat.completions.create({ ...chat, parallel_tool_calls: false });
-    const single = await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool_call>']);
+    // (A worker that wrote on past the first call, which the mask does not allow, is read as far as the first.)
+    const single = await reply(worker, two);
     expect(single.params.json_markers).not.toHaveProperty("parallel");
-    expect((await one).choices[0]?.message.tool_calls).toHaveLength(1);
+    expect((await one).choices[0]?.message.tool_calls?.map((c) => c.type === "function" && c.function.name)).toEqual([
+      "get_weather",
+    ]);
+    // Cut by max_tokens in the second call, before its name or in its tags: the reply ends as "length".
+    for (const cut of ['\n<tool_call>{"name":"get_ti', "\n<tool_"]) {
+      const answer = client.chat.completions.create(chat);
+      await reply(worker, ['<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call>', cut], "length");
+      expect((await answer).choices[0]?.finish_reason).toBe("length");
+    }
+    const ended = client.chat.completions.create(chat);
+    await reply(worker, ['<tool_call>{"name":"get_time","arguments":{}}</tool', "_call>\n"], "length");
+    expect((await ended).choices[0]?.finish_reason).toBe("tool_calls");
     worker.close();
   });
 
@@ -454,7 +466,7 @@ describe("tool calls", () => {
     expect(
       await refused({
         model: "tool-caller",
-        messages: [{ role: "system", content: "You may call these tools:\nx" }, ...ask],
+        messages: [{ role: "system", content: `You may call these tools:\n${JSON.stringify(time)}` }, ...ask],
       }),
     ).toMatchObject({ param: "messages[0].content", message: expect.stringContaining("send the tools in tools") });
     const marking = { type: "function" as const, function: { name: "f", description: "ends<|end|>" } };
