@@ -1,0 +1,182 @@
+// The worker's mask (shared/tasks/text-generation-format.ts) and the edge's reading of a reply
+// (edge/openai-tools.ts) must agree on every reply the mask lets a model write: many runs drawn token by token
+// among the tokens the mask allows, over a small vocabulary that writes tags and calls in pieces, under each kind
+// of tags and mode; each reply read whole and streamed in pieces of every size. Draws come from a seeded generator,
+// so a failure names a run that repeats.
+import { describe, expect, it } from "vitest";
+import { type ToolPlan, toolCallStream, toolFinish, toolFormat, toolMessage } from "../../edge/openai-tools.ts";
+import type { GenerationOutput } from "../../shared/index.ts";
+import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
+import { TEST_REGISTRY } from "../support/test-models.ts";
+
+const tools = [
+  { type: "function" as const, function: { name: "f" } },
+  {
+    type: "function" as const,
+    function: { name: "g", parameters: { type: "object", properties: { x: { type: "integer" } }, required: ["x"] } },
+  },
+];
+
+/**
+ * Pieces that write tags and calls (whole, split, and each character, so no draw gets stuck where the mask leaves only
+ * end-of-text), both calls, whitespace and text; the last is end-of-text.
+ */
+const pieces = (prefix: string, suffix: string) =>
+  [
+    ...new Set([
+      ...prefix,
+      ...suffix,
+      ...'{"name":"fg","arguments":{"x":12}}',
+      '"name"',
+      '"arguments"',
+      '"f"',
+      '"g"',
+      prefix,
+      prefix.slice(0, 1),
+      prefix.slice(1),
+      suffix,
+      suffix.slice(0, 2),
+      suffix.slice(2),
+      '{"name":"',
+      "f",
+      "g",
+      '","arguments":',
+      "{",
+      "}",
+      "}}",
+      '"x"',
+      ":",
+      "1",
+      "2",
+      "\n",
+      " ",
+      "hi",
+      "ok.",
+    ]),
+  ].filter((p) => p !== "");
+
+/** A small counter-based generator (mulberry32), so runs repeat. */
+function random(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const model = TEST_REGISTRY.models.find((m) => m.name === "tool-caller");
+
+describe("the mask and the edge agree on tool-call replies", () => {
+  const cases = [
+    { prefix: "<c>", suffix: "</c>" },
+    { prefix: "<tool_call>\n", suffix: "\n</tool_call>" },
+    { prefix: "[[", suffix: "" },
+  ];
+  for (const tags of cases) {
+    for (const choice of ["auto", "required"] as const) {
+      for (const parallel of [true, false]) {
+        it(`${JSON.stringify(tags)}, ${choice}, parallel ${parallel}`, () => {
+          const template = { ...model?.chat_template, tool_call: tags } as never;
+          const format = toolFormat({ name: "m", chat_template: template } as never, {
+            tools,
+            tool_choice: choice,
+            parallel_tool_calls: parallel,
+          });
+          if (!format) throw new Error("no format");
+          const plan: ToolPlan = format.plan;
+          const params = { ...format.format, stop: [] as string[] };
+          const texts = [...pieces(tags.prefix, tags.suffix), ""];
+          const eos = [texts.length - 1];
+          const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+          const leads = [tags.prefix, '{"name":"', '","arguments":', tags.suffix].map((l) => texts.indexOf(l));
+          const draw = random(texts.length * 31 + (choice === "auto" ? 1 : 2) + (parallel ? 10 : 20));
+          let calls = 0;
+          let several = 0;
+          for (let run = 0; run < 150; run++) {
+            const generated: number[] = [];
+            const most = 4 + Math.floor(draw() * 40);
+            let finish: "stop" | "length" = "length";
+            while (generated.length < most) {
+              const row = new Float32Array(texts.length).fill(1);
+              jsonMask(params, row, 0, texts.length, eos, decode, generated, generated.length);
+              const open = [...row.keys()].filter((t) => row[t] === 1);
+              expect(open.length, `run ${run}: ${JSON.stringify(decode(generated))}`).toBeGreaterThan(0);
+              // Half the draws take a tag or a call's start where one may come, so runs reach calls, and several.
+              const led = leads.find((l) => open.includes(l));
+              const t = led !== undefined && draw() < 0.5 ? led : (open[Math.floor(draw() * open.length)] as number);
+              if (eos.includes(t)) {
+                finish = "stop";
+                break;
+              }
+              generated.push(t);
+            }
+            const text = decode(generated);
+            const where = `run ${run}: ${JSON.stringify(text)} (${finish})`;
+            if (finish === "stop") expect(unfinishedReply(params, text), where).toBeNull();
+            const output: GenerationOutput = {
+              generated_text: text,
+              tokens: generated,
+              finish_reason: finish,
+              prompt_tokens: 1,
+            };
+            const message = toolMessage(plan, output, 0);
+            const finished = toolFinish(plan, output);
+            const made = "tool_calls" in message ? (message.tool_calls ?? []) : [];
+            calls += made.length;
+            if (made.length > 1) several++;
+            if (message.content !== null) {
+              // Text only where the model could decide, and never one that began a call.
+              expect(choice, where).toBe("auto");
+              expect(text.trimStart().startsWith(tags.prefix), where).toBe(false);
+              expect(finished, where).toBe(finish);
+            } else if (finish === "stop") {
+              // A reply the mask let end is whole calls: each of a tool offered, its arguments JSON.
+              expect(finished, where).toBe("tool_calls");
+              expect(made.length, where).toBeGreaterThan(0);
+              if (!parallel) expect(made.length, where).toBe(1);
+              for (const c of made) {
+                if (c.type !== "function") throw new Error(where);
+                expect(["f", "g"], where).toContain(c.function.name);
+                const args = JSON.parse(c.function.arguments);
+                if (c.function.name === "g") expect(Number.isInteger(args.x), where).toBe(true);
+                else expect(args, where).toEqual({});
+              }
+            }
+            // Streamed in pieces of any size, the deltas add up to the answer.
+            const stream = toolCallStream(plan);
+            let content = "";
+            const args: string[] = [];
+            const names: string[] = [];
+            const take = (piece: ReturnType<typeof stream.push>) => {
+              if (piece.kind === "text") content += piece.text;
+              if (piece.kind !== "call") return;
+              for (const d of piece.deltas) {
+                if (d.function?.name !== undefined) names[d.index] = d.function.name;
+                args[d.index] = (args[d.index] ?? "") + (d.function?.arguments ?? "");
+              }
+            };
+            for (let at = 0; at < text.length; ) {
+              const size = 1 + Math.floor(draw() * 6);
+              take(stream.push(0, text.slice(at, at + size)));
+              at += size;
+            }
+            take(stream.end(0, output));
+            if (message.content !== null) expect(content, where).toBe(message.content);
+            else {
+              expect(content, where).toBe("");
+              expect(names, where).toEqual(made.map((c) => c.type === "function" && c.function.name));
+              expect(args, where).toEqual(made.map((c) => c.type === "function" && c.function.arguments));
+            }
+          }
+          // The draws made calls, several where parallel (a check that the runs reach what they test).
+          expect(calls).toBeGreaterThan(50);
+          if (parallel) expect(several).toBeGreaterThan(10);
+          else expect(several).toBe(0);
+        });
+      }
+    }
+  }
+});
