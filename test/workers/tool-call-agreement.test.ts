@@ -5,6 +5,7 @@
 // so a failure names a run that repeats.
 import { describe, expect, it } from "vitest";
 import { type ToolPlan, toolCallStream, toolFinish, toolFormat, toolMessage } from "../../edge/openai-tools.ts";
+import { createRng } from "../../models/build/prng.ts";
 import type { GenerationOutput } from "../../shared/index.ts";
 import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
 import { TEST_REGISTRY } from "../support/test-models.ts";
@@ -55,18 +56,6 @@ const pieces = (prefix: string, suffix: string) =>
     ]),
   ].filter((p) => p !== "");
 
-/** A small counter-based generator (mulberry32), so runs repeat. */
-function random(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const model = TEST_REGISTRY.models.find((m) => m.name === "tool-caller");
 
 describe("the mask and the edge agree on tool-call replies", () => {
@@ -92,7 +81,7 @@ describe("the mask and the edge agree on tool-call replies", () => {
           const eos = [texts.length - 1];
           const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
           const leads = [tags.prefix, '{"name":"', '","arguments":', tags.suffix].map((l) => texts.indexOf(l));
-          const draw = random(texts.length * 31 + (choice === "auto" ? 1 : 2) + (parallel ? 10 : 20));
+          const draw = createRng(texts.length * 31 + (choice === "auto" ? 1 : 2) + (parallel ? 10 : 20));
           let calls = 0;
           let several = 0;
           for (let run = 0; run < 150; run++) {
