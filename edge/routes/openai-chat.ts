@@ -9,6 +9,7 @@ import {
   ErrorCode,
   type GenerationItem,
   type GenerationOutput,
+  type GenerationParams,
   type JobView,
   MAX_LOGPROB_ENTRIES,
   type ModelConfig,
@@ -156,6 +157,21 @@ function hfCompletion(req: HfCompletionRequest): CompletionRequest {
   };
 }
 
+/** A chat's parameters with its tools' format; the answer's own format (response_format), if any, for a reply that makes no call. */
+function withTools(
+  asked: GenerationParams,
+  tools: Pick<GenerationParams, "format" | "schema" | "json_markers">,
+  answerFormat: boolean,
+) {
+  const markers = tools.json_markers;
+  if (!answerFormat || !markers) return { ...asked, ...tools };
+  return {
+    ...asked,
+    ...tools,
+    json_markers: { ...markers, text_schema: asked.schema ?? { type: "object" } },
+  };
+}
+
 export const openAiChatRoutes = new Hono<HonoEnv>();
 openAiChatRoutes.use("/v1/chat/completions", requireKey("caller"));
 openAiChatRoutes.use("/v1/completions", requireKey("caller"));
@@ -166,10 +182,12 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const maxParam = req.max_completion_tokens != null ? "max_completion_tokens" : "max_tokens";
   const logprobs = req.logprobs === true;
   const tooling = toolFormat(model, req);
-  if (tooling && req.response_format != null && req.response_format.type !== "text") {
+  const optional = tooling?.format.json_markers?.optional === true;
+  const answerFormat = req.response_format != null && req.response_format.type !== "text";
+  if (tooling && answerFormat && !optional) {
     throw refuse(
       "response_format",
-      'give response_format or tools, not both: a call\'s arguments are JSON already (tool_choice "none" ignores the tools)',
+      'give response_format or a tool_choice that makes a call, not both: a call\'s arguments are JSON already (with "auto" a reply that makes no call is held to response_format)',
     );
   }
   const asked = generationParams(
@@ -178,15 +196,16 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       ...req,
       max_tokens: req.max_completion_tokens ?? req.max_tokens,
       logprobs: logprobs ? (req.top_logprobs ?? 0) : null,
-      ...(tooling ? { response_format: { type: "json_object" } } : {}),
+      ...(tooling && !answerFormat ? { response_format: { type: "json_object" } } : {}),
     },
-    { max: maxParam, top: "top_logprobs", ...(tooling ? { json: "tools (a call is JSON)" } : {}) },
+    { max: maxParam, top: "top_logprobs", ...(tooling && !answerFormat ? { json: "tools (a call is JSON)" } : {}) },
     // Where the model decides, stop strings cut a text reply and never a call (shared activeStops); a reply that
-    // must be a call has no text for them, so they are refused there, as with JSON mode.
-    tooling?.format.json_markers?.optional === true,
+    // must be a call, or a JSON answer, has no text for them, so they are refused there, as with JSON mode.
+    optional && !answerFormat,
   );
-  // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call.
-  const params = tooling ? { ...asked, ...tooling.format } : asked;
+  // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call; with "auto"
+  // and response_format, a reply that makes no call is the object response_format asks for.
+  const params = tooling ? withTools(asked, tooling.format, answerFormat) : asked;
   const messages = chatMessages(req.messages, model.chat_template);
   const item = await chatItem(c, model, messages, params, req.session, tooling?.shown);
   const items = choices(model, [item], req.n, req.session);

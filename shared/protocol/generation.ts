@@ -148,6 +148,11 @@ export const GenerationParams = z
         suffix: z.string().max(64),
         optional: z.boolean(),
         parallel: z.boolean().optional(),
+        /**
+         * With optional: a reply that does not begin with the prefix is one JSON object this schema accepts (written
+         * as `schema`'s is), not free text (OpenAI's response_format beside tools).
+         */
+        text_schema: z.record(z.string(), ParsedJson).optional(),
       })
       .optional(),
     /**
@@ -173,11 +178,21 @@ export const GenerationParams = z
     message: "min_new_tokens cannot be used with a JSON format: the object's closing brace ends the reply",
     path: ["min_new_tokens"],
   })
-  .refine((p) => p.format === undefined || p.stop.length === 0 || p.json_markers?.optional === true, {
-    message:
-      "stop cannot be used with a JSON format (but with optional json_markers, where it cuts text only): a stop string would cut the object and read as its end",
-    path: ["stop"],
+  .refine((p) => p.json_markers?.text_schema === undefined || p.json_markers.optional, {
+    message: "json_markers.text_schema comes with optional: it is what a reply that makes no call is",
+    path: ["json_markers", "text_schema"],
   })
+  .refine(
+    (p) =>
+      p.format === undefined ||
+      p.stop.length === 0 ||
+      (p.json_markers?.optional === true && p.json_markers.text_schema === undefined),
+    {
+      message:
+        "stop cannot be used with a JSON format (but with optional json_markers, where it cuts text only): a stop string would cut the object and read as its end",
+      path: ["stop"],
+    },
+  )
   .refine((p) => p.json_markers === undefined || p.format !== undefined, {
     message: 'json_markers come with a format ("json_object" or "json_schema"): they mark where its object is written',
     path: ["json_markers"],
@@ -187,12 +202,18 @@ export const GenerationParams = z
     path: ["schema"],
   })
   .superRefine((p, ctx) => {
-    if (p.schema === undefined) return;
-    try {
-      compileJsonSchema(p.schema);
-    } catch (e) {
-      if (!(e instanceof SchemaProblem)) throw e;
-      ctx.addIssue({ code: "custom", message: e.message, path: ["schema"] });
+    const schemas = [
+      { schema: p.schema, path: ["schema"] },
+      { schema: p.json_markers?.text_schema, path: ["json_markers", "text_schema"] },
+    ];
+    for (const { schema, path } of schemas) {
+      if (schema === undefined) continue;
+      try {
+        compileJsonSchema(schema);
+      } catch (e) {
+        if (!(e instanceof SchemaProblem)) throw e;
+        ctx.addIssue({ code: "custom", message: e.message, path });
+      }
     }
   });
 export type GenerationParams = z.infer<typeof GenerationParams>;

@@ -59,6 +59,8 @@ export interface JsonMarkers {
   suffix: string;
   optional: boolean;
   parallel?: boolean | undefined;
+  /** With optional: a reply that is not a call is one JSON object this schema accepts, not free text. */
+  text_schema?: object | undefined;
 }
 
 /**
@@ -80,7 +82,8 @@ type Phase =
   /** `again`: after an object's suffix, where another may begin (json_markers.parallel) or the reply end. */
   | { k: "lead"; text: string; again?: boolean }
   | { k: "free" }
-  | { k: "json"; state: JsonState }
+  /** `text`: the object that stands instead of a call (json_markers.text_schema), ended by no suffix. */
+  | { k: "json"; state: JsonState; text?: boolean }
   | { k: "tail"; text: string }
   | { k: "end" };
 
@@ -112,14 +115,13 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       // Text may take the object's place only at the reply's start, where the object is optional.
       const free = m?.optional === true && !phase.again;
       // Nothing written yet that says: the reply's decoded text settles it (phaseAfter).
-      if (text === "") return free ? phase : null;
+      if (text === "") return free && m?.text_schema === undefined ? phase : null;
       const u = phase.text + text;
-      // Whitespace first where the model may decide or has made a call (one it must make begins at once).
-      const t = free || phase.again ? callStart(u) : u;
-      if (t.length < prefix.length) {
-        return prefix.startsWith(t) ? { k: "lead", text: u, again: phase.again } : free ? FREE : null;
-      }
-      if (!t.startsWith(prefix)) return free ? FREE : null;
+      // Whitespace first where the model may answer text or has made a call (a call it must make, or the text
+      // schema's object, begins at once, as JSON mode's does: no run of spaces under a mask).
+      const t = (free && m?.text_schema === undefined) || phase.again ? callStart(u) : u;
+      if (t.length < prefix.length && prefix.startsWith(t)) return { k: "lead", text: u, again: phase.again };
+      if (!t.startsWith(prefix)) return free ? instead(m as JsonMarkers, t) : null;
       const rest = t.slice(prefix.length);
       const json: Phase = { k: "json", state: jsonStart(schema) };
       return rest === "" ? json : step(schema, m, json, rest);
@@ -127,7 +129,8 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
     case "json": {
       const state = text === "" ? null : jsonFeed(phase.state, text);
       if (state === null) return null;
-      if (!jsonDone(state)) return { k: "json", state };
+      if (!jsonDone(state)) return { k: "json", state, ...(phase.text ? { text: true } : {}) };
+      if (phase.text) return END;
       return m && m.suffix !== "" ? { k: "tail", text: "" } : afterCall(m);
     }
     case "tail": {
@@ -137,6 +140,13 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       return u !== suffix ? { k: "tail", text: u } : afterCall(m as JsonMarkers);
     }
   }
+}
+
+/** What a reply that did not begin with the prefix is: free text, or the text schema's object from its start. */
+function instead(m: JsonMarkers, text: string): Phase | null {
+  if (m.text_schema === undefined) return FREE;
+  const schema = compileJsonSchema(m.text_schema);
+  return step(schema, undefined, { k: "json", state: jsonStart(schema), text: true }, text);
 }
 
 /** After an object and its suffix: another between the markers, or the end. */
@@ -160,7 +170,8 @@ const mayEnd = (phase: Phase | null, m: JsonMarkers | undefined) =>
   phase !== null &&
   (phase.k === "free" ||
     phase.k === "end" ||
-    (phase.k === "lead" && (phase.again ? callStart(phase.text) === "" : m?.optional === true)));
+    (phase.k === "lead" &&
+      (phase.again ? callStart(phase.text) === "" : m?.optional === true && m.text_schema === undefined)));
 
 /** The phase after the first `count` generated tokens, kept per token array so a run feeds each token once. */
 const phaseOf = new WeakMap<
@@ -189,7 +200,7 @@ function phaseAfter(
   for (let i = known.count; i < count && phase !== null; i++) {
     const text = v.texts[generated[i] as number] ?? "";
     // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply).
-    if (phase.k !== "lead" || phase.again || (text === "" && !m?.optional)) {
+    if (phase.k !== "lead" || phase.again || (text === "" && !(m?.optional && m.text_schema === undefined))) {
       phase = step(schema, m, phase, text);
       continue;
     }
@@ -210,7 +221,7 @@ function phaseAfter(
 export function activeStops(p: FormatParams & { stop: readonly string[] }, text: string): readonly string[] {
   if (p.format === undefined || p.stop.length === 0) return p.stop;
   const m = p.json_markers;
-  if (!m?.optional) return [];
+  if (!m?.optional || m.text_schema !== undefined) return [];
   const start = callStart(text);
   return start.startsWith(m.prefix) || m.prefix.startsWith(start) ? [] : p.stop;
 }
@@ -223,7 +234,7 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
       // Where whitespace may come first it changes nothing the set depends on: keyed without it.
-      return `lead\u0001${schema.id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${m?.optional || phase.again ? callStart(phase.text) : phase.text}`;
+      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${(m?.optional && m.text_schema === undefined) || phase.again ? callStart(phase.text) : phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

@@ -155,6 +155,32 @@ describe("json_markers on gpt-tiny: a call between a template's tool-call tags, 
     expect(verdict(checked).verdict).toBe("agreed");
   }, 60_000);
 
+  it("optional with a text schema: a reply that makes no call is that schema's object, a call as before", async () => {
+    const tool = { type: "object", properties: { stars: { enum: [1, 2, 3] } }, required: ["stars"] };
+    const calls = new Ajv().compile(tool);
+    // Held to "{" or the tags at its start, gpt-tiny calls greedily and with seed 0, and answers with seed 1.
+    for (const [sampling, calling] of [
+      [{}, true],
+      [{ temperature: 1, seed: 0 }, true],
+      [{ temperature: 1, seed: 1 }, false],
+    ] as const) {
+      const p = GenerationParams.parse({
+        max_new_tokens: 96,
+        format: "json_schema",
+        schema: tool,
+        json_markers: { ...TAGS, optional: true, text_schema: REVIEW_SCHEMA },
+        ...sampling,
+      });
+      const out = await run(p);
+      expect(out.finish_reason).toBe("stop");
+      if (calling) expect(calls(object(out.generated_text, TAGS)), out.generated_text).toBe(true);
+      else expect(valid(JSON.parse(out.generated_text)), out.generated_text).toBe(true);
+      expect(await run(p, models.web)).toEqual(out);
+      const [checked] = await models.node.run([{ prompt: ASK, params: p, verify: { ...out, tolerance: 1e-3 } }]);
+      expect(verdict(checked).verdict).toBe("agreed");
+    }
+  }, 60_000);
+
   it("required: the reply is the prefix, an object the schema accepts and the suffix, whatever the model would write", async () => {
     const markers = { ...TAGS, optional: false };
     const out = await run(marked(markers));

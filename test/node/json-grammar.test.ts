@@ -232,6 +232,26 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     ).toMatch(/no token of this model/);
   });
 
+  it("with a text schema, a reply that makes no call is that schema's object (response_format beside tools)", () => {
+    const p = {
+      format: "json_object" as const,
+      json_markers: { prefix: "<c>", suffix: "</c>", optional: true, text_schema: { type: "object" } },
+    };
+    const openIn = (generated: number[]) => {
+      const row = new Float32Array(texts.length).fill(1);
+      jsonMask(p, row, 0, texts.length, eos, decode, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    expect(openIn([])).toEqual([0, 2, 7]); // the prefix's start, the answer's "{", or a whole call; never text, nor an end
+    expect(openIn([2])).toEqual([3]);
+    expect(openIn([2, 3])).toEqual([6]); // the answer closed: only end-of-text, no suffix
+    expect(openIn([0, 1])).toEqual([2]); // a call as before
+    expect(unfinishedReply(p, "{}")).toBeNull();
+    expect(unfinishedReply(p, "<c>{}</c>")).toBeNull();
+    expect(unfinishedReply(p, "hi")).toMatch(/no token of this model/);
+    expect(activeStops({ ...p, stop: ["x"] }, "{")).toEqual([]);
+  });
+
   it("searches for stop strings in text only: never in a call, nor while a reply may still begin one", () => {
     const markers = (optional: boolean) => ({ prefix: "<c>", suffix: "</c>", optional });
     const p = (optional: boolean) => ({ format: "json_object" as const, json_markers: markers(optional), stop: ["x"] });

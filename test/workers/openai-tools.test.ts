@@ -367,6 +367,28 @@ describe("tool calls", () => {
     worker.close();
   });
 
+  it('"auto" beside response_format: a reply that makes no call is the object response_format asks for', async () => {
+    const worker = await SocketWorker.connect("tool-caller");
+    const schema = { type: "object", properties: { answer: { type: "string" } }, required: ["answer"] };
+    const answer = client.chat.completions.create({
+      model: "tool-caller",
+      messages: ask,
+      tools: [weather],
+      response_format: { type: "json_schema", json_schema: { name: "reply", schema } },
+    });
+    const input = await reply(worker, ['{"answer":', '"snow"}']);
+    expect(input.params).toMatchObject({
+      format: "json_schema",
+      schema: { anyOf: [expect.objectContaining({ required: ["name", "arguments"] })] },
+      json_markers: { prefix: "<tool_call>", optional: true, text_schema: schema },
+    });
+    expect((await answer).choices[0]).toMatchObject({
+      message: { role: "assistant", content: '{"answer":"snow"}' },
+      finish_reason: "stop",
+    });
+    worker.close();
+  });
+
   it("shows a session's turn the tools of its own call, not those of the turn before", async () => {
     expect((await call("/v1/sessions/tools-a", { method: "PUT", body: {} })).status).toBeLessThan(300);
     const worker = await SocketWorker.connect("tool-caller");
@@ -504,6 +526,10 @@ describe("tool calls", () => {
     expect(
       await refused({ tools: [weather], tool_choice: "required", response_format: { type: "json_object" } }),
     ).toMatchObject({ param: "response_format" });
+    // Beside "auto" it holds a reply that makes no call; a stop string would cut that object.
+    expect(
+      await refused({ model: "tool-caller", tools: [weather], response_format: { type: "json_object" }, stop: ["x"] }),
+    ).toMatchObject({ param: "stop" });
     expect(await refused({ messages: [...ask, { role: "tool", tool_call_id: "c", content: "x" }] })).toMatchObject({
       param: "messages[1].role",
       message: expect.stringContaining('model "scribe"\'s chat template has no tool role'),

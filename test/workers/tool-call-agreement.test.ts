@@ -65,23 +65,30 @@ describe("the mask and the edge agree on tool-call replies", () => {
     { prefix: "[[", suffix: "" },
   ];
   for (const tags of cases) {
-    for (const choice of ["auto", "required"] as const) {
+    // "auto+answer": auto beside response_format, so a reply that makes no call is an object with an integer x.
+    for (const choice of ["auto", "auto+answer", "required"] as const) {
       for (const parallel of [true, false]) {
         it(`${JSON.stringify(tags)}, ${choice}, parallel ${parallel}`, () => {
           const template = { ...model?.chat_template, tool_call: tags } as never;
           const format = toolFormat({ name: "m", chat_template: template } as never, {
             tools,
-            tool_choice: choice,
+            tool_choice: choice === "required" ? "required" : "auto",
             parallel_tool_calls: parallel,
           });
           if (!format) throw new Error("no format");
           const plan: ToolPlan = format.plan;
-          const params = { ...format.format, stop: [] as string[] };
+          const answer = { type: "object", properties: { x: { type: "integer" } }, required: ["x"] };
+          const markers = format.format.json_markers;
+          const params = {
+            ...format.format,
+            ...(choice === "auto+answer" && markers ? { json_markers: { ...markers, text_schema: answer } } : {}),
+            stop: [] as string[],
+          };
           const texts = [...pieces(tags.prefix, tags.suffix), ""];
           const eos = [texts.length - 1];
           const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
           const leads = [tags.prefix, '{"name":"', '","arguments":', tags.suffix].map((l) => texts.indexOf(l));
-          const draw = createRng(texts.length * 31 + (choice === "auto" ? 1 : 2) + (parallel ? 10 : 20));
+          const draw = createRng(texts.length * 31 + choice.length + (parallel ? 10 : 20));
           let calls = 0;
           let several = 0;
           for (let run = 0; run < 150; run++) {
@@ -118,9 +125,12 @@ describe("the mask and the edge agree on tool-call replies", () => {
             if (made.length > 1) several++;
             if (message.content !== null) {
               // Text only where the model could decide, and never one that began a call.
-              expect(choice, where).toBe("auto");
+              expect(choice, where).not.toBe("required");
               expect(text.trimStart().startsWith(tags.prefix), where).toBe(false);
               expect(finished, where).toBe(finish);
+              if (choice === "auto+answer" && finish === "stop") {
+                expect(Number.isInteger(JSON.parse(message.content).x), where).toBe(true);
+              }
             } else if (finish === "stop") {
               // A reply the mask let end is whole calls: each of a tool offered, its arguments JSON.
               expect(finished, where).toBe("tool_calls");
