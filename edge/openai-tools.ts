@@ -220,8 +220,9 @@ class ReplyReader {
   ): { kind: "undecided" } | { kind: "text"; text: string } | { kind: "call"; calls: ReadCall[]; whole: boolean } {
     if (this.kind === "undecided") {
       if (!ended) return { kind: "undecided" };
-      // Ended in the prefix: text where the model could decide, else a call cut before its name.
-      if (!this.markers?.optional) return { kind: "call", calls: [], whole: false };
+      // Ended in the prefix: text where the model could write text, else a call cut before its name.
+      if (!this.markers?.optional || this.markers.text_schema !== undefined)
+        return { kind: "call", calls: [], whole: false };
       return { kind: "text", text: this.text };
     }
     if (this.kind === "text") return { kind: "text", text: this.text };

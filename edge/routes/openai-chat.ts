@@ -37,7 +37,7 @@ import {
 } from "../generation-calls.ts";
 import { chatLogprobs, completionLogprobs } from "../openai-logprobs.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
-import { toolFinish, toolFormat, toolMessage } from "../openai-tools.ts";
+import { type ToolPlan, toolFinish, toolFormat, toolMessage } from "../openai-tools.ts";
 import { readJson } from "../request.ts";
 import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
@@ -184,6 +184,12 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   const tooling = toolFormat(model, req);
   const optional = tooling?.format.json_markers?.optional === true;
   const answerFormat = req.response_format != null && req.response_format.type !== "text";
+  if (tooling && answerFormat && optional && tooling.format.json_markers?.prefix.startsWith("{")) {
+    throw refuse(
+      "response_format",
+      `model "${model.name}" writes a tool call after ${JSON.stringify(tooling.format.json_markers.prefix)}, as an answer's object begins: beside tools its reply could not be told from a call; send tool_choice "none" for the answer, or leave response_format out`,
+    );
+  }
   if (tooling && answerFormat && !optional) {
     throw refuse(
       "response_format",
@@ -206,6 +212,8 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call; with "auto"
   // and response_format, a reply that makes no call is the object response_format asks for.
   const params = tooling ? withTools(asked, tooling.format, answerFormat) : asked;
+  // The reader of the reply knows it too: a reply cut before it settled is a call's start, not the answer's text.
+  const plan = tooling && { ...tooling.plan, ...(params.json_markers ? { markers: params.json_markers } : {}) };
   const messages = chatMessages(req.messages, model.chat_template);
   const item = await chatItem(c, model, messages, params, req.session, tooling?.shown);
   const items = choices(model, [item], req.n, req.session);
@@ -221,9 +229,9 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       choices: outputs.map((output, index) => ({
         index,
         message: tooling
-          ? toolMessage(tooling.plan, output, index)
+          ? toolMessage(plan as ToolPlan, output, index)
           : { role: "assistant", content: output.generated_text },
-        finish_reason: tooling ? toolFinish(tooling.plan, output) : output.finish_reason,
+        finish_reason: plan ? toolFinish(plan, output) : output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),
       usage: usageOf(outputs, items.length),
@@ -239,7 +247,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
     includeUsage,
     logprobs,
     perPrompt: items.length,
-    ...(tooling ? { tools: tooling.plan } : {}),
+    ...(plan ? { tools: plan } : {}),
   };
   return streamTokens(c, call, spec);
 });

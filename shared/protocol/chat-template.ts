@@ -11,10 +11,16 @@ const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max
  * byte-level tokenizer writes any other character across tokens that each read as none (a tag a tokenizer keeps as a
  * special token is not written as text either: such a template cannot take tool_call).
  */
-const Tag = z
+export const Tag = z
   .string()
   .max(64)
   .regex(/^[\x20-\x7E\t\n]*$/, "must be printable ASCII, tabs and newlines (the mask reads tokens' text)");
+
+/** A tool call's opening tag: whitespace before it is the model's own, so it begins with none. */
+export const CallPrefix = Tag.min(1).regex(
+  /^[^ \t\n]/,
+  "must not begin with whitespace (whitespace before it is the model's)",
+);
 
 export const ChatTemplate = z
   .strictObject({
@@ -32,7 +38,7 @@ export const ChatTemplate = z
      */
     tool_call: z
       .strictObject({
-        prefix: Tag.min(1).regex(/^[^ \t\n]/, "must not begin with whitespace (whitespace before it is the model's)"),
+        prefix: CallPrefix,
         suffix: Tag,
         tools: Wrap.extend({ prefix: z.string().min(1).max(256), suffix: z.string().max(256) }).optional(),
       })

@@ -1,7 +1,9 @@
 // Text generation on the wire (issue 14): what a text-generation item holds, what its output is, and the
 // token deltas a worker streams while it generates. The edge validates items with these schemas before
 // queueing, workers parse them in the text-generation task, and the queue object parses every delta frame.
+
 import { z } from "zod";
+import { CallPrefix, Tag } from "./chat-template.ts";
 import { compileJsonSchema, SchemaProblem } from "./json-schema.ts";
 import { ParsedJson } from "./validate.ts";
 
@@ -144,8 +146,8 @@ export const GenerationParams = z
      */
     json_markers: z
       .strictObject({
-        prefix: z.string().min(1).max(64),
-        suffix: z.string().max(64),
+        prefix: CallPrefix,
+        suffix: Tag,
         optional: z.boolean(),
         parallel: z.boolean().optional(),
         /**

@@ -215,6 +215,16 @@ function phaseAfter(
 }
 
 /**
+ * Whether a reply so far may still become a call or be text (optional markers with stop strings): its text is held
+ * back until that is settled, so a stop string is looked for in all of it once it is text, however its tokens split.
+ */
+export function undecidedReply(p: FormatParams & { stop: readonly string[] }, text: string): boolean {
+  const m = p.json_markers;
+  if (p.format === undefined || p.stop.length === 0 || !m?.optional || m.text_schema !== undefined) return false;
+  return m.prefix.startsWith(callStart(text));
+}
+
+/**
  * The stop strings a reply so far is searched for: all without a format; with optional markers (tool_choice "auto")
  * only once the reply is text, so they never cut a call (nor a prefix that may begin one); none in an object.
  */

@@ -4,7 +4,7 @@
 // so a claim is held to the very rules that end the model's own run.
 
 import type { FinishReason, GenerationItem, PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
-import { activeStops } from "./text-generation-format.ts";
+import { activeStops, undecidedReply } from "./text-generation-format.ts";
 import type { Decode } from "./tokenizer.ts";
 
 export type { Decode } from "./tokenizer.ts";
@@ -76,7 +76,9 @@ export function takeToken(
   seq.generated.push(token);
   if (logprob) seq.logprobs?.push(logprob);
   const full = decode(seq.generated, { skip_special_tokens: true });
-  const { text, stopped } = advanceText(full, seq.sent, activeStops(seq.item.params, full));
+  // A reply that may still be a call or text sends nothing yet (its stop strings are not known to apply).
+  const held = undecidedReply(seq.item.params, full);
+  const { text, stopped } = held ? { text: "" } : advanceText(full, seq.sent, activeStops(seq.item.params, full));
   if (stopped !== undefined) {
     seq.finish = "stop";
     seq.text = stopped;

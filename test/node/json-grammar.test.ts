@@ -2,6 +2,7 @@
 // shared/protocol/json-schema.ts) and its mask on a row of logits (shared/tasks/text-generation-format.ts): which
 // texts start one compact JSON object a schema accepts, and which tokens may come.
 import { describe, expect, it } from "vitest";
+import { GenerationParams } from "../../shared/protocol/generation.ts";
 import { compileJsonSchema } from "../../shared/protocol/json-schema.ts";
 import {
   JSON_OBJECT,
@@ -12,6 +13,7 @@ import {
   MAX_JSON_DEPTH,
 } from "../../shared/tasks/json-grammar.ts";
 import { activeStops, jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
+import { startSequence, takeToken } from "../../shared/tasks/text-generation-sequence.ts";
 
 const reader = (schema: unknown) => {
   const compiled = compileJsonSchema(schema);
@@ -250,6 +252,35 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(unfinishedReply(p, "<c>{}</c>")).toBeNull();
     expect(unfinishedReply(p, "hi")).toMatch(/no token of this model/);
     expect(activeStops({ ...p, stop: ["x"] }, "{")).toEqual([]);
+  });
+
+  it("cuts a reply that turns out text at its first stop string, however its tokens split", () => {
+    const pieces = ["\n", "Hello", " world\nmore", "\nHello", "<to", "x", "<tox"];
+    const decode = (ids: readonly number[]) => ids.map((t) => pieces[t] ?? "").join("");
+    const ended = (ids: number[], stop: string[], markers = true) => {
+      const params = GenerationParams.parse({
+        max_new_tokens: 8,
+        stop,
+        ...(markers
+          ? { format: "json_object", json_markers: { prefix: "<tool_call>", suffix: "</tool_call>", optional: true } }
+          : {}),
+      });
+      const seq = startSequence(0, { prompt: "p", params }, [1], decode);
+      let sent = "";
+      for (const t of ids) {
+        sent += takeToken(seq, t, [99], decode) ?? "";
+        if (seq.finish) break;
+      }
+      return { text: seq.text, sent, finish: seq.finish };
+    };
+    // As without tools: a stop string at the start cuts there, whether one token or two carried it.
+    expect(ended([0, 1, 2], ["\n"])).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([3, 2], ["\n"])).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([0, 1, 2], ["\n"], false)).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([4, 5], ["<to"])).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([6], ["<to"])).toEqual({ text: "", sent: "", finish: "stop" });
+    // Text with no stop string in it is sent once it is known to be text.
+    expect(ended([1, 2], ["\n"]).sent).toBe("Hello world");
   });
 
   it("searches for stop strings in text only: never in a call, nor while a reply may still begin one", () => {

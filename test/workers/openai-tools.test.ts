@@ -386,6 +386,16 @@ describe("tool calls", () => {
       message: { role: "assistant", content: '{"answer":"snow"}' },
       finish_reason: "stop",
     });
+    // Cut by max_tokens inside the tags, the reply was a call's start (the answer begins with "{"): no content.
+    const cut = client.chat.completions.create({
+      model: "tool-caller",
+      messages: ask,
+      tools: [weather],
+      response_format: { type: "json_object" },
+      max_tokens: 1,
+    });
+    await reply(worker, ["<tool"], "length");
+    expect((await cut).choices[0]).toMatchObject({ message: { content: null }, finish_reason: "length" });
     worker.close();
   });
 

@@ -56,6 +56,35 @@ const pieces = (prefix: string, suffix: string) =>
     ]),
   ].filter((p) => p !== "");
 
+/**
+ * The calls a reply's text makes, read on its own (not as the edge reads it): whitespace, the prefix, an object,
+ * the suffix, again. `strict`: every call whole, its suffix too; `clean`: so, but the last suffix may be cut.
+ */
+function callsIn(text: string, { prefix, suffix }: { prefix: string; suffix: string }) {
+  let s = text;
+  let count = 0;
+  const broken = () => ({ count, clean: false, strict: false });
+  for (;;) {
+    s = s.replace(/^[ \t\r\n]+/, "");
+    if (s === "") return { count, clean: count > 0, strict: count > 0 };
+    if (!s.startsWith(prefix)) return broken();
+    s = s.slice(prefix.length);
+    let end = -1;
+    for (let k = 1; k <= s.length && end < 0; k++) {
+      if (s[k - 1] !== "}") continue;
+      try {
+        JSON.parse(s.slice(0, k));
+        end = k;
+      } catch {}
+    }
+    if (end < 0) return broken();
+    count++;
+    s = s.slice(end);
+    if (s.startsWith(suffix)) s = s.slice(suffix.length);
+    else return suffix.startsWith(s) ? { count, clean: true, strict: false } : broken();
+  }
+}
+
 const model = TEST_REGISTRY.models.find((m) => m.name === "tool-caller");
 
 describe("the mask and the edge agree on tool-call replies", () => {
@@ -76,7 +105,7 @@ describe("the mask and the edge agree on tool-call replies", () => {
             parallel_tool_calls: parallel,
           });
           if (!format) throw new Error("no format");
-          const plan: ToolPlan = format.plan;
+
           const answer = { type: "object", properties: { x: { type: "integer" } }, required: ["x"] };
           const markers = format.format.json_markers;
           const params = {
@@ -84,6 +113,8 @@ describe("the mask and the edge agree on tool-call replies", () => {
             ...(choice === "auto+answer" && markers ? { json_markers: { ...markers, text_schema: answer } } : {}),
             stop: [] as string[],
           };
+          // As the route gives it: the reader knows the markers the worker wrote under.
+          const plan: ToolPlan = { ...format.plan, ...(params.json_markers ? { markers: params.json_markers } : {}) };
           const texts = [...pieces(tags.prefix, tags.suffix), ""];
           const eos = [texts.length - 1];
           const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
@@ -131,7 +162,17 @@ describe("the mask and the edge agree on tool-call replies", () => {
               if (choice === "auto+answer" && finish === "stop") {
                 expect(Number.isInteger(JSON.parse(message.content).x), where).toBe(true);
               }
-            } else if (finish === "stop") {
+              // Beside response_format a reply that makes no call is the answer's object from its first character.
+              if (choice === "auto+answer") expect(message.content.startsWith("{"), where).toBe(true);
+            } else {
+              // Read on its own, the text is calls: all whole where the mask let it end; cut by max_tokens, whole
+              // ("tool_calls") only when nothing but the last suffix was cut.
+              const read = callsIn(text, tags);
+              if (finish === "stop") expect(read.strict, where).toBe(true);
+              else expect(finished, where).toBe(read.clean ? "tool_calls" : "length");
+              if (read.clean) expect(made.length, where).toBe(read.count);
+            }
+            if (message.content === null && finish === "stop") {
               // A reply the mask let end is whole calls: each of a tool offered, its arguments JSON.
               expect(finished, where).toBe("tool_calls");
               expect(made.length, where).toBeGreaterThan(0);
