@@ -93,11 +93,16 @@ const END: Phase = { k: "end" };
 const startPhase = (schema: CompiledSchema, m: JsonMarkers | undefined): Phase =>
   m ? { k: "lead", text: "" } : { k: "json", state: jsonStart(schema) };
 
+const MAX_LEADING_SPACE = 64;
+const LEADING_SPACE = new RegExp(`^[ \\t\\r\\n]{1,${MAX_LEADING_SPACE}}`);
+
 /**
  * A reply's text where a call may begin: whitespace before the prefix is the model's own (a newline, or the space
- * a SentencePiece tokenizer's first piece reads with after another token). The edge reads replies by it too.
+ * a SentencePiece tokenizer's first piece reads with after another token), 64 characters of it at most: past them
+ * the reply is text (between calls, only the next prefix or the end may come), so a reply is undecided for a few
+ * tokens only. The edge reads replies by it too.
  */
-export const callStart = (text: string) => text.replace(/^[ \t\r\n]+/, "");
+export const callStart = (text: string) => text.replace(LEADING_SPACE, "");
 
 /**
  * The phase after a token that adds `text` ("": one that adds no usable text: a special token, or a byte that ends
@@ -236,6 +241,16 @@ export function activeStops(p: FormatParams & { stop: readonly string[] }, text:
   return start.startsWith(m.prefix) || m.prefix.startsWith(start) ? [] : p.stop;
 }
 
+/**
+ * A lead's text as its allowed set depends on it where whitespace may come first: the rest after the whitespace,
+ * and how much of callStart's MAX_LEADING_SPACE is left only as near as one token (`reach` characters) can tell.
+ */
+function spacedKey(text: string, reach: number): string {
+  const rest = callStart(text);
+  const left = MAX_LEADING_SPACE - (text.length - rest.length);
+  return `${rest}\u0001${Math.min(left, reach + 1)}`;
+}
+
 /** The key an allowed-token set is kept under: the phase, and what of the format it turns on. */
 function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): string {
   switch (phase.k) {
@@ -244,7 +259,7 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
       // Where whitespace may come first it changes nothing the set depends on: keyed without it.
-      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${(m?.optional && m.text_schema === undefined) || phase.again ? callStart(phase.text) : phase.text}`;
+      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${(m?.optional && m.text_schema === undefined) || phase.again ? spacedKey(phase.text, v.reach) : phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

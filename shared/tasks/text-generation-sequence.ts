@@ -69,7 +69,7 @@ export function takeToken(
 ): string | null {
   if (eos.includes(token)) {
     seq.finish = "stop";
-    seq.text = decode(seq.generated, { skip_special_tokens: true });
+    seq.text = settled(seq, decode(seq.generated, { skip_special_tokens: true }));
     if (logprob && seq.logprobs) seq.endLogprob = logprob;
     return null;
   }
@@ -83,12 +83,19 @@ export function takeToken(
     seq.finish = "stop";
     seq.text = stopped;
   } else if (seq.generated.length >= seq.item.params.max_new_tokens) {
-    seq.finish = "length";
-    seq.text = full;
+    const cut = held ? advanceText(full, seq.sent, seq.item.params.stop).stopped : undefined;
+    seq.finish = cut === undefined ? "length" : "stop";
+    seq.text = cut ?? full;
   }
   const delta = seq.finish ? seq.text.slice(seq.sent) : text;
   seq.sent += delta.length;
   return delta;
+}
+
+/** A reply's text as it ends: a reply still undecided between a call and text is text, so its stop strings cut it. */
+function settled(seq: Sequence, full: string): string {
+  if (!undecidedReply(seq.item.params, full)) return full;
+  return advanceText(full, seq.sent, seq.item.params.stop).stopped ?? full;
 }
 
 /**

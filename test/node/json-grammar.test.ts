@@ -221,7 +221,12 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
       expect(openIn(optional, [7, 4, 8])).toEqual([0, 6, 7, 8]);
       expect(openIn(optional, [7, 4, 8, 0, 1])).toEqual([2]); // the next call's object
       expect(openIn(optional, [7, 4, 5])).toEqual([6]); // text after a call is no such reply
+      // 64 whitespace characters at most between calls: then the next prefix or the end.
+      expect(openIn(optional, [7, 4, ...Array(64).fill(8)])).toEqual([0, 6, 7]);
     }
+    // Before the first call, past 64 the reply is text: nothing masked.
+    expect(openIn(true, Array(65).fill(8))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(openIn(true, Array(64).fill(8))).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8]);
     const p = {
       format: "json_object" as const,
       json_markers: { prefix: "<c>", suffix: "</c>", optional: false, parallel: true },
@@ -257,9 +262,9 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
   it("cuts a reply that turns out text at its first stop string, however its tokens split", () => {
     const pieces = ["\n", "Hello", " world\nmore", "\nHello", "<to", "x", "<tox"];
     const decode = (ids: readonly number[]) => ids.map((t) => pieces[t] ?? "").join("");
-    const ended = (ids: number[], stop: string[], markers = true) => {
+    const ended = (ids: number[], stop: string[], markers = true, most = 8) => {
       const params = GenerationParams.parse({
-        max_new_tokens: 8,
+        max_new_tokens: most,
         stop,
         ...(markers
           ? { format: "json_object", json_markers: { prefix: "<tool_call>", suffix: "</tool_call>", optional: true } }
@@ -281,6 +286,13 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(ended([6], ["<to"])).toEqual({ text: "", sent: "", finish: "stop" });
     // Text with no stop string in it is sent once it is known to be text.
     expect(ended([1, 2], ["\n"]).sent).toBe("Hello world");
+    // A reply that ends still undecided is text: its stop strings cut it, at end-of-text (99) or max_new_tokens.
+    expect(ended([0, 99], ["\n"])).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([0, 0], ["\n"], true, 2)).toEqual({ text: "", sent: "", finish: "stop" });
+    expect(ended([4, 99], ["<to"])).toEqual({ text: "", sent: "", finish: "stop" });
+    // Whitespace is held 64 characters at most: past them the reply is text, and goes out.
+    expect(ended(Array(64).fill(0), ["STOP"], true, 100).sent).toBe("");
+    expect(ended(Array(65).fill(0), ["STOP"], true, 100).sent).toBe("\n".repeat(65));
   });
 
   it("searches for stop strings in text only: never in a call, nor while a reply may still begin one", () => {
