@@ -117,6 +117,19 @@ export function toolFormat(
   };
 }
 
+/** What toolFormat answers: the plan the reply is read by, the format it is written under, the tools as shown. */
+export type ToolFormat = NonNullable<ReturnType<typeof toolFormat>>;
+
+/**
+ * Tools beside response_format (with "auto": toolFormat refuses it otherwise upstream): a reply that makes no call is
+ * the answer's object, for the worker's mask and the reply's reader alike.
+ */
+export function withAnswer(tools: ToolFormat, answer: NonNullable<GenerationParams["schema"]>): ToolFormat {
+  const markers = tools.plan.markers && { ...tools.plan.markers, text_schema: answer };
+  if (!markers) return tools;
+  return { ...tools, plan: { ...tools.plan, markers }, format: { ...tools.format, json_markers: markers } };
+}
+
 /** A schema with its $refs pointed at their new names; literals (const, enum) are left as written. */
 function moveRefs(value: unknown, tool: number): unknown {
   if (Array.isArray(value)) return value.map((v) => moveRefs(v, tool));
@@ -262,22 +275,15 @@ const readReply = (plan: ToolPlan, output: GenerationOutput) =>
 /** Choice `index`'s k-th call's id: the first `${callId}_${index}`, the next ones numbered after it. */
 const callIdOf = (plan: ToolPlan, index: number, k: number) => `${plan.callId}_${index}${k > 0 ? `_${k}` : ""}`;
 
-/** A whole reply's calls, as the answer's message carries them; none for text, or a reply cut before it named a tool. */
-export function toolCallsOf(plan: ToolPlan, output: GenerationOutput, index: number): ToolCall[] {
-  const reply = readReply(plan, output);
-  if (reply.kind !== "call") return [];
-  return reply.calls.map((c, k) => ({
-    id: callIdOf(plan, index, k),
-    type: "function" as const,
-    function: { name: c.name, arguments: c.args },
-  }));
-}
-
 /** The answer's message: the reply's text where it made no call, else no content and its calls (none when cut before a name). */
 export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: number) {
   const reply = readReply(plan, output);
-  if (reply.kind === "text") return { role: "assistant" as const, content: reply.text };
-  const calls = toolCallsOf(plan, output, index);
+  if (reply.kind !== "call") return { role: "assistant" as const, content: reply.kind === "text" ? reply.text : "" };
+  const calls: ToolCall[] = reply.calls.map((c, k) => ({
+    id: callIdOf(plan, index, k),
+    type: "function",
+    function: { name: c.name, arguments: c.args },
+  }));
   return { role: "assistant" as const, content: null, ...(calls.length > 0 ? { tool_calls: calls } : {}) };
 }
 

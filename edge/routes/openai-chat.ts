@@ -9,7 +9,6 @@ import {
   ErrorCode,
   type GenerationItem,
   type GenerationOutput,
-  type GenerationParams,
   type JobView,
   MAX_LOGPROB_ENTRIES,
   type ModelConfig,
@@ -37,7 +36,7 @@ import {
 } from "../generation-calls.ts";
 import { chatLogprobs, completionLogprobs } from "../openai-logprobs.ts";
 import { created, type OpenAiStreamSpec, usageOf } from "../openai-stream.ts";
-import { type ToolPlan, toolFinish, toolFormat, toolMessage } from "../openai-tools.ts";
+import { toolFinish, toolFormat, toolMessage, withAnswer } from "../openai-tools.ts";
 import { readJson } from "../request.ts";
 import { submitJob, submitStreamed, succeededOrThrow } from "../submit.ts";
 
@@ -157,21 +156,6 @@ function hfCompletion(req: HfCompletionRequest): CompletionRequest {
   };
 }
 
-/** A chat's parameters with its tools' format; the answer's own format (response_format), if any, for a reply that makes no call. */
-function withTools(
-  asked: GenerationParams,
-  tools: Pick<GenerationParams, "format" | "schema" | "json_markers">,
-  answerFormat: boolean,
-) {
-  const markers = tools.json_markers;
-  if (!answerFormat || !markers) return { ...asked, ...tools };
-  return {
-    ...asked,
-    ...tools,
-    json_markers: { ...markers, text_schema: asked.schema ?? { type: "object" } },
-  };
-}
-
 export const openAiChatRoutes = new Hono<HonoEnv>();
 openAiChatRoutes.use("/v1/chat/completions", requireKey("caller"));
 openAiChatRoutes.use("/v1/completions", requireKey("caller"));
@@ -211,11 +195,11 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
   );
   // The tools' schema, compiled and checked by toolFormat, and the template's markers around a call; with "auto"
   // and response_format, a reply that makes no call is the object response_format asks for.
-  const params = tooling ? withTools(asked, tooling.format, answerFormat) : asked;
-  // The reader of the reply knows it too: a reply cut before it settled is a call's start, not the answer's text.
-  const plan = tooling && { ...tooling.plan, ...(params.json_markers ? { markers: params.json_markers } : {}) };
+  const tools = tooling && answerFormat ? withAnswer(tooling, asked.schema ?? { type: "object" }) : tooling;
+  const params = tools ? { ...asked, ...tools.format } : asked;
+  const plan = tools?.plan;
   const messages = chatMessages(req.messages, model.chat_template);
-  const item = await chatItem(c, model, messages, params, req.session, tooling?.shown);
+  const item = await chatItem(c, model, messages, params, req.session, tools?.shown);
   const items = choices(model, [item], req.n, req.session);
   const call: Call = { model: model.name, items, session: req.session, timeout_ms: req.timeout_ms };
   const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
@@ -228,9 +212,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       model: model.name,
       choices: outputs.map((output, index) => ({
         index,
-        message: tooling
-          ? toolMessage(plan as ToolPlan, output, index)
-          : { role: "assistant", content: output.generated_text },
+        message: plan ? toolMessage(plan, output, index) : { role: "assistant", content: output.generated_text },
         finish_reason: plan ? toolFinish(plan, output) : output.finish_reason,
         logprobs: logprobs ? chatLogprobs(output.logprobs ?? []) : null,
       })),

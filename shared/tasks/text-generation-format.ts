@@ -90,6 +90,15 @@ type Phase =
 const FREE: Phase = { k: "free" };
 const END: Phase = { k: "end" };
 
+/** A reply may be free text instead of a call: optional markers without a text schema. */
+const mayBeText = (m: JsonMarkers | undefined) => m?.optional === true && m.text_schema === undefined;
+
+/**
+ * Whether whitespace may come before the prefix: where the reply may be text, and between calls (a call the model
+ * must make, or the text schema's object, begins at once, as JSON mode's does: no run of spaces under a mask).
+ */
+const spacedLead = (m: JsonMarkers | undefined, phase: { again?: boolean }) => phase.again === true || mayBeText(m);
+
 const startPhase = (schema: CompiledSchema, m: JsonMarkers | undefined): Phase =>
   m ? { k: "lead", text: "" } : { k: "json", state: jsonStart(schema) };
 
@@ -120,11 +129,9 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       // Text may take the object's place only at the reply's start, where the object is optional.
       const free = m?.optional === true && !phase.again;
       // Nothing written yet that says: the reply's decoded text settles it (phaseAfter).
-      if (text === "") return free && m?.text_schema === undefined ? phase : null;
+      if (text === "") return free && mayBeText(m) ? phase : null;
       const u = phase.text + text;
-      // Whitespace first where the model may answer text or has made a call (a call it must make, or the text
-      // schema's object, begins at once, as JSON mode's does: no run of spaces under a mask).
-      const t = (free && m?.text_schema === undefined) || phase.again ? callStart(u) : u;
+      const t = spacedLead(m, phase) ? callStart(u) : u;
       if (t.length < prefix.length && prefix.startsWith(t)) return { k: "lead", text: u, again: phase.again };
       if (!t.startsWith(prefix)) return free ? instead(m as JsonMarkers, t) : null;
       const rest = t.slice(prefix.length);
@@ -175,8 +182,7 @@ const mayEnd = (phase: Phase | null, m: JsonMarkers | undefined) =>
   phase !== null &&
   (phase.k === "free" ||
     phase.k === "end" ||
-    (phase.k === "lead" &&
-      (phase.again ? callStart(phase.text) === "" : m?.optional === true && m.text_schema === undefined)));
+    (phase.k === "lead" && (phase.again ? callStart(phase.text) === "" : mayBeText(m))));
 
 /** The phase after the first `count` generated tokens, kept per token array so a run feeds each token once. */
 const phaseOf = new WeakMap<
@@ -205,7 +211,7 @@ function phaseAfter(
   for (let i = known.count; i < count && phase !== null; i++) {
     const text = v.texts[generated[i] as number] ?? "";
     // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply).
-    if (phase.k !== "lead" || phase.again || (text === "" && !(m?.optional && m.text_schema === undefined))) {
+    if (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m))) {
       phase = step(schema, m, phase, text);
       continue;
     }
@@ -225,8 +231,8 @@ function phaseAfter(
  */
 export function undecidedReply(p: FormatParams & { stop: readonly string[] }, text: string): boolean {
   const m = p.json_markers;
-  if (p.format === undefined || p.stop.length === 0 || !m?.optional || m.text_schema !== undefined) return false;
-  return m.prefix.startsWith(callStart(text));
+  if (p.format === undefined || p.stop.length === 0 || !mayBeText(m)) return false;
+  return (m as JsonMarkers).prefix.startsWith(callStart(text));
 }
 
 /**
@@ -236,7 +242,7 @@ export function undecidedReply(p: FormatParams & { stop: readonly string[] }, te
 export function activeStops(p: FormatParams & { stop: readonly string[] }, text: string): readonly string[] {
   if (p.format === undefined || p.stop.length === 0) return p.stop;
   const m = p.json_markers;
-  if (!m?.optional || m.text_schema !== undefined) return [];
+  if (!m || !mayBeText(m)) return [];
   const start = callStart(text);
   return start.startsWith(m.prefix) || m.prefix.startsWith(start) ? [] : p.stop;
 }
@@ -259,7 +265,7 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
       // Where whitespace may come first it changes nothing the set depends on: keyed without it.
-      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${(m?.optional && m.text_schema === undefined) || phase.again ? spacedKey(phase.text, v.reach) : phase.text}`;
+      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${spacedLead(m, phase) ? spacedKey(phase.text, v.reach) : phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

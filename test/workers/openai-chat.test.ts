@@ -239,58 +239,36 @@ describe("POST /v1/chat/completions", () => {
     const prompts: string[] = [];
     const first = await SocketWorker.connect("scribe", { worker_id: "first" });
     const stopFirst = serve(first, prompts);
-    const turn1 = await client.chat.completions.create({
-      model: "scribe",
-      messages: [{ role: "user", content: "Hello" }],
-      // @ts-expect-error EdgeSwarm's extension
-      session: "chat-a",
-    });
+    const chat = async (messages: { role: "user" | "assistant"; content: string }[], session?: string) =>
+      (
+        await client.chat.completions.create({
+          model: "scribe",
+          messages,
+          // @ts-expect-error EdgeSwarm's extension
+          session,
+        })
+      ).choices[0]?.message.content ?? "";
+    const history: { role: "user" | "assistant"; content: string }[] = [{ role: "user", content: "Hello" }];
+    history.push({ role: "assistant", content: await chat(history, "chat-a") });
     stopFirst();
     first.close();
     const second = await SocketWorker.connect("scribe", { worker_id: "second" });
     const stopSecond = serve(second, prompts);
-    const turn2 = await client.chat.completions.create({
-      model: "scribe",
-      messages: [{ role: "user", content: "And then?" }],
-      // @ts-expect-error EdgeSwarm's extension
-      session: "chat-a",
-    });
-    // The same conversation in one call, no session.
-    const whole = await client.chat.completions.create({
-      model: "scribe",
-      messages: [
-        { role: "user", content: "Hello" },
-        { role: "assistant", content: turn1.choices[0]?.message.content ?? "" },
-        { role: "user", content: "And then?" },
-      ],
-    });
-    expect(prompts[1]).toBe(prompts[2]);
-    expect(turn2.choices[0]?.message.content).toBe(whole.choices[0]?.message.content);
-    // A third turn goes on from the second (the session's newest turn), not from the first.
-    const turn3 = await client.chat.completions.create({
-      model: "scribe",
-      messages: [{ role: "user", content: "Last?" }],
-      // @ts-expect-error EdgeSwarm's extension
-      session: "chat-a",
-    });
-    const whole3 = await client.chat.completions.create({
-      model: "scribe",
-      messages: [
-        { role: "user", content: "Hello" },
-        { role: "assistant", content: turn1.choices[0]?.message.content ?? "" },
-        { role: "user", content: "And then?" },
-        { role: "assistant", content: turn2.choices[0]?.message.content ?? "" },
-        { role: "user", content: "Last?" },
-      ],
-    });
-    expect(prompts[3]).toBe(prompts[4]);
-    expect(turn3.choices[0]?.message.content).toBe(whole3.choices[0]?.message.content);
+    // Each later turn sends only its message; the same conversation in one call (no session) reads alike. The third
+    // turn goes on from the second (the session's newest turn), not from the first.
+    for (const content of ["And then?", "Last?"]) {
+      const turn = await chat([{ role: "user", content }], "chat-a");
+      history.push({ role: "user", content });
+      const whole = await chat(history);
+      expect(prompts.at(-2)).toBe(prompts.at(-1));
+      expect(turn).toBe(whole);
+      history.push({ role: "assistant", content: turn });
+    }
+    expect(prompts).toHaveLength(5);
     stopSecond();
     second.close();
   });
-});
 
-describe("a streamed turn in a session", () => {
   it("is in the session's history by [DONE], so the next turn reads it", async () => {
     expect((await call("/v1/sessions/chat-s", { method: "PUT", body: {} })).status).toBeLessThan(300);
     const worker = await SocketWorker.connect("scribe");

@@ -4,7 +4,7 @@
 // of tags and mode; each reply read whole and streamed in pieces of every size. Draws come from a seeded generator,
 // so a failure names a run that repeats.
 import { describe, expect, it } from "vitest";
-import { type ToolPlan, toolCallStream, toolFinish, toolFormat, toolMessage } from "../../edge/openai-tools.ts";
+import { toolCallStream, toolFinish, toolFormat, toolMessage, withAnswer } from "../../edge/openai-tools.ts";
 import { createRng } from "../../models/build/prng.ts";
 import type { GenerationOutput } from "../../shared/index.ts";
 import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
@@ -99,22 +99,16 @@ describe("the mask and the edge agree on tool-call replies", () => {
       for (const parallel of [true, false]) {
         it(`${JSON.stringify(tags)}, ${choice}, parallel ${parallel}`, () => {
           const template = { ...model?.chat_template, tool_call: tags } as never;
-          const format = toolFormat({ name: "m", chat_template: template } as never, {
+          const tooling = toolFormat({ name: "m", chat_template: template } as never, {
             tools,
             tool_choice: choice === "required" ? "required" : "auto",
             parallel_tool_calls: parallel,
           });
-          if (!format) throw new Error("no format");
-
+          if (!tooling) throw new Error("no format");
           const answer = { type: "object", properties: { x: { type: "integer" } }, required: ["x"] };
-          const markers = format.format.json_markers;
-          const params = {
-            ...format.format,
-            ...(choice === "auto+answer" && markers ? { json_markers: { ...markers, text_schema: answer } } : {}),
-            stop: [] as string[],
-          };
-          // As the route gives it: the reader knows the markers the worker wrote under.
-          const plan: ToolPlan = { ...format.plan, ...(params.json_markers ? { markers: params.json_markers } : {}) };
+          // As the route gives them: the format the worker writes under, the plan the reply is read by.
+          const { format, plan } = choice === "auto+answer" ? withAnswer(tooling, answer) : tooling;
+          const params = { ...format, stop: [] as string[] };
           const texts = [...pieces(tags.prefix, tags.suffix), ""];
           const eos = [texts.length - 1];
           const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
