@@ -41,6 +41,20 @@ interface ItemRow extends Record<string, SqlStorageValue> {
 const MAX_OUTPUT_BYTES = 1_000_000;
 const OUTPUT_CHUNK_BYTES = 512 * 1024;
 
+/**
+ * A lease's outputs from position ?3 on (?4 of them), from the JSON array ?2 (null where the result was an error):
+ * each item reads its own by position, and SQLite keeps the array parsed for the statement. Joined with json_each
+ * instead, the planner looked the items up by lease and scanned the whole array for each: quadratic in the
+ * batch's size. A number is bound as a REAL, which `->>` reads as a key: the position is cast to an index.
+ */
+export const STORE_OUTPUTS = `UPDATE items SET state = 'succeeded', lease_id = NULL, output = ?2 ->> CAST(lease_pos - ?3 AS INTEGER)
+  WHERE lease_id = ?1 AND lease_pos >= ?3 AND lease_pos < ?3 + ?4 AND state = 'leased'
+    AND (?2 ->> CAST(lease_pos - ?3 AS INTEGER)) IS NOT NULL`;
+
+/** The span each item of lease ?1 was answered under, by position, from the JSON array ?2 (null: none). */
+export const STORE_SPANS = `UPDATE items SET worker_traceparent = ?2 ->> lease_pos
+  WHERE lease_id = ?1 AND (?2 ->> lease_pos) IS NOT NULL`;
+
 export class LeaseSettlement {
   constructor(
     private readonly sql: Sql,
@@ -190,12 +204,7 @@ export class LeaseSettlement {
     this.atomically(() => {
       const spans = Array.from(results, (r) => (r && parseTraceparent(r.traceparent) ? r.traceparent : null));
       if (spans.some((s) => s !== null)) {
-        this.sql.run(
-          `UPDATE items SET worker_traceparent = j.value FROM json_each(?2) AS j
-           WHERE items.lease_id = ?1 AND items.lease_pos = j.key AND j.value IS NOT NULL`,
-          leaseId,
-          JSON.stringify(spans),
-        );
+        this.sql.run(STORE_SPANS, leaseId, JSON.stringify(spans));
       }
       for (const item of items) {
         const pos = item.lease_pos;
@@ -343,8 +352,7 @@ export class LeaseSettlement {
 
   /**
    * Writes a batch's outputs with one UPDATE per run of positions of about 512 KB: far fewer statements
-   * than one per item, and each bound parameter stays well under SQLite's size limit. A run is a plain
-   * JSON array (null where the result was an error) joined on its index, so SQLite reads it once.
+   * than one per item, and each bound parameter stays well under SQLite's size limit (STORE_OUTPUTS).
    */
   private storeOutputs(leaseId: string, outputs: readonly (string | undefined)[]): void {
     let start = 0;
@@ -357,14 +365,7 @@ export class LeaseSettlement {
         run.push(o ?? null);
         bytes += o?.length ?? 0;
       }
-      this.sql.run(
-        `UPDATE items SET state = 'succeeded', lease_id = NULL, output = j.value
-         FROM json_each(?2) AS j
-         WHERE items.lease_id = ?1 AND items.lease_pos = j.key + ?3 AND items.state = 'leased' AND j.value IS NOT NULL`,
-        leaseId,
-        JSON.stringify(run),
-        start,
-      );
+      this.sql.run(STORE_OUTPUTS, leaseId, JSON.stringify(run), start, run.length);
       start += run.length;
     }
   }

@@ -79,6 +79,12 @@ export interface ItemFilter {
   bindings: SqlStorageValue[];
 }
 
+/**
+ * What a batch needs of an item's job, read once an item by one join; its columns are named apart from the items'
+ * (both tables have `pool` and `priority`), so a filter's bare column names still mean the item's.
+ */
+const JOB_OF_ITEM = "(SELECT id AS job_key, traceparent, session, session_state FROM jobs)";
+
 const NO_FILTER: ItemFilter = { where: "", bindings: [] };
 
 /** An active lease to act on, or the answer to give when there is none. */
@@ -171,10 +177,9 @@ export class LeaseTable {
            WHEN gen_logprobs IS NULL THEN json_set(input, '$.resume', json_object('tokens', json(gen_tokens), 'text', gen_text))
            ELSE json_set(input, '$.resume',
              json_object('tokens', json(gen_tokens), 'text', gen_text, 'logprobs', json(gen_logprobs))) END AS input,
-         (SELECT traceparent FROM jobs WHERE jobs.id = items.job_id) AS traceparent,
-         (SELECT session FROM jobs WHERE jobs.id = items.job_id AND session_state IS NOT NULL) AS session,
-         (SELECT session_state FROM jobs WHERE jobs.id = items.job_id) AS session_state
-       FROM items WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq ${BOUND_LIMIT}`,
+         job.traceparent, CASE WHEN job.session_state IS NOT NULL THEN job.session END AS session, job.session_state
+       FROM items LEFT JOIN ${JOB_OF_ITEM} AS job ON job.job_key = items.job_id
+       WHERE state = 'queued' AND available_at <= ?${filter.where} ORDER BY priority DESC, seq ${BOUND_LIMIT}`,
             now,
             ...filter.bindings,
             size,

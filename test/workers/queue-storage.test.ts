@@ -2,6 +2,7 @@
 // written about once a second (or when read), and queue indexes that hold queued items only.
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
+import { STORE_OUTPUTS, STORE_SPANS } from "../../edge/model-queue/lease-settlement.ts";
 import { METRICS_FLUSH_MS, MetricsStore } from "../../edge/model-queue/metrics-store.ts";
 import { BROWSER_ITEMS, PoolRouter, type RoutePlan } from "../../edge/model-queue/pool-router.ts";
 import { BOUND_LIMIT, Sql } from "../../edge/sql.ts";
@@ -132,5 +133,43 @@ describe("queue indexes", () => {
       expect(p).toMatch(
         /USING (COVERING )?INDEX (items_backoff|jobs_open_deadline|leases_active_deadline|leases_ended)\b/,
       );
+  });
+
+  it("store a batch's outputs and spans with one lookup of the lease's items, each reading its own by position", async () => {
+    await infer({ model: "bravo", inputs: [1], wait: false });
+    const plans = await runInDurableObject(queue("bravo"), (_instance, state) =>
+      [
+        [STORE_OUTPUTS, "lease", '["a","b"]', 0, 2],
+        [STORE_SPANS, "lease", '["a","b"]'],
+      ].map(([q, ...bindings]) =>
+        state.storage.sql
+          .exec<{ detail: string }>(`EXPLAIN QUERY PLAN ${q}`, ...(bindings as SqlStorageValue[]))
+          .toArray()
+          .map((r) => r.detail),
+      ),
+    );
+    // One search of the lease's items, and no scan of anything per item (a json_each joined on the position was
+    // scanned whole for every item: quadratic in the batch).
+    for (const plan of plans)
+      expect(plan).toEqual([expect.stringMatching(/^SEARCH items USING (COVERING )?INDEX items_lease\b/)]);
+    // And each item gets its own output, the errors' nulls leaving theirs unwritten.
+    const stored = await runInDurableObject(queue("bravo"), (_instance, state) => {
+      const sql = state.storage.sql;
+      sql.exec(
+        "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input, lease_id, lease_pos) SELECT 'j', value, 0, 0, 0, 'leased', '1', 'L', value FROM json_each('[0,1,2,3]')",
+      );
+      sql.exec(STORE_OUTPUTS, "L", JSON.stringify(['"c"', null, '"e"']), 1, 3);
+      return sql
+        .exec<{ lease_pos: number; state: string; output: string | null }>(
+          "SELECT lease_pos, state, output FROM items WHERE job_id = 'j' ORDER BY lease_pos",
+        )
+        .toArray();
+    });
+    expect(stored).toEqual([
+      { lease_pos: 0, state: "leased", output: null },
+      { lease_pos: 1, state: "succeeded", output: '"c"' },
+      { lease_pos: 2, state: "leased", output: null },
+      { lease_pos: 3, state: "succeeded", output: '"e"' },
+    ]);
   });
 });
