@@ -26,6 +26,8 @@ const FORMATS: Record<string, object> = {
   text: {},
   json_object: { format: "json_object" },
   json_schema: { format: "json_schema", schema: REVIEW_SCHEMA },
+  // As the OpenAI-compatible routes ask: one space may follow each ":" and "," (GenerationParams.json_spacing).
+  "json_schema (spaced)": { format: "json_schema", schema: REVIEW_SCHEMA, json_spacing: "spaced" },
   // Tool calls on a template with tags (edge/openai-tools.ts): a call it must make, between them ("required"), and
   // tool_choice "auto", where gpt-tiny (never trained on calls) answers text: the mask's lead steps, then none.
   "call (required, tags)": { format: "json_schema", schema: REVIEW_SCHEMA, json_markers: { ...TAGS, optional: false } },

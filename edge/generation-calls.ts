@@ -169,18 +169,19 @@ export function generationParams(
 function jsonFormat(
   asked: SamplingAsked["response_format"],
   param: string,
-): Pick<GenerationParams, "format" | "schema"> | undefined {
-  if (asked?.type === "json_object") return { format: "json_object" };
+): Pick<GenerationParams, "format" | "schema" | "json_spacing"> | undefined {
+  // Spaced: the model may write JSON as it learnt it, json.dumps' `{"a": 1, "b": 2}` (GenerationParams.json_spacing).
+  if (asked?.type === "json_object") return { format: "json_object", json_spacing: "spaced" };
   if (asked?.type !== "json_schema") return undefined;
   const schema = asked.json_schema?.schema;
-  if (schema === undefined) return { format: "json_object" };
+  if (schema === undefined) return { format: "json_object", json_spacing: "spaced" };
   try {
     compileJsonSchema(schema);
   } catch (e) {
     if (e instanceof SchemaProblem) throw refuse(param, `${param}: ${e.message}`);
     throw e;
   }
-  return { format: "json_schema", schema };
+  return { format: "json_schema", schema, json_spacing: "spaced" };
 }
 
 /** Characters a prompt may have so it and the tokens to generate fit the context (text-item.ts's estimate). */

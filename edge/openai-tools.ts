@@ -9,9 +9,9 @@
 // after a call's suffix another may follow (parallel_tool_calls, json_markers.parallel).
 import { ErrorCode, type GenerationOutput, type GenerationParams, type ModelConfig } from "../shared/index.ts";
 import type { ChatTemplate } from "../shared/protocol/chat-template.ts";
-import { compileJsonSchema, SchemaProblem } from "../shared/protocol/json-schema.ts";
+import { compileJsonSchema, SchemaProblem, spacedSchema } from "../shared/protocol/json-schema.ts";
 import type { OpenAiFinishReason, Tool, ToolCall, ToolCallDelta, ToolChoice } from "../shared/protocol/openai-chat.ts";
-import { type JsonState, jsonDone, jsonFeed, jsonStart } from "../shared/tasks/json-grammar.ts";
+import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart } from "../shared/tasks/json-grammar.ts";
 import { callStart } from "../shared/tasks/text-generation-format.ts";
 import { ApiError } from "./errors.ts";
 
@@ -60,7 +60,11 @@ export function toolFormat(
     parallel_tool_calls?: boolean | null | undefined;
   },
 ):
-  | { plan: ToolPlan; format: Pick<GenerationParams, "format" | "schema" | "json_markers">; shown?: string }
+  | {
+      plan: ToolPlan;
+      format: Pick<GenerationParams, "format" | "schema" | "json_spacing" | "json_markers">;
+      shown?: string;
+    }
   | undefined {
   const { tools, tool_choice: choice } = req;
   if (!tools || tools.length === 0 || choice === "none") return undefined;
@@ -112,6 +116,7 @@ export function toolFormat(
     format: {
       format: "json_schema",
       schema: schema as NonNullable<GenerationParams["schema"]>,
+      json_spacing: "spaced",
       ...(markers ? { json_markers: markers } : {}),
     },
   };
@@ -161,15 +166,21 @@ export function renderedCalls(calls: readonly ToolCall[], template: ChatTemplate
   return written.join(tags ? "" : "\n");
 }
 
-/** The start of a call, which names its tool: `{"name":"<name>","arguments":` (names are plain: no escapes). */
-const HEAD = '{"name":"';
-const TAIL = '","arguments":';
+/**
+ * The start of a call, which names its tool: `{"name":"<name>","arguments":`, with a space after each `:` and `,`
+ * or not (json_spacing "spaced"); names are plain (no escapes). The arguments begin after the space that may follow
+ * their colon, so a streamed call's pieces add up to the whole call's arguments.
+ */
+const HEAD = /^\{"name": ?"([^"\\]*)", ?"arguments": ?/;
 
 /**
  * A reply's text read as it grows: still undecided (the start of the markers' prefix, where the model may decide),
  * text, or calls: each object after a prefix, read up to its closing brace (what follows is the suffix, then
  * with json_markers.parallel whitespace and the next call's prefix).
  */
+/** How a reply's calls are read: any object, spaced or compact (a call's end is its closing brace either way). */
+const ANY_CALL = spacedSchema(JSON_OBJECT);
+
 class ReplyReader {
   private text = "";
   private kind: "undecided" | "text" | "call";
@@ -180,7 +191,7 @@ class ReplyReader {
 
   constructor(private readonly markers: JsonMarkers | undefined) {
     this.kind = markers ? "undecided" : "call";
-    if (!markers) this.calls.push({ json: jsonStart(), body: "", closed: false });
+    if (!markers) this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
   }
 
   push(piece: string): this {
@@ -195,7 +206,7 @@ class ReplyReader {
       const start = optional ? callStart(this.text) : this.text;
       if (start.startsWith(prefix)) {
         this.kind = "call";
-        this.calls.push({ json: jsonStart(), body: "", closed: false });
+        this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
         this.feed(start.slice(prefix.length));
       } else if (!prefix.startsWith(start)) {
         this.kind = optional ? "text" : "call";
@@ -215,7 +226,7 @@ class ReplyReader {
         const { prefix, suffix, parallel } = this.markers ?? { prefix: "", suffix: "" };
         // Characters come one at a time: the next call begins the moment its prefix is whole.
         if (parallel && this.between.startsWith(suffix) && callStart(this.between.slice(suffix.length)) === prefix) {
-          this.calls.push({ json: jsonStart(), body: "", closed: false });
+          this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
           this.between = "";
         }
         continue;
@@ -261,12 +272,10 @@ interface ReadCall {
 
 /** A call's object read: none until its tool is named; the closing brace after the arguments is the wrapping's. */
 function readCall(call: { body: string; closed: boolean }): ReadCall[] {
-  const end = call.body.indexOf(TAIL, HEAD.length);
-  if (!call.body.startsWith(HEAD) || end < 0) return [];
-  const args = call.body.slice(end + TAIL.length);
-  return [
-    { name: call.body.slice(HEAD.length, end), args: call.closed ? args.slice(0, -1) : args, whole: call.closed },
-  ];
+  const head = HEAD.exec(call.body);
+  if (!head) return [];
+  const args = call.body.slice(head[0].length);
+  return [{ name: head[1] as string, args: call.closed ? args.slice(0, -1) : args, whole: call.closed }];
 }
 
 const readReply = (plan: ToolPlan, output: GenerationOutput) =>

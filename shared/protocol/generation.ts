@@ -123,9 +123,9 @@ export const GenerationParams = z
     /** Added to the named tokens' logits first (LogitBias). Left out unless asked for. */
     logit_bias: LogitBias.optional(),
     /**
-     * "json_object": the reply is one JSON object ("json_schema": one that `schema` accepts), written compactly
-     * (no whitespace outside strings): every token that could not continue it is masked out, and its closing brace
-     * ends the reply (text-generation-format.ts).
+     * "json_object": the reply is one JSON object ("json_schema": one that `schema` accepts), written as
+     * json_spacing says: every token that could not continue it is masked out, and its closing brace ends the reply
+     * (text-generation-format.ts).
      * A reply cut by max_new_tokens ends unclosed (finish_reason "length"); min_new_tokens and stop strings are
      * refused with it. Left out unless asked for.
      */
@@ -136,6 +136,13 @@ export const GenerationParams = z
      * picks; nothing outside the schema. Left out unless asked for.
      */
     schema: z.record(z.string(), ParsedJson).optional(),
+    /**
+     * With a JSON format, how its object is written outside strings: "compact", no whitespace (the default), or
+     * "spaced", one space allowed after each `:` and `,` (`{"a": 1, "b": [1, 2]}`, as Python's json.dumps writes
+     * and so most models learnt JSON; the model picks whether to write it). Nothing else: a run of whitespace
+     * under a mask is where models loop. Left out unless asked for.
+     */
+    json_spacing: z.enum(["compact", "spaced"]).optional(),
     /**
      * With a JSON format: the object is written between `prefix` and `suffix` (a model's tool-call tags, as its chat
      * template's tool_call says), and the reply ends after the suffix. `optional`: the reply may be free text
@@ -195,6 +202,10 @@ export const GenerationParams = z
       path: ["stop"],
     },
   )
+  .refine((p) => p.json_spacing === undefined || p.format !== undefined, {
+    message: 'json_spacing comes with a format ("json_object" or "json_schema"): it says how its object is written',
+    path: ["json_spacing"],
+  })
   .refine((p) => p.json_markers === undefined || p.format !== undefined, {
     message: 'json_markers come with a format ("json_object" or "json_schema"): they mark where its object is written',
     path: ["json_markers"],

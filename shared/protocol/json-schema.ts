@@ -30,6 +30,11 @@ export interface Property {
 export interface CompiledSchema {
   id: number;
   root: SchemaNode;
+  /**
+   * Whether one space may follow each `:` and `,` outside strings (`{"a": 1, "b": [1, 2]}`, as Python's json.dumps
+   * and so most models' training data write JSON); else none may (compact). See spacedSchema.
+   */
+  spaced?: true;
 }
 
 /**
@@ -86,6 +91,22 @@ export function compileJsonSchema(schema: unknown): CompiledSchema {
   byText.set(text, out);
   if (byText.size > MAX_KEPT) byText.delete(byText.keys().next().value as string);
   if (object) byObject.set(object, out);
+  return out;
+}
+
+const spacedOf = new WeakMap<CompiledSchema, CompiledSchema>();
+
+/**
+ * The same schema written with a space after each `:` and `,` allowed (GenerationParams.json_spacing "spaced"):
+ * the same nodes under an id of its own, kept, so the mask's allowed-token sets for the two never mix.
+ */
+export function spacedSchema(schema: CompiledSchema): CompiledSchema {
+  if (schema.spaced) return schema;
+  let out = spacedOf.get(schema);
+  if (!out) {
+    out = { id: ++compiled, root: schema.root, spaced: true };
+    spacedOf.set(schema, out);
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 // Whether a text is the start of one JSON object that a compiled schema (shared/protocol/json-schema.ts) accepts,
-// written compactly (RFC 8259 with no whitespace outside strings): the automaton behind JSON mode and structured
+// written compactly (RFC 8259 with no whitespace outside strings) or, for a spaced schema (spacedSchema), with one
+// space allowed after each `:` and `,` as Python's json.dumps writes it: the automaton behind JSON mode and structured
 // outputs, which lets the sampler pick only the tokens that keep a reply such a prefix (text-generation-format.ts).
 // A state is a set of threads (a value that may start several ways is tried each way at once, and the readings that
 // fail drop out), each an immutable stack of frames, so feeding a candidate token copies no more than it changes.
@@ -40,7 +41,9 @@ type Frame =
    * character stands (ESCAPE).
    */
   | { f: "string"; min: number; max: number; length: number; escape: number }
-  | { f: "number"; integer: boolean; part: NumberPart };
+  | { f: "number"; integer: boolean; part: NumberPart }
+  /** After a `:` or `,` of a spaced schema: one space may come before what the frame under it takes. */
+  | { f: "space" };
 type NumberPart = "minus" | "zero" | "int" | "dot" | "frac" | "exp" | "expSign" | "expDigits";
 
 /** A thread: frames innermost first; null once the root object has closed. Keys are computed once, when asked. */
@@ -67,9 +70,10 @@ export function jsonDone(s: JsonState): boolean {
 /** The state after `text`, or null when `text` cannot continue the prefix. `s` itself is left as it was. */
 export function jsonFeed(s: JsonState, text: string): JsonState | null {
   let threads = s.threads;
+  const sp = s.schema.spaced === true;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    const next = threads.length === 1 ? step(threads[0] as Stack, c) : threads.flatMap((t) => step(t, c));
+    const next = threads.length === 1 ? step(threads[0] as Stack, c, sp) : threads.flatMap((t) => step(t, c, sp));
     if (next.length === 0) return null;
     // Most prefixes read one way: only several readings are keyed, to drop the alike and keep MAX_THREADS.
     threads = next.length === 1 ? next : distinct(next);
@@ -136,6 +140,8 @@ function frameKey(f: Frame, reach: number): string {
       return `s${gap(f.min, f.length, reach)}.${gap(f.max, f.length, reach)}.${f.escape}`;
     case "number":
       return `n${f.integer ? "i" : "f"}${f.part}`;
+    case "space":
+      return "_";
   }
 }
 
@@ -156,43 +162,53 @@ const isHigh = (c: number) => c >= 0xd800 && c <= 0xdbff;
 const isLow = (c: number) => c >= 0xdc00 && c <= 0xdfff;
 const ESCAPES = new Set([...'"\\/bfnrt'].map((ch) => ch.charCodeAt(0)));
 
-/** The threads `t` becomes after character `c` (none: `c` cannot come here). */
-function step(t: Stack, c: number): Stack[] {
+const SPACE = 32;
+const SPACE_FRAME: Frame = { f: "space" };
+
+/** `t` with one space allowed next where the schema is spaced (`sp`). */
+const spaced = (t: Stack, sp: boolean): Stack => (sp ? push(t, SPACE_FRAME) : t);
+
+/** The threads `t` becomes after character `c` (none: `c` cannot come here); `sp`: the schema is spaced. */
+function step(t: Stack, c: number, sp: boolean): Stack[] {
   if (t === null) return [];
   const f = t.top;
   switch (f.f) {
     case "value":
-      return startValue(f.node, t.rest, c);
+      return startValue(f.node, t.rest, c, sp);
     case "literal":
-      return inList(t, f, f.node.texts, c);
+      return inList(t, f, f.node.texts, c, sp);
     case "key":
       return inList(
         t,
         f,
         objectKeys(f.node, f.next).map((k) => k.text),
         c,
+        sp,
       );
     case "object":
-      return inObject(t, f, c);
+      return inObject(t, f, c, sp);
     case "map":
-      return inMap(t, f, c);
+      return inMap(t, f, c, sp);
     case "array":
-      return inArray(t, f, c);
+      return inArray(t, f, c, sp);
     case "string":
       return inString(t, f, c);
     case "number":
-      return inNumber(t, f, c);
+      return inNumber(t, f, c, sp);
+    case "space":
+      // One at most: the frame under it takes no space of its own.
+      return c === SPACE ? [t.rest] : step(t.rest, c, sp);
   }
 }
 
-function startValue(node: SchemaNode, rest: Stack, c: number): Stack[] {
+function startValue(node: SchemaNode, rest: Stack, c: number, sp: boolean): Stack[] {
   switch (node.kind) {
     case "choice":
       // Flattened when compiled: none of these is a choice.
-      return node.starts.flatMap((n) => startValue(n, rest, c));
+      return node.starts.flatMap((n) => startValue(n, rest, c, sp));
     case "literals": {
       const [lo, hi] = narrowed(node.texts, 0, node.texts.length, 0, c);
-      return lo < hi ? [settle(rest, { f: "literal", node, pos: 1, lo, hi }, node.texts)] : [];
+      return lo < hi ? [settle(rest, { f: "literal", node, pos: 1, lo, hi }, node.texts, sp)] : [];
     }
     case "object":
       return c === 123 ? open(rest, { f: "object", node, next: 0, phase: "open" }) : [];
@@ -222,14 +238,21 @@ function narrowed(texts: readonly string[], lo: number, hi: number, pos: number,
  * A literal or key frame after its range narrowed: where the one text left is written whole, the frame is done and
  * what holds it goes on (for a key, the property's value comes next).
  */
-function settle(rest: Stack, f: Extract<Frame, { f: "literal" | "key" }>, texts: readonly string[]): Stack {
+function settle(
+  rest: Stack,
+  f: Extract<Frame, { f: "literal" | "key" }>,
+  texts: readonly string[],
+  sp: boolean,
+): Stack {
   if (f.hi - f.lo === 1 && (texts[f.lo] as string).length === f.pos) {
     if (f.f === "literal") return rest;
     const { prop, j } = objectKeys(f.node, f.next)[f.lo] as { prop: Property; j: number };
-    return push(push(rest, { f: "object", node: f.node, next: j + 1, phase: "after" }), {
+    // A key's text ends in its colon: the value, after a space where the schema is spaced.
+    const value = push(push(rest, { f: "object", node: f.node, next: j + 1, phase: "after" }), {
       f: "value",
       node: prop.node,
     });
+    return spaced(value, sp);
   }
   return push(rest, f);
 }
@@ -239,13 +262,14 @@ function inList(
   f: Extract<Frame, { f: "literal" | "key" }>,
   texts: readonly string[],
   c: number,
+  sp: boolean,
 ) {
   const out: Stack[] = [];
   // A text written whole, while longer ones share it (an enum of 1 and 12): the value may end here, and `c` is
   // what follows it. Keys end in a colon and never share one another's whole text.
-  if ((texts[f.lo] as string).length === f.pos && f.f === "literal") out.push(...step(t.rest, c));
+  if ((texts[f.lo] as string).length === f.pos && f.f === "literal") out.push(...step(t.rest, c, sp));
   const [lo, hi] = narrowed(texts, f.lo, f.hi, f.pos, c);
-  if (lo < hi) out.push(settle(t.rest, { ...f, pos: f.pos + 1, lo, hi }, texts));
+  if (lo < hi) out.push(settle(t.rest, { ...f, pos: f.pos + 1, lo, hi }, texts, sp));
   return out;
 }
 
@@ -275,20 +299,20 @@ function open(rest: Stack, frame: Frame): Stack[] {
   return (rest?.containers ?? 0) >= MAX_JSON_DEPTH ? [] : [push(rest, frame)];
 }
 
-function inObject(t: NonNullable<Stack>, f: Extract<Frame, { f: "object" }>, c: number): Stack[] {
+function inObject(t: NonNullable<Stack>, f: Extract<Frame, { f: "object" }>, c: number, sp: boolean): Stack[] {
   const left = f.node.props.length - f.next;
   const requiredLeft = f.node.props.some((p, j) => j >= f.next && p.required);
   if (f.phase === "after") {
-    if (c === COMMA) return left > 0 ? [swap(t, { ...f, phase: "comma" })] : [];
+    if (c === COMMA) return left > 0 ? [spaced(swap(t, { ...f, phase: "comma" }), sp)] : [];
     return c === 125 && !requiredLeft ? [t.rest] : [];
   }
   if (c === 125) return f.phase === "open" && !requiredLeft ? [t.rest] : [];
   const keys = objectKeys(f.node, f.next).map((k) => k.text);
   const [lo, hi] = narrowed(keys, 0, keys.length, 0, c);
-  return lo < hi ? [settle(t.rest, { f: "key", node: f.node, next: f.next, pos: 1, lo, hi }, keys)] : [];
+  return lo < hi ? [settle(t.rest, { f: "key", node: f.node, next: f.next, pos: 1, lo, hi }, keys, sp)] : [];
 }
 
-function inMap(t: NonNullable<Stack>, f: Extract<Frame, { f: "map" }>, c: number): Stack[] {
+function inMap(t: NonNullable<Stack>, f: Extract<Frame, { f: "map" }>, c: number, sp: boolean): Stack[] {
   switch (f.phase) {
     case "open":
     case "comma": {
@@ -298,23 +322,23 @@ function inMap(t: NonNullable<Stack>, f: Extract<Frame, { f: "map" }>, c: number
       return [push(swap(t, { ...f, phase: "colon" }), key)];
     }
     case "colon":
-      return c === 58 ? [push(swap(t, { ...f, phase: "after" }), { f: "value", node: f.values })] : [];
+      return c === 58 ? [spaced(push(swap(t, { ...f, phase: "after" }), { f: "value", node: f.values }), sp)] : [];
     case "after":
-      if (c === COMMA) return [swap(t, { ...f, phase: "comma" })];
+      if (c === COMMA) return [spaced(swap(t, { ...f, phase: "comma" }), sp)];
       return c === 125 ? [t.rest] : [];
   }
 }
 
-function inArray(t: NonNullable<Stack>, f: Extract<Frame, { f: "array" }>, c: number): Stack[] {
+function inArray(t: NonNullable<Stack>, f: Extract<Frame, { f: "array" }>, c: number, sp: boolean): Stack[] {
   if (f.phase === "after") {
-    if (c === COMMA) return f.count < f.node.max ? [swap(t, { ...f, phase: "comma" })] : [];
+    if (c === COMMA) return f.count < f.node.max ? [spaced(swap(t, { ...f, phase: "comma" }), sp)] : [];
     return c === 93 && f.count >= f.node.min ? [t.rest] : [];
   }
   if (c === 93 && f.phase === "open") return f.node.min === 0 ? [t.rest] : [];
   if (f.count >= f.node.max) return [];
   // Past both bounds' reach the count changes nothing: it stops at the minimum when there is no maximum.
   const count = f.node.max === Number.POSITIVE_INFINITY ? Math.min(f.count + 1, f.node.min) : f.count + 1;
-  return startValue(f.node.items, swap(t, { ...f, count, phase: "after" }), c);
+  return startValue(f.node.items, swap(t, { ...f, count, phase: "after" }), c, sp);
 }
 
 /**
@@ -405,7 +429,7 @@ function inString(t: NonNullable<Stack>, f: Extract<Frame, { f: "string" }>, c: 
   return [isHigh(c) ? grown(ESCAPE.rawLow) : grown()];
 }
 
-function inNumber(t: NonNullable<Stack>, f: Extract<Frame, { f: "number" }>, c: number): Stack[] {
+function inNumber(t: NonNullable<Stack>, f: Extract<Frame, { f: "number" }>, c: number, sp: boolean): Stack[] {
   const to = (part: NumberPart) => [swap(t, { ...f, part })];
   const exponent = c === 101 || c === 69;
   switch (f.part) {
@@ -416,17 +440,17 @@ function inNumber(t: NonNullable<Stack>, f: Extract<Frame, { f: "number" }>, c: 
       if (f.part === "int" && isDigit(c)) return to("int");
       if (!f.integer && c === 46) return to("dot");
       if (!f.integer && exponent) return to("exp");
-      return step(t.rest, c);
+      return step(t.rest, c, sp);
     case "dot":
       return isDigit(c) ? to("frac") : [];
     case "frac":
       if (isDigit(c)) return to("frac");
-      return exponent ? to("exp") : step(t.rest, c);
+      return exponent ? to("exp") : step(t.rest, c, sp);
     case "exp":
       return c === 43 || c === 45 ? to("expSign") : isDigit(c) ? to("expDigits") : [];
     case "expSign":
       return isDigit(c) ? to("expDigits") : [];
     case "expDigits":
-      return isDigit(c) ? to("expDigits") : step(t.rest, c);
+      return isDigit(c) ? to("expDigits") : step(t.rest, c, sp);
   }
 }

@@ -5,7 +5,7 @@
 // SentencePiece piece decoded alone loses its leading space); special tokens and bytes that end mid-character add
 // none usable, so they never come in JSON mode.
 
-import { type CompiledSchema, compileJsonSchema } from "../protocol/json-schema.ts";
+import { type CompiledSchema, compileJsonSchema, spacedSchema } from "../protocol/json-schema.ts";
 import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart, jsonStateKey } from "./json-grammar.ts";
 import type { Decode } from "./tokenizer.ts";
 
@@ -50,6 +50,7 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
 export interface FormatParams {
   format?: "json_object" | "json_schema";
   schema?: object;
+  json_spacing?: "compact" | "spaced";
   json_markers?: JsonMarkers;
 }
 
@@ -69,8 +70,12 @@ export interface JsonMarkers {
  * fail here.
  */
 export function replySchema(p: FormatParams): CompiledSchema {
-  return p.format === "json_schema" && p.schema !== undefined ? compileJsonSchema(p.schema) : JSON_OBJECT;
+  const schema = p.format === "json_schema" && p.schema !== undefined ? compileJsonSchema(p.schema) : JSON_OBJECT;
+  return spacedAs(p.json_spacing === "spaced", schema);
 }
+
+/** `schema` written as a spaced reply's is (json_spacing "spaced"), or as it is. */
+const spacedAs = (spaced: boolean | undefined, schema: CompiledSchema) => (spaced ? spacedSchema(schema) : schema);
 
 /**
  * Where a reply stands under its format: before the markers' prefix is settled (`lead`, the text so far, which is
@@ -133,7 +138,7 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       const u = phase.text + text;
       const t = spacedLead(m, phase) ? callStart(u) : u;
       if (t.length < prefix.length && prefix.startsWith(t)) return { k: "lead", text: u, again: phase.again };
-      if (!t.startsWith(prefix)) return free ? instead(m as JsonMarkers, t) : null;
+      if (!t.startsWith(prefix)) return free ? instead(schema, m as JsonMarkers, t) : null;
       const rest = t.slice(prefix.length);
       const json: Phase = { k: "json", state: jsonStart(schema) };
       return rest === "" ? json : step(schema, m, json, rest);
@@ -154,10 +159,13 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
   }
 }
 
-/** What a reply that did not begin with the prefix is: free text, or the text schema's object from its start. */
-function instead(m: JsonMarkers, text: string): Phase | null {
+/**
+ * What a reply that did not begin with the prefix is: free text, or the text schema's object from its start,
+ * spaced as the reply's `schema` is.
+ */
+function instead(reply: CompiledSchema, m: JsonMarkers, text: string): Phase | null {
   if (m.text_schema === undefined) return FREE;
-  const schema = compileJsonSchema(m.text_schema);
+  const schema = spacedAs(reply.spaced, compileJsonSchema(m.text_schema));
   return step(schema, undefined, { k: "json", state: jsonStart(schema), text: true }, text);
 }
 

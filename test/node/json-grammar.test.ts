@@ -3,7 +3,7 @@
 // texts start one compact JSON object a schema accepts, and which tokens may come.
 import { describe, expect, it } from "vitest";
 import { GenerationParams } from "../../shared/protocol/generation.ts";
-import { compileJsonSchema } from "../../shared/protocol/json-schema.ts";
+import { compileJsonSchema, spacedSchema } from "../../shared/protocol/json-schema.ts";
 import {
   JSON_OBJECT,
   jsonDone,
@@ -15,8 +15,8 @@ import {
 import { activeStops, jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
 import { startSequence, takeToken } from "../../shared/tasks/text-generation-sequence.ts";
 
-const reader = (schema: unknown) => {
-  const compiled = compileJsonSchema(schema);
+const reader = (schema: unknown, spaced = false) => {
+  const compiled = spaced ? spacedSchema(compileJsonSchema(schema)) : compileJsonSchema(schema);
   return (text: string) => {
     const s = jsonFeed(jsonStart(compiled), text);
     if (s === null) return "no";
@@ -92,6 +92,85 @@ describe("the JSON automaton, JSON mode's object", () => {
     expect(read(open(MAX_JSON_DEPTH))).toBe("prefix");
     expect(read(`${open(MAX_JSON_DEPTH)}"b":[`)).toBe("no");
     expect(read(`${open(MAX_JSON_DEPTH)}"b":1${"}".repeat(MAX_JSON_DEPTH)}`)).toBe("done");
+  });
+});
+
+describe('the JSON automaton, spaced (json_spacing "spaced")', () => {
+  const spaced = reader({ type: "object" }, true);
+  const schema = {
+    type: "object",
+    properties: {
+      name: { type: "string" },
+      tags: { type: "array", items: { enum: ["a", "bb"] } },
+      n: { type: "integer" },
+      more: { type: "object", additionalProperties: { type: "number" } },
+    },
+    required: ["name", "n"],
+  };
+  const spacedSchemaReader = reader(schema, true);
+
+  it("takes one space after each colon and comma, as json.dumps writes, or none", () => {
+    for (const text of [
+      '{"a": 1, "b": [1, 2, {"c": null}], "d": "x, y: z"}',
+      '{"a":1,"b":[1,2]}',
+      '{"a": -0.5e+3,"b":{"c": {}}, "d": []}',
+    ]) {
+      expect(spaced(text), text).toBe("done");
+      expect(JSON.parse(text)).toBeTypeOf("object");
+    }
+    expect(spacedSchemaReader('{"name": "x", "tags": ["a", "bb"], "n": 3, "more": {"k": 1.5, "j": 2}}')).toBe("done");
+    expect(spacedSchemaReader('{"name":"x", "n": 3}')).toBe("done");
+    // The same text is refused compact: spacing is asked for, never assumed.
+    expect(read('{"a": 1}')).toBe("no");
+    expect(reader(schema)('{"name": "x", "n": 3}')).toBe("no");
+  });
+
+  it("takes no other whitespace: two spaces, a newline or tab, or a space anywhere else", () => {
+    for (const text of [
+      '{"a":  1}',
+      '{"a":\n1}',
+      '{"a":\t1}',
+      '{"a": 1,  "b": 2}',
+      '{ "a": 1}',
+      '{"a" : 1}',
+      '{"a": 1 }',
+      '{"a": 1 , "b": 2}',
+      '{"a": [ 1]}',
+      '{"a": [1 ]}',
+      " {",
+      '{"a": 1} ',
+    ]) {
+      expect(spaced(text), JSON.stringify(text)).toBe("no");
+    }
+    expect(spacedSchemaReader('{"name": "x", "n": 3 }')).toBe("no");
+    expect(spacedSchemaReader('{"name": "x",  "n": 3}')).toBe("no");
+  });
+
+  it("keys its states apart from the compact schema's, so the mask's kept sets never mix", () => {
+    const compact = compileJsonSchema(schema);
+    expect(spacedSchema(compact)).toBe(spacedSchema(compact));
+    expect(spacedSchema(compact).id).not.toBe(compact.id);
+    const after = (s: typeof compact) => jsonStateKey(jsonFeed(jsonStart(s), '{"name":') as never, 4);
+    expect(after(spacedSchema(compact))).not.toBe(after(compact));
+  });
+
+  it("masks to one space where one may come, and the protocol takes json_spacing with a format only", () => {
+    const texts = ["{", "}", '"a"', ":", "1", "", ",", " ", '"b"'];
+    const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+    const open = (generated: number[], spacing?: "spaced") => {
+      const row = new Float32Array(texts.length).fill(1);
+      const p = { format: "json_object" as const, ...(spacing ? { json_spacing: spacing } : {}) };
+      jsonMask(p, row, 0, texts.length, [5], decode, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    expect(open([0, 2, 3], "spaced")).toEqual([0, 2, 4, 7, 8]); // a value, or one space
+    expect(open([0, 2, 3, 7], "spaced")).toEqual([0, 2, 4, 8]); // then the value, no second space
+    expect(open([0, 2, 3, 4, 6], "spaced")).toEqual([2, 7, 8]); // after a comma: a key, or one space
+    expect(open([0, 2, 3])).toEqual([0, 2, 4, 8]); // compact: no space
+    const parsed = GenerationParams.safeParse({ json_spacing: "spaced" });
+    expect(parsed.error?.issues[0]?.message).toMatch(/json_spacing comes with a format/);
+    expect(GenerationParams.safeParse({ format: "json_object", json_spacing: "spaced" }).success).toBe(true);
+    expect(GenerationParams.safeParse({ format: "json_object", json_spacing: "pretty" }).success).toBe(false);
   });
 });
 

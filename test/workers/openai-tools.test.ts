@@ -135,6 +135,36 @@ describe("tool calls", () => {
     worker.close();
   });
 
+  it("reads a call written spaced, as json.dumps writes it, whole and streamed alike", async () => {
+    const worker = await SocketWorker.connect("scribe");
+    const ask2 = { model: "scribe", messages: ask, tools: [weather, time], tool_choice: "required" as const };
+    // Pieces that end on the spaces the call may hold, and between a colon and its space.
+    const pieces = ['{"name": "get_w', 'eather", "arguments":', ' {"city"', ': "Os', 'lo"}}'];
+    const whole = client.chat.completions.create(ask2);
+    const input = await reply(worker, pieces);
+    expect(input.params).toMatchObject({ format: "json_schema", json_spacing: "spaced" });
+    const message = (await whole).choices[0]?.message;
+    expect(message?.tool_calls).toEqual([
+      {
+        id: expect.stringMatching(/^call_/),
+        type: "function",
+        function: { name: "get_weather", arguments: '{"city": "Oslo"}' },
+      },
+    ]);
+    const stream = await client.chat.completions.create({ ...ask2, stream: true });
+    const replied = reply(worker, pieces);
+    let args = "";
+    for await (const chunk of stream) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        if (d.function?.name !== undefined) expect(d.function.name).toBe("get_weather");
+        args += d.function?.arguments ?? "";
+      }
+    }
+    await replied;
+    expect(args).toBe('{"city": "Oslo"}');
+    worker.close();
+  });
+
   it("streams a call to the SDK as typed tool_call deltas, and takes a conversation's calls and results", async () => {
     const worker = await SocketWorker.connect("tool-scribe");
     const sdk = new EdgeSwarmClient({
