@@ -150,8 +150,8 @@ describe('the JSON automaton, spaced (json_spacing "spaced")', () => {
     const compact = compileJsonSchema(schema);
     expect(spacedSchema(compact)).toBe(spacedSchema(compact));
     expect(spacedSchema(compact).id).not.toBe(compact.id);
-    const after = (s: typeof compact) => jsonStateKey(jsonFeed(jsonStart(s), '{"name":') as never, 4);
-    expect(after(spacedSchema(compact))).not.toBe(after(compact));
+    const keyAfter = (s: typeof compact) => jsonStateKey(jsonFeed(jsonStart(s), '{"name":') as never, 4);
+    expect(keyAfter(spacedSchema(compact))).not.toBe(keyAfter(compact));
   });
 
   it("masks to one space where one may come, and the protocol takes json_spacing with a format only", () => {
