@@ -29,9 +29,14 @@ const FORMATS: Record<string, object> = {
   // As the OpenAI-compatible routes ask: one space may follow each ":" and "," (GenerationParams.json_spacing).
   "json_schema (spaced)": { format: "json_schema", schema: REVIEW_SCHEMA, json_spacing: "spaced" },
   // Tool calls on a template with tags (edge/openai-tools.ts): a call it must make, between them ("required"), and
-  // tool_choice "auto", where gpt-tiny (never trained on calls) answers text: the mask's lead steps, then none.
+  // tool_choice "auto", where gpt-tiny (never trained on calls) answers text: the mask's lead steps, then text that a
+  // call may still follow (json_markers.after_text, as the edge sends it): masked only where a prefix may begin.
   "call (required, tags)": { format: "json_schema", schema: REVIEW_SCHEMA, json_markers: { ...TAGS, optional: false } },
-  "auto (replies text)": { format: "json_schema", schema: REVIEW_SCHEMA, json_markers: { ...TAGS, optional: true } },
+  "auto (replies text)": {
+    format: "json_schema",
+    schema: REVIEW_SCHEMA,
+    json_markers: { ...TAGS, optional: true, after_text: true },
+  },
 };
 
 const registry = new URL("../models/registry.json", import.meta.url);

@@ -133,11 +133,11 @@ export function openAiStream(spec: OpenAiStreamSpec): (event: JobEvent<Generatio
     };
     return data(chunk([piece]));
   };
-  /** A tool plan's piece of a reply as its chunk: content, tool-call deltas, or nothing while undecided. */
+  /** A tool plan's piece of a reply as its chunks: content, tool-call deltas (content first), or nothing while undecided. */
   const sendPiece = (index: number, piece: ReplyPiece) => {
     if (piece.kind === "undecided") return "";
     if (piece.kind === "text") return piece.text === "" ? "" : delta(index, piece.text);
-    return callDelta(index, piece.deltas);
+    return (piece.text ? delta(index, piece.text) : "") + callDelta(index, piece.deltas);
   };
   return (event) => {
     switch (event.event) {

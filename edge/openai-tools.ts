@@ -12,7 +12,7 @@ import type { ChatTemplate } from "../shared/protocol/chat-template.ts";
 import { compileJsonSchema, SchemaProblem, spacedSchema } from "../shared/protocol/json-schema.ts";
 import type { OpenAiFinishReason, Tool, ToolCall, ToolCallDelta, ToolChoice } from "../shared/protocol/openai-chat.ts";
 import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart } from "../shared/tasks/json-grammar.ts";
-import { callStart } from "../shared/tasks/text-generation-format.ts";
+import { afterText, callStart, prefixTail } from "../shared/tasks/text-generation-format.ts";
 import { ApiError } from "./errors.ts";
 
 type JsonMarkers = NonNullable<GenerationParams["json_markers"]>;
@@ -101,11 +101,13 @@ export function toolFormat(
     if (!(e instanceof SchemaProblem)) throw e;
     throw refused("tools", `the tools together: ${e.message}; send fewer, or name the one to call in tool_choice`);
   }
+  // Where the model decides, it may write text first (its reasoning, a sentence) and call after it.
   const markers = tags && {
     prefix: tags.prefix,
     suffix: tags.suffix,
     optional: auto,
     ...(req.parallel_tool_calls === false ? {} : { parallel: true }),
+    ...(auto ? { after_text: true } : {}),
   };
   const plan = { callId: `call_${crypto.randomUUID().replaceAll("-", "")}`, ...(markers ? { markers } : {}) };
   // The tools as the template shows them to the model (each as sent, a line), so it knows what it may call.
@@ -130,8 +132,10 @@ export type ToolFormat = NonNullable<ReturnType<typeof toolFormat>>;
  * the answer's object, for the worker's mask and the reply's reader alike.
  */
 export function withAnswer(tools: ToolFormat, answer: NonNullable<GenerationParams["schema"]>): ToolFormat {
-  const markers = tools.plan.markers && { ...tools.plan.markers, text_schema: answer };
-  if (!markers) return tools;
+  if (!tools.plan.markers) return tools;
+  // A reply that is no call is the answer's object from its first character: no text for a call to follow.
+  const { after_text: _, ...kept } = tools.plan.markers;
+  const markers = { ...kept, text_schema: answer };
   return { ...tools, plan: { ...tools.plan, markers }, format: { ...tools.format, json_markers: markers } };
 }
 
@@ -149,9 +153,23 @@ function moveRefs(value: unknown, tool: number): unknown {
 }
 
 /**
+ * JSON as Python's json.dumps writes it by default (", " and ": " between parts, other characters as they are): what
+ * Hugging Face chat templates' `tojson` renders, and the spacing a reply may be written with (json_spacing).
+ */
+function dumps(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(dumps).join(", ")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${Object.entries(value)
+      .map(([k, v]) => `${JSON.stringify(k)}: ${dumps(v)}`)
+      .join(", ")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+/**
  * An assistant message's tool calls as the model would have written them, for the next turn's prompt: each
  * {"name": ..., "arguments": ...} between the template's tool_call markers, or one a line where it has none
- * (arguments as JSON where they parse, else as the string sent).
+ * (arguments as JSON where they parse, else as the string sent), spaced as templates' `tojson` writes it.
  */
 export function renderedCalls(calls: readonly ToolCall[], template: ChatTemplate | undefined): string {
   const tags = template?.tool_call;
@@ -160,7 +178,7 @@ export function renderedCalls(calls: readonly ToolCall[], template: ChatTemplate
     try {
       args = JSON.parse(call.function.arguments);
     } catch {}
-    const json = JSON.stringify({ name: call.function.name, arguments: args });
+    const json = dumps({ name: call.function.name, arguments: args });
     return tags ? tags.prefix + json + tags.suffix : json;
   });
   return written.join(tags ? "" : "\n");
@@ -173,15 +191,17 @@ export function renderedCalls(calls: readonly ToolCall[], template: ChatTemplate
  */
 const HEAD = /^\{"name": ?"([^"\\]*)", ?"arguments": ?/;
 
-/**
- * A reply's text read as it grows: still undecided (the start of the markers' prefix, where the model may decide),
- * text, or calls: each object after a prefix, read up to its closing brace (what follows is the suffix, then
- * with json_markers.parallel whitespace and the next call's prefix).
- */
 /** How a reply's calls are read: any object, spaced or compact (a call's end is its closing brace either way). */
 const ANY_CALL = spacedSchema(JSON_OBJECT);
 
+/**
+ * A reply's text read as it grows: still undecided (the start of the markers' prefix, where the model may decide),
+ * text, or calls: each object after a prefix, read up to its closing brace (what follows is the suffix, then
+ * with json_markers.parallel whitespace and the next call's prefix). With json_markers.after_text the calls may
+ * follow text, which is then the reply's content.
+ */
 class ReplyReader {
+  /** The reply's text: all of it while undecided or text; once calls begin, what came before them (content). */
   private text = "";
   private kind: "undecided" | "text" | "call";
   /** The calls' objects so far; a call's state is null once a character could not continue it (never from a masked run). */
@@ -196,7 +216,7 @@ class ReplyReader {
 
   push(piece: string): this {
     if (this.kind === "text") {
-      this.text += piece;
+      this.inText(piece);
     } else if (this.kind === "call") {
       this.feed(piece);
     } else {
@@ -206,14 +226,35 @@ class ReplyReader {
       const start = optional ? callStart(this.text) : this.text;
       if (start.startsWith(prefix)) {
         this.kind = "call";
+        this.text = "";
         this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
         this.feed(start.slice(prefix.length));
       } else if (!prefix.startsWith(start)) {
         this.kind = optional ? "text" : "call";
         if (this.kind === "call") this.calls.push({ json: null, body: "", closed: false });
+        else {
+          const text = this.text;
+          this.text = "";
+          this.inText(text);
+        }
       }
     }
     return this;
+  }
+
+  /** Text, where with json_markers.after_text a call begins the moment its prefix is whole. */
+  private inText(piece: string): void {
+    const from = Math.max(0, this.text.length - (this.markers?.prefix.length ?? 0) + 1);
+    this.text += piece;
+    if (!afterText(this.markers)) return;
+    const { prefix } = this.markers as JsonMarkers;
+    const at = this.text.indexOf(prefix, from);
+    if (at < 0) return;
+    const rest = this.text.slice(at + prefix.length);
+    this.text = this.text.slice(0, at);
+    this.kind = "call";
+    this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
+    this.feed(rest);
   }
 
   /** The objects' characters, one at a time, so an object's end is found wherever a piece ends. */
@@ -238,19 +279,29 @@ class ReplyReader {
     }
   }
 
-  /** What the reply is so far; `ended`: nothing more comes, so an undecided reply is text. */
+  /**
+   * What the reply is so far; `ended`: nothing more comes, so an undecided reply is text. Text's last `held`
+   * characters may still begin a call (json_markers.after_text); a call's `text` is the content before it.
+   */
   read(
     ended: boolean,
-  ): { kind: "undecided" } | { kind: "text"; text: string } | { kind: "call"; calls: ReadCall[]; whole: boolean } {
+  ):
+    | { kind: "undecided" }
+    | { kind: "text"; text: string; held: number }
+    | { kind: "call"; calls: ReadCall[]; whole: boolean; text: string } {
     if (this.kind === "undecided") {
       if (!ended) return { kind: "undecided" };
       // Ended in the prefix: text where the model could write text, else a call cut before its name.
       if (!this.markers?.optional || this.markers.text_schema !== undefined)
-        return { kind: "call", calls: [], whole: false };
-      return { kind: "text", text: this.text };
+        return { kind: "call", calls: [], whole: false, text: "" };
+      return { kind: "text", text: this.text, held: 0 };
     }
-    if (this.kind === "text") return { kind: "text", text: this.text };
-    return { kind: "call", calls: this.calls.flatMap(readCall), whole: this.whole() };
+    if (this.kind === "text") {
+      const mayCall = !ended && afterText(this.markers);
+      const held = mayCall ? prefixTail(this.text, (this.markers as JsonMarkers).prefix).length : 0;
+      return { kind: "text", text: this.text, held };
+    }
+    return { kind: "call", calls: this.calls.flatMap(readCall), whole: this.whole(), text: this.text };
   }
 
   /** Every call begun is whole: the last object closed, and after it at most its suffix and whitespace (no next prefix). */
@@ -284,7 +335,10 @@ const readReply = (plan: ToolPlan, output: GenerationOutput) =>
 /** Choice `index`'s k-th call's id: the first `${callId}_${index}`, the next ones numbered after it. */
 const callIdOf = (plan: ToolPlan, index: number, k: number) => `${plan.callId}_${index}${k > 0 ? `_${k}` : ""}`;
 
-/** The answer's message: the reply's text where it made no call, else no content and its calls (none when cut before a name). */
+/**
+ * The answer's message: the reply's text where it made no call, else its calls (none when cut before a name) and
+ * as content the text before them (json_markers.after_text), null for none.
+ */
 export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: number) {
   const reply = readReply(plan, output);
   if (reply.kind !== "call") return { role: "assistant" as const, content: reply.kind === "text" ? reply.text : "" };
@@ -293,7 +347,8 @@ export function toolMessage(plan: ToolPlan, output: GenerationOutput, index: num
     type: "function",
     function: { name: c.name, arguments: c.args },
   }));
-  return { role: "assistant" as const, content: null, ...(calls.length > 0 ? { tool_calls: calls } : {}) };
+  const content = reply.text === "" ? null : reply.text;
+  return { role: "assistant" as const, content, ...(calls.length > 0 ? { tool_calls: calls } : {}) };
 }
 
 /** A reply's finish: calls written whole end as "tool_calls"; text, or a call cut by max_tokens, as the reply ended. */
@@ -306,7 +361,8 @@ export function toolFinish(plan: ToolPlan, output: GenerationOutput): OpenAiFini
 export type ReplyPiece =
   | { kind: "undecided" }
   | { kind: "text"; text: string }
-  | { kind: "call"; deltas: ToolCallDelta[] };
+  /** `text`: content not sent yet, before the calls (json_markers.after_text). */
+  | { kind: "call"; deltas: ToolCallDelta[]; text?: string };
 
 /**
  * A streamed reply's text as content or tool-call deltas, per choice: nothing while undecided (the text may be the
@@ -322,11 +378,12 @@ export function toolCallStream(plan: ToolPlan) {
   const piece = (index: number, ended: boolean): ReplyPiece => {
     const reply = (readers.get(index) as ReplyReader).read(ended);
     if (reply.kind === "undecided") return reply;
-    if (reply.kind === "text") {
-      const before = sentText.get(index) ?? 0;
-      sentText.set(index, reply.text.length);
-      return { kind: "text", text: reply.text.slice(before) };
-    }
+    // Text is sent as it comes, but for an end that may begin a call; a call's content before it, what is left.
+    const before = sentText.get(index) ?? 0;
+    const shown = Math.max(before, reply.text.length - (reply.kind === "text" ? reply.held : 0));
+    sentText.set(index, shown);
+    const text = reply.text.slice(before, shown);
+    if (reply.kind === "text") return { kind: "text", text };
     const sent = sentArgs.get(index) ?? [];
     sentArgs.set(index, sent);
     const deltas = reply.calls.flatMap((c, k): ToolCallDelta[] => {
@@ -339,7 +396,7 @@ export function toolCallStream(plan: ToolPlan) {
         ? [{ index: k, id: callIdOf(plan, index, k), type: "function", function: { name: c.name, arguments: more } }]
         : [{ index: k, function: { arguments: more } }];
     });
-    return { kind: "call", deltas };
+    return { kind: "call", deltas, ...(text === "" ? {} : { text }) };
   };
   return {
     /** What to send for text generated since the last. */

@@ -139,8 +139,9 @@ export const GenerationParams = z
     /**
      * With a JSON format, how its object is written outside strings: "compact", no whitespace (the default), or
      * "spaced", one space allowed after each `:` and `,` (`{"a": 1, "b": [1, 2]}`, as Python's json.dumps writes
-     * and so most models learnt JSON; the model picks whether to write it). Nothing else: a run of whitespace
-     * under a mask is where models loop. Left out unless asked for.
+     * and so most models learnt JSON; the model picks whether to write it), json_markers.text_schema's object
+     * likewise. Nothing else: a run of whitespace under a mask is where models loop; and a value the schema fixes
+     * (an enum or const object or array) is written compact. Left out unless asked for.
      */
     json_spacing: z.enum(["compact", "spaced"]).optional(),
     /**
@@ -162,6 +163,12 @@ export const GenerationParams = z
          * as `schema`'s is), not free text (OpenAI's response_format beside tools).
          */
         text_schema: z.record(z.string(), ParsedJson).optional(),
+        /**
+         * With optional (and no text_schema): a call may also begin after text, the moment its prefix is whole
+         * anywhere in it (the model's reasoning or a sentence first, as Qwen3's and Hermes' replies do; vLLM's
+         * tool parsers read them so). The text before it is the reply's content.
+         */
+        after_text: z.boolean().optional(),
       })
       .optional(),
     /**
@@ -186,6 +193,11 @@ export const GenerationParams = z
   .refine((p) => p.format === undefined || (p.min_new_tokens ?? 0) === 0, {
     message: "min_new_tokens cannot be used with a JSON format: the object's closing brace ends the reply",
     path: ["min_new_tokens"],
+  })
+  .refine((p) => !p.json_markers?.after_text || (p.json_markers.optional && p.json_markers.text_schema === undefined), {
+    message:
+      "json_markers.after_text comes with optional and without text_schema: it lets a call follow text, which only a reply that may be text has",
+    path: ["json_markers", "after_text"],
   })
   .refine((p) => p.json_markers?.text_schema === undefined || p.json_markers.optional, {
     message: "json_markers.text_schema comes with optional: it is what a reply that makes no call is",

@@ -62,6 +62,8 @@ export interface JsonMarkers {
   parallel?: boolean | undefined;
   /** With optional: a reply that is not a call is one JSON object this schema accepts, not free text. */
   text_schema?: object | undefined;
+  /** With optional (and no text_schema): a call may also begin after text (the model's reasoning, a sentence). */
+  after_text?: boolean | undefined;
 }
 
 /**
@@ -86,7 +88,11 @@ const spacedAs = (spaced: boolean | undefined, schema: CompiledSchema) => (space
 type Phase =
   /** `again`: after an object's suffix, where another may begin (json_markers.parallel) or the reply end. */
   | { k: "lead"; text: string; again?: boolean }
-  | { k: "free" }
+  /**
+   * `tail`: with json_markers.after_text, the text's end that may begin the prefix (the longest that does, ""
+   * for none), so a call may still come; without, free text to its end.
+   */
+  | { k: "free"; tail?: string }
   /** `text`: the object that stands instead of a call (json_markers.text_schema), ended by no suffix. */
   | { k: "json"; state: JsonState; text?: boolean }
   | { k: "tail"; text: string }
@@ -97,6 +103,17 @@ const END: Phase = { k: "end" };
 
 /** A reply may be free text instead of a call: optional markers without a text schema. */
 const mayBeText = (m: JsonMarkers | undefined) => m?.optional === true && m.text_schema === undefined;
+
+/** A call may begin after text too (json_markers.after_text). The edge reads replies by it too. */
+export const afterText = (m: JsonMarkers | undefined) => m?.after_text === true && mayBeText(m);
+
+/** The longest end of `text` that begins `prefix` without being all of it ("" for none). The edge's reader's too. */
+export function prefixTail(text: string, prefix: string): string {
+  for (let n = Math.min(text.length, prefix.length - 1); n > 0; n--) {
+    if (text.endsWith(prefix.slice(0, n))) return text.slice(-n);
+  }
+  return "";
+}
 
 /**
  * Whether whitespace may come before the prefix: where the reply may be text, and between calls (a call the model
@@ -126,7 +143,11 @@ export const callStart = (text: string) => text.replace(LEADING_SPACE, "");
 function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, text: string): Phase | null {
   switch (phase.k) {
     case "free":
-      return FREE;
+      if (phase.tail === undefined || !afterText(m)) return FREE;
+      // A token of no usable text (a special one, or bytes of a character, never the prefix's: it is ASCII) leaves
+      // text that may begin no call as it is; where one may be beginning, only tokens of text may go on.
+      if (text === "") return phase.tail === "" ? phase : null;
+      return inText(schema, m as JsonMarkers, phase.tail + text);
     case "end":
       return null;
     case "lead": {
@@ -160,10 +181,23 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
 }
 
 /**
- * What a reply that did not begin with the prefix is: free text, or the text schema's object from its start,
- * spaced as the reply's `schema` is.
+ * Text that may hold a call's prefix (json_markers.after_text), its last characters `text` as far as they may
+ * begin one: the call from where the prefix is first whole, else text with the end that may begin it.
+ */
+function inText(schema: CompiledSchema, m: JsonMarkers, text: string): Phase | null {
+  const at = text.indexOf(m.prefix);
+  if (at < 0) return { k: "free", tail: prefixTail(text, m.prefix) };
+  const rest = text.slice(at + m.prefix.length);
+  const json: Phase = { k: "json", state: jsonStart(schema) };
+  return rest === "" ? json : step(schema, m, json, rest);
+}
+
+/**
+ * What a reply that did not begin with the prefix is: free text (that a call may still follow, with
+ * json_markers.after_text), or the text schema's object from its start, spaced as the reply's `schema` is.
  */
 function instead(reply: CompiledSchema, m: JsonMarkers, text: string): Phase | null {
+  if (afterText(m)) return inText(reply, m, text);
   if (m.text_schema === undefined) return FREE;
   const schema = spacedAs(reply.spaced, compileJsonSchema(m.text_schema));
   return step(schema, undefined, { k: "json", state: jsonStart(schema), text: true }, text);
@@ -176,7 +210,7 @@ const afterCall = (m: JsonMarkers | undefined): Phase => (m?.parallel ? { k: "le
 function readText(schema: CompiledSchema, m: JsonMarkers | undefined, text: string): Phase | null {
   let phase: Phase | null = startPhase(schema, m);
   for (const ch of text) {
-    if (phase === null || phase.k === "free") break;
+    if (phase === null || (phase.k === "free" && phase.tail === undefined)) break;
     phase = step(schema, m, phase, ch);
   }
   return phase;
@@ -218,8 +252,11 @@ function phaseAfter(
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
     const text = v.texts[generated[i] as number] ?? "";
+    // In text a call may follow, a token of no usable text is read from the reply's decoded text too: bytes of a
+    // character may be followed, within one token, by the start of the prefix.
+    const reread = phase.k === "free" && phase.tail !== undefined && text === "";
     // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply).
-    if (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m))) {
+    if (!reread && (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m)))) {
       phase = step(schema, m, phase, text);
       continue;
     }
@@ -234,25 +271,24 @@ function phaseAfter(
 }
 
 /**
- * Whether a reply so far may still become a call or be text (optional markers with stop strings): its text is held
- * back until that is settled, so a stop string is looked for in all of it once it is text, however its tokens split.
+ * What of a reply so far its stop strings are looked for in, so they cut text and never a call (nor a prefix that
+ * may begin one), however its tokens split. "text": all of it but its last `held` characters, which may begin a
+ * call (json_markers.after_text) and wait, neither sent nor searched, until that is settled; "undecided": it may
+ * still become a call or be text, so none of it yet; "call": an object (a call, or JSON mode's) from character
+ * `at`, so only what is before it. Without stop strings all of a reply is "text": nothing waits.
  */
-export function undecidedReply(p: FormatParams & { stop: readonly string[] }, text: string): boolean {
-  const m = p.json_markers;
-  if (p.format === undefined || p.stop.length === 0 || !mayBeText(m)) return false;
-  return (m as JsonMarkers).prefix.startsWith(callStart(text));
-}
+export type StopScope = { k: "text"; held: number } | { k: "undecided" } | { k: "call"; at: number };
 
-/**
- * The stop strings a reply so far is searched for: all without a format; with optional markers (tool_choice "auto")
- * only once the reply is text, so they never cut a call (nor a prefix that may begin one); none in an object.
- */
-export function activeStops(p: FormatParams & { stop: readonly string[] }, text: string): readonly string[] {
-  if (p.format === undefined || p.stop.length === 0) return p.stop;
+export function stopScope(p: FormatParams & { stop: readonly string[] }, text: string): StopScope {
   const m = p.json_markers;
-  if (!m || !mayBeText(m)) return [];
+  if (p.format === undefined || p.stop.length === 0) return { k: "text", held: 0 };
+  if (!m || !mayBeText(m)) return { k: "call", at: 0 };
   const start = callStart(text);
-  return start.startsWith(m.prefix) || m.prefix.startsWith(start) ? [] : p.stop;
+  if (start.startsWith(m.prefix)) return { k: "call", at: 0 };
+  if (m.prefix.startsWith(start)) return { k: "undecided" };
+  if (!afterText(m)) return { k: "text", held: 0 };
+  const at = text.indexOf(m.prefix);
+  return at >= 0 ? { k: "call", at } : { k: "text", held: prefixTail(text, m.prefix).length };
 }
 
 /**
@@ -270,6 +306,9 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
   switch (phase.k) {
     case "json":
       return jsonStateKey(phase.state, v.reach);
+    case "free":
+      // Text a call may follow: its end that may begin the prefix, and the object after it (a token may carry both).
+      return `free\u0001${schema.id}\u0001${m?.prefix}\u0001${phase.tail}`;
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
       // Where whitespace may come first it changes nothing the set depends on: keyed without it.
@@ -278,6 +317,9 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }
 }
+
+/** Allowed-token sets that allow every token: text a call may follow, where none is near (masked as none). */
+const unmasked = new WeakSet<Uint8Array>();
 
 /** Which tokens may follow a prefix in `phase` (1) or not (0): computed once per phase and kept. */
 function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): Uint8Array {
@@ -290,11 +332,16 @@ function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undef
     return allowed;
   }
   allowed = new Uint8Array(v.texts.length);
+  let open = 0;
   for (let t = 0; t < v.texts.length; t++) {
     const text = v.texts[t] as string;
     // A token of no usable text is never part of the object; before an optional prefix is settled it may come.
-    if (step(schema, m, phase, text) !== null) allowed[t] = 1;
+    if (step(schema, m, phase, text) !== null) {
+      allowed[t] = 1;
+      open++;
+    }
   }
+  if (open === v.texts.length) unmasked.add(allowed);
   if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) {
     v.allowed.delete(v.allowed.keys().next().value as string);
   }
@@ -306,7 +353,8 @@ function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undef
  * Masks (to -Infinity, in place) the tokens of the row [from, from + vocab) that cannot follow the first
  * `position` generated tokens as a reply the format `p` accepts. A prefix that is not one (never from a run; a
  * claim is stopped at its first wrong token) leaves only end-of-text, as does a closed object (and its suffix).
- * Free text (json_markers.optional, a reply that did not begin with the prefix) is not masked.
+ * Free text (json_markers.optional, a reply that did not begin with the prefix) is not masked, but where a call
+ * may follow it (json_markers.after_text) no token may write the prefix into something other than a call.
  */
 export function jsonMask(
   p: FormatParams,
@@ -322,8 +370,10 @@ export function jsonMask(
   const schema = replySchema(p);
   const m = p.json_markers;
   const phase = phaseAfter(schema, m, v, decode, generated, position);
-  if (phase?.k === "free") return;
+  if (phase?.k === "free" && phase.tail === undefined) return;
   const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase);
+  // Text a call may follow, no token of which could begin one wrongly: as free text (end-of-text may come too).
+  if (phase?.k === "free" && allowed && unmasked.has(allowed)) return;
   let open = 0;
   for (let t = 0; t < vocab; t++) {
     if (eos.includes(t)) continue;

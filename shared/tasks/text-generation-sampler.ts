@@ -213,7 +213,7 @@ export function shapeRow(
   from: number,
   vocab: number,
   eos: readonly number[],
-  p: Penalties & Pick<GenerationParams, "min_new_tokens" | "format" | "schema" | "json_markers">,
+  p: Penalties & Pick<GenerationParams, "min_new_tokens" | "format" | "schema" | "json_spacing" | "json_markers">,
   prompt: ArrayLike<number>,
   generated: ArrayLike<number>,
   position: number,

@@ -4,7 +4,7 @@
 // so a claim is held to the very rules that end the model's own run.
 
 import type { FinishReason, GenerationItem, PromptLogprob, TokenLogprob } from "../protocol/generation.ts";
-import { activeStops, undecidedReply } from "./text-generation-format.ts";
+import { stopScope } from "./text-generation-format.ts";
 import type { Decode } from "./tokenizer.ts";
 
 export type { Decode } from "./tokenizer.ts";
@@ -69,21 +69,30 @@ export function takeToken(
 ): string | null {
   if (eos.includes(token)) {
     seq.finish = "stop";
-    seq.text = settled(seq, decode(seq.generated, { skip_special_tokens: true }));
+    const full = decode(seq.generated, { skip_special_tokens: true });
+    seq.text = settled(seq, full) ?? full;
     if (logprob && seq.logprobs) seq.endLogprob = logprob;
     return null;
   }
   seq.generated.push(token);
   if (logprob) seq.logprobs?.push(logprob);
   const full = decode(seq.generated, { skip_special_tokens: true });
-  // A reply that may still be a call or text sends nothing yet (its stop strings are not known to apply).
-  const held = undecidedReply(seq.item.params, full);
-  const { text, stopped } = held ? { text: "" } : advanceText(full, seq.sent, activeStops(seq.item.params, full));
+  const { stop } = seq.item.params;
+  // Stop strings cut text, never a call: what may still begin one waits (stopScope).
+  const scope = stopScope(seq.item.params, full);
+  let text = "";
+  let stopped: string | undefined;
+  if (scope.k === "text") ({ text, stopped } = advanceText(full.slice(0, full.length - scope.held), seq.sent, stop));
+  else if (scope.k === "call") {
+    // The text before the call is whole: a stop string in it ends the reply there, else all of it goes.
+    stopped = scope.at > 0 ? advanceText(full.slice(0, scope.at), seq.sent, stop).stopped : undefined;
+    text = advanceText(full, seq.sent, []).text;
+  }
   if (stopped !== undefined) {
     seq.finish = "stop";
     seq.text = stopped;
   } else if (seq.generated.length >= seq.item.params.max_new_tokens) {
-    const cut = held ? advanceText(full, seq.sent, seq.item.params.stop).stopped : undefined;
+    const cut = settled(seq, full);
     seq.finish = cut === undefined ? "length" : "stop";
     seq.text = cut ?? full;
   }
@@ -92,10 +101,14 @@ export function takeToken(
   return delta;
 }
 
-/** A reply's text as it ends: a reply still undecided between a call and text is text, so its stop strings cut it. */
-function settled(seq: Sequence, full: string): string {
-  if (!undecidedReply(seq.item.params, full)) return full;
-  return advanceText(full, seq.sent, seq.item.params.stop).stopped ?? full;
+/**
+ * Where a reply's stop strings cut it as it ends (undefined: nowhere): what still waited to be settled (undecided
+ * between a call and text, or an end that may begin a call) is text, so they are looked for in it.
+ */
+function settled(seq: Sequence, full: string): string | undefined {
+  const scope = stopScope(seq.item.params, full);
+  if (scope.k === "call" || (scope.k === "text" && scope.held === 0)) return undefined;
+  return advanceText(full, seq.sent, seq.item.params.stop).stopped;
 }
 
 /**

@@ -1,6 +1,7 @@
 // The automaton behind JSON mode and structured outputs (shared/tasks/json-grammar.ts, over the schemas of
 // shared/protocol/json-schema.ts) and its mask on a row of logits (shared/tasks/text-generation-format.ts): which
-// texts start one compact JSON object a schema accepts, and which tokens may come.
+// texts start one JSON object a schema accepts (compact, or spaced as json.dumps writes it), and which tokens may
+// come, tool calls' markers included.
 import { describe, expect, it } from "vitest";
 import { GenerationParams } from "../../shared/protocol/generation.ts";
 import { compileJsonSchema, spacedSchema } from "../../shared/protocol/json-schema.ts";
@@ -12,7 +13,7 @@ import {
   jsonStateKey,
   MAX_JSON_DEPTH,
 } from "../../shared/tasks/json-grammar.ts";
-import { activeStops, jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
+import { jsonMask, stopScope, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
 import { startSequence, takeToken } from "../../shared/tasks/text-generation-sequence.ts";
 
 const reader = (schema: unknown, spaced = false) => {
@@ -276,6 +277,96 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(openIn(false, [])).toEqual([0, 7]); // required: no whitespace, no token of no text
   });
 
+  it("after_text: a call may follow text, read on the decoded text, and no token writes the prefix into anything else", () => {
+    // 8: a special token, 9 and 10: the two bytes of "é", 11: a space, 12: "c>x", 13: é's last byte then "<".
+    const all = [...texts, "", "", "", " ", "c>x", ""];
+    const special = 8;
+    const decode = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) => {
+      const bytes = ids.flatMap((t) => {
+        if (t === 9) return [0xc3];
+        if (t === 10) return [0xa9];
+        if (t === 13) return [0xa9, 0x3c];
+        if (t === special) return o?.skip_special_tokens ? [] : [...Buffer.from("<|x|>")];
+        return [...Buffer.from(all[t] ?? "")];
+      });
+      return Buffer.from(bytes).toString("utf8");
+    };
+    const markers = { prefix: "<c>", suffix: "</c>", optional: true, after_text: true };
+    const openIn = (generated: number[]) => {
+      const row = new Float32Array(all.length).fill(1);
+      const p = { format: "json_object" as const, json_markers: markers };
+      jsonMask(p, row, 0, all.length, eos, decode, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    const ALL = [...all.keys()];
+    expect(openIn([5])).toEqual(ALL); // "hi": text, nothing near a prefix
+    // "hi<": the prefix may be beginning: any text goes on, end-of-text too, but no token of no text, and no
+    // token that would write the prefix and then what no call begins with ("c>x").
+    const nearPrefix = [0, 1, 2, 3, 4, 5, 6, 7, 11];
+    expect(openIn([5, 0])).toEqual(nearPrefix);
+    expect(openIn([5, 0, 1])).toEqual([2]); // "hi<c>": a call, held to the object
+    expect(openIn([5, 7])).toEqual([0, 4]); // "hi<c>{}": its suffix
+    expect(openIn([5, 7, 4])).toEqual([6]); // one call (not parallel), then the end
+    expect(openIn([5, 0, 5])).toEqual(ALL); // "hi<hi": the "<" began no call
+    // Read on the decoded text: half a character changes nothing; a token that ends it and writes "<" may begin one.
+    expect(openIn([5, 9])).toEqual(ALL);
+    expect(openIn([5, 9, 10])).toEqual(ALL);
+    expect(openIn([5, 9, 13])).toEqual(nearPrefix);
+    expect(openIn([5, 9, 13, 1])).toEqual([2]);
+    expect(openIn([5, special, 0, 1])).toEqual([2]); // a special token in text writes nothing
+    // Text ends as text wherever; a call cut before its suffix is unfinished.
+    expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c")).toBeNull();
+    expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c>{}</c>")).toBeNull();
+    expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c>{}")).toMatch(/suffix/);
+    // Without after_text the same text is text throughout: "hi<c>" begins no call.
+    const row = new Float32Array(all.length).fill(1);
+    const plain = { ...markers, after_text: false };
+    jsonMask({ format: "json_object", json_markers: plain }, row, 0, all.length, eos, decode, [5, 0, 1], 3);
+    expect([...row.keys()].filter((t) => row[t] === 1)).toEqual(ALL);
+  });
+
+  it("after_text: stop strings cut the text before a call, never the call nor a prefix that may begin one", () => {
+    const pieces = ["hi", "<", "c>", "{", "}", "</c>", "x", "h<c>{"];
+    const decode = (ids: readonly number[]) => ids.map((t) => pieces[t] ?? "").join("");
+    const ended = (ids: number[], stop: string[], most = 16) => {
+      const json_markers = { prefix: "<c>", suffix: "</c>", optional: true, after_text: true };
+      const params = GenerationParams.parse({ max_new_tokens: most, stop, format: "json_object", json_markers });
+      const seq = startSequence(0, { prompt: "p", params }, [1], decode);
+      const sent: string[] = [];
+      for (const t of ids) {
+        sent.push(takeToken(seq, t, [99], decode) ?? "");
+        if (seq.finish) break;
+      }
+      return { text: seq.text, sent, finish: seq.finish };
+    };
+    // "<" may begin the prefix: held back, then sent with the call it began; the stop "<" never cuts it.
+    expect(ended([0, 1, 2, 3, 4, 5, 99], ["<"])).toEqual({
+      text: "hi<c>{}</c>",
+      sent: ["hi", "", "<c>", "{", "}", "</c>", ""],
+      finish: "stop",
+    });
+    // The "<" turns out text: then the stop string in it cuts there, as it would without tools.
+    expect(ended([0, 1, 6], ["<"])).toEqual({ text: "hi", sent: ["hi", "", ""], finish: "stop" });
+    expect(ended([0, 1, 99], ["<"])).toEqual({ text: "hi", sent: ["hi", "", ""], finish: "stop" });
+    expect(ended([0, 1], ["<"], 2)).toEqual({ text: "hi", sent: ["hi", ""], finish: "stop" });
+    // A stop string in the text before a call ends the reply there, though one token brought both.
+    expect(ended([6, 7], ["xh"])).toEqual({ text: "", sent: ["", ""], finish: "stop" });
+    expect(ended([6, 7, 4, 5, 99], ["xy"])).toEqual({
+      text: "xh<c>{}</c>",
+      sent: ["", "xh<c>{", "}", "</c>", ""],
+      finish: "stop",
+    });
+    // Inside a call, none.
+    expect(ended([0, 1, 2, 3, 4, 5], ["}"], 6)).toMatchObject({ text: "hi<c>{}</c>", finish: "length" });
+    // Protocol: only where the reply may be text.
+    const refused = (m: object) =>
+      GenerationParams.safeParse({ format: "json_object", json_markers: { prefix: "<c>", suffix: "", ...m } }).error
+        ?.issues[0]?.message;
+    expect(refused({ optional: false, after_text: true })).toMatch(/after_text comes with optional/);
+    expect(refused({ optional: true, after_text: true, text_schema: { type: "object" } })).toMatch(/after_text/);
+    expect(refused({ optional: true, after_text: true })).toBeUndefined();
+  });
+
   it("parallel: after a call's suffix, another call's prefix (whitespace first) or end-of-text, never text", () => {
     const all = [...texts, "\n"];
     const decode = (ids: readonly number[]) => ids.map((t) => all[t] ?? "").join("");
@@ -335,7 +426,7 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(unfinishedReply(p, "{}")).toBeNull();
     expect(unfinishedReply(p, "<c>{}</c>")).toBeNull();
     expect(unfinishedReply(p, "hi")).toMatch(/no token of this model/);
-    expect(activeStops({ ...p, stop: ["x"] }, "{")).toEqual([]);
+    expect(stopScope({ ...p, stop: ["x"] }, "{")).toEqual({ k: "call", at: 0 });
   });
 
   it("cuts a reply that turns out text at its first stop string, however its tokens split", () => {
@@ -377,12 +468,20 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
   it("searches for stop strings in text only: never in a call, nor while a reply may still begin one", () => {
     const markers = (optional: boolean) => ({ prefix: "<c>", suffix: "</c>", optional });
     const p = (optional: boolean) => ({ format: "json_object" as const, json_markers: markers(optional), stop: ["x"] });
-    expect(activeStops(p(true), "")).toEqual([]);
-    expect(activeStops(p(true), "\n<c")).toEqual([]);
-    expect(activeStops(p(true), "<c>{")).toEqual([]);
-    expect(activeStops(p(true), "hi")).toEqual(["x"]);
-    expect(activeStops(p(false), "hi")).toEqual([]);
-    expect(activeStops({ stop: ["x"] }, "<c>")).toEqual(["x"]);
+    expect(stopScope(p(true), "")).toEqual({ k: "undecided" });
+    expect(stopScope(p(true), "\n<c")).toEqual({ k: "undecided" });
+    expect(stopScope(p(true), "<c>{")).toEqual({ k: "call", at: 0 });
+    expect(stopScope(p(true), "hi")).toEqual({ k: "text", held: 0 });
+    expect(stopScope(p(true), "hi <c>{")).toEqual({ k: "text", held: 0 }); // no call after text unless asked
+    expect(stopScope(p(false), "hi")).toEqual({ k: "call", at: 0 });
+    expect(stopScope({ stop: ["x"] }, "<c>")).toEqual({ k: "text", held: 0 });
+    expect(stopScope({ ...p(true), stop: [] }, "\n<c")).toEqual({ k: "text", held: 0 }); // no stops: nothing waits
+    // A call after text: the end that may begin one waits; once it began, stops look before it only.
+    const after = { ...p(true), json_markers: { ...markers(true), after_text: true } };
+    expect(stopScope(after, "hi <")).toEqual({ k: "text", held: 1 });
+    expect(stopScope(after, "hi <c")).toEqual({ k: "text", held: 2 });
+    expect(stopScope(after, "hi <d")).toEqual({ k: "text", held: 0 });
+    expect(stopScope(after, "hi <c>{")).toEqual({ k: "call", at: 3 });
   });
 
   it("reads a whole reply the same way: the suffix must end a call, text needs none", () => {

@@ -190,7 +190,7 @@ describe("tool calls", () => {
       deltas.push(d);
     }
     const input = await replied;
-    expect(input.prompt).toContain('<|assistant|>{"name":"get_time","arguments":{}}<|end|><|tool|>noon<|end|>');
+    expect(input.prompt).toContain('<|assistant|>{"name": "get_time", "arguments": {}}<|end|><|tool|>noon<|end|>');
     const calls = deltas.filter((d) => d.type === "tool_call");
     expect(calls[0]).toMatchObject({ index: 0, id: expect.stringMatching(/^call_/), name: "get_weather" });
     expect(calls.map((d) => d.arguments).join("")).toBe('{"city":"Oslo"}');
@@ -248,7 +248,7 @@ describe("tool calls", () => {
           {
             id: "call_1",
             type: "function" as const,
-            function: { name: "get_weather", arguments: '{"city":"Oslo"}' },
+            function: { name: "get_weather", arguments: '{"city":"Oslo","at":[1,"Ø"]}' },
           },
           { id: "call_2", type: "function" as const, function: { name: "get_time", arguments: "{}" } },
         ],
@@ -256,10 +256,12 @@ describe("tool calls", () => {
       { role: "tool" as const, tool_call_id: "call_1", content: "-3 and snowing" },
       { role: "tool" as const, tool_call_id: "call_2", content: "noon" },
     ];
+    // Spaced as Hugging Face templates' tojson writes JSON (json.dumps's separators, characters as they are).
+    const weatherCall = '{"name": "get_weather", "arguments": {"city": "Oslo", "at": [1, "Ø"]}}';
+    const timeCall = '{"name": "get_time", "arguments": {}}';
     const calls = {
-      "tool-scribe": '{"name":"get_weather","arguments":{"city":"Oslo"}}\n{"name":"get_time","arguments":{}}',
-      "tool-caller":
-        '<tool_call>{"name":"get_weather","arguments":{"city":"Oslo"}}</tool_call><tool_call>{"name":"get_time","arguments":{}}</tool_call>',
+      "tool-scribe": `${weatherCall}\n${timeCall}`,
+      "tool-caller": `<tool_call>${weatherCall}</tool_call><tool_call>${timeCall}</tool_call>`,
     };
     for (const [model, written] of Object.entries(calls)) {
       const worker = await SocketWorker.connect(model);
@@ -336,6 +338,52 @@ describe("tool calls", () => {
     worker.close();
   });
 
+  it('"auto": a call may follow text (reasoning, a sentence), which is the content, whole and streamed', async () => {
+    const worker = await SocketWorker.connect("tool-caller");
+    const chat = { model: "tool-caller", messages: ask, tools: [weather, time], stop: ["STOP"] };
+    // Pieces that split the prefix, and a "<" that begins no call.
+    const pieces = [
+      "<think>Oslo: I need",
+      " the weather.</think>\n<to",
+      "ol_call>",
+      '{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>',
+    ];
+    const whole = client.chat.completions.create(chat);
+    const input = await reply(worker, pieces);
+    expect(input.params.json_markers).toMatchObject({ optional: true, after_text: true });
+    const content = "<think>Oslo: I need the weather.</think>\n";
+    expect((await whole).choices[0]).toMatchObject({
+      message: { content, tool_calls: [{ function: { name: "get_weather", arguments: '{"city": "Oslo"}' } }] },
+      finish_reason: "tool_calls",
+    });
+    const stream = await client.chat.completions.create({ ...chat, stream: true });
+    const replied = reply(worker, pieces);
+    let streamed = "";
+    let args = "";
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      const choice = chunk.choices[0];
+      // No content after a call began: the prefix held back while it might be one never shows.
+      if (args !== "") expect(choice?.delta.content ?? null).toBeNull();
+      streamed += choice?.delta.content ?? "";
+      for (const d of choice?.delta.tool_calls ?? []) args += d.function?.arguments ?? "";
+      finish = choice?.finish_reason ?? finish;
+    }
+    await replied;
+    expect(streamed).toBe(content);
+    expect(args).toBe('{"city": "Oslo"}');
+    expect(finish).toBe("tool_calls");
+    // Text whose "<" turns out no call's is text, all of it.
+    const text = client.chat.completions.create(chat);
+    await reply(worker, ["It is 3 <", "4 degrees, <tool", "s> off."]);
+    expect((await text).choices[0]).toMatchObject({
+      message: { content: "It is 3 <4 degrees, <tools> off." },
+      finish_reason: "stop",
+    });
+    expect((await text).choices[0]?.message.tool_calls).toBeUndefined();
+    worker.close();
+  });
+
   it("several calls in one reply (parallel_tool_calls, left out: true), whole and streamed, each with its place", async () => {
     const worker = await SocketWorker.connect("tool-caller");
     const chat = { model: "tool-caller", messages: ask, tools: [weather, time] };
@@ -351,6 +399,7 @@ describe("tool calls", () => {
       suffix: "</tool_call>",
       optional: true,
       parallel: true,
+      after_text: true,
     });
     const answer = (await whole).choices[0];
     expect(answer?.finish_reason).toBe("tool_calls");

@@ -152,24 +152,25 @@ describe("queue indexes", () => {
     // scanned whole for every item: quadratic in the batch).
     for (const plan of plans)
       expect(plan).toEqual([expect.stringMatching(/^SEARCH items USING (COVERING )?INDEX items_lease\b/)]);
-    // And each item gets its own output, the errors' nulls leaving theirs unwritten.
+    // And each item gets its own output and span, as sent, the nulls leaving theirs unwritten.
     const stored = await runInDurableObject(queue("bravo"), (_instance, state) => {
       const sql = state.storage.sql;
       sql.exec(
         "INSERT INTO items (job_id, idx, priority, enqueued_at, available_at, state, input, lease_id, lease_pos) SELECT 'j', value, 0, 0, 0, 'leased', '1', 'L', value FROM json_each('[0,1,2,3]')",
       );
-      sql.exec(STORE_OUTPUTS, "L", JSON.stringify(['"c"', null, '"e"']), 1, 3);
+      sql.exec(STORE_SPANS, "L", JSON.stringify(["t0", null, "t2"]));
+      sql.exec(STORE_OUTPUTS, "L", JSON.stringify(['"c"', null, '{"é":"\\u0000"}']), 1, 3);
       return sql
-        .exec<{ lease_pos: number; state: string; output: string | null }>(
-          "SELECT lease_pos, state, output FROM items WHERE job_id = 'j' ORDER BY lease_pos",
+        .exec<{ lease_pos: number; state: string; output: string | null; worker_traceparent: string | null }>(
+          "SELECT lease_pos, state, output, worker_traceparent FROM items WHERE job_id = 'j' ORDER BY lease_pos",
         )
         .toArray();
     });
     expect(stored).toEqual([
-      { lease_pos: 0, state: "leased", output: null },
-      { lease_pos: 1, state: "succeeded", output: '"c"' },
-      { lease_pos: 2, state: "leased", output: null },
-      { lease_pos: 3, state: "succeeded", output: '"e"' },
+      { lease_pos: 0, state: "leased", output: null, worker_traceparent: "t0" },
+      { lease_pos: 1, state: "succeeded", output: '"c"', worker_traceparent: null },
+      { lease_pos: 2, state: "leased", output: null, worker_traceparent: "t2" },
+      { lease_pos: 3, state: "succeeded", output: '{"é":"\\u0000"}', worker_traceparent: null },
     ]);
   });
 });

@@ -58,15 +58,21 @@ const pieces = (prefix: string, suffix: string) =>
 
 /**
  * The calls a reply's text makes, read on its own (not as the edge reads it): whitespace, the prefix, an object,
- * the suffix, again. `strict`: every call whole, its suffix too; `clean`: so, but the last suffix may be cut.
+ * the suffix, again; with `afterText`, text may come first (the content: all before the prefix's first place).
+ * `strict`: every call whole, its suffix too; `clean`: so, but the last suffix may be cut.
  */
-function callsIn(text: string, { prefix, suffix }: { prefix: string; suffix: string }) {
+function callsIn(text: string, { prefix, suffix }: { prefix: string; suffix: string }, afterText: boolean) {
   let s = text;
   let count = 0;
-  const broken = () => ({ count, clean: false, strict: false });
+  let content = "";
+  if (afterText && !s.replace(/^[ \t\r\n]+/, "").startsWith(prefix) && s.includes(prefix)) {
+    content = s.slice(0, s.indexOf(prefix));
+    s = s.slice(content.length);
+  }
+  const broken = () => ({ count, content, clean: false, strict: false });
   for (;;) {
     s = s.replace(/^[ \t\r\n]+/, "");
-    if (s === "") return { count, clean: count > 0, strict: count > 0 };
+    if (s === "") return { count, content, clean: count > 0, strict: count > 0 };
     if (!s.startsWith(prefix)) return broken();
     s = s.slice(prefix.length);
     let end = -1;
@@ -81,7 +87,7 @@ function callsIn(text: string, { prefix, suffix }: { prefix: string; suffix: str
     count++;
     s = s.slice(end);
     if (s.startsWith(suffix)) s = s.slice(suffix.length);
-    else return suffix.startsWith(s) ? { count, clean: true, strict: false } : broken();
+    else return suffix.startsWith(s) ? { count, content, clean: true, strict: false } : broken();
   }
 }
 
@@ -116,6 +122,7 @@ describe("the mask and the edge agree on tool-call replies", () => {
           const draw = createRng(texts.length * 31 + choice.length + (parallel ? 10 : 20));
           let calls = 0;
           let several = 0;
+          let afterTexts = 0;
           for (let run = 0; run < 150; run++) {
             const generated: number[] = [];
             const most = 4 + Math.floor(draw() * 40);
@@ -148,25 +155,32 @@ describe("the mask and the edge agree on tool-call replies", () => {
             const made = "tool_calls" in message ? (message.tool_calls ?? []) : [];
             calls += made.length;
             if (made.length > 1) several++;
-            if (message.content !== null) {
+            // "auto" (tool_choice "auto" alone) lets a call follow text: the text before it is the content.
+            const afterText = choice === "auto";
+            if (afterText && made.length > 0 && !text.trimStart().startsWith(tags.prefix)) afterTexts++;
+            // Read on its own: a call began where the prefix came (anywhere, after text; else the edge's word).
+            const began = afterText ? text.includes(tags.prefix) : message.content === null;
+            if (!began) {
               // Text only where the model could decide, and never one that began a call.
               expect(choice, where).not.toBe("required");
+              expect(message.content, where).toBe(text);
               expect(text.trimStart().startsWith(tags.prefix), where).toBe(false);
               expect(finished, where).toBe(finish);
               if (choice === "auto+answer" && finish === "stop") {
-                expect(Number.isInteger(JSON.parse(message.content).x), where).toBe(true);
+                expect(Number.isInteger(JSON.parse(text).x), where).toBe(true);
               }
               // Beside response_format a reply that makes no call is the answer's object from its first character.
-              if (choice === "auto+answer") expect(message.content.startsWith("{"), where).toBe(true);
+              if (choice === "auto+answer") expect(text.startsWith("{"), where).toBe(true);
             } else {
-              // Read on its own, the text is calls: all whole where the mask let it end; cut by max_tokens, whole
-              // ("tool_calls") only when nothing but the last suffix was cut.
-              const read = callsIn(text, tags);
+              // Read on its own, the text is calls (after text, for "auto"): all whole where the mask let it end;
+              // cut by max_tokens, whole ("tool_calls") only when nothing but the last suffix was cut.
+              const read = callsIn(text, tags, afterText);
+              expect(message.content, where).toBe(read.content === "" ? null : read.content);
               if (finish === "stop") expect(read.strict, where).toBe(true);
               else expect(finished, where).toBe(read.clean ? "tool_calls" : "length");
               if (read.clean) expect(made.length, where).toBe(read.count);
             }
-            if (message.content === null && finish === "stop") {
+            if (began && finish === "stop") {
               // A reply the mask let end is whole calls: each of a tool offered, its arguments JSON.
               expect(finished, where).toBe("tool_calls");
               expect(made.length, where).toBeGreaterThan(0);
@@ -187,6 +201,7 @@ describe("the mask and the edge agree on tool-call replies", () => {
             const take = (piece: ReturnType<typeof stream.push>) => {
               if (piece.kind === "text") content += piece.text;
               if (piece.kind !== "call") return;
+              content += piece.text ?? "";
               for (const d of piece.deltas) {
                 if (d.function?.name !== undefined) names[d.index] = d.function.name;
                 args[d.index] = (args[d.index] ?? "") + (d.function?.arguments ?? "");
@@ -198,15 +213,13 @@ describe("the mask and the edge agree on tool-call replies", () => {
               at += size;
             }
             take(stream.end(0, output));
-            if (message.content !== null) expect(content, where).toBe(message.content);
-            else {
-              expect(content, where).toBe("");
-              expect(names, where).toEqual(made.map((c) => c.type === "function" && c.function.name));
-              expect(args, where).toEqual(made.map((c) => c.type === "function" && c.function.arguments));
-            }
+            expect(content, where).toBe(message.content ?? "");
+            expect(names, where).toEqual(made.map((c) => c.type === "function" && c.function.name));
+            expect(args, where).toEqual(made.map((c) => c.type === "function" && c.function.arguments));
           }
-          // The draws made calls, several where parallel (a check that the runs reach what they test).
+          // The draws made calls, several where parallel, after text for "auto" (the runs reach what they test).
           expect(calls).toBeGreaterThan(50);
+          if (choice === "auto") expect(afterTexts).toBeGreaterThan(10);
           if (parallel) expect(several).toBeGreaterThan(10);
           else expect(several).toBe(0);
         });
