@@ -214,9 +214,14 @@ export function chatMessages(raw: readonly ChatRequestMessage[], template: ChatT
     }
     const text =
       m.content == null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
-    // An assistant's tool calls are part of what it said: the next turn's prompt shows them (openai-tools.ts).
+    // An assistant's tool calls are part of what it said: the next turn's prompt shows them (openai-tools.ts), after
+    // its content as the model wrote them (between tags, right after the text they followed; else a line each).
     const calls = m.role === "assistant" && m.tool_calls?.length ? renderedCalls(m.tool_calls, template) : "";
-    return { role: m.role as ChatMessage["role"], content: text && calls ? `${text}\n${calls}` : text || calls };
+    const between = template?.tool_call ? "" : "\n";
+    return {
+      role: m.role as ChatMessage["role"],
+      content: text && calls ? `${text}${between}${calls}` : text || calls,
+    };
   });
 }
 

@@ -373,6 +373,18 @@ describe("tool calls", () => {
     expect(streamed).toBe(content);
     expect(args).toBe('{"city": "Oslo"}');
     expect(finish).toBe("tool_calls");
+    // Sent back as the next turn's history, the message reads as the model wrote it: its text, then the call.
+    const message = (await whole).choices[0]?.message;
+    if (!message) throw new Error("no message");
+    const next = client.chat.completions.create({
+      ...chat,
+      messages: [...ask, message, { role: "tool", tool_call_id: message.tool_calls?.[0]?.id ?? "", content: "-3" }],
+    });
+    const again = await reply(worker, ["Cold."]);
+    expect(again.prompt).toContain(
+      `<|assistant|>${content}<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call><|end|>`,
+    );
+    await next;
     // Text whose "<" turns out no call's is text, all of it.
     const text = client.chat.completions.create(chat);
     await reply(worker, ["It is 3 <", "4 degrees, <tool", "s> off."]);
