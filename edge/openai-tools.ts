@@ -230,13 +230,12 @@ class ReplyReader {
         this.calls.push({ json: jsonStart(ANY_CALL), body: "", closed: false });
         this.feed(start.slice(prefix.length));
       } else if (!prefix.startsWith(start)) {
+        // Text where the model may write it (read on for a call after it); else a call that went wrong: no content.
+        const text = this.text;
         this.kind = optional ? "text" : "call";
+        this.text = "";
         if (this.kind === "call") this.calls.push({ json: null, body: "", closed: false });
-        else {
-          const text = this.text;
-          this.text = "";
-          this.inText(text);
-        }
+        else this.inText(text);
       }
     }
     return this;

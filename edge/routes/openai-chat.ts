@@ -189,7 +189,7 @@ openAiChatRoutes.post("/v1/chat/completions", async (c) => {
       ...(tooling && !answerFormat ? { response_format: { type: "json_object" } } : {}),
     },
     { max: maxParam, top: "top_logprobs", ...(tooling && !answerFormat ? { json: "tools (a call is JSON)" } : {}) },
-    // Where the model decides, stop strings cut a text reply and never a call (shared activeStops); a reply that
+    // Where the model decides, stop strings cut text and never a call (shared stopScope); a reply that
     // must be a call, or a JSON answer, has no text for them, so they are refused there, as with JSON mode.
     optional && !answerFormat,
   );

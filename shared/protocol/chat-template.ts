@@ -14,7 +14,10 @@ const Wrap = z.strictObject({ prefix: z.string().max(64), suffix: z.string().max
 export const Tag = z
   .string()
   .max(64)
-  .regex(/^[\x20-\x7E\t\n]*$/, "must be printable ASCII, tabs and newlines (the mask reads tokens' text)");
+  .regex(/^[\x20-\x7E\t\n]*$/, "must be printable ASCII, tabs and newlines (the mask reads tokens' text)")
+  // A tokenizer's clean-up of spaces (clean_up_tokenization_spaces: " ," reads ",") rewrites the decoded text around
+  // these, so the reply's text could hold a tag that its tokens, read one by one, do not.
+  .regex(/^[^.,!?']*$/, "must not hold . , ! ? or ' (a tokenizer's clean-up of the spaces before them would move it)");
 
 /** A tool call's opening tag: whitespace before it is the model's own, so it begins with none. */
 export const CallPrefix = Tag.min(1).regex(

@@ -12,6 +12,13 @@ import type { Decode } from "./tokenizer.ts";
 /** A tokenizer's texts, and the tokens allowed in each automaton state seen (most steps repeat one: in a string). */
 interface Vocabulary {
   texts: readonly string[];
+  /**
+   * Each token's text as it reads after another token, bytes that are no whole character each a U+FFFD: how text
+   * around a call's prefix is read, token by token. The prefix is ASCII, and decoding never merges an ASCII byte
+   * into another character, so the prefix stands in these exactly where it stands in the reply's decoded text.
+   * "" only for a token that writes nothing (a special one).
+   */
+  lossy: readonly string[];
   /** The longest text: how far one token can carry the automaton. */
   reach: number;
   allowed: Map<string, Uint8Array>;
@@ -35,13 +42,13 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
   let anchor = 0;
   while (anchor < vocab && !plain(alone(anchor))) anchor++;
   const lead = alone(anchor);
-  const texts = Array.from({ length: vocab }, (_, t) => {
+  const lossy = Array.from({ length: vocab }, (_, t) => {
     const both = decode([anchor, t], { skip_special_tokens: true });
-    const text = both.startsWith(lead) ? both.slice(lead.length) : "";
-    return plain(text) ? text : "";
+    return both.startsWith(lead) ? both.slice(lead.length) : "";
   });
-  const reach = texts.reduce((most, t) => Math.max(most, t.length), 0);
-  const v = { texts, reach, allowed: new Map<string, Uint8Array>() };
+  const texts = lossy.map((text) => (plain(text) ? text : ""));
+  const reach = lossy.reduce((most, t) => Math.max(most, t.length), 0);
+  const v = { texts, lossy, reach, allowed: new Map<string, Uint8Array>() };
   vocabularies.set(decode, v);
   return v;
 }
@@ -144,10 +151,8 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
   switch (phase.k) {
     case "free":
       if (phase.tail === undefined || !afterText(m)) return FREE;
-      // A token of no usable text (a special one, or bytes of a character, never the prefix's: it is ASCII) leaves
-      // text that may begin no call as it is; where one may be beginning, only tokens of text may go on.
-      if (text === "") return phase.tail === "" ? phase : null;
-      return inText(schema, m as JsonMarkers, phase.tail + text);
+      // Read as the lossy texts have it (Vocabulary.lossy): a token that writes nothing leaves the text as it was.
+      return text === "" ? phase : inText(schema, m as JsonMarkers, phase.tail + text);
     case "end":
       return null;
     case "lead": {
@@ -160,9 +165,7 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
       const t = spacedLead(m, phase) ? callStart(u) : u;
       if (t.length < prefix.length && prefix.startsWith(t)) return { k: "lead", text: u, again: phase.again };
       if (!t.startsWith(prefix)) return free ? instead(schema, m as JsonMarkers, t) : null;
-      const rest = t.slice(prefix.length);
-      const json: Phase = { k: "json", state: jsonStart(schema) };
-      return rest === "" ? json : step(schema, m, json, rest);
+      return callFrom(schema, m, t.slice(prefix.length));
     }
     case "json": {
       const state = text === "" ? null : jsonFeed(phase.state, text);
@@ -187,7 +190,15 @@ function step(schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase, 
 function inText(schema: CompiledSchema, m: JsonMarkers, text: string): Phase | null {
   const at = text.indexOf(m.prefix);
   if (at < 0) return { k: "free", tail: prefixTail(text, m.prefix) };
-  const rest = text.slice(at + m.prefix.length);
+  return callFrom(schema, m, text.slice(at + m.prefix.length));
+}
+
+/**
+ * The object after a prefix, its first characters `rest`: none of them bytes of a character not yet whole (a
+ * U+FFFD of the lossy texts), which no object's token carries (JSON's texts are whole characters).
+ */
+function callFrom(schema: CompiledSchema, m: JsonMarkers | undefined, rest: string): Phase | null {
+  if (rest.includes("\uFFFD")) return null;
   const json: Phase = { k: "json", state: jsonStart(schema) };
   return rest === "" ? json : step(schema, m, json, rest);
 }
@@ -199,6 +210,7 @@ function inText(schema: CompiledSchema, m: JsonMarkers, text: string): Phase | n
 function instead(reply: CompiledSchema, m: JsonMarkers, text: string): Phase | null {
   if (afterText(m)) return inText(reply, m, text);
   if (m.text_schema === undefined) return FREE;
+  if (text.includes("\uFFFD")) return null;
   const schema = spacedAs(reply.spaced, compileJsonSchema(m.text_schema));
   return step(schema, undefined, { k: "json", state: jsonStart(schema), text: true }, text);
 }
@@ -251,20 +263,21 @@ function phaseAfter(
   }
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
-    const text = v.texts[generated[i] as number] ?? "";
-    // In text a call may follow, a token of no usable text is read from the reply's decoded text too: bytes of a
-    // character may be followed, within one token, by the start of the prefix.
-    const reread = phase.k === "free" && phase.tail !== undefined && text === "";
-    // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply).
-    if (!reread && (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m)))) {
+    const token = generated[i] as number;
+    const text = textsFor(v, phase)[token] ?? "";
+    // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply);
+    // so it is in text a call may follow (the lossy texts).
+    if (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m))) {
       phase = step(schema, m, phase, text);
       continue;
     }
+    // The lead, a few tokens: read on the reply's decoded text, whose first piece reads as the reply begins
+    // (a SentencePiece tokenizer's first space is dropped there), as the edge reads it.
     const reply = decode(
       Array.from({ length: i + 1 }, (_, j) => generated[j] as number),
       { skip_special_tokens: true },
     );
-    if (!reply.endsWith("\uFFFD")) phase = readText(schema, m, reply);
+    phase = readText(schema, m, reply);
   }
   phaseOf.set(generated, { count, schema, markers: m, phase });
   return phase;
@@ -318,8 +331,14 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
   }
 }
 
-/** Allowed-token sets that allow every token: text a call may follow, where none is near (masked as none). */
-const unmasked = new WeakSet<Uint8Array>();
+/**
+ * The tokens an allowed-token set of text a call may follow leaves out, by id: few (those that would write the
+ * prefix into something else), so such text is masked by them alone, not by a pass over the vocabulary.
+ */
+const closedIn = new WeakMap<Uint8Array, Int32Array>();
+
+/** The texts a phase reads tokens by: around a call's prefix the lossy ones (Vocabulary.lossy), else whole ones. */
+const textsFor = (v: Vocabulary, phase: Phase) => (phase.k === "lead" || phase.k === "free" ? v.lossy : v.texts);
 
 /** Which tokens may follow a prefix in `phase` (1) or not (0): computed once per phase and kept. */
 function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): Uint8Array {
@@ -332,16 +351,17 @@ function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undef
     return allowed;
   }
   allowed = new Uint8Array(v.texts.length);
-  let open = 0;
+  const texts = textsFor(v, phase);
   for (let t = 0; t < v.texts.length; t++) {
-    const text = v.texts[t] as string;
+    const text = texts[t] as string;
     // A token of no usable text is never part of the object; before an optional prefix is settled it may come.
-    if (step(schema, m, phase, text) !== null) {
-      allowed[t] = 1;
-      open++;
-    }
+    if (step(schema, m, phase, text) !== null) allowed[t] = 1;
   }
-  if (open === v.texts.length) unmasked.add(allowed);
+  if (phase.k === "free")
+    closedIn.set(
+      allowed,
+      Int32Array.from(allowed.keys()).filter((t) => allowed[t] === 0),
+    );
   if (v.allowed.size >= Math.min(4096, MAX_CACHED_BYTES / v.texts.length)) {
     v.allowed.delete(v.allowed.keys().next().value as string);
   }
@@ -372,8 +392,12 @@ export function jsonMask(
   const phase = phaseAfter(schema, m, v, decode, generated, position);
   if (phase?.k === "free" && phase.tail === undefined) return;
   const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase);
-  // Text a call may follow, no token of which could begin one wrongly: as free text (end-of-text may come too).
-  if (phase?.k === "free" && allowed && unmasked.has(allowed)) return;
+  // Text a call may follow (end-of-text may come): only the tokens that would write the prefix wrongly go.
+  const closed = allowed && closedIn.get(allowed);
+  if (closed) {
+    for (const t of closed) if (!eos.includes(t)) logits[from + t] = Number.NEGATIVE_INFINITY;
+    return;
+  }
   let open = 0;
   for (let t = 0; t < vocab; t++) {
     if (eos.includes(t)) continue;

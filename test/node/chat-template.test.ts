@@ -64,6 +64,10 @@ describe("a chat template", () => {
       problem({ prefix: "<tool_call>\n", suffix: "\n</tool_call>", tools: wrap("# Tools\n", "") }),
     ).toBeUndefined();
     expect(problem({ prefix: "【call】", suffix: "" })?.[0]).toMatch(/^tool_call\.prefix: must be printable ASCII/);
+    // A tokenizer's clean-up of spaces (" ," reads ",") would move a tag holding these: refused, the tools' wrap not.
+    expect(problem({ prefix: "<c>,", suffix: "" })?.[0]).toMatch(/^tool_call\.prefix: must not hold \. , ! \? or '/);
+    expect(problem({ prefix: "<c>", suffix: "done." })?.[0]).toMatch(/^tool_call\.suffix: must not hold/);
+    expect(problem({ prefix: "<c>", suffix: "", tools: wrap("You may call these tools.\n", "") })).toBeUndefined();
     expect(problem({ prefix: "\n<tool_call>", suffix: "" })?.[0]).toMatch(
       /^tool_call\.prefix: must not begin with whitespace/,
     );

@@ -277,52 +277,55 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     expect(openIn(false, [])).toEqual([0, 7]); // required: no whitespace, no token of no text
   });
 
-  it("after_text: a call may follow text, read on the decoded text, and no token writes the prefix into anything else", () => {
-    // 8: a special token, 9 and 10: the two bytes of "é", 11: a space, 12: "c>x", 13: é's last byte then "<".
-    const all = [...texts, "", "", "", " ", "c>x", ""];
+  it("after_text: a call may follow text, read as its decoded text has it, and no token writes the prefix into anything else", () => {
+    // 8: a special token; 9 and 10: the two bytes of "é"; 11: a space; 12: "c>x"; 13: é's last byte, then "<";
+    // 14: é's last byte, then "<c>x" (a token of no whole text that still writes the prefix); 15: "c>" and a byte.
+    const all = [...texts, "", "", "", " ", "c>x", "", "", ""];
     const special = 8;
     const decode = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) => {
       const bytes = ids.flatMap((t) => {
         if (t === 9) return [0xc3];
         if (t === 10) return [0xa9];
-        if (t === 13) return [0xa9, 0x3c];
+        if (t === 13) return [0xa9, ...Buffer.from("<")];
+        if (t === 14) return [0xa9, ...Buffer.from("<c>x")];
+        if (t === 15) return [...Buffer.from("c>"), 0xc3];
         if (t === special) return o?.skip_special_tokens ? [] : [...Buffer.from("<|x|>")];
         return [...Buffer.from(all[t] ?? "")];
       });
       return Buffer.from(bytes).toString("utf8");
     };
     const markers = { prefix: "<c>", suffix: "</c>", optional: true, after_text: true };
-    const openIn = (generated: number[]) => {
+    const openIn = (generated: number[], m: object = markers) => {
       const row = new Float32Array(all.length).fill(1);
-      const p = { format: "json_object" as const, json_markers: markers };
+      const p = { format: "json_object" as const, json_markers: m as typeof markers };
       jsonMask(p, row, 0, all.length, eos, decode, generated, generated.length);
       return [...row.keys()].filter((t) => row[t] === 1);
     };
     const ALL = [...all.keys()];
-    expect(openIn([5])).toEqual(ALL); // "hi": text, nothing near a prefix
-    // "hi<": the prefix may be beginning: any text goes on, end-of-text too, but no token of no text, and no
-    // token that would write the prefix and then what no call begins with ("c>x").
-    const nearPrefix = [0, 1, 2, 3, 4, 5, 6, 7, 11];
-    expect(openIn([5, 0])).toEqual(nearPrefix);
+    const but = (...out: number[]) => ALL.filter((t) => !out.includes(t));
+    // "hi": text; any token goes on, end-of-text too, but none that writes the prefix and then what no call begins
+    // with, whether its text is whole ("<c>x" after "<", 12) or not (14).
+    expect(openIn([5])).toEqual(but(14));
+    expect(openIn([5, 0])).toEqual(but(12, 14, 15)); // "hi<": the prefix may be beginning
     expect(openIn([5, 0, 1])).toEqual([2]); // "hi<c>": a call, held to the object
     expect(openIn([5, 7])).toEqual([0, 4]); // "hi<c>{}": its suffix
     expect(openIn([5, 7, 4])).toEqual([6]); // one call (not parallel), then the end
-    expect(openIn([5, 0, 5])).toEqual(ALL); // "hi<hi": the "<" began no call
-    // Read on the decoded text: half a character changes nothing; a token that ends it and writes "<" may begin one.
-    expect(openIn([5, 9])).toEqual(ALL);
-    expect(openIn([5, 9, 10])).toEqual(ALL);
-    expect(openIn([5, 9, 13])).toEqual(nearPrefix);
+    expect(openIn([5, 0, 5])).toEqual(but(14)); // "hi<hi": the "<" began no call
+    // As the decoded text has it: bytes of a character break a prefix begun ("<" then é), a special token does not,
+    // and a token that ends a character and writes "<" may begin one.
+    expect(openIn([5, 0, 9, 10, 1])).toEqual(but(14));
+    expect(openIn([5, 0, special, 1])).toEqual([2]);
+    expect(openIn([5, 9, 13])).toEqual(but(12, 14, 15));
     expect(openIn([5, 9, 13, 1])).toEqual([2]);
-    expect(openIn([5, special, 0, 1])).toEqual([2]); // a special token in text writes nothing
     // Text ends as text wherever; a call cut before its suffix is unfinished.
     expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c")).toBeNull();
     expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c>{}</c>")).toBeNull();
     expect(unfinishedReply({ format: "json_object", json_markers: markers }, "hi<c>{}")).toMatch(/suffix/);
-    // Without after_text the same text is text throughout: "hi<c>" begins no call.
-    const row = new Float32Array(all.length).fill(1);
-    const plain = { ...markers, after_text: false };
-    jsonMask({ format: "json_object", json_markers: plain }, row, 0, all.length, eos, decode, [5, 0, 1], 3);
-    expect([...row.keys()].filter((t) => row[t] === 1)).toEqual(ALL);
+    // Without after_text the same text is text throughout: "hi<c>" begins no call, nothing is masked.
+    expect(openIn([5, 0, 1], { ...markers, after_text: false })).toEqual(ALL);
+    // At the start (the lead) too: a token that completes the prefix and carries a byte of a character after it
+    // cannot come; one with them before it is text.
+    expect(openIn([0], { ...markers, after_text: false })).toEqual(but(12, 15));
   });
 
   it("after_text: stop strings cut the text before a call, never the call nor a prefix that may begin one", () => {

@@ -115,10 +115,27 @@ describe("the mask and the edge agree on tool-call replies", () => {
           // As the route gives them: the format the worker writes under, the plan the reply is read by.
           const { format, plan } = choice === "auto+answer" ? withAnswer(tooling, answer) : tooling;
           const params = { ...format, stop: [] as string[] };
-          const texts = [...pieces(tags.prefix, tags.suffix), ""];
-          const eos = [texts.length - 1];
-          const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+          // Tokens as bytes, as a byte-level tokenizer's: the pieces, then the two bytes of "é" each alone, é's last
+          // byte with the whole prefix after it, the prefix's end with é's first byte after it, a special token
+          // (it writes nothing), and end-of-text.
+          const bytes = [
+            ...pieces(tags.prefix, tags.suffix).map((p) => [...Buffer.from(p)]),
+            [0xc3],
+            [0xa9],
+            [0xa9, ...Buffer.from(tags.prefix)],
+            [0xa9, ...Buffer.from(`${tags.prefix}x`)],
+            [...Buffer.from(tags.prefix.slice(1)), 0xc3],
+            [],
+            [],
+          ];
+          const texts = bytes.map((b) => Buffer.from(b).toString("utf8"));
+          const eos = [bytes.length - 1];
+          const decode = (ids: readonly number[]) => Buffer.from(ids.flatMap((t) => bytes[t] ?? [])).toString("utf8");
+          // Drawn first where the mask allows them: tags and a call's start, and the byte tokens (which it allows
+          // only where they write no prefix wrongly).
+          const byteTokens = [7, 6, 5, 4, 3, 2].map((k) => bytes.length - k);
           const leads = [tags.prefix, '{"name":"', '","arguments":', tags.suffix].map((l) => texts.indexOf(l));
+          leads.push(...byteTokens);
           const draw = createRng(texts.length * 31 + choice.length + (parallel ? 10 : 20));
           let calls = 0;
           let several = 0;
@@ -133,7 +150,8 @@ describe("the mask and the edge agree on tool-call replies", () => {
               const open = [...row.keys()].filter((t) => row[t] === 1);
               expect(open.length, `run ${run}: ${JSON.stringify(decode(generated))}`).toBeGreaterThan(0);
               // Half the draws take a tag or a call's start where one may come, so runs reach calls, and several.
-              const led = leads.find((l) => open.includes(l));
+              const ledBy = leads.filter((l) => open.includes(l));
+              const led = ledBy[Math.floor(draw() * ledBy.length)];
               const t = led !== undefined && draw() < 0.5 ? led : (open[Math.floor(draw() * open.length)] as number);
               if (eos.includes(t)) {
                 finish = "stop";
