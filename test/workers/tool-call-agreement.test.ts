@@ -6,8 +6,9 @@
 import { describe, expect, it } from "vitest";
 import { toolCallStream, toolFinish, toolFormat, toolMessage, withAnswer } from "../../edge/openai-tools.ts";
 import { createRng } from "../../models/build/prng.ts";
-import type { GenerationOutput } from "../../shared/index.ts";
+import { type GenerationOutput, GenerationParams } from "../../shared/index.ts";
 import { jsonMask, unfinishedReply } from "../../shared/tasks/text-generation-format.ts";
+import { startSequence, takeToken } from "../../shared/tasks/text-generation-sequence.ts";
 import { TEST_REGISTRY } from "../support/test-models.ts";
 
 const tools = [
@@ -243,5 +244,77 @@ describe("the mask and the edge agree on tool-call replies", () => {
         });
       }
     }
+  }
+
+  // Stop strings with "auto", through the worker's own takeToken: its deltas begin its text, which the edge reads as
+  // the whole answer did, streamed from those deltas; a stop cuts text (before a call too), never a call.
+  for (const tags of cases) {
+    it(`${JSON.stringify(tags)}, auto with stop strings, read from the worker's deltas`, () => {
+      const template = { ...model?.chat_template, tool_call: tags } as never;
+      const tooling = toolFormat({ name: "m", chat_template: template } as never, { tools, tool_choice: "auto" });
+      if (!tooling) throw new Error("no format");
+      // And a token of text and a prefix at once, so a stop string may come in the same token as a call's start.
+      const words = [...pieces(tags.prefix, tags.suffix), `ok.${tags.prefix}`];
+      const texts = [...words, ""];
+      const eos = [texts.length - 1];
+      const decode = (ids: readonly number[]) => ids.map((t) => texts[t] ?? "").join("");
+      const leads = [tags.prefix, '{"name":"', '","arguments":', tags.suffix, "hi", `ok.${tags.prefix}`].map((l) =>
+        texts.indexOf(l),
+      );
+      const stopsToTry = ["ok", "i<", "\n\n", tags.prefix.slice(0, 2), "}"];
+      const draw = createRng(texts.length * 7 + 3);
+      let cut = 0;
+      let calls = 0;
+      for (let run = 0; run < 200; run++) {
+        const stop = [stopsToTry[run % stopsToTry.length] as string];
+        const params = GenerationParams.parse({ ...tooling.format, stop, max_new_tokens: 40 });
+        const seq = startSequence(0, { prompt: "p", params }, [1], decode);
+        const deltas: string[] = [];
+        while (!seq.finish) {
+          const row = new Float32Array(texts.length).fill(1);
+          jsonMask(params, row, 0, texts.length, eos, decode, seq.generated, seq.generated.length);
+          const open = [...row.keys()].filter((t) => row[t] === 1);
+          const ledBy = leads.filter((l) => open.includes(l));
+          const led = ledBy[Math.floor(draw() * ledBy.length)];
+          const t = led !== undefined && draw() < 0.6 ? led : (open[Math.floor(draw() * open.length)] as number);
+          deltas.push(takeToken(seq, t, eos, decode) ?? "");
+        }
+        const where = `run ${run}, stop ${JSON.stringify(stop)}: ${JSON.stringify(seq.text)} (${seq.finish})`;
+        // What was held back (a stop string's possible start, a prefix's) goes with the output, not as a delta.
+        expect(seq.text.startsWith(deltas.join("")), where).toBe(true);
+        const output: GenerationOutput = {
+          generated_text: seq.text,
+          tokens: seq.generated,
+          finish_reason: seq.finish as "stop" | "length",
+          prompt_tokens: 1,
+        };
+        if (seq.text !== decode(seq.generated)) cut++;
+        const message = toolMessage(tooling.plan, output, 0);
+        const made = "tool_calls" in message ? (message.tool_calls ?? []) : [];
+        calls += made.length;
+        // The text a stop string would have cut never reaches the caller: not in text, nor before a call.
+        expect((message.content ?? "").includes(stop[0] as string), where).toBe(false);
+        // A call the stop string did not cut is read whole where the reply ended on its own.
+        if (made.length > 0 && seq.finish === "stop" && seq.text === decode(seq.generated)) {
+          expect(toolFinish(tooling.plan, output), where).toBe("tool_calls");
+        }
+        const stream = toolCallStream(tooling.plan);
+        let content = "";
+        const args: string[] = [];
+        const take = (piece: ReturnType<typeof stream.push>) => {
+          if (piece.kind === "text") content += piece.text;
+          if (piece.kind !== "call") return;
+          content += piece.text ?? "";
+          for (const d of piece.deltas) args[d.index] = (args[d.index] ?? "") + (d.function?.arguments ?? "");
+        };
+        for (const d of deltas) take(stream.push(0, d));
+        take(stream.end(0, output));
+        expect(content, where).toBe(message.content ?? "");
+        expect(args, where).toEqual(made.map((c) => c.type === "function" && c.function.arguments));
+      }
+      // The runs reach what they test: stop strings that cut, and calls.
+      expect(cut).toBeGreaterThan(10);
+      expect(calls).toBeGreaterThan(20);
+    });
   }
 });
