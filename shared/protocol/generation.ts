@@ -140,8 +140,8 @@ export const GenerationParams = z
      * With a JSON format, how its object is written outside strings: "compact", no whitespace (the default), or
      * "spaced", one space allowed after each `:` and `,` (`{"a": 1, "b": [1, 2]}`, as Python's json.dumps writes
      * and so most models learnt JSON; the model picks whether to write it), json_markers.text_schema's object
-     * likewise. Nothing else: a run of whitespace under a mask is where models loop; and a value the schema fixes
-     * (an enum or const object or array) is written compact. Left out unless asked for.
+     * likewise, and an enum or const object or array the schema fixes. Nothing else: a run of whitespace under a
+     * mask is where models loop. Left out unless asked for.
      */
     json_spacing: z.enum(["compact", "spaced"]).optional(),
     /**

@@ -28,7 +28,8 @@ type Frame =
   /** A value of `node` starts with the next character. */
   | { f: "value"; node: SchemaNode }
   /** Within the literals [lo, hi) of `node`'s sorted texts, `pos` characters written (all of them share those). */
-  | { f: "literal"; node: Literals; pos: number; lo: number; hi: number }
+  /** `spaced`: a spaced schema's space was just written inside the literal (after its `:` or `,`). */
+  | { f: "literal"; node: Literals; pos: number; lo: number; hi: number; spaced?: true }
   /** Within the keys [lo, hi) an object may write after property `next` (objectKeys), `pos` characters written. */
   | { f: "key"; node: ObjectNode; next: number; pos: number; lo: number; hi: number }
   /** In an object of named properties: those from `next` are still to come; "open" after '{', "comma" after ','. */
@@ -127,7 +128,7 @@ function frameKey(f: Frame, reach: number): string {
     case "value":
       return `v${f.node.id}`;
     case "literal":
-      return `l${f.node.id}.${f.pos}.${f.lo}.${f.hi}`;
+      return `l${f.node.id}.${f.pos}.${f.lo}.${f.hi}${f.spaced ? "_" : ""}`;
     case "key":
       return `k${f.node.id}.${f.next}.${f.pos}.${f.lo}.${f.hi}`;
     case "object":
@@ -268,9 +269,42 @@ function inList(
   // A text written whole, while longer ones share it (an enum of 1 and 12): the value may end here, and `c` is
   // what follows it. Keys end in a colon and never share one another's whole text.
   if ((texts[f.lo] as string).length === f.pos && f.f === "literal") out.push(...step(t.rest, c, sp));
+  // An object or array the schema fixes (its text compact) is spaced as any other where the schema is spaced.
+  if (sp && c === SPACE && f.f === "literal" && !f.spaced && separatorBefore(f.node, f.lo, f.pos)) {
+    out.push(push(t.rest, { ...f, spaced: true }));
+  }
   const [lo, hi] = narrowed(texts, f.lo, f.hi, f.pos, c);
-  if (lo < hi) out.push(settle(t.rest, { ...f, pos: f.pos + 1, lo, hi }, texts, sp));
+  if (lo < hi) {
+    const next = { ...f, pos: f.pos + 1, lo, hi };
+    if (next.f === "literal") delete next.spaced;
+    out.push(settle(t.rest, next, texts, sp));
+  }
   return out;
+}
+
+/** Per literal text, the positions right after one of its `:` and `,` outside strings (where a space may come). */
+const separators = new WeakMap<Literals, Uint8Array[]>();
+
+/** Whether the character before `pos` of the literals from `lo` on (they share it) is a `:` or `,` outside strings. */
+function separatorBefore(node: Literals, lo: number, pos: number): boolean {
+  let marks = separators.get(node);
+  if (!marks) {
+    marks = node.texts.map((text) => {
+      const after = new Uint8Array(text.length + 1);
+      let inString = false;
+      for (let i = 0; i < text.length; i++) {
+        const ch = text[i];
+        if (inString) {
+          if (ch === "\\") i++;
+          else if (ch === '"') inString = false;
+        } else if (ch === '"') inString = true;
+        else if (ch === ":" || ch === ",") after[i + 1] = 1;
+      }
+      return after;
+    });
+    separators.set(node, marks);
+  }
+  return marks[lo]?.[pos] === 1;
 }
 
 /** The keys an object may write after property `next` (those up to the next required one), sorted. */

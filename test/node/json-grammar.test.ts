@@ -147,6 +147,23 @@ describe('the JSON automaton, spaced (json_spacing "spaced")', () => {
     expect(spacedSchemaReader('{"name": "x",  "n": 3}')).toBe("no");
   });
 
+  it("spaces an object or array the schema fixes (enum, const) as any other, never inside its strings", () => {
+    const fixed = reader(
+      {
+        type: "object",
+        properties: { a: { const: { x: 1, "y:,": [1, { z: "a, b: c" }] } }, b: { enum: [[1, 2], "s, t"] } },
+        required: ["a", "b"],
+      },
+      true,
+    );
+    expect(fixed('{"a": {"x": 1, "y:,": [1, {"z": "a, b: c"}]}, "b": [1, 2]}')).toBe("done");
+    expect(fixed('{"a":{"x":1,"y:,":[1,{"z":"a, b: c"}]},"b":"s, t"}')).toBe("done");
+    expect(fixed('{"a": {"x":  1')).toBe("no");
+    expect(fixed('{"a": {"x": 1, "y:, ')).toBe("no"); // inside a key's string: as written
+    expect(fixed('{"a": {"x": 1, "y:,": [1, {"z": "a,  b')).toBe("no");
+    expect(fixed('{"a": {"x": 1, "y:,": [1, {"z": "a, b: c"}]}, "b": "s,  t"')).toBe("no");
+  });
+
   it("keys its states apart from the compact schema's, so the mask's kept sets never mix", () => {
     const compact = compileJsonSchema(schema);
     expect(spacedSchema(compact)).toBe(spacedSchema(compact));
