@@ -19,11 +19,13 @@ export const Tag = z
   // these, so the reply's text could hold a tag that its tokens, read one by one, do not.
   .regex(/^[^.,!?']*$/, "must not hold . , ! ? or ' (a tokenizer's clean-up of the spaces before them would move it)");
 
-/** A tool call's opening tag: whitespace before it is the model's own, so it begins with none. */
-export const CallPrefix = Tag.min(1).regex(
-  /^[^ \t\n]/,
-  "must not begin with whitespace (whitespace before it is the model's)",
-);
+/**
+ * A tool call's opening tag: whitespace before it is the model's own, so it begins with none; and it does not end
+ * in "n", which a tokenizer's clean-up of spaces (" n't" reads "n't") could join onto text written before it.
+ */
+export const CallPrefix = Tag.min(1)
+  .regex(/^[^ \t\n]/, "must not begin with whitespace (whitespace before it is the model's)")
+  .regex(/[^n]$/, `must not end in "n" (a tokenizer's clean-up of spaces, " n't" reading "n't", could write it)`);
 
 export const ChatTemplate = z
   .strictObject({

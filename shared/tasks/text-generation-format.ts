@@ -325,7 +325,8 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
     case "lead":
       // A token may carry the prefix's end into the object: the schema counts.
       // Where whitespace may come first it changes nothing the set depends on: keyed without it.
-      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${phase.again}\u0001${m?.prefix}\u0001${spacedLead(m, phase) ? spacedKey(phase.text, v.reach) : phase.text}`;
+      // Text may follow a call there or not (after_text): what a token that turns the reply into text may write.
+      return `lead\u0001${schema.id}\u0001${m?.text_schema === undefined ? "" : compileJsonSchema(m.text_schema).id}\u0001${m?.optional}\u0001${afterText(m)}\u0001${phase.again}\u0001${m?.prefix}\u0001${spacedLead(m, phase) ? spacedKey(phase.text, v.reach) : phase.text}`;
     default:
       return `${phase.k}\u0001${m?.suffix}\u0001${phase.k === "tail" ? phase.text : ""}`;
   }

@@ -67,6 +67,8 @@ describe("a chat template", () => {
     // A tokenizer's clean-up of spaces (" ," reads ",") would move a tag holding these: refused, the tools' wrap not.
     expect(problem({ prefix: "<c>,", suffix: "" })?.[0]).toMatch(/^tool_call\.prefix: must not hold \. , ! \? or '/);
     expect(problem({ prefix: "<c>", suffix: "done." })?.[0]).toMatch(/^tool_call\.suffix: must not hold/);
+    expect(problem({ prefix: "```json", suffix: "```" })?.[0]).toMatch(/^tool_call\.prefix: must not end in "n"/);
+    expect(problem({ prefix: "```json\n", suffix: "\n```" })).toBeUndefined();
     expect(problem({ prefix: "<c>", suffix: "", tools: wrap("You may call these tools.\n", "") })).toBeUndefined();
     expect(problem({ prefix: "\n<tool_call>", suffix: "" })?.[0]).toMatch(
       /^tool_call\.prefix: must not begin with whitespace/,

@@ -343,6 +343,13 @@ describe("jsonMask with markers (a tool call between a template's tags)", () => 
     // At the start (the lead) too: a token that completes the prefix and carries a byte of a character after it
     // cannot come; one with them before it is text.
     expect(openIn([0], { ...markers, after_text: false })).toEqual(but(12, 15));
+    // The sets kept for a reply's start tell after_text apart, whichever was asked for first (a call may follow
+    // text there or not decides whether token 14, text then the prefix "<c" and ">x", may come). A prefix of its
+    // own, so no set kept above answers.
+    const ask = (after: boolean) => openIn([], { ...markers, prefix: "<c", after_text: after });
+    expect(ask(false)).toEqual(but(7));
+    expect(ask(true)).toEqual(but(7, 14));
+    expect(ask(false)).toEqual(but(7));
   });
 
   it("after_text: stop strings cut the text before a call, never the call nor a prefix that may begin one", () => {
