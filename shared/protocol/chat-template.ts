@@ -35,9 +35,10 @@ export const ChatTemplate = z
     generation_prompt: z.string().max(64),
     /**
      * How the model writes a tool call in its reply: `prefix + {"name": ..., "arguments": {...}} + suffix` (Hermes' and
-     * Qwen's <tool_call> tags; the object compact, so newlines the model writes around it belong in the tags). With
-     * it, a reply that begins with the prefix is a call and one that does not is text, so the model decides
-     * (tool_choice "auto"); left out, a chat with tools must say which to call. `tools`: how the tools are shown to
+     * Qwen's <tool_call> tags; the object spaced or compact but never with newlines, so newlines the model writes
+     * around it belong in the tags). With it, a reply that begins with the prefix, or (tool_choice "auto") has it
+     * after text, is a call, and one that does not is text, so the model decides; left out, a chat with tools must
+     * say which to call. `tools`: how the tools are shown to
      * the model (a system message of their own, first: prefix, each tool as sent a line, suffix); left out, they are
      * not (say what they do in your own system message).
      */

@@ -27,8 +27,10 @@ type Literals = Extract<SchemaNode, { kind: "literals" }>;
 type Frame =
   /** A value of `node` starts with the next character. */
   | { f: "value"; node: SchemaNode }
-  /** Within the literals [lo, hi) of `node`'s sorted texts, `pos` characters written (all of them share those). */
-  /** `spaced`: a spaced schema's space was just written inside the literal (after its `:` or `,`). */
+  /**
+   * Within the literals [lo, hi) of `node`'s sorted texts, `pos` characters written (all of them share those);
+   * `spaced`: a spaced schema's space was just written inside the literal (after its `:` or `,`).
+   */
   | { f: "literal"; node: Literals; pos: number; lo: number; hi: number; spaced?: true }
   /** Within the keys [lo, hi) an object may write after property `next` (objectKeys), `pos` characters written. */
   | { f: "key"; node: ObjectNode; next: number; pos: number; lo: number; hi: number }
