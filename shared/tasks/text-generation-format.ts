@@ -19,6 +19,12 @@ interface Vocabulary {
    * "" only for a token that writes nothing (a special one).
    */
   lossy: readonly string[];
+  /**
+   * `texts` and `lossy` as a reply's first token reads, decoded alone: a SentencePiece piece there loses its space
+   * (`▁{` is the reply `{`), as the reply's decoded text has it.
+   */
+  first: readonly string[];
+  firstLossy: readonly string[];
   /** The longest text: how far one token can carry the automaton. */
   reach: number;
   allowed: Map<string, Uint8Array>;
@@ -47,8 +53,10 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
     return both.startsWith(lead) ? both.slice(lead.length) : "";
   });
   const texts = lossy.map((text) => (plain(text) ? text : ""));
-  const reach = lossy.reduce((most, t) => Math.max(most, t.length), 0);
-  const v = { texts, lossy, reach, allowed: new Map<string, Uint8Array>() };
+  const firstLossy = Array.from({ length: vocab }, (_, t) => alone(t));
+  const first = firstLossy.map((text) => (plain(text) ? text : ""));
+  const reach = [...lossy, ...firstLossy].reduce((most, t) => Math.max(most, t.length), 0);
+  const v = { texts, lossy, first, firstLossy, reach, allowed: new Map<string, Uint8Array>() };
   vocabularies.set(decode, v);
   return v;
 }
@@ -264,7 +272,7 @@ function phaseAfter(
   let phase = known.phase;
   for (let i = known.count; i < count && phase !== null; i++) {
     const token = generated[i] as number;
-    const text = textsFor(v, phase)[token] ?? "";
+    const text = textsFor(v, phase, i === 0)[token] ?? "";
     // Between calls no token of no text may come, so token by token is exact there (and no re-read of the reply);
     // so it is in text a call may follow (the lossy texts).
     if (phase.k !== "lead" || phase.again || (text === "" && !mayBeText(m))) {
@@ -338,12 +346,25 @@ function phaseKey(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefi
  */
 const closedIn = new WeakMap<Uint8Array, Int32Array>();
 
-/** The texts a phase reads tokens by: around a call's prefix the lossy ones (Vocabulary.lossy), else whole ones. */
-const textsFor = (v: Vocabulary, phase: Phase) => (phase.k === "lead" || phase.k === "free" ? v.lossy : v.texts);
+/**
+ * The texts a phase reads tokens by: around a call's prefix the lossy ones (Vocabulary.lossy), else whole ones; for
+ * the reply's first token, as it reads decoded alone.
+ */
+function textsFor(v: Vocabulary, phase: Phase, first: boolean): readonly string[] {
+  const lossy = phase.k === "lead" || phase.k === "free";
+  if (first) return lossy ? v.firstLossy : v.first;
+  return lossy ? v.lossy : v.texts;
+}
 
 /** Which tokens may follow a prefix in `phase` (1) or not (0): computed once per phase and kept. */
-function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undefined, phase: Phase): Uint8Array {
-  const key = phaseKey(v, schema, m, phase);
+function allowedIn(
+  v: Vocabulary,
+  schema: CompiledSchema,
+  m: JsonMarkers | undefined,
+  phase: Phase,
+  first: boolean,
+): Uint8Array {
+  const key = `${phaseKey(v, schema, m, phase)}${first ? "\u0001first" : ""}`;
   let allowed = v.allowed.get(key);
   if (allowed) {
     // Most recently used last, so the bound below lets the oldest go.
@@ -352,7 +373,7 @@ function allowedIn(v: Vocabulary, schema: CompiledSchema, m: JsonMarkers | undef
     return allowed;
   }
   allowed = new Uint8Array(v.texts.length);
-  const texts = textsFor(v, phase);
+  const texts = textsFor(v, phase, first);
   for (let t = 0; t < v.texts.length; t++) {
     const text = texts[t] as string;
     // A token of no usable text is never part of the object; before an optional prefix is settled it may come.
@@ -392,7 +413,7 @@ export function jsonMask(
   const m = p.json_markers;
   const phase = phaseAfter(schema, m, v, decode, generated, position);
   if (phase?.k === "free" && phase.tail === undefined) return;
-  const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase);
+  const allowed = phase === null || phase.k === "end" ? undefined : allowedIn(v, schema, m, phase, position === 0);
   // Text a call may follow (end-of-text may come): only the tokens that would write the prefix wrongly go.
   const closed = allowed && closedIn.get(allowed);
   if (closed) {

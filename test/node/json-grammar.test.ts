@@ -226,6 +226,32 @@ describe("jsonMask", () => {
     expect([...row.keys()].filter((t) => row[t] === 1)).toEqual([3, 5]); // "1" or "}", never " 2"
   });
 
+  it("reads a reply's first token as it reads decoded alone (a SentencePiece piece there loses its space)", () => {
+    const pieces = ["{", "\u2581{", '"a"', ":", "1", "}", "<eos>", "\u2581", "\u2581<c>", "\u2581x"];
+    const eosId = 6;
+    const sp = (ids: readonly number[], o?: { skip_special_tokens?: boolean }) =>
+      ids
+        .filter((t) => !(o?.skip_special_tokens && t === eosId))
+        .map((t) => pieces[t] ?? "")
+        .join("")
+        .replaceAll("\u2581", " ")
+        .replace(/^ /, "");
+    const openIn = (p: object, generated: number[]) => {
+      const row = new Float32Array(pieces.length).fill(1);
+      jsonMask(p, row, 0, pieces.length, [eosId], sp, generated, generated.length);
+      return [...row.keys()].filter((t) => row[t] === 1);
+    };
+    const json = { format: "json_object" as const };
+    // "▁{" begins the reply "{"; a lone "▁" writes nothing there, so it cannot begin an object.
+    expect(openIn(json, [])).toEqual([0, 1]);
+    expect(openIn(json, [1])).toEqual([2, 5]); // "{": a key or "}"
+    expect(openIn(json, [1, 2, 3])).toEqual([0, 2, 4]); // later, "▁{" reads " {": no space in compact JSON
+    // A call the model must make: "▁<c>" begins the reply "<c>" (as the edge reads the reply).
+    const required = { ...json, json_markers: { prefix: "<c>", suffix: "", optional: false } };
+    expect(openIn(required, [])).toEqual([8]);
+    expect(openIn(required, [8])).toEqual([0]); // then the object, "{" (a later "▁{" would read " {")
+  });
+
   it("leaves only end-of-text once the object closes, or after a prefix that is not one", () => {
     expect(open([0, 1])).toEqual([5]);
     expect(open([8])).toEqual([5]);
