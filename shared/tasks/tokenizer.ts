@@ -90,9 +90,13 @@ export function createTokenizer(tokenizerJson: unknown, tokenizerConfig: unknown
     if (typeof input !== "string") return out;
     return Object.fromEntries(Object.entries(out).map(([key, rows]) => [key, rows[0] ?? []]));
   };
+  // Spaces before punctuation are cleaned up only where the tokenizer's config asks (transformers' default since
+  // 4.45; the library's is to clean): cleaned, a reply's decoded text could shrink as it grows (" " then "." read
+  // "."), so streamed text would differ from the whole, and text read token by token from its decoded whole.
+  const cleanUp = tokenizerConfig.clean_up_tokenization_spaces === true;
   const decode: Decode = (ids: readonly number[], options?: { skip_special_tokens?: boolean }) =>
     // The library refuses an empty list; a sequence that ends at once has no text.
-    ids.length === 0 ? "" : tokenizer.decode([...ids], options);
+    ids.length === 0 ? "" : tokenizer.decode([...ids], { clean_up_tokenization_spaces: cleanUp, ...options });
   const decoder = tokenizerJson.decoder;
   if (isObject(decoder) && decoder.type === "ByteLevel") {
     const alphabet = byteLevelAlphabet();

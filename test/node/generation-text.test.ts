@@ -1,10 +1,14 @@
 // The text-generation task's pure parts: what text a delta may carry (held back: a character whose bytes are
 // not all out, a tail that may become a stop string), where a stop string cuts, and the seeded sampler
 // (a pure function of seed and position, inside top_k / top_p). The model-level tests are generation.test.ts.
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { GenerationParams } from "../../shared/protocol/generation.ts";
 import { inputProblems } from "../../shared/tasks/input-checks.ts";
 import { advanceText } from "../../shared/tasks/text-generation.ts";
 import { candidates, pickToken, uniformAt } from "../../shared/tasks/text-generation-sampler.ts";
+import { startSequence, takeToken } from "../../shared/tasks/text-generation-sequence.ts";
+import { createTokenizer } from "../../shared/tasks/tokenizer.ts";
 
 describe("text-generation deltas and sampling", () => {
   it("holds back a partial character and a possible stop string, and cuts at the first stop", () => {
@@ -15,6 +19,27 @@ describe("text-generation deltas and sampling", () => {
       stopped: "the food. ",
     });
     expect(advanceText("abc END more", 2, ["END"])).toEqual({ text: "c ", stopped: "abc " });
+  });
+
+  it("streams text that only grows: gpt-tiny's spaces before punctuation are kept, as its config asks nothing else", () => {
+    const read = (name: string) =>
+      JSON.parse(readFileSync(new URL(`../../models/gpt-tiny/${name}`, import.meta.url), "utf8"));
+    const tokenizer = createTokenizer(read("tokenizer.json"), read("tokenizer_config.json"));
+    const ids = tokenizer("Hi . ok , fine", { return_tensor: false }).input_ids as number[];
+    expect(tokenizer.decode(ids)).toBe("Hi . ok , fine");
+    // Token by token, as the decode loop streams it: the deltas add up to the whole text at every step.
+    const seq = startSequence(
+      0,
+      { prompt: "p", params: GenerationParams.parse({ max_new_tokens: 64 }) },
+      [1],
+      tokenizer.decode,
+    );
+    let sent = "";
+    for (const id of ids) {
+      sent += takeToken(seq, id, [], tokenizer.decode) ?? "";
+      expect(tokenizer.decode(seq.generated).startsWith(sent)).toBe(true);
+    }
+    expect(sent).toBe("Hi . ok , fine");
   });
 
   it("draws the same number for the same seed and position, and keeps samples inside top_k and top_p", () => {
