@@ -171,17 +171,18 @@ function jsonFormat(
   param: string,
 ): Pick<GenerationParams, "format" | "schema" | "json_spacing"> | undefined {
   // Spaced: the model may write JSON as it learnt it, json.dumps' `{"a": 1, "b": 2}` (GenerationParams.json_spacing).
-  if (asked?.type === "json_object") return { format: "json_object", json_spacing: "spaced" };
+  const anyObject = { format: "json_object", json_spacing: "spaced" } as const;
+  if (asked?.type === "json_object") return anyObject;
   if (asked?.type !== "json_schema") return undefined;
   const schema = asked.json_schema?.schema;
-  if (schema === undefined) return { format: "json_object", json_spacing: "spaced" };
+  if (schema === undefined) return anyObject;
   try {
     compileJsonSchema(schema);
   } catch (e) {
     if (e instanceof SchemaProblem) throw refuse(param, `${param}: ${e.message}`);
     throw e;
   }
-  return { format: "json_schema", schema, json_spacing: "spaced" };
+  return { ...anyObject, format: "json_schema", schema };
 }
 
 /** Characters a prompt may have so it and the tokens to generate fit the context (text-item.ts's estimate). */

@@ -12,10 +12,8 @@ import type { ChatTemplate } from "../shared/protocol/chat-template.ts";
 import { compileJsonSchema, SchemaProblem, spacedSchema } from "../shared/protocol/json-schema.ts";
 import type { OpenAiFinishReason, Tool, ToolCall, ToolCallDelta, ToolChoice } from "../shared/protocol/openai-chat.ts";
 import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart } from "../shared/tasks/json-grammar.ts";
-import { afterText, callStart, prefixTail } from "../shared/tasks/text-generation-format.ts";
+import { afterText, callStart, type JsonMarkers, prefixTail } from "../shared/tasks/text-generation-format.ts";
 import { ApiError } from "./errors.ts";
-
-type JsonMarkers = NonNullable<GenerationParams["json_markers"]>;
 
 /** What the stream shaper and the answer need to turn a reply into a call (plain data: it travels to the queue). */
 export interface ToolPlan {

@@ -38,9 +38,8 @@ export const ChatTemplate = z
      * Qwen's <tool_call> tags; the object spaced or compact but never with newlines, so newlines the model writes
      * around it belong in the tags). With it, a reply that begins with the prefix, or (tool_choice "auto") has it
      * after text, is a call, and one that does not is text, so the model decides; left out, a chat with tools must
-     * say which to call. `tools`: how the tools are shown to
-     * the model (a system message of their own, first: prefix, each tool as sent a line, suffix); left out, they are
-     * not (say what they do in your own system message).
+     * say which to call. `tools`: how the tools are shown to the model (a system message of their own, first: prefix,
+     * each tool as sent a line, suffix); left out, they are not (say what they do in your own system message).
      */
     tool_call: z
       .strictObject({

@@ -5,6 +5,7 @@
 // SentencePiece piece decoded alone loses its leading space); special tokens and bytes that end mid-character add
 // none usable, so they never come in JSON mode.
 
+import type { GenerationParams } from "../protocol/generation.ts";
 import { type CompiledSchema, compileJsonSchema, spacedSchema } from "../protocol/json-schema.ts";
 import { JSON_OBJECT, type JsonState, jsonDone, jsonFeed, jsonStart, jsonStateKey } from "./json-grammar.ts";
 import type { Decode } from "./tokenizer.ts";
@@ -61,25 +62,11 @@ function vocabulary(decode: Decode, vocab: number): Vocabulary {
   return v;
 }
 
-/** What a reply's format reads from its params (GenerationParams' format, schema and json_markers). */
-export interface FormatParams {
-  format?: "json_object" | "json_schema";
-  schema?: object;
-  json_spacing?: "compact" | "spaced";
-  json_markers?: JsonMarkers;
-}
+/** What a reply's format reads from its params. */
+export type FormatParams = Pick<GenerationParams, "format" | "schema" | "json_spacing" | "json_markers">;
 
 /** GenerationParams.json_markers: the text around the object (a model's tool-call tags), and whether text may replace it. */
-export interface JsonMarkers {
-  prefix: string;
-  suffix: string;
-  optional: boolean;
-  parallel?: boolean | undefined;
-  /** With optional: a reply that is not a call is one JSON object this schema accepts, not free text. */
-  text_schema?: object | undefined;
-  /** With optional (and no text_schema): a call may also begin after text (the model's reasoning, a sentence). */
-  after_text?: boolean | undefined;
-}
+export type JsonMarkers = NonNullable<GenerationParams["json_markers"]>;
 
 /**
  * The schema a reply's format holds it to: any one object for json_object, params.schema compiled for
